@@ -1,0 +1,439 @@
+//! Configuration: one TOML file, every key also settable through a `STROM_*` environment variable.
+//!
+//! Precedence, lowest first: embedded defaults, the TOML file, `STROM_*` variables, command-line flags (applied
+//! by the binary). A key `hls.segment_duration_secs` is `STROM_HLS_SEGMENT_DURATION_SECS` in the environment; a
+//! top-level key `node_name` is `STROM_NODE_NAME`. Values in the environment are read as TOML values where they
+//! parse (numbers, booleans, arrays), otherwise as strings. Every error names the key (and the variable or file)
+//! that caused it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// An invalid configuration: the message names the offending key and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's name in logs, metrics and (later) the cluster. Defaults to the hostname.
+    pub node_name: String,
+    /// Log format: "text" or "json".
+    pub log_format: LogFormat,
+    /// Seconds a shutdown (SIGTERM/SIGINT) may take before the process exits anyway.
+    pub shutdown_timeout_secs: f64,
+    /// RTMP listener.
+    pub rtmp: RtmpConfig,
+    /// HTTP listener (HLS, HTTP-FLV, API, metrics, probes).
+    pub http: HttpConfig,
+    /// HLS segmenting.
+    pub hls: HlsConfig,
+    /// Live stream behaviour: GOP cache, reconnect grace, slow players.
+    pub stream: StreamConfig,
+    /// Node-wide limits.
+    pub limits: LimitsConfig,
+    /// Publish authorisation.
+    pub auth: AuthConfig,
+}
+
+/// RTMP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Outbound chunk size strom announces to peers.
+    pub chunk_size: u32,
+    /// Largest inbound chunk size a peer may set (SetChunkSize above it ends the connection).
+    pub max_chunk_size: u32,
+    /// Largest inbound RTMP message (a larger declared length ends the connection).
+    pub max_message_size: u32,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout_secs: f64,
+    /// Seconds without any byte from a client before its connection is closed.
+    pub idle_timeout_secs: f64,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Longest request path accepted (longer ones get 414).
+    pub max_path_len: usize,
+    /// Value of `Access-Control-Allow-Origin` on media and API responses.
+    pub cors_origin: String,
+}
+
+/// HLS settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Target segment duration in seconds; segments are cut at the first keyframe at or after it.
+    pub segment_duration_secs: f64,
+    /// Segments listed in the live playlist.
+    pub window: usize,
+    /// Segments kept in memory after they leave the playlist, for players still fetching them.
+    pub retained_segments: usize,
+}
+
+/// Live stream behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Start new players from the last keyframe (instant picture) instead of waiting for the next one.
+    pub gop_cache: bool,
+    /// Seconds a stream survives its publisher leaving: a publisher back within it resumes the same stream
+    /// (HLS continues with a discontinuity). After it the stream ends for good.
+    pub reconnect_grace_secs: f64,
+    /// Seconds an ended stream's HLS playlist (with `EXT-X-ENDLIST`) stays served before it is a 404.
+    pub ended_linger_secs: f64,
+    /// Frames a stream's fan-out ring holds; a player further behind skips to the next keyframe.
+    pub player_queue_frames: usize,
+    /// Seconds a player's socket may block a write before the player is disconnected.
+    pub slow_player_timeout_secs: f64,
+}
+
+/// Node-wide limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections (RTMP and HTTP together) beyond which new ones are refused.
+    pub max_connections: usize,
+}
+
+/// Publish authorisation.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Stream names (the RTMP stream key, e.g. `KEY`, or `app/KEY`) allowed to publish. Empty and no file: anyone.
+    pub publish_keys: Vec<String>,
+    /// A file with one allowed stream name per line (`#` comments), re-read at each publish.
+    pub publish_keys_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_name: default_node_name(),
+            log_format: LogFormat::Text,
+            shutdown_timeout_secs: 10.0,
+            rtmp: RtmpConfig::default(),
+            http: HttpConfig::default(),
+            hls: HlsConfig::default(),
+            stream: StreamConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            chunk_size: 4096,
+            max_chunk_size: 1 << 20,
+            max_message_size: 8 << 20,
+            handshake_timeout_secs: 10.0,
+            idle_timeout_secs: 30.0,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_path_len: 1024,
+            cors_origin: "*".into(),
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_duration_secs: 2.0,
+            window: 6,
+            retained_segments: 4,
+        }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            gop_cache: true,
+            reconnect_grace_secs: 30.0,
+            ended_linger_secs: 30.0,
+            player_queue_frames: 1024,
+            slow_player_timeout_secs: 10.0,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_connections: 20_000 }
+    }
+}
+
+/// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
+const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth"];
+
+fn default_node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "strom".into())
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then `STROM_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), one_line(&e.to_string()))))?
+            }
+            None => toml::Table::new(),
+        };
+        let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+        let mut env_keys = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("STROM_") else { continue };
+            let rest = rest.to_ascii_lowercase();
+            if rest == "cluster_cookie" {
+                continue; // read by the cluster layer, not a config key
+            }
+            let (section, key) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
+                Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
+                None => (None, rest.clone()),
+            };
+            let parsed = parse_env_value(&value);
+            let target = match section {
+                Some(s) => {
+                    let entry = table.entry(s.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+                    match entry {
+                        toml::Value::Table(t) => t,
+                        _ => return Err(ConfigError(format!("config key `{s}` must be a table ({source})"))),
+                    }
+                }
+                None => &mut table,
+            };
+            target.insert(key.clone(), parsed);
+            env_keys.push((section.map(|s| format!("{s}.{key}")).unwrap_or(key), name));
+        }
+        Self::from_table(table, &source, &env_keys)
+    }
+
+    fn from_table(table: toml::Table, source: &str, env_keys: &[(String, String)]) -> Result<Config, ConfigError> {
+        // Deserialize section by section so an error can name its key.
+        let mut config = Config::default();
+        for (key, value) in table {
+            let origin = |k: &str| {
+                env_keys
+                    .iter()
+                    .find(|(ek, _)| ek == k)
+                    .map(|(_, var)| format!("environment variable {var}"))
+                    .unwrap_or_else(|| source.to_string())
+            };
+            let bad = |k: &str, e: &dyn std::fmt::Display| {
+                ConfigError(format!("invalid config key `{k}` ({}): {}", origin(k), one_line(&e.to_string())))
+            };
+            macro_rules! section {
+                ($field:ident, $ty:ty) => {{
+                    let t = match value {
+                        toml::Value::Table(t) => t,
+                        other => return Err(bad(&key, &format!("expected a table, found {}", other.type_str()))),
+                    };
+                    let mut base = toml::Table::try_from(&config.$field).map_err(|e| bad(&key, &e))?;
+                    for (k, v) in t {
+                        let full = format!("{key}.{k}");
+                        if !base.contains_key(&k) && !optional_key(&full) {
+                            return Err(bad(&full, &"unknown key"));
+                        }
+                        base.insert(k.clone(), v.clone());
+                        <$ty>::deserialize(toml::Value::Table(base.clone())).map_err(|e| bad(&full, &e))?;
+                    }
+                    config.$field = <$ty>::deserialize(toml::Value::Table(base)).map_err(|e| bad(&key, &e))?;
+                }};
+            }
+            match key.as_str() {
+                "rtmp" => section!(rtmp, RtmpConfig),
+                "http" => section!(http, HttpConfig),
+                "hls" => section!(hls, HlsConfig),
+                "stream" => section!(stream, StreamConfig),
+                "limits" => section!(limits, LimitsConfig),
+                "auth" => section!(auth, AuthConfig),
+                "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
+                "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
+                "shutdown_timeout_secs" => {
+                    config.shutdown_timeout_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?
+                }
+                _ => return Err(bad(&key, &"unknown key")),
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks value ranges; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: &str, why: &str| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
+        let secs = |k: &str, v: f64, min: f64| -> Result<(), ConfigError> {
+            if !v.is_finite() || v < min || v > 86_400.0 {
+                return Err(ConfigError(format!("invalid config key `{k}`: {v} is out of range ({min}..86400 s)")));
+            }
+            Ok(())
+        };
+        if self.node_name.is_empty() || self.node_name.len() > 253 {
+            return err("node_name", "must be 1..253 characters");
+        }
+        secs("shutdown_timeout_secs", self.shutdown_timeout_secs, 0.0)?;
+        secs("rtmp.handshake_timeout_secs", self.rtmp.handshake_timeout_secs, 0.1)?;
+        secs("rtmp.idle_timeout_secs", self.rtmp.idle_timeout_secs, 0.1)?;
+        secs("hls.segment_duration_secs", self.hls.segment_duration_secs, 0.1)?;
+        secs("stream.reconnect_grace_secs", self.stream.reconnect_grace_secs, 0.0)?;
+        secs("stream.ended_linger_secs", self.stream.ended_linger_secs, 0.0)?;
+        secs("stream.slow_player_timeout_secs", self.stream.slow_player_timeout_secs, 0.1)?;
+        if !(128..=16_777_215).contains(&self.rtmp.chunk_size) {
+            return err("rtmp.chunk_size", "must be 128..16777215");
+        }
+        if self.rtmp.max_chunk_size < 128 {
+            return err("rtmp.max_chunk_size", "must be at least 128");
+        }
+        if !(4096..=16_777_215).contains(&self.rtmp.max_message_size) {
+            return err("rtmp.max_message_size", "must be 4096..16777215");
+        }
+        if !(3..=1000).contains(&self.hls.window) {
+            return err("hls.window", "must be 3..1000 segments");
+        }
+        if self.hls.retained_segments > 1000 {
+            return err("hls.retained_segments", "must be at most 1000");
+        }
+        if !(16..=1 << 20).contains(&self.stream.player_queue_frames) {
+            return err("stream.player_queue_frames", "must be 16..1048576");
+        }
+        if self.limits.max_connections == 0 {
+            return err("limits.max_connections", "must be at least 1");
+        }
+        if self.http.max_path_len < 64 {
+            return err("http.max_path_len", "must be at least 64");
+        }
+        Ok(())
+    }
+
+    /// `stream.reconnect_grace_secs` as a duration.
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.stream.reconnect_grace_secs)
+    }
+
+    /// The configuration as TOML (what `strom --print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Keys that are absent from a serialized default (optional values) but valid.
+fn optional_key(full: &str) -> bool {
+    matches!(full, "auth.publish_keys_file")
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let probe = format!("v = {value}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Seconds (as configured) to a [`Duration`].
+pub fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.hls.window, 6);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("strom-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.toml");
+        std::fs::write(&f, "node_name = \"a\"\n[hls]\nwindow = 5\nsegment_duration_secs = 4\n").unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[("STROM_HLS_WINDOW", "8"), ("STROM_RTMP_LISTEN", "127.0.0.1:1936"), ("PATH", "/bin")]),
+        )
+        .unwrap();
+        assert_eq!(c.node_name, "a");
+        assert_eq!(c.hls.window, 8);
+        assert_eq!(c.hls.segment_duration_secs, 4.0);
+        assert_eq!(c.rtmp.listen.port(), 1936);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, env(&[("STROM_HLS_WINDOW", "\"many\"")])).unwrap_err().0;
+        assert!(e.contains("hls.window") && e.contains("STROM_HLS_WINDOW"), "{e}");
+        let e = Config::load(None, env(&[("STROM_HLS_WINDOWS", "3")])).unwrap_err().0;
+        assert!(e.contains("hls.windows") && e.contains("unknown"), "{e}");
+        let e = Config::load(None, env(&[("STROM_RTMP_LISTEN", "nowhere")])).unwrap_err().0;
+        assert!(e.contains("rtmp.listen"), "{e}");
+        let e = Config::load(None, env(&[("STROM_HLS_WINDOW", "1")])).unwrap_err().0;
+        assert!(e.contains("hls.window"), "{e}");
+        let e = Config::load(None, env(&[("STROM_BOGUS", "1")])).unwrap_err().0;
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn auth_keys_from_env_array() {
+        let c = Config::load(None, env(&[("STROM_AUTH_PUBLISH_KEYS", "[\"a\", \"b\"]")])).unwrap();
+        assert_eq!(c.auth.publish_keys, vec!["a", "b"]);
+        let c = Config::load(None, env(&[("STROM_AUTH_PUBLISH_KEYS_FILE", "/tmp/keys")])).unwrap();
+        assert_eq!(c.auth.publish_keys_file.as_deref(), Some(Path::new("/tmp/keys")));
+    }
+}

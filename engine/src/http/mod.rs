@@ -1,0 +1,147 @@
+//! HTTP (axum): HLS, HTTP-FLV, the JSON API, Prometheus metrics and probes.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags |
+//! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment) |
+//! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
+//! | `GET /api/v1/streams` | streams on this node (JSON) |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
+//!
+//! Media and API responses carry CORS headers; playlists are not cached, segments are. Paths longer than
+//! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit and the
+//! write timeout that disconnects stalled players.
+
+pub mod flv;
+pub mod listener;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::node::NodeContext;
+use crate::stream::StreamKey;
+
+/// Builds the router.
+pub fn router(node: Arc<NodeContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/streams", get(streams))
+        .route("/{app}/{file}", get(flv::serve))
+        .route("/{app}/{name}/{file}", get(hls))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(node.clone(), edge))
+        .with_state(node)
+}
+
+/// Path length limit, CORS, and preflight answers, for every request.
+async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) -> Response {
+    let origin = HeaderValue::from_str(&node.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+    let mut resp = if req.uri().path().len() > node.config.http.max_path_len {
+        node.metrics.connections_rejected.with_label_values(&["path_too_long"]).inc();
+        (StatusCode::URI_TOO_LONG, "path too long\n").into_response()
+    } else if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        r
+    } else {
+        next.run(req).await
+    };
+    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    resp
+}
+
+async fn readyz(State(node): State<Arc<NodeContext>>) -> Response {
+    if node.ready.load(Ordering::Relaxed) && !node.draining.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(node): State<Arc<NodeContext>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn streams(State(node): State<Arc<NodeContext>>) -> Response {
+    let mut out = Vec::new();
+    for h in node.streams.list().await {
+        if let Some(info) = h.info().await {
+            out.push(info);
+        }
+    }
+    Json(serde_json::json!({ "node": node.config.node_name, "streams": out })).into_response()
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, msg + "\n").into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+async fn hls(State(node): State<Arc<NodeContext>>, Path((app, name, file)): Path<(String, String, String)>) -> Response {
+    let key = match StreamKey::new(&app, &name) {
+        Ok(k) => k,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let Some(stream) = node.streams.find(&key).await else {
+        return not_found();
+    };
+    if file == "index.m3u8" {
+        let wait = Duration::from_secs_f64((node.config.hls.segment_duration_secs * 3.0 + 1.0).min(15.0));
+        return match stream.playlist(wait).await {
+            Some(text) => (
+                [
+                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                    (header::CACHE_CONTROL, "no-cache, no-store"),
+                ],
+                Body::from(text),
+            )
+                .into_response(),
+            None => not_found(),
+        };
+    }
+    let valid = file.len() <= 96
+        && file.ends_with(".ts")
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return bad_request(format!("invalid segment name {:?}", file.chars().take(64).collect::<String>()));
+    }
+    match stream.segment(&file).await {
+        Some(data) => {
+            node.metrics
+                .egress_bytes
+                .with_label_values(&[crate::metrics::protocol::HLS])
+                .inc_by(data.len() as u64);
+            (
+            [
+                (header::CONTENT_TYPE, "video/mp2t"),
+                (header::CACHE_CONTROL, "public, max-age=3600, immutable"),
+            ],
+            Body::from(data),
+        )
+                .into_response()
+        }
+        None => not_found(),
+    }
+}

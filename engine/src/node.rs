@@ -1,0 +1,190 @@
+//! One strom node: binds the listeners, starts the registry, serves until shutdown, then drains.
+//!
+//! [`Node::start`] returns once both listeners are bound (so the bound addresses are known, even for port 0);
+//! [`Node::shutdown`] runs the graceful stop: readiness false, listeners stop accepting, every stream ends
+//! (players get end-of-stream, HLS gets ENDLIST), then it waits for connections to finish, bounded by
+//! `shutdown_timeout_secs`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+use crate::config::{secs, Config};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::stream::{StreamKey, Streams};
+
+/// What every connection handler shares.
+pub struct NodeContext {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The lookup API.
+    pub streams: Streams,
+    /// Listeners are up.
+    pub ready: AtomicBool,
+    /// Shutdown has begun.
+    pub draining: AtomicBool,
+    connections: Arc<Semaphore>,
+}
+
+impl NodeContext {
+    /// Takes a connection slot; `None` (counted as a rejection) when `limits.max_connections` is reached.
+    pub fn try_connection(&self) -> Option<OwnedSemaphorePermit> {
+        match self.connections.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.metrics.connections_rejected.with_label_values(&["max_connections"]).inc();
+                None
+            }
+        }
+    }
+
+    /// Whether `key` may be published under the `auth` settings.
+    pub fn publish_allowed(&self, key: &StreamKey) -> bool {
+        let auth = &self.config.auth;
+        if auth.publish_keys.is_empty() && auth.publish_keys_file.is_none() {
+            return true;
+        }
+        let full = key.to_string();
+        let matches = |k: &str| k == key.name() || k == full;
+        if auth.publish_keys.iter().any(|k| matches(k)) {
+            return true;
+        }
+        match &auth.publish_keys_file {
+            Some(path) => read_keys(path).iter().any(|k| matches(k)),
+            None => false,
+        }
+    }
+}
+
+fn read_keys(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read auth.publish_keys_file: refusing publishes");
+            Vec::new()
+        }
+    }
+}
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The actor system failed to start.
+    #[error("starting actors: {0}")]
+    Actors(String),
+}
+
+/// A running node.
+pub struct Node {
+    /// Shared context (for tests and embedding).
+    pub context: Arc<NodeContext>,
+    /// Bound RTMP address.
+    pub rtmp_addr: SocketAddr,
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds the listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let streams = Streams::start(config.clone(), metrics.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
+            what: "rtmp.listen",
+            addr: config.rtmp.listen,
+            source,
+        })?;
+        let http = TcpListener::bind(config.http.listen).await.map_err(|source| NodeError::Bind {
+            what: "http.listen",
+            addr: config.http.listen,
+            source,
+        })?;
+        let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp.listen);
+        let http_addr = http.local_addr().unwrap_or(config.http.listen);
+        let context = Arc::new(NodeContext {
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            config: config.clone(),
+            metrics,
+            streams,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        });
+        let shutdown = Shutdown::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(crate::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
+        let listener = crate::http::listener::LimitedListener::new(
+            http,
+            context.clone(),
+            secs(config.stream.slow_player_timeout_secs),
+        );
+        let app = crate::http::router(context.clone());
+        let mut http_signal = shutdown.signal();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_signal.recv().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "http server stopped");
+            }
+        }));
+        context.ready.store(true, Ordering::Relaxed);
+        info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
+        Ok(Node {
+            context,
+            rtmp_addr,
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Graceful stop (see the module docs). Returns whether everything finished within the timeout.
+    pub async fn shutdown(mut self) -> bool {
+        let ctx = &self.context;
+        ctx.draining.store(true, Ordering::Relaxed);
+        ctx.ready.store(false, Ordering::Relaxed);
+        info!("shutting down: readiness off, ending streams");
+        let n = ctx.streams.shutdown().await;
+        // Give players a moment to receive end-of-stream before listeners and connections are told to stop.
+        tokio::time::sleep(Duration::from_millis(if n > 0 { 200 } else { 0 })).await;
+        self.shutdown.trigger();
+        let timeout = secs(ctx.config.shutdown_timeout_secs);
+        let clean = self.shutdown.wait(timeout).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if clean {
+            info!("shutdown complete");
+        } else {
+            warn!(timeout = ?timeout, "shutdown timed out; closing remaining connections");
+        }
+        clean
+    }
+}

@@ -1,0 +1,536 @@
+//! The RTMP listener and the per-connection shell.
+//!
+//! Each connection is one task: handshake (bounded by `rtmp.handshake_timeout_secs`), then a loop that reads
+//! bytes, passes them through the [`ChunkGuard`] into `rml_rtmp`'s `ServerSession`, and acts on its events.
+//! A publishing connection forwards frames to its stream through a [`Publisher`]; a playing connection drains a
+//! [`PlayerFeed`] in batches written with one vectored write, bounded by `stream.slow_player_timeout_secs`.
+//! Every refusal or protocol error ends only this connection, is counted in
+//! `strom_connections_rejected_total{reason}` and logged once with the connection's span (id, peer, node).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rml_amf0::Amf0Value;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::{RtmpMessage, UserControlEventType};
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::chunk_guard::{ChunkGuard, GuardLimits, GuardViolation};
+use super::chunk_writer::{self, DATA_CSID, MSG_DATA_AMF0};
+use crate::bufqueue::BufQueue;
+use crate::config::secs;
+use crate::media::{MediaFrame, MediaKind};
+use crate::metrics::protocol;
+use crate::node::NodeContext;
+use crate::shutdown::ShutdownSignal;
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, StreamKey};
+
+/// Largest handshake input accepted (C0+C1+C2 are 3073 bytes; anything beyond is the session's).
+const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// Frames written to a player per vectored write at most.
+const PLAYER_BATCH: usize = 64;
+
+/// Why a connection ended early. `reason()` is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Socket error.
+    #[error("i/o error while {what}: {source}")]
+    Io {
+        /// What the connection was doing.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The handshake did not finish in time.
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The handshake bytes were invalid.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The peer broke a chunk limit.
+    #[error("{0}")]
+    Guard(#[from] GuardViolation),
+    /// The session could not parse what the peer sent.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Nothing received for too long.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    /// A player could not keep up.
+    #[error("player blocked a write for {0:?}: disconnected as too slow")]
+    SlowPlayer(Duration),
+}
+
+impl ConnError {
+    /// Metric label for `strom_connections_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnError::Io { .. } => "io",
+            ConnError::HandshakeTimeout(_) => "handshake_timeout",
+            ConnError::Handshake(_) => "handshake",
+            ConnError::Guard(g) => g.reason(),
+            ConnError::Protocol(_) => "protocol",
+            ConnError::Idle(_) => "idle_timeout",
+            ConnError::SlowPlayer(_) => "slow_player",
+        }
+    }
+}
+
+/// Accepts RTMP connections until shutdown.
+pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, mut shutdown: ShutdownSignal) {
+    let mut next_id: u64 = 0;
+    loop {
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+        };
+        next_id += 1;
+        let Some(permit) = node.try_connection() else {
+            warn!(peer = %peer, "rtmp connection refused: limits.max_connections reached");
+            continue;
+        };
+        let node = node.clone();
+        let signal = shutdown.clone();
+        let span = info_span!("rtmp", conn = next_id, %peer, node = %node.config.node_name);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let open = node.metrics.connections_open.with_label_values(&["rtmp"]);
+                open.inc();
+                let mut conn = Connection::new(node.clone(), peer);
+                let result = conn.run(socket, signal).await;
+                conn.role = Role::Idle; // unpublish / unsubscribe before logging the end
+                match result {
+                    Ok(()) => debug!("connection closed"),
+                    Err(e) => {
+                        if !matches!(e, ConnError::Io { .. }) {
+                            node.metrics.connections_rejected.with_label_values(&[e.reason()]).inc();
+                        }
+                        if matches!(e, ConnError::SlowPlayer(_)) {
+                            node.metrics.slow_player_disconnects.inc();
+                        }
+                        info!(reason = e.reason(), error = %e, "connection ended");
+                    }
+                }
+                open.dec();
+            }
+            .instrument(span),
+        );
+    }
+}
+
+enum Role {
+    Idle,
+    Publishing { publisher: Publisher },
+    Playing { stream_id: u32 },
+}
+
+struct Connection {
+    node: Arc<NodeContext>,
+    peer: SocketAddr,
+    session: Option<ServerSession>,
+    guard: ChunkGuard,
+    out: BytesMut,
+    role: Role,
+    feed: Option<PlayerFeed>,
+    chunk_size: usize,
+    close_after_flush: bool,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ConnError {
+    move |source| ConnError::Io { what, source }
+}
+
+impl Connection {
+    fn new(node: Arc<NodeContext>, peer: SocketAddr) -> Connection {
+        let guard = ChunkGuard::new(GuardLimits {
+            max_chunk_size: node.config.rtmp.max_chunk_size,
+            max_message_size: node.config.rtmp.max_message_size,
+        });
+        Connection {
+            chunk_size: node.config.rtmp.chunk_size as usize,
+            node,
+            peer,
+            session: None,
+            guard,
+            out: BytesMut::with_capacity(4096),
+            role: Role::Idle,
+            feed: None,
+            close_after_flush: false,
+        }
+    }
+
+    async fn run(&mut self, socket: TcpStream, mut shutdown: ShutdownSignal) -> Result<(), ConnError> {
+        let _ = socket.set_nodelay(true);
+        let (mut rd, mut wr) = socket.into_split();
+        let hs_timeout = secs(self.node.config.rtmp.handshake_timeout_secs);
+        let leftover = tokio::time::timeout(hs_timeout, handshake(&mut rd, &mut wr))
+            .await
+            .map_err(|_| ConnError::HandshakeTimeout(hs_timeout))??;
+
+        let mut cfg = ServerSessionConfig::new();
+        cfg.chunk_size = self.node.config.rtmp.chunk_size;
+        cfg.fms_version = "FMS/3,5,7,7009".into();
+        let (session, results) = ServerSession::new(cfg).map_err(|e| ConnError::Protocol(e.to_string()))?;
+        self.session = Some(session);
+        self.on_results(results).await?;
+        self.input(&leftover).await?;
+        self.flush(&mut wr).await?;
+
+        let idle = secs(self.node.config.rtmp.idle_timeout_secs);
+        let slow = secs(self.node.config.stream.slow_player_timeout_secs);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut batch: Vec<PlayerItem> = Vec::with_capacity(PLAYER_BATCH);
+        loop {
+            if self.close_after_flush {
+                self.flush(&mut wr).await?;
+                let _ = wr.shutdown().await;
+                return Ok(());
+            }
+            let playing = self.feed.is_some();
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => {
+                    self.end_for_shutdown(&mut wr).await;
+                    return Ok(());
+                }
+                r = rd.read(&mut buf) => {
+                    let n = r.map_err(io("reading"))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.input(&buf[..n]).await?;
+                    self.flush(&mut wr).await?;
+                }
+                more = async { self.feed.as_mut().expect("guarded by playing").next_batch(&mut batch, PLAYER_BATCH).await }, if playing => {
+                    if !more {
+                        self.feed = None;
+                        self.close_after_flush = true;
+                        continue;
+                    }
+                    let q = self.render_batch(&mut batch);
+                    let n = bytes::Buf::remaining(&q);
+                    match tokio::time::timeout(slow, write_queue(&mut wr, q)).await {
+                        Err(_) => return Err(ConnError::SlowPlayer(slow)),
+                        Ok(r) => r?,
+                    }
+                    self.node.metrics.egress_bytes.with_label_values(&[protocol::RTMP]).inc_by(n as u64);
+                }
+                _ = tokio::time::sleep(idle), if !playing => return Err(ConnError::Idle(idle)),
+            }
+        }
+    }
+
+    /// Builds the wire bytes of a batch: a small header per frame (in one buffer) plus the shared bodies.
+    fn render_batch(&mut self, batch: &mut Vec<PlayerItem>) -> BufQueue {
+        let mut q = BufQueue::new();
+        let Role::Playing { stream_id, .. } = self.role else {
+            batch.clear();
+            return q;
+        };
+        let mut hdr = BytesMut::with_capacity(batch.len() * 16);
+        let mut pieces: Vec<(usize, usize, Option<Bytes>)> = Vec::with_capacity(batch.len());
+        for item in batch.drain(..) {
+            let start = hdr.len();
+            match item {
+                PlayerItem::Frame(f, ts) => {
+                    let (csid, type_id) = chunk_writer::route(f.kind);
+                    if chunk_writer::put_header(&mut hdr, csid, ts, f.data.len(), type_id, stream_id) {
+                        pieces.push((start, hdr.len(), Some(f.rtmp_body.clone())));
+                    } else {
+                        chunk_writer::write_message(&mut hdr, csid, ts, type_id, stream_id, &f.data, self.chunk_size);
+                        pieces.push((start, hdr.len(), None));
+                    }
+                }
+                PlayerItem::Metadata(m) => {
+                    chunk_writer::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
+                    pieces.push((start, hdr.len(), None));
+                }
+                PlayerItem::End => {
+                    self.write_end_of_stream(&mut hdr, stream_id);
+                    pieces.push((start, hdr.len(), None));
+                    self.close_after_flush = true;
+                }
+            }
+        }
+        let hdr = hdr.freeze();
+        for (a, b, body) in pieces {
+            q.push(hdr.slice(a..b));
+            if let Some(body) = body {
+                q.push(body);
+            }
+        }
+        q
+    }
+
+    /// Stream EOF user control + `onStatus NetStream.Play.UnpublishNotify`, as players expect when the
+    /// publisher leaves.
+    fn write_end_of_stream(&self, out: &mut BytesMut, stream_id: u32) {
+        let eof = RtmpMessage::UserControl {
+            event_type: UserControlEventType::StreamEof,
+            stream_id: Some(stream_id),
+            buffer_length: None,
+            timestamp: None,
+        };
+        let mut status = std::collections::HashMap::new();
+        status.insert("level".to_string(), Amf0Value::Utf8String("status".into()));
+        status.insert("code".to_string(), Amf0Value::Utf8String("NetStream.Play.UnpublishNotify".into()));
+        status.insert("description".to_string(), Amf0Value::Utf8String("The publisher has left.".into()));
+        let notify = RtmpMessage::Amf0Command {
+            command_name: "onStatus".into(),
+            transaction_id: 0.0,
+            command_object: Amf0Value::Null,
+            additional_arguments: vec![Amf0Value::Object(status)],
+        };
+        for (msg, msid) in [(notify, stream_id), (eof, 0)] {
+            if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
+                chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
+            }
+        }
+    }
+
+    async fn end_for_shutdown(&mut self, wr: &mut OwnedWriteHalf) {
+        if let Role::Playing { stream_id, .. } = self.role {
+            let mut b = BytesMut::new();
+            self.write_end_of_stream(&mut b, stream_id);
+            self.out.extend_from_slice(&b);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(wr)).await;
+        let _ = wr.shutdown().await;
+    }
+
+    async fn input(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.guard.inspect(bytes)?;
+        let Some(session) = self.session.as_mut() else {
+            return Err(ConnError::Protocol("no session".into()));
+        };
+        // rml_rtmp 0.8 panics on some malformed AMF0 commands (e.g. a command with fewer than three values):
+        // contain it to this connection, which ends with a protocol error.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes)))
+            .map_err(|_| {
+                self.session = None;
+                ConnError::Protocol("malformed RTMP message (rejected by the session parser)".into())
+            })?
+            .map_err(|e| ConnError::Protocol(e.to_string()))?;
+        self.on_results(results).await
+    }
+
+    async fn on_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), ConnError> {
+        for r in results {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.out.extend_from_slice(&p.bytes),
+                ServerSessionResult::RaisedEvent(ev) => self.on_event(ev).await?,
+                ServerSessionResult::UnhandleableMessageReceived(p) => {
+                    debug!(type_id = p.type_id, "ignoring unhandled RTMP message");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn session(&mut self) -> Result<&mut ServerSession, ConnError> {
+        self.session.as_mut().ok_or_else(|| ConnError::Protocol("no session".into()))
+    }
+
+    fn accept(&mut self, request_id: u32) -> Result<(), ConnError> {
+        let results = self.session()?.accept_request(request_id).map_err(|e| ConnError::Protocol(e.to_string()))?;
+        for r in results {
+            if let ServerSessionResult::OutboundResponse(p) = r {
+                self.out.extend_from_slice(&p.bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, request_id: u32, code: &str, description: &str, reason: &'static str) -> Result<(), ConnError> {
+        self.node.metrics.connections_rejected.with_label_values(&[reason]).inc();
+        let results = self
+            .session()?
+            .reject_request(request_id, code, description)
+            .map_err(|e| ConnError::Protocol(e.to_string()))?;
+        for r in results {
+            if let ServerSessionResult::OutboundResponse(p) = r {
+                self.out.extend_from_slice(&p.bytes);
+            }
+        }
+        self.close_after_flush = true;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: ServerSessionEvent) -> Result<(), ConnError> {
+        match ev {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                debug!(app = %app_name, "connect");
+                self.accept(request_id)?;
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => self.on_publish(request_id, &app_name, &stream_key).await?,
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Role::Publishing { publisher } = &self.role {
+                    info!(stream = %publisher.key(), "publisher finished");
+                }
+                self.role = Role::Idle;
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Role::Publishing { publisher } = &self.role {
+                    if publisher.metadata(metadata).is_err() {
+                        return Err(ConnError::Protocol("stream ended under the publisher".into()));
+                    }
+                }
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => self.on_media(MediaKind::Video, data, timestamp)?,
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => self.on_media(MediaKind::Audio, data, timestamp)?,
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => self.on_play(request_id, &app_name, &stream_key, stream_id).await?,
+            ServerSessionEvent::PlayStreamFinished { .. } => {
+                self.feed = None;
+                self.role = Role::Idle;
+            }
+            ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
+                // releaseStream, FCPublish, FCUnpublish, _checkbw, getStreamLength: nothing to do, no reply needed
+                // by OBS or ffmpeg.
+                debug!(command = %command_name, "ignoring AMF0 command");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_media(&mut self, kind: MediaKind, data: Bytes, ts: RtmpTimestamp) -> Result<(), ConnError> {
+        let Role::Publishing { publisher } = &self.role else {
+            return Ok(()); // media on a stream that is not publishing: ignore
+        };
+        let mut frame = MediaFrame::from_flv_body(kind, ts.value, data);
+        chunk_writer::prepare(&mut frame, self.chunk_size);
+        publisher
+            .send(frame)
+            .map_err(|e| ConnError::Protocol(format!("{e}: publisher disconnected")))
+    }
+
+    async fn on_publish(&mut self, request_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
+        let key = match StreamKey::new(app, name) {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(error = %e, "publish refused: bad stream name");
+                return self.reject(request_id, "NetStream.Publish.BadName", &e.to_string(), "bad_name");
+            }
+        };
+        if !matches!(self.role, Role::Idle) {
+            return self.reject(request_id, "NetStream.Publish.BadName", "connection already in use", "busy");
+        }
+        if !self.node.publish_allowed(&key) {
+            warn!(stream = %key, peer = %self.peer, "publish refused: stream key not authorised");
+            return self.reject(request_id, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
+        }
+        match self.node.streams.publish(&key).await {
+            Ok(publisher) => {
+                info!(stream = %key, "publishing");
+                self.accept(request_id)?;
+                self.role = Role::Publishing { publisher };
+                Ok(())
+            }
+            Err(PublishError::Busy) => {
+                warn!(stream = %key, "publish refused: stream already has a publisher");
+                self.reject(request_id, "NetStream.Publish.BadName", "stream is already being published", "busy")
+            }
+            Err(e) => {
+                warn!(stream = %key, error = %e, "publish refused");
+                self.reject(request_id, "NetStream.Publish.Failed", &e.to_string(), "publish_failed")
+            }
+        }
+    }
+
+    async fn on_play(&mut self, request_id: u32, app: &str, name: &str, stream_id: u32) -> Result<(), ConnError> {
+        let key = match StreamKey::new(app, name) {
+            Ok(k) => k,
+            Err(e) => return self.reject(request_id, "NetStream.Play.StreamNotFound", &e.to_string(), "bad_name"),
+        };
+        let sub = match self.node.streams.find(&key).await {
+            Some(h) => h.subscribe(Protocol::Rtmp).await,
+            None => None,
+        };
+        let Some(sub) = sub else {
+            info!(stream = %key, "play refused: no such live stream");
+            return self.reject(request_id, "NetStream.Play.StreamNotFound", "no such live stream", "not_found");
+        };
+        self.accept(request_id)?;
+        info!(stream = %key, "playing");
+        self.feed = Some(PlayerFeed::new(sub, self.node.metrics.clone()));
+        self.role = Role::Playing { stream_id };
+        Ok(())
+    }
+
+    async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), ConnError> {
+        if !self.out.is_empty() {
+            let data = self.out.split().freeze();
+            wr.write_all(&data).await.map_err(io("writing"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn write_queue(wr: &mut OwnedWriteHalf, mut q: BufQueue) -> Result<(), ConnError> {
+    while !q.is_empty() {
+        wr.write_buf(&mut q).await.map_err(io("writing media"))?;
+    }
+    Ok(())
+}
+
+/// Runs the server side of the RTMP handshake; returns the bytes received after it.
+async fn handshake(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> Result<Vec<u8>, ConnError> {
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut buf = vec![0u8; 8192];
+    let mut total = 0usize;
+    loop {
+        let n = rd.read(&mut buf).await.map_err(io("handshaking"))?;
+        if n == 0 {
+            return Err(ConnError::Handshake("peer closed during handshake".into()));
+        }
+        total += n;
+        if total > MAX_HANDSHAKE_BYTES {
+            return Err(ConnError::Handshake(format!("more than {MAX_HANDSHAKE_BYTES} bytes without completing")));
+        }
+        match hs.process_bytes(&buf[..n]).map_err(|e| ConnError::Handshake(format!("{e:?}")))? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                if !response_bytes.is_empty() {
+                    wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
+                }
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                if !response_bytes.is_empty() {
+                    wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
+                }
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The stream actor: one per live stream key, owner of everything about that stream on this node.
+//!
+//! It owns: the publisher slot, metadata, AVC/AAC sequence headers, the GOP cache (from the last keyframe), the
+//! fan-out ring, the stream's timeline (continuous across publisher reconnects), counters, and its segmenter actor
+//! (spawned linked: a segmenter failure ends this stream, logged by the registry, and nothing else).
+//!
+//! Lifecycle: `Live` (a publisher) → publisher leaves → `Waiting` for `stream.reconnect_grace_secs` (a publisher
+//! coming back resumes: HLS gets a DISCONTINUITY, the media sequence goes on) → `Ended` (HLS gets ENDLIST) for
+//! `stream.ended_linger_secs` → the actor asks the registry to retire it (then HLS is a 404).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use rml_rtmp::sessions::StreamMetadata;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use super::fanout::{Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
+use super::key::StreamKey;
+use super::registry::{PublishError, RegistryMsg, StreamInfo};
+use crate::config::Config;
+use crate::hls::segmenter::{Segmenter, SegmenterArgs, SegmenterMsg};
+use crate::media::{MediaFrame, MediaKind};
+use crate::metrics::Metrics;
+
+/// Limits of the GOP cache: a source with absurdly long GOPs stops being cached rather than growing memory.
+const GOP_MAX_FRAMES: usize = 4096;
+const GOP_MAX_BYTES: usize = 48 << 20;
+
+/// Messages to a stream actor.
+pub enum StreamMsg {
+    /// A publisher asks to take the stream.
+    Publish {
+        /// The publisher's unique id.
+        publisher: u64,
+        /// Refused when another publisher is live or the stream has ended.
+        reply: RpcReplyPort<Result<(), PublishError>>,
+    },
+    /// The publisher's `@setDataFrame onMetaData`.
+    Metadata {
+        /// The publisher's id.
+        publisher: u64,
+        /// Parsed metadata.
+        meta: Box<StreamMetadata>,
+    },
+    /// One frame from the publisher (timestamps on the publisher's own timeline).
+    Media {
+        /// The publisher's id.
+        publisher: u64,
+        /// The frame.
+        frame: MediaFrame,
+    },
+    /// The publisher left (or its connection died).
+    Unpublish {
+        /// The publisher's id.
+        publisher: u64,
+    },
+    /// A player attaches; `None` when no publisher is live.
+    Subscribe {
+        /// For viewer counts.
+        protocol: Protocol,
+        /// The subscription.
+        reply: RpcReplyPort<Option<Subscription>>,
+    },
+    /// A snapshot for `/api/v1/streams`.
+    Info(RpcReplyPort<StreamInfo>),
+    /// Timer: the reconnect grace period of publisher session `epoch` ran out.
+    GraceExpired {
+        /// Publisher session the timer belongs to.
+        epoch: u64,
+    },
+    /// Timer: the linger period after the end ran out.
+    LingerExpired {
+        /// Publisher session the timer belongs to.
+        epoch: u64,
+    },
+    /// The node is shutting down: end the stream now.
+    Shutdown,
+}
+
+impl ractor::Message for StreamMsg {}
+
+/// Arguments of a stream actor.
+pub struct StreamArgs {
+    /// The stream's key.
+    pub key: StreamKey,
+    /// Node configuration.
+    pub config: Arc<Config>,
+    /// Node metrics.
+    pub metrics: Arc<Metrics>,
+    /// The registry, to retire this stream when it is over.
+    pub registry: ActorRef<RegistryMsg>,
+    /// Filled in `pre_start` with the segmenter's ref, for the registry's handle.
+    pub segmenter_slot: Arc<std::sync::OnceLock<ActorRef<SegmenterMsg>>>,
+    /// Viewer counts shared with players.
+    pub viewers: Arc<ViewerCounts>,
+}
+
+/// The stream actor (see the module docs).
+pub struct StreamActor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Live,
+    Waiting,
+    Ended,
+}
+
+/// Maps a publisher's timestamps onto the stream's continuous timeline.
+#[derive(Debug, Default)]
+struct Timeline {
+    first_in: Option<u32>,
+    session_base: u32,
+    last_out: Option<u32>,
+    last_video_delta: u32,
+}
+
+impl Timeline {
+    fn new_session(&mut self) {
+        self.first_in = None;
+        // Continue 1 frame interval (default ~40 ms) after the last output.
+        self.session_base = self
+            .last_out
+            .map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40)))
+            .unwrap_or(0);
+    }
+
+    fn map(&mut self, ts: u32, kind: MediaKind) -> u32 {
+        let first = *self.first_in.get_or_insert(ts);
+        let delta = (ts.wrapping_sub(first) as i32).max(0) as u32;
+        let out = self.session_base.wrapping_add(delta);
+        if kind == MediaKind::Video {
+            if let Some(prev) = self.last_out {
+                let d = out.wrapping_sub(prev);
+                if d > 0 && d < 1000 {
+                    self.last_video_delta = d;
+                }
+            }
+        }
+        if self.last_out.is_none_or(|p| (out.wrapping_sub(p) as i32) > 0) {
+            self.last_out = Some(out);
+        }
+        out
+    }
+}
+
+/// The actor's state.
+pub struct StreamState {
+    key: StreamKey,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    registry: ActorRef<RegistryMsg>,
+    segmenter: ActorRef<SegmenterMsg>,
+    tx: broadcast::Sender<StreamEvent>,
+    viewers: Arc<ViewerCounts>,
+    phase: Phase,
+    publisher: Option<u64>,
+    epoch: u64,
+    metadata: Option<Bytes>,
+    meta: Option<StreamMetadata>,
+    video_header: Option<MediaFrame>,
+    audio_header: Option<MediaFrame>,
+    gop: Vec<MediaFrame>,
+    gop_bytes: usize,
+    timeline: Timeline,
+    created: Instant,
+    publish_started: Option<Instant>,
+    ingest_bytes: u64,
+    rate: RateMeter,
+    video_frames: u64,
+}
+
+/// Ingest bitrate and frame rate over a sliding second.
+#[derive(Debug, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    frames: u64,
+    bitrate: f64,
+    fps: f64,
+}
+
+impl RateMeter {
+    fn add(&mut self, bytes: usize, video_frame: bool) {
+        let now = Instant::now();
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += bytes as u64;
+        self.frames += u64::from(video_frame);
+        let el = now.duration_since(start);
+        if el >= Duration::from_secs(2) {
+            self.bitrate = self.bytes as f64 * 8.0 / el.as_secs_f64();
+            self.fps = self.frames as f64 / el.as_secs_f64();
+            self.window_start = Some(now);
+            self.bytes = 0;
+            self.frames = 0;
+        }
+    }
+}
+
+impl Actor for StreamActor {
+    type Msg = StreamMsg;
+    type State = StreamState;
+    type Arguments = StreamArgs;
+
+    async fn pre_start(&self, myself: ActorRef<StreamMsg>, args: StreamArgs) -> Result<StreamState, ActorProcessingErr> {
+        let (segmenter, _) = Actor::spawn_linked(
+            None,
+            Segmenter,
+            SegmenterArgs {
+                key: args.key.clone(),
+                hls: args.config.hls.clone(),
+                metrics: args.metrics.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        let _ = args.segmenter_slot.set(segmenter.clone());
+        let (tx, _) = broadcast::channel(args.config.stream.player_queue_frames);
+        args.metrics.streams_active.inc();
+        Ok(StreamState {
+            key: args.key,
+            config: args.config,
+            metrics: args.metrics,
+            registry: args.registry,
+            segmenter,
+            tx,
+            viewers: args.viewers,
+            phase: Phase::Waiting,
+            publisher: None,
+            epoch: 0,
+            metadata: None,
+            meta: None,
+            video_header: None,
+            audio_header: None,
+            gop: Vec::new(),
+            gop_bytes: 0,
+            timeline: Timeline::default(),
+            created: Instant::now(),
+            publish_started: None,
+            ingest_bytes: 0,
+            rate: RateMeter::default(),
+            video_frames: 0,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<StreamMsg>, state: &mut StreamState) -> Result<(), ActorProcessingErr> {
+        state.metrics.streams_active.dec();
+        if state.publisher.take().is_some() {
+            state.metrics.publishers.dec();
+        }
+        let _ = state.tx.send(StreamEvent::End);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        msg: StreamMsg,
+        st: &mut StreamState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            StreamMsg::Publish { publisher, reply } => {
+                let result = match st.phase {
+                    Phase::Live => Err(PublishError::Busy),
+                    Phase::Ended => Err(PublishError::Ended),
+                    Phase::Waiting => {
+                        let resumed = st.timeline.last_out.is_some();
+                        st.phase = Phase::Live;
+                        st.publisher = Some(publisher);
+                        st.epoch += 1;
+                        st.timeline.new_session();
+                        st.gop.clear();
+                        st.gop_bytes = 0;
+                        st.video_header = None;
+                        st.audio_header = None;
+                        st.metadata = None;
+                        st.publish_started = Some(Instant::now());
+                        st.metrics.publishers.inc();
+                        if resumed {
+                            info!(stream = %st.key, "publisher resumed the stream");
+                            let _ = st.segmenter.cast(SegmenterMsg::Discontinuity);
+                        } else {
+                            info!(stream = %st.key, "stream started");
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            StreamMsg::Metadata { publisher, meta } => {
+                if st.publisher == Some(publisher) {
+                    let body = crate::media::flv::encode_on_metadata(&meta);
+                    st.metadata = Some(body.clone());
+                    st.meta = Some(*meta);
+                    let _ = st.tx.send(StreamEvent::Metadata(body));
+                }
+            }
+            StreamMsg::Media { publisher, mut frame } => {
+                if st.publisher != Some(publisher) {
+                    return Ok(());
+                }
+                frame.timestamp = st.timeline.map(frame.timestamp, frame.kind);
+                st.ingest_bytes += frame.data.len() as u64;
+                st.rate.add(frame.data.len(), frame.kind == MediaKind::Video && !frame.header);
+                st.ingest(frame);
+            }
+            StreamMsg::Unpublish { publisher } => {
+                if st.publisher == Some(publisher) {
+                    st.publisher = None;
+                    st.phase = Phase::Waiting;
+                    st.metrics.publishers.dec();
+                    let _ = st.tx.send(StreamEvent::End);
+                    let _ = st.segmenter.cast(SegmenterMsg::PublisherLeft);
+                    let epoch = st.epoch;
+                    info!(stream = %st.key, grace_secs = st.config.stream.reconnect_grace_secs, "publisher left");
+                    myself.send_after(st.config.reconnect_grace(), move || StreamMsg::GraceExpired { epoch });
+                }
+            }
+            StreamMsg::Subscribe { protocol, reply } => {
+                let sub = (st.phase == Phase::Live).then(|| Subscription {
+                    metadata: st.metadata.clone(),
+                    video_header: st.video_header.clone(),
+                    audio_header: st.audio_header.clone(),
+                    gop: if st.config.stream.gop_cache { st.gop.clone() } else { Vec::new() },
+                    has_video: st.video_header.is_some() || st.video_frames > 0,
+                    rx: st.tx.subscribe(),
+                    guard: ViewerGuard::new(st.viewers.clone(), st.metrics.clone(), protocol),
+                });
+                let _ = reply.send(sub);
+            }
+            StreamMsg::Info(reply) => {
+                let _ = reply.send(st.info());
+            }
+            StreamMsg::GraceExpired { epoch } => {
+                if epoch == st.epoch && st.phase == Phase::Waiting {
+                    st.end(&myself);
+                }
+            }
+            StreamMsg::LingerExpired { epoch } => {
+                if epoch == st.epoch && st.phase == Phase::Ended {
+                    let _ = st.registry.cast(RegistryMsg::Retire {
+                        key: st.key.clone(),
+                        id: myself.get_id(),
+                    });
+                }
+            }
+            StreamMsg::Shutdown => {
+                if st.publisher.take().is_some() {
+                    st.metrics.publishers.dec();
+                }
+                let _ = st.tx.send(StreamEvent::End);
+                let _ = st.segmenter.cast(SegmenterMsg::EndList);
+                st.phase = Phase::Ended;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        evt: SupervisionEvent,
+        st: &mut StreamState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(_, err) => {
+                warn!(stream = %st.key, error = %err, "segmenter failed: ending the stream");
+                myself.stop(Some(format!("segmenter failed: {err}")));
+            }
+            SupervisionEvent::ActorTerminated(_, _, reason) => {
+                if myself.get_status() == ractor::ActorStatus::Running {
+                    myself.stop(Some(format!("segmenter stopped: {}", reason.unwrap_or_default())));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl StreamState {
+    fn ingest(&mut self, frame: MediaFrame) {
+        if frame.header {
+            match frame.kind {
+                MediaKind::Video => self.video_header = Some(frame.clone()),
+                MediaKind::Audio => self.audio_header = Some(frame.clone()),
+            }
+        } else if frame.kind == MediaKind::Video {
+            self.video_frames += 1;
+            if frame.keyframe {
+                self.gop.clear();
+                self.gop_bytes = 0;
+            }
+        }
+        if !frame.header && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe)) {
+            if self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.data.len() > GOP_MAX_BYTES {
+                // An overlong GOP: stop caching until the next keyframe rather than grow.
+                self.gop.clear();
+                self.gop_bytes = 0;
+            } else {
+                self.gop_bytes += frame.data.len();
+                self.gop.push(frame.clone());
+            }
+        }
+        self.metrics.ingest_bytes.inc_by(frame.data.len() as u64);
+        let _ = self.segmenter.cast(SegmenterMsg::Frame(frame.clone()));
+        // No receivers is fine: nobody is watching over RTMP/FLV right now.
+        let _ = self.tx.send(StreamEvent::Frame(frame));
+    }
+
+    fn end(&mut self, myself: &ActorRef<StreamMsg>) {
+        self.phase = Phase::Ended;
+        let _ = self.segmenter.cast(SegmenterMsg::EndList);
+        info!(stream = %self.key, linger_secs = self.config.stream.ended_linger_secs, "stream ended");
+        let epoch = self.epoch;
+        myself.send_after(Duration::from_secs_f64(self.config.stream.ended_linger_secs), move || {
+            StreamMsg::LingerExpired { epoch }
+        });
+    }
+
+    fn info(&self) -> StreamInfo {
+        let meta = self.meta.clone().unwrap_or_else(StreamMetadata::new);
+        let video = self
+            .video_header
+            .as_ref()
+            .and_then(|h| crate::media::avc::AvcConfig::parse(h.data.get(5..)?).ok());
+        let audio = self
+            .audio_header
+            .as_ref()
+            .and_then(|h| crate::media::aac::AacConfig::parse(h.data.get(2..)?).ok());
+        StreamInfo {
+            key: self.key.to_string(),
+            state: match self.phase {
+                Phase::Live => "live",
+                Phase::Waiting => "waiting",
+                Phase::Ended => "ended",
+            }
+            .into(),
+            video_codec: video.as_ref().map(|v| v.codec_string()),
+            audio_codec: audio.as_ref().map(|a| a.codec_string()),
+            width: video.as_ref().map(|v| v.width).or(meta.video_width),
+            height: video.as_ref().map(|v| v.height).or(meta.video_height),
+            fps: if self.rate.fps > 0.0 {
+                Some((self.rate.fps * 100.0).round() / 100.0)
+            } else {
+                meta.video_frame_rate.map(f64::from)
+            },
+            audio_sample_rate: audio.as_ref().map(|a| a.sample_rate),
+            ingest_bitrate: self.rate.bitrate.round() as u64,
+            ingest_bytes: self.ingest_bytes,
+            viewers_rtmp: self.viewers.get(Protocol::Rtmp),
+            viewers_flv: self.viewers.get(Protocol::Flv),
+            viewers_hls: 0,
+            uptime_secs: self.publish_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0).round(),
+            age_secs: self.created.elapsed().as_secs_f64().round(),
+            encoder: meta.encoder,
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamState").field("key", &self.key).field("phase", &self.phase).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_is_continuous_across_sessions() {
+        let mut t = Timeline::default();
+        t.new_session();
+        assert_eq!(t.map(1000, MediaKind::Video), 0);
+        assert_eq!(t.map(1033, MediaKind::Video), 33);
+        assert_eq!(t.map(1020, MediaKind::Audio), 20);
+        t.new_session();
+        let first = t.map(0, MediaKind::Video);
+        assert!(first > 33 && first <= 33 + 1000, "{first}");
+        assert_eq!(t.map(33, MediaKind::Video), first + 33);
+    }
+}

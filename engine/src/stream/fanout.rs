@@ -1,0 +1,339 @@
+//! Player fan-out: one shared, bounded ring per stream; each player reads it at its own pace.
+//!
+//! The stream actor pushes every frame once into a `tokio::sync::broadcast` ring (capacity
+//! `stream.player_queue_frames`). A player holds a [`Subscription`]: a start snapshot (metadata, sequence headers,
+//! the GOP cache) taken atomically with its ring receiver, so it misses and repeats nothing. Frames are
+//! [`MediaFrame`]s whose payloads are `Bytes`: a thousand players cost a thousand reference counts, not copies.
+//!
+//! A player that falls more than a ring behind gets `Lagged`: [`PlayerFeed`] counts the lost frames
+//! (`strom_frames_dropped_total{reason="slow_player"}`) and skips to the next keyframe. The publisher never waits.
+//! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+use crate::media::{MediaFrame, MediaKind};
+use crate::metrics::Metrics;
+
+/// What the stream actor broadcasts to its players.
+#[derive(Debug, Clone)]
+pub enum StreamEvent {
+    /// A media frame (including sequence headers when they change).
+    Frame(MediaFrame),
+    /// New `onMetaData` (AMF0 body).
+    Metadata(Bytes),
+    /// The publisher left: players finish.
+    End,
+}
+
+/// Player protocols, for viewer counts and egress metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// RTMP play.
+    Rtmp,
+    /// HTTP-FLV.
+    Flv,
+}
+
+impl Protocol {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => crate::metrics::protocol::RTMP,
+            Protocol::Flv => crate::metrics::protocol::FLV,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Protocol::Rtmp => 0,
+            Protocol::Flv => 1,
+        }
+    }
+}
+
+/// Per-stream viewer counts, shared by the stream actor and its players.
+#[derive(Debug, Default)]
+pub struct ViewerCounts {
+    counts: [AtomicI64; 2],
+}
+
+impl ViewerCounts {
+    /// Players currently attached over `protocol`.
+    pub fn get(&self, protocol: Protocol) -> i64 {
+        self.counts[protocol.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a player while it lives (stream and node gauges).
+pub struct ViewerGuard {
+    counts: Arc<ViewerCounts>,
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+}
+
+impl ViewerGuard {
+    /// Registers one viewer.
+    pub fn new(counts: Arc<ViewerCounts>, metrics: Arc<Metrics>, protocol: Protocol) -> ViewerGuard {
+        counts.counts[protocol.index()].fetch_add(1, Ordering::Relaxed);
+        metrics.viewers.with_label_values(&[protocol.label()]).inc();
+        ViewerGuard {
+            counts,
+            metrics,
+            protocol,
+        }
+    }
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.counts.counts[self.protocol.index()].fetch_sub(1, Ordering::Relaxed);
+        self.metrics.viewers.with_label_values(&[self.protocol.label()]).dec();
+    }
+}
+
+/// A player's attachment to a stream: where to start, and the live ring.
+pub struct Subscription {
+    /// `onMetaData` body, if the publisher sent one.
+    pub metadata: Option<Bytes>,
+    /// AVC sequence header, if any.
+    pub video_header: Option<MediaFrame>,
+    /// AAC sequence header, if any.
+    pub audio_header: Option<MediaFrame>,
+    /// The GOP cache: frames from the last keyframe on (empty if disabled or no keyframe yet).
+    pub gop: Vec<MediaFrame>,
+    /// Whether the stream carries video (a lagging player then waits for a keyframe).
+    pub has_video: bool,
+    /// The live ring, positioned right after the snapshot.
+    pub rx: broadcast::Receiver<StreamEvent>,
+    /// Keeps the viewer counted.
+    pub guard: ViewerGuard,
+}
+
+/// One item for a player's writer, timestamps already rebased for this player.
+#[derive(Debug, Clone)]
+pub enum PlayerItem {
+    /// `onMetaData` body.
+    Metadata(Bytes),
+    /// A frame and the player's timestamp for it.
+    Frame(MediaFrame, u32),
+    /// End of stream.
+    End,
+}
+
+/// Turns a [`Subscription`] into an ordered sequence of [`PlayerItem`]s for one player.
+pub struct PlayerFeed {
+    rx: broadcast::Receiver<StreamEvent>,
+    pending: std::collections::VecDeque<PlayerItem>,
+    base: Option<u32>,
+    waiting_keyframe: bool,
+    has_video: bool,
+    metrics: Arc<Metrics>,
+    ended: bool,
+    _guard: ViewerGuard,
+}
+
+impl PlayerFeed {
+    /// Starts a feed: metadata, sequence headers, then the GOP cache, then live frames.
+    pub fn new(sub: Subscription, metrics: Arc<Metrics>) -> PlayerFeed {
+        let mut feed = PlayerFeed {
+            rx: sub.rx,
+            pending: Default::default(),
+            base: sub.gop.first().map(|f| f.timestamp),
+            waiting_keyframe: false,
+            has_video: sub.has_video,
+            metrics,
+            ended: false,
+            _guard: sub.guard,
+        };
+        if let Some(m) = sub.metadata {
+            feed.pending.push_back(PlayerItem::Metadata(m));
+        }
+        for h in [sub.video_header, sub.audio_header].into_iter().flatten() {
+            feed.pending.push_back(PlayerItem::Frame(h, 0));
+        }
+        for f in sub.gop {
+            feed.push_frame(f);
+        }
+        feed
+    }
+
+    fn rebase(&mut self, ts: u32) -> u32 {
+        let base = *self.base.get_or_insert(ts);
+        let delta = ts.wrapping_sub(base) as i32;
+        delta.max(0) as u32
+    }
+
+    fn push_frame(&mut self, f: MediaFrame) {
+        if f.header {
+            // Sequence headers always pass: they configure the decoder for what follows.
+            let ts = self.base.map(|_| self.rebase(f.timestamp)).unwrap_or(0);
+            self.pending.push_back(PlayerItem::Frame(f, ts));
+            return;
+        }
+        if self.waiting_keyframe {
+            if f.kind == MediaKind::Video && f.keyframe {
+                self.waiting_keyframe = false;
+            } else {
+                self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc();
+                return;
+            }
+        }
+        let ts = self.rebase(f.timestamp);
+        self.pending.push_back(PlayerItem::Frame(f, ts));
+    }
+
+    fn accept(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Frame(f) => self.push_frame(f),
+            StreamEvent::Metadata(m) => self.pending.push_back(PlayerItem::Metadata(m)),
+            StreamEvent::End => {
+                self.ended = true;
+                self.pending.push_back(PlayerItem::End);
+            }
+        }
+    }
+
+    fn lagged(&mut self, n: u64) {
+        self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc_by(n);
+        self.waiting_keyframe = self.has_video;
+    }
+
+    /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.
+    /// Returns `false` once the stream has ended (after the `End` item was delivered) or was torn down.
+    pub async fn next_batch(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
+        loop {
+            while out.len() < max {
+                match self.pending.pop_front() {
+                    Some(item) => out.push(item),
+                    None => break,
+                }
+            }
+            if !out.is_empty() || self.ended {
+                break;
+            }
+            match self.rx.recv().await {
+                Ok(ev) => self.accept(ev),
+                Err(RecvError::Lagged(n)) => self.lagged(n),
+                Err(RecvError::Closed) => {
+                    self.ended = true;
+                    out.push(PlayerItem::End);
+                    return true;
+                }
+            }
+        }
+        // Take what is already queued without waiting: fewer, larger writes.
+        while out.len() < max && !self.ended {
+            match self.rx.try_recv() {
+                Ok(ev) => {
+                    self.accept(ev);
+                    while out.len() < max {
+                        match self.pending.pop_front() {
+                            Some(item) => out.push(item),
+                            None => break,
+                        }
+                    }
+                }
+                Err(TryRecvError::Lagged(n)) => self.lagged(n),
+                Err(TryRecvError::Closed) => {
+                    self.ended = true;
+                    out.push(PlayerItem::End);
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        !(out.is_empty() && self.ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: MediaKind, ts: u32, key: bool) -> MediaFrame {
+        let b0 = match kind {
+            MediaKind::Video if key => 0x17,
+            MediaKind::Video => 0x27,
+            MediaKind::Audio => 0xaf,
+        };
+        MediaFrame::from_flv_body(kind, ts, Bytes::from(vec![b0, 1, 0, 0, 0]))
+    }
+
+    fn sub(tx: &broadcast::Sender<StreamEvent>, gop: Vec<MediaFrame>, m: &Arc<Metrics>) -> Subscription {
+        Subscription {
+            metadata: Some(Bytes::from_static(b"meta")),
+            video_header: None,
+            audio_header: None,
+            gop,
+            has_video: true,
+            rx: tx.subscribe(),
+            guard: ViewerGuard::new(Arc::default(), m.clone(), Protocol::Flv),
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_with_snapshot_rebased() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let gop = vec![frame(MediaKind::Video, 5000, true), frame(MediaKind::Audio, 5010, false)];
+        let mut feed = PlayerFeed::new(sub(&tx, gop, &m), m.clone());
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 5033, false))).unwrap();
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        let ts: Vec<u32> = out
+            .iter()
+            .filter_map(|i| match i {
+                PlayerItem::Frame(_, ts) => Some(*ts),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(out[0], PlayerItem::Metadata(_)));
+        assert_eq!(ts, vec![0, 10, 33]);
+        assert_eq!(m.viewers.with_label_values(&["flv"]).get(), 1);
+        drop(feed);
+        assert_eq!(m.viewers.with_label_values(&["flv"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn lagging_player_skips_to_keyframe() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let mut feed = PlayerFeed::new(sub(&tx, vec![], &m), m.clone());
+        let mut out = Vec::new();
+        feed.next_batch(&mut out, 64).await; // metadata
+        for i in 0..40 {
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 0))).unwrap();
+        }
+        // The ring (16) overflowed: the player must skip everything up to the next keyframe.
+        for i in 40..45 {
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 42))).unwrap();
+        }
+        tx.send(StreamEvent::End).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            if !feed.next_batch(&mut out, 64).await {
+                break;
+            }
+            let end = out.iter().any(|i| matches!(i, PlayerItem::End));
+            got.extend(out);
+            if end {
+                break;
+            }
+        }
+        let frames: Vec<&MediaFrame> = got
+            .iter()
+            .filter_map(|i| match i {
+                PlayerItem::Frame(f, _) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert!(frames[0].keyframe, "first frame after lag must be a keyframe");
+        assert_eq!(frames[0].timestamp, 42 * 33);
+        assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
+        assert!(matches!(got.last(), Some(PlayerItem::End)));
+    }
+}

@@ -1,0 +1,131 @@
+//! `strom`: the streaming server binary. Thin: parse the command line, load the configuration, set up logging,
+//! run a node until SIGTERM/SIGINT, then shut it down gracefully.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use strom_engine::config::LogFormat;
+use strom_engine::{Config, Node};
+use tracing::{error, info};
+
+/// strom: an actor-based live-streaming server (RTMP in; HLS, HTTP-FLV and RTMP out).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (every key can also be set as STROM_<SECTION>_<KEY>).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// RTMP listen address (rtmp.listen; default 0.0.0.0:1935).
+    #[arg(long, value_name = "ADDR")]
+    rtmp_listen: Option<String>,
+    /// HTTP listen address (http.listen; default 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Node name in logs and metrics (node_name; default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Log format (log_format).
+    #[arg(long, value_enum)]
+    log_format: Option<CliLogFormat>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    // Command-line flags are applied as the highest-precedence variables, so they are validated the same way.
+    let mut flag = |name: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            env.push((name.to_string(), format!("{v:?}")));
+        }
+    };
+    flag("STROM_RTMP_LISTEN", &cli.rtmp_listen);
+    flag("STROM_HTTP_LISTEN", &cli.http_listen);
+    flag("STROM_NODE_NAME", &cli.node_name);
+    let format = cli.log_format.map(|f| match f {
+        CliLogFormat::Text => "text".to_string(),
+        CliLogFormat::Json => "json".to_string(),
+    });
+    flag("STROM_LOG_FORMAT", &format);
+    Config::load(cli.config.as_deref(), env).map_err(|e| e.to_string())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
+        .unwrap_or_default();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strom: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let node = match Node::start(config).await {
+            Ok(n) => n,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        wait_for_signal().await;
+        let clean = node.shutdown().await;
+        if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    })
+}
