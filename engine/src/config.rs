@@ -227,10 +227,10 @@ impl Config {
         let mut env_keys = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("STROM_") else { continue };
-            let rest = rest.to_ascii_lowercase();
-            if rest == "cluster_cookie" {
-                continue; // read by the cluster layer, not a config key
+            if is_foreign_variable(rest) {
+                continue;
             }
+            let rest = rest.to_ascii_lowercase();
             let (section, key) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
                 Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
                 None => (None, rest.clone()),
@@ -365,6 +365,32 @@ fn optional_key(full: &str) -> bool {
     matches!(full, "auth.publish_keys_file")
 }
 
+/// `STROM_*` variables that are not configuration keys: the log filter, the cluster cookie, and the service
+/// links Kubernetes injects for a Service named `strom…` (`STROM_PORT`, `STROM_HTTP_SERVICE_HOST`,
+/// `STROM_PORT_1935_TCP_ADDR`, …).
+fn is_foreign_variable(rest: &str) -> bool {
+    if matches!(rest, "LOG" | "CLUSTER_COOKIE" | "CLUSTER_COOKIE_FILE" | "CHROMIUM" | "PLAY_DEBUG") {
+        return true;
+    }
+    let parts: Vec<&str> = rest.split('_').collect();
+    let is_port_link = |i: usize| {
+        // PORT, or PORT_<n>_<proto>[_PROTO|_PORT|_ADDR]
+        parts.get(i) == Some(&"PORT")
+            && match parts.len() - i {
+                1 => true,
+                3 | 4 => {
+                    parts[i + 1].bytes().all(|b| b.is_ascii_digit())
+                        && matches!(parts[i + 2], "TCP" | "UDP" | "SCTP")
+                        && parts.get(i + 3).is_none_or(|p| matches!(*p, "PROTO" | "PORT" | "ADDR"))
+                }
+                _ => false,
+            }
+    };
+    (0..parts.len()).any(|i| {
+        (parts[i] == "SERVICE" && matches!(parts.get(i + 1), Some(&"HOST") | Some(&"PORT"))) || is_port_link(i)
+    })
+}
+
 fn parse_env_value(value: &str) -> toml::Value {
     let probe = format!("v = {value}");
     match probe.parse::<toml::Table>() {
@@ -427,6 +453,25 @@ mod tests {
         assert!(e.contains("hls.window"), "{e}");
         let e = Config::load(None, env(&[("STROM_BOGUS", "1")])).unwrap_err().0;
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_and_reserved_variables_are_ignored() {
+        let vars = env(&[
+            ("STROM_LOG", "debug"),
+            ("STROM_PORT", "tcp://10.0.0.1:1935"),
+            ("STROM_SERVICE_HOST", "10.0.0.1"),
+            ("STROM_SERVICE_PORT_RTMP", "1935"),
+            ("STROM_HTTP_SERVICE_HOST", "10.0.0.2"),
+            ("STROM_HTTP_PORT", "tcp://10.0.0.2:8080"),
+            ("STROM_HTTP_PORT_8080_TCP_ADDR", "10.0.0.2"),
+            ("STROM_PORT_1935_TCP", "tcp://10.0.0.1:1935"),
+        ]);
+        let c = Config::load(None, vars).unwrap();
+        assert_eq!(c.http.listen.port(), 8080);
+        // A real key that merely contains PORT is still a key.
+        let e = Config::load(None, env(&[("STROM_HTTP_PORTS", "1")])).unwrap_err().0;
+        assert!(e.contains("http.ports"), "{e}");
     }
 
     #[test]

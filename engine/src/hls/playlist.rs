@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn formats_dates() {
         assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_728_000_123);
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_651_200_123);
         assert_eq!(rfc3339_millis(t), "2026-11-26T00:00:00.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");

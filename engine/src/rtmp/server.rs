@@ -36,6 +36,8 @@ use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, S
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 /// Frames written to a player per vectored write at most.
 const PLAYER_BATCH: usize = 64;
+/// The message stream a publisher publishes on (see `on_publish`).
+const PUBLISH_STREAM_ID: u32 = 1;
 
 /// Why a connection ended early. `reason()` is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -277,29 +279,35 @@ impl Connection {
         q
     }
 
-    /// Stream EOF user control + `onStatus NetStream.Play.UnpublishNotify`, as players expect when the
-    /// publisher leaves.
+    /// Appends an `onStatus` command (`level` "status" or "error") on message stream `msid`.
+    fn write_status(&self, out: &mut BytesMut, msid: u32, level: &str, code: &str, description: &str) {
+        let mut status = std::collections::HashMap::new();
+        status.insert("level".to_string(), Amf0Value::Utf8String(level.into()));
+        status.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
+        status.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
+        let msg = RtmpMessage::Amf0Command {
+            command_name: "onStatus".into(),
+            transaction_id: 0.0,
+            command_object: Amf0Value::Null,
+            additional_arguments: vec![Amf0Value::Object(status)],
+        };
+        if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
+            chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
+        }
+    }
+
+    /// `onStatus NetStream.Play.UnpublishNotify` + stream EOF user control, as players expect when the publisher
+    /// leaves.
     fn write_end_of_stream(&self, out: &mut BytesMut, stream_id: u32) {
+        self.write_status(out, stream_id, "status", "NetStream.Play.UnpublishNotify", "The publisher has left.");
         let eof = RtmpMessage::UserControl {
             event_type: UserControlEventType::StreamEof,
             stream_id: Some(stream_id),
             buffer_length: None,
             timestamp: None,
         };
-        let mut status = std::collections::HashMap::new();
-        status.insert("level".to_string(), Amf0Value::Utf8String("status".into()));
-        status.insert("code".to_string(), Amf0Value::Utf8String("NetStream.Play.UnpublishNotify".into()));
-        status.insert("description".to_string(), Amf0Value::Utf8String("The publisher has left.".into()));
-        let notify = RtmpMessage::Amf0Command {
-            command_name: "onStatus".into(),
-            transaction_id: 0.0,
-            command_object: Amf0Value::Null,
-            additional_arguments: vec![Amf0Value::Object(status)],
-        };
-        for (msg, msid) in [(notify, stream_id), (eof, 0)] {
-            if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
-                chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
-            }
+        if let Ok(p) = eof.into_message_payload(RtmpTimestamp::new(0), 0) {
+            chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, 0, &p.data, self.chunk_size);
         }
     }
 
@@ -359,17 +367,13 @@ impl Connection {
         Ok(())
     }
 
-    fn reject(&mut self, request_id: u32, code: &str, description: &str, reason: &'static str) -> Result<(), ConnError> {
+    /// Refuses a publish or play request with `onStatus` level "error" (what OBS, ffmpeg and VLC act on), then
+    /// closes the connection.
+    fn reject(&mut self, msid: u32, code: &str, description: &str, reason: &'static str) -> Result<(), ConnError> {
         self.node.metrics.connections_rejected.with_label_values(&[reason]).inc();
-        let results = self
-            .session()?
-            .reject_request(request_id, code, description)
-            .map_err(|e| ConnError::Protocol(e.to_string()))?;
-        for r in results {
-            if let ServerSessionResult::OutboundResponse(p) = r {
-                self.out.extend_from_slice(&p.bytes);
-            }
-        }
+        let mut b = BytesMut::new();
+        self.write_status(&mut b, msid, "error", code, description);
+        self.out.extend_from_slice(&b);
         self.close_after_flush = true;
         Ok(())
     }
@@ -434,19 +438,22 @@ impl Connection {
     }
 
     async fn on_publish(&mut self, request_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
+        // rml_rtmp does not report the publish's message stream; it numbers streams from 1 and a publisher
+        // creates one.
+        let msid = PUBLISH_STREAM_ID;
         let key = match StreamKey::new(app, name) {
             Ok(k) => k,
             Err(e) => {
                 warn!(error = %e, "publish refused: bad stream name");
-                return self.reject(request_id, "NetStream.Publish.BadName", &e.to_string(), "bad_name");
+                return self.reject(msid, "NetStream.Publish.BadName", &e.to_string(), "bad_name");
             }
         };
         if !matches!(self.role, Role::Idle) {
-            return self.reject(request_id, "NetStream.Publish.BadName", "connection already in use", "busy");
+            return self.reject(msid, "NetStream.Publish.BadName", "connection already in use", "busy");
         }
         if !self.node.publish_allowed(&key) {
             warn!(stream = %key, peer = %self.peer, "publish refused: stream key not authorised");
-            return self.reject(request_id, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
+            return self.reject(msid, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
         }
         match self.node.streams.publish(&key).await {
             Ok(publisher) => {
@@ -457,11 +464,11 @@ impl Connection {
             }
             Err(PublishError::Busy) => {
                 warn!(stream = %key, "publish refused: stream already has a publisher");
-                self.reject(request_id, "NetStream.Publish.BadName", "stream is already being published", "busy")
+                self.reject(msid, "NetStream.Publish.BadName", "stream is already being published", "busy")
             }
             Err(e) => {
                 warn!(stream = %key, error = %e, "publish refused");
-                self.reject(request_id, "NetStream.Publish.Failed", &e.to_string(), "publish_failed")
+                self.reject(msid, "NetStream.Publish.Failed", &e.to_string(), "publish_failed")
             }
         }
     }
@@ -469,7 +476,7 @@ impl Connection {
     async fn on_play(&mut self, request_id: u32, app: &str, name: &str, stream_id: u32) -> Result<(), ConnError> {
         let key = match StreamKey::new(app, name) {
             Ok(k) => k,
-            Err(e) => return self.reject(request_id, "NetStream.Play.StreamNotFound", &e.to_string(), "bad_name"),
+            Err(e) => return self.reject(stream_id, "NetStream.Play.StreamNotFound", &e.to_string(), "bad_name"),
         };
         let sub = match self.node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Rtmp).await,
@@ -477,7 +484,7 @@ impl Connection {
         };
         let Some(sub) = sub else {
             info!(stream = %key, "play refused: no such live stream");
-            return self.reject(request_id, "NetStream.Play.StreamNotFound", "no such live stream", "not_found");
+            return self.reject(stream_id, "NetStream.Play.StreamNotFound", "no such live stream", "not_found");
         };
         self.accept(request_id)?;
         info!(stream = %key, "playing");

@@ -1,0 +1,507 @@
+//! Test harness: real `strom` processes, ffmpeg publishers, ffprobe players, a tiny HTTP client and a blocking
+//! RTMP client (rml_rtmp), so tests assert on what real peers see.
+
+#![allow(dead_code)]
+
+pub mod rtmp;
+pub mod ts;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("strom-test-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A running `strom` process on ephemeral loopback ports.
+pub struct Strom {
+    child: Option<Child>,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Strom {
+    /// Starts strom with default configuration.
+    pub fn start() -> Strom {
+        Strom::with_env(&[])
+    }
+
+    /// Starts strom with extra `STROM_*` variables.
+    pub fn with_env(env: &[(&str, &str)]) -> Strom {
+        Strom::with_args(&[], env)
+    }
+
+    /// Starts strom with extra arguments and variables; waits until it serves.
+    pub fn with_args(args: &[&str], env: &[(&str, &str)]) -> Strom {
+        let dir = scratch("node");
+        let log = dir.join("strom.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
+        cmd.args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--node-name", "test-node"])
+            .args(args)
+            .env("STROM_LOG", "info,strom_engine=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn strom");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("strom is serving")) {
+                let addr = |k: &str| -> SocketAddr {
+                    let start = line.find(k).expect("addr field") + k.len();
+                    let rest = &line[start..];
+                    let end = rest.find(' ').unwrap_or(rest.len());
+                    rest[..end].trim().parse().expect("socket addr")
+                };
+                return Strom {
+                    rtmp: addr("rtmp="),
+                    http: addr("http="),
+                    child: Some(child),
+                    log,
+                    dir,
+                };
+            }
+            assert!(Instant::now() < deadline, "strom did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/{key}", self.rtmp)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http_get(self.http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Reads one sample of a metric from `/metrics` (exact series text, e.g. `strom_viewers{protocol="rtmp"}`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let body = self.get("/metrics").text();
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap_or(f64::NAN))
+            .unwrap_or(0.0)
+    }
+
+    /// The `/api/v1/streams` entry of `key`, if any.
+    pub fn stream_info(&self, key: &str) -> Option<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&self.get("/api/v1/streams").body).ok()?;
+        v["streams"].as_array()?.iter().find(|s| s["key"] == key).cloned()
+    }
+
+    /// Waits until `key` is live with a known video codec.
+    pub fn wait_live(&self, key: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.stream_info(key) {
+                if s["state"] == "live" && !s["video_codec"].is_null() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "stream {key} not live in {timeout:?}\n{}", self.log_tail(40));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the HLS playlist of `key` lists at least `n` segments; returns its text.
+    pub fn wait_segments(&self, key: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(&format!("/{key}/index.m3u8"));
+            if r.status == 200 && r.text().matches("#EXTINF").count() >= n {
+                return r.text();
+            }
+            assert!(Instant::now() < deadline, "{key}: fewer than {n} segments after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.pid();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Strom {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- strom log (tail) ----\n{}\n----", self.log_tail(60));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Options of a generated test stream.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub gop_secs: f64,
+    pub audio: bool,
+    pub seconds: f64,
+    pub bitrate_k: u32,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source {
+            width: 426,
+            height: 240,
+            fps: 30,
+            gop_secs: 2.0,
+            audio: true,
+            seconds: 30.0,
+            bitrate_k: 600,
+        }
+    }
+}
+
+/// A child process killed on drop (ffmpeg publishers and readers).
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ffmpeg publishing a generated H.264 (+ AAC) stream in real time — the OBS stand-in.
+pub fn publish(url: &str, src: &Source) -> Proc {
+    let dir = scratch("ffmpeg");
+    let log = dir.join("ffmpeg.log");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps));
+    if src.audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+    }
+    let gop = ((src.fps as f64) * src.gop_secs).round() as u32;
+    cmd.args(["-t", &src.seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-g", &gop.to_string(), "-keyint_min", &gop.to_string(), "-sc_threshold", "0"])
+        .args(["-b:v", &format!("{}k", src.bitrate_k), "-threads", "1"]);
+    if src.audio {
+        cmd.args(["-c:a", "aac", "-b:a", "64k"]);
+    }
+    cmd.args(["-f", "flv", url]).stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.stderr(std::fs::File::create(&log).expect("log"));
+    Proc {
+        child: cmd.spawn().expect("spawn ffmpeg (is it installed?)"),
+        log,
+    }
+}
+
+/// One decoded frame as ffprobe reports it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub pts: f64,
+    pub key: bool,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Runs a command with a deadline (killed past it).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Decodes `seconds` of the video of `url` with ffprobe and returns every frame.
+pub fn probe_video(url: &str, seconds: f64) -> (Vec<Frame>, String) {
+    let out = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "15000000", "-select_streams", "v:0"])
+            .args(["-show_entries", "frame=pts_time,best_effort_timestamp_time,key_frame,width,height"])
+            .args(["-of", "json", "-read_intervals", &format!("%+{seconds}")])
+            .arg(url),
+        Duration::from_secs_f64(seconds + 25.0),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let frames = v["frames"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| Frame {
+                    pts: f["pts_time"]
+                        .as_str()
+                        .or(f["best_effort_timestamp_time"].as_str())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(f64::NAN),
+                    key: f["key_frame"] == 1,
+                    width: f["width"].as_u64().unwrap_or(0) as u32,
+                    height: f["height"].as_u64().unwrap_or(0) as u32,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (frames, stderr)
+}
+
+/// Lists the streams of `url` (codec_type values) with ffprobe.
+pub fn probe_streams(url: &str) -> Vec<String> {
+    let out = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "15000000", "-show_entries", "stream=codec_type,codec_name"])
+            .args(["-of", "json"])
+            .arg(url),
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["streams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts what a viewer needs: enough frames, the right size, a keyframe first, timestamps that advance.
+pub fn assert_playable(what: &str, frames: &[Frame], min_frames: usize, width: u32, height: u32, stderr: &str) {
+    assert!(frames.len() >= min_frames, "{what}: {} frames decoded, expected >= {min_frames}; stderr: {stderr}", frames.len());
+    assert!(frames[0].key, "{what}: first decoded frame is not a keyframe");
+    for f in frames {
+        assert_eq!((f.width, f.height), (width, height), "{what}: wrong resolution");
+    }
+    for w in frames.windows(2) {
+        assert!(w[1].pts > w[0].pts, "{what}: timestamps do not advance: {} then {}", w[0].pts, w[1].pts);
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close), enough for playlists, segments, API and metrics.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+}
+
+/// Sends a raw request and parses the response (chunked bodies are decoded).
+pub fn http_request(addr: SocketAddr, raw: &str) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(raw.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// The `#EXTINF`/segment entries and header tags of a media playlist.
+#[derive(Debug, Default)]
+pub struct MediaPlaylist {
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub segments: Vec<PlaylistSegment>,
+    pub ended: bool,
+    pub version: u32,
+    pub independent: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PlaylistSegment {
+    pub uri: String,
+    pub duration: f64,
+    pub discontinuity: bool,
+    pub program_date_time: Option<String>,
+}
+
+pub fn parse_playlist(text: &str) -> MediaPlaylist {
+    let mut p = MediaPlaylist::default();
+    let mut cur = PlaylistSegment::default();
+    assert!(text.starts_with("#EXTM3U"), "not a playlist: {text}");
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            p.target_duration = v.parse().expect("target duration");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            p.media_sequence = v.parse().expect("media sequence");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            p.discontinuity_sequence = v.parse().expect("discontinuity sequence");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-VERSION:") {
+            p.version = v.parse().expect("version");
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            cur.discontinuity = true;
+        } else if line == "#EXT-X-ENDLIST" {
+            p.ended = true;
+        } else if line == "#EXT-X-INDEPENDENT-SEGMENTS" {
+            p.independent = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            cur.program_date_time = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            cur.duration = v.trim_end_matches(',').split(',').next().and_then(|d| d.parse().ok()).expect("extinf");
+        } else if !line.starts_with('#') && !line.is_empty() {
+            cur.uri = line.to_string();
+            p.segments.push(std::mem::take(&mut cur));
+        }
+    }
+    p
+}
