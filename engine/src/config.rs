@@ -160,21 +160,13 @@ impl Default for RtmpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            max_path_len: 1024,
-            cors_origin: "*".into(),
-        }
+        HttpConfig { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), max_path_len: 1024, cors_origin: "*".into() }
     }
 }
 
 impl Default for HlsConfig {
     fn default() -> Self {
-        HlsConfig {
-            segment_duration_secs: 2.0,
-            window: 6,
-            retained_segments: 4,
-        }
+        HlsConfig { segment_duration_secs: 2.0, window: 6, retained_segments: 4 }
     }
 }
 
@@ -210,10 +202,7 @@ fn default_node_name() -> String {
 
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then `STROM_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

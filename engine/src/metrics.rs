@@ -141,11 +141,7 @@ impl ProcessStats {
         let threads: u64 = f.get(17)?.parse().ok()?;
         let rss_pages: u64 = f.get(21)?.parse().ok()?;
         let tick = 100.0; // USER_HZ is 100 on every Linux platform strom targets
-        Some(ProcessStats {
-            cpu_seconds: (utime + stime) / tick,
-            rss_bytes: rss_pages * 4096,
-            threads,
-        })
+        Some(ProcessStats { cpu_seconds: (utime + stime) / tick, rss_bytes: rss_pages * 4096, threads })
     }
 }
 

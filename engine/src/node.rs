@@ -67,12 +67,9 @@ impl NodeContext {
 
 fn read_keys(path: &Path) -> Vec<String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect(),
+        Ok(text) => {
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+        }
         Err(e) => {
             warn!(file = %path.display(), error = %e, "cannot read auth.publish_keys_file: refusing publishes");
             Vec::new()
@@ -115,9 +112,8 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let streams = Streams::start(config.clone(), metrics.clone())
-            .await
-            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let streams =
+            Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
         let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
             what: "rtmp.listen",
             addr: config.rtmp.listen,
@@ -156,13 +152,7 @@ impl Node {
         }));
         context.ready.store(true, Ordering::Relaxed);
         info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
-        Ok(Node {
-            context,
-            rtmp_addr,
-            http_addr,
-            shutdown,
-            tasks,
-        })
+        Ok(Node { context, rtmp_addr, http_addr, shutdown, tasks })
     }
 
     /// Graceful stop (see the module docs). Returns whether everything finished within the timeout.

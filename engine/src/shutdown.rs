@@ -27,19 +27,12 @@ impl Shutdown {
     pub fn new() -> Shutdown {
         let (tx, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        Shutdown {
-            tx,
-            done_tx: Some(done_tx),
-            done_rx,
-        }
+        Shutdown { tx, done_tx: Some(done_tx), done_rx }
     }
 
     /// A signal for a new task.
     pub fn signal(&self) -> ShutdownSignal {
-        ShutdownSignal {
-            rx: self.tx.subscribe(),
-            _done: self.done_tx.clone().unwrap_or_else(|| mpsc::channel(1).0),
-        }
+        ShutdownSignal { rx: self.tx.subscribe(), _done: self.done_tx.clone().unwrap_or_else(|| mpsc::channel(1).0) }
     }
 
     /// Tells every task to stop.

@@ -67,7 +67,12 @@ fn hls_playlist_and_segments_follow_the_checklist() {
     let mut first_pts = Vec::new();
     for seg in &pl.segments {
         assert!(seg.program_date_time.is_some(), "PDT on every segment");
-        assert!(seg.duration.round() as u64 <= pl.target_duration, "EXTINF {} > target {}", seg.duration, pl.target_duration);
+        assert!(
+            seg.duration.round() as u64 <= pl.target_duration,
+            "EXTINF {} > target {}",
+            seg.duration,
+            pl.target_duration
+        );
         assert!((seg.duration - 2.0).abs() < 0.05, "2 s GOP → 2 s segments, got {}", seg.duration);
         let r = s.get(&format!("/{KEY}/{}", seg.uri));
         assert_eq!(r.status, 200);
@@ -79,7 +84,10 @@ fn hls_playlist_and_segments_follow_the_checklist() {
         let video = ts::pes(&pkts, 0x100);
         assert!(!video.is_empty());
         let types = ts::nal_types(&video[0].2);
-        assert!(types.contains(&5) && types.contains(&7) && types.contains(&8), "IDR+SPS+PPS at segment start: {types:?}");
+        assert!(
+            types.contains(&5) && types.contains(&7) && types.contains(&8),
+            "IDR+SPS+PPS at segment start: {types:?}"
+        );
         assert!(!ts::pes(&pkts, 0x101).is_empty(), "audio in every segment");
         first_pts.push(video.iter().map(|v| v.1).min().unwrap());
         all.extend(pkts);
@@ -88,7 +96,11 @@ fn hls_playlist_and_segments_follow_the_checklist() {
     // EXTINF matches the media: the DTS distance between segment starts.
     for (i, w) in first_pts.windows(2).enumerate() {
         let media = (w[1] - w[0]) as f64 / 90_000.0;
-        assert!((media - pl.segments[i].duration).abs() < 0.034, "segment {i}: EXTINF {} vs media {media}", pl.segments[i].duration);
+        assert!(
+            (media - pl.segments[i].duration).abs() < 0.034,
+            "segment {i}: EXTINF {} vs media {media}",
+            pl.segments[i].duration
+        );
     }
     // The media sequence advances as the window slides.
     std::thread::sleep(Duration::from_millis(2500));
@@ -105,7 +117,7 @@ fn late_joiners_start_on_a_keyframe_at_once() {
     let _p = publish(&s.rtmp_url(KEY), &Source::default());
     s.wait_live(KEY, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(3100)); // mid-GOP
-    // RTMP: from play request to the first video frame.
+                                                     // RTMP: from play request to the first video frame.
     let mut worst_rtmp = Duration::ZERO;
     for _ in 0..3 {
         let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
@@ -219,8 +231,8 @@ fn publisher_reconnect_continues_hls_with_a_discontinuity() {
         std::fs::read_to_string(&progress)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.strip_prefix("frame="))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("frame="))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
@@ -267,7 +279,17 @@ fn stream_end_notifies_players_then_endlist_then_404() {
     let flv = std::thread::spawn(move || {
         let t = Instant::now();
         let out = run_with_timeout(
-            Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", &flv_url, "-f", "null", "-"]),
+            Command::new("ffmpeg").args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                &flv_url,
+                "-f",
+                "null",
+                "-",
+            ]),
             Duration::from_secs(30),
         );
         (out.status.code(), t.elapsed())
@@ -338,7 +360,8 @@ fn invalid_config_is_one_line_naming_the_key_and_exit_2() {
         (("STROM_RTMP_LISTEN", "not-an-address"), "rtmp.listen"),
         (("STROM_STREAM_GRACE", "1"), "stream.grace"),
     ] {
-        let out = run_with_timeout(Command::new(env!("CARGO_BIN_EXE_strom")).env(env.0, env.1), Duration::from_secs(10));
+        let out =
+            run_with_timeout(Command::new(env!("CARGO_BIN_EXE_strom")).env(env.0, env.1), Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{env:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -347,7 +370,8 @@ fn invalid_config_is_one_line_naming_the_key_and_exit_2() {
     let dir = scratch("cfg");
     let f = dir.join("strom.toml");
     std::fs::write(&f, "[hls]\nsegment_duration_secs = -1\n").unwrap();
-    let out = run_with_timeout(Command::new(env!("CARGO_BIN_EXE_strom")).arg("--config").arg(&f), Duration::from_secs(10));
+    let out =
+        run_with_timeout(Command::new(env!("CARGO_BIN_EXE_strom")).arg("--config").arg(&f), Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hls.segment_duration_secs"));
     // --print-config shows the effective configuration (file < env < flags).
@@ -360,7 +384,10 @@ fn invalid_config_is_one_line_naming_the_key_and_exit_2() {
         Duration::from_secs(10),
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("node_name = \"from-file\"") && text.contains("window = 7") && text.contains("127.0.0.1:9999"), "{text}");
+    assert!(
+        text.contains("node_name = \"from-file\"") && text.contains("window = 7") && text.contains("127.0.0.1:9999"),
+        "{text}"
+    );
 }
 
 #[test]

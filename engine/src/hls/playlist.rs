@@ -113,8 +113,8 @@ impl Playlist {
         let listed: Vec<&Segment> = self.segments.iter().skip(start).collect();
         let first = listed.first()?;
         // Discontinuities before the first listed segment: those already dropped plus those retained but unlisted.
-        let disc_seq = self.discontinuity_sequence
-            + self.segments.iter().take(start).filter(|s| s.discontinuity).count() as u64;
+        let disc_seq =
+            self.discontinuity_sequence + self.segments.iter().take(start).filter(|s| s.discontinuity).count() as u64;
         let mut out = String::with_capacity(256 + listed.len() * 96);
         let _ = write!(
             out,
@@ -173,12 +173,7 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 #[cfg(test)]

@@ -132,7 +132,11 @@ impl Actor for Segmenter {
     type State = SegmenterState;
     type Arguments = SegmenterArgs;
 
-    async fn pre_start(&self, _: ActorRef<SegmenterMsg>, args: SegmenterArgs) -> Result<SegmenterState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<SegmenterMsg>,
+        args: SegmenterArgs,
+    ) -> Result<SegmenterState, ActorProcessingErr> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         Ok(SegmenterState {
             playlist: Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs),
@@ -164,14 +168,16 @@ impl Actor for Segmenter {
     }
 
     async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut SegmenterState) -> Result<(), ActorProcessingErr> {
-        st.metrics
-            .viewers
-            .with_label_values(&[crate::metrics::protocol::HLS])
-            .sub(st.viewers_reported);
+        st.metrics.viewers.with_label_values(&[crate::metrics::protocol::HLS]).sub(st.viewers_reported);
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<SegmenterMsg>, msg: SegmenterMsg, st: &mut SegmenterState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<SegmenterMsg>,
+        msg: SegmenterMsg,
+        st: &mut SegmenterState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SegmenterMsg::Frame(f) => st.on_frame(&f),
             SegmenterMsg::PublisherLeft => {
@@ -385,12 +391,7 @@ impl SegmenterState {
         if let Some(mux) = self.muxer.as_mut() {
             mux.write_tables(&mut buf);
         }
-        self.current = Some(OpenSegment {
-            buf,
-            start_ms: ms,
-            pdt,
-            discontinuity: discontinuity && self.next_msn > 0,
-        });
+        self.current = Some(OpenSegment { buf, start_ms: ms, pdt, discontinuity: discontinuity && self.next_msn > 0 });
     }
 
     fn close(&mut self, end_ms: u64) {

@@ -83,11 +83,7 @@ impl TsMuxer {
     ///
     /// With neither stream the PMT is empty and its PCR_PID is `0x1FFF`.
     pub fn new(has_video: bool, has_audio: bool) -> TsMuxer {
-        TsMuxer {
-            has_video,
-            has_audio,
-            cc: [0; 4],
-        }
+        TsMuxer { has_video, has_audio, cc: [0; 4] }
     }
 
     /// Whether the PMT announces the video stream.
@@ -119,12 +115,7 @@ impl TsMuxer {
         // PAT: one program.
         let mut pat = [0u8; 16];
         let pmt_pid = PID_PMT.to_be_bytes();
-        let body = [
-            (PROGRAM_NUMBER >> 8) as u8,
-            PROGRAM_NUMBER as u8,
-            0xE0 | (pmt_pid[0] & 0x1F),
-            pmt_pid[1],
-        ];
+        let body = [(PROGRAM_NUMBER >> 8) as u8, PROGRAM_NUMBER as u8, 0xE0 | (pmt_pid[0] & 0x1F), pmt_pid[1]];
         let pat_len = build_section(0x00, TRANSPORT_STREAM_ID, &[&body], &mut pat);
         self.write_psi(PID_PAT, CC_PAT, pat.get(..pat_len).unwrap_or_default(), out);
 
@@ -133,11 +124,8 @@ impl TsMuxer {
         let head = [0xE0 | (pcr[0] & 0x1F), pcr[1], 0xF0, 0x00];
         let video = es_entry(STREAM_TYPE_H264, PID_VIDEO);
         let audio = es_entry(STREAM_TYPE_AAC_ADTS, PID_AUDIO);
-        let streams: [&[u8]; 3] = [
-            &head,
-            if self.has_video { &video } else { &[] },
-            if self.has_audio { &audio } else { &[] },
-        ];
+        let streams: [&[u8]; 3] =
+            [&head, if self.has_video { &video } else { &[] }, if self.has_audio { &audio } else { &[] }];
         let mut pmt = [0u8; 32];
         let pmt_len = build_section(0x02, PROGRAM_NUMBER, &streams, &mut pmt);
         self.write_psi(PID_PMT, CC_PMT, pmt.get(..pmt_len).unwrap_or_default(), out);
@@ -151,34 +139,13 @@ impl TsMuxer {
     /// TS packet carries PCR = DTS; keyframes set random_access_indicator.
     /// Data is written even if the muxer was created without video (players
     /// ignore the unannounced PID).
-    pub fn write_video(
-        &mut self,
-        pts: u64,
-        dts: u64,
-        keyframe: bool,
-        annexb: &[u8],
-        out: &mut Vec<u8>,
-    ) {
+    pub fn write_video(&mut self, pts: u64, dts: u64, keyframe: bool, annexb: &[u8], out: &mut Vec<u8>) {
         let pts = pts & TIMESTAMP_MASK;
         let dts = dts & TIMESTAMP_MASK;
         let mut header = [0u8; MAX_PES_HEADER];
-        let header_len = pes_header(
-            STREAM_ID_VIDEO,
-            pts,
-            (dts != pts).then_some(dts),
-            0,
-            &mut header,
-        );
+        let header_len = pes_header(STREAM_ID_VIDEO, pts, (dts != pts).then_some(dts), 0, &mut header);
         let pcr = (self.pcr_pid() == PID_VIDEO).then_some(dts);
-        self.write_pes(
-            PID_VIDEO,
-            CC_VIDEO,
-            header.get(..header_len).unwrap_or_default(),
-            annexb,
-            pcr,
-            keyframe,
-            out,
-        );
+        self.write_pes(PID_VIDEO, CC_VIDEO, header.get(..header_len).unwrap_or_default(), annexb, pcr, keyframe, out);
     }
 
     /// Appends one PES packet (stream_id `0xC0`) holding one or more complete
@@ -195,15 +162,7 @@ impl TsMuxer {
         let mut header = [0u8; MAX_PES_HEADER];
         let header_len = pes_header(STREAM_ID_AUDIO, pts, None, pes_len, &mut header);
         let pcr = (self.pcr_pid() == PID_AUDIO).then_some(pts);
-        self.write_pes(
-            PID_AUDIO,
-            CC_AUDIO,
-            header.get(..header_len).unwrap_or_default(),
-            adts,
-            pcr,
-            true,
-            out,
-        );
+        self.write_pes(PID_AUDIO, CC_AUDIO, header.get(..header_len).unwrap_or_default(), adts, pcr, true, out);
     }
 
     /// Returns the continuity counter for `slot` and advances it.
@@ -260,11 +219,7 @@ impl TsMuxer {
             };
             let space = TS_PAYLOAD_SIZE - af_min;
             let take = space.min(total - written);
-            let af_total = if take < space {
-                TS_PAYLOAD_SIZE - take
-            } else {
-                af_min
-            };
+            let af_total = if take < space { TS_PAYLOAD_SIZE - take } else { af_min };
 
             let cc = self.next_cc(slot);
             push_ts_header(out, pid, first, af_total > 0, cc);
@@ -299,11 +254,7 @@ impl TsMuxer {
 fn copy_span(header: &[u8], payload: &[u8], offset: usize, len: usize, out: &mut Vec<u8>) {
     let end = offset + len;
     if offset < header.len() {
-        out.extend_from_slice(
-            header
-                .get(offset..end.min(header.len()))
-                .unwrap_or_default(),
-        );
+        out.extend_from_slice(header.get(offset..end.min(header.len())).unwrap_or_default());
     }
     let p_start = offset.saturating_sub(header.len());
     let p_end = end.saturating_sub(header.len());
@@ -432,11 +383,7 @@ const CRC_TABLE: [u32; 256] = {
         let mut crc = (i as u32) << 24;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04C1_1DB7 } else { crc << 1 };
             bit += 1;
         }
         table[i] = crc;
@@ -516,15 +463,7 @@ mod tests {
                         assert!(p[q..pos].iter().all(|&b| b == 0xFF), "stuffing");
                     }
                 }
-                Packet {
-                    pid,
-                    pusi,
-                    cc,
-                    has_payload: afc & 0x1 != 0,
-                    rai,
-                    pcr,
-                    payload: p[pos..].to_vec(),
-                }
+                Packet { pid, pusi, cc, has_payload: afc & 0x1 != 0, rai, pcr, payload: p[pos..].to_vec() }
             })
             .collect()
     }
@@ -555,14 +494,7 @@ mod tests {
     fn parse_pat(section: &[u8]) -> Vec<(u16, u16)> {
         assert_eq!(section[0], 0x00);
         let body = &section[8..section.len() - 4];
-        body.chunks(4)
-            .map(|c| {
-                (
-                    u16::from_be_bytes([c[0], c[1]]),
-                    u16::from_be_bytes([c[2] & 0x1F, c[3]]),
-                )
-            })
-            .collect()
+        body.chunks(4).map(|c| (u16::from_be_bytes([c[0], c[1]]), u16::from_be_bytes([c[2] & 0x1F, c[3]]))).collect()
     }
 
     fn parse_pmt(section: &[u8]) -> Pmt {
@@ -576,10 +508,7 @@ mod tests {
         while pos < end {
             let st = section[pos];
             let pid = u16::from_be_bytes([section[pos + 1] & 0x1F, section[pos + 2]]);
-            let es_len = usize::from(u16::from_be_bytes([
-                section[pos + 3] & 0x0F,
-                section[pos + 4],
-            ]));
+            let es_len = usize::from(u16::from_be_bytes([section[pos + 3] & 0x0F, section[pos + 4]]));
             streams.push((st, pid));
             pos += 5 + es_len;
         }
@@ -621,18 +550,11 @@ mod tests {
         let header_len = usize::from(data[8]);
         let (pts, dts) = match flags {
             0b10 => (Some(parse_timestamp(&data[9..14], 0x2)), None),
-            0b11 => (
-                Some(parse_timestamp(&data[9..14], 0x3)),
-                Some(parse_timestamp(&data[14..19], 0x1)),
-            ),
+            0b11 => (Some(parse_timestamp(&data[9..14], 0x3)), Some(parse_timestamp(&data[14..19], 0x1))),
             other => panic!("unexpected PTS_DTS_flags {other}"),
         };
         if packet_length != 0 {
-            assert_eq!(
-                usize::from(packet_length),
-                data.len() - 6,
-                "PES_packet_length"
-            );
+            assert_eq!(usize::from(packet_length), data.len() - 6, "PES_packet_length");
         }
         Pes {
             pid,
@@ -679,10 +601,7 @@ mod tests {
                     } else {
                         assert!(p.pcr.is_none(), "PCR only on the first packet of a PES");
                         assert!(!p.rai, "RAI only on the first packet of a PES");
-                        open.get_mut(&pid)
-                            .expect("continuation without start")
-                            .0
-                            .extend_from_slice(&p.payload);
+                        open.get_mut(&pid).expect("continuation without start").0.extend_from_slice(&p.payload);
                     }
                 }
             }
@@ -692,12 +611,7 @@ mod tests {
         for (pid, (data, pcr, rai)) in rest {
             pes.push(finish_pes(pid, data, pcr, rai));
         }
-        Demuxed {
-            pat,
-            pmt,
-            pes,
-            packets,
-        }
+        Demuxed { pat, pmt, pes, packets }
     }
 
     /// Checks that CCs increment by one (mod 16) per PID over the whole stream.
@@ -706,20 +620,13 @@ mod tests {
         for (i, p) in packets.iter().enumerate() {
             assert!(p.has_payload, "every packet we write carries payload");
             if let Some(prev) = last.insert(p.pid, p.cc) {
-                assert_eq!(
-                    p.cc,
-                    (prev + 1) & 0x0F,
-                    "CC jump on PID {:#x} at packet {i}",
-                    p.pid
-                );
+                assert_eq!(p.cc, (prev + 1) & 0x0F, "CC jump on PID {:#x} at packet {i}", p.pid);
             }
         }
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     // ---------------------------------------------------------------------
@@ -735,12 +642,7 @@ mod tests {
     #[test]
     fn tables_for_each_layout() {
         let layouts = [
-            (
-                true,
-                true,
-                PID_VIDEO,
-                vec![(0x1B, PID_VIDEO), (0x0F, PID_AUDIO)],
-            ),
+            (true, true, PID_VIDEO, vec![(0x1B, PID_VIDEO), (0x0F, PID_AUDIO)]),
             (true, false, PID_VIDEO, vec![(0x1B, PID_VIDEO)]),
             (false, true, PID_AUDIO, vec![(0x0F, PID_AUDIO)]),
             (false, false, PID_NULL, vec![]),
@@ -773,8 +675,8 @@ mod tests {
         assert_eq!(
             &out[..21],
             &[
-                0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00,
-                0x01, 0xF0, 0x00, 0x2A, 0xB1, 0x04, 0xB2
+                0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00,
+                0x2A, 0xB1, 0x04, 0xB2
             ]
         );
     }
@@ -784,8 +686,8 @@ mod tests {
         // Sizes around every boundary: first packet payload space is
         // 184 - 8 (PCR AF) - 19 (PES header) for keyframes with DTS.
         let sizes = [
-            0usize, 1, 2, 155, 156, 157, 158, 159, 160, 164, 165, 166, 170, 171, 176, 183, 184,
-            185, 339, 340, 341, 342, 343, 1000, 65535, 65536, 200_000,
+            0usize, 1, 2, 155, 156, 157, 158, 159, 160, 164, 165, 166, 170, 171, 176, 183, 184, 185, 339, 340, 341,
+            342, 343, 1000, 65535, 65536, 200_000,
         ];
         for &keyframe in &[true, false] {
             for &size in &sizes {
@@ -808,14 +710,8 @@ mod tests {
                     assert_eq!(pes.pcr, Some(dts), "PCR = DTS");
                     assert_eq!(pes.rai, keyframe);
                     assert_eq!(out.len() / 188, d.packets.len());
-                    let expected_packets = (19.min(14 + 5 * usize::from(pts != dts)) + 8 + size)
-                        .div_ceil(184)
-                        .max(1);
-                    assert_eq!(
-                        d.packets.len(),
-                        expected_packets,
-                        "size {size}: no wasted packets"
-                    );
+                    let expected_packets = (19.min(14 + 5 * usize::from(pts != dts)) + 8 + size).div_ceil(184).max(1);
+                    assert_eq!(d.packets.len(), expected_packets, "size {size}: no wasted packets");
                 }
 
                 let mut mux = TsMuxer::new(true, true);
@@ -937,13 +833,7 @@ mod tests {
         let mut out = Vec::new();
         mux.write_tables(&mut out);
         for i in 0..10u64 {
-            mux.write_video(
-                i * 3000 + 3000,
-                i * 3000,
-                i % 5 == 0,
-                &pattern(1000, 0),
-                &mut out,
-            );
+            mux.write_video(i * 3000 + 3000, i * 3000, i % 5 == 0, &pattern(1000, 0), &mut out);
         }
         let d = demux(&out);
         let video: Vec<_> = d.pes.iter().filter(|p| p.pid == PID_VIDEO).collect();
@@ -1038,8 +928,7 @@ mod tests {
         for nal in annexb_nals(data) {
             let t = nal[0] & 0x1F;
             let vcl = t == 1 || t == 5;
-            let starts_au =
-                matches!(t, 6..=9) || (vcl && nal.get(1).is_some_and(|b| b & 0x80 != 0));
+            let starts_au = matches!(t, 6..=9) || (vcl && nal.get(1).is_some_and(|b| b & 0x80 != 0));
             if starts_au && cur_has_vcl {
                 flush(&mut cur, &mut aus);
                 cur_has_vcl = false;
@@ -1071,16 +960,7 @@ mod tests {
     /// `(pts, dts)` of every packet of one stream, in 90 kHz (MPEG-TS input).
     fn packet_times(ffprobe: &str, src: &Path, stream: &str) -> Vec<(u64, u64)> {
         let out = run(Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-select_streams",
-                stream,
-                "-show_entries",
-                "packet=pts,dts",
-                "-of",
-                "csv=p=0",
-            ])
+            .args(["-v", "error", "-select_streams", stream, "-show_entries", "packet=pts,dts", "-of", "csv=p=0"])
             .arg(src))
         .expect("ffprobe ran before");
         String::from_utf8_lossy(&out.stdout)
@@ -1124,26 +1004,15 @@ mod tests {
             println!("SKIPPED: ffmpeg/ffprobe not installed");
             return;
         }
-        let dir: PathBuf =
-            std::env::temp_dir().join(format!("strom_ts_test_{}", std::process::id()));
+        let dir: PathBuf = std::env::temp_dir().join(format!("strom_ts_test_{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let src = dir.join("src.ts");
         let h264 = dir.join("v.264");
         let aac = dir.join("a.aac");
         run(Command::new(ffmpeg)
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=30",
-            ])
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args([
-                "-t", "2", "-c:v", "libx264", "-g", "30", "-bf", "2", "-pix_fmt", "yuv420p",
-            ])
+            .args(["-t", "2", "-c:v", "libx264", "-g", "30", "-bf", "2", "-pix_fmt", "yuv420p"])
             .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
             .arg(&src))
         .expect("ffmpeg");
@@ -1170,10 +1039,7 @@ mod tests {
         assert_eq!(aus.len(), vtimes.len());
         assert_eq!(frames.len(), atimes.len());
         assert!(aus[0].idr);
-        assert!(
-            vtimes.iter().any(|(p, d)| p != d),
-            "B-frames give PTS != DTS"
-        );
+        assert!(vtimes.iter().any(|(p, d)| p != d), "B-frames give PTS != DTS");
 
         // Segment boundary at the IDR closest to the middle.
         let split = (1..aus.len())
@@ -1225,11 +1091,7 @@ mod tests {
 
         for (path, (n_video, n_audio)) in &files {
             let (stderr, streams) = probe(ffprobe, path);
-            assert!(
-                stderr.trim().is_empty(),
-                "{}: ffprobe stderr: {stderr}",
-                path.display()
-            );
+            assert!(stderr.trim().is_empty(), "{}: ffprobe stderr: {stderr}", path.display());
             assert_eq!(streams.len(), 2, "{}", path.display());
             let video = streams
                 .iter()
@@ -1242,20 +1104,10 @@ mod tests {
             assert_eq!(video["codec_name"], "h264");
             assert_eq!(video["width"], "320");
             assert_eq!(video["height"], "240");
-            assert_eq!(
-                video["nb_read_frames"],
-                n_video.to_string(),
-                "{}",
-                path.display()
-            );
+            assert_eq!(video["nb_read_frames"], n_video.to_string(), "{}", path.display());
             assert_eq!(audio["codec_name"], "aac");
             assert_eq!(audio["sample_rate"], "44100");
-            assert_eq!(
-                audio["nb_read_frames"],
-                n_audio.to_string(),
-                "{}",
-                path.display()
-            );
+            assert_eq!(audio["nb_read_frames"], n_audio.to_string(), "{}", path.display());
             println!(
                 "ffprobe {}: video {}x{} {} frames, audio {} frames, no errors",
                 path.display(),

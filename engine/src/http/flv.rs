@@ -51,13 +51,7 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
         let item = st.next().await?;
         Some((Ok::<Bytes, std::io::Error>(item), st))
     });
-    (
-        [
-            (header::CONTENT_TYPE, "video/x-flv"),
-            (header::CACHE_CONTROL, "no-cache, no-store"),
-        ],
-        Body::from_stream(stream),
-    )
+    ([(header::CONTENT_TYPE, "video/x-flv"), (header::CACHE_CONTROL, "no-cache, no-store")], Body::from_stream(stream))
         .into_response()
 }
 

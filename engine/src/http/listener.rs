@@ -28,11 +28,7 @@ pub struct LimitedListener {
 impl LimitedListener {
     /// Wraps a bound listener.
     pub fn new(inner: TcpListener, node: Arc<NodeContext>, write_timeout: Duration) -> LimitedListener {
-        LimitedListener {
-            inner,
-            node,
-            write_timeout,
-        }
+        LimitedListener { inner, node, write_timeout }
     }
 }
 

@@ -74,11 +74,7 @@ async fn readyz(State(node): State<Arc<NodeContext>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<NodeContext>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        node.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], node.metrics.render()).into_response()
 }
 
 async fn streams(State(node): State<Arc<NodeContext>>) -> Response {
@@ -99,7 +95,10 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-async fn hls(State(node): State<Arc<NodeContext>>, Path((app, name, file)): Path<(String, String, String)>) -> Response {
+async fn hls(
+    State(node): State<Arc<NodeContext>>,
+    Path((app, name, file)): Path<(String, String, String)>,
+) -> Response {
     let key = match StreamKey::new(&app, &name) {
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
@@ -129,17 +128,11 @@ async fn hls(State(node): State<Arc<NodeContext>>, Path((app, name, file)): Path
     }
     match stream.segment(&file).await {
         Some(data) => {
-            node.metrics
-                .egress_bytes
-                .with_label_values(&[crate::metrics::protocol::HLS])
-                .inc_by(data.len() as u64);
+            node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
             (
-            [
-                (header::CONTENT_TYPE, "video/mp2t"),
-                (header::CACHE_CONTROL, "public, max-age=3600, immutable"),
-            ],
-            Body::from(data),
-        )
+                [(header::CONTENT_TYPE, "video/mp2t"), (header::CACHE_CONTROL, "public, max-age=3600, immutable")],
+                Body::from(data),
+            )
                 .into_response()
         }
         None => not_found(),

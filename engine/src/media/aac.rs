@@ -30,9 +30,8 @@
 use std::fmt;
 
 /// MPEG-4 audio sampling frequencies indexed by `samplingFrequencyIndex`.
-pub const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+pub const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 /// `samplingFrequencyIndex` value announcing an explicit 24-bit frequency.
 pub const EXPLICIT_SAMPLE_RATE_INDEX: u8 = 15;
@@ -122,30 +121,20 @@ pub enum AacError {
 impl fmt::Display for AacError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AacError::Truncated {
-                field,
-                bit_offset,
-                available_bits,
-            } => write!(
+            AacError::Truncated { field, bit_offset, available_bits } => write!(
                 f,
                 "AudioSpecificConfig truncated reading {field} at bit {bit_offset} ({available_bits} bits available)"
             ),
             AacError::NullObjectType { bit_offset } => {
                 write!(f, "audioObjectType 0 (null) at bit {bit_offset}")
             }
-            AacError::ReservedSampleRateIndex {
-                field,
-                index,
-                bit_offset,
-            } => write!(f, "reserved {field} {index} at bit {bit_offset}"),
+            AacError::ReservedSampleRateIndex { field, index, bit_offset } => {
+                write!(f, "reserved {field} {index} at bit {bit_offset}")
+            }
             AacError::ZeroSampleRate { bit_offset } => {
                 write!(f, "explicit sampling frequency of 0 Hz at bit {bit_offset}")
             }
-            AacError::UnsupportedCoreObjectType {
-                extension,
-                core,
-                bit_offset,
-            } => write!(
+            AacError::UnsupportedCoreObjectType { extension, core, bit_offset } => write!(
                 f,
                 "object type {extension} with core object type {core} at bit {bit_offset} is unsupported (expected 2)"
             ),
@@ -153,21 +142,15 @@ impl fmt::Display for AacError {
                 f,
                 "AAC object type {object_type} cannot be carried in ADTS (allowed: 1..=4, 5 and 29 as AAC-LC)"
             ),
-            AacError::ExplicitSampleRate { sample_rate } => write!(
-                f,
-                "explicit sample rate {sample_rate} Hz has no ADTS sampling frequency index"
-            ),
-            AacError::ChannelConfigNotAdts { channel_config } => write!(
-                f,
-                "channel configuration {channel_config} cannot be carried in ADTS (allowed: 1..=7)"
-            ),
-            AacError::FrameTooLong {
-                payload_len,
-                max_payload_len,
-            } => write!(
-                f,
-                "AAC payload of {payload_len} bytes exceeds the ADTS maximum of {max_payload_len}"
-            ),
+            AacError::ExplicitSampleRate { sample_rate } => {
+                write!(f, "explicit sample rate {sample_rate} Hz has no ADTS sampling frequency index")
+            }
+            AacError::ChannelConfigNotAdts { channel_config } => {
+                write!(f, "channel configuration {channel_config} cannot be carried in ADTS (allowed: 1..=7)")
+            }
+            AacError::FrameTooLong { payload_len, max_payload_len } => {
+                write!(f, "AAC payload of {payload_len} bytes exceeds the ADTS maximum of {max_payload_len}")
+            }
         }
     }
 }
@@ -200,9 +183,7 @@ impl AacConfig {
         let ot_offset = r.pos;
         let object_type = read_object_type(&mut r)?;
         if object_type == 0 {
-            return Err(AacError::NullObjectType {
-                bit_offset: ot_offset,
-            });
+            return Err(AacError::NullObjectType { bit_offset: ot_offset });
         }
         let (sample_rate_index, sample_rate) = read_sample_rate(&mut r, "samplingFrequencyIndex")?;
         let channel_config = r.bits("channelConfiguration", 4)? as u8;
@@ -220,12 +201,7 @@ impl AacConfig {
             }
         }
 
-        Ok(AacConfig {
-            object_type,
-            sample_rate_index,
-            sample_rate,
-            channel_config,
-        })
+        Ok(AacConfig { object_type, sample_rate_index, sample_rate, channel_config })
     }
 
     /// RFC 6381 codec string, `mp4a.40.<object type in decimal>`, e.g.
@@ -259,21 +235,14 @@ impl AacConfig {
             other => return Err(AacError::ObjectTypeNotAdts { object_type: other }),
         };
         if self.sample_rate_index > 12 {
-            return Err(AacError::ExplicitSampleRate {
-                sample_rate: self.sample_rate,
-            });
+            return Err(AacError::ExplicitSampleRate { sample_rate: self.sample_rate });
         }
         if !(1..=7).contains(&self.channel_config) {
-            return Err(AacError::ChannelConfigNotAdts {
-                channel_config: self.channel_config,
-            });
+            return Err(AacError::ChannelConfigNotAdts { channel_config: self.channel_config });
         }
         let max_payload_len = MAX_ADTS_FRAME_LEN - ADTS_HEADER_LEN;
         if payload_len > max_payload_len {
-            return Err(AacError::FrameTooLong {
-                payload_len,
-                max_payload_len,
-            });
+            return Err(AacError::FrameTooLong { payload_len, max_payload_len });
         }
         let frame_len = payload_len + ADTS_HEADER_LEN; // ≤ 0x1FFF
         let sfi = self.sample_rate_index;
@@ -315,9 +284,7 @@ fn read_sample_rate(r: &mut BitReader<'_>, field: &'static str) -> Result<(u8, u
         let freq_offset = r.pos;
         let rate = r.bits("samplingFrequency", 24)?;
         if rate == 0 {
-            return Err(AacError::ZeroSampleRate {
-                bit_offset: freq_offset,
-            });
+            return Err(AacError::ZeroSampleRate { bit_offset: freq_offset });
         }
         let index = SAMPLE_RATES
             .iter()
@@ -328,11 +295,7 @@ fn read_sample_rate(r: &mut BitReader<'_>, field: &'static str) -> Result<(u8, u
     }
     match SAMPLE_RATES.get(usize::from(index)) {
         Some(&rate) => Ok((index, rate)),
-        None => Err(AacError::ReservedSampleRateIndex {
-            field,
-            index,
-            bit_offset,
-        }),
+        None => Err(AacError::ReservedSampleRateIndex { field, index, bit_offset }),
     }
 }
 
@@ -351,11 +314,7 @@ impl<'a> BitReader<'a> {
     fn bits(&mut self, field: &'static str, n: usize) -> Result<u32, AacError> {
         let available_bits = self.data.len().saturating_mul(8);
         if available_bits.saturating_sub(self.pos) < n {
-            return Err(AacError::Truncated {
-                field,
-                bit_offset: self.pos,
-                available_bits,
-            });
+            return Err(AacError::Truncated { field, bit_offset: self.pos, available_bits });
         }
         let mut v = 0u32;
         for _ in 0..n {
@@ -412,23 +371,12 @@ mod tests {
     fn parses_lc_44100_stereo() {
         // What ffmpeg/OBS send for AAC-LC 44.1 kHz stereo.
         let cfg = AacConfig::parse(&[0x12, 0x10]).expect("valid");
-        assert_eq!(
-            cfg,
-            AacConfig {
-                object_type: 2,
-                sample_rate_index: 4,
-                sample_rate: 44100,
-                channel_config: 2
-            }
-        );
+        assert_eq!(cfg, AacConfig { object_type: 2, sample_rate_index: 4, sample_rate: 44100, channel_config: 2 });
         assert_eq!(cfg.codec_string(), "mp4a.40.2");
         assert_eq!(cfg.samples_per_frame(), 1024);
         // 48 kHz mono, with trailing GASpecificConfig bits / padding ignored.
         let cfg = AacConfig::parse(&[0x11, 0x88, 0x56, 0xE5, 0x00]).expect("valid");
-        assert_eq!(
-            (cfg.object_type, cfg.sample_rate, cfg.channel_config),
-            (2, 48000, 1)
-        );
+        assert_eq!((cfg.object_type, cfg.sample_rate, cfg.channel_config), (2, 48000, 1));
     }
 
     #[test]
@@ -440,10 +388,7 @@ mod tests {
         assert_eq!(cfg.sample_rate, 48000);
         assert_eq!(cfg.channel_config, 2);
         assert_eq!(cfg.codec_string(), "mp4a.40.34");
-        assert_eq!(
-            cfg.adts_header(10),
-            Err(AacError::ObjectTypeNotAdts { object_type: 34 })
-        );
+        assert_eq!(cfg.adts_header(10), Err(AacError::ObjectTypeNotAdts { object_type: 34 }));
     }
 
     #[test]
@@ -458,16 +403,10 @@ mod tests {
         let bits = format!("00010{}{:024b}0010", "1111", 37800);
         let cfg = AacConfig::parse(&pack(&bits)).expect("valid");
         assert_eq!((cfg.sample_rate_index, cfg.sample_rate), (15, 37800));
-        assert_eq!(
-            cfg.adts_header(100),
-            Err(AacError::ExplicitSampleRate { sample_rate: 37800 })
-        );
+        assert_eq!(cfg.adts_header(100), Err(AacError::ExplicitSampleRate { sample_rate: 37800 }));
 
         let bits = format!("00010{}{:024b}0010", "1111", 0);
-        assert_eq!(
-            AacConfig::parse(&pack(&bits)),
-            Err(AacError::ZeroSampleRate { bit_offset: 9 })
-        );
+        assert_eq!(AacConfig::parse(&pack(&bits)), Err(AacError::ZeroSampleRate { bit_offset: 9 }));
     }
 
     #[test]
@@ -475,15 +414,7 @@ mod tests {
         // HE-AAC: AOT 5, core 24 kHz (6), stereo, ext 48 kHz (3), core AOT 2.
         let bits = "00101011000100011000100";
         let cfg = AacConfig::parse(&pack(bits)).expect("valid");
-        assert_eq!(
-            cfg,
-            AacConfig {
-                object_type: 5,
-                sample_rate_index: 6,
-                sample_rate: 24000,
-                channel_config: 2
-            }
-        );
+        assert_eq!(cfg, AacConfig { object_type: 5, sample_rate_index: 6, sample_rate: 24000, channel_config: 2 });
         assert_eq!(cfg.codec_string(), "mp4a.40.5");
         let h = parse_adts(&cfg.adts_header(200).expect("adts"));
         assert_eq!((h.profile, h.sfi, h.channels), (1, 6, 2));
@@ -498,20 +429,12 @@ mod tests {
         let bits = "001010110001000110001100";
         assert_eq!(
             AacConfig::parse(&pack(bits)),
-            Err(AacError::UnsupportedCoreObjectType {
-                extension: 5,
-                core: 3,
-                bit_offset: 17
-            })
+            Err(AacError::UnsupportedCoreObjectType { extension: 5, core: 3, bit_offset: 17 })
         );
         // Truncated before the core object type.
         assert_eq!(
             AacConfig::parse(&pack("0010101100010001")),
-            Err(AacError::Truncated {
-                field: "extensionSamplingFrequencyIndex",
-                bit_offset: 13,
-                available_bits: 16
-            })
+            Err(AacError::Truncated { field: "extensionSamplingFrequencyIndex", bit_offset: 13, available_bits: 16 })
         );
     }
 
@@ -519,38 +442,20 @@ mod tests {
     fn parse_errors() {
         assert_eq!(
             AacConfig::parse(&[]),
-            Err(AacError::Truncated {
-                field: "audioObjectType",
-                bit_offset: 0,
-                available_bits: 0
-            })
+            Err(AacError::Truncated { field: "audioObjectType", bit_offset: 0, available_bits: 0 })
         );
         assert_eq!(
             AacConfig::parse(&[0x12]),
-            Err(AacError::Truncated {
-                field: "samplingFrequencyIndex",
-                bit_offset: 5,
-                available_bits: 8
-            })
+            Err(AacError::Truncated { field: "samplingFrequencyIndex", bit_offset: 5, available_bits: 8 })
         );
-        assert_eq!(
-            AacConfig::parse(&[0x00, 0x10]),
-            Err(AacError::NullObjectType { bit_offset: 0 })
-        );
+        assert_eq!(AacConfig::parse(&[0x00, 0x10]), Err(AacError::NullObjectType { bit_offset: 0 }));
         // index 13 is reserved
         assert_eq!(
             AacConfig::parse(&pack("0001011010010")),
-            Err(AacError::ReservedSampleRateIndex {
-                field: "samplingFrequencyIndex",
-                index: 13,
-                bit_offset: 5
-            })
+            Err(AacError::ReservedSampleRateIndex { field: "samplingFrequencyIndex", index: 13, bit_offset: 5 })
         );
         let msg = AacConfig::parse(&[0x12]).expect_err("short").to_string();
-        assert!(
-            msg.contains("samplingFrequencyIndex") && msg.contains("bit 5"),
-            "{msg}"
-        );
+        assert!(msg.contains("samplingFrequencyIndex") && msg.contains("bit 5"), "{msg}");
     }
 
     #[test]
@@ -600,31 +505,13 @@ mod tests {
     #[test]
     fn adts_errors() {
         let cfg = AacConfig::parse(&[0x12, 0x10]).expect("valid");
-        assert_eq!(
-            cfg.adts_header(8185),
-            Err(AacError::FrameTooLong {
-                payload_len: 8185,
-                max_payload_len: 8184
-            })
-        );
+        assert_eq!(cfg.adts_header(8185), Err(AacError::FrameTooLong { payload_len: 8185, max_payload_len: 8184 }));
         assert!(cfg.adts_header(usize::MAX).is_err());
-        let pce = AacConfig {
-            channel_config: 0,
-            ..cfg
-        };
-        assert_eq!(
-            pce.adts_header(10),
-            Err(AacError::ChannelConfigNotAdts { channel_config: 0 })
-        );
-        let wide = AacConfig {
-            channel_config: 8,
-            ..cfg
-        };
+        let pce = AacConfig { channel_config: 0, ..cfg };
+        assert_eq!(pce.adts_header(10), Err(AacError::ChannelConfigNotAdts { channel_config: 0 }));
+        let wide = AacConfig { channel_config: 8, ..cfg };
         assert!(wide.adts_header(10).is_err());
-        let er = AacConfig {
-            object_type: 23,
-            ..cfg
-        };
+        let er = AacConfig { object_type: 23, ..cfg };
         let err = er.adts_header(10).expect_err("not adts");
         assert_eq!(err, AacError::ObjectTypeNotAdts { object_type: 23 });
         assert!(err.to_string().contains("23"));

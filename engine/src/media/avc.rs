@@ -115,51 +115,33 @@ pub enum AvcError {
 impl fmt::Display for AvcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AvcError::Truncated {
-                field,
-                offset,
-                needed,
-                available,
-            } => write!(
-                f,
-                "truncated AVC data: {field} at byte {offset} needs {needed} bytes, {available} available"
-            ),
-            AvcError::UnsupportedVersion { version } => write!(
-                f,
-                "unsupported AVCDecoderConfigurationRecord version {version} at byte 0 (expected 1)"
-            ),
+            AvcError::Truncated { field, offset, needed, available } => {
+                write!(f, "truncated AVC data: {field} at byte {offset} needs {needed} bytes, {available} available")
+            }
+            AvcError::UnsupportedVersion { version } => {
+                write!(f, "unsupported AVCDecoderConfigurationRecord version {version} at byte 0 (expected 1)")
+            }
             AvcError::MissingSps => {
                 write!(f, "AVCDecoderConfigurationRecord contains no SPS")
             }
             AvcError::EmptyParameterSet { kind, offset } => {
                 write!(f, "empty {kind} entry at byte {offset}")
             }
-            AvcError::NotAnSps {
-                nal_unit_type,
-                offset,
-            } => write!(
-                f,
-                "first SPS entry at byte {offset} has nal_unit_type {nal_unit_type} (expected 7)"
-            ),
+            AvcError::NotAnSps { nal_unit_type, offset } => {
+                write!(f, "first SPS entry at byte {offset} has nal_unit_type {nal_unit_type} (expected 7)")
+            }
             AvcError::SpsTruncated { field, bit_offset } => {
                 write!(f, "SPS truncated while reading {field} at bit {bit_offset}")
             }
-            AvcError::SpsInvalid {
-                field,
-                bit_offset,
-                value,
-            } => write!(f, "SPS field {field} at bit {bit_offset} has invalid value {value}"),
+            AvcError::SpsInvalid { field, bit_offset, value } => {
+                write!(f, "SPS field {field} at bit {bit_offset} has invalid value {value}")
+            }
             AvcError::InvalidNalLengthSize { size } => {
                 write!(f, "invalid NAL length size {size} (expected 1..=4)")
             }
-            AvcError::NalOverrun {
-                offset,
-                length,
-                remaining,
-            } => write!(
-                f,
-                "NAL unit length {length} at byte {offset} exceeds the {remaining} bytes remaining"
-            ),
+            AvcError::NalOverrun { offset, length, remaining } => {
+                write!(f, "NAL unit length {length} at byte {offset} exceeds the {remaining} bytes remaining")
+            }
         }
     }
 }
@@ -229,32 +211,17 @@ impl AvcConfig {
         let first = sps.first().ok_or(AvcError::MissingSps)?;
         let nal_unit_type = first.first().map_or(0, |b| b & 0x1F);
         if nal_unit_type != NAL_TYPE_SPS {
-            return Err(AvcError::NotAnSps {
-                nal_unit_type,
-                offset: first_sps_offset,
-            });
+            return Err(AvcError::NotAnSps { nal_unit_type, offset: first_sps_offset });
         }
         let (width, height) = parse_sps_dimensions(first)?;
 
-        Ok(AvcConfig {
-            profile_idc,
-            profile_compat,
-            level_idc,
-            nal_length_size,
-            sps,
-            pps,
-            width,
-            height,
-        })
+        Ok(AvcConfig { profile_idc, profile_compat, level_idc, nal_length_size, sps, pps, width, height })
     }
 
     /// RFC 6381 codec string, e.g. `avc1.64001f`: profile, compatibility and
     /// level as two lowercase hex digits each.
     pub fn codec_string(&self) -> String {
-        format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            self.profile_idc, self.profile_compat, self.level_idc
-        )
+        format!("avc1.{:02x}{:02x}{:02x}", self.profile_idc, self.profile_compat, self.level_idc)
     }
 }
 
@@ -286,15 +253,9 @@ pub struct NalSummary {
 /// * [`AvcError::Truncated`] if fewer than `nal_length_size` bytes remain
 ///   for a length prefix;
 /// * [`AvcError::NalOverrun`] if a length prefix runs past the end of `data`.
-pub fn avcc_to_annexb(
-    data: &[u8],
-    nal_length_size: u8,
-    out: &mut Vec<u8>,
-) -> Result<NalSummary, AvcError> {
+pub fn avcc_to_annexb(data: &[u8], nal_length_size: u8, out: &mut Vec<u8>) -> Result<NalSummary, AvcError> {
     if !(1..=4).contains(&nal_length_size) {
-        return Err(AvcError::InvalidNalLengthSize {
-            size: nal_length_size,
-        });
+        return Err(AvcError::InvalidNalLengthSize { size: nal_length_size });
     }
     let start_len = out.len();
     // Exact for 4-byte prefixes (the common case); shorter prefixes grow.
@@ -319,15 +280,9 @@ fn convert_avcc(data: &[u8], nls: usize, out: &mut Vec<u8>) -> Result<NalSummary
             needed: nls,
             available: rest.len(),
         })?;
-        let length = prefix
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let length = prefix.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         let body = rest.get(nls..).unwrap_or_default();
-        let nal = body.get(..length).ok_or(AvcError::NalOverrun {
-            offset: pos,
-            length,
-            remaining: body.len(),
-        })?;
+        let nal = body.get(..length).ok_or(AvcError::NalOverrun { offset: pos, length, remaining: body.len() })?;
         pos += nls + length;
         let Some(&header) = nal.first() else {
             continue;
@@ -349,12 +304,7 @@ fn convert_avcc(data: &[u8], nls: usize, out: &mut Vec<u8>) -> Result<NalSummary
 /// Appends every SPS and then every PPS of `cfg`, each preceded by a 4-byte
 /// start code, to `out`. HLS segmenters place this before each IDR picture.
 pub fn write_annexb_parameter_sets(cfg: &AvcConfig, out: &mut Vec<u8>) {
-    let total: usize = cfg
-        .sps
-        .iter()
-        .chain(cfg.pps.iter())
-        .map(|n| n.len() + START_CODE.len())
-        .sum();
+    let total: usize = cfg.sps.iter().chain(cfg.pps.iter()).map(|n| n.len() + START_CODE.len()).sum();
     out.reserve(total);
     for nal in cfg.sps.iter().chain(cfg.pps.iter()) {
         out.extend_from_slice(&START_CODE);
@@ -375,12 +325,8 @@ impl<'a> ByteReader<'a> {
 
     fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], AvcError> {
         let rest = self.data.get(self.pos..).unwrap_or_default();
-        let bytes = rest.get(..n).ok_or(AvcError::Truncated {
-            field,
-            offset: self.pos,
-            needed: n,
-            available: rest.len(),
-        })?;
+        let bytes =
+            rest.get(..n).ok_or(AvcError::Truncated { field, offset: self.pos, needed: n, available: rest.len() })?;
         self.pos += n;
         Ok(bytes)
     }
@@ -400,28 +346,15 @@ impl<'a> ByteReader<'a> {
 
     /// Reads a 16-bit length followed by that many bytes; returns the offset
     /// of the NAL unit and the unit.
-    fn parameter_set(
-        &mut self,
-        kind: &'static str,
-        length_field: &'static str,
-    ) -> Result<(usize, &'a [u8]), AvcError> {
+    fn parameter_set(&mut self, kind: &'static str, length_field: &'static str) -> Result<(usize, &'a [u8]), AvcError> {
         let length_offset = self.pos;
         let len = usize::from(self.u16(length_field)?);
         if len == 0 {
-            return Err(AvcError::EmptyParameterSet {
-                kind,
-                offset: length_offset,
-            });
+            return Err(AvcError::EmptyParameterSet { kind, offset: length_offset });
         }
         let offset = self.pos;
-        let nal = self.take(
-            if kind == "sps" {
-                "sequenceParameterSetNALUnit"
-            } else {
-                "pictureParameterSetNALUnit"
-            },
-            len,
-        )?;
+        let nal =
+            self.take(if kind == "sps" { "sequenceParameterSetNALUnit" } else { "pictureParameterSetNALUnit" }, len)?;
         Ok((offset, nal))
     }
 }
@@ -457,10 +390,7 @@ impl<'a> BitReader<'a> {
     }
 
     fn bit(&mut self, field: &'static str) -> Result<u32, AvcError> {
-        let byte = self.data.get(self.bit / 8).ok_or(AvcError::SpsTruncated {
-            field,
-            bit_offset: self.bit,
-        })?;
+        let byte = self.data.get(self.bit / 8).ok_or(AvcError::SpsTruncated { field, bit_offset: self.bit })?;
         let v = (byte >> (7 - (self.bit % 8))) & 1;
         self.bit += 1;
         Ok(u32::from(v))
@@ -475,11 +405,7 @@ impl<'a> BitReader<'a> {
         let start = self.bit;
         let mut v: u64 = 0;
         for _ in 0..n {
-            v = (v << 1)
-                | u64::from(self.bit(field).map_err(|_| AvcError::SpsTruncated {
-                    field,
-                    bit_offset: start,
-                })?);
+            v = (v << 1) | u64::from(self.bit(field).map_err(|_| AvcError::SpsTruncated { field, bit_offset: start })?);
         }
         Ok(u32::try_from(v).unwrap_or(u32::MAX))
     }
@@ -487,10 +413,7 @@ impl<'a> BitReader<'a> {
     /// Unsigned Exp-Golomb `ue(v)`; codes longer than 32 bits are rejected.
     fn ue(&mut self, field: &'static str) -> Result<u32, AvcError> {
         let start = self.bit;
-        let truncated = AvcError::SpsTruncated {
-            field,
-            bit_offset: start,
-        };
+        let truncated = AvcError::SpsTruncated { field, bit_offset: start };
         let mut leading = 0u32;
         loop {
             match self.bit(field) {
@@ -499,11 +422,7 @@ impl<'a> BitReader<'a> {
                 Err(_) => return Err(truncated),
             }
             if leading > 31 {
-                return Err(AvcError::SpsInvalid {
-                    field,
-                    bit_offset: start,
-                    value: i64::from(leading),
-                });
+                return Err(AvcError::SpsInvalid { field, bit_offset: start, value: i64::from(leading) });
             }
         }
         let suffix = self.bits(field, leading).map_err(|_| truncated)?;
@@ -526,11 +445,7 @@ impl<'a> BitReader<'a> {
         let bit_offset = self.bit;
         let v = self.ue(field)?;
         if v > max {
-            return Err(AvcError::SpsInvalid {
-                field,
-                bit_offset,
-                value: i64::from(v),
-            });
+            return Err(AvcError::SpsInvalid { field, bit_offset, value: i64::from(v) });
         }
         Ok(v)
     }
@@ -545,11 +460,7 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), AvcError>
             let bit_offset = r.bit;
             let delta = r.se("delta_scale")?;
             if !(-128..=127).contains(&delta) {
-                return Err(AvcError::SpsInvalid {
-                    field: "delta_scale",
-                    bit_offset,
-                    value: delta,
-                });
+                return Err(AvcError::SpsInvalid { field: "delta_scale", bit_offset, value: delta });
             }
             next_scale = (last_scale + delta + 256).rem_euclid(256);
         }
@@ -620,11 +531,7 @@ fn parse_sps_dimensions(nal: &[u8]) -> Result<(u32, u32), AvcError> {
     r.flag("direct_8x8_inference_flag")?;
 
     let field_factor: u64 = if frame_mbs_only { 1 } else { 2 };
-    let chroma_array_type = if separate_colour_plane {
-        0
-    } else {
-        chroma_format_idc
-    };
+    let chroma_array_type = if separate_colour_plane { 0 } else { chroma_format_idc };
     let (sub_width_c, sub_height_c): (u64, u64) = match chroma_array_type {
         1 => (2, 2),
         2 => (2, 1),
@@ -648,12 +555,7 @@ fn parse_sps_dimensions(nal: &[u8]) -> Result<(u32, u32), AvcError> {
     let coded_width = width_mbs * 16;
     let coded_height = height_map_units * 16 * field_factor;
     let width = dimension(coded_width, crop_x, "pic_width_in_mbs_minus1", width_offset)?;
-    let height = dimension(
-        coded_height,
-        crop_y,
-        "pic_height_in_map_units_minus1",
-        height_offset,
-    )?;
+    let height = dimension(coded_height, crop_y, "pic_height_in_map_units_minus1", height_offset)?;
     if width == 0 || height == 0 {
         return Err(AvcError::SpsInvalid {
             field: "frame_crop_offsets",
@@ -666,12 +568,7 @@ fn parse_sps_dimensions(nal: &[u8]) -> Result<(u32, u32), AvcError> {
 
 /// `coded - crop` as a `u32`, rejecting sizes beyond 32 bits and crops that
 /// remove the whole picture.
-fn dimension(
-    coded: u64,
-    crop: u64,
-    field: &'static str,
-    bit_offset: usize,
-) -> Result<u32, AvcError> {
+fn dimension(coded: u64, crop: u64, field: &'static str, bit_offset: usize) -> Result<u32, AvcError> {
     let coded32 = u32::try_from(coded).map_err(|_| AvcError::SpsInvalid {
         field,
         bit_offset,
@@ -687,23 +584,14 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        s.chunks(2)
-            .map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("ascii"), 16).expect("hex"))
-            .collect()
+        s.chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).expect("ascii"), 16).expect("hex")).collect()
     }
 
     /// Builds an AVCDecoderConfigurationRecord the way FLV/MP4 muxers do.
     fn record(sps: &[&[u8]], pps: &[&[u8]], nal_length_size: u8) -> Vec<u8> {
         let first = sps.first().copied().unwrap_or_default();
         let at = |i: usize| first.get(i).copied().unwrap_or(0);
-        let mut v = vec![
-            1,
-            at(1),
-            at(2),
-            at(3),
-            0xFC | (nal_length_size - 1),
-            0xE0 | sps.len() as u8,
-        ];
+        let mut v = vec![1, at(1), at(2), at(3), 0xFC | (nal_length_size - 1), 0xE0 | sps.len() as u8];
         for s in sps {
             v.extend_from_slice(&(s.len() as u16).to_be_bytes());
             v.extend_from_slice(s);
@@ -818,51 +706,26 @@ mod tests {
     fn record_errors_carry_context() {
         let mut rec = record(&[&hex(HIGH_720_SPS)], &[&hex(HIGH_720_PPS)], 4);
         rec[0] = 2;
-        assert_eq!(
-            AvcConfig::parse(&rec),
-            Err(AvcError::UnsupportedVersion { version: 2 })
-        );
+        assert_eq!(AvcConfig::parse(&rec), Err(AvcError::UnsupportedVersion { version: 2 }));
 
         let rec = record(&[], &[&hex(HIGH_720_PPS)], 4);
         assert_eq!(AvcConfig::parse(&rec), Err(AvcError::MissingSps));
 
         let rec = record(&[&hex(HIGH_720_PPS)], &[], 4);
-        assert_eq!(
-            AvcConfig::parse(&rec),
-            Err(AvcError::NotAnSps {
-                nal_unit_type: 8,
-                offset: 8
-            })
-        );
+        assert_eq!(AvcConfig::parse(&rec), Err(AvcError::NotAnSps { nal_unit_type: 8, offset: 8 }));
 
         let rec = record(&[&[]], &[], 4);
-        assert_eq!(
-            AvcConfig::parse(&rec),
-            Err(AvcError::EmptyParameterSet {
-                kind: "sps",
-                offset: 6
-            })
-        );
+        assert_eq!(AvcConfig::parse(&rec), Err(AvcError::EmptyParameterSet { kind: "sps", offset: 6 }));
 
         let rec = record(&[&hex(HIGH_720_SPS)], &[&hex(HIGH_720_PPS)], 4);
         let cut = &rec[..rec.len() - 2];
         match AvcConfig::parse(cut) {
-            Err(AvcError::Truncated {
-                field: "pictureParameterSetNALUnit",
-                needed: 6,
-                available: 4,
-                ..
-            }) => {}
+            Err(AvcError::Truncated { field: "pictureParameterSetNALUnit", needed: 6, available: 4, .. }) => {}
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
             AvcConfig::parse(&[]),
-            Err(AvcError::Truncated {
-                field: "configurationVersion",
-                offset: 0,
-                needed: 1,
-                available: 0
-            })
+            Err(AvcError::Truncated { field: "configurationVersion", offset: 0, needed: 1, available: 0 })
         );
         // Display strings mention the field.
         let msg = AvcConfig::parse(cut).expect_err("truncated").to_string();
@@ -878,13 +741,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let err = AvcConfig::parse(&record(&[&sps[..4]], &[], 4)).expect_err("short");
-        assert_eq!(
-            err,
-            AvcError::SpsTruncated {
-                field: "seq_parameter_set_id",
-                bit_offset: 32
-            }
-        );
+        assert_eq!(err, AvcError::SpsTruncated { field: "seq_parameter_set_id", bit_offset: 32 });
     }
 
     #[test]
@@ -961,16 +818,7 @@ mod tests {
             }
             let mut out = vec![0xAA]; // existing content must be kept
             let s = avcc_to_annexb(&sample, nls, &mut out).expect("valid");
-            assert_eq!(
-                s,
-                NalSummary {
-                    has_idr: true,
-                    has_sps: true,
-                    has_pps: true,
-                    has_aud: true,
-                    nal_count: 4
-                }
-            );
+            assert_eq!(s, NalSummary { has_idr: true, has_sps: true, has_pps: true, has_aud: true, nal_count: 4 });
             let mut expected = vec![0xAA];
             for nal in [&aud[..], &sps, &pps, &idr] {
                 expected.extend_from_slice(&START_CODE);
@@ -985,13 +833,7 @@ mod tests {
         let sample = [0, 0, 0, 0, 0, 0, 0, 3, 0x41, 0x9A, 0x02];
         let mut out = Vec::new();
         let s = avcc_to_annexb(&sample, 4, &mut out).expect("valid");
-        assert_eq!(
-            s,
-            NalSummary {
-                nal_count: 1,
-                ..NalSummary::default()
-            }
-        );
+        assert_eq!(s, NalSummary { nal_count: 1, ..NalSummary::default() });
         assert_eq!(out, [0, 0, 0, 1, 0x41, 0x9A, 0x02]);
 
         let s = avcc_to_annexb(&[], 4, &mut out).expect("empty sample");
@@ -1001,39 +843,22 @@ mod tests {
     #[test]
     fn avcc_to_annexb_errors() {
         let mut out = vec![1, 2, 3];
-        assert_eq!(
-            avcc_to_annexb(&[0, 0, 0, 1, 0x65], 0, &mut out),
-            Err(AvcError::InvalidNalLengthSize { size: 0 })
-        );
-        assert_eq!(
-            avcc_to_annexb(&[0, 0, 0, 1, 0x65], 5, &mut out),
-            Err(AvcError::InvalidNalLengthSize { size: 5 })
-        );
+        assert_eq!(avcc_to_annexb(&[0, 0, 0, 1, 0x65], 0, &mut out), Err(AvcError::InvalidNalLengthSize { size: 0 }));
+        assert_eq!(avcc_to_annexb(&[0, 0, 0, 1, 0x65], 5, &mut out), Err(AvcError::InvalidNalLengthSize { size: 5 }));
         // Second NAL overruns: the first one must not be left in `out`.
         let sample = [0, 0, 0, 1, 0x65, 0, 0, 0, 9, 0x41, 0x00];
         assert_eq!(
             avcc_to_annexb(&sample, 4, &mut out),
-            Err(AvcError::NalOverrun {
-                offset: 5,
-                length: 9,
-                remaining: 2
-            })
+            Err(AvcError::NalOverrun { offset: 5, length: 9, remaining: 2 })
         );
         assert_eq!(out, [1, 2, 3]);
         // Dangling partial length prefix.
         assert_eq!(
             avcc_to_annexb(&[0, 1, 0x65, 0], 2, &mut out),
-            Err(AvcError::Truncated {
-                field: "NAL length prefix",
-                offset: 3,
-                needed: 2,
-                available: 1
-            })
+            Err(AvcError::Truncated { field: "NAL length prefix", offset: 3, needed: 2, available: 1 })
         );
         assert_eq!(out, [1, 2, 3]);
-        let msg = avcc_to_annexb(&sample, 4, &mut out)
-            .expect_err("overrun")
-            .to_string();
+        let msg = avcc_to_annexb(&sample, 4, &mut out).expect_err("overrun").to_string();
         assert!(msg.contains("byte 5"), "{msg}");
     }
 
@@ -1074,11 +899,7 @@ mod tests {
             self.bits(x, n);
         }
         fn se(&mut self, v: i64) {
-            self.ue(if v > 0 {
-                (2 * v - 1) as u64
-            } else {
-                (-2 * v) as u64
-            });
+            self.ue(if v > 0 { (2 * v - 1) as u64 } else { (-2 * v) as u64 });
         }
         /// RBSP trailing bits, then emulation prevention.
         fn finish(mut self) -> Vec<u8> {
@@ -1219,10 +1040,7 @@ mod tests {
         // The synthetic writer agrees with the x264 SPS layout.
         assert_eq!(synth_dims(&base()), Ok((1920, 1080)));
         // Scaling matrices (4:2:0 → 8 lists) are skipped correctly.
-        let s = SynthSps {
-            scaling_lists: true,
-            ..base()
-        };
+        let s = SynthSps { scaling_lists: true, ..base() };
         assert_eq!(synth_dims(&s), Ok((1920, 1080)));
         // 4:4:4 → 12 lists, crop unit 1.
         let s = SynthSps {
@@ -1263,12 +1081,7 @@ mod tests {
         assert_eq!(synth_dims(&s), Ok((1916, 1080)));
         // pic_order_cnt_type 1 and 2, main profile (no chroma fields).
         for poc_type in [1, 2] {
-            let s = SynthSps {
-                profile_idc: 77,
-                poc_type,
-                crop: None,
-                ..base()
-            };
+            let s = SynthSps { profile_idc: 77, poc_type, crop: None, ..base() };
             assert_eq!(synth_dims(&s), Ok((1920, 1088)), "poc {poc_type}");
         }
     }
@@ -1276,65 +1089,23 @@ mod tests {
     #[test]
     fn synthetic_sps_rejects_bad_values() {
         // Crop removes the whole picture.
-        let s = SynthSps {
-            crop: Some([0, 0, 0, 544]),
-            ..base()
-        };
-        assert!(matches!(
-            synth_dims(&s),
-            Err(AvcError::SpsInvalid {
-                field: "frame_crop_offsets",
-                ..
-            })
-        ));
+        let s = SynthSps { crop: Some([0, 0, 0, 544]), ..base() };
+        assert!(matches!(synth_dims(&s), Err(AvcError::SpsInvalid { field: "frame_crop_offsets", .. })));
         // chroma_format_idc out of range.
-        let s = SynthSps {
-            chroma_format_idc: 4,
-            ..base()
-        };
-        assert!(matches!(
-            synth_dims(&s),
-            Err(AvcError::SpsInvalid {
-                field: "chroma_format_idc",
-                value: 4,
-                ..
-            })
-        ));
+        let s = SynthSps { chroma_format_idc: 4, ..base() };
+        assert!(matches!(synth_dims(&s), Err(AvcError::SpsInvalid { field: "chroma_format_idc", value: 4, .. })));
         // pic_order_cnt_type out of range.
-        let s = SynthSps {
-            poc_type: 3,
-            ..base()
-        };
-        assert!(matches!(
-            synth_dims(&s),
-            Err(AvcError::SpsInvalid {
-                field: "pic_order_cnt_type",
-                ..
-            })
-        ));
+        let s = SynthSps { poc_type: 3, ..base() };
+        assert!(matches!(synth_dims(&s), Err(AvcError::SpsInvalid { field: "pic_order_cnt_type", .. })));
         // An absurd width that does not fit 32 bits after * 16.
-        let s = SynthSps {
-            width_mbs: 1 << 30,
-            crop: None,
-            ..base()
-        };
-        assert!(matches!(
-            synth_dims(&s),
-            Err(AvcError::SpsInvalid {
-                field: "pic_width_in_mbs_minus1",
-                ..
-            })
-        ));
+        let s = SynthSps { width_mbs: 1 << 30, crop: None, ..base() };
+        assert!(matches!(synth_dims(&s), Err(AvcError::SpsInvalid { field: "pic_width_in_mbs_minus1", .. })));
         // Exp-Golomb code with too many leading zeros.
         let mut sps = vec![0x67, 66, 0, 30];
         sps.extend_from_slice(&[0, 0, 0, 0, 0x01, 0xFF]);
         assert!(matches!(
             AvcConfig::parse(&record(&[&sps], &[], 4)),
-            Err(AvcError::SpsInvalid {
-                field: "seq_parameter_set_id",
-                bit_offset: 32,
-                ..
-            })
+            Err(AvcError::SpsInvalid { field: "seq_parameter_set_id", bit_offset: 32, .. })
         ));
     }
 

@@ -73,12 +73,7 @@ impl AvcTag {
         let raw = (u32::from(body[2]) << 16) | (u32::from(body[3]) << 8) | u32::from(body[4]);
         // Sign-extend the 24-bit composition time.
         let composition_time = ((raw << 8) as i32) >> 8;
-        Ok(Some(AvcTag {
-            frame_type: first >> 4,
-            packet_type: body[1],
-            composition_time,
-            payload: body.slice(5..),
-        }))
+        Ok(Some(AvcTag { frame_type: first >> 4, packet_type: body[1], composition_time, payload: body.slice(5..) }))
     }
 }
 
@@ -111,10 +106,7 @@ impl AacTag {
             needed: 1,
             len: body.len(),
         })?;
-        Ok(Some(AacTag {
-            packet_type,
-            payload: body.slice(2..),
-        }))
+        Ok(Some(AacTag { packet_type, payload: body.slice(2..) }))
     }
 }
 
@@ -165,10 +157,7 @@ pub fn metadata_properties(meta: &StreamMetadata) -> HashMap<String, Amf0Value> 
 
 /// Encodes an FLV script tag body / RTMP data message: `"onMetaData"` followed by the properties object.
 pub fn encode_on_metadata(meta: &StreamMetadata) -> Bytes {
-    let values = vec![
-        Amf0Value::Utf8String("onMetaData".into()),
-        Amf0Value::Object(metadata_properties(meta)),
-    ];
+    let values = vec![Amf0Value::Utf8String("onMetaData".into()), Amf0Value::Object(metadata_properties(meta))];
     // Serialization only fails for strings over 64 KiB; the encoder name is the only free-form one: drop it then.
     match rml_amf0::serialize(&values) {
         Ok(bytes) => Bytes::from(bytes),

@@ -51,14 +51,7 @@ impl MediaFrame {
                 (false, is_aac && data.get(1).copied() == Some(0))
             }
         };
-        MediaFrame {
-            kind,
-            timestamp,
-            keyframe,
-            header,
-            rtmp_body: data.clone(),
-            data,
-        }
+        MediaFrame { kind, timestamp, keyframe, header, rtmp_body: data.clone(), data }
     }
 
     /// True for a video frame carrying AVC (H.264) data.

@@ -74,10 +74,7 @@ pub struct GuardLimits {
 impl Default for GuardLimits {
     /// 64 KiB chunks and 8 MiB messages: far above what OBS, FFmpeg or librtmp send.
     fn default() -> Self {
-        GuardLimits {
-            max_chunk_size: 65_536,
-            max_message_size: 8 * 1024 * 1024,
-        }
+        GuardLimits { max_chunk_size: 65_536, max_message_size: 8 * 1024 * 1024 }
     }
 }
 
@@ -170,9 +167,7 @@ impl GuardViolation {
     /// Short, stable label for metrics: `"chunk_size"`, `"message_size"` or `"malformed"`.
     pub fn reason(&self) -> &'static str {
         match self {
-            GuardViolation::ChunkSizeTooLarge { .. } | GuardViolation::InvalidChunkSize { .. } => {
-                "chunk_size"
-            }
+            GuardViolation::ChunkSizeTooLarge { .. } | GuardViolation::InvalidChunkSize { .. } => "chunk_size",
             GuardViolation::MessageTooLarge { .. } => "message_size",
             GuardViolation::TruncatedSetChunkSize { .. }
             | GuardViolation::ChunkWithoutHeader { .. }
@@ -329,12 +324,7 @@ impl ChunkGuard {
             chunk_start: 0,
             stage: Stage::BasicHeader,
             format: 0,
-            header: StreamHeader {
-                csid: 0,
-                timestamp_field: 0,
-                message_length: 0,
-                type_id: 0,
-            },
+            header: StreamHeader { csid: 0, timestamp_field: 0, message_length: 0, type_id: 0 },
             field_value: 0,
             field_read: 0,
             field_len: 0,
@@ -382,9 +372,7 @@ impl ChunkGuard {
     fn follow(&mut self, mut input: &[u8]) -> Result<(), GuardViolation> {
         while let Some((&byte, rest)) = input.split_first() {
             if let Stage::Payload(remaining) = self.stage {
-                let take = input
-                    .len()
-                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let take = input.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let (payload, rest) = input.split_at(take);
                 self.take_payload(payload);
                 self.position = self.position.saturating_add(take as u64);
@@ -508,20 +496,12 @@ impl ChunkGuard {
                 });
             }
             // A type 0 header starts from scratch, like rml_rtmp's `ChunkHeader::new()`.
-            self.header = StreamHeader {
-                csid,
-                timestamp_field: 0,
-                message_length: 0,
-                type_id: 0,
-            };
+            self.header = StreamHeader { csid, timestamp_field: 0, message_length: 0, type_id: 0 };
             self.read_field(Stage::Timestamp, 3);
             return Ok(());
         }
         match known {
-            None => Err(GuardViolation::ChunkWithoutHeader {
-                csid,
-                offset: self.chunk_start,
-            }),
+            None => Err(GuardViolation::ChunkWithoutHeader { csid, offset: self.chunk_start }),
             Some(previous) => {
                 self.header = previous;
                 if self.format == 3 {
@@ -557,11 +537,8 @@ impl ChunkGuard {
                 offset: self.chunk_start,
             });
         }
-        let payload = if length > self.chunk_size {
-            length.saturating_sub(self.buffered).min(self.chunk_size)
-        } else {
-            length
-        };
+        let payload =
+            if length > self.chunk_size { length.saturating_sub(self.buffered).min(self.chunk_size) } else { length };
         if payload == 0 {
             self.finish_chunk()
         } else {
@@ -605,17 +582,11 @@ impl ChunkGuard {
     /// Applies a completed `SetChunkSize` message, as `ServerSession` does before reading on.
     fn apply_set_chunk_size(&mut self, length: u32) -> Result<(), GuardViolation> {
         if length < 4 {
-            return Err(GuardViolation::TruncatedSetChunkSize {
-                length,
-                offset: self.chunk_start,
-            });
+            return Err(GuardViolation::TruncatedSetChunkSize { length, offset: self.chunk_start });
         }
         let requested = u32::from_be_bytes(self.first_bytes);
         if requested == 0 || requested > MAX_SPEC_CHUNK_SIZE {
-            return Err(GuardViolation::InvalidChunkSize {
-                requested,
-                offset: self.chunk_start,
-            });
+            return Err(GuardViolation::InvalidChunkSize { requested, offset: self.chunk_start });
         }
         if requested > self.limits.max_chunk_size {
             return Err(GuardViolation::ChunkSizeTooLarge {
@@ -641,16 +612,11 @@ pub fn fuzz_inspect(data: &[u8]) {
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
-    let limits = GuardLimits {
-        max_chunk_size: 65_536,
-        max_message_size: 1024 * 1024,
-    };
+    let limits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
     let (head, tail) = rest.split_at(usize::from(split).min(rest.len()));
 
     let mut split_guard = ChunkGuard::new(limits);
-    let split_result = split_guard
-        .inspect(head)
-        .and_then(|()| split_guard.inspect(tail));
+    let split_result = split_guard.inspect(head).and_then(|()| split_guard.inspect(tail));
 
     let mut whole_guard = ChunkGuard::new(limits);
     let whole_result = whole_guard.inspect(rest);
@@ -673,16 +639,10 @@ mod tests {
     use std::collections::HashMap;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
-    const LIMITS: GuardLimits = GuardLimits {
-        max_chunk_size: 65_536,
-        max_message_size: 1024 * 1024,
-    };
+    const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
 
     /// Only malformed framing is refused: differential tests against rml_rtmp use these.
-    const NO_LIMITS: GuardLimits = GuardLimits {
-        max_chunk_size: MAX_SPEC_CHUNK_SIZE,
-        max_message_size: u32::MAX,
-    };
+    const NO_LIMITS: GuardLimits = GuardLimits { max_chunk_size: MAX_SPEC_CHUNK_SIZE, max_message_size: u32::MAX };
 
     /// Tiny deterministic PRNG (xorshift64*).
     struct XorShift(u64);
@@ -716,10 +676,7 @@ mod tests {
 
     impl Reference {
         fn new() -> Self {
-            Reference {
-                deserializer: ChunkDeserializer::new(),
-                messages: 0,
-            }
+            Reference { deserializer: ChunkDeserializer::new(), messages: 0 }
         }
 
         fn feed(&mut self, bytes: &[u8]) -> Result<(), ChunkDeserializationError> {
@@ -747,16 +704,10 @@ mod tests {
         let mut guard = ChunkGuard::new(limits);
         let mut reference = Reference::new();
         for (index, byte) in bytes.iter().enumerate() {
-            guard
-                .inspect(std::slice::from_ref(byte))
-                .unwrap_or_else(|v| panic!("byte {index}: {v}"));
+            guard.inspect(std::slice::from_ref(byte)).unwrap_or_else(|v| panic!("byte {index}: {v}"));
             reference.feed(std::slice::from_ref(byte)).unwrap();
             assert_eq!(guard.messages_seen(), reference.messages, "byte {index}");
-            assert_eq!(
-                guard.peer_chunk_size(),
-                reference.chunk_size(),
-                "byte {index}"
-            );
+            assert_eq!(guard.peer_chunk_size(), reference.chunk_size(), "byte {index}");
         }
         assert_eq!(guard.bytes_seen(), bytes.len() as u64);
         guard
@@ -792,9 +743,7 @@ mod tests {
     }
 
     fn payload(message: RtmpMessage, timestamp: u32, stream_id: u32) -> MessagePayload {
-        message
-            .into_message_payload(RtmpTimestamp::new(timestamp), stream_id)
-            .unwrap()
+        message.into_message_payload(RtmpTimestamp::new(timestamp), stream_id).unwrap()
     }
 
     fn media(len: usize, seed: u8) -> Bytes {
@@ -817,10 +766,7 @@ mod tests {
         }
 
         fn set_chunk_size(&mut self, size: u32) {
-            let packet = self
-                .serializer
-                .set_max_chunk_size(size, RtmpTimestamp::new(0))
-                .unwrap();
+            let packet = self.serializer.set_max_chunk_size(size, RtmpTimestamp::new(0)).unwrap();
             self.out.extend_from_slice(&packet.bytes);
             self.count += 1;
         }
@@ -828,17 +774,10 @@ mod tests {
 
     /// A realistic publish session serialized by rml_rtmp itself.
     fn serializer_stream() -> (Vec<u8>, u64) {
-        let mut s = Session {
-            serializer: ChunkSerializer::new(),
-            out: Vec::new(),
-            count: 0,
-        };
+        let mut s = Session { serializer: ChunkSerializer::new(), out: Vec::new(), count: 0 };
         let mut properties = HashMap::new();
         properties.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
-        properties.insert(
-            "tcUrl".to_string(),
-            Amf0Value::Utf8String("rtmp://x/live".into()),
-        );
+        properties.insert("tcUrl".to_string(), Amf0Value::Utf8String("rtmp://x/live".into()));
         let connect = RtmpMessage::Amf0Command {
             command_name: "connect".into(),
             transaction_id: 1.0,
@@ -846,68 +785,44 @@ mod tests {
             additional_arguments: vec![],
         };
         s.push(connect, 0, 0, true);
-        s.push(
-            RtmpMessage::WindowAcknowledgement { size: 2_500_000 },
-            0,
-            0,
-            false,
-        );
+        s.push(RtmpMessage::WindowAcknowledgement { size: 2_500_000 }, 0, 0, false);
         s.set_chunk_size(4096);
 
         // Constant-size audio at a constant delta: type 0, then type 1/2, then type 3 headers.
         for i in 0..12u32 {
-            let audio = RtmpMessage::AudioData {
-                data: media(200, i as u8),
-            };
+            let audio = RtmpMessage::AudioData { data: media(200, i as u8) };
             s.push(audio, i * 23, 1, false);
         }
         // Video, including 300 KB key frames split into many 4096-byte chunks.
         for i in 0..6u32 {
-            let len = if i % 3 == 0 {
-                300_000
-            } else {
-                5_000 + i as usize
-            };
-            let video = RtmpMessage::VideoData {
-                data: media(len, i as u8),
-            };
+            let len = if i % 3 == 0 { 300_000 } else { 5_000 + i as usize };
+            let video = RtmpMessage::VideoData { data: media(len, i as u8) };
             s.push(video, i * 33, 1, false);
         }
         s.push(RtmpMessage::Abort { stream_id: 1 }, 200, 0, false);
         s.set_chunk_size(60_000);
         for i in 0..4u32 {
-            let video = RtmpMessage::VideoData {
-                data: media(300_000, i as u8),
-            };
+            let video = RtmpMessage::VideoData { data: media(300_000, i as u8) };
             s.push(video, 300 + i * 33, 1, false);
         }
 
         // Timestamps beyond 24 bits: absolute (type 0) and deltas (types 1, 2 and 3), each with
         // extended timestamps on every continuation chunk too.
         let big = 0x0100_0000u32;
-        let video = RtmpMessage::VideoData {
-            data: media(300_000, 7),
-        };
+        let video = RtmpMessage::VideoData { data: media(300_000, 7) };
         s.push(video, big + 5, 1, true);
         for i in 1..=4u32 {
-            let video = RtmpMessage::VideoData {
-                data: media(70_000, i as u8),
-            };
+            let video = RtmpMessage::VideoData { data: media(70_000, i as u8) };
             s.push(video, big + 5 + i * big, 1, false);
         }
         for i in 1..=3u32 {
-            let audio = RtmpMessage::AudioData {
-                data: media(200, i as u8),
-            };
+            let audio = RtmpMessage::AudioData { data: media(200, i as u8) };
             s.push(audio, 300 + i * (big + 1), 1, false);
         }
 
         s.set_chunk_size(128);
         for i in 0..5u32 {
-            let data = RtmpMessage::Unknown {
-                type_id: 18,
-                data: media(1000 + i as usize, 3),
-            };
+            let data = RtmpMessage::Unknown { type_id: 18, data: media(1000 + i as usize, 3) };
             s.push(data, 100 + i, 1, false);
         }
         (s.out, s.count)
@@ -924,19 +839,9 @@ mod tests {
         assert_eq!(guard.messages_seen(), count);
         assert_all_splits_ok(&bytes, LIMITS, messages, chunk_size);
         // Peak chunk size of the stream is 60000: a tighter limit must trip on it.
-        let mut strict = ChunkGuard::new(GuardLimits {
-            max_chunk_size: 4096,
-            ..LIMITS
-        });
+        let mut strict = ChunkGuard::new(GuardLimits { max_chunk_size: 4096, ..LIMITS });
         let err = strict.inspect(&bytes).unwrap_err();
-        assert!(matches!(
-            err,
-            GuardViolation::ChunkSizeTooLarge {
-                requested: 60_000,
-                limit: 4096,
-                ..
-            }
-        ));
+        assert!(matches!(err, GuardViolation::ChunkSizeTooLarge { requested: 60_000, limit: 4096, .. }));
     }
 
     /// Hand-written chunks, for what rml_rtmp's serializer never emits.
@@ -947,10 +852,7 @@ mod tests {
 
     impl Writer {
         fn new() -> Self {
-            Writer {
-                out: Vec::new(),
-                chunk_size: 128,
-            }
+            Writer { out: Vec::new(), chunk_size: 128 }
         }
 
         fn basic(&mut self, format: u8, csid: u32) {
@@ -961,16 +863,14 @@ mod tests {
                 self.out.extend_from_slice(&[top, (csid - 64) as u8]);
             } else {
                 let v = csid - 64;
-                self.out
-                    .extend_from_slice(&[top | 1, v as u8, (v >> 8) as u8]);
+                self.out.extend_from_slice(&[top | 1, v as u8, (v >> 8) as u8]);
             }
         }
 
         /// Three-byte basic header even for a small csid (non-canonical but legal).
         fn basic_long(&mut self, format: u8, csid: u32) {
             let v = csid - 64;
-            self.out
-                .extend_from_slice(&[(format << 6) | 1, v as u8, (v >> 8) as u8]);
+            self.out.extend_from_slice(&[(format << 6) | 1, v as u8, (v >> 8) as u8]);
         }
 
         fn u24(&mut self, v: u32) {
@@ -995,15 +895,7 @@ mod tests {
         }
 
         /// A whole message; continuation chunks are type 3, repeating `ext` when given.
-        fn message(
-            &mut self,
-            format: u8,
-            csid: u32,
-            ts: u32,
-            type_id: u8,
-            ext: Option<u32>,
-            data: &[u8],
-        ) {
+        fn message(&mut self, format: u8, csid: u32, ts: u32, type_id: u8, ext: Option<u32>, data: &[u8]) {
             self.basic(format, csid);
             self.header(format, ts, data.len(), type_id, ext);
             let mut chunks = data.chunks(self.chunk_size.max(1));
@@ -1132,14 +1024,7 @@ mod tests {
         w.out.extend(set_chunk_size_bytes(2, 100_000));
         let mut guard = ChunkGuard::new(LIMITS);
         let err = guard.inspect(&w.out).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::ChunkSizeTooLarge {
-                requested: 100_000,
-                limit: 65_536,
-                offset
-            }
-        );
+        assert_eq!(err, GuardViolation::ChunkSizeTooLarge { requested: 100_000, limit: 65_536, offset });
         assert_eq!(err.reason(), "chunk_size");
         assert_eq!(err.offset(), offset);
         assert_eq!(guard.peer_chunk_size(), 128);
@@ -1165,42 +1050,21 @@ mod tests {
         }
         assert_eq!(guard.peer_chunk_size(), 2);
         let err = guard.inspect(&w.out[w.out.len() - 1..]).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::ChunkSizeTooLarge {
-                requested: 70_000,
-                limit: 65_536,
-                offset: second_chunk
-            }
-        );
+        assert_eq!(err, GuardViolation::ChunkSizeTooLarge { requested: 70_000, limit: 65_536, offset: second_chunk });
     }
 
     #[test]
     fn refuses_invalid_chunk_sizes() {
         for requested in [0u32, 0x8000_0000, u32::MAX] {
             let mut guard = ChunkGuard::new(NO_LIMITS);
-            let err = guard
-                .inspect(&set_chunk_size_bytes(2, requested))
-                .unwrap_err();
-            assert_eq!(
-                err,
-                GuardViolation::InvalidChunkSize {
-                    requested,
-                    offset: 0
-                }
-            );
+            let err = guard.inspect(&set_chunk_size_bytes(2, requested)).unwrap_err();
+            assert_eq!(err, GuardViolation::InvalidChunkSize { requested, offset: 0 });
             assert_eq!(err.reason(), "chunk_size");
         }
         let mut w = Writer::new();
         w.message(0, 2, 0, 1, None, &[0, 1]);
         let err = ChunkGuard::new(LIMITS).inspect(&w.out).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::TruncatedSetChunkSize {
-                length: 2,
-                offset: 0
-            }
-        );
+        assert_eq!(err, GuardViolation::TruncatedSetChunkSize { length: 2, offset: 0 });
         assert_eq!(err.reason(), "malformed");
     }
 
@@ -1215,12 +1079,7 @@ mod tests {
         let header_end = offset as usize + 1 + 3 + 3;
         let mut guard = ChunkGuard::new(LIMITS);
         let err = guard.inspect(&w.out[..header_end]).unwrap_err();
-        let expected = GuardViolation::MessageTooLarge {
-            csid: 6,
-            length: 0xFF_FFFF,
-            limit: 1024 * 1024,
-            offset,
-        };
+        let expected = GuardViolation::MessageTooLarge { csid: 6, length: 0xFF_FFFF, limit: 1024 * 1024, offset };
         assert_eq!(err, expected);
         assert_eq!(err.reason(), "message_size");
         assert_eq!(guard.bytes_seen(), header_end as u64);
@@ -1253,13 +1112,7 @@ mod tests {
             let mut w = Writer::new();
             w.basic(format, 400);
             let err = ChunkGuard::new(LIMITS).inspect(&w.out).unwrap_err();
-            assert_eq!(
-                err,
-                GuardViolation::ChunkWithoutHeader {
-                    csid: 400,
-                    offset: 0
-                }
-            );
+            assert_eq!(err, GuardViolation::ChunkWithoutHeader { csid: 400, offset: 0 });
         }
     }
 
@@ -1282,15 +1135,7 @@ mod tests {
         w.message(0, 5, 0, 8, None, &[2; 10]);
         w.out.extend_from_slice(&[0; 64]);
         let err = ChunkGuard::new(LIMITS).inspect(&w.out).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::InterleavedMessage {
-                csid: 5,
-                length: 10,
-                buffered: 128,
-                offset
-            }
-        );
+        assert_eq!(err, GuardViolation::InterleavedMessage { csid: 5, length: 10, buffered: 128, offset });
         // Debug: subtraction overflow; release: `reserve(~2^63)` capacity overflow.
         assert!(reference_panics(&w.out), "rml_rtmp panics here");
         // Appending a whole short message to a partial one is refused as well.
@@ -1300,14 +1145,7 @@ mod tests {
         w.out.extend_from_slice(&[1; 128]);
         w.message(0, 5, 0, 8, None, &[2; 128]);
         let err = ChunkGuard::new(LIMITS).inspect(&w.out).unwrap_err();
-        assert!(matches!(
-            err,
-            GuardViolation::InterleavedMessage {
-                buffered: 128,
-                length: 128,
-                ..
-            }
-        ));
+        assert!(matches!(err, GuardViolation::InterleavedMessage { buffered: 128, length: 128, .. }));
     }
 
     #[test]
@@ -1317,14 +1155,7 @@ mod tests {
         let offset = w.out.len() as u64;
         w.message(2, 3, 0xFF_FFFF, 9, Some(5), &[0; 4]);
         let err = ChunkGuard::new(LIMITS).inspect(&w.out).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::InvalidExtendedTimestamp {
-                csid: 3,
-                value: 5,
-                offset
-            }
-        );
+        assert_eq!(err, GuardViolation::InvalidExtendedTimestamp { csid: 3, value: 5, offset });
         // Release builds wrap the subtraction instead (a bogus timestamp, no panic).
         if cfg!(debug_assertions) {
             assert!(reference_panics(&w.out), "rml_rtmp underflows here");
@@ -1343,56 +1174,21 @@ mod tests {
         w.message(0, 10_000, 0, 9, None, &[]);
         let mut guard = ChunkGuard::new(LIMITS);
         let err = guard.inspect(&w.out).unwrap_err();
-        assert_eq!(
-            err,
-            GuardViolation::TooManyChunkStreams {
-                csid: 10_000,
-                limit: MAX_CHUNK_STREAMS as u32,
-                offset
-            }
-        );
+        assert_eq!(err, GuardViolation::TooManyChunkStreams { csid: 10_000, limit: MAX_CHUNK_STREAMS as u32, offset });
         assert_eq!(guard.messages_seen(), MAX_CHUNK_STREAMS as u64 + 1);
     }
 
     #[test]
     fn violations_display_and_are_errors() {
         let all = [
-            GuardViolation::ChunkSizeTooLarge {
-                requested: 1,
-                limit: 2,
-                offset: 3,
-            },
-            GuardViolation::InvalidChunkSize {
-                requested: 0,
-                offset: 3,
-            },
-            GuardViolation::TruncatedSetChunkSize {
-                length: 1,
-                offset: 3,
-            },
-            GuardViolation::MessageTooLarge {
-                csid: 4,
-                length: 5,
-                limit: 6,
-                offset: 3,
-            },
+            GuardViolation::ChunkSizeTooLarge { requested: 1, limit: 2, offset: 3 },
+            GuardViolation::InvalidChunkSize { requested: 0, offset: 3 },
+            GuardViolation::TruncatedSetChunkSize { length: 1, offset: 3 },
+            GuardViolation::MessageTooLarge { csid: 4, length: 5, limit: 6, offset: 3 },
             GuardViolation::ChunkWithoutHeader { csid: 4, offset: 3 },
-            GuardViolation::TooManyChunkStreams {
-                csid: 4,
-                limit: 5,
-                offset: 3,
-            },
-            GuardViolation::InterleavedMessage {
-                csid: 4,
-                length: 5,
-                buffered: 6,
-                offset: 3,
-            },
-            GuardViolation::InvalidExtendedTimestamp {
-                csid: 4,
-                value: 5,
-                offset: 3,
-            },
+            GuardViolation::TooManyChunkStreams { csid: 4, limit: 5, offset: 3 },
+            GuardViolation::InterleavedMessage { csid: 4, length: 5, buffered: 6, offset: 3 },
+            GuardViolation::InvalidExtendedTimestamp { csid: 4, value: 5, offset: 3 },
         ];
         for violation in all {
             let error: Box<dyn Error> = Box::new(violation.clone());
@@ -1433,11 +1229,7 @@ mod tests {
                 Some(_) => rng.below(4) as u8,
             };
             let extended = rng.chance(15);
-            let ts = if extended {
-                0xFF_FFFF
-            } else {
-                rng.below(1000) as u32
-            };
+            let ts = if extended { 0xFF_FFFF } else { rng.below(1000) as u32 };
             let (len, type_id, field) = match (format, previous) {
                 (2, Some((len, type_id, _))) => (len, type_id, ts),
                 (3, Some(previous)) => previous,
@@ -1455,11 +1247,7 @@ mod tests {
                 }
             });
             let data = if type_id == 1 {
-                let size = if rng.chance(2) {
-                    rng.next() as u32
-                } else {
-                    rng.below(3000) as u32 + 1
-                };
+                let size = if rng.chance(2) { rng.next() as u32 } else { rng.below(3000) as u32 + 1 };
                 size.to_be_bytes()[..len.min(4)].to_vec()
             } else {
                 rng.bytes(len)

@@ -384,12 +384,9 @@ impl Connection {
                 debug!(app = %app_name, "connect");
                 self.accept(request_id)?;
             }
-            ServerSessionEvent::PublishStreamRequested {
-                request_id,
-                app_name,
-                stream_key,
-                ..
-            } => self.on_publish(request_id, &app_name, &stream_key).await?,
+            ServerSessionEvent::PublishStreamRequested { request_id, app_name, stream_key, .. } => {
+                self.on_publish(request_id, &app_name, &stream_key).await?
+            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Role::Publishing { publisher } = &self.role {
                     info!(stream = %publisher.key(), "publisher finished");
@@ -403,15 +400,15 @@ impl Connection {
                     }
                 }
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => self.on_media(MediaKind::Video, data, timestamp)?,
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => self.on_media(MediaKind::Audio, data, timestamp)?,
-            ServerSessionEvent::PlayStreamRequested {
-                request_id,
-                app_name,
-                stream_key,
-                stream_id,
-                ..
-            } => self.on_play(request_id, &app_name, &stream_key, stream_id).await?,
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.on_media(MediaKind::Video, data, timestamp)?
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.on_media(MediaKind::Audio, data, timestamp)?
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, app_name, stream_key, stream_id, .. } => {
+                self.on_play(request_id, &app_name, &stream_key, stream_id).await?
+            }
             ServerSessionEvent::PlayStreamFinished { .. } => {
                 self.feed = None;
                 self.role = Role::Idle;
@@ -432,9 +429,7 @@ impl Connection {
         };
         let mut frame = MediaFrame::from_flv_body(kind, ts.value, data);
         chunk_writer::prepare(&mut frame, self.chunk_size);
-        publisher
-            .send(frame)
-            .map_err(|e| ConnError::Protocol(format!("{e}: publisher disconnected")))
+        publisher.send(frame).map_err(|e| ConnError::Protocol(format!("{e}: publisher disconnected")))
     }
 
     async fn on_publish(&mut self, request_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
@@ -529,10 +524,7 @@ async fn handshake(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> Result<Ve
                     wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
                 }
             }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
                 if !response_bytes.is_empty() {
                     wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
                 }

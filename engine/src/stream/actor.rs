@@ -121,10 +121,8 @@ impl Timeline {
     fn new_session(&mut self) {
         self.first_in = None;
         // Continue 1 frame interval (default ~40 ms) after the last output.
-        self.session_base = self
-            .last_out
-            .map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40)))
-            .unwrap_or(0);
+        self.session_base =
+            self.last_out.map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40))).unwrap_or(0);
     }
 
     fn map(&mut self, ts: u32, kind: MediaKind) -> u32 {
@@ -204,15 +202,15 @@ impl Actor for StreamActor {
     type State = StreamState;
     type Arguments = StreamArgs;
 
-    async fn pre_start(&self, myself: ActorRef<StreamMsg>, args: StreamArgs) -> Result<StreamState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        args: StreamArgs,
+    ) -> Result<StreamState, ActorProcessingErr> {
         let (segmenter, _) = Actor::spawn_linked(
             None,
             Segmenter,
-            SegmenterArgs {
-                key: args.key.clone(),
-                hls: args.config.hls.clone(),
-                metrics: args.metrics.clone(),
-            },
+            SegmenterArgs { key: args.key.clone(), hls: args.config.hls.clone(), metrics: args.metrics.clone() },
             myself.get_cell(),
         )
         .await?;
@@ -251,6 +249,8 @@ impl Actor for StreamActor {
             state.metrics.publishers.dec();
         }
         let _ = state.tx.send(StreamEvent::End);
+        // Children are not stopped with their supervisor in ractor: end the segmenter explicitly.
+        state.segmenter.stop(Some("stream ended".into()));
         Ok(())
     }
 
@@ -340,10 +340,7 @@ impl Actor for StreamActor {
             }
             StreamMsg::LingerExpired { epoch } => {
                 if epoch == st.epoch && st.phase == Phase::Ended {
-                    let _ = st.registry.cast(RegistryMsg::Retire {
-                        key: st.key.clone(),
-                        id: myself.get_id(),
-                    });
+                    let _ = st.registry.cast(RegistryMsg::Retire { key: st.key.clone(), id: myself.get_id() });
                 }
             }
             StreamMsg::Shutdown => {
@@ -369,10 +366,8 @@ impl Actor for StreamActor {
                 warn!(stream = %st.key, error = %err, "segmenter failed: ending the stream");
                 myself.stop(Some(format!("segmenter failed: {err}")));
             }
-            SupervisionEvent::ActorTerminated(_, _, reason) => {
-                if myself.get_status() == ractor::ActorStatus::Running {
-                    myself.stop(Some(format!("segmenter stopped: {}", reason.unwrap_or_default())));
-                }
+            SupervisionEvent::ActorTerminated(_, _, reason) if myself.get_status() == ractor::ActorStatus::Running => {
+                myself.stop(Some(format!("segmenter stopped: {}", reason.unwrap_or_default())));
             }
             _ => {}
         }
@@ -422,14 +417,8 @@ impl StreamState {
 
     fn info(&self) -> StreamInfo {
         let meta = self.meta.clone().unwrap_or_else(StreamMetadata::new);
-        let video = self
-            .video_header
-            .as_ref()
-            .and_then(|h| crate::media::avc::AvcConfig::parse(h.data.get(5..)?).ok());
-        let audio = self
-            .audio_header
-            .as_ref()
-            .and_then(|h| crate::media::aac::AacConfig::parse(h.data.get(2..)?).ok());
+        let video = self.video_header.as_ref().and_then(|h| crate::media::avc::AvcConfig::parse(h.data.get(5..)?).ok());
+        let audio = self.audio_header.as_ref().and_then(|h| crate::media::aac::AacConfig::parse(h.data.get(2..)?).ok());
         StreamInfo {
             key: self.key.to_string(),
             state: match self.phase {

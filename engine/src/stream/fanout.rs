@@ -80,11 +80,7 @@ impl ViewerGuard {
     pub fn new(counts: Arc<ViewerCounts>, metrics: Arc<Metrics>, protocol: Protocol) -> ViewerGuard {
         counts.counts[protocol.index()].fetch_add(1, Ordering::Relaxed);
         metrics.viewers.with_label_values(&[protocol.label()]).inc();
-        ViewerGuard {
-            counts,
-            metrics,
-            protocol,
-        }
+        ViewerGuard { counts, metrics, protocol }
     }
 }
 

@@ -34,16 +34,10 @@ impl StreamKey {
         let app = app.trim_end_matches('/');
         for (part, value) in [("app", app), ("name", name)] {
             if !valid(value) {
-                return Err(KeyError {
-                    part,
-                    value: value.chars().take(64).collect(),
-                });
+                return Err(KeyError { part, value: value.chars().take(64).collect() });
             }
         }
-        Ok(StreamKey {
-            app: app.to_string(),
-            name: name.to_string(),
-        })
+        Ok(StreamKey { app: app.to_string(), name: name.to_string() })
     }
 
     /// Parses `app/name`.

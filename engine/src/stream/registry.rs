@@ -102,12 +102,7 @@ impl StreamHandle {
 
     /// The HLS media playlist; waits up to `wait` for the first segment. `None` if there is none (yet).
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
-        self.segmenter
-            .call(|reply| SegmenterMsg::Playlist(reply), Some(wait))
-            .await
-            .ok()
-            .and_then(success)
-            .flatten()
+        self.segmenter.call(SegmenterMsg::Playlist, Some(wait)).await.ok().and_then(success).flatten()
     }
 
     /// One HLS segment by file name.
@@ -167,10 +162,7 @@ impl Publisher {
     pub fn metadata(&self, meta: StreamMetadata) -> Result<(), StreamGone> {
         self.handle
             .actor
-            .cast(StreamMsg::Metadata {
-                publisher: self.id,
-                meta: Box::new(meta),
-            })
+            .cast(StreamMsg::Metadata { publisher: self.id, meta: Box::new(meta) })
             .map_err(|_| StreamGone(self.handle.key.to_string()))
     }
 }
@@ -226,13 +218,12 @@ impl Actor for Registry {
     type State = RegistryState;
     type Arguments = RegistryArgs;
 
-    async fn pre_start(&self, _: ActorRef<RegistryMsg>, args: RegistryArgs) -> Result<RegistryState, ActorProcessingErr> {
-        Ok(RegistryState {
-            config: args.config,
-            metrics: args.metrics,
-            streams: HashMap::new(),
-            shutting_down: false,
-        })
+    async fn pre_start(
+        &self,
+        _: ActorRef<RegistryMsg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        Ok(RegistryState { config: args.config, metrics: args.metrics, streams: HashMap::new(), shutting_down: false })
     }
 
     async fn handle(
@@ -268,11 +259,7 @@ impl Actor for Registry {
                 .await;
                 let result = match (spawned, slot.get()) {
                     (Ok((actor, _)), Some(segmenter)) => {
-                        let h = StreamHandle {
-                            key: key.clone(),
-                            actor,
-                            segmenter: segmenter.clone(),
-                        };
+                        let h = StreamHandle { key: key.clone(), actor, segmenter: segmenter.clone() };
                         st.streams.insert(key, h.clone());
                         Ok(h)
                     }
@@ -347,10 +334,7 @@ impl Streams {
     /// Starts the registry actor.
     pub async fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Streams, ActorProcessingErr> {
         let (registry, _) = Actor::spawn(None, Registry, RegistryArgs { config, metrics }).await?;
-        Ok(Streams {
-            registry,
-            next_publisher: Arc::new(AtomicU64::new(1)),
-        })
+        Ok(Streams { registry, next_publisher: Arc::new(AtomicU64::new(1)) })
     }
 
     /// Claims `key` for a publisher. Exactly one publisher holds a key at a time; a publisher returning within the
@@ -365,10 +349,7 @@ impl Streams {
             match call(&handle.actor, |reply| StreamMsg::Publish { publisher: id, reply }).await {
                 Some(Ok(())) => return Ok(Publisher { handle, id }),
                 Some(Err(PublishError::Ended)) => {
-                    let _ = self.registry.cast(RegistryMsg::Retire {
-                        key: key.clone(),
-                        id: handle.actor.get_id(),
-                    });
+                    let _ = self.registry.cast(RegistryMsg::Retire { key: key.clone(), id: handle.actor.get_id() });
                 }
                 // The actor died under us: its supervision event removes it; look again shortly.
                 None if attempt < 49 => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -392,5 +373,61 @@ impl Streams {
     /// Ends every stream (node shutdown). Returns how many there were.
     pub async fn shutdown(&self) -> usize {
         call(&self.registry, RegistryMsg::Shutdown).await.unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::MediaKind;
+    use bytes::Bytes;
+
+    async fn start() -> (Streams, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let streams = Streams::start(Arc::new(Config::default()), metrics.clone()).await.unwrap();
+        (streams, metrics)
+    }
+
+    #[tokio::test]
+    async fn one_publisher_per_key() {
+        let (streams, _) = start().await;
+        let key = StreamKey::parse("live/a").unwrap();
+        let p = streams.publish(&key).await.unwrap();
+        assert_eq!(streams.publish(&key).await.err(), Some(PublishError::Busy));
+        drop(p);
+        // The key is free again once the publisher left (the stream waits for a reconnect).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _again = streams.publish(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_stream_ends_alone() {
+        let (streams, metrics) = start().await;
+        let a = StreamKey::parse("live/a").unwrap();
+        let b = StreamKey::parse("live/b").unwrap();
+        let pa = streams.publish(&a).await.unwrap();
+        let pb = streams.publish(&b).await.unwrap();
+        // Kill stream a's segmenter: its stream actor must end, and only it.
+        let ha = streams.find(&a).await.unwrap();
+        ha.segmenter.kill();
+        for _ in 0..100 {
+            if streams.find(&a).await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(streams.find(&a).await.is_none(), "failed stream removed");
+        assert_eq!(metrics.stream_failures.get(), 1);
+        let frame = MediaFrame::from_flv_body(MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0]));
+        assert!(pa.send(frame.clone()).is_err(), "the failed stream's publisher learns it is gone");
+        // Stream b goes on: it still takes frames and players.
+        let hb = streams.find(&b).await.expect("other stream unaffected");
+        let sub = hb.subscribe(Protocol::Flv).await.expect("subscribe to b");
+        let mut feed = crate::stream::PlayerFeed::new(sub, metrics.clone());
+        pb.send(frame).unwrap();
+        let mut out = Vec::new();
+        let got = tokio::time::timeout(Duration::from_secs(2), feed.next_batch(&mut out, 8)).await.unwrap();
+        assert!(got && !out.is_empty());
+        assert_eq!(metrics.streams_active.get(), 1);
     }
 }

@@ -59,7 +59,7 @@ impl Strom {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn strom");
+        let mut child = cmd.spawn().expect("spawn strom");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -70,15 +70,13 @@ impl Strom {
                     let end = rest.find(' ').unwrap_or(rest.len());
                     rest[..end].trim().parse().expect("socket addr")
                 };
-                return Strom {
-                    rtmp: addr("rtmp="),
-                    http: addr("http="),
-                    child: Some(child),
-                    log,
-                    dir,
-                };
+                return Strom { rtmp: addr("rtmp="), http: addr("http="), child: Some(child), log, dir };
             }
-            assert!(Instant::now() < deadline, "strom did not start:\n{text}");
+            if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("strom did not start:\n{text}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -212,15 +210,7 @@ pub struct Source {
 
 impl Default for Source {
     fn default() -> Self {
-        Source {
-            width: 426,
-            height: 240,
-            fps: 30,
-            gop_secs: 2.0,
-            audio: true,
-            seconds: 30.0,
-            bitrate_k: 600,
-        }
+        Source { width: 426, height: 240, fps: 30, gop_secs: 2.0, audio: true, seconds: 30.0, bitrate_k: 600 }
     }
 }
 
@@ -281,10 +271,7 @@ pub fn publish(url: &str, src: &Source) -> Proc {
     }
     cmd.args(["-f", "flv", url]).stdin(Stdio::null()).stdout(Stdio::null());
     cmd.stderr(std::fs::File::create(&log).expect("log"));
-    Proc {
-        child: cmd.spawn().expect("spawn ffmpeg (is it installed?)"),
-        log,
-    }
+    Proc { child: cmd.spawn().expect("spawn ffmpeg (is it installed?)"), log }
 }
 
 /// One decoded frame as ffprobe reports it.
@@ -322,11 +309,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    }
+    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
 }
 
 /// Decodes `seconds` of the video of `url` with ffprobe and returns every frame.
@@ -379,7 +362,11 @@ pub fn probe_streams(url: &str) -> Vec<String> {
 
 /// Asserts what a viewer needs: enough frames, the right size, a keyframe first, timestamps that advance.
 pub fn assert_playable(what: &str, frames: &[Frame], min_frames: usize, width: u32, height: u32, stderr: &str) {
-    assert!(frames.len() >= min_frames, "{what}: {} frames decoded, expected >= {min_frames}; stderr: {stderr}", frames.len());
+    assert!(
+        frames.len() >= min_frames,
+        "{what}: {} frames decoded, expected >= {min_frames}; stderr: {stderr}",
+        frames.len()
+    );
     assert!(frames[0].key, "{what}: first decoded frame is not a keyframe");
     for f in frames {
         assert_eq!((f.width, f.height), (width, height), "{what}: wrong resolution");
@@ -433,9 +420,7 @@ pub fn http_request(addr: SocketAddr, raw: &str) -> std::io::Result<HttpResponse
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let mut body = Vec::new();
     if chunked {
         loop {

@@ -50,13 +50,7 @@ impl RtmpClient {
     pub fn connect(addr: SocketAddr, app: &str) -> Result<RtmpClient, String> {
         let (stream, rest) = Self::handshake(addr).map_err(|e| e.to_string())?;
         let (session, results) = ClientSession::new(ClientSessionConfig::new()).map_err(|e| format!("{e:?}"))?;
-        let mut c = RtmpClient {
-            stream,
-            session,
-            events: VecDeque::new(),
-            status_codes: Vec::new(),
-            closed: false,
-        };
+        let mut c = RtmpClient { stream, session, events: VecDeque::new(), status_codes: Vec::new(), closed: false };
         c.apply(results)?;
         if !rest.is_empty() {
             let r = c.session.handle_input(&rest).map_err(|e| format!("{e:?}"))?;
@@ -71,7 +65,9 @@ impl RtmpClient {
     fn apply(&mut self, results: Vec<ClientSessionResult>) -> Result<(), String> {
         for r in results {
             match r {
-                ClientSessionResult::OutboundResponse(p) => self.stream.write_all(&p.bytes).map_err(|e| e.to_string())?,
+                ClientSessionResult::OutboundResponse(p) => {
+                    self.stream.write_all(&p.bytes).map_err(|e| e.to_string())?
+                }
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::UnhandleableOnStatusCode { code }) => {
                     self.status_codes.push(code);
                 }
@@ -149,18 +145,12 @@ impl RtmpClient {
     }
 
     pub fn send_video(&mut self, data: Bytes, ts: u32) -> Result<(), String> {
-        let p = self
-            .session
-            .publish_video_data(data, RtmpTimestamp::new(ts), false)
-            .map_err(|e| format!("{e:?}"))?;
+        let p = self.session.publish_video_data(data, RtmpTimestamp::new(ts), false).map_err(|e| format!("{e:?}"))?;
         self.apply(vec![p])
     }
 
     pub fn send_audio(&mut self, data: Bytes, ts: u32) -> Result<(), String> {
-        let p = self
-            .session
-            .publish_audio_data(data, RtmpTimestamp::new(ts), false)
-            .map_err(|e| format!("{e:?}"))?;
+        let p = self.session.publish_audio_data(data, RtmpTimestamp::new(ts), false).map_err(|e| format!("{e:?}"))?;
         self.apply(vec![p])
     }
 }

@@ -1,0 +1,30 @@
+# Shared by run.sh and test.sh: install the Debian packages that are missing (as root, or through sudo).
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "strom: installing missing packages: ${missing[*]}" >&2
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "strom: not root and no sudo: install ${missing[*]} by hand" >&2; return 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "strom: a Rust toolchain (cargo, Rust >= 1.85) is needed; see https://rustup.rs" >&2
+    return 1
+  }
+}
+
+# What building strom needs from Debian (the ABR ladder will add FFmpeg's -dev libraries here).
+BUILD_PACKAGES=(build-essential pkg-config)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the real peers (ffmpeg, Chromium + hls.js/mpegts.js), checks formatting
+# and lints, then runs every unit and end-to-end test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+. nodes/scripts/packages.sh
+ensure_packages "${BUILD_PACKAGES[@]}" ffmpeg procps iproute2 ca-certificates
+command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
+ensure_cargo
+bash nodes/tests/browser/setup.sh
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+step "format"
+cargo fmt --all -- --check
+step "lint"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+step "tests"
+# Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
+cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"
+if [ -x engine/fuzz/run.sh ] && [ "${STROM_FUZZ_SECONDS:-0}" != 0 ]; then
+  step "fuzz (${STROM_FUZZ_SECONDS}s per target)"
+  engine/fuzz/run.sh "$STROM_FUZZ_SECONDS"
+fi
+step "done"
