@@ -126,6 +126,8 @@ pub struct PlayerFeed {
     pending: std::collections::VecDeque<PlayerItem>,
     base: Option<u32>,
     waiting_keyframe: bool,
+    /// Frames skipped while waiting count as drops only after a lag (not while a new player waits to start).
+    lagged: bool,
     has_video: bool,
     metrics: Arc<Metrics>,
     ended: bool,
@@ -139,7 +141,9 @@ impl PlayerFeed {
             rx: sub.rx,
             pending: Default::default(),
             base: sub.gop.first().map(|f| f.timestamp),
-            waiting_keyframe: false,
+            // Without a cached GOP (disabled, or no keyframe yet) a player starts at the next keyframe.
+            waiting_keyframe: sub.has_video && sub.gop.is_empty(),
+            lagged: false,
             has_video: sub.has_video,
             metrics,
             ended: false,
@@ -174,7 +178,9 @@ impl PlayerFeed {
             if f.kind == MediaKind::Video && f.keyframe {
                 self.waiting_keyframe = false;
             } else {
-                self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc();
+                if self.lagged {
+                    self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc();
+                }
                 return;
             }
         }
@@ -196,6 +202,7 @@ impl PlayerFeed {
     fn lagged(&mut self, n: u64) {
         self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc_by(n);
         self.waiting_keyframe = self.has_video;
+        self.lagged = true;
     }
 
     /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.
