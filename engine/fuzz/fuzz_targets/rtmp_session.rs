@@ -1,6 +1,8 @@
 //! What strom's RTMP connection does with the bytes a client sends after the handshake
 //! (`engine/src/rtmp/server.rs`, `Connection::input` / `on_results` / `on_event`).
 //!
+//! The connection runs on a thread with a 2 MiB stack, like a tokio worker thread in strom.
+//!
 //! Input format: a sequence of socket reads, each `[u16 big-endian length][that many bytes]`; a
 //! record cut short by the end of the input is one last, shorter read. Each read is first inspected
 //! by a `ChunkGuard` (65 536-byte chunks, 1 MiB messages); only if the guard accepts it does it reach
@@ -30,6 +32,8 @@ use strom_engine::rtmp::chunk_guard::{ChunkGuard, GuardLimits};
 use strom_engine::rtmp::chunk_writer;
 
 const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
+/// tokio's default worker thread stack size (strom does not change it: `nodes/src/main.rs`).
+const WORKER_STACK: usize = 2 << 20;
 /// strom's default `rtmp.chunk_size` (what players' frames are chunked with).
 const PLAYER_CHUNK_SIZE: usize = 4096;
 
@@ -59,10 +63,23 @@ fn install_hook() {
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "<non-string panic>".into());
             let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-            let key = format!("{at}: {msg}");
+            // One report per site and message shape (digits folded: "len is 3" and "len is 4" are one).
+            let shape: String = msg.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+            let key = format!("{at}: {shape}");
             let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-            if seen.get_or_insert_with(HashSet::new).insert(key.clone()) {
-                eprintln!("rtmp_session: rml_rtmp panicked (contained by strom): {key}");
+            if seen.get_or_insert_with(HashSet::new).insert(key) {
+                // The panic location is often inside core (slice indexing): name the rml_* frame that caused it.
+                let bt = std::backtrace::Backtrace::force_capture().to_string();
+                let culprit = bt
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("at ") && (l.contains("/rml_rtmp-") || l.contains("/rml_amf0-")))
+                    .and_then(|l| l.rsplit_once("/src/").map(|(crate_dir, file)| {
+                        let krate = crate_dir.rsplit('/').next().unwrap_or("?");
+                        format!("{krate}/src/{file}")
+                    }))
+                    .unwrap_or_else(|| "?".into());
+                eprintln!("rtmp_session: rml_rtmp panicked (contained by strom) in {culprit}: {msg} [at {at}]");
             }
         }));
     });
@@ -125,7 +142,16 @@ fn on_media(kind: MediaKind, data: bytes::Bytes, ts: u32) {
 fuzz_target!(|data: &[u8]| {
     install_hook();
     RUNS.fetch_add(1, Ordering::Relaxed);
+    // strom runs each connection on a tokio worker thread, whose stack is 2 MiB by default: run the session
+    // on a thread of that size so that unbounded recursion overflows here as it would there.
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new().name("rtmp-conn".into()).stack_size(WORKER_STACK);
+        worker.spawn_scoped(s, || connection(data)).expect("spawn").join().expect("connection thread");
+    });
+});
 
+/// One connection: strom's `Connection::input` / `on_results` / `on_event` for each read of `data`.
+fn connection(data: &[u8]) {
     let mut guard = ChunkGuard::new(LIMITS);
     let Ok((mut session, _initial)) = ServerSession::new(ServerSessionConfig::new()) else {
         panic!("ServerSession::new failed");
@@ -180,4 +206,4 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-});
+}

@@ -19,19 +19,21 @@ use strom_engine::hls::ts::{
 };
 
 /// Bytes of payload one input may make the muxer write in all (keeps an execution fast).
-const MAX_TOTAL_PAYLOAD: usize = 1 << 20;
+const MAX_TOTAL_PAYLOAD: usize = 256 << 10;
 
 #[derive(Arbitrary, Debug)]
 struct Payload {
     /// Leading bytes, as given.
     head: Vec<u8>,
-    /// Further bytes (a pattern) in units of 64: reaches multi-packet and > 64 KiB payloads cheaply.
+    /// Further bytes (a pattern): `extra & 0x3ff` of them, or, with the top bit set, `(extra & 0x7fff) * 4`
+    /// (up to 128 KiB: multi-packet PES and audio PES over 64 KiB without a long input).
     extra: u16,
 }
 
 impl Payload {
     fn bytes(&self) -> Vec<u8> {
-        let n = self.head.len() + usize::from(self.extra) * 64;
+        let extra = if self.extra & 0x8000 != 0 { usize::from(self.extra & 0x7fff) * 4 } else { usize::from(self.extra & 0x3ff) };
+        let n = self.head.len() + extra;
         let mut v = self.head.clone();
         v.extend((self.head.len()..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8));
         v

@@ -213,6 +213,32 @@ fn play_session() -> Vec<Vec<u8>> {
     link.sent
 }
 
+/// SetChunkSize 4096, then a `connect` command (type 20) whose command object is `depth` nested objects
+/// (`{"a": {"a": ...}}`), in 4096-byte chunks.
+fn nested_connect(depth: usize) -> Vec<u8> {
+    let mut payload = vec![0x02, 0x00, 0x07];
+    payload.extend_from_slice(b"connect");
+    payload.push(0x00);
+    payload.extend_from_slice(&1f64.to_be_bytes());
+    for _ in 0..depth {
+        payload.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
+    }
+    payload.push(0x05);
+    let mut out = vec![0x02, 0, 0, 0, 0, 0, 4, 0x01, 0, 0, 0, 0, 0, 0, 0x10, 0];
+    let len = payload.len() as u32;
+    for (i, c) in payload.chunks(4096).enumerate() {
+        if i == 0 {
+            out.extend_from_slice(&[0x03, 0, 0, 0]);
+            out.extend_from_slice(&len.to_be_bytes()[1..]);
+            out.extend_from_slice(&[20, 0, 0, 0, 0]);
+        } else {
+            out.push(0xc3);
+        }
+        out.extend_from_slice(c);
+    }
+    out
+}
+
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
     let d = dir.join(target);
     fs::create_dir_all(&d).expect("mkdir");
@@ -325,6 +351,12 @@ fn main() {
             .collect();
         write(&dir, "ts_muxer", &format!("random-{i}"), &v);
     }
+
+    // Known finding (not a seed: it crashes strom, see ../README.md): an RTMP `connect` command whose
+    // command object nests 3 200 AMF0 objects (12.9 KB) overflows a 2 MiB stack in rml_amf0's recursive
+    // deserializer. Written to ../regressions/rtmp_session/ next to the corpus directory.
+    let regressions = dir.parent().unwrap_or(Path::new(".")).join("regressions");
+    write(&regressions, "rtmp_session", "amf0-nested-objects-3200", &framed(&[nested_connect(3200)]));
 
     let total: u64 = walk(&dir);
     println!("wrote seeds under {} ({} bytes)", dir.display(), total);
