@@ -64,6 +64,8 @@ pub struct RtmpConfig {
     pub max_chunk_size: u32,
     /// Largest inbound RTMP message (a larger declared length ends the connection).
     pub max_message_size: u32,
+    /// Largest inbound AMF command or data message (connect, publish, onMetaData, ...).
+    pub max_command_size: u32,
     /// Seconds a client has to complete the handshake.
     pub handshake_timeout_secs: f64,
     /// Seconds without any byte from a client before its connection is closed.
@@ -152,6 +154,7 @@ impl Default for RtmpConfig {
             chunk_size: 4096,
             max_chunk_size: 1 << 20,
             max_message_size: 8 << 20,
+            max_command_size: 16 << 10,
             handshake_timeout_secs: 10.0,
             idle_timeout_secs: 30.0,
         }
@@ -316,6 +319,12 @@ impl Config {
         }
         if self.rtmp.max_chunk_size < 128 {
             return err("rtmp.max_chunk_size", "must be at least 128");
+        }
+        if !(1024..=1 << 20).contains(&self.rtmp.max_command_size) {
+            return err(
+                "rtmp.max_command_size",
+                "must be 1024..1048576 (deeply nested AMF0 in large commands can exhaust the stack)",
+            );
         }
         if !(4096..=16_777_215).contains(&self.rtmp.max_message_size) {
             return err("rtmp.max_message_size", "must be 4096..16777215");

@@ -106,7 +106,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Headroom for recursive parsers in dependencies (rml_amf0); commands are also size-limited.
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("strom: cannot start the runtime: {e}");

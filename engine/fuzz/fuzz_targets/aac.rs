@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(cfg.samples_per_frame(), 1024);
 
     let from_input = data.iter().rev().take(2).fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-    for len in [0, 1, 7, 371, 2048, MAX_ADTS_FRAME - 7, MAX_ADTS_FRAME - 6, 1 << 16, usize::MAX - 6, usize::MAX, from_input]
+    for len in
+        [0, 1, 7, 371, 2048, MAX_ADTS_FRAME - 7, MAX_ADTS_FRAME - 6, 1 << 16, usize::MAX - 6, usize::MAX, from_input]
     {
         match cfg.adts_header(len) {
             Ok(h) => {

@@ -1,7 +1,7 @@
 //! What strom's RTMP connection does with the bytes a client sends after the handshake
 //! (`engine/src/rtmp/server.rs`, `Connection::input` / `on_results` / `on_event`).
 //!
-//! The connection runs on a thread with a 2 MiB stack, like a tokio worker thread in strom.
+//! The connection runs on a thread with an 8 MiB stack, like a tokio worker thread in strom (`nodes/src/main.rs`).
 //!
 //! Input format: a sequence of socket reads, each `[u16 big-endian length][that many bytes]`; a
 //! record cut short by the end of the input is one last, shorter read. Each read is first inspected
@@ -31,9 +31,9 @@ use strom_engine::media::frame::{MediaFrame, MediaKind};
 use strom_engine::rtmp::chunk_guard::{ChunkGuard, GuardLimits};
 use strom_engine::rtmp::chunk_writer;
 
-const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
+const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024, max_command_size: 16 * 1024 };
 /// tokio's default worker thread stack size (strom does not change it: `nodes/src/main.rs`).
-const WORKER_STACK: usize = 2 << 20;
+const WORKER_STACK: usize = 8 << 20;
 /// strom's default `rtmp.chunk_size` (what players' frames are chunked with).
 const PLAYER_CHUNK_SIZE: usize = 4096;
 
@@ -74,10 +74,12 @@ fn install_hook() {
                     .lines()
                     .map(str::trim)
                     .find(|l| l.starts_with("at ") && (l.contains("/rml_rtmp-") || l.contains("/rml_amf0-")))
-                    .and_then(|l| l.rsplit_once("/src/").map(|(crate_dir, file)| {
-                        let krate = crate_dir.rsplit('/').next().unwrap_or("?");
-                        format!("{krate}/src/{file}")
-                    }))
+                    .and_then(|l| {
+                        l.rsplit_once("/src/").map(|(crate_dir, file)| {
+                            let krate = crate_dir.rsplit('/').next().unwrap_or("?");
+                            format!("{krate}/src/{file}")
+                        })
+                    })
                     .unwrap_or_else(|| "?".into());
                 eprintln!("rtmp_session: rml_rtmp panicked (contained by strom) in {culprit}: {msg} [at {at}]");
             }
@@ -142,7 +144,7 @@ fn on_media(kind: MediaKind, data: bytes::Bytes, ts: u32) {
 fuzz_target!(|data: &[u8]| {
     install_hook();
     RUNS.fetch_add(1, Ordering::Relaxed);
-    // strom runs each connection on a tokio worker thread, whose stack is 2 MiB by default: run the session
+    // strom runs each connection on a tokio worker thread, whose stack strom sets to 8 MiB: run the session
     // on a thread of that size so that unbounded recursion overflows here as it would there.
     std::thread::scope(|s| {
         let worker = std::thread::Builder::new().name("rtmp-conn".into()).stack_size(WORKER_STACK);

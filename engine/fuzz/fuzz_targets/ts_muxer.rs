@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use strom_engine::hls::ts::{
-    TsMuxer, PID_AUDIO, PID_NULL, PID_PAT, PID_PMT, PID_VIDEO, STREAM_ID_AUDIO, STREAM_ID_VIDEO,
-    STREAM_TYPE_AAC_ADTS, STREAM_TYPE_H264, TIMESTAMP_MASK, TS_PACKET_SIZE,
+    TsMuxer, PID_AUDIO, PID_NULL, PID_PAT, PID_PMT, PID_VIDEO, STREAM_ID_AUDIO, STREAM_ID_VIDEO, STREAM_TYPE_AAC_ADTS,
+    STREAM_TYPE_H264, TIMESTAMP_MASK, TS_PACKET_SIZE,
 };
 
 /// Bytes of payload one input may make the muxer write in all (keeps an execution fast).
@@ -32,7 +32,11 @@ struct Payload {
 
 impl Payload {
     fn bytes(&self) -> Vec<u8> {
-        let extra = if self.extra & 0x8000 != 0 { usize::from(self.extra & 0x7fff) * 4 } else { usize::from(self.extra & 0x3ff) };
+        let extra = if self.extra & 0x8000 != 0 {
+            usize::from(self.extra & 0x7fff) * 4
+        } else {
+            usize::from(self.extra & 0x3ff)
+        };
         let n = self.head.len() + extra;
         let mut v = self.head.clone();
         v.extend((self.head.len()..n).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8));
@@ -43,10 +47,23 @@ impl Payload {
 #[derive(Arbitrary, Debug)]
 enum Op {
     Tables,
-    Video { pts: u64, dts: u64, keyframe: bool, payload: Payload },
+    Video {
+        pts: u64,
+        dts: u64,
+        keyframe: bool,
+        payload: Payload,
+    },
     /// Video with DTS = PTS - small offset and small timestamps (the common shape).
-    VideoNear { dts: u32, cto: u16, keyframe: bool, payload: Payload },
-    Audio { pts: u64, payload: Payload },
+    VideoNear {
+        dts: u32,
+        cto: u16,
+        keyframe: bool,
+        payload: Payload,
+    },
+    Audio {
+        pts: u64,
+        payload: Payload,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -190,7 +207,13 @@ impl Checker {
             expected.extend_from_slice(&[STREAM_TYPE_H264, 0xe0 | (PID_VIDEO >> 8) as u8, PID_VIDEO as u8, 0xf0, 0]);
         }
         if self.has_audio {
-            expected.extend_from_slice(&[STREAM_TYPE_AAC_ADTS, 0xe0 | (PID_AUDIO >> 8) as u8, PID_AUDIO as u8, 0xf0, 0]);
+            expected.extend_from_slice(&[
+                STREAM_TYPE_AAC_ADTS,
+                0xe0 | (PID_AUDIO >> 8) as u8,
+                PID_AUDIO as u8,
+                0xf0,
+                0,
+            ]);
         }
         assert_eq!(body, expected, "PMT body");
     }
@@ -240,7 +263,12 @@ impl Checker {
             assert_eq!(decode_ts(&pes[9..14], 2), pts, "PTS");
             14
         };
-        assert!(pes[header_len..] == *annexb, "video payload differs from what was written ({} vs {} bytes)", pes.len() - header_len, annexb.len());
+        assert!(
+            pes[header_len..] == *annexb,
+            "video payload differs from what was written ({} vs {} bytes)",
+            pes.len() - header_len,
+            annexb.len()
+        );
     }
 
     fn audio(&mut self, out: &[u8], pts: u64, adts: &[u8]) {
@@ -256,7 +284,12 @@ impl Checker {
         }
         assert_eq!((pes[6], pes[7], pes[8]), (0x84, 0x80, 5));
         assert_eq!(decode_ts(&pes[9..14], 2), pts, "PTS");
-        assert!(pes[14..] == *adts, "audio payload differs from what was written ({} vs {} bytes)", pes.len() - 14, adts.len());
+        assert!(
+            pes[14..] == *adts,
+            "audio payload differs from what was written ({} vs {} bytes)",
+            pes.len() - 14,
+            adts.len()
+        );
     }
 }
 

@@ -302,7 +302,12 @@ fn main() {
         write(&dir, "amf0", name, &rml_amf0::serialize(&values).expect("amf0"));
     }
     // An ECMA array (0x08), as ffmpeg sends onMetaData.
-    write(&dir, "amf0", "ecma-array", &[0x08, 0, 0, 0, 1, 0, 5, b'w', b'i', b'd', b't', b'h', 0, 0x40, 0x94, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+    write(
+        &dir,
+        "amf0",
+        "ecma-array",
+        &[0x08, 0, 0, 0, 1, 0, 5, b'w', b'i', b'd', b't', b'h', 0, 0x40, 0x94, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+    );
 
     // flv_tags: video and audio tag bodies.
     write(&dir, "flv_tags", "avc-seq", &video_seq_header());

@@ -50,7 +50,11 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
     let origin = HeaderValue::from_str(&node.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
     let mut resp = if req.uri().path().len() > node.config.http.max_path_len {
         node.metrics.connections_rejected.with_label_values(&["path_too_long"]).inc();
-        tracing::info!(len = req.uri().path().len(), limit = node.config.http.max_path_len, "request refused: path too long");
+        tracing::info!(
+            len = req.uri().path().len(),
+            limit = node.config.http.max_path_len,
+            "request refused: path too long"
+        );
         (StatusCode::URI_TOO_LONG, "path too long\n").into_response()
     } else if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();

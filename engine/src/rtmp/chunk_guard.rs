@@ -39,7 +39,7 @@
 //! # Example
 //!
 //! ```ignore
-//! let mut guard = ChunkGuard::new(GuardLimits { max_chunk_size: 65_536, max_message_size: 8 << 20 });
+//! let mut guard = ChunkGuard::new(GuardLimits { max_chunk_size: 65_536, max_message_size: 8 << 20, max_command_size: 16 << 10 });
 //! guard.inspect(&bytes_from_socket)?; // refuse the connection on Err
 //! session.handle_input(&bytes_from_socket)?;
 //! ```
@@ -62,6 +62,9 @@ const SET_CHUNK_SIZE_TYPE_ID: u8 = 1;
 /// use fewer than a dozen. The bound keeps both the guard's and the session's memory constant.
 pub const MAX_CHUNK_STREAMS: usize = 256;
 
+/// Default of [`GuardLimits::max_command_size`].
+pub const DEFAULT_MAX_COMMAND_SIZE: u32 = 16 * 1024;
+
 /// Limits enforced on the inbound (client→server) chunk stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardLimits {
@@ -69,12 +72,20 @@ pub struct GuardLimits {
     pub max_chunk_size: u32,
     /// Largest message length the peer may declare in a type 0 or type 1 chunk header.
     pub max_message_size: u32,
+    /// Largest AMF command/data message (types 15–20). `rml_amf0` parses nested values recursively with no
+    /// depth limit, so a deeply nested command of a few kilobytes would overflow the stack and abort the whole
+    /// process; real `connect`/`publish`/`onMetaData` messages are well under 2 KiB.
+    pub max_command_size: u32,
 }
 
 impl Default for GuardLimits {
     /// 64 KiB chunks and 8 MiB messages: far above what OBS, FFmpeg or librtmp send.
     fn default() -> Self {
-        GuardLimits { max_chunk_size: 65_536, max_message_size: 8 * 1024 * 1024 }
+        GuardLimits {
+            max_chunk_size: 65_536,
+            max_message_size: 8 * 1024 * 1024,
+            max_command_size: DEFAULT_MAX_COMMAND_SIZE,
+        }
     }
 }
 
@@ -106,6 +117,19 @@ pub enum GuardViolation {
         /// Payload length of the message.
         length: u32,
         /// Offset of the chunk that completed the message.
+        offset: u64,
+    },
+    /// An AMF command or data message longer than [`GuardLimits::max_command_size`].
+    CommandTooLarge {
+        /// Chunk stream id of the offending chunk.
+        csid: u32,
+        /// RTMP message type (15–20).
+        type_id: u8,
+        /// Declared message length.
+        length: u32,
+        /// The configured limit.
+        limit: u32,
+        /// Offset of the offending chunk.
         offset: u64,
     },
     /// A chunk header declared a message longer than [`GuardLimits::max_message_size`].
@@ -168,7 +192,7 @@ impl GuardViolation {
     pub fn reason(&self) -> &'static str {
         match self {
             GuardViolation::ChunkSizeTooLarge { .. } | GuardViolation::InvalidChunkSize { .. } => "chunk_size",
-            GuardViolation::MessageTooLarge { .. } => "message_size",
+            GuardViolation::MessageTooLarge { .. } | GuardViolation::CommandTooLarge { .. } => "message_size",
             GuardViolation::TruncatedSetChunkSize { .. }
             | GuardViolation::ChunkWithoutHeader { .. }
             | GuardViolation::TooManyChunkStreams { .. }
@@ -184,6 +208,7 @@ impl GuardViolation {
             | GuardViolation::InvalidChunkSize { offset, .. }
             | GuardViolation::TruncatedSetChunkSize { offset, .. }
             | GuardViolation::MessageTooLarge { offset, .. }
+            | GuardViolation::CommandTooLarge { offset, .. }
             | GuardViolation::ChunkWithoutHeader { offset, .. }
             | GuardViolation::TooManyChunkStreams { offset, .. }
             | GuardViolation::InterleavedMessage { offset, .. }
@@ -219,6 +244,10 @@ impl fmt::Display for GuardViolation {
             } => write!(
                 f,
                 "peer declared a {length}-byte message on chunk stream {csid}, above the limit of {limit} (chunk at offset {offset})"
+            ),
+            GuardViolation::CommandTooLarge { csid, type_id, length, limit, offset } => write!(
+                f,
+                "peer declared a {length}-byte AMF message (type {type_id}) on chunk stream {csid}, above the limit of {limit} (chunk at offset {offset})"
             ),
             GuardViolation::ChunkWithoutHeader { csid, offset } => write!(
                 f,
@@ -461,6 +490,16 @@ impl ChunkGuard {
             }
             Stage::TypeId => {
                 self.header.type_id = u8::try_from(value).unwrap_or(u8::MAX);
+                if (15..=20).contains(&self.header.type_id) && self.header.message_length > self.limits.max_command_size
+                {
+                    return Err(GuardViolation::CommandTooLarge {
+                        csid: self.header.csid,
+                        type_id: self.header.type_id,
+                        length: self.header.message_length,
+                        limit: self.limits.max_command_size,
+                        offset: self.chunk_start,
+                    });
+                }
                 if self.format == 0 {
                     self.read_field(Stage::StreamId, 4);
                     Ok(())
@@ -612,7 +651,11 @@ pub fn fuzz_inspect(data: &[u8]) {
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
-    let limits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
+    let limits = GuardLimits {
+        max_chunk_size: 65_536,
+        max_message_size: 1024 * 1024,
+        max_command_size: DEFAULT_MAX_COMMAND_SIZE,
+    };
     let (head, tail) = rest.split_at(usize::from(split).min(rest.len()));
 
     let mut split_guard = ChunkGuard::new(limits);
@@ -639,10 +682,15 @@ mod tests {
     use std::collections::HashMap;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
-    const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024 };
+    const LIMITS: GuardLimits = GuardLimits {
+        max_chunk_size: 65_536,
+        max_message_size: 1024 * 1024,
+        max_command_size: DEFAULT_MAX_COMMAND_SIZE,
+    };
 
     /// Only malformed framing is refused: differential tests against rml_rtmp use these.
-    const NO_LIMITS: GuardLimits = GuardLimits { max_chunk_size: MAX_SPEC_CHUNK_SIZE, max_message_size: u32::MAX };
+    const NO_LIMITS: GuardLimits =
+        GuardLimits { max_chunk_size: MAX_SPEC_CHUNK_SIZE, max_message_size: u32::MAX, max_command_size: u32::MAX };
 
     /// Tiny deterministic PRNG (xorshift64*).
     struct XorShift(u64);
@@ -1327,6 +1375,22 @@ mod tests {
             fuzz_inspect(&bytes);
         }
         assert!(std::mem::size_of::<ChunkGuard>() < 256);
+    }
+
+    #[test]
+    fn oversized_amf_commands_are_refused_from_the_header() {
+        // A type-20 (AMF0 command) message declared at 20 KiB: refused before its payload arrives, because a
+        // deeply nested AMF0 value of that size overflows rml_amf0's recursive parser.
+        let mut g = ChunkGuard::new(LIMITS);
+        let header = [0x03, 0, 0, 0, 0, 0x50, 0x00, 20, 0, 0, 0, 0];
+        let err = g.inspect(&header).unwrap_err();
+        assert!(matches!(err, GuardViolation::CommandTooLarge { type_id: 20, length: 0x5000, .. }), "{err:?}");
+        assert_eq!(err.reason(), "message_size");
+        // Video of the same size is fine, and so is a normal-sized command.
+        let mut g = ChunkGuard::new(LIMITS);
+        assert!(g.inspect(&[0x04, 0, 0, 0, 0, 0x50, 0x00, 9, 1, 0, 0, 0]).is_ok());
+        let mut g = ChunkGuard::new(LIMITS);
+        assert!(g.inspect(&[0x03, 0, 0, 0, 0, 0x04, 0x00, 20, 0, 0, 0, 0]).is_ok());
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Connection {
         let guard = ChunkGuard::new(GuardLimits {
             max_chunk_size: node.config.rtmp.max_chunk_size,
             max_message_size: node.config.rtmp.max_message_size,
+            max_command_size: node.config.rtmp.max_command_size,
         });
         Connection {
             chunk_size: node.config.rtmp.chunk_size as usize,
