@@ -34,6 +34,8 @@ use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, S
 
 /// Largest handshake input accepted (C0+C1+C2 are 3073 bytes; anything beyond is the session's).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// Read buffer of a publishing connection.
+const PUBLISHER_READ_BUFFER: usize = 64 * 1024;
 /// Frames written to a player per vectored write at most.
 const PLAYER_BATCH: usize = 64;
 /// The message stream a publisher publishes on (see `on_publish`).
@@ -196,7 +198,9 @@ impl Connection {
 
         let idle = secs(self.node.config.rtmp.idle_timeout_secs);
         let slow = secs(self.node.config.stream.slow_player_timeout_secs);
-        let mut buf = vec![0u8; 64 * 1024];
+        // Players send almost nothing (acks): a small read buffer keeps their memory low; a publisher gets a
+        // large one once it publishes.
+        let mut buf = vec![0u8; 4096];
         let mut batch: Vec<PlayerItem> = Vec::with_capacity(PLAYER_BATCH);
         loop {
             if self.close_after_flush {
@@ -218,6 +222,9 @@ impl Connection {
                     }
                     self.input(&buf[..n]).await?;
                     self.flush(&mut wr).await?;
+                    if buf.len() < PUBLISHER_READ_BUFFER && matches!(self.role, Role::Publishing { .. }) {
+                        buf.resize(PUBLISHER_READ_BUFFER, 0);
+                    }
                 }
                 more = async { self.feed.as_mut().expect("guarded by playing").next_batch(&mut batch, PLAYER_BATCH).await }, if playing => {
                     if !more {
@@ -227,10 +234,7 @@ impl Connection {
                     }
                     let q = self.render_batch(&mut batch);
                     let n = bytes::Buf::remaining(&q);
-                    match tokio::time::timeout(slow, write_queue(&mut wr, q)).await {
-                        Err(_) => return Err(ConnError::SlowPlayer(slow)),
-                        Ok(r) => r?,
-                    }
+                    write_queue(&mut wr, q, slow).await?;
                     self.node.metrics.egress_bytes.with_label_values(&[protocol::RTMP]).inc_by(n as u64);
                 }
                 _ = tokio::time::sleep(idle), if !playing => return Err(ConnError::Idle(idle)),
@@ -498,9 +502,16 @@ impl Connection {
     }
 }
 
-async fn write_queue(wr: &mut OwnedWriteHalf, mut q: BufQueue) -> Result<(), ConnError> {
+/// Writes the whole queue; a single write that makes no progress for `stall` means the player stopped reading
+/// (the same rule as HTTP's write timeout in `http::listener`).
+async fn write_queue(wr: &mut OwnedWriteHalf, mut q: BufQueue, stall: Duration) -> Result<(), ConnError> {
     while !q.is_empty() {
-        wr.write_buf(&mut q).await.map_err(io("writing media"))?;
+        match tokio::time::timeout(stall, wr.write_buf(&mut q)).await {
+            Err(_) => return Err(ConnError::SlowPlayer(stall)),
+            Ok(r) => {
+                r.map_err(io("writing media"))?;
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,711 @@
+//! End-to-end robustness: hostile or broken peers against a real `strom` process.
+//!
+//! Every bad-input case asserts what a peer sees: the offending connection ends (or the request gets a 4xx), the
+//! node stays up (`/healthz`, process alive), another stream (`live/good`, published by ffmpeg) still decodes
+//! afterwards, the refusal is counted in `strom_connections_rejected_total{reason}` and logged once.
+
+#[path = "common/abuse.rs"]
+mod abuse;
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use abuse::*;
+use bytes::Bytes;
+use common::rtmp::RtmpClient;
+use common::*;
+use rml_rtmp::sessions::ClientSessionEvent;
+
+const GOOD: &str = "live/good";
+/// Short RTMP timeouts so the timeout cases run in seconds.
+const HS_TIMEOUT: f64 = 2.0;
+const IDLE_TIMEOUT: f64 = 2.0;
+
+/// A node with `env` and an ffmpeg publisher on `live/good`, live.
+fn node_with_good_stream(env: &[(&str, &str)], src: Source) -> (Strom, Proc) {
+    let s = Strom::with_env(env);
+    let p = publish(&s.rtmp_url(GOOD), &src);
+    s.wait_live(GOOD, Duration::from_secs(20));
+    (s, p)
+}
+
+fn good_source() -> Source {
+    Source { seconds: 90.0, ..Source::default() }
+}
+
+/// The node is alive and healthy, the good publisher is still connected, and the good stream decodes via `via`
+/// ("rtmp" or "flv").
+fn assert_good_stream_plays(s: &mut Strom, good: &mut Proc, via: &str) {
+    assert!(s.is_running(), "strom exited:\n{}", s.log_tail(40));
+    assert_eq!(s.get("/healthz").status, 200, "/healthz");
+    assert!(good.is_running(), "the good publisher was disconnected: {}", good.log_text());
+    let info = s.stream_info(GOOD).expect("good stream listed");
+    assert_eq!(info["state"], "live", "{info}");
+    let url = match via {
+        "rtmp" => s.rtmp_url(GOOD),
+        _ => s.http_url(&format!("/{GOOD}.flv")),
+    };
+    let (frames, stderr) = probe_video(&url, 2.0);
+    assert_playable(via, &frames, 45, 426, 240, &stderr);
+}
+
+/// Sum of `strom_connections_rejected_total` over every reason.
+fn rejected_total(s: &Strom) -> f64 {
+    s.get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("strom_connections_rejected_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn port(s: &TcpStream) -> u16 {
+    s.local_addr().unwrap().port()
+}
+
+/// Sends `bytes` on `conn`, then asserts that the server closes it within `within`,
+/// counts exactly one more `reason` and logs it once for this connection. Returns the time to close.
+fn expect_refused(
+    s: &Strom,
+    what: &str,
+    mut conn: TcpStream,
+    bytes: &[u8],
+    reason: &str,
+    within: Duration,
+) -> Duration {
+    let before = rejected(s, reason);
+    let p = port(&conn);
+    send(&mut conn, bytes);
+    let took =
+        wait_closed(&mut conn, within).unwrap_or_else(|| panic!("{what}: connection still open after {within:?}"));
+    let after = wait_metric(
+        s,
+        &format!("strom_connections_rejected_total{{reason=\"{reason}\"}}"),
+        before + 1.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(after, before + 1.0, "{what}: rejected{{reason={reason}}} {before} -> {after}");
+    assert_logged_once(s, p, reason);
+    eprintln!("{what}: closed after {took:?} (reason {reason})");
+    took
+}
+
+/// Status line and headers of a streaming response (the body is not read).
+fn response_head(s: &Strom, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut c = tcp(s.http);
+    send(&mut c, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    (text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), text)
+}
+
+/// Handshake + connect (a legitimate session). The client announced chunk size 4096, so raw messages written to
+/// `.stream` afterwards are framed at up to 4096 bytes a chunk.
+fn connected(s: &Strom) -> RtmpClient {
+    RtmpClient::connect(s.rtmp, "live").expect("rtmp connect")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1. RTMP
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn rtmp_bad_or_stalled_handshakes_end_only_that_connection() {
+    let hs = HS_TIMEOUT.to_string();
+    let (mut s, mut good) = node_with_good_stream(&[("STROM_RTMP_HANDSHAKE_TIMEOUT_SECS", &hs)], good_source());
+    let total_before = rejected_total(&s);
+
+    // Random bytes instead of a handshake: a TLS ClientHello (rtmps:// at the plain port), an HTTP request, noise.
+    let mut rng = Rng(0x5EED_0001);
+    let mut tls = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+    tls.extend(rng.bytes(2000));
+    expect_refused(&s, "TLS hello as handshake", tcp(s.rtmp), &tls, "handshake", Duration::from_secs(5));
+    let http = b"GET /live/good.flv HTTP/1.1\r\nHost: x\r\n\r\n".repeat(60);
+    expect_refused(&s, "HTTP request as handshake", tcp(s.rtmp), &http, "handshake", Duration::from_secs(5));
+    let mut noise = rng.bytes(4096);
+    noise[0] = 0x07; // not version 3
+    expect_refused(&s, "random bytes as handshake", tcp(s.rtmp), &noise, "handshake", Duration::from_secs(5));
+
+    // Handshakes that never complete: silence, C0+C1 without C2, and a slow drip of C0+C1+C2 (1 byte / 200 ms) —
+    // the timeout bounds the whole handshake, not each read.
+    let before = rejected(&s, "handshake_timeout");
+    let mut silent = tcp(s.rtmp);
+    let mut half = tcp(s.rtmp);
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(rng.bytes(1536));
+    send(&mut half, &c0c1);
+    let drip_addr = s.rtmp;
+    let drip = std::thread::spawn(move || {
+        let mut d = tcp(drip_addr);
+        let p = port(&d);
+        let t = Instant::now();
+        let mut bytes = vec![3u8];
+        bytes.extend(Rng(7).bytes(3072));
+        for b in bytes {
+            use std::io::Write;
+            if d.write_all(&[b]).is_err() || !is_open(&mut d) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        (t.elapsed(), p, is_open(&mut d))
+    });
+    let t0 = Instant::now();
+    let limit = Duration::from_secs_f64(HS_TIMEOUT + 5.0);
+    let silent_took = wait_closed(&mut silent, limit).expect("silent connection closed by the handshake timeout");
+    let half_took = wait_closed(&mut half, limit.saturating_sub(t0.elapsed())).map(|_| t0.elapsed());
+    let half_took = half_took.expect("C0+C1-only connection closed by the handshake timeout");
+    let (drip_took, drip_port, drip_open) = drip.join().unwrap();
+    eprintln!("handshake timeout {HS_TIMEOUT}s: silent closed after {silent_took:?}, C0C1-only {half_took:?}, drip {drip_took:?}");
+    for (what, took) in [("silent", silent_took), ("C0+C1 only", half_took), ("drip", drip_took)] {
+        assert!(
+            took >= Duration::from_secs_f64(HS_TIMEOUT * 0.75) && took <= limit,
+            "{what}: closed after {took:?}, handshake timeout is {HS_TIMEOUT}s"
+        );
+    }
+    assert!(!drip_open, "drip connection still open");
+    let after = wait_metric(
+        &s,
+        "strom_connections_rejected_total{reason=\"handshake_timeout\"}",
+        before + 3.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(after, before + 3.0, "handshake_timeout counted once per connection");
+    assert_logged_once(&s, port(&silent), "handshake_timeout");
+    assert_logged_once(&s, port(&half), "handshake_timeout");
+    assert_logged_once(&s, drip_port, "handshake_timeout");
+    assert_eq!(rejected_total(&s), total_before + 6.0, "nothing else was refused");
+
+    assert_good_stream_plays(&mut s, &mut good, "rtmp");
+    assert_eq!(s.metric("strom_connections_open{listener=\"rtmp\"}"), 1.0, "only the good publisher is left");
+}
+
+#[test]
+fn rtmp_garbage_truncated_and_oversized_chunks_end_only_that_connection() {
+    let idle = IDLE_TIMEOUT.to_string();
+    let (mut s, mut good) = node_with_good_stream(
+        &[
+            ("STROM_RTMP_IDLE_TIMEOUT_SECS", &idle),
+            ("STROM_RTMP_MAX_CHUNK_SIZE", "65536"),
+            ("STROM_RTMP_MAX_MESSAGE_SIZE", "1048576"),
+        ],
+        good_source(),
+    );
+    let quick = Duration::from_secs(5);
+
+    // Random bytes right after a valid handshake (fixed seeds: replayable). Each must be refused by the chunk
+    // guard or the session parser — not left to the idle timeout.
+    for seed in 1..=6u64 {
+        let (mut c, _) = RtmpClient::handshake(s.rtmp).unwrap();
+        let p = port(&c);
+        let total = rejected_total(&s);
+        let garbage = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).bytes(4096);
+        send(&mut c, &garbage);
+        let took = wait_closed(&mut c, quick).unwrap_or_else(|| panic!("seed {seed}: still open"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rejected_total(&s) < total + 1.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(rejected_total(&s), total + 1.0, "seed {seed}: one refusal counted");
+        let line = log_lines(&s, &[&format!("peer=127.0.0.1:{p}"), "connection ended"]);
+        assert_eq!(line.len(), 1, "seed {seed}: logged once: {line:?}");
+        assert!(
+            ["malformed", "message_size", "chunk_size", "protocol"]
+                .iter()
+                .any(|r| line[0].contains(&format!("reason=\"{r}\"")) || line[0].contains(&format!("reason={r} "))),
+            "seed {seed}: garbage must be refused by the parser, not by a timeout: {}",
+            line[0]
+        );
+        eprintln!(
+            "garbage seed {seed}: closed after {took:?}: {}",
+            line[0].split("connection ended").nth(1).unwrap_or("")
+        );
+    }
+
+    // A chunk header promising 200 bytes, 50 sent, then close: the connection task ends, nothing is counted.
+    let total = rejected_total(&s);
+    {
+        let (mut c, _) = RtmpClient::handshake(s.rtmp).unwrap();
+        send(&mut c, &chunk0(3, 20, 0, 200, &[0x05; 50]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let open = wait_metric_at_most(&s, "strom_connections_open{listener=\"rtmp\"}", 1.0, quick);
+    assert_eq!(open, 1.0, "the truncated connection's task ended");
+    assert_eq!(rejected_total(&s), total, "a peer that simply leaves is not a refusal");
+
+    // Stalling mid-message on a connected session: closed by rtmp.idle_timeout_secs.
+    let mut c = connected(&s);
+    let before = rejected(&s, "idle_timeout");
+    send(&mut c.stream, &chunk0(3, 20, 0, 200, &[0x05; 50]));
+    let took =
+        wait_closed(&mut c.stream, Duration::from_secs_f64(IDLE_TIMEOUT + 6.0)).expect("stalled connection closed");
+    eprintln!("stalled mid-message: closed after {took:?} (idle timeout {IDLE_TIMEOUT}s)");
+    assert!(took >= Duration::from_secs_f64(IDLE_TIMEOUT * 0.75), "closed too early: {took:?}");
+    assert_eq!(
+        wait_metric(&s, "strom_connections_rejected_total{reason=\"idle_timeout\"}", before + 1.0, quick),
+        before + 1.0
+    );
+    assert_logged_once(&s, port(&c.stream), "idle_timeout");
+
+    // SetChunkSize above rtmp.max_chunk_size; 0 is invalid too. Exactly the limit is accepted.
+    let c = connected(&s);
+    expect_refused(&s, "SetChunkSize 65537", c.stream, &set_chunk_size(65_537), "chunk_size", quick);
+    let c = connected(&s);
+    expect_refused(&s, "SetChunkSize 0", c.stream, &set_chunk_size(0), "chunk_size", quick);
+    let mut c = connected(&s);
+    send(&mut c.stream, &set_chunk_size(65_536));
+    let err = c.play("nope").unwrap_err();
+    assert!(err.contains("NetStream.Play.StreamNotFound"), "session alive after SetChunkSize at the limit: {err}");
+
+    // A declared message length above rtmp.max_message_size: refused from the header alone.
+    let c = connected(&s);
+    expect_refused(
+        &s,
+        "1 MiB + 1 video message",
+        c.stream,
+        &chunk0(6, 9, 1, 1_048_577, &[0x17, 1]),
+        "message_size",
+        quick,
+    );
+    // An AMF command above rtmp.max_command_size (16 KiB).
+    let c = connected(&s);
+    expect_refused(&s, "20 KiB AMF command", c.stream, &chunk0(3, 20, 0, 20 * 1024, &[2, 0, 1]), "message_size", quick);
+    // Exactly the limit is accepted (a non-publishing connection's media is ignored).
+    let mut c = connected(&s);
+    let mut big = vec![0x27, 1, 0, 0, 0];
+    big.resize(1_048_576, 0xAB);
+    send(&mut c.stream, &message(6, 9, 1, &big, 4096));
+    let err = c.play("nope").unwrap_err();
+    assert!(err.contains("NetStream.Play.StreamNotFound"), "session alive after a message at the limit: {err}");
+
+    // Interleaved chunks of two messages (rml_rtmp's single reassembly buffer would panic): refused as malformed.
+    let (c, _) = RtmpClient::handshake(s.rtmp).unwrap();
+    let mut bytes = chunk0(4, 9, 1, 300, &[1; 128]);
+    bytes.extend(chunk0(5, 8, 1, 10, &[2; 10]));
+    bytes.extend([0u8; 64]);
+    expect_refused(&s, "interleaved chunks", c, &bytes, "malformed", quick);
+
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
+
+#[test]
+fn rtmp_garbage_amf_commands_are_contained() {
+    let (mut s, mut good) = node_with_good_stream(&[], good_source());
+    let quick = Duration::from_secs(5);
+    // rml_rtmp 0.8 panics on a type-20 command with an empty body; strom must contain it to the connection.
+    let c = connected(&s);
+    expect_refused(&s, "empty AMF0 command", c.stream, &[0x03, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 0], "protocol", quick);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown AMF0 markers", vec![0xFF; 16]),
+        ("truncated AMF0 string", vec![0x02, 0x00, 0x20, b'c', b'o']),
+        ("command name only", vec![0x02, 0x00, 0x07, b'c', b'o', b'n', b'n', b'e', b'c', b't']),
+        ("number as command name", vec![0x00, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x05, 0x05]),
+        (
+            "invalid UTF-8 command name",
+            vec![0x02, 0x00, 0x04, 0xFF, 0xFE, 0xFD, 0xFC, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x05],
+        ),
+        (
+            "createStream without transaction",
+            vec![0x02, 0x00, 0x0C, b'c', b'r', b'e', b'a', b't', b'e', b'S', b't', b'r', b'e', b'a', b'm'],
+        ),
+    ];
+    for (what, body) in &cases {
+        let c = connected(&s);
+        expect_refused(&s, what, c.stream, &message(3, 20, 0, body, 4096), "protocol", quick);
+    }
+    // Deeply nested AMF0 filling rml_amf0's recursive parser up to rtmp.max_command_size (16 KiB): strict arrays
+    // (5 bytes a level) and objects (4 bytes a level, three stack frames each). Must not overflow the stack,
+    // which would abort the whole process.
+    for (what, level) in
+        [("nested strict arrays", &[0x0A, 0, 0, 0, 1][..]), ("nested objects", &[0x03, 0, 1, b'a'][..])]
+    {
+        let mut nested = vec![0x02, 0x00, 0x07];
+        nested.extend_from_slice(b"connect");
+        nested.extend_from_slice(&[0x00, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
+        while nested.len() + level.len() <= 16 * 1024 {
+            nested.extend_from_slice(level);
+        }
+        let c = connected(&s);
+        expect_refused(&s, what, c.stream, &message(3, 20, 0, &nested, 4096), "protocol", quick);
+        assert!(s.is_running(), "{what} killed the node:\n{}", s.log_tail(20));
+    }
+    assert_good_stream_plays(&mut s, &mut good, "rtmp");
+}
+
+#[test]
+fn rtmp_malformed_sequence_headers_are_dropped_not_fatal() {
+    let (mut s, mut good) = node_with_good_stream(&[("STROM_HLS_SEGMENT_DURATION_SECS", "1")], good_source());
+    let malformed = "strom_frames_dropped_total{reason=\"malformed\"}";
+    let before = s.metric(malformed);
+    let mut bad = connected(&s);
+    bad.publish("bad").expect("publish accepted");
+    // AVC sequence header: configurationVersion 1 then nothing (no profile, no SPS/PPS).
+    bad.send_video(Bytes::from_static(&[0x17, 0x00, 0, 0, 0, 0x01, 0x64]), 0).unwrap();
+    // AAC AudioSpecificConfig: object type 31 (escape) with no bits left.
+    bad.send_audio(Bytes::from_static(&[0xAF, 0x00, 0xFF]), 0).unwrap();
+    // An AVC sequence header claiming 31 SPS of 0xFFFF bytes.
+    bad.send_video(Bytes::from_static(&[0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF]), 0)
+        .unwrap();
+    // Frames: keyframes whose NAL length prefix overruns the tag, tags too short for their header.
+    for i in 0..60u32 {
+        let ts = i * 33;
+        bad.send_video(Bytes::from(vec![0x17, 0x01, 0, 0, 0, 0x00, 0x00, 0x40, 0x00, 0x65, 0x88]), ts).unwrap();
+        bad.send_video(Bytes::from_static(&[0x17]), ts).unwrap();
+        bad.send_audio(Bytes::from_static(&[0xAF, 0x01, 0x21]), ts).unwrap();
+        bad.send_audio(Bytes::from_static(&[0xAF]), ts).unwrap();
+    }
+    let after = wait_metric(&s, malformed, before + 2.0, Duration::from_secs(5));
+    eprintln!("frames_dropped{{malformed}}: {before} -> {after}");
+    assert!(after >= before + 2.0, "malformed AVC and AAC configs are counted: {before} -> {after}");
+    // The bad stream has no HLS segments (and the playlist request is a 404, not a 5xx).
+    let hls = s.get("/live/bad/index.m3u8");
+    assert!(
+        hls.status == 404 || (hls.status == 200 && !hls.text().contains("#EXTINF")),
+        "{} {}",
+        hls.status,
+        hls.text()
+    );
+    // The publish continues: the stream is listed, live, without a codec anyone could parse; HTTP-FLV still
+    // answers for it.
+    let info = s.stream_info("live/bad").expect("bad stream listed");
+    assert_eq!(info["state"], "live", "{info}");
+    assert!(info["video_codec"].is_null() && info["audio_codec"].is_null(), "{info}");
+    assert_eq!(response_head(&s, "/live/bad.flv").0, 200);
+    let warned = log_lines(&s, &["stream=live/bad", "HLS segmenter dropped a frame"]);
+    assert_eq!(warned.len(), 1, "the drop is logged once per stream: {warned:?}");
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+    // The good stream's HLS is unaffected.
+    s.wait_segments(GOOD, 2, Duration::from_secs(10));
+}
+
+#[test]
+fn rtmp_play_of_an_unknown_stream_is_refused_with_stream_not_found() {
+    let s = Strom::start();
+    let mut c = connected(&s);
+    let err = c.play("nope").unwrap_err();
+    assert!(err.contains("NetStream.Play.StreamNotFound"), "{err}");
+    // Then the server closes the connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.closed && Instant::now() < deadline {
+        c.next_event(Duration::from_millis(200));
+    }
+    assert!(c.closed, "connection closed after StreamNotFound");
+    assert_eq!(
+        wait_metric(&s, "strom_connections_rejected_total{reason=\"not_found\"}", 1.0, Duration::from_secs(5)),
+        1.0
+    );
+    // An invalid name is refused the same way (reason bad_name).
+    let mut c = connected(&s);
+    let err = c.play("../../etc/passwd").unwrap_err();
+    assert!(err.contains("NetStream.Play.StreamNotFound"), "{err}");
+    assert_eq!(
+        wait_metric(&s, "strom_connections_rejected_total{reason=\"bad_name\"}", 1.0, Duration::from_secs(5)),
+        1.0
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2. HTTP
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn http_traversal_bad_names_and_overlong_paths_get_4xx() {
+    let (mut s, mut good) = node_with_good_stream(&[], good_source());
+    let leaked = |body: &[u8]| {
+        let t = String::from_utf8_lossy(body);
+        t.contains("root:") || t.contains("/bin/") || t.contains("[package]")
+    };
+    // (path, expected status)
+    let long_ts = format!("/live/good/{}.ts", "a".repeat(200));
+    let cases: Vec<(String, u16)> = [
+        ("/live/../../etc/passwd", 404),
+        ("/live/%2e%2e/x.flv", 400),
+        ("/live/%2e%2e/%2e%2e/x.flv", 404),
+        ("/live/..%2f..%2fetc/index.m3u8", 400),
+        ("/%2e%2e/%2e%2e/etc/passwd", 404),
+        ("/live/%2e%2e%2f%2e%2e%2fetc%2fpasswd.flv", 400),
+        ("/live/good/..%2f..%2f..%2fetc%2fpasswd", 400),
+        ("/live/good/../../../etc/passwd", 404),
+        ("/live/good/%2e%2e%2f%2e%2e%2fCargo.toml", 400),
+        ("/live/a%20b.flv", 400),
+        ("/live/a%00b.flv", 400),
+        ("/live/good%00/index.m3u8", 400),
+        ("/live/good/seg%00.ts", 400),
+        ("/live/.hidden.flv", 400),
+        ("/live/good/nope.txt", 400),
+        ("/live/good/seg_1.ts", 400),
+        ("/live/good/index.m3u8.ts", 404),
+        (long_ts.as_str(), 400),
+        ("/live/good/nope-99999.ts", 404),
+        ("/live/other.flv", 404),
+        ("/", 404),
+        ("/nope", 404),
+        ("/a/b/c/d", 404),
+        ("/api/v2/streams", 404),
+        ("/live/good.mp4", 404),
+    ]
+    .into_iter()
+    .map(|(p, c)| (p.to_string(), c))
+    .collect();
+    for (path, want) in &cases {
+        let r = s.get(path);
+        assert_eq!(r.status, *want, "GET {path}: {}", r.text());
+        assert!(!leaked(&r.body), "GET {path} leaked file contents: {}", r.text());
+    }
+    // Raw request lines with a space or a NUL in the path, and a non-GET method: 4xx from the HTTP layer.
+    for raw in [
+        "GET /live/a b.flv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /live/a\0b.flv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "POST /live/good.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET ../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        match http_request(s.http, raw) {
+            Ok(r) => {
+                assert!((400..500).contains(&r.status), "{raw:?}: status {}", r.status);
+                assert!(!leaked(&r.body), "{raw:?} leaked: {}", r.text());
+            }
+            // A request the parser cannot read may also just be closed; never answered with a 5xx or a file.
+            Err(e) => eprintln!("{raw:?}: connection closed without a response ({e})"),
+        }
+    }
+    // Overlong path: 414 at http.max_path_len + 1, counted and logged; exactly the limit is routed normally.
+    let max = 1024;
+    let at_limit = format!("/x/{}", "a".repeat(max - 3));
+    assert_eq!(at_limit.len(), max);
+    assert_eq!(s.get(&at_limit).status, 404, "a path of exactly http.max_path_len is routed");
+    let before = rejected(&s, "path_too_long");
+    for n in [max + 1, 8 * 1024] {
+        let p = format!("/live/{}.flv", "a".repeat(n - 10));
+        assert_eq!(p.len(), n);
+        let r = s.get(&p);
+        assert_eq!(r.status, 414, "path of {n} bytes");
+    }
+    assert_eq!(rejected(&s, "path_too_long"), before + 2.0);
+    assert_eq!(log_lines(&s, &["request refused: path too long"]).len(), 2, "logged once per request");
+    // Beyond hyper's own URI limit (64 KiB) hyper answers 414 itself (not counted by strom: see the report).
+    let huge = format!("/live/{}.flv", "a".repeat(100 * 1024));
+    assert_eq!(s.get(&huge).status, 414);
+    // CORS preflight.
+    let r = http_request(
+        s.http,
+        "OPTIONS /live/good.flv HTTP/1.1\r\nHost: x\r\nOrigin: https://example.com\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("access-control-allow-methods").unwrap_or("").contains("GET"), "{:?}", r.headers);
+    assert!(r.header("access-control-max-age").is_some());
+
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. Slow readers
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn slow_readers_are_disconnected_and_do_not_hurt_a_good_player() {
+    const SLOW_TIMEOUT: f64 = 3.0;
+    const N_RTMP: usize = 8;
+    const N_FLV: usize = 8;
+    /// How long the good player and the lagging reader run.
+    const GOOD_SECS: f64 = 12.0;
+    /// Node RSS bound with 16 stalled players (measured: ~12.5 MiB peak from an ~8.6 MiB base).
+    const RSS_BOUND: u64 = 150 << 20;
+    let t = SLOW_TIMEOUT.to_string();
+    let (mut s, mut good) = node_with_good_stream(
+        &[("STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS", &t), ("STROM_STREAM_PLAYER_QUEUE_FRAMES", "64")],
+        Source { bitrate_k: 1500, ..good_source() },
+    );
+    let rss_base = s.rss();
+    let dropped_before = s.metric("strom_frames_dropped_total{reason=\"slow_player\"}");
+
+    // The good player: reads every frame as it comes, recording when each video frame arrived.
+    let addr = s.rtmp;
+    let player = std::thread::spawn(move || {
+        let mut c = RtmpClient::connect(addr, "live").expect("good player connects");
+        c.play("good").expect("good player plays");
+        let t0 = Instant::now();
+        let mut arrivals: Vec<(f64, u32)> = Vec::new();
+        while t0.elapsed() < Duration::from_secs_f64(GOOD_SECS) && !c.closed {
+            if let Some(ClientSessionEvent::VideoDataReceived { data, timestamp }) =
+                c.next_event(Duration::from_millis(500))
+            {
+                if data.get(1) == Some(&1) {
+                    arrivals.push((t0.elapsed().as_secs_f64(), timestamp.value));
+                }
+            }
+        }
+        (arrivals, c.closed)
+    });
+    // Slow players: they ask, then never read (small receive window and MSS, as on a congested mobile link).
+    let opened = Instant::now();
+    let mut slow_rtmp: Vec<TcpStream> = (0..N_RTMP)
+        .map(|_| rtmp_play_then_stall(small_window_tcp(s.rtmp, 4096), "live", "good").expect("slow player plays"))
+        .collect();
+    let mut slow_flv: Vec<TcpStream> = (0..N_FLV)
+        .map(|_| {
+            let mut c = small_window_tcp(s.http, 4096);
+            send(&mut c, format!("GET /{GOOD}.flv HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            c
+        })
+        .collect();
+    assert_eq!(
+        wait_metric(&s, "strom_viewers{protocol=\"flv\"}", N_FLV as f64, Duration::from_secs(5)),
+        N_FLV as f64,
+        "every slow HTTP-FLV player attached"
+    );
+
+    let (mut rss_peak, mut fps_seen, mut rtmp_done, mut flv_done) = (0u64, Vec::new(), None, None);
+    let deadline = opened + Duration::from_secs(30);
+    let watch = Duration::from_secs_f64(GOOD_SECS);
+    while (rtmp_done.is_none() || flv_done.is_none() || opened.elapsed() < watch) && Instant::now() < deadline {
+        rss_peak = rss_peak.max(s.rss());
+        if opened.elapsed() > Duration::from_secs(3) {
+            if let Some(fps) = s.stream_info(GOOD).and_then(|i| i["fps"].as_f64()) {
+                fps_seen.push(fps);
+            }
+        }
+        if rtmp_done.is_none() && s.metric("strom_slow_player_disconnects_total") >= N_RTMP as f64 {
+            rtmp_done = Some(opened.elapsed());
+        }
+        // Only the metrics request itself is left open on HTTP once the slow FLV players are gone.
+        if flv_done.is_none() && s.metric("strom_connections_open{listener=\"http\"}") <= 1.0 {
+            flv_done = Some(opened.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let dropped = s.metric("strom_frames_dropped_total{reason=\"slow_player\"}") - dropped_before;
+    let (arrivals, good_closed) = player.join().unwrap();
+    let ingest = s.stream_info(GOOD).map(|i| i["ingest_bitrate"].clone());
+    eprintln!(
+        "slow readers: {N_RTMP} rtmp disconnected after {rtmp_done:?}, {N_FLV} flv after {flv_done:?} (timeout \
+         {SLOW_TIMEOUT}s); rss base {:.1} MiB peak {:.1} MiB; ingest fps {:?}..{:?} bitrate {ingest:?}; \
+         frames_dropped{{slow_player}} +{dropped}",
+        rss_base as f64 / 1048576.0,
+        rss_peak as f64 / 1048576.0,
+        fps_seen.iter().cloned().fold(f64::INFINITY, f64::min),
+        fps_seen.iter().cloned().fold(0.0, f64::max),
+    );
+    let rtmp_done = rtmp_done.unwrap_or_else(|| {
+        panic!("slow RTMP players not all disconnected: {}", s.metric("strom_slow_player_disconnects_total"))
+    });
+    let flv_done = flv_done.unwrap_or_else(|| {
+        panic!("slow HTTP-FLV players not all disconnected: {}", s.metric("strom_connections_open{listener=\"http\"}"))
+    });
+    let bound = Duration::from_secs_f64(SLOW_TIMEOUT + 7.0);
+    assert!(rtmp_done <= bound && flv_done <= bound, "slow players must go within {bound:?}");
+    assert!(rtmp_done >= Duration::from_secs_f64(SLOW_TIMEOUT), "disconnected before the timeout could elapse");
+    assert!(flv_done >= Duration::from_secs_f64(SLOW_TIMEOUT), "disconnected before the timeout could elapse");
+    assert_eq!(s.metric("strom_slow_player_disconnects_total"), N_RTMP as f64, "the good player is not one");
+    assert_eq!(rejected(&s, "slow_player"), N_RTMP as f64);
+    assert_eq!(log_lines(&s, &["connection ended", "slow_player"]).len(), N_RTMP, "each slow RTMP player logged once");
+    // What the slow peers see when they finally read: the rest of their buffer, then EOF or a reset.
+    for c in &mut slow_rtmp {
+        assert!(wait_closed(c, Duration::from_secs(10)).is_some(), "slow RTMP socket closed");
+    }
+    for c in &mut slow_flv {
+        assert!(wait_closed(c, Duration::from_secs(10)).is_some(), "slow HTTP-FLV socket closed");
+    }
+    assert_eq!(s.metric("strom_viewers{protocol=\"flv\"}"), 0.0);
+    // The good player got every frame at the real-time rate.
+    assert!(!good_closed, "the good player was disconnected");
+    let steady = arrivals.iter().filter(|a| a.0 >= 2.0).count();
+    let fps = steady as f64 / (GOOD_SECS - 2.0);
+    let max_gap = arrivals.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0, f64::max);
+    eprintln!(
+        "good player: {} video frames in {GOOD_SECS}s, steady {fps:.1} fps, largest gap {max_gap:.3}s",
+        arrivals.len()
+    );
+    assert!((26.0..=34.0).contains(&fps), "good player received {fps:.1} fps while slow players stalled");
+    assert!(max_gap < 1.0, "good player stalled for {max_gap:.3}s");
+    for w in arrivals.windows(2) {
+        assert!(w[1].1 > w[0].1, "good player timestamps advance");
+    }
+    // Ingest kept its rate, memory stayed bounded.
+    assert!(fps_seen.len() >= 10, "{fps_seen:?}");
+    assert!(fps_seen.iter().all(|f| (25.0..=35.0).contains(f)), "ingest fps {fps_seen:?}");
+    assert!(rss_peak < RSS_BOUND, "RSS peaked at {} MiB", rss_peak >> 20);
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
+
+/// An HTTP-FLV player that keeps reading, only much slower than the stream (~16% of its rate), falls behind the
+/// 64-frame ring and skips to keyframes (`frames_dropped{slow_player}` grows) while the node and other players are
+/// unaffected. Whether it is *also* disconnected later depends on kernel send-buffer autotuning (Linux wakes a
+/// blocked writer only after a third of a large send buffer drains), so that is not asserted; see the report.
+/// (The RTMP equivalent is not asserted either: there the kernel often absorbs megabytes of lag before any skip.)
+#[test]
+fn http_flv_player_reading_slower_than_the_stream_skips_frames() {
+    const SECS: f64 = 10.0;
+    /// ~16% of the ~190 kB/s stream, read in 50 ms steps.
+    const BYTES_PER_SEC: usize = 30_000;
+    let (mut s, mut good) = node_with_good_stream(
+        &[("STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS", "3"), ("STROM_STREAM_PLAYER_QUEUE_FRAMES", "64")],
+        Source { bitrate_k: 1500, ..good_source() },
+    );
+    let dropped = "strom_frames_dropped_total{reason=\"slow_player\"}";
+    let before = s.metric(dropped);
+    let mut c = small_window_tcp(s.http, 16 * 1024);
+    send(&mut c, format!("GET /{GOOD}.flv HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let (read, closed) = paced_read(&mut c, BYTES_PER_SEC, SECS);
+    let skipped = s.metric(dropped) - before;
+    eprintln!(
+        "flv: steady reader at {BYTES_PER_SEC} B/s read {read} B in {SECS}s, closed {closed}, skipped {skipped} frames"
+    );
+    assert!(read as f64 > BYTES_PER_SEC as f64 * SECS * 0.5, "the reader got data: {read} B");
+    assert!(skipped > 0.0, "the slow reader skipped frames (closed: {closed})");
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. Limits
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn max_connections_refuses_the_sixth_and_recovers() {
+    let (mut s, mut good) = node_with_good_stream(&[("STROM_LIMITS_MAX_CONNECTIONS", "5")], good_source());
+    // Let the HTTP connections of wait_live release their permits.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rejected(&s, "max_connections"), 0.0);
+    // The publisher holds one; four players fill the node.
+    let mut held: Vec<RtmpClient> = (0..4).map(|_| connected(&s)).collect();
+    // The sixth: TCP is accepted by the kernel, then closed at once without a handshake reply.
+    let mut sixth = tcp(s.rtmp);
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(Rng(3).bytes(1536));
+    send(&mut sixth, &c0c1);
+    let took = wait_closed(&mut sixth, Duration::from_secs(3)).expect("sixth connection closed");
+    eprintln!("6th connection closed after {took:?}");
+    assert!(took < Duration::from_secs(2), "closed at once, not after a timeout: {took:?}");
+    assert!(RtmpClient::connect(s.rtmp, "live").is_err(), "a full RTMP session is refused too");
+    // HTTP shares the limit.
+    match http_get(s.http, "/healthz") {
+        Ok(r) => assert_eq!(r.status, 0, "HTTP refused while full, got {}", r.status),
+        Err(e) => eprintln!("HTTP while full: {e}"),
+    }
+    // The held connections are unaffected: one still gets an answer to a play request (which then closes it).
+    let err = held[0].play("nope").unwrap_err();
+    assert!(err.contains("StreamNotFound"), "{err}");
+    drop(held.drain(..2));
+    std::thread::sleep(Duration::from_millis(300));
+    let refused =
+        wait_metric(&s, "strom_connections_rejected_total{reason=\"max_connections\"}", 3.0, Duration::from_secs(5));
+    assert_eq!(refused, 3.0, "three refusals counted");
+    assert_eq!(log_lines(&s, &["connection refused: limits.max_connections reached"]).len(), 3, "logged once each");
+    // Capacity is back: a new RTMP session works, and so does a player of the good stream.
+    let mut again = connected(&s);
+    assert!(again.play("nope").unwrap_err().contains("StreamNotFound"));
+    drop(again);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
