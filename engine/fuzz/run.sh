@@ -9,7 +9,7 @@
 #   FUZZ_JOBS=N                  cargo build jobs (default: cargo's; use 1 when the machine is shared)
 #   FUZZ_TARGETS="a b"           targets to run (default: all; positional targets win)
 #   FUZZ_ARGS="..."              extra libFuzzer flags for every target (e.g. "-max_len=65536")
-#   STROM_FUZZ_SESSION_PANICS=D  rtmp_session saves every input that made rml_rtmp panic into directory D
+#   FUZZ_SESSION_PANICS=D  rtmp_session saves every input that made rml_rtmp panic into directory D
 #
 # Generated corpus entries go to work/corpus/<target>/ (git-ignored; keep it between runs to start warm), the
 # committed seeds in corpus/<target>/ are read only. Crash reproducers go to artifacts/<target>/, logs to

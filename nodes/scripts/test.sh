@@ -17,9 +17,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
 cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"
-if [ "${STROM_FUZZ_SECONDS:-0}" != 0 ]; then
-  step "fuzz (${STROM_FUZZ_SECONDS}s per target)"
+if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
+  step "fuzz (${FUZZ_SECONDS}s per target)"
   cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
-  engine/fuzz/run.sh "$STROM_FUZZ_SECONDS"
+  engine/fuzz/run.sh "$FUZZ_SECONDS"
 fi
 step "done"

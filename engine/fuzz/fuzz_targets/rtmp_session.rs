@@ -14,7 +14,7 @@
 //! strom calls outside its `catch_unwind`), or memory is not bounded
 //! (run with `-rss_limit_mb` / `-malloc_limit_mb`). A panic *inside* `rml_rtmp` is what strom
 //! contains per connection, so it is not a failure here: it is recorded (first occurrence of each
-//! message + location on stderr, a running count, and the input saved to `$STROM_FUZZ_SESSION_PANICS/`
+//! message + location on stderr, a running count, and the input saved to `$FUZZ_SESSION_PANICS/`
 //! when that variable names a directory) so we learn which inputs the session cannot take.
 #![no_main]
 
@@ -112,7 +112,7 @@ fn record_panic(data: &[u8]) {
     if n.is_power_of_two() {
         eprintln!("rtmp_session: {n} inputs so far made rml_rtmp panic (of {runs} runs)");
     }
-    if let Some(dir) = std::env::var_os("STROM_FUZZ_SESSION_PANICS") {
+    if let Some(dir) = std::env::var_os("FUZZ_SESSION_PANICS") {
         let name = format!("panic-{:016x}", fxhash(data));
         let _ = std::fs::write(std::path::Path::new(&dir).join(name), data);
     }

@@ -50,6 +50,12 @@ impl Strom {
         let log = dir.join("strom.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
+        // The node sees only the variables a test gives it, not whatever `STROM_*` the runner's shell exports.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("STROM_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--node-name", "test-node"])
             .args(args)
             .env("STROM_LOG", "info,strom_engine=debug")
