@@ -50,6 +50,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Publish authorisation.
     pub auth: AuthConfig,
+    /// Clustering (on when a cookie is configured).
+    pub cluster: ClusterConfig,
+    /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
+    #[serde(skip)]
+    pub cluster_cookie: Option<String>,
 }
 
 /// RTMP listener settings.
@@ -131,6 +136,57 @@ pub struct AuthConfig {
     pub publish_keys_file: Option<PathBuf>,
 }
 
+/// Clustering: the nodes find each other and act as one server (see `strom_engine::cluster`).
+///
+/// Clustering is on when a cookie is configured (`STROM_CLUSTER_COOKIE` or `cluster.cookie_file`); without one
+/// the node is standalone and opens no cluster port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where other nodes connect.
+    pub listen: SocketAddr,
+    /// The host other nodes dial to reach this one (with `listen`'s port). Empty: the node name. In Kubernetes:
+    /// `$(POD_NAME).<headless service>`.
+    pub advertise: String,
+    /// Peers to join, `host:port`.
+    pub seeds: Vec<String>,
+    /// A DNS name (`host:port`) resolving to every node (a StatefulSet's headless Service); re-resolved
+    /// periodically so new nodes are found. Empty: off.
+    pub dns: String,
+    /// Seconds between resolutions of `dns`.
+    pub dns_interval_secs: f64,
+    /// A file holding the cluster cookie (shared secret), instead of `STROM_CLUSTER_COOKIE`.
+    pub cookie_file: Option<PathBuf>,
+    /// Seconds between heartbeats to each peer.
+    pub heartbeat_interval_secs: f64,
+    /// A peer silent for this long is declared down (its streams end on this node) and re-dialed.
+    pub heartbeat_deadline_secs: f64,
+    /// Bytes of relayed media in flight per (stream, node) before the owner waits for credit.
+    pub relay_window_bytes: u32,
+    /// Seconds a relay with no players is kept before it is dropped.
+    pub relay_idle_secs: f64,
+    /// Milliseconds a new publish waits for a racing claim on another node to become visible.
+    pub claim_settle_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4697)),
+            advertise: String::new(),
+            seeds: Vec::new(),
+            dns: String::new(),
+            dns_interval_secs: 10.0,
+            cookie_file: None,
+            heartbeat_interval_secs: 0.5,
+            heartbeat_deadline_secs: 2.0,
+            relay_window_bytes: 4 << 20,
+            relay_idle_secs: 10.0,
+            claim_settle_ms: 150,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -143,6 +199,8 @@ impl Default for Config {
             stream: StreamConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            cluster: ClusterConfig::default(),
+            cluster_cookie: None,
         }
     }
 }
@@ -192,7 +250,7 @@ impl Default for LimitsConfig {
 }
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
-const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth"];
+const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster"];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -217,8 +275,13 @@ impl Config {
         };
         let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
         let mut env_keys = Vec::new();
+        let mut cookie = None;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("STROM_") else { continue };
+            if rest == "CLUSTER_COOKIE" {
+                cookie = Some(value.trim().to_string()).filter(|c| !c.is_empty());
+                continue;
+            }
             if is_foreign_variable(rest) {
                 continue;
             }
@@ -241,7 +304,24 @@ impl Config {
             target.insert(key.clone(), parsed);
             env_keys.push((section.map(|s| format!("{s}.{key}")).unwrap_or(key), name));
         }
-        Self::from_table(table, &source, &env_keys)
+        let mut config = Self::from_table(table, &source, &env_keys)?;
+        config.cluster_cookie = match (&config.cluster.cookie_file, cookie) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("invalid config key `cluster.cookie_file`: {}: {e}", path.display()))
+                })?;
+                Some(text.trim().to_string()).filter(|c| !c.is_empty())
+            }
+            (None, c) => c,
+        };
+        if config.cluster_cookie.is_none() && (!config.cluster.seeds.is_empty() || !config.cluster.dns.is_empty()) {
+            return Err(ConfigError(
+                "invalid config key `cluster.seeds`/`cluster.dns`: joining a cluster needs a cookie \
+                 (STROM_CLUSTER_COOKIE or cluster.cookie_file)"
+                    .into(),
+            ));
+        }
+        Ok(config)
     }
 
     fn from_table(table: toml::Table, source: &str, env_keys: &[(String, String)]) -> Result<Config, ConfigError> {
@@ -283,6 +363,7 @@ impl Config {
                 "stream" => section!(stream, StreamConfig),
                 "limits" => section!(limits, LimitsConfig),
                 "auth" => section!(auth, AuthConfig),
+                "cluster" => section!(cluster, ClusterConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "shutdown_timeout_secs" => {
@@ -341,6 +422,29 @@ impl Config {
         if self.limits.max_connections == 0 {
             return err("limits.max_connections", "must be at least 1");
         }
+        secs("cluster.dns_interval_secs", self.cluster.dns_interval_secs, 0.1)?;
+        secs("cluster.heartbeat_interval_secs", self.cluster.heartbeat_interval_secs, 0.05)?;
+        secs("cluster.heartbeat_deadline_secs", self.cluster.heartbeat_deadline_secs, 0.1)?;
+        secs("cluster.relay_idle_secs", self.cluster.relay_idle_secs, 0.0)?;
+        if self.cluster.heartbeat_deadline_secs <= self.cluster.heartbeat_interval_secs {
+            return err("cluster.heartbeat_deadline_secs", "must be longer than cluster.heartbeat_interval_secs");
+        }
+        if !(64 << 10..=1 << 30).contains(&self.cluster.relay_window_bytes) {
+            return err("cluster.relay_window_bytes", "must be 65536..1073741824");
+        }
+        if self.cluster.claim_settle_ms > 10_000 {
+            return err("cluster.claim_settle_ms", "must be at most 10000");
+        }
+        for s in &self.cluster.seeds {
+            if s.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                return err("cluster.seeds", &format!("`{s}` is not host:port"));
+            }
+        }
+        if !self.cluster.dns.is_empty()
+            && self.cluster.dns.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return err("cluster.dns", &format!("`{}` is not host:port", self.cluster.dns));
+        }
         if self.http.max_path_len < 64 {
             return err("http.max_path_len", "must be at least 64");
         }
@@ -360,14 +464,14 @@ impl Config {
 
 /// Keys that are absent from a serialized default (optional values) but valid.
 fn optional_key(full: &str) -> bool {
-    matches!(full, "auth.publish_keys_file")
+    matches!(full, "auth.publish_keys_file" | "cluster.cookie_file")
 }
 
 /// `STROM_*` variables that are not configuration keys: the log filter, the cluster cookie, and the service
 /// links Kubernetes injects for a Service named `strom…` (`STROM_PORT`, `STROM_HTTP_SERVICE_HOST`,
 /// `STROM_PORT_1935_TCP_ADDR`, …).
 fn is_foreign_variable(rest: &str) -> bool {
-    if matches!(rest, "LOG" | "CLUSTER_COOKIE" | "CLUSTER_COOKIE_FILE" | "CHROMIUM" | "PLAY_DEBUG") {
+    if matches!(rest, "LOG" | "CHROMIUM" | "PLAY_DEBUG") {
         return true;
     }
     let parts: Vec<&str> = rest.split('_').collect();
@@ -437,6 +541,39 @@ mod tests {
         assert_eq!(c.hls.window, 8);
         assert_eq!(c.hls.segment_duration_secs, 4.0);
         assert_eq!(c.rtmp.listen.port(), 1936);
+    }
+
+    #[test]
+    fn clustering_needs_a_cookie_and_keeps_it_secret() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.cluster_cookie.is_none(), "standalone by default");
+        let e = Config::load(None, env(&[("STROM_CLUSTER_SEEDS", "[\"strom-0:4697\"]")])).unwrap_err().0;
+        assert!(e.contains("cluster.seeds") && e.contains("STROM_CLUSTER_COOKIE"), "{e}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("STROM_CLUSTER_COOKIE", "s3cret"),
+                ("STROM_CLUSTER_SEEDS", "[\"strom-0:4697\", \"strom-1:4697\"]"),
+                ("STROM_CLUSTER_DNS", "strom-headless:4697"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster_cookie.as_deref(), Some("s3cret"));
+        assert_eq!(c.cluster.seeds.len(), 2);
+        assert!(!c.to_toml().contains("s3cret"), "the cookie is never printed");
+        let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE", "x"), ("STROM_CLUSTER_SEEDS", "[\"nohost\"]")]))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("cluster.seeds") && e.contains("nohost"), "{e}");
+        let e = Config::load(None, env(&[("STROM_CLUSTER_HEARTBEAT_DEADLINE_SECS", "0.2")])).unwrap_err().0;
+        assert!(e.contains("cluster.heartbeat_deadline_secs"), "{e}");
+        let dir = std::env::temp_dir().join(format!("strom-cookie-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let c = Config::load(None, env(&[("STROM_CLUSTER_COOKIE_FILE", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(c.cluster_cookie.as_deref(), Some("from-file"));
+        let _ = std::fs::remove_file(&dir);
+        let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE_FILE", "/nonexistent/cookie")])).unwrap_err().0;
+        assert!(e.contains("cluster.cookie_file"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod bufqueue;
+pub mod cluster;
 pub mod config;
 pub mod hls;
 pub mod http;

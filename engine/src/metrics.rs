@@ -13,6 +13,8 @@ pub mod protocol {
     pub const FLV: &str = "flv";
     /// HLS (playlists and segments).
     pub const HLS: &str = "hls";
+    /// Relays to other cluster nodes.
+    pub const RELAY: &str = "relay";
 }
 
 /// Every metric strom exports.
@@ -84,6 +86,13 @@ impl Metrics {
             m.egress_bytes.with_label_values(&[p]);
         }
         m
+    }
+
+    /// Registers another collector (e.g. the cluster's metrics) in this node's registry and returns it.
+    pub fn register<T: prometheus::core::Collector + Clone + 'static>(&self, c: T) -> T {
+        // Registration only fails on a duplicate name: the metric then still works, it is just not exported twice.
+        let _ = self.registry.register(Box::new(c.clone()));
+        c
     }
 
     /// Renders all metrics plus process CPU/memory in the Prometheus text format.

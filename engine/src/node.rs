@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use crate::cluster::wire::Load;
+use crate::cluster::{Cluster, ClusterHandle};
 use crate::config::{secs, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{protocol, Metrics};
 use crate::shutdown::Shutdown;
 use crate::stream::{StreamKey, Streams};
 
@@ -103,6 +105,8 @@ pub struct Node {
     pub rtmp_addr: SocketAddr,
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
+    /// The cluster side, when clustering is on.
+    pub cluster: Option<ClusterHandle>,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -114,6 +118,30 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let streams =
             Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
+        let cluster = match &config.cluster_cookie {
+            Some(cookie) => {
+                let m = metrics.clone();
+                let load = Box::new(move || Load {
+                    cpu: 0.0,
+                    streams: m.publishers.get().max(0) as u32,
+                    players: [protocol::RTMP, protocol::FLV, protocol::HLS]
+                        .iter()
+                        .map(|p| m.viewers.with_label_values(&[p]).get().max(0) as u32)
+                        .sum(),
+                    relays_out: m.viewers.with_label_values(&[protocol::RELAY]).get().max(0) as u32,
+                    draining: false,
+                });
+                let c = Cluster::start(&config, cookie.clone(), &metrics, load)
+                    .await
+                    .map_err(|e| NodeError::Actors(e.to_string()))?;
+                streams.attach_cluster(c.clone());
+                Some(c)
+            }
+            None => {
+                info!("clustering off (no STROM_CLUSTER_COOKIE or cluster.cookie_file): standalone node");
+                None
+            }
+        };
         let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
             what: "rtmp.listen",
             addr: config.rtmp.listen,
@@ -152,7 +180,7 @@ impl Node {
         }));
         context.ready.store(true, Ordering::Relaxed);
         info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
-        Ok(Node { context, rtmp_addr, http_addr, shutdown, tasks })
+        Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, tasks })
     }
 
     /// Graceful stop (see the module docs). Returns whether everything finished within the timeout.
@@ -164,6 +192,9 @@ impl Node {
         let n = ctx.streams.shutdown().await;
         // Give players a moment to receive end-of-stream before listeners and connections are told to stop.
         tokio::time::sleep(Duration::from_millis(if n > 0 { 200 } else { 0 })).await;
+        if let Some(c) = &self.cluster {
+            c.shutdown().await;
+        }
         self.shutdown.trigger();
         let timeout = secs(ctx.config.shutdown_timeout_secs);
         let clean = self.shutdown.wait(timeout).await;

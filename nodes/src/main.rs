@@ -25,6 +25,20 @@ struct Cli {
     /// Node name in logs and metrics (node_name; default: the hostname).
     #[arg(long, value_name = "NAME")]
     node_name: Option<String>,
+    /// Cluster listen address (cluster.listen; default 0.0.0.0:4697). Clustering is on when STROM_CLUSTER_COOKIE
+    /// (or cluster.cookie_file) is set.
+    #[arg(long, value_name = "ADDR")]
+    cluster_listen: Option<String>,
+    /// A peer to join, HOST:PORT (cluster.seeds; repeatable).
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+    /// A DNS name resolving to every node, HOST:PORT, re-resolved periodically (cluster.dns), e.g. a
+    /// StatefulSet's headless Service.
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_dns: Option<String>,
+    /// The host other nodes dial to reach this one (cluster.advertise; default: the node name).
+    #[arg(long, value_name = "HOST")]
+    cluster_advertise: Option<String>,
     /// Log format (log_format).
     #[arg(long, value_enum)]
     log_format: Option<CliLogFormat>,
@@ -50,17 +64,25 @@ fn load(cli: &Cli) -> Result<Config, String> {
     flag("STROM_RTMP_LISTEN", &cli.rtmp_listen);
     flag("STROM_HTTP_LISTEN", &cli.http_listen);
     flag("STROM_NODE_NAME", &cli.node_name);
+    flag("STROM_CLUSTER_LISTEN", &cli.cluster_listen);
+    flag("STROM_CLUSTER_DNS", &cli.cluster_dns);
+    flag("STROM_CLUSTER_ADVERTISE", &cli.cluster_advertise);
+    let seeds = (!cli.seeds.is_empty()).then(|| format!("{:?}", cli.seeds));
     let format = cli.log_format.map(|f| match f {
         CliLogFormat::Text => "text".to_string(),
         CliLogFormat::Json => "json".to_string(),
     });
     flag("STROM_LOG_FORMAT", &format);
+    if let Some(seeds) = seeds {
+        // An array: pushed as is, not quoted like the other flags.
+        env.push(("STROM_CLUSTER_SEEDS".into(), seeds));
+    }
     Config::load(cli.config.as_deref(), env).map_err(|e| e.to_string())
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new("info,ractor_cluster=warn,ractor=warn"))
         .unwrap_or_default();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

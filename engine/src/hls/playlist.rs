@@ -145,6 +145,17 @@ impl Playlist {
         Some(out)
     }
 
+    /// The discontinuity number of the newest segment (discontinuities since the stream began).
+    pub fn discontinuity_count(&self) -> u64 {
+        self.discontinuity_sequence + self.segments.iter().filter(|s| s.discontinuity).count() as u64
+    }
+
+    /// Continues another playlist of the same stream (a new owner node): the next segment, which must carry a
+    /// discontinuity, gets discontinuity number `count + 1`.
+    pub fn resume_after(&mut self, count: u64) {
+        self.discontinuity_sequence = count;
+    }
+
     /// Drops the oldest segment, keeping the discontinuity count right.
     fn pop_front(&mut self) -> Option<Segment> {
         let s = self.segments.pop_front()?;
@@ -223,6 +234,26 @@ mod tests {
         assert!(p.segment("x-3.ts").is_some());
         assert!(p.segment("x-0.ts").is_none());
         assert_eq!(text.matches("#EXT-X-PROGRAM-DATE-TIME:").count(), 3);
+    }
+
+    #[test]
+    fn a_new_owner_continues_the_discontinuity_numbering() {
+        // The old owner: one discontinuity among its segments, one already dropped from its window.
+        let mut old = Playlist::new(2, 0, 2.0);
+        for (i, d) in [(0, false), (1, true), (2, false), (3, true), (4, false)] {
+            old.push(seg(i, 2.0, d));
+        }
+        assert_eq!(old.discontinuity_count(), 2);
+        // The new owner resumes after it: its first segment carries the tag, the sequence says where it starts.
+        let mut new = Playlist::new(2, 0, 2.0);
+        new.resume_after(old.discontinuity_count());
+        new.push(seg(6, 2.0, true));
+        let text = new.render().unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:6\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        new.push(seg(7, 2.0, false));
+        new.push(seg(8, 2.0, false));
+        assert!(new.render().unwrap().contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"));
     }
 
     #[test]

@@ -55,6 +55,21 @@ pub enum SegmenterMsg {
     Segment(String, RpcReplyPort<Option<Bytes>>),
     /// Estimated HLS viewers.
     Viewers(RpcReplyPort<i64>),
+    /// Where the playlist stands (shared with the cluster, so another node can continue it).
+    Position(RpcReplyPort<HlsPosition>),
+}
+
+/// Where a stream's HLS stands: what another node needs to continue it at the same URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsPosition {
+    /// The media sequence number the next segment gets.
+    pub next_msn: u64,
+    /// The discontinuity number of the newest segment.
+    pub discontinuity: u64,
+    /// `EXT-X-ENDLIST` is set.
+    pub ended: bool,
+    /// The playlist text, if there is a segment.
+    pub playlist: Option<Bytes>,
 }
 
 impl ractor::Message for SegmenterMsg {}
@@ -67,6 +82,9 @@ pub struct SegmenterArgs {
     pub hls: HlsConfig,
     /// Node metrics.
     pub metrics: Arc<Metrics>,
+    /// Continue the playlist another node had (its `next_msn` and discontinuity number): the first segment here
+    /// starts with a discontinuity, media sequence numbers go on increasing.
+    pub resume: Option<(u64, u64)>,
 }
 
 /// The segmenter actor.
@@ -138,19 +156,23 @@ impl Actor for Segmenter {
         args: SegmenterArgs,
     ) -> Result<SegmenterState, ActorProcessingErr> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let mut playlist = Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs);
+        if let Some((_, discontinuity)) = args.resume {
+            playlist.resume_after(discontinuity);
+        }
         Ok(SegmenterState {
-            playlist: Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs),
+            playlist,
             key: args.key,
             hls: args.hls,
             metrics: args.metrics,
             incarnation: format!("{now_ms:x}"),
-            next_msn: 0,
+            next_msn: args.resume.map_or(0, |(msn, _)| msn),
             muxer: None,
             muxer_layout: (false, false),
             avc: None,
             aac: None,
             current: None,
-            pending_discontinuity: false,
+            pending_discontinuity: args.resume.is_some(),
             anchor: None,
             clock: Unwrap::default(),
             last_ms: 0,
@@ -209,6 +231,14 @@ impl Actor for Segmenter {
             }
             SegmenterMsg::Segment(name, reply) => {
                 let _ = reply.send(st.playlist.segment(&name).map(|s| s.data.clone()));
+            }
+            SegmenterMsg::Position(reply) => {
+                let _ = reply.send(HlsPosition {
+                    next_msn: st.next_msn,
+                    discontinuity: st.playlist.discontinuity_count(),
+                    ended: st.playlist.ended(),
+                    playlist: st.playlist.render().map(Bytes::from),
+                });
             }
             SegmenterMsg::Viewers(reply) => {
                 let v = st.update_viewers();

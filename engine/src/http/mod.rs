@@ -3,9 +3,10 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags |
-//! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment) |
+//! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node |
 //! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
-//! | `GET /api/v1/streams` | streams on this node (JSON) |
+//! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`) |
+//! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
 //!
@@ -38,6 +39,7 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/streams", get(streams))
+        .route("/api/v1/cluster", get(cluster))
         .route("/{app}/{file}", get(flv::serve))
         .route("/{app}/{name}/{file}", get(hls))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
@@ -108,7 +110,7 @@ async fn hls(
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
-    let Some(stream) = node.streams.find(&key).await else {
+    let Some(stream) = node.streams.hls(&key).await else {
         return not_found();
     };
     if file == "index.m3u8" {
@@ -141,5 +143,17 @@ async fn hls(
                 .into_response()
         }
         None => not_found(),
+    }
+}
+
+async fn cluster(State(node): State<Arc<NodeContext>>) -> Response {
+    match node.streams.cluster() {
+        Some(c) => Json(c.status()).into_response(),
+        None => Json(serde_json::json!({
+            "enabled": false,
+            "node": node.config.node_name,
+            "peers": [],
+        }))
+        .into_response(),
     }
 }

@@ -45,6 +45,13 @@ pub enum StreamMsg {
         /// Parsed metadata.
         meta: Box<StreamMetadata>,
     },
+    /// Metadata already encoded as an `onMetaData` AMF0 body (relayed from another node).
+    MetadataRaw {
+        /// The publisher's id.
+        publisher: u64,
+        /// The AMF0 body.
+        body: Bytes,
+    },
     /// One frame from the publisher (timestamps on the publisher's own timeline).
     Media {
         /// The publisher's id.
@@ -96,6 +103,11 @@ pub struct StreamArgs {
     pub segmenter_slot: Arc<std::sync::OnceLock<ActorRef<SegmenterMsg>>>,
     /// Viewer counts shared with players.
     pub viewers: Arc<ViewerCounts>,
+    /// A relay stream: fed by a relay from the named owner node; it has no segmenter (HLS is served from the
+    /// owner) and ends as soon as its relay does.
+    pub relay_from: Option<String>,
+    /// Continue the HLS playlist another node had for this key (see [`SegmenterArgs::resume`]).
+    pub hls_resume: Option<(u64, u64)>,
 }
 
 /// The stream actor (see the module docs).
@@ -150,7 +162,8 @@ pub struct StreamState {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     registry: ActorRef<RegistryMsg>,
-    segmenter: ActorRef<SegmenterMsg>,
+    segmenter: Option<ActorRef<SegmenterMsg>>,
+    relay_from: Option<String>,
     tx: broadcast::Sender<StreamEvent>,
     viewers: Arc<ViewerCounts>,
     phase: Phase,
@@ -207,14 +220,25 @@ impl Actor for StreamActor {
         myself: ActorRef<StreamMsg>,
         args: StreamArgs,
     ) -> Result<StreamState, ActorProcessingErr> {
-        let (segmenter, _) = Actor::spawn_linked(
-            None,
-            Segmenter,
-            SegmenterArgs { key: args.key.clone(), hls: args.config.hls.clone(), metrics: args.metrics.clone() },
-            myself.get_cell(),
-        )
-        .await?;
-        let _ = args.segmenter_slot.set(segmenter.clone());
+        let segmenter = match args.relay_from {
+            Some(_) => None,
+            None => {
+                let (segmenter, _) = Actor::spawn_linked(
+                    None,
+                    Segmenter,
+                    SegmenterArgs {
+                        key: args.key.clone(),
+                        hls: args.config.hls.clone(),
+                        metrics: args.metrics.clone(),
+                        resume: args.hls_resume,
+                    },
+                    myself.get_cell(),
+                )
+                .await?;
+                let _ = args.segmenter_slot.set(segmenter.clone());
+                Some(segmenter)
+            }
+        };
         let (tx, _) = broadcast::channel(args.config.stream.player_queue_frames);
         args.metrics.streams_active.inc();
         Ok(StreamState {
@@ -223,6 +247,7 @@ impl Actor for StreamActor {
             metrics: args.metrics,
             registry: args.registry,
             segmenter,
+            relay_from: args.relay_from,
             tx,
             viewers: args.viewers,
             phase: Phase::Waiting,
@@ -250,7 +275,9 @@ impl Actor for StreamActor {
         }
         let _ = state.tx.send(StreamEvent::End);
         // Children are not stopped with their supervisor in ractor: end the segmenter explicitly.
-        state.segmenter.stop(Some("stream ended".into()));
+        if let Some(s) = &state.segmenter {
+            s.stop(Some("stream ended".into()));
+        }
         Ok(())
     }
 
@@ -280,7 +307,7 @@ impl Actor for StreamActor {
                         st.metrics.publishers.inc();
                         if resumed {
                             info!(stream = %st.key, "publisher resumed the stream");
-                            let _ = st.segmenter.cast(SegmenterMsg::Discontinuity);
+                            st.to_segmenter(SegmenterMsg::Discontinuity);
                         } else {
                             info!(stream = %st.key, "stream started");
                         }
@@ -294,6 +321,12 @@ impl Actor for StreamActor {
                     let body = crate::media::flv::encode_on_metadata(&meta);
                     st.metadata = Some(body.clone());
                     st.meta = Some(*meta);
+                    let _ = st.tx.send(StreamEvent::Metadata(body));
+                }
+            }
+            StreamMsg::MetadataRaw { publisher, body } => {
+                if st.publisher == Some(publisher) {
+                    st.metadata = Some(body.clone());
                     let _ = st.tx.send(StreamEvent::Metadata(body));
                 }
             }
@@ -312,7 +345,13 @@ impl Actor for StreamActor {
                     st.phase = Phase::Waiting;
                     st.metrics.publishers.dec();
                     let _ = st.tx.send(StreamEvent::End);
-                    let _ = st.segmenter.cast(SegmenterMsg::PublisherLeft);
+                    if st.relay_from.is_some() {
+                        // A relay stream has nothing to wait for: it is over.
+                        st.phase = Phase::Ended;
+                        let _ = st.registry.cast(RegistryMsg::Retire { key: st.key.clone(), id: myself.get_id() });
+                        return Ok(());
+                    }
+                    st.to_segmenter(SegmenterMsg::PublisherLeft);
                     let epoch = st.epoch;
                     info!(stream = %st.key, grace_secs = st.config.stream.reconnect_grace_secs, "publisher left");
                     myself.send_after(st.config.reconnect_grace(), move || StreamMsg::GraceExpired { epoch });
@@ -348,7 +387,7 @@ impl Actor for StreamActor {
                     st.metrics.publishers.dec();
                 }
                 let _ = st.tx.send(StreamEvent::End);
-                let _ = st.segmenter.cast(SegmenterMsg::EndList);
+                st.to_segmenter(SegmenterMsg::EndList);
                 st.phase = Phase::Ended;
             }
         }
@@ -376,6 +415,12 @@ impl Actor for StreamActor {
 }
 
 impl StreamState {
+    fn to_segmenter(&self, msg: SegmenterMsg) {
+        if let Some(s) = &self.segmenter {
+            let _ = s.cast(msg);
+        }
+    }
+
     fn ingest(&mut self, frame: MediaFrame) {
         if frame.header {
             match frame.kind {
@@ -400,14 +445,16 @@ impl StreamState {
             }
         }
         self.metrics.ingest_bytes.inc_by(frame.data.len() as u64);
-        let _ = self.segmenter.cast(SegmenterMsg::Frame(frame.clone()));
+        if let Some(s) = &self.segmenter {
+            let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
+        }
         // No receivers is fine: nobody is watching over RTMP/FLV right now.
         let _ = self.tx.send(StreamEvent::Frame(frame));
     }
 
     fn end(&mut self, myself: &ActorRef<StreamMsg>) {
         self.phase = Phase::Ended;
-        let _ = self.segmenter.cast(SegmenterMsg::EndList);
+        self.to_segmenter(SegmenterMsg::EndList);
         info!(stream = %self.key, linger_secs = self.config.stream.ended_linger_secs, "stream ended");
         let epoch = self.epoch;
         myself.send_after(Duration::from_secs_f64(self.config.stream.ended_linger_secs), move || {
@@ -445,6 +492,7 @@ impl StreamState {
             uptime_secs: self.publish_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0).round(),
             age_secs: self.created.elapsed().as_secs_f64().round(),
             encoder: meta.encoder,
+            relay_from: self.relay_from.clone(),
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum Protocol {
     Rtmp,
     /// HTTP-FLV.
     Flv,
+    /// A relay feeding another cluster node (not a viewer of this node).
+    Relay,
 }
 
 impl Protocol {
@@ -44,6 +46,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => crate::metrics::protocol::RTMP,
             Protocol::Flv => crate::metrics::protocol::FLV,
+            Protocol::Relay => crate::metrics::protocol::RELAY,
         }
     }
 
@@ -51,6 +54,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => 0,
             Protocol::Flv => 1,
+            Protocol::Relay => 2,
         }
     }
 }
@@ -58,7 +62,7 @@ impl Protocol {
 /// Per-stream viewer counts, shared by the stream actor and its players.
 #[derive(Debug, Default)]
 pub struct ViewerCounts {
-    counts: [AtomicI64; 2],
+    counts: [AtomicI64; 3],
 }
 
 impl ViewerCounts {

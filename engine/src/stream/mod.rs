@@ -11,6 +11,6 @@ pub mod fanout;
 pub mod key;
 pub mod registry;
 
-pub use fanout::{PlayerFeed, PlayerItem, Protocol, StreamEvent, Subscription};
+pub use fanout::{PlayerFeed, PlayerItem, Protocol, StreamEvent, Subscription, ViewerCounts};
 pub use key::StreamKey;
-pub use registry::{PublishError, Publisher, StreamHandle, StreamInfo, Streams};
+pub use registry::{HlsSource, PublishError, Publisher, StreamHandle, StreamInfo, Streams};

@@ -14,13 +14,18 @@ use bytes::Bytes;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rml_rtmp::sessions::StreamMetadata;
 use serde::Serialize;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
 use super::key::StreamKey;
+use crate::cluster::export::{ExportArgs, StreamExport};
+use crate::cluster::hls::{RemoteHls, SegmentCache};
+use crate::cluster::relay::{RelayArgs, RelaySink};
+use crate::cluster::wire::{Request, Response};
+use crate::cluster::{remote_members, stream_group, ClusterHandle, RemoteMsg};
 use crate::config::Config;
-use crate::hls::segmenter::SegmenterMsg;
+use crate::hls::segmenter::{HlsPosition, SegmenterMsg};
 use crate::media::MediaFrame;
 use crate::metrics::Metrics;
 
@@ -79,14 +84,19 @@ pub struct StreamInfo {
     pub age_secs: f64,
     /// The publisher's encoder, from its metadata.
     pub encoder: Option<String>,
+    /// For a relay of another node's stream: that node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_from: Option<String>,
 }
 
-/// A cheap, clonable handle on one stream.
+/// A cheap, clonable handle on one stream of this node (owned here, or a relay of another node's stream).
 #[derive(Clone)]
 pub struct StreamHandle {
     key: StreamKey,
     actor: ActorRef<StreamMsg>,
-    segmenter: ActorRef<SegmenterMsg>,
+    segmenter: Option<ActorRef<SegmenterMsg>>,
+    relay_from: Option<String>,
+    claimed_ms: u64,
 }
 
 impl StreamHandle {
@@ -95,27 +105,47 @@ impl StreamHandle {
         &self.key
     }
 
+    /// The owner node's name when this is a relay of another node's stream.
+    pub fn relay_from(&self) -> Option<&str> {
+        self.relay_from.as_deref()
+    }
+
     /// Attaches a player; `None` if the stream has no live publisher (or is gone).
     pub async fn subscribe(&self, protocol: Protocol) -> Option<Subscription> {
         call(&self.actor, |reply| StreamMsg::Subscribe { protocol, reply }).await.flatten()
     }
 
-    /// The HLS media playlist; waits up to `wait` for the first segment. `None` if there is none (yet).
+    /// The HLS media playlist; waits up to `wait` for the first segment. `None` if there is none (yet), or for a
+    /// relay (HLS comes from the owner, see [`Streams::hls`]).
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
-        self.segmenter.call(SegmenterMsg::Playlist, Some(wait)).await.ok().and_then(success).flatten()
+        let seg = self.segmenter.as_ref()?;
+        seg.call(SegmenterMsg::Playlist, Some(wait)).await.ok().and_then(success).flatten()
     }
 
     /// One HLS segment by file name.
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
         let name = name.to_string();
-        call(&self.segmenter, |reply| SegmenterMsg::Segment(name, reply)).await.flatten()
+        call(self.segmenter.as_ref()?, |reply| SegmenterMsg::Segment(name, reply)).await.flatten()
     }
 
     /// A snapshot for the API.
     pub async fn info(&self) -> Option<StreamInfo> {
         let mut info = call(&self.actor, StreamMsg::Info).await?;
-        info.viewers_hls = call(&self.segmenter, SegmenterMsg::Viewers).await.unwrap_or(0);
+        if let Some(seg) = &self.segmenter {
+            info.viewers_hls = call(seg, SegmenterMsg::Viewers).await.unwrap_or(0);
+        }
         Some(info)
+    }
+
+    /// Where the stream's HLS stands (`None` for a relay or a gone stream).
+    pub async fn hls_position(&self) -> Option<HlsPosition> {
+        call(self.segmenter.as_ref()?, SegmenterMsg::Position).await
+    }
+
+    /// Ends the stream at once (its publisher is disconnected, its players get end-of-stream); `reason` is logged.
+    pub fn evict(&self, reason: &str) {
+        info!(stream = %self.key, reason, "stream evicted");
+        self.actor.stop(Some(format!("evicted: {reason}")));
     }
 }
 
@@ -132,6 +162,9 @@ async fn call<M: ractor::Message, T: Send + 'static>(
 ) -> Option<T> {
     actor.call(msg, Some(CALL_TIMEOUT)).await.ok().and_then(success)
 }
+
+/// Publisher ids, unique in the process.
+static NEXT_PUBLISHER: AtomicU64 = AtomicU64::new(1);
 
 /// A claimed stream: the publisher's side. Dropping it unpublishes.
 pub struct Publisher {
@@ -165,6 +198,14 @@ impl Publisher {
             .cast(StreamMsg::Metadata { publisher: self.id, meta: Box::new(meta) })
             .map_err(|_| StreamGone(self.handle.key.to_string()))
     }
+
+    /// Sends metadata already encoded as an `onMetaData` body (a relay).
+    pub fn metadata_raw(&self, body: Bytes) -> Result<(), StreamGone> {
+        self.handle
+            .actor
+            .cast(StreamMsg::MetadataRaw { publisher: self.id, body })
+            .map_err(|_| StreamGone(self.handle.key.to_string()))
+    }
 }
 
 impl Drop for Publisher {
@@ -175,8 +216,20 @@ impl Drop for Publisher {
 
 /// Messages to the registry actor.
 pub enum RegistryMsg {
-    /// Get the stream's handle, creating the stream if it does not exist.
+    /// Get the stream's handle, creating the stream (owned by this node) if it does not exist. A relay of the key
+    /// is replaced.
     GetOrCreate(StreamKey, RpcReplyPort<Result<StreamHandle, PublishError>>),
+    /// Get a local relay of `key` from `owner`, creating it (a relay stream and its sink) if needed.
+    GetOrCreateRelay {
+        /// The stream.
+        key: StreamKey,
+        /// The owner's export actor.
+        owner: ActorRef<RemoteMsg>,
+        /// The owner's node name.
+        owner_node: String,
+        /// The handle of the local relay stream (or of a stream this node owns after all).
+        reply: RpcReplyPort<Result<StreamHandle, PublishError>>,
+    },
     /// Get the stream's handle if it exists.
     Find(StreamKey, RpcReplyPort<Option<StreamHandle>>),
     /// All streams.
@@ -188,6 +241,8 @@ pub enum RegistryMsg {
         /// The actor that asked.
         id: ActorId,
     },
+    /// Clustering is on: export owned streams from now on.
+    AttachCluster(ClusterHandle),
     /// End every stream (node shutdown); replies when all were told.
     Shutdown(RpcReplyPort<usize>),
 }
@@ -205,12 +260,148 @@ pub struct RegistryArgs {
     pub metrics: Arc<Metrics>,
 }
 
+struct Entry {
+    handle: StreamHandle,
+    /// The stream's [`StreamExport`] (owned streams) or [`RelaySink`] (relays), when clustering is on.
+    cluster_actor: Option<ActorRef<RemoteMsg>>,
+}
+
+impl Entry {
+    fn stop(self, reason: &str) {
+        if let Some(a) = self.cluster_actor {
+            a.stop(Some(reason.into()));
+        }
+        self.handle.actor.stop(Some(reason.into()));
+    }
+}
+
 /// Registry state.
 pub struct RegistryState {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    streams: HashMap<StreamKey, StreamHandle>,
+    cluster: Option<ClusterHandle>,
+    streams: HashMap<StreamKey, Entry>,
     shutting_down: bool,
+}
+
+impl RegistryState {
+    async fn spawn_stream(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        key: &StreamKey,
+        relay_from: Option<String>,
+        viewers: Arc<ViewerCounts>,
+        hls_resume: Option<(u64, u64)>,
+    ) -> Result<StreamHandle, PublishError> {
+        let slot = Arc::new(std::sync::OnceLock::new());
+        let relay = relay_from.is_some();
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            StreamActor,
+            StreamArgs {
+                key: key.clone(),
+                config: self.config.clone(),
+                metrics: self.metrics.clone(),
+                registry: myself.clone(),
+                segmenter_slot: slot.clone(),
+                viewers,
+                relay_from: relay_from.clone(),
+                hls_resume,
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| PublishError::Internal(format!("spawning stream actor: {e}")))?;
+        let segmenter = slot.get().cloned();
+        if segmenter.is_none() && !relay {
+            actor.stop(None);
+            return Err(PublishError::Internal("segmenter missing".into()));
+        }
+        Ok(StreamHandle { key: key.clone(), actor, segmenter, relay_from, claimed_ms: crate::cluster::unix_ms() })
+    }
+
+    async fn get_or_create(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        key: StreamKey,
+    ) -> Result<StreamHandle, PublishError> {
+        if let Some(e) = self.streams.get(&key) {
+            if e.handle.relay_from.is_none() {
+                return Ok(e.handle.clone());
+            }
+            // A publisher here, while this node relays the key from another: the caller checked that the owner is
+            // no longer live. The relay ends; the stream is ours now.
+            if let Some(e) = self.streams.remove(&key) {
+                info!(stream = %key, "a local publisher replaces the relay of this stream");
+                e.stop("replaced by a local publisher");
+            }
+        }
+        // The stream was live on another node moments ago (that node died or the publisher moved): continue its
+        // HLS playlist, so players keep the same URL and see a discontinuity.
+        let resume = self.cluster.as_ref().and_then(|c| c.hls_resume(&key, self.config.reconnect_grace()));
+        if let Some((msn, disc)) = resume {
+            info!(stream = %key, next_msn = msn, discontinuity = disc, "continuing the HLS playlist of the previous owner");
+        }
+        let handle = self.spawn_stream(myself, &key, None, Arc::new(ViewerCounts::default()), resume).await?;
+        let mut export = None;
+        if let Some(cluster) = &self.cluster {
+            let args = ExportArgs {
+                handle: handle.clone(),
+                cluster: cluster.clone(),
+                metrics: self.metrics.clone(),
+                since_ms: handle.claimed_ms,
+            };
+            match Actor::spawn(None, StreamExport, args).await {
+                Ok((a, _)) => export = Some(a),
+                Err(e) => error!(stream = %key, error = %e, "cannot export the stream to the cluster"),
+            }
+        }
+        self.streams.insert(key, Entry { handle: handle.clone(), cluster_actor: export });
+        Ok(handle)
+    }
+
+    async fn get_or_create_relay(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        key: StreamKey,
+        owner: ActorRef<RemoteMsg>,
+        owner_node: String,
+    ) -> Result<StreamHandle, PublishError> {
+        if let Some(e) = self.streams.get(&key) {
+            return Ok(e.handle.clone());
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return Err(PublishError::Internal("clustering is off".into()));
+        };
+        let viewers = Arc::new(ViewerCounts::default());
+        let handle = self.spawn_stream(myself, &key, Some(owner_node.clone()), viewers.clone(), None).await?;
+        let id = NEXT_PUBLISHER.fetch_add(1, Ordering::Relaxed);
+        match call(&handle.actor, |reply| StreamMsg::Publish { publisher: id, reply }).await {
+            Some(Ok(())) => {}
+            other => {
+                handle.actor.stop(None);
+                return Err(other.and_then(Result::err).unwrap_or(PublishError::Internal("relay stream".into())));
+            }
+        }
+        let publisher = Publisher { handle: handle.clone(), id };
+        let args = RelayArgs {
+            publisher,
+            owner,
+            owner_node,
+            viewers,
+            cluster,
+            chunk_size: self.config.rtmp.chunk_size as usize,
+        };
+        let sink = match Actor::spawn(None, RelaySink, args).await {
+            Ok((a, _)) => a,
+            Err(e) => {
+                handle.actor.stop(None);
+                return Err(PublishError::Internal(format!("relay: {e}")));
+            }
+        };
+        self.streams.insert(key, Entry { handle: handle.clone(), cluster_actor: Some(sink) });
+        Ok(handle)
+    }
 }
 
 impl Actor for Registry {
@@ -223,7 +414,13 @@ impl Actor for Registry {
         _: ActorRef<RegistryMsg>,
         args: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
-        Ok(RegistryState { config: args.config, metrics: args.metrics, streams: HashMap::new(), shutting_down: false })
+        Ok(RegistryState {
+            config: args.config,
+            metrics: args.metrics,
+            cluster: None,
+            streams: HashMap::new(),
+            shutting_down: false,
+        })
     }
 
     async fn handle(
@@ -234,63 +431,40 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::GetOrCreate(key, reply) => {
-                if st.shutting_down {
-                    let _ = reply.send(Err(PublishError::ShuttingDown));
-                    return Ok(());
-                }
-                if let Some(h) = st.streams.get(&key) {
-                    let _ = reply.send(Ok(h.clone()));
-                    return Ok(());
-                }
-                let slot = Arc::new(std::sync::OnceLock::new());
-                let spawned = Actor::spawn_linked(
-                    None,
-                    StreamActor,
-                    StreamArgs {
-                        key: key.clone(),
-                        config: st.config.clone(),
-                        metrics: st.metrics.clone(),
-                        registry: myself.clone(),
-                        segmenter_slot: slot.clone(),
-                        viewers: Arc::new(ViewerCounts::default()),
-                    },
-                    myself.get_cell(),
-                )
-                .await;
-                let result = match (spawned, slot.get()) {
-                    (Ok((actor, _)), Some(segmenter)) => {
-                        let h = StreamHandle { key: key.clone(), actor, segmenter: segmenter.clone() };
-                        st.streams.insert(key, h.clone());
-                        Ok(h)
-                    }
-                    (Err(e), _) => Err(PublishError::Internal(format!("spawning stream actor: {e}"))),
-                    (Ok((actor, _)), None) => {
-                        actor.stop(None);
-                        Err(PublishError::Internal("segmenter missing".into()))
-                    }
+                let result = match st.shutting_down {
+                    true => Err(PublishError::ShuttingDown),
+                    false => st.get_or_create(&myself, key).await,
+                };
+                let _ = reply.send(result);
+            }
+            RegistryMsg::GetOrCreateRelay { key, owner, owner_node, reply } => {
+                let result = match st.shutting_down {
+                    true => Err(PublishError::ShuttingDown),
+                    false => st.get_or_create_relay(&myself, key, owner, owner_node).await,
                 };
                 let _ = reply.send(result);
             }
             RegistryMsg::Find(key, reply) => {
-                let _ = reply.send(st.streams.get(&key).cloned());
+                let _ = reply.send(st.streams.get(&key).map(|e| e.handle.clone()));
             }
             RegistryMsg::List(reply) => {
-                let mut all: Vec<_> = st.streams.values().cloned().collect();
+                let mut all: Vec<_> = st.streams.values().map(|e| e.handle.clone()).collect();
                 all.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = reply.send(all);
             }
             RegistryMsg::Retire { key, id } => {
-                if st.streams.get(&key).is_some_and(|h| h.actor.get_id() == id) {
-                    if let Some(h) = st.streams.remove(&key) {
+                if st.streams.get(&key).is_some_and(|e| e.handle.actor.get_id() == id) {
+                    if let Some(e) = st.streams.remove(&key) {
                         info!(stream = %key, "stream retired");
-                        h.actor.stop(Some("retired".into()));
+                        e.stop("retired");
                     }
                 }
             }
+            RegistryMsg::AttachCluster(cluster) => st.cluster = Some(cluster),
             RegistryMsg::Shutdown(reply) => {
                 st.shutting_down = true;
-                for h in st.streams.values() {
-                    let _ = h.actor.cast(StreamMsg::Shutdown);
+                for e in st.streams.values() {
+                    let _ = e.handle.actor.cast(StreamMsg::Shutdown);
                 }
                 let _ = reply.send(st.streams.len());
             }
@@ -306,14 +480,22 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         let (id, failure) = match &evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell.get_id(), Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell.get_id(), reason.clone().filter(|r| r != "retired").map(|r| format!("stopped: {r}")))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell.get_id(),
+                reason
+                    .clone()
+                    .filter(|r| r != "retired" && !r.starts_with("evicted") && !r.starts_with("replaced"))
+                    .map(|r| format!("stopped: {r}")),
+            ),
             _ => return Ok(()),
         };
-        let key = st.streams.iter().find(|(_, h)| h.actor.get_id() == id).map(|(k, _)| k.clone());
+        let key = st.streams.iter().find(|(_, e)| e.handle.actor.get_id() == id).map(|(k, _)| k.clone());
         if let Some(key) = key {
-            st.streams.remove(&key);
+            if let Some(e) = st.streams.remove(&key) {
+                if let Some(a) = e.cluster_actor {
+                    a.stop(Some("stream ended".into()));
+                }
+            }
             if let Some(why) = failure {
                 st.metrics.stream_failures.inc();
                 error!(stream = %key, error = %why, "stream failed and was ended; other streams are unaffected");
@@ -327,20 +509,96 @@ impl Actor for Registry {
 #[derive(Clone)]
 pub struct Streams {
     registry: ActorRef<RegistryMsg>,
-    next_publisher: Arc<AtomicU64>,
+    grace: Duration,
+    cluster: Arc<std::sync::OnceLock<ClusterHandle>>,
+}
+
+/// Where a stream's HLS comes from: this node's segmenter, or the owner's over the cluster.
+pub enum HlsSource {
+    /// The stream is owned here.
+    Local(StreamHandle),
+    /// Another node owns it.
+    Remote(RemoteHls),
+    /// No node owns it right now, but one did moments ago (it died, or its publisher is reconnecting elsewhere):
+    /// its last playlist, without `EXT-X-ENDLIST`, so players wait instead of failing; segments from the cache.
+    Stale {
+        /// The last playlist.
+        playlist: Bytes,
+        /// The stream.
+        key: StreamKey,
+        /// This node's segment cache.
+        cache: Arc<SegmentCache>,
+    },
+}
+
+impl HlsSource {
+    /// The media playlist (see [`StreamHandle::playlist`]).
+    pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
+        match self {
+            HlsSource::Local(h) => h.playlist(wait).await,
+            HlsSource::Remote(r) => r.playlist(wait).await,
+            HlsSource::Stale { playlist, .. } => Some(playlist.clone()),
+        }
+    }
+
+    /// One segment by file name.
+    pub async fn segment(&self, name: &str) -> Option<Bytes> {
+        match self {
+            HlsSource::Local(h) => h.segment(name).await,
+            HlsSource::Remote(r) => r.segment(name).await,
+            HlsSource::Stale { key, cache, .. } => cache.get(key, name),
+        }
+    }
 }
 
 impl Streams {
     /// Starts the registry actor.
     pub async fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Streams, ActorProcessingErr> {
+        let grace = config.reconnect_grace();
         let (registry, _) = Actor::spawn(None, Registry, RegistryArgs { config, metrics }).await?;
-        Ok(Streams { registry, next_publisher: Arc::new(AtomicU64::new(1)) })
+        Ok(Streams { registry, grace, cluster: Arc::new(std::sync::OnceLock::new()) })
     }
 
-    /// Claims `key` for a publisher. Exactly one publisher holds a key at a time; a publisher returning within the
-    /// reconnect grace resumes the same stream.
+    /// Makes lookups and claims cluster-wide (called once, when clustering starts).
+    pub fn attach_cluster(&self, cluster: ClusterHandle) {
+        let _ = self.cluster.set(cluster.clone());
+        let _ = self.registry.cast(RegistryMsg::AttachCluster(cluster));
+    }
+
+    /// The cluster, when clustering is on.
+    pub fn cluster(&self) -> Option<&ClusterHandle> {
+        self.cluster.get()
+    }
+
+    /// Claims `key` for a publisher. Exactly one publisher holds a key at a time, cluster-wide; a publisher
+    /// returning within the reconnect grace resumes the same stream.
     pub async fn publish(&self, key: &StreamKey) -> Result<Publisher, PublishError> {
-        let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
+        if let Some(cluster) = self.cluster.get() {
+            if let Some(node) = live_owners(key).await.into_iter().next().map(|(_, c)| c.node) {
+                info!(stream = %key, owner = %node, "publish refused: another node has a live publisher");
+                cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
+                return Err(PublishError::Busy);
+            }
+        }
+        let publisher = self.claim_local(key).await?;
+        if let Some(cluster) = self.cluster.get() {
+            // A racing claim on another node becomes visible within the settle time; the older claim wins.
+            tokio::time::sleep(Duration::from_millis(cluster.config.claim_settle_ms)).await;
+            let mine = (publisher.handle.claimed_ms, cluster.node.clone());
+            if let Some(c) =
+                live_owners(key).await.into_iter().map(|(_, c)| c).find(|c| (c.since_ms, c.node.clone()) < mine)
+            {
+                info!(stream = %key, winner = %c.node, "publish lost a race for the key to another node");
+                cluster.metrics.ownership_conflicts.with_label_values(&["lost_race"]).inc();
+                publisher.handle.evict(&format!("node {} claimed the stream first", c.node));
+                return Err(PublishError::Busy);
+            }
+        }
+        Ok(publisher)
+    }
+
+    async fn claim_local(&self, key: &StreamKey) -> Result<Publisher, PublishError> {
+        let id = NEXT_PUBLISHER.fetch_add(1, Ordering::Relaxed);
         // An ended stream is being retired: wait for it to go, then create a fresh one.
         for attempt in 0..50 {
             let handle = call(&self.registry, |r| RegistryMsg::GetOrCreate(key.clone(), r))
@@ -360,12 +618,61 @@ impl Streams {
         Err(PublishError::Internal("stream could not be recreated".into()))
     }
 
-    /// Finds a stream on this node.
+    /// Finds a stream to play: one on this node, or (clustering on) a relay of the live stream another node owns,
+    /// created on first use and shared by every player of this node.
     pub async fn find(&self, key: &StreamKey) -> Option<StreamHandle> {
+        if let Some(h) = self.find_local(key).await {
+            return Some(h);
+        }
+        self.cluster.get()?;
+        let (owner, claim) = live_owners(key).await.into_iter().next()?;
+        let handle = call(&self.registry, |reply| RegistryMsg::GetOrCreateRelay {
+            key: key.clone(),
+            owner,
+            owner_node: claim.node.clone(),
+            reply,
+        })
+        .await?
+        .inspect_err(|e| warn!(stream = %key, owner = %claim.node, error = %e, "cannot relay the stream"))
+        .ok()?;
+        // A new relay: let the owner's start (metadata, sequence headers, GOP) arrive so players begin at once.
+        let t = std::time::Instant::now();
+        while t.elapsed() < RELAY_START_WAIT {
+            match handle.info().await {
+                Some(i) if i.video_codec.is_some() || i.audio_codec.is_some() || i.ingest_bytes > 0 => break,
+                Some(i) if i.state == "live" => tokio::time::sleep(Duration::from_millis(10)).await,
+                _ => return None,
+            }
+        }
+        Some(handle)
+    }
+
+    /// Finds a stream on this node only.
+    pub async fn find_local(&self, key: &StreamKey) -> Option<StreamHandle> {
         call(&self.registry, |r| RegistryMsg::Find(key.clone(), r)).await.flatten()
     }
 
-    /// All streams on this node, sorted by key.
+    /// Where to get a stream's HLS: from this node when it owns the stream, else (clustering on) from the owner,
+    /// so every node serves the same playlist and segments.
+    pub async fn hls(&self, key: &StreamKey) -> Option<HlsSource> {
+        if let Some(h) = self.find_local(key).await.filter(|h| h.relay_from.is_none()) {
+            return Some(HlsSource::Local(h));
+        }
+        let cluster = self.cluster.get()?;
+        // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
+        let owners = claims(key).await;
+        match owners.iter().find(|(_, c)| c.live).or(owners.first()) {
+            Some((owner, _)) => {
+                Some(HlsSource::Remote(RemoteHls::new(key.clone(), owner.clone(), cluster.segments.clone())))
+            }
+            None => {
+                let playlist = cluster.last_playlist(key, self.grace)?;
+                Some(HlsSource::Stale { playlist, key: key.clone(), cache: cluster.segments.clone() })
+            }
+        }
+    }
+
+    /// All streams on this node (owned and relayed), sorted by key.
     pub async fn list(&self) -> Vec<StreamHandle> {
         call(&self.registry, RegistryMsg::List).await.unwrap_or_default()
     }
@@ -375,6 +682,40 @@ impl Streams {
         call(&self.registry, RegistryMsg::Shutdown).await.unwrap_or(0)
     }
 }
+
+/// How long a new relay may take to deliver the stream's start before its first player is attached anyway.
+const RELAY_START_WAIT: Duration = Duration::from_secs(3);
+
+/// A claim as a remote owner reported it.
+#[derive(Debug, Clone)]
+struct Claim {
+    node: String,
+    live: bool,
+    since_ms: u64,
+}
+
+/// Every remote owner of `key` with its claim, in group order.
+async fn claims(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let mut out = Vec::new();
+    for owner in remote_members(&stream_group(key)) {
+        if let Some(Response::Claim { node, live, since_ms }) =
+            crate::cluster::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await
+        {
+            out.push((owner, Claim { node, live, since_ms }));
+        }
+    }
+    out
+}
+
+/// Remote owners of `key` with a live publisher, the oldest claim first.
+async fn live_owners(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let mut live: Vec<_> = claims(key).await.into_iter().filter(|(_, c)| c.live).collect();
+    live.sort_by(|a, b| (a.1.since_ms, &a.1.node).cmp(&(b.1.since_ms, &b.1.node)));
+    live
+}
+
+/// How long a claim query may take (a hung node is declared down by the heartbeat anyway).
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -409,7 +750,7 @@ mod tests {
         let pb = streams.publish(&b).await.unwrap();
         // Kill stream a's segmenter: its stream actor must end, and only it.
         let ha = streams.find(&a).await.unwrap();
-        ha.segmenter.kill();
+        ha.segmenter.as_ref().expect("owned stream has a segmenter").kill();
         for _ in 0..100 {
             if streams.find(&a).await.is_none() {
                 break;

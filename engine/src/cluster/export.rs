@@ -1,0 +1,309 @@
+//! The owner side of a stream: a [`StreamExport`] per stream this node owns, in group `strom.stream.v1:<key>`.
+//!
+//! It answers other nodes: [`Request::Claim`] (who owns this key, is a publisher live, since when),
+//! [`Request::Playlist`] and [`Request::Segment`] (HLS from the owner's segmenter, so every node serves the same
+//! playlist text, segment names and sequence numbers), [`Request::Info`]. Calls are answered on their own tasks
+//! so a long playlist wait never blocks relays.
+//!
+//! On [`Cast::Subscribe`] from node N it starts one relay sender for (stream, N): a player of the local stream
+//! (a [`PlayerFeed`], so it starts with metadata, sequence headers and the GOP cache and skips to keyframes when
+//! it falls behind) whose items go to N's [`super::relay::RelaySink`] in [`Cast::Media`] batches. The sender
+//! only sends while it has credit ([`Cast::Credit`], bytes); without credit it stops reading its feed, so a slow
+//! node loses frames to the next keyframe like a slow player and never slows the owner.
+//!
+//! Every few seconds it checks the group for a second live owner of its key (a race, or a healed partition) and
+//! ends its own stream if the other claim is older (see the ownership rule in [`super`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn, Instrument};
+
+use super::wire::{Cast, RelayItem, Request, Response};
+use super::{call, relay_group, remote_members, stream_group, ClusterHandle, RemoteMsg};
+use crate::metrics::Metrics;
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamHandle};
+
+/// Largest HLS segment part per call (far below the cluster frame limit).
+pub const SEGMENT_PART: u32 = 1 << 20;
+/// Longest playlist wait a remote node may ask for.
+const MAX_PLAYLIST_WAIT: Duration = Duration::from_secs(10);
+/// Frames per relay batch at most (a batch holds only what is already queued).
+const BATCH_FRAMES: usize = 64;
+/// How often the export shares its HLS position (when it changed).
+const TICK: Duration = Duration::from_millis(500);
+/// Ticks between checks for a competing owner.
+const CONFLICT_CHECK_TICKS: u64 = 4;
+
+/// Credit (bytes) a relay sender may still send.
+struct Credit {
+    bytes: AtomicI64,
+    notify: Notify,
+}
+
+impl Credit {
+    fn add(&self, n: i64) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    async fn wait(&self) {
+        while self.bytes.load(Ordering::Acquire) <= 0 {
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Sender {
+    credit: Arc<Credit>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Arguments of a [`StreamExport`].
+pub struct ExportArgs {
+    /// The local stream.
+    pub handle: StreamHandle,
+    /// The cluster.
+    pub cluster: ClusterHandle,
+    /// Node metrics.
+    pub metrics: Arc<Metrics>,
+    /// When this node claimed the key (Unix ms).
+    pub since_ms: u64,
+}
+
+/// State of a [`StreamExport`].
+pub struct ExportState {
+    args: ExportArgs,
+    senders: HashMap<String, Sender>,
+    ticks: u64,
+    shared: Option<(u64, bool)>,
+}
+
+/// The owner-side actor of one stream (see the module docs).
+pub struct StreamExport;
+
+impl Actor for StreamExport {
+    type Msg = RemoteMsg;
+    type State = ExportState;
+    type Arguments = ExportArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RemoteMsg>,
+        args: ExportArgs,
+    ) -> Result<ExportState, ActorProcessingErr> {
+        pg::join(stream_group(args.handle.key()), vec![myself.get_cell()]);
+        myself.send_interval(TICK, || RemoteMsg::Cast(Cast::Tick.encode()));
+        Ok(ExportState { args, senders: HashMap::new(), ticks: 0, shared: None })
+    }
+
+    async fn post_stop(&self, _: ActorRef<RemoteMsg>, st: &mut ExportState) -> Result<(), ActorProcessingErr> {
+        for (_, s) in st.senders.drain() {
+            s.task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RemoteMsg>,
+        msg: RemoteMsg,
+        st: &mut ExportState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RemoteMsg::Call(bytes, reply) => {
+                let req = match Request::decode(bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(stream = %st.args.handle.key(), error = %e, "dropped a malformed cluster request");
+                        return Ok(());
+                    }
+                };
+                let handle = st.args.handle.clone();
+                let node = st.args.cluster.node.clone();
+                let since_ms = st.args.since_ms;
+                tokio::spawn(async move {
+                    let resp = answer(req, &handle, node, since_ms).await;
+                    let _ = reply.send(resp.encode());
+                });
+            }
+            RemoteMsg::Cast(bytes) => match Cast::decode(bytes) {
+                Ok(Cast::Subscribe { node, credit }) => st.subscribe(node, credit),
+                Ok(Cast::Credit { node, bytes }) => {
+                    if let Some(s) = st.senders.get(&node) {
+                        s.credit.add(bytes as i64);
+                    }
+                }
+                Ok(Cast::Unsubscribe { node }) => {
+                    if let Some(s) = st.senders.remove(&node) {
+                        info!(stream = %st.args.handle.key(), node = %node, "relay to node ended (unsubscribed)");
+                        s.task.abort();
+                    }
+                }
+                Ok(Cast::Tick) => {
+                    st.ticks += 1;
+                    st.senders.retain(|_, s| !s.task.is_finished());
+                    st.share_hls().await;
+                    if st.ticks % CONFLICT_CHECK_TICKS == 0 {
+                        st.check_conflict(&myself).await;
+                    }
+                }
+                Ok(other) => debug!(stream = %st.args.handle.key(), cast = ?other, "export: unexpected cast"),
+                Err(e) => warn!(stream = %st.args.handle.key(), error = %e, "dropped a malformed cluster message"),
+            },
+        }
+        Ok(())
+    }
+}
+
+async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64) -> Response {
+    match req {
+        Request::Claim => {
+            let live = handle.info().await.is_some_and(|i| i.state == "live");
+            Response::Claim { node, live, since_ms }
+        }
+        Request::Playlist { wait_ms } => {
+            let wait = Duration::from_millis(wait_ms as u64).min(MAX_PLAYLIST_WAIT);
+            Response::Playlist(handle.playlist(wait).await)
+        }
+        Request::Segment { name, offset, max } => {
+            let part = handle.segment(&name).await.and_then(|seg| {
+                let start = (offset as usize).min(seg.len());
+                let end = start.saturating_add(max.min(SEGMENT_PART) as usize).min(seg.len());
+                Some((u32::try_from(seg.len()).ok()?, seg.slice(start..end)))
+            });
+            Response::Segment(part)
+        }
+        Request::Info => Response::Info(handle.info().await.and_then(|i| serde_json::to_vec(&i).ok()).map(Bytes::from)),
+        Request::Ping { nonce, .. } => Response::Pong { nonce, node, load: Default::default() },
+    }
+}
+
+impl ExportState {
+    fn subscribe(&mut self, node: String, credit: u32) {
+        let key = self.args.handle.key().clone();
+        if let Some(old) = self.senders.remove(&node) {
+            // The node re-subscribed (its relay restarted): start over from the GOP cache.
+            old.task.abort();
+        }
+        info!(stream = %key, node = %node, "relaying stream to node");
+        let credit = Arc::new(Credit { bytes: AtomicI64::new(credit as i64), notify: Notify::new() });
+        let span = tracing::info_span!("relay_out", stream = %key, to = %node);
+        let task = tokio::spawn(
+            send_relay(
+                self.args.handle.clone(),
+                node.clone(),
+                credit.clone(),
+                self.args.metrics.clone(),
+                self.args.cluster.clone(),
+            )
+            .instrument(span),
+        );
+        self.senders.insert(node, Sender { credit, task });
+    }
+
+    /// Shares the HLS position with every node when a segment was added or the stream ended.
+    async fn share_hls(&mut self) {
+        let Some(pos) = self.args.handle.hls_position().await else { return };
+        let now = (pos.next_msn, pos.ended);
+        if pos.playlist.is_some() && self.shared != Some(now) {
+            self.args.cluster.share_hls(self.args.handle.key(), self.args.since_ms, &pos);
+            self.shared = Some(now);
+        }
+    }
+
+    /// Ends this stream if another node holds an older live claim on the key, or if the publisher moved to
+    /// another node while this one waited for it.
+    async fn check_conflict(&mut self, myself: &ActorRef<RemoteMsg>) {
+        let key = self.args.handle.key().clone();
+        let others = remote_members(&stream_group(&key));
+        if others.is_empty() {
+            return;
+        }
+        let me = (self.args.since_ms, self.args.cluster.node.clone());
+        for other in others {
+            if let Some(Response::Claim { node, live: true, since_ms }) =
+                call(&other, &Request::Claim, Duration::from_secs(1)).await
+            {
+                let live_here = self.args.handle.info().await.is_some_and(|i| i.state == "live");
+                if !live_here {
+                    info!(stream = %key, owner = %node, "the publisher moved to another node; handing the stream over");
+                    self.args.handle.evict(&format!("moved to node {node}"));
+                    myself.stop(Some("handed over".into()));
+                    return;
+                }
+                if (since_ms, node.clone()) < me {
+                    warn!(stream = %key, winner = %node, "another node owns this stream with an older claim; ending ours");
+                    self.args.cluster.metrics.ownership_conflicts.with_label_values(&["evicted"]).inc();
+                    self.args.handle.evict(&format!("evicted: node {node} owns the stream"));
+                    myself.stop(Some("lost ownership".into()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Relays the local stream to `node` while there is credit (see the module docs).
+async fn send_relay(
+    handle: StreamHandle,
+    node: String,
+    credit: Arc<Credit>,
+    metrics: Arc<Metrics>,
+    cluster: ClusterHandle,
+) {
+    let key = handle.key().clone();
+    let group = relay_group(&key, &node);
+    let gauge = cluster.metrics.relays.with_label_values(&["out"]);
+    let bytes_out = cluster.metrics.relay_bytes.with_label_values(&["out"]);
+    let sink = || remote_members(&group).into_iter().next();
+    let Some(sub) = handle.subscribe(Protocol::Relay).await else {
+        if let Some(s) = sink() {
+            super::cast(&s, &Cast::End { reason: "stream is not live".into() });
+        }
+        return;
+    };
+    gauge.inc();
+    let mut feed = PlayerFeed::new(sub, metrics);
+    let mut batch = Vec::with_capacity(BATCH_FRAMES);
+    let mut seq = 0u64;
+    loop {
+        credit.wait().await;
+        batch.clear();
+        let more = feed.next_batch(&mut batch, BATCH_FRAMES).await;
+        let mut items = Vec::with_capacity(batch.len());
+        let mut ended = !more;
+        for item in batch.drain(..) {
+            match item {
+                PlayerItem::Metadata(m) => items.push(RelayItem::Metadata(m)),
+                PlayerItem::Frame(f, ts) => items.push(RelayItem::Frame { kind: f.kind, timestamp: ts, data: f.data }),
+                PlayerItem::End => ended = true,
+            }
+        }
+        // Look the sink up each time: it is gone when its node left or the relay was dropped.
+        let Some(s) = sink() else {
+            info!("relay sink gone; stopping");
+            break;
+        };
+        if !items.is_empty() {
+            let size: usize = items.iter().map(RelayItem::wire_len).sum();
+            seq += 1;
+            if !super::cast(&s, &Cast::Media { seq, items }) {
+                break;
+            }
+            credit.bytes.fetch_sub(size as i64, Ordering::AcqRel);
+            bytes_out.inc_by(size as u64);
+        }
+        if ended {
+            super::cast(&s, &Cast::End { reason: "stream ended".into() });
+            info!("stream ended; relay closed");
+            break;
+        }
+    }
+    gauge.dec();
+}

@@ -1,0 +1,741 @@
+//! Membership: who is in the cluster, are they alive, how loaded are they.
+//!
+//! [`Cluster::start`] runs a ractor_cluster `NodeServer` (Transitive mode: a node that joins one peer learns the
+//! others) and the [`Membership`] actor, which
+//! - dials the configured seeds and the addresses of `cluster.dns` (re-resolved every `cluster.dns_interval_secs`,
+//!   so new StatefulSet pods are found), each with a connect timeout and an authentication deadline;
+//! - re-dials a lost peer with backoff (200 ms doubling to 5 s): ractor_cluster does not reconnect by itself;
+//! - pings every peer's [`NodeAgent`] every `cluster.heartbeat_interval_secs` and stops the session of a peer that
+//!   has not answered for `cluster.heartbeat_deadline_secs`: ractor_cluster alone never notices a hung (SIGSTOPped)
+//!   node. The session's end makes every actor of that node leave its process groups, so its streams vanish from
+//!   lookups and relays from it end;
+//! - keeps [`ClusterStatus`] (peers, state, heartbeat RTT, load) for `/api/v1/cluster` and the metrics.
+//!
+//! A peer presenting the wrong cookie fails ractor_cluster's challenge; its session ends unauthenticated, which is
+//! logged here with the address.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use ractor::{pg, Actor, ActorId, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use super::wire::{Cast, Load, Request, Response};
+use super::{call, RemoteMsg, NODE_GROUP};
+use crate::config::{ClusterConfig, Config};
+use crate::hls::segmenter::HlsPosition;
+use crate::metrics::{Metrics, ProcessStats};
+use crate::stream::StreamKey;
+use bytes::Bytes;
+
+/// Largest inbound cluster frame. Relay batches stay far below it (a frame is at most `rtmp.max_message_size`,
+/// under 16 MiB); one frame above it would tear down the whole link, so leave room.
+const MAX_FRAME: u64 = 64 << 20;
+/// A dial's TCP connect (ractor_cluster has no timeout of its own).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A dialed peer must authenticate within this (a SIGSTOPped peer accepts TCP in the backlog and never answers).
+const AUTH_DEADLINE: Duration = Duration::from_secs(3);
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(5)).min(5000))
+}
+
+/// One peer as `/api/v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// The peer's node name.
+    pub name: String,
+    /// Where it is dialed (`host:port`).
+    pub address: String,
+    /// `up` (heartbeats answered) or `suspect` (a heartbeat is late).
+    pub state: String,
+    /// Last heartbeat round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Its load, from its last heartbeat answer.
+    pub load: Option<Load>,
+    /// Seconds since the session was authenticated.
+    pub connected_secs: f64,
+}
+
+/// `/api/v1/cluster`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// Clustering is on (a cookie is configured).
+    pub enabled: bool,
+    /// This node's name.
+    pub node: String,
+    /// The cluster listener.
+    pub listen: Option<String>,
+    /// The `host:port` other nodes dial to reach this one.
+    pub advertise: Option<String>,
+    /// This node's load.
+    pub load: Load,
+    /// Connected peers, by name.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Cluster metrics (registered into the node's registry).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// Nodes in the cluster as this node sees it, itself included.
+    pub nodes: IntGauge,
+    /// Heartbeat round trip per peer, microseconds.
+    pub heartbeat_rtt_us: IntGaugeVec,
+    /// Peers lost, by reason (`closed`, `heartbeat_deadline`).
+    pub peers_lost: IntCounterVec,
+    /// Cluster sessions that failed to authenticate (wrong cookie, deadline).
+    pub auth_failures: IntCounterVec,
+    /// Relays by direction: `out` (this node owns the stream and feeds another node), `in`.
+    pub relays: IntGaugeVec,
+    /// Relayed media bytes by direction.
+    pub relay_bytes: IntCounterVec,
+    /// Publishes refused because another node owns the key, or lost in a race.
+    pub ownership_conflicts: IntCounterVec,
+}
+
+impl ClusterMetrics {
+    fn new(m: &Metrics) -> ClusterMetrics {
+        let g = |n: &str, h: &str| m.register(IntGauge::new(n, h).expect("valid metric"));
+        let gv = |n: &str, h: &str, l: &[&str]| m.register(IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric"));
+        let cv =
+            |n: &str, h: &str, l: &[&str]| m.register(IntCounterVec::new(Opts::new(n, h), l).expect("valid metric"));
+        let c = ClusterMetrics {
+            nodes: g("strom_cluster_nodes", "Nodes in the cluster as this node sees it (itself included)."),
+            heartbeat_rtt_us: gv(
+                "strom_cluster_heartbeat_rtt_microseconds",
+                "Last heartbeat round trip to each peer.",
+                &["peer"],
+            ),
+            peers_lost: cv("strom_cluster_peers_lost_total", "Peers lost, by reason.", &["reason"]),
+            auth_failures: cv(
+                "strom_cluster_auth_failures_total",
+                "Cluster sessions that ended before authenticating (wrong cookie, deadline).",
+                &["direction"],
+            ),
+            relays: gv("strom_cluster_relays", "Cross-node stream relays, by direction.", &["direction"]),
+            relay_bytes: cv("strom_cluster_relay_bytes_total", "Relayed media bytes, by direction.", &["direction"]),
+            ownership_conflicts: cv(
+                "strom_cluster_ownership_conflicts_total",
+                "Publishes refused or ended because another node owns the key.",
+                &["outcome"],
+            ),
+        };
+        c.nodes.set(1);
+        for d in ["in", "out"] {
+            c.relays.with_label_values(&[d]).set(0);
+            c.relay_bytes.with_label_values(&[d]);
+        }
+        c
+    }
+}
+
+/// The cluster side of a node (see the module docs). Shared as [`super::ClusterHandle`].
+pub struct Cluster {
+    /// This node's name (unique in the cluster).
+    pub node: String,
+    /// Cluster metrics.
+    pub metrics: ClusterMetrics,
+    /// Configuration.
+    pub config: ClusterConfig,
+    /// Remote HLS segments fetched by this node.
+    pub segments: Arc<super::hls::SegmentCache>,
+    listen: SocketAddr,
+    advertise: String,
+    node_server: ActorRef<NodeServerMessage>,
+    membership: ActorRef<MembershipMsg>,
+    agent: ActorRef<RemoteMsg>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    peers: Mutex<BTreeMap<String, PeerStatus>>,
+    load: Mutex<Load>,
+    /// The last HLS position every owner shared, by stream key.
+    hls: Mutex<HashMap<String, HlsState>>,
+}
+
+/// An owner's last shared HLS position.
+struct HlsState {
+    since_ms: u64,
+    next_msn: u64,
+    discontinuity: u64,
+    ended: bool,
+    playlist: Option<Bytes>,
+    at: Instant,
+}
+
+/// HLS positions older than this are forgotten.
+const HLS_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// Errors starting the cluster side.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(pub String);
+
+impl Cluster {
+    /// Starts the node server, the node agent and membership. `load` is called every second for this node's load.
+    pub async fn start(
+        config: &Config,
+        cookie: String,
+        metrics: &Metrics,
+        load: Box<dyn Fn() -> Load + Send + Sync>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let c = &config.cluster;
+        let node = config.node_name.clone();
+        let advertise_host = if c.advertise.is_empty() { node.clone() } else { c.advertise.clone() };
+        let listen = c.listen;
+        // Bind first so a busy port is a clear error (ractor's listener would only log it).
+        drop(
+            std::net::TcpListener::bind(listen)
+                .map_err(|e| ClusterError(format!("cannot listen on {listen} (cluster.listen): {e}")))?,
+        );
+        let server = NodeServer::new(
+            listen.port(),
+            cookie,
+            node.clone(),
+            advertise_host.clone(),
+            None,
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(listen.ip())
+        .with_max_inbound_frame_size(MAX_FRAME);
+        let (node_server, _) =
+            Actor::spawn(None, server, ()).await.map_err(|e| ClusterError(format!("node server: {e}")))?;
+        let shared = Arc::new(Shared {
+            peers: Mutex::new(BTreeMap::new()),
+            load: Mutex::new(Load::default()),
+            hls: Mutex::new(HashMap::new()),
+        });
+        let cm = ClusterMetrics::new(metrics);
+        let (agent, _) = Actor::spawn(None, NodeAgent, AgentArgs { node: node.clone(), shared: shared.clone() })
+            .await
+            .map_err(|e| ClusterError(format!("node agent: {e}")))?;
+        let advertise = format!("{advertise_host}:{}", listen.port());
+        let (membership, _) = Actor::spawn(
+            None,
+            Membership,
+            MembershipArgs {
+                node: node.clone(),
+                advertise: advertise.clone(),
+                config: c.clone(),
+                node_server: node_server.clone(),
+                shared: shared.clone(),
+                metrics: cm.clone(),
+                load,
+            },
+        )
+        .await
+        .map_err(|e| ClusterError(format!("membership: {e}")))?;
+        info!(node = %node, listen = %listen, advertise = %advertise, seeds = ?c.seeds, dns = %c.dns, "cluster node started");
+        Ok(Arc::new(Cluster {
+            node,
+            metrics: cm,
+            config: c.clone(),
+            segments: Default::default(),
+            listen,
+            advertise,
+            node_server,
+            membership,
+            agent,
+            shared,
+        }))
+    }
+
+    /// Membership and load, for `/api/v1/cluster`.
+    pub fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            enabled: true,
+            node: self.node.clone(),
+            listen: Some(self.listen.to_string()),
+            advertise: Some(self.advertise.clone()),
+            load: *lock(&self.shared.load),
+            peers: lock(&self.shared.peers).values().cloned().collect(),
+        }
+    }
+
+    /// Names of the peers currently up.
+    pub fn peer_names(&self) -> HashSet<String> {
+        lock(&self.shared.peers).keys().cloned().collect()
+    }
+
+    /// Shares where the HLS playlist of a stream this node owns stands with every other node.
+    pub fn share_hls(&self, key: &StreamKey, since_ms: u64, pos: &HlsPosition) {
+        let msg = Cast::HlsState {
+            key: key.to_string(),
+            since_ms,
+            next_msn: pos.next_msn,
+            discontinuity: pos.discontinuity,
+            ended: pos.ended,
+            playlist: pos.playlist.clone(),
+        };
+        let bytes = msg.encode();
+        for agent in super::remote_members(NODE_GROUP) {
+            let _ = agent.cast(RemoteMsg::Cast(bytes.clone()));
+        }
+    }
+
+    /// Where to continue the HLS playlist of `key` if it was live on another node within `max_age`:
+    /// `(next_msn, discontinuity)`. One sequence number is skipped: the previous owner may have cut a segment
+    /// after its last share reached this node, and a gap is harmless where a reused number is not.
+    pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<(u64, u64)> {
+        let g = lock(&self.shared.hls);
+        let s = g.get(&key.to_string())?;
+        (s.at.elapsed() <= max_age && !s.ended).then_some((s.next_msn + 1, s.discontinuity))
+    }
+
+    /// The last playlist of `key` its (now gone) owner shared within `max_age`, to keep serving players until a
+    /// publisher brings the stream back.
+    pub fn last_playlist(&self, key: &StreamKey, max_age: Duration) -> Option<Bytes> {
+        let g = lock(&self.shared.hls);
+        let s = g.get(&key.to_string())?;
+        (s.at.elapsed() <= max_age).then(|| s.playlist.clone()).flatten()
+    }
+
+    /// Leaves the cluster: stops membership (no re-dials), the agent and the node server (closing every session).
+    pub async fn shutdown(&self) {
+        self.membership.stop(None);
+        self.agent.stop(None);
+        self.node_server.stop(None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---- node agent -------------------------------------------------------------------------------------------------
+
+/// Answers heartbeats for this node (group [`NODE_GROUP`]).
+pub struct NodeAgent;
+
+/// Arguments of the [`NodeAgent`].
+pub struct AgentArgs {
+    node: String,
+    shared: Arc<Shared>,
+}
+
+impl Actor for NodeAgent {
+    type Msg = RemoteMsg;
+    type State = AgentArgs;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(&self, myself: ActorRef<RemoteMsg>, args: AgentArgs) -> Result<AgentArgs, ActorProcessingErr> {
+        pg::join(NODE_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RemoteMsg>,
+        msg: RemoteMsg,
+        st: &mut AgentArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        if let RemoteMsg::Cast(bytes) = msg {
+            match Cast::decode(bytes) {
+                Ok(Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist }) => {
+                    let mut g = lock(&st.shared.hls);
+                    // A newer claim's state wins over an older owner that is still winding down.
+                    if g.get(&key).is_none_or(|s| s.since_ms <= since_ms) {
+                        let at = Instant::now();
+                        g.insert(key, HlsState { since_ms, next_msn, discontinuity, ended, playlist, at });
+                    }
+                    g.retain(|_, s| s.at.elapsed() < HLS_STATE_TTL);
+                }
+                Ok(other) => debug!(cast = ?other, "node agent: unexpected cast"),
+                Err(e) => warn!(error = %e, "node agent: dropped a malformed message"),
+            }
+            return Ok(());
+        }
+        if let RemoteMsg::Call(bytes, reply) = msg {
+            match Request::decode(bytes) {
+                Ok(Request::Ping { nonce, .. }) => {
+                    let load = *lock(&st.shared.load);
+                    let _ = reply.send(Response::Pong { nonce, node: st.node.clone(), load }.encode());
+                }
+                Ok(other) => debug!(request = ?other, "node agent: unexpected request"),
+                Err(e) => warn!(error = %e, "node agent: dropped a malformed request"),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- membership -------------------------------------------------------------------------------------------------
+
+struct Events(ActorRef<MembershipMsg>);
+
+impl NodeEventSubscription for Events {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(MembershipMsg::Opened(ses));
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(MembershipMsg::Authenticated(ses));
+    }
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(MembershipMsg::Disconnected(ses));
+    }
+}
+
+/// Messages of the [`Membership`] actor (local only).
+pub enum MembershipMsg {
+    /// A session opened (incoming or outgoing).
+    Opened(NodeServerSessionInformation),
+    /// A session authenticated.
+    Authenticated(NodeServerSessionInformation),
+    /// A session ended.
+    Disconnected(NodeServerSessionInformation),
+    /// Dial `addr` (attempt number for backoff).
+    Dial(String, u32),
+    /// A dial's TCP connect finished.
+    DialResult(String, u32, Result<SocketAddr, String>),
+    /// Resolve `cluster.dns` again.
+    Resolve,
+    /// Heartbeat timer.
+    Tick,
+    /// A heartbeat came back.
+    Pong(u64, Duration, Load),
+    /// A heartbeat failed.
+    PingFailed(u64),
+}
+
+impl ractor::Message for MembershipMsg {}
+
+/// Arguments of [`Membership`].
+pub struct MembershipArgs {
+    node: String,
+    advertise: String,
+    config: ClusterConfig,
+    node_server: ActorRef<NodeServerMessage>,
+    shared: Arc<Shared>,
+    metrics: ClusterMetrics,
+    load: Box<dyn Fn() -> Load + Send + Sync>,
+}
+
+struct Peer {
+    name: String,
+    address: String,
+    session: ActorRef<NodeSessionMessage>,
+    since: Instant,
+    last_ok: Instant,
+    rtt: Option<Duration>,
+    load: Option<Load>,
+    inflight: bool,
+}
+
+struct PendingDial {
+    addr: String,
+    attempt: u32,
+    started: Instant,
+    session: Option<ActorRef<NodeSessionMessage>>,
+}
+
+/// State of [`Membership`].
+pub struct MembershipState {
+    args: MembershipArgs,
+    peers: HashMap<u64, Peer>,
+    pending: HashMap<SocketAddr, PendingDial>,
+    /// Addresses being dialed or waiting for a re-dial (no duplicate dials).
+    dialing: HashSet<String>,
+    nonce: u64,
+    cpu: (Instant, f64),
+    last_load: Instant,
+}
+
+/// The membership actor (see the module docs).
+pub struct Membership;
+
+impl Actor for Membership {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MembershipMsg>,
+        args: MembershipArgs,
+    ) -> Result<MembershipState, ActorProcessingErr> {
+        args.node_server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "strom-membership".into(),
+            subscription: Box::new(Events(myself.clone())),
+        })?;
+        for s in &args.config.seeds {
+            if *s != args.advertise {
+                myself.cast(MembershipMsg::Dial(s.clone(), 0))?;
+            }
+        }
+        if !args.config.dns.is_empty() {
+            myself.cast(MembershipMsg::Resolve)?;
+        }
+        let tick = Duration::from_secs_f64(args.config.heartbeat_interval_secs);
+        myself.send_interval(tick, || MembershipMsg::Tick);
+        let cpu = ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(0.0);
+        Ok(MembershipState {
+            args,
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            dialing: HashSet::new(),
+            nonce: 0,
+            cpu: (Instant::now(), cpu),
+            last_load: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MembershipMsg>,
+        msg: MembershipMsg,
+        st: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MembershipMsg::Dial(addr, attempt) => {
+                if st.peers.values().any(|p| p.address == addr) || !st.dialing.insert(addr.clone()) {
+                    return Ok(());
+                }
+                let ns = st.args.node_server.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let res = dial(&ns, &addr).await;
+                    let _ = me.cast(MembershipMsg::DialResult(addr, attempt, res));
+                });
+            }
+            MembershipMsg::DialResult(addr, attempt, res) => match res {
+                Ok(sa) => {
+                    debug!(peer = %addr, %sa, "cluster dial connected; authenticating");
+                    st.dialing.remove(&addr);
+                    let session = st.pending.get(&sa).and_then(|p| p.session.clone());
+                    st.pending.insert(sa, PendingDial { addr, attempt, started: Instant::now(), session });
+                }
+                Err(e) => {
+                    let d = backoff(attempt);
+                    if attempt == 0 || attempt % 10 == 9 {
+                        warn!(peer = %addr, error = %e, retry_in = ?d, "cannot reach cluster peer");
+                    } else {
+                        debug!(peer = %addr, error = %e, retry_in = ?d, "cannot reach cluster peer");
+                    }
+                    st.retry(&myself, addr, attempt + 1);
+                }
+            },
+            MembershipMsg::Opened(s) => {
+                if !s.is_server {
+                    if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
+                        st.pending.entry(sa).and_modify(|p| p.session = Some(s.actor.clone())).or_insert(PendingDial {
+                            addr: String::new(),
+                            attempt: 0,
+                            started: Instant::now(),
+                            session: Some(s.actor.clone()),
+                        });
+                    }
+                }
+            }
+            MembershipMsg::Authenticated(s) => {
+                if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
+                    if !s.is_server {
+                        st.pending.remove(&sa);
+                    }
+                }
+                let (full, address) =
+                    s.peer_name.as_ref().map(|n| (n.name.clone(), n.connection_string.clone())).unwrap_or_default();
+                // ractor_cluster names a node `name@host`.
+                let name = full.split('@').next().unwrap_or_default().to_string();
+                info!(peer = %name, address = %address, from = %s.peer_addr, incoming = s.is_server, "cluster peer joined");
+                st.dialing.remove(&address);
+                st.peers.insert(
+                    s.node_id,
+                    Peer {
+                        name,
+                        address,
+                        session: s.actor.clone(),
+                        since: Instant::now(),
+                        last_ok: Instant::now(),
+                        rtt: None,
+                        load: None,
+                        inflight: false,
+                    },
+                );
+                st.publish();
+            }
+            MembershipMsg::Disconnected(s) => {
+                if let Some(p) = st.peers.remove(&s.node_id) {
+                    warn!(peer = %p.name, address = %p.address, "cluster peer lost; re-dialing");
+                    st.args.metrics.peers_lost.with_label_values(&["closed"]).inc();
+                    st.args.metrics.heartbeat_rtt_us.remove_label_values(&[&p.name]).ok();
+                    // Whoever dialed before dials again; also dial if we only knew it from its incoming session,
+                    // unless another session to it is still up (ractor_cluster keeps one per pair).
+                    if !st.peers.values().any(|q| q.name == p.name) && !p.address.is_empty() {
+                        st.retry(&myself, p.address, 0);
+                    }
+                    st.publish();
+                } else {
+                    let sa = s.peer_addr.parse::<SocketAddr>().ok();
+                    let pending = sa.and_then(|sa| st.pending.remove(&sa));
+                    let direction = if s.is_server { "in" } else { "out" };
+                    st.args.metrics.auth_failures.with_label_values(&[direction]).inc();
+                    warn!(
+                        from = %s.peer_addr,
+                        incoming = s.is_server,
+                        "cluster session ended before authenticating (wrong cookie, self-dial, or a duplicate session)"
+                    );
+                    if let Some(p) = pending.filter(|p| !p.addr.is_empty()) {
+                        st.retry(&myself, p.addr, p.attempt + 1);
+                    }
+                }
+            }
+            MembershipMsg::Resolve => {
+                let dns = st.args.config.dns.clone();
+                let me = myself.clone();
+                let advertise = st.args.advertise.clone();
+                tokio::spawn(async move {
+                    match tokio::net::lookup_host(&dns).await {
+                        Ok(addrs) => {
+                            for a in addrs {
+                                let a = a.to_string();
+                                if a != advertise {
+                                    let _ = me.cast(MembershipMsg::Dial(a, 0));
+                                }
+                            }
+                        }
+                        Err(e) => debug!(dns = %dns, error = %e, "cluster.dns does not resolve (yet)"),
+                    }
+                });
+                let every = Duration::from_secs_f64(st.args.config.dns_interval_secs);
+                myself.send_after(every, || MembershipMsg::Resolve);
+            }
+            MembershipMsg::Tick => st.tick(&myself),
+            MembershipMsg::Pong(id, rtt, load) => {
+                if let Some(p) = st.peers.get_mut(&id) {
+                    p.inflight = false;
+                    p.last_ok = Instant::now();
+                    p.rtt = Some(rtt);
+                    p.load = Some(load);
+                    st.args.metrics.heartbeat_rtt_us.with_label_values(&[&p.name]).set(rtt.as_micros() as i64);
+                }
+                st.publish();
+            }
+            MembershipMsg::PingFailed(id) => {
+                if let Some(p) = st.peers.get_mut(&id) {
+                    p.inflight = false;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MembershipState {
+    fn retry(&mut self, myself: &ActorRef<MembershipMsg>, addr: String, attempt: u32) {
+        self.dialing.remove(&addr);
+        let d = backoff(attempt);
+        myself.send_after(d, move || MembershipMsg::Dial(addr, attempt));
+    }
+
+    fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
+        let now = Instant::now();
+        if now.duration_since(self.last_load) >= Duration::from_secs(1) {
+            self.update_load(now);
+        }
+        for (sa, p) in &self.pending {
+            if now.duration_since(p.started) > AUTH_DEADLINE {
+                if let Some(sess) = &p.session {
+                    warn!(peer = %p.addr, addr = %sa, "cluster peer did not authenticate in time; closing");
+                    sess.stop(Some("auth deadline".into()));
+                }
+            }
+        }
+        let deadline = Duration::from_secs_f64(self.args.config.heartbeat_deadline_secs);
+        let agents = pg::get_members(&NODE_GROUP.to_string());
+        for (id, p) in self.peers.iter_mut() {
+            if now.duration_since(p.last_ok) > deadline {
+                warn!(peer = %p.name, silent_for = ?now.duration_since(p.last_ok), "cluster peer missed its heartbeat deadline; declaring it down");
+                self.args.metrics.peers_lost.with_label_values(&["heartbeat_deadline"]).inc();
+                // Ending the session makes its actors leave every group; the disconnect event re-dials.
+                p.session.stop(Some("heartbeat deadline".into()));
+                p.last_ok = now;
+                continue;
+            }
+            if p.inflight {
+                continue;
+            }
+            let Some(agent) = agents
+                .iter()
+                .find(|c| matches!(c.get_id(), ActorId::Remote { node_id, .. } if node_id == *id))
+                .map(|c| ActorRef::<RemoteMsg>::from(c.clone()))
+            else {
+                continue;
+            };
+            p.inflight = true;
+            self.nonce += 1;
+            let (nonce, id, me, from) = (self.nonce, *id, myself.clone(), self.args.node.clone());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                match call(&agent, &Request::Ping { nonce, from }, deadline).await {
+                    Some(Response::Pong { nonce: n, load, .. }) if n == nonce => {
+                        let _ = me.cast(MembershipMsg::Pong(id, t.elapsed(), load));
+                    }
+                    _ => {
+                        let _ = me.cast(MembershipMsg::PingFailed(id));
+                    }
+                }
+            });
+        }
+        let suspect_after = Duration::from_secs_f64(self.args.config.heartbeat_interval_secs * 2.5);
+        let mut peers = lock(&self.args.shared.peers);
+        for p in self.peers.values() {
+            if let Some(s) = peers.get_mut(&p.name) {
+                s.state = if now.duration_since(p.last_ok) > suspect_after { "suspect" } else { "up" }.into();
+                s.connected_secs = p.since.elapsed().as_secs_f64().round();
+            }
+        }
+    }
+
+    fn update_load(&mut self, now: Instant) {
+        let cpu_now = ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(0.0);
+        let (t0, c0) = self.cpu;
+        let secs = now.duration_since(t0).as_secs_f64().max(0.001);
+        let mut load = (self.args.load)();
+        load.cpu = (((cpu_now - c0) / secs) as f32 * 100.0).round() / 100.0;
+        self.cpu = (now, cpu_now);
+        self.last_load = now;
+        *lock(&self.args.shared.load) = load;
+    }
+
+    /// Copies the peer table into the shared status and the metrics.
+    fn publish(&self) {
+        let mut out = BTreeMap::new();
+        for p in self.peers.values() {
+            out.insert(
+                p.name.clone(),
+                PeerStatus {
+                    name: p.name.clone(),
+                    address: p.address.clone(),
+                    state: "up".into(),
+                    rtt_ms: p.rtt.map(|r| (r.as_secs_f64() * 1e5).round() / 100.0),
+                    load: p.load,
+                    connected_secs: p.since.elapsed().as_secs_f64().round(),
+                },
+            );
+        }
+        self.args.metrics.nodes.set(out.len() as i64 + 1);
+        *lock(&self.args.shared.peers) = out;
+    }
+}
+
+async fn dial(ns: &ActorRef<NodeServerMessage>, addr: &str) -> Result<SocketAddr, String> {
+    let sa = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr))
+        .await
+        .map_err(|_| "resolve timeout".to_string())?
+        .map_err(|e| format!("resolve: {e}"))?
+        .next()
+        .ok_or("resolve: no address")?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(ns, sa)).await {
+        Err(_) => Err("connect timeout".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(())) => Ok(sa),
+    }
+}

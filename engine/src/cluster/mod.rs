@@ -1,0 +1,103 @@
+//! Cluster: the nodes form one ractor_cluster and act as one server, with no broker or database.
+//!
+//! ## Map
+//! - [`wire`]: the bytes of every cross-node message (sans-IO, fuzzed).
+//! - [`membership`]: joins peers (seeds, DNS), keeps an own heartbeat with a deadline, re-dials with backoff,
+//!   shares load; [`membership::NodeAgent`] answers heartbeats.
+//! - [`export`]: the owner side of a stream: claims, relays to other nodes with credits, serves HLS to them.
+//! - [`hls`]: HLS from any node (the owner's playlist and segments, segments cached per node).
+//! - [`relay`]: the viewer side: one relay per (stream, node), feeding a local relay stream that local players
+//!   attach to like any other.
+//!
+//! ## Names (ractor process groups)
+//! - `strom.node.v1`: every node's [`membership::NodeAgent`].
+//! - `strom.stream.v1:<app/name>`: the [`export::StreamExport`] of the node owning that stream.
+//! - `strom.relay.v1:<app/name>@<node>`: the [`relay::RelaySink`] of a relay on node `<node>`.
+//!
+//! Remote actor references are never cached across calls: they are looked up in their group each time, because
+//! they change on every reconnect.
+//!
+//! ## Ownership rule
+//! A key has one owner: the node whose publisher claimed it. A publish is refused while another node has a live
+//! publisher on the key. Two publishers racing on two nodes (or both live after a partition heals): the earlier
+//! claim wins (Unix ms, then the lower node name); the other node ends its stream (its publisher is disconnected,
+//! its players get end-of-stream).
+
+pub mod export;
+pub mod hls;
+pub mod membership;
+pub mod relay;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{pg, ActorCell, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+use crate::stream::StreamKey;
+use wire::{Request, Response};
+
+pub use membership::{Cluster, ClusterStatus, PeerStatus};
+
+/// The message of every remote-capable actor: opaque [`wire`] bytes. Casts are [`wire::Cast`]s; calls carry a
+/// [`wire::Request`] and answer a [`wire::Response`].
+#[derive(RactorClusterMessage)]
+pub enum RemoteMsg {
+    /// A one-way [`wire::Cast`].
+    Cast(Vec<u8>),
+    /// A [`wire::Request`] answered with a [`wire::Response`].
+    #[rpc]
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// Process group of every node agent.
+pub const NODE_GROUP: &str = "strom.node.v1";
+
+/// Process group of the owner of `key`.
+pub fn stream_group(key: &StreamKey) -> String {
+    format!("strom.stream.v1:{key}")
+}
+
+/// Process group of the relay of `key` on `node`.
+pub fn relay_group(key: &StreamKey, node: &str) -> String {
+    format!("strom.relay.v1:{key}@{node}")
+}
+
+/// Remote (other nodes') members of a group.
+pub fn remote_members(group: &str) -> Vec<ActorRef<RemoteMsg>> {
+    pg::get_members(&group.to_string()).into_iter().filter(|c| !c.get_id().is_local()).map(ActorRef::from).collect()
+}
+
+/// Local members of a group.
+pub fn local_members(group: &str) -> Vec<ActorCell> {
+    pg::get_members(&group.to_string()).into_iter().filter(|c| c.get_id().is_local()).collect()
+}
+
+/// Calls a remote actor; `None` on timeout, a dead peer or a malformed answer (logged).
+pub async fn call(actor: &ActorRef<RemoteMsg>, req: &Request, timeout: Duration) -> Option<Response> {
+    let bytes = req.encode();
+    match actor.call(|reply| RemoteMsg::Call(bytes, reply), Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(b)) => match Response::decode(b) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(actor = %actor.get_id(), error = %e, "bad cluster response");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// Sends a cast; false if the actor is gone.
+pub fn cast(actor: &ActorRef<RemoteMsg>, msg: &wire::Cast) -> bool {
+    actor.cast(RemoteMsg::Cast(msg.encode())).is_ok()
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A cheap handle on the cluster side of a node, shared by the registry and the HTTP API.
+pub type ClusterHandle = Arc<Cluster>;

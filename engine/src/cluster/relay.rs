@@ -1,0 +1,146 @@
+//! The viewer side of a relay: one [`RelaySink`] per (stream, node), in group `strom.relay.v1:<key>@<node>`.
+//!
+//! A node that is asked to play a stream another node owns creates a local *relay stream* (a stream actor without
+//! a segmenter) and a sink that holds its publisher slot. The sink subscribes at the owner's
+//! [`super::export::StreamExport`], feeds every relayed item into the local stream and grants credit back as it
+//! goes. Local players attach to the relay stream like to any other, so however many viewers a node has, the
+//! stream crosses the network to it once.
+//!
+//! The relay ends (local players get end-of-stream) when the owner says the stream ended, when the owner leaves the
+//! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when the relay had no local
+//! players for `cluster.relay_idle_secs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use tracing::{debug, info, warn};
+
+use super::wire::{Cast, RelayItem};
+use super::{relay_group, stream_group, ClusterHandle, RemoteMsg};
+use crate::rtmp::chunk_writer;
+use crate::stream::{Protocol, Publisher, ViewerCounts};
+
+/// How often the sink checks its owner and its viewers.
+const CHECK: Duration = Duration::from_millis(500);
+
+/// Arguments of a [`RelaySink`].
+pub struct RelayArgs {
+    /// The local relay stream's publisher slot.
+    pub publisher: Publisher,
+    /// The owner's export actor.
+    pub owner: ActorRef<RemoteMsg>,
+    /// The owner's node name (for logs).
+    pub owner_node: String,
+    /// Viewer counts of the local relay stream.
+    pub viewers: Arc<ViewerCounts>,
+    /// The cluster.
+    pub cluster: ClusterHandle,
+    /// RTMP chunk size of this node (relayed frames are pre-chunked for local RTMP players).
+    pub chunk_size: usize,
+}
+
+/// State of a [`RelaySink`].
+pub struct RelayState {
+    args: RelayArgs,
+    unacked: u32,
+    last_seq: u64,
+    idle_since: Option<Instant>,
+}
+
+/// The viewer-side relay actor (see the module docs).
+pub struct RelaySink;
+
+impl Actor for RelaySink {
+    type Msg = RemoteMsg;
+    type State = RelayState;
+    type Arguments = RelayArgs;
+
+    async fn pre_start(&self, myself: ActorRef<RemoteMsg>, args: RelayArgs) -> Result<RelayState, ActorProcessingErr> {
+        let key = args.publisher.key().clone();
+        pg::join(relay_group(&key, &args.cluster.node), vec![myself.get_cell()]);
+        let window = args.cluster.config.relay_window_bytes;
+        if !super::cast(&args.owner, &Cast::Subscribe { node: args.cluster.node.clone(), credit: window }) {
+            return Err(format!("owner of {key} on {} is gone", args.owner_node).into());
+        }
+        args.cluster.metrics.relays.with_label_values(&["in"]).inc();
+        info!(stream = %key, owner = %args.owner_node, "relaying stream from its owner");
+        myself.send_interval(CHECK, || RemoteMsg::Cast(Cast::Tick.encode()));
+        Ok(RelayState { args, unacked: 0, last_seq: 0, idle_since: None })
+    }
+
+    async fn post_stop(&self, _: ActorRef<RemoteMsg>, st: &mut RelayState) -> Result<(), ActorProcessingErr> {
+        st.args.cluster.metrics.relays.with_label_values(&["in"]).dec();
+        // Tell the owner (if it is still there) so it stops sending.
+        super::cast(&st.args.owner, &Cast::Unsubscribe { node: st.args.cluster.node.clone() });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RemoteMsg>,
+        msg: RemoteMsg,
+        st: &mut RelayState,
+    ) -> Result<(), ActorProcessingErr> {
+        let RemoteMsg::Cast(bytes) = msg else { return Ok(()) };
+        let key = st.args.publisher.key().clone();
+        match Cast::decode(bytes) {
+            Ok(Cast::Media { seq, items }) => {
+                if seq != st.last_seq + 1 {
+                    debug!(stream = %key, expected = st.last_seq + 1, got = seq, "relay batch out of sequence");
+                }
+                st.last_seq = seq;
+                let mut size = 0usize;
+                for item in items {
+                    size += item.wire_len();
+                    let sent = match item {
+                        RelayItem::Metadata(m) => st.args.publisher.metadata_raw(m),
+                        frame => match frame.to_frame() {
+                            Some(mut f) => {
+                                chunk_writer::prepare(&mut f, st.args.chunk_size);
+                                st.args.publisher.send(f)
+                            }
+                            None => Ok(()),
+                        },
+                    };
+                    if sent.is_err() {
+                        info!(stream = %key, "local relay stream is gone; ending relay");
+                        myself.stop(Some("local stream gone".into()));
+                        return Ok(());
+                    }
+                }
+                st.args.cluster.metrics.relay_bytes.with_label_values(&["in"]).inc_by(size as u64);
+                st.unacked = st.unacked.saturating_add(size as u32);
+                if st.unacked >= st.args.cluster.config.relay_window_bytes / 4 {
+                    let grant = std::mem::take(&mut st.unacked);
+                    super::cast(&st.args.owner, &Cast::Credit { node: st.args.cluster.node.clone(), bytes: grant });
+                }
+            }
+            Ok(Cast::End { reason }) => {
+                info!(stream = %key, owner = %st.args.owner_node, reason = %reason, "relayed stream ended at its owner");
+                myself.stop(Some(reason));
+            }
+            Ok(Cast::Tick) => {
+                let owner_id = st.args.owner.get_id();
+                if !pg::get_members(&stream_group(&key)).iter().any(|c| c.get_id() == owner_id) {
+                    warn!(stream = %key, owner = %st.args.owner_node, "owner left the cluster; ending relay");
+                    myself.stop(Some("owner gone".into()));
+                    return Ok(());
+                }
+                let viewers = st.args.viewers.get(Protocol::Rtmp) + st.args.viewers.get(Protocol::Flv);
+                if viewers > 0 {
+                    st.idle_since = None;
+                } else {
+                    let since = *st.idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed().as_secs_f64() >= st.args.cluster.config.relay_idle_secs {
+                        info!(stream = %key, "relay has had no players for a while; dropping it");
+                        myself.stop(Some("idle".into()));
+                    }
+                }
+            }
+            Ok(other) => debug!(stream = %key, cast = ?other, "relay: unexpected cast"),
+            Err(e) => warn!(stream = %key, error = %e, "dropped a malformed relay message"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,638 @@
+//! The cross-node wire format: every message one node sends another, as bytes, with no I/O.
+//!
+//! ractor_cluster carries a remote actor's message as `Vec<u8>` fields ([`super::RemoteMsg`]); this module turns
+//! those bytes into typed [`Cast`]s, [`Request`]s and [`Response`]s and back. Decoding never panics and never
+//! trusts a length: a malformed message is a [`WireError`] naming the field and byte offset, and the receiver drops
+//! it (one bad message, not a torn-down link). Media payloads are slices of the received buffer (`Bytes`), so a
+//! relayed frame is not copied again on the receiving node. Fuzzed by `engine/fuzz/fuzz_targets/cluster_wire.rs`.
+//!
+//! Layout: a version byte ([`VERSION`]), a tag byte, then fields: integers big-endian, strings and byte strings as
+//! a `u32` length + bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::media::{MediaFrame, MediaKind};
+
+/// Wire version; a node refuses messages of another version (mixed-version clusters are not supported yet).
+pub const VERSION: u8 = 1;
+
+/// Longest string field accepted (stream keys, node names, segment names, reasons).
+const MAX_STRING: usize = 4096;
+
+/// A malformed message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed cluster message: {what} at byte {offset}")]
+pub struct WireError {
+    /// What was being read.
+    pub what: &'static str,
+    /// Where.
+    pub offset: usize,
+}
+
+/// One item of relayed media, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayItem {
+    /// An `onMetaData` AMF0 body.
+    Metadata(Bytes),
+    /// A frame: kind, timestamp (ms, the relay's own timeline) and the FLV tag body.
+    Frame {
+        /// Audio or video.
+        kind: MediaKind,
+        /// Milliseconds.
+        timestamp: u32,
+        /// FLV tag body.
+        data: Bytes,
+    },
+}
+
+impl RelayItem {
+    /// Bytes this item occupies on the wire (for credits).
+    pub fn wire_len(&self) -> usize {
+        match self {
+            RelayItem::Metadata(b) => 5 + b.len(),
+            RelayItem::Frame { data, .. } => 10 + data.len(),
+        }
+    }
+
+    /// The item as a frame for the local stream actor (`None` for metadata).
+    pub fn to_frame(&self) -> Option<MediaFrame> {
+        match self {
+            RelayItem::Frame { kind, timestamp, data } => {
+                Some(MediaFrame::from_flv_body(*kind, *timestamp, data.clone()))
+            }
+            RelayItem::Metadata(_) => None,
+        }
+    }
+}
+
+/// One-way messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cast {
+    /// To a stream's owner: node `node` wants a relay, starting with `credit` bytes of window.
+    Subscribe {
+        /// The subscribing node's name.
+        node: String,
+        /// Initial window in bytes.
+        credit: u32,
+    },
+    /// To a stream's owner: node `node` consumed `bytes` more.
+    Credit {
+        /// The subscribing node's name.
+        node: String,
+        /// Bytes granted.
+        bytes: u32,
+    },
+    /// To a stream's owner: node `node` no longer wants the relay.
+    Unsubscribe {
+        /// The subscribing node's name.
+        node: String,
+    },
+    /// To a relay sink: the next batch of media; `seq` counts batches from 1 per subscription.
+    Media {
+        /// Batch number.
+        seq: u64,
+        /// Items in order.
+        items: Vec<RelayItem>,
+    },
+    /// To a relay sink: the stream ended at the owner (or the owner dropped this relay).
+    End {
+        /// Why.
+        reason: String,
+    },
+    /// A local timer tick (never sent across nodes; harmless if it is).
+    Tick,
+    /// To every node agent: where the HLS playlist of a stream this node owns stands, so any node can continue it
+    /// (new owner) or keep serving its last playlist while the stream has no owner.
+    HlsState {
+        /// The stream key.
+        key: String,
+        /// The owner's claim time (Unix ms): a newer claim's state replaces an older one's.
+        since_ms: u64,
+        /// Media sequence number of the next segment.
+        next_msn: u64,
+        /// Discontinuity number of the newest segment.
+        discontinuity: u64,
+        /// `EXT-X-ENDLIST` is set.
+        ended: bool,
+        /// The playlist text.
+        playlist: Option<Bytes>,
+    },
+}
+
+/// Load a node shares with its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Load {
+    /// CPU use of the process over the last second, in cores (1.0 = one core busy).
+    pub cpu: f32,
+    /// Streams this node owns (publishers).
+    pub streams: u32,
+    /// Players connected to this node.
+    pub players: u32,
+    /// Relays this node sends to other nodes.
+    pub relays_out: u32,
+    /// The node is draining (shutting down): give it no new work.
+    pub draining: bool,
+}
+
+/// Requests (remote procedure calls).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Heartbeat: echo `nonce`, tell your load.
+    Ping {
+        /// Echoed.
+        nonce: u64,
+        /// The asker's name.
+        from: String,
+    },
+    /// To a stream's owner: who are you, is a publisher live, since when.
+    Claim,
+    /// To a stream's owner: the HLS media playlist, waiting up to `wait_ms` for the first segment.
+    Playlist {
+        /// Milliseconds.
+        wait_ms: u32,
+    },
+    /// To a stream's owner: up to `max` bytes of HLS segment `name` from `offset`.
+    Segment {
+        /// File name, e.g. `seg-12.ts`.
+        name: String,
+        /// Byte offset.
+        offset: u32,
+        /// Most bytes wanted.
+        max: u32,
+    },
+    /// To a stream's owner: the `/api/v1/streams` entry, as JSON.
+    Info,
+}
+
+/// Replies to [`Request`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// To [`Request::Ping`].
+    Pong {
+        /// The request's nonce.
+        nonce: u64,
+        /// The answering node's name.
+        node: String,
+        /// Its load.
+        load: Load,
+    },
+    /// To [`Request::Claim`].
+    Claim {
+        /// The owner's node name.
+        node: String,
+        /// A publisher is live.
+        live: bool,
+        /// When this node claimed the key (Unix ms); earlier wins a race.
+        since_ms: u64,
+    },
+    /// To [`Request::Playlist`]: the playlist text, if there is one.
+    Playlist(Option<Bytes>),
+    /// To [`Request::Segment`]: total size and the requested part; `None` if there is no such segment.
+    Segment(Option<(u32, Bytes)>),
+    /// To [`Request::Info`]: JSON, if the stream exists.
+    Info(Option<Bytes>),
+}
+
+// ---- encoding ---------------------------------------------------------------------------------------------------
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+    out.put_u32(b.len() as u32);
+    out.put_slice(b);
+}
+
+fn put_opt(o: &mut BytesMut, b: &Option<Bytes>) {
+    match b {
+        Some(b) => {
+            o.put_u8(1);
+            put_bytes(o, b);
+        }
+        None => o.put_u8(0),
+    }
+}
+
+fn header(tag: u8, capacity: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(2 + capacity);
+    out.put_u8(VERSION);
+    out.put_u8(tag);
+    out
+}
+
+fn kind_byte(k: MediaKind) -> u8 {
+    match k {
+        MediaKind::Video => 9,
+        MediaKind::Audio => 8,
+    }
+}
+
+impl Cast {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Cast::Subscribe { node, credit } => {
+                let mut o = header(1, 8 + node.len());
+                put_bytes(&mut o, node.as_bytes());
+                o.put_u32(*credit);
+                o.to_vec()
+            }
+            Cast::Credit { node, bytes } => {
+                let mut o = header(2, 8 + node.len());
+                put_bytes(&mut o, node.as_bytes());
+                o.put_u32(*bytes);
+                o.to_vec()
+            }
+            Cast::Unsubscribe { node } => {
+                let mut o = header(3, 4 + node.len());
+                put_bytes(&mut o, node.as_bytes());
+                o.to_vec()
+            }
+            Cast::Media { seq, items } => {
+                let len: usize = items.iter().map(RelayItem::wire_len).sum();
+                let mut o = header(4, 12 + len);
+                o.put_u64(*seq);
+                o.put_u32(items.len() as u32);
+                for item in items {
+                    match item {
+                        RelayItem::Metadata(b) => {
+                            o.put_u8(0);
+                            put_bytes(&mut o, b);
+                        }
+                        RelayItem::Frame { kind, timestamp, data } => {
+                            o.put_u8(kind_byte(*kind));
+                            o.put_u32(*timestamp);
+                            put_bytes(&mut o, data);
+                        }
+                    }
+                }
+                o.to_vec()
+            }
+            Cast::End { reason } => {
+                let mut o = header(5, 4 + reason.len());
+                put_bytes(&mut o, reason.as_bytes());
+                o.to_vec()
+            }
+            Cast::Tick => header(6, 0).to_vec(),
+            Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist } => {
+                let mut o = header(7, 40 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
+                put_bytes(&mut o, key.as_bytes());
+                o.put_u64(*since_ms);
+                o.put_u64(*next_msn);
+                o.put_u64(*discontinuity);
+                o.put_u8(*ended as u8);
+                put_opt(&mut o, playlist);
+                o.to_vec()
+            }
+        }
+    }
+
+    /// Decodes a message.
+    pub fn decode(bytes: Vec<u8>) -> Result<Cast, WireError> {
+        let mut r = Reader::new(bytes)?;
+        let c = match r.tag {
+            1 => Cast::Subscribe { node: r.string("node")?, credit: r.u32("credit")? },
+            2 => Cast::Credit { node: r.string("node")?, bytes: r.u32("bytes")? },
+            3 => Cast::Unsubscribe { node: r.string("node")? },
+            4 => {
+                let seq = r.u64("seq")?;
+                let n = r.u32("item count")? as usize;
+                // Each item takes at least 5 bytes: a count beyond what remains is a lie.
+                if n > r.buf.remaining() / 5 {
+                    return Err(r.error("item count"));
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let item = match r.u8("item kind")? {
+                        0 => RelayItem::Metadata(r.bytes("metadata")?),
+                        k @ (8 | 9) => {
+                            let kind = if k == 9 { MediaKind::Video } else { MediaKind::Audio };
+                            RelayItem::Frame { kind, timestamp: r.u32("timestamp")?, data: r.bytes("frame")? }
+                        }
+                        _ => return Err(r.error("item kind")),
+                    };
+                    items.push(item);
+                }
+                Cast::Media { seq, items }
+            }
+            5 => Cast::End { reason: r.string("reason")? },
+            6 => Cast::Tick,
+            7 => Cast::HlsState {
+                key: r.string("key")?,
+                since_ms: r.u64("since_ms")?,
+                next_msn: r.u64("next_msn")?,
+                discontinuity: r.u64("discontinuity")?,
+                ended: r.bool("ended")?,
+                playlist: r.opt_bytes("playlist")?,
+            },
+            _ => return Err(r.error("cast tag")),
+        };
+        r.finish(c)
+    }
+}
+
+impl Request {
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Ping { nonce, from } => {
+                let mut o = header(1, 12 + from.len());
+                o.put_u64(*nonce);
+                put_bytes(&mut o, from.as_bytes());
+                o.to_vec()
+            }
+            Request::Claim => header(2, 0).to_vec(),
+            Request::Playlist { wait_ms } => {
+                let mut o = header(3, 4);
+                o.put_u32(*wait_ms);
+                o.to_vec()
+            }
+            Request::Segment { name, offset, max } => {
+                let mut o = header(4, 12 + name.len());
+                put_bytes(&mut o, name.as_bytes());
+                o.put_u32(*offset);
+                o.put_u32(*max);
+                o.to_vec()
+            }
+            Request::Info => header(5, 0).to_vec(),
+        }
+    }
+
+    /// Decodes a request.
+    pub fn decode(bytes: Vec<u8>) -> Result<Request, WireError> {
+        let mut r = Reader::new(bytes)?;
+        let q = match r.tag {
+            1 => Request::Ping { nonce: r.u64("nonce")?, from: r.string("from")? },
+            2 => Request::Claim,
+            3 => Request::Playlist { wait_ms: r.u32("wait_ms")? },
+            4 => Request::Segment { name: r.string("name")?, offset: r.u32("offset")?, max: r.u32("max")? },
+            5 => Request::Info,
+            _ => return Err(r.error("request tag")),
+        };
+        r.finish(q)
+    }
+}
+
+impl Response {
+    /// Encodes the response.
+    pub fn encode(&self) -> Vec<u8> {
+        let opt = put_opt;
+        match self {
+            Response::Pong { nonce, node, load } => {
+                let mut o = header(1, 40 + node.len());
+                o.put_u64(*nonce);
+                put_bytes(&mut o, node.as_bytes());
+                o.put_f32(load.cpu);
+                o.put_u32(load.streams);
+                o.put_u32(load.players);
+                o.put_u32(load.relays_out);
+                o.put_u8(load.draining as u8);
+                o.to_vec()
+            }
+            Response::Claim { node, live, since_ms } => {
+                let mut o = header(2, 16 + node.len());
+                put_bytes(&mut o, node.as_bytes());
+                o.put_u8(*live as u8);
+                o.put_u64(*since_ms);
+                o.to_vec()
+            }
+            Response::Playlist(p) => {
+                let mut o = header(3, 8 + p.as_ref().map_or(0, Bytes::len));
+                opt(&mut o, p);
+                o.to_vec()
+            }
+            Response::Segment(s) => {
+                let mut o = header(4, 12 + s.as_ref().map_or(0, |(_, b)| b.len()));
+                match s {
+                    Some((total, part)) => {
+                        o.put_u8(1);
+                        o.put_u32(*total);
+                        put_bytes(&mut o, part);
+                    }
+                    None => o.put_u8(0),
+                }
+                o.to_vec()
+            }
+            Response::Info(j) => {
+                let mut o = header(5, 8 + j.as_ref().map_or(0, Bytes::len));
+                opt(&mut o, j);
+                o.to_vec()
+            }
+        }
+    }
+
+    /// Decodes a response.
+    pub fn decode(bytes: Vec<u8>) -> Result<Response, WireError> {
+        let mut r = Reader::new(bytes)?;
+        let s = match r.tag {
+            1 => Response::Pong {
+                nonce: r.u64("nonce")?,
+                node: r.string("node")?,
+                load: Load {
+                    cpu: r.f32("cpu")?,
+                    streams: r.u32("streams")?,
+                    players: r.u32("players")?,
+                    relays_out: r.u32("relays_out")?,
+                    draining: r.bool("draining")?,
+                },
+            },
+            2 => Response::Claim { node: r.string("node")?, live: r.bool("live")?, since_ms: r.u64("since_ms")? },
+            3 => Response::Playlist(r.opt_bytes("playlist")?),
+            4 => Response::Segment(match r.bool("segment present")? {
+                true => Some((r.u32("total")?, r.bytes("part")?)),
+                false => None,
+            }),
+            5 => Response::Info(r.opt_bytes("info")?),
+            _ => return Err(r.error("response tag")),
+        };
+        r.finish(s)
+    }
+}
+
+// ---- decoding ---------------------------------------------------------------------------------------------------
+
+struct Reader {
+    buf: Bytes,
+    len: usize,
+    tag: u8,
+}
+
+impl Reader {
+    fn new(bytes: Vec<u8>) -> Result<Reader, WireError> {
+        let len = bytes.len();
+        let mut buf = Bytes::from(bytes);
+        if buf.remaining() < 2 {
+            return Err(WireError { what: "header", offset: 0 });
+        }
+        let version = buf.get_u8();
+        if version != VERSION {
+            return Err(WireError { what: "version", offset: 0 });
+        }
+        let tag = buf.get_u8();
+        Ok(Reader { buf, len, tag })
+    }
+
+    fn offset(&self) -> usize {
+        self.len - self.buf.remaining()
+    }
+
+    fn error(&self, what: &'static str) -> WireError {
+        WireError { what, offset: self.offset() }
+    }
+
+    fn need(&self, n: usize, what: &'static str) -> Result<(), WireError> {
+        if self.buf.remaining() < n {
+            return Err(self.error(what));
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn bool(&mut self, what: &'static str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError { what, offset: self.offset() - 1 }),
+        }
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+
+    fn f32(&mut self, what: &'static str) -> Result<f32, WireError> {
+        self.need(4, what)?;
+        Ok(self.buf.get_f32())
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        self.need(8, what)?;
+        Ok(self.buf.get_u64())
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<Bytes, WireError> {
+        let n = self.u32(what)? as usize;
+        self.need(n, what)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    fn opt_bytes(&mut self, what: &'static str) -> Result<Option<Bytes>, WireError> {
+        match self.bool(what)? {
+            true => self.bytes(what).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, WireError> {
+        let at = self.offset();
+        let b = self.bytes(what)?;
+        if b.len() > MAX_STRING {
+            return Err(WireError { what, offset: at });
+        }
+        String::from_utf8(b.to_vec()).map_err(|_| WireError { what, offset: at })
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, WireError> {
+        if self.buf.has_remaining() {
+            return Err(self.error("trailing bytes"));
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_round_trip() {
+        let casts = vec![
+            Cast::Subscribe { node: "strom-1".into(), credit: 1 << 21 },
+            Cast::Credit { node: "strom-1".into(), bytes: 4096 },
+            Cast::Unsubscribe { node: "strom-2".into() },
+            Cast::Media {
+                seq: 7,
+                items: vec![
+                    RelayItem::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData")),
+                    RelayItem::Frame { kind: MediaKind::Video, timestamp: 40, data: Bytes::from_static(&[0x17, 1]) },
+                    RelayItem::Frame { kind: MediaKind::Audio, timestamp: 42, data: Bytes::from_static(&[0xaf, 1]) },
+                ],
+            },
+            Cast::End { reason: "publisher left".into() },
+            Cast::Tick,
+            Cast::HlsState {
+                key: "live/a".into(),
+                since_ms: 5,
+                next_msn: 12,
+                discontinuity: 1,
+                ended: false,
+                playlist: Some(Bytes::from_static(b"#EXTM3U\n")),
+            },
+        ];
+        for c in casts {
+            assert_eq!(Cast::decode(c.encode()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        for q in [
+            Request::Ping { nonce: 9, from: "strom-0".into() },
+            Request::Claim,
+            Request::Playlist { wait_ms: 1500 },
+            Request::Segment { name: "seg-3.ts".into(), offset: 10, max: 1 << 20 },
+            Request::Info,
+        ] {
+            assert_eq!(Request::decode(q.encode()).unwrap(), q);
+        }
+        let load = Load { cpu: 0.5, streams: 2, players: 30, relays_out: 1, draining: true };
+        for s in [
+            Response::Pong { nonce: 9, node: "strom-1".into(), load },
+            Response::Claim { node: "strom-1".into(), live: true, since_ms: 1_700_000_000_000 },
+            Response::Playlist(Some(Bytes::from_static(b"#EXTM3U\n"))),
+            Response::Playlist(None),
+            Response::Segment(Some((100, Bytes::from_static(&[0x47; 10])))),
+            Response::Segment(None),
+            Response::Info(Some(Bytes::from_static(b"{}"))),
+        ] {
+            assert_eq!(Response::decode(s.encode()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_with_offsets() {
+        assert_eq!(Cast::decode(vec![]).unwrap_err().what, "header");
+        assert_eq!(Cast::decode(vec![2, 1]).unwrap_err().what, "version");
+        assert_eq!(Cast::decode(vec![VERSION, 99]).unwrap_err().what, "cast tag");
+        // A length beyond the end.
+        let e = Cast::decode(vec![VERSION, 3, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!((e.what, e.offset), ("node", 6));
+        // An item count no buffer could hold does not allocate.
+        let mut m = vec![VERSION, 4];
+        m.extend_from_slice(&7u64.to_be_bytes());
+        m.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(Cast::decode(m).unwrap_err().what, "item count");
+        // Trailing garbage.
+        let mut t = Cast::Tick.encode();
+        t.push(0);
+        assert_eq!(Cast::decode(t).unwrap_err().what, "trailing bytes");
+        // Not UTF-8.
+        assert_eq!(Cast::decode(vec![VERSION, 3, 0, 0, 0, 1, 0xff]).unwrap_err().what, "node");
+        assert_eq!(Response::decode(vec![VERSION, 3, 7]).unwrap_err().what, "playlist");
+    }
+
+    #[test]
+    fn media_payloads_are_slices_of_the_received_buffer() {
+        let data = Bytes::from(vec![0x27u8; 1000]);
+        let c = Cast::Media {
+            seq: 1,
+            items: vec![RelayItem::Frame { kind: MediaKind::Video, timestamp: 0, data: data.clone() }],
+        };
+        let Cast::Media { items, .. } = Cast::decode(c.encode()).unwrap() else { panic!() };
+        let f = items[0].to_frame().unwrap();
+        assert_eq!(f.data, data);
+        assert!(!f.keyframe && !f.header);
+    }
+}
