@@ -38,6 +38,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds a shutdown (SIGTERM/SIGINT) may take before the process exits anyway.
     pub shutdown_timeout_secs: f64,
+    /// On SIGTERM, seconds to keep serving publishers (readiness already false, so new players and publishers go
+    /// to other nodes) until they leave, before streams are ended. 0: end them at once. In Kubernetes, keep it
+    /// below `terminationGracePeriodSeconds` minus `shutdown_timeout_secs`.
+    pub drain_secs: f64,
     /// RTMP listener.
     pub rtmp: RtmpConfig,
     /// HTTP listener (HLS, HTTP-FLV, API, metrics, probes).
@@ -124,6 +128,10 @@ pub struct StreamConfig {
 pub struct LimitsConfig {
     /// Open connections (RTMP and HTTP together) beyond which new ones are refused.
     pub max_connections: usize,
+    /// CPU cores this node may use (its container's CPU limit): the CPU side of `strom_load_ratio`.
+    pub capacity_cores: f64,
+    /// Egress this node is sized for, in Mb/s: the network side of `strom_load_ratio`.
+    pub capacity_egress_mbps: f64,
 }
 
 /// Publish authorisation.
@@ -193,6 +201,7 @@ impl Default for Config {
             node_name: default_node_name(),
             log_format: LogFormat::Text,
             shutdown_timeout_secs: 10.0,
+            drain_secs: 0.0,
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
@@ -245,7 +254,11 @@ impl Default for StreamConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_connections: 20_000 }
+        LimitsConfig {
+            max_connections: 20_000,
+            capacity_cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+            capacity_egress_mbps: 1000.0,
+        }
     }
 }
 
@@ -366,6 +379,7 @@ impl Config {
                 "cluster" => section!(cluster, ClusterConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
+                "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "shutdown_timeout_secs" => {
                     config.shutdown_timeout_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?
                 }
@@ -389,6 +403,7 @@ impl Config {
             return err("node_name", "must be 1..253 characters");
         }
         secs("shutdown_timeout_secs", self.shutdown_timeout_secs, 0.0)?;
+        secs("drain_secs", self.drain_secs, 0.0)?;
         secs("rtmp.handshake_timeout_secs", self.rtmp.handshake_timeout_secs, 0.1)?;
         secs("rtmp.idle_timeout_secs", self.rtmp.idle_timeout_secs, 0.1)?;
         secs("hls.segment_duration_secs", self.hls.segment_duration_secs, 0.1)?;
@@ -418,6 +433,12 @@ impl Config {
         }
         if !(16..=1 << 20).contains(&self.stream.player_queue_frames) {
             return err("stream.player_queue_frames", "must be 16..1048576");
+        }
+        if !(self.limits.capacity_cores > 0.0 && self.limits.capacity_cores <= 4096.0) {
+            return err("limits.capacity_cores", "must be more than 0 (and at most 4096)");
+        }
+        if !(self.limits.capacity_egress_mbps > 0.0 && self.limits.capacity_egress_mbps <= 1e7) {
+            return err("limits.capacity_egress_mbps", "must be more than 0");
         }
         if self.limits.max_connections == 0 {
             return err("limits.max_connections", "must be at least 1");

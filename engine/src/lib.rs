@@ -11,7 +11,8 @@
 //! - [`hls`]: MPEG-TS muxer, playlist model and the segmenter actor.
 //! - [`http`]: axum routes for HLS, HTTP-FLV, API, metrics and probes.
 //! - [`media`]: frames, FLV, AVC and AAC parsing (pure, fuzzed).
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`load`]: the node's load (`strom_load_ratio`, for the HPA and the cluster).
+//! - [`cluster`]: membership, cluster-wide ownership, relays and HLS from any node (ractor_cluster).
 //! - [`shutdown`], [`bufqueue`]: plumbing.
 //!
 //! See `ARCHITECTURE.md` at the repository root for actors, ownership and messages.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod hls;
 pub mod http;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod node;

@@ -1,7 +1,8 @@
 //! One strom node: binds the listeners, starts the registry, serves until shutdown, then drains.
 //!
 //! [`Node::start`] returns once both listeners are bound (so the bound addresses are known, even for port 0);
-//! [`Node::shutdown`] runs the graceful stop: readiness false, listeners stop accepting, every stream ends
+//! [`Node::shutdown`] runs the graceful stop: readiness false, publishers may finish for up to `drain_secs`,
+//! listeners stop accepting, every stream ends
 //! (players get end-of-stream, HLS gets ENDLIST), then it waits for connections to finish, bounded by
 //! `shutdown_timeout_secs`.
 
@@ -15,10 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
-use crate::cluster::wire::Load;
 use crate::cluster::{Cluster, ClusterHandle};
 use crate::config::{secs, Config};
-use crate::metrics::{protocol, Metrics};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stream::{StreamKey, Streams};
 
@@ -32,8 +32,8 @@ pub struct NodeContext {
     pub streams: Streams,
     /// Listeners are up.
     pub ready: AtomicBool,
-    /// Shutdown has begun.
-    pub draining: AtomicBool,
+    /// Shutdown has begun (shared with the cluster's load report).
+    pub draining: Arc<AtomicBool>,
     connections: Arc<Semaphore>,
 }
 
@@ -118,19 +118,11 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let streams =
             Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let (load, load_task) = crate::load::start(&config, metrics.clone(), draining.clone());
         let cluster = match &config.cluster_cookie {
             Some(cookie) => {
-                let m = metrics.clone();
-                let load = Box::new(move || Load {
-                    cpu: 0.0,
-                    streams: m.publishers.get().max(0) as u32,
-                    players: [protocol::RTMP, protocol::FLV, protocol::HLS]
-                        .iter()
-                        .map(|p| m.viewers.with_label_values(&[p]).get().max(0) as u32)
-                        .sum(),
-                    relays_out: m.viewers.with_label_values(&[protocol::RELAY]).get().max(0) as u32,
-                    draining: false,
-                });
+                let load = Box::new(move || load.get());
                 let c = Cluster::start(&config, cookie.clone(), &metrics, load)
                     .await
                     .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -160,10 +152,10 @@ impl Node {
             metrics,
             streams,
             ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            draining,
         });
         let shutdown = Shutdown::new();
-        let mut tasks = Vec::new();
+        let mut tasks = vec![load_task];
         tasks.push(tokio::spawn(crate::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
         let listener = crate::http::listener::LimitedListener::new(
             http,
@@ -188,13 +180,24 @@ impl Node {
         let ctx = &self.context;
         ctx.draining.store(true, Ordering::Relaxed);
         ctx.ready.store(false, Ordering::Relaxed);
-        info!("shutting down: readiness off, ending streams");
-        let n = ctx.streams.shutdown().await;
-        // Give players a moment to receive end-of-stream before listeners and connections are told to stop.
-        tokio::time::sleep(Duration::from_millis(if n > 0 { 200 } else { 0 })).await;
+        info!("shutting down: readiness off");
+        let drain = Duration::from_secs_f64(ctx.config.drain_secs);
+        let started = std::time::Instant::now();
+        while ctx.metrics.publishers.get() > 0 && started.elapsed() < drain {
+            if started.elapsed().as_millis() % 5000 < 200 {
+                info!(publishers = ctx.metrics.publishers.get(), left = ?drain.saturating_sub(started.elapsed()), "draining: waiting for publishers to leave");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Leave the cluster first: other nodes then see this node's streams as ownerless, not ended, so a
+        // publisher reconnecting to another node continues the same HLS playlist.
         if let Some(c) = &self.cluster {
             c.shutdown().await;
         }
+        info!("ending streams");
+        let n = ctx.streams.shutdown().await;
+        // Give players a moment to receive end-of-stream before listeners and connections are told to stop.
+        tokio::time::sleep(Duration::from_millis(if n > 0 { 200 } else { 0 })).await;
         self.shutdown.trigger();
         let timeout = secs(ctx.config.shutdown_timeout_secs);
         let clean = self.shutdown.wait(timeout).await;

@@ -261,6 +261,7 @@ async fn send_relay(
     let group = relay_group(&key, &node);
     let gauge = cluster.metrics.relays.with_label_values(&["out"]);
     let bytes_out = cluster.metrics.relay_bytes.with_label_values(&["out"]);
+    let egress = metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::RELAY]);
     let sink = || remote_members(&group).into_iter().next();
     let Some(sub) = handle.subscribe(Protocol::Relay).await else {
         if let Some(s) = sink() {
@@ -298,6 +299,7 @@ async fn send_relay(
             }
             credit.bytes.fetch_sub(size as i64, Ordering::AcqRel);
             bytes_out.inc_by(size as u64);
+            egress.inc_by(size as u64);
         }
         if ended {
             super::cast(&s, &Cast::End { reason: "stream ended".into() });

@@ -30,7 +30,7 @@ use super::wire::{Cast, Load, Request, Response};
 use super::{call, RemoteMsg, NODE_GROUP};
 use crate::config::{ClusterConfig, Config};
 use crate::hls::segmenter::HlsPosition;
-use crate::metrics::{Metrics, ProcessStats};
+use crate::metrics::Metrics;
 use crate::stream::StreamKey;
 use bytes::Bytes;
 
@@ -444,7 +444,6 @@ pub struct MembershipState {
     /// Addresses being dialed or waiting for a re-dial (no duplicate dials).
     dialing: HashSet<String>,
     nonce: u64,
-    cpu: (Instant, f64),
     last_load: Instant,
 }
 
@@ -475,14 +474,12 @@ impl Actor for Membership {
         }
         let tick = Duration::from_secs_f64(args.config.heartbeat_interval_secs);
         myself.send_interval(tick, || MembershipMsg::Tick);
-        let cpu = ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(0.0);
         Ok(MembershipState {
             args,
             peers: HashMap::new(),
             pending: HashMap::new(),
             dialing: HashSet::new(),
             nonce: 0,
-            cpu: (Instant::now(), cpu),
             last_load: Instant::now(),
         })
     }
@@ -695,12 +692,8 @@ impl MembershipState {
     }
 
     fn update_load(&mut self, now: Instant) {
-        let cpu_now = ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(0.0);
-        let (t0, c0) = self.cpu;
-        let secs = now.duration_since(t0).as_secs_f64().max(0.001);
         let mut load = (self.args.load)();
-        load.cpu = (((cpu_now - c0) / secs) as f32 * 100.0).round() / 100.0;
-        self.cpu = (now, cpu_now);
+        load.cpu = (load.cpu * 100.0).round() / 100.0;
         self.last_load = now;
         *lock(&self.args.shared.load) = load;
     }
