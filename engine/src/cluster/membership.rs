@@ -394,7 +394,9 @@ pub enum MembershipMsg {
     /// Dial `addr` (attempt number for backoff).
     Dial(String, u32),
     /// A dial's TCP connect finished.
-    DialResult(String, u32, Result<SocketAddr, String>),
+    DialResult(String, u32, Result<SocketAddr, DialError>),
+    /// The addresses a peer's (or this node's) advertised name resolves to.
+    Learned(String, Vec<SocketAddr>),
     /// Resolve `cluster.dns` again.
     Resolve,
     /// Heartbeat timer.
@@ -406,6 +408,15 @@ pub enum MembershipMsg {
 }
 
 impl ractor::Message for MembershipMsg {}
+
+/// Why a dial did not connect.
+#[derive(Debug)]
+pub enum DialError {
+    /// The address is this node, or a peer already connected (found again through DNS or a seed).
+    Known,
+    /// Resolution or connection failed.
+    Failed(String),
+}
 
 /// Arguments of [`Membership`].
 pub struct MembershipArgs {
@@ -443,6 +454,8 @@ pub struct MembershipState {
     pending: HashMap<SocketAddr, PendingDial>,
     /// Addresses being dialed or waiting for a re-dial (no duplicate dials).
     dialing: HashSet<String>,
+    /// Socket addresses of this node (`"self"`) and of connected peers (their names): never dialed again.
+    known: Arc<Mutex<HashMap<SocketAddr, String>>>,
     nonce: u64,
     last_load: Instant,
 }
@@ -464,6 +477,10 @@ impl Actor for Membership {
             id: "strom-membership".into(),
             subscription: Box::new(Events(myself.clone())),
         })?;
+        learn(&myself, "self".into(), args.advertise.clone());
+        if !args.config.listen.ip().is_unspecified() {
+            let _ = myself.cast(MembershipMsg::Learned("self".into(), vec![args.config.listen]));
+        }
         for s in &args.config.seeds {
             if *s != args.advertise {
                 myself.cast(MembershipMsg::Dial(s.clone(), 0))?;
@@ -479,6 +496,7 @@ impl Actor for Membership {
             peers: HashMap::new(),
             pending: HashMap::new(),
             dialing: HashSet::new(),
+            known: Arc::new(Mutex::new(HashMap::new())),
             nonce: 0,
             last_load: Instant::now(),
         })
@@ -497,8 +515,9 @@ impl Actor for Membership {
                 }
                 let ns = st.args.node_server.clone();
                 let me = myself.clone();
+                let known = st.known.clone();
                 tokio::spawn(async move {
-                    let res = dial(&ns, &addr).await;
+                    let res = dial(&ns, &addr, &known).await;
                     let _ = me.cast(MembershipMsg::DialResult(addr, attempt, res));
                 });
             }
@@ -509,7 +528,10 @@ impl Actor for Membership {
                     let session = st.pending.get(&sa).and_then(|p| p.session.clone());
                     st.pending.insert(sa, PendingDial { addr, attempt, started: Instant::now(), session });
                 }
-                Err(e) => {
+                Err(DialError::Known) => {
+                    st.dialing.remove(&addr);
+                }
+                Err(DialError::Failed(e)) => {
                     let d = backoff(attempt);
                     if attempt == 0 || attempt % 10 == 9 {
                         warn!(peer = %addr, error = %e, retry_in = ?d, "cannot reach cluster peer");
@@ -543,6 +565,7 @@ impl Actor for Membership {
                 let name = full.split('@').next().unwrap_or_default().to_string();
                 info!(peer = %name, address = %address, from = %s.peer_addr, incoming = s.is_server, "cluster peer joined");
                 st.dialing.remove(&address);
+                learn(&myself, name.clone(), address.clone());
                 st.peers.insert(
                     s.node_id,
                     Peer {
@@ -561,6 +584,7 @@ impl Actor for Membership {
             MembershipMsg::Disconnected(s) => {
                 if let Some(p) = st.peers.remove(&s.node_id) {
                     warn!(peer = %p.name, address = %p.address, "cluster peer lost; re-dialing");
+                    lock(&st.known).retain(|_, n| *n != p.name);
                     st.args.metrics.peers_lost.with_label_values(&["closed"]).inc();
                     st.args.metrics.heartbeat_rtt_us.remove_label_values(&[&p.name]).ok();
                     // Whoever dialed before dials again; also dial if we only knew it from its incoming session,
@@ -569,6 +593,17 @@ impl Actor for Membership {
                         st.retry(&myself, p.address, 0);
                     }
                     st.publish();
+                } else if let Some(name) = s
+                    .peer_name
+                    .as_ref()
+                    .map(|n| n.name.split('@').next().unwrap_or_default().to_string())
+                    .filter(|n| st.peers.values().any(|p| p.name == *n))
+                {
+                    // ractor_cluster keeps one session per pair of nodes: the other one was closed.
+                    debug!(peer = %name, "duplicate cluster session closed");
+                    if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
+                        st.pending.remove(&sa);
+                    }
                 } else {
                     let sa = s.peer_addr.parse::<SocketAddr>().ok();
                     let pending = sa.and_then(|sa| st.pending.remove(&sa));
@@ -584,7 +619,17 @@ impl Actor for Membership {
                     }
                 }
             }
+            MembershipMsg::Learned(name, addrs) => {
+                // Only while that peer is still connected (or for this node itself).
+                if name == "self" || st.peers.values().any(|p| p.name == name) {
+                    let mut known = lock(&st.known);
+                    for a in addrs {
+                        known.insert(a, name.clone());
+                    }
+                }
+            }
             MembershipMsg::Resolve => {
+                learn(&myself, "self".into(), st.args.advertise.clone());
                 let dns = st.args.config.dns.clone();
                 let me = myself.clone();
                 let advertise = st.args.advertise.clone();
@@ -719,16 +764,34 @@ impl MembershipState {
     }
 }
 
-async fn dial(ns: &ActorRef<NodeServerMessage>, addr: &str) -> Result<SocketAddr, String> {
+/// Resolves `address` in the background and tells membership which socket addresses belong to `name`.
+fn learn(myself: &ActorRef<MembershipMsg>, name: String, address: String) {
+    let me = myself.clone();
+    tokio::spawn(async move {
+        if let Ok(Ok(addrs)) = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(&address)).await {
+            let _ = me.cast(MembershipMsg::Learned(name, addrs.collect()));
+        }
+    });
+}
+
+async fn dial(
+    ns: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    known: &Mutex<HashMap<SocketAddr, String>>,
+) -> Result<SocketAddr, DialError> {
+    let failed = |e: String| DialError::Failed(e);
     let sa = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr))
         .await
-        .map_err(|_| "resolve timeout".to_string())?
-        .map_err(|e| format!("resolve: {e}"))?
+        .map_err(|_| failed("resolve timeout".into()))?
+        .map_err(|e| failed(format!("resolve: {e}")))?
         .next()
-        .ok_or("resolve: no address")?;
+        .ok_or_else(|| failed("resolve: no address".into()))?;
+    if lock(known).contains_key(&sa) {
+        return Err(DialError::Known);
+    }
     match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(ns, sa)).await {
-        Err(_) => Err("connect timeout".into()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(failed("connect timeout".into())),
+        Ok(Err(e)) => Err(failed(e.to_string())),
         Ok(Ok(())) => Ok(sa),
     }
 }
