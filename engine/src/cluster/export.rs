@@ -35,6 +35,8 @@ pub const SEGMENT_PART: u32 = 1 << 20;
 const MAX_PLAYLIST_WAIT: Duration = Duration::from_secs(10);
 /// Frames per relay batch at most (a batch holds only what is already queued).
 const BATCH_FRAMES: usize = 64;
+/// How long a subscribing node's sink may take to appear in its group.
+const SINK_WAIT: Duration = Duration::from_secs(3);
 /// How often the export shares its HLS position (when it changed).
 const TICK: Duration = Duration::from_millis(500);
 /// Ticks between checks for a competing owner.
@@ -263,6 +265,16 @@ async fn send_relay(
     let bytes_out = cluster.metrics.relay_bytes.with_label_values(&["out"]);
     let egress = metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::RELAY]);
     let sink = || remote_members(&group).into_iter().next();
+    // The sink joined its group before subscribing, but group changes and casts travel separately: give its
+    // membership a moment to arrive.
+    let t = std::time::Instant::now();
+    while sink().is_none() {
+        if t.elapsed() > SINK_WAIT {
+            warn!("relay sink never appeared; not relaying");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let Some(sub) = handle.subscribe(Protocol::Relay).await else {
         if let Some(s) = sink() {
             super::cast(&s, &Cast::End { reason: "stream is not live".into() });
