@@ -671,8 +671,8 @@ fn claim_subnet(pid: u32, count: u32, tag: &str) -> (u8, PathBuf) {
     panic!("no free 10.213.X.0/24 subnet (see {LOCK_DIR})");
 }
 
-/// Removes namespaces, root-namespace links and `/etc/netns` directories of nets whose creating process is gone
-/// ([`Net::new`] runs it once per process).
+/// Removes namespaces (killing what still runs in them), root-namespace links, `/etc/netns` directories and
+/// subnet claims of nets whose creating process is gone ([`Net::new`] runs it once per process).
 pub fn sweep_leftovers() {
     let dead = |owner: Option<u32>| owner.is_some_and(|p| !alive(p));
     for line in output("ip", &["-o", "link", "show"]).lines() {
@@ -693,6 +693,14 @@ pub fn sweep_leftovers() {
         for e in dir.flatten() {
             if dead(owner_pid(&e.file_name().to_string_lossy(), NS_PREFIX, true)) {
                 let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(LOCK_DIR) {
+        for e in dir.flatten() {
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if dead(owner.split_whitespace().next().and_then(|p| p.parse().ok())) {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
