@@ -28,3 +28,9 @@ ensure_cargo() {
 
 # What building strom needs from Debian (the ABR ladder will add FFmpeg's -dev libraries here).
 BUILD_PACKAGES=(build-essential pkg-config)
+
+# What the multi-node tests (nodes/tests/cluster.rs, nodes/tests/common/netns.rs) need besides iproute2: nftables
+# to cut the link between two node namespaces (`Net::cut_between`; the CI kernel has no tc drop action, no prio or
+# netem qdisc, so tc cannot drop one pair's traffic) and curl as the in-namespace HTTP client. The rules live only
+# inside the test namespaces; nothing touches the host's ruleset.
+NETNS_TEST_PACKAGES=(iproute2 nftables curl)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod rtmp;
 pub mod ts;
 
@@ -258,9 +259,13 @@ impl Drop for Proc {
 
 /// ffmpeg publishing a generated H.264 (+ AAC) stream in real time — the OBS stand-in.
 pub fn publish(url: &str, src: &Source) -> Proc {
+    publish_with(Command::new("ffmpeg"), url, src)
+}
+
+/// [`publish`] through a prepared `ffmpeg` command (e.g. one run inside a network namespace).
+pub fn publish_with(mut cmd: Command, url: &str, src: &Source) -> Proc {
     let dir = scratch("ffmpeg");
     let log = dir.join("ffmpeg.log");
-    let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
         .args(["-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps));
