@@ -1,0 +1,365 @@
+//! The cluster as a StatefulSet would run it: three or four real `strom` processes, each in its own network
+//! namespace with its own address and the names `strom-0…` (see `common/netns.rs`). ffmpeg publishes, ffprobe and
+//! ffmpeg play; nodes are killed, hung, cut off and healed; what the players see is asserted.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{Net, NetNode};
+use common::*;
+
+const COOKIE: &str = "test-cookie";
+
+/// Starts `n` clustered nodes and waits until each sees the others.
+fn cluster(n: usize) -> (Net, Vec<NetNode>) {
+    let net = Net::new(n);
+    let nodes: Vec<NetNode> = (0..n).map(|i| net.spawn_cluster(i, COOKIE, &[])).collect();
+    for node in &nodes {
+        wait_peers(node, n - 1, Duration::from_secs(15));
+    }
+    (net, nodes)
+}
+
+fn json(node: &NetNode, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&node.get(path).body).unwrap_or_default()
+}
+
+fn peers(node: &NetNode) -> Vec<String> {
+    json(node, "/api/v1/cluster")["peers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn wait_peers(node: &NetNode, n: usize, timeout: Duration) {
+    let t = Instant::now();
+    while peers(node).len() != n {
+        assert!(
+            t.elapsed() < timeout,
+            "{} sees {:?}, expected {n} peers\n{}",
+            node.name(),
+            peers(node),
+            node.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(node: &NetNode, series: &str) -> f64 {
+    node.get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn stream(node: &NetNode, key: &str) -> Option<serde_json::Value> {
+    json(node, "/api/v1/streams")["streams"].as_array()?.iter().find(|s| s["key"] == key).cloned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
+/// (media sequence of the last listed segment, playlist text), once the playlist lists `min` segments.
+fn playlist(node: &NetNode, key: &str) -> (u16, String) {
+    let r = node.get(&format!("/{key}/index.m3u8"));
+    (r.status, r.text())
+}
+
+fn last_msn(text: &str) -> Option<u64> {
+    let first: u64 = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?.trim().parse().ok()?;
+    let n = text.lines().filter(|l| l.ends_with(".ts")).count() as u64;
+    n.checked_sub(1).map(|k| first + k)
+}
+
+fn wait_segments(node: &NetNode, key: &str, n: usize, timeout: Duration) -> String {
+    let mut text = String::new();
+    wait_until(&format!("{n} segments on {}", node.name()), timeout, || {
+        text = playlist(node, key).1;
+        text.lines().filter(|l| l.ends_with(".ts")).count() >= n
+    });
+    text
+}
+
+fn source(seconds: f64) -> Source {
+    Source { seconds, ..Source::default() }
+}
+
+#[test]
+fn a_stream_published_on_one_node_plays_from_every_node() {
+    let key = "live/any";
+    let (_net, nodes) = cluster(3);
+    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    wait_segments(&nodes[0], key, 2, Duration::from_secs(30));
+    let urls = [
+        ("rtmp on strom-1", nodes[1].rtmp_url(key)),
+        ("flv on strom-2", nodes[2].http_url(&format!("/{key}.flv"))),
+        ("hls on strom-1", nodes[1].http_url(&format!("/{key}/index.m3u8"))),
+        ("hls on strom-2", nodes[2].http_url(&format!("/{key}/index.m3u8"))),
+    ];
+    let probes: Vec<_> =
+        urls.into_iter().map(|(what, url)| std::thread::spawn(move || (what, probe_video(&url, 3.0)))).collect();
+    for p in probes {
+        let (what, (frames, stderr)) = p.join().expect("probe thread");
+        assert_playable(what, &frames, 60, 426, 240, &stderr);
+    }
+    // The same playlist on every node (a non-sticky load balancer may send each poll elsewhere).
+    let mut same = false;
+    for _ in 0..20 {
+        let texts: Vec<String> = nodes.iter().map(|n| playlist(n, key).1).collect();
+        if texts.iter().all(|t| t == &texts[0] && t.contains(".ts")) {
+            same = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(same, "playlists differ between nodes");
+    // The relaying nodes say where the stream comes from; the owner relays once to each.
+    let relayed = stream(&nodes[1], key).expect("relay listed on strom-1");
+    assert_eq!(relayed["relay_from"], "strom-0", "{relayed}");
+    assert!(stream(&nodes[0], key).expect("owner lists it")["relay_from"].is_null());
+    assert!(metric(&nodes[0], "strom_cluster_relays{direction=\"out\"}") >= 1.0);
+}
+
+#[test]
+fn fifty_viewers_on_a_node_cost_one_cross_node_subscription() {
+    let key = "live/fifty";
+    let (_net, nodes) = cluster(3);
+    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    wait_segments(&nodes[0], key, 1, Duration::from_secs(30));
+    let addr = nodes[1].http;
+    let secs = 6.0;
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let path = format!("/{key}.flv");
+            std::thread::spawn(move || -> usize {
+                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else { return 0 };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                let (mut total, t, mut buf) = (0, Instant::now(), vec![0u8; 64 << 10]);
+                while t.elapsed().as_secs_f64() < secs {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                total
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let viewers = metric(&nodes[1], "strom_viewers{protocol=\"flv\"}");
+    let relays_out = metric(&nodes[0], "strom_cluster_relays{direction=\"out\"}");
+    let relays_in = metric(&nodes[1], "strom_cluster_relays{direction=\"in\"}");
+    let relay_before = metric(&nodes[1], "strom_cluster_relay_bytes_total{direction=\"in\"}");
+    let got: Vec<usize> = readers.into_iter().map(|r| r.join().expect("reader")).collect();
+    let relay_bytes = metric(&nodes[1], "strom_cluster_relay_bytes_total{direction=\"in\"}");
+    assert_eq!(viewers, 50.0, "50 FLV viewers on strom-1");
+    assert_eq!((relays_out, relays_in), (1.0, 1.0), "one relay strom-0 → strom-1 for 50 viewers");
+    let min = *got.iter().min().unwrap_or(&0);
+    // ~600 kb/s + audio for ~6 s: every viewer got the stream.
+    assert!(min > 200_000, "a viewer got only {min} bytes: {got:?}");
+    // Cross-node bytes track the stream's bitrate, not the viewer count: the relay carried about what one viewer
+    // got, not fifty times that.
+    let per_viewer = got.iter().sum::<usize>() as f64 / 50.0;
+    assert!(relay_bytes < 2.0 * per_viewer + 1_000_000.0, "relay {relay_bytes} bytes vs {per_viewer} per viewer");
+    assert!(relay_bytes > relay_before, "the relay carried the stream");
+    assert_eq!(metric(&nodes[0], "strom_egress_bytes_total{protocol=\"flv\"}"), 0.0, "owner served no viewer itself");
+}
+
+#[test]
+fn owner_killed_viewers_end_then_the_publisher_resumes_on_another_node_with_hls_continuing() {
+    let key = "live/failover";
+    let (_net, mut nodes) = cluster(3);
+    let p0 = publish(&nodes[0].rtmp_url(key), &source(120.0));
+    let before = wait_segments(&nodes[2], key, 2, Duration::from_secs(30));
+    // An HTTP-FLV viewer on strom-1 and an HLS viewer on strom-2 (both relayed / proxied from strom-0).
+    let dir = scratch("failover");
+    let flv_log = dir.join("flv.log");
+    let mut flv = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", &nodes[1].http_url(&format!("/{key}.flv")), "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&flv_log).expect("log"))
+        .spawn()
+        .expect("ffmpeg");
+    let progress = dir.join("hls.progress");
+    let mut hls = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", &nodes[2].http_url(&format!("/{key}/index.m3u8"))])
+        .args(["-progress", progress.to_str().expect("path"), "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(matches!(flv.try_wait(), Ok(None)), "FLV viewer plays before the kill");
+    let msn_before = last_msn(&playlist(&nodes[2], key).1).expect("msn");
+    drop(p0);
+    nodes[0].kill();
+    let t = Instant::now();
+    // The relayed viewer is told the stream ended (not left hanging).
+    let ended = wait_until("the FLV viewer on strom-1 to see the end", Duration::from_secs(8), || {
+        !matches!(flv.try_wait(), Ok(None))
+    });
+    eprintln!("FLV viewer ended {ended:?} after the owner was killed");
+    // While no node owns the stream, every node still serves its last playlist (players wait, not fail).
+    let (status, _) = playlist(&nodes[1], key);
+    assert_eq!(status, 200, "playlist between owner death and reconnect");
+    // OBS reconnects through the Service and lands on strom-1.
+    let _p1 = publish(&nodes[1].rtmp_url(key), &source(120.0));
+    let mut after = String::new();
+    wait_until("strom-1's segments after the reconnect, on strom-2", Duration::from_secs(30), || {
+        after = playlist(&nodes[2], key).1;
+        after.contains("#EXT-X-DISCONTINUITY") && last_msn(&after).is_some_and(|m| m > msn_before)
+    });
+    eprintln!("HLS resumed {:?} after the kill", t.elapsed());
+    let first_new: u64 = after
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("media sequence");
+    assert!(
+        first_new > msn_before,
+        "media sequence keeps increasing: {first_new} after {msn_before}\n{before}\n{after}"
+    );
+    // The HLS viewer that watched through all of it is still playing, and its frames advance.
+    let frames = |p: &std::path::Path| -> u64 {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("frame="))
+            .filter_map(|v| v.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0)
+    };
+    let f1 = frames(&progress);
+    std::thread::sleep(Duration::from_secs(6));
+    let f2 = frames(&progress);
+    assert!(matches!(hls.try_wait(), Ok(None)), "HLS viewer still running after the failover");
+    assert!(f2 > f1 + 60, "HLS viewer decodes new frames after the failover: {f1} then {f2}");
+    let _ = hls.kill();
+    let _ = hls.wait();
+    // And a fresh player on any node plays the stream from its new owner.
+    let (frames, stderr) = probe_video(&nodes[2].rtmp_url(key), 2.0);
+    assert_playable("rtmp on strom-2 from the new owner", &frames, 30, 426, 240, &stderr);
+}
+
+#[test]
+fn a_hung_node_is_declared_down_within_three_seconds_and_rejoins() {
+    let (_net, mut nodes) = cluster(3);
+    nodes[2].stop();
+    let t = Instant::now();
+    let down = wait_until("strom-2 declared down", Duration::from_secs(10), || {
+        !peers(&nodes[0]).contains(&"strom-2".to_string()) && !peers(&nodes[1]).contains(&"strom-2".to_string())
+    });
+    eprintln!("hung node declared down after {down:?}");
+    assert!(down <= Duration::from_millis(3300), "declared down after {down:?}");
+    assert!(metric(&nodes[0], "strom_cluster_peers_lost_total{reason=\"heartbeat_deadline\"}") >= 1.0);
+    nodes[2].cont();
+    wait_peers(&nodes[0], 2, Duration::from_secs(15));
+    wait_peers(&nodes[2], 2, Duration::from_secs(15));
+    eprintln!("rejoined {:?} after SIGCONT", t.elapsed() - down);
+}
+
+#[test]
+fn after_a_partition_heals_one_owner_remains() {
+    let key = "live/split";
+    let (net, nodes) = cluster(3);
+    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(90.0));
+    wait_segments(&nodes[0], key, 1, Duration::from_secs(30));
+    // strom-0 is cut off from the other nodes (the test process still reaches everyone).
+    net.cut_between(0, 1);
+    net.cut_between(0, 2);
+    wait_until("strom-1 to lose strom-0", Duration::from_secs(8), || !peers(&nodes[1]).contains(&"strom-0".into()));
+    // During the partition strom-1 cannot see the owner: a second publisher is accepted there.
+    let mut p1 = publish(&nodes[1].rtmp_url(key), &source(90.0));
+    wait_until("a second owner on strom-1", Duration::from_secs(15), || {
+        stream(&nodes[1], key).is_some_and(|s| s["state"] == "live" && s["relay_from"].is_null())
+    });
+    net.heal_between(0, 1);
+    net.heal_between(0, 2);
+    wait_peers(&nodes[1], 2, Duration::from_secs(15));
+    // The earlier claim (strom-0) keeps the key; strom-1's publisher is disconnected.
+    wait_until("strom-1 to give the key up", Duration::from_secs(15), || p1.wait(Duration::ZERO).is_some());
+    assert!(p0.is_running(), "the first publisher keeps publishing");
+    assert!(stream(&nodes[0], key).is_some_and(|s| s["state"] == "live"));
+    let owners = nodes
+        .iter()
+        .filter(|n| stream(n, key).is_some_and(|s| s["state"] == "live" && s["relay_from"].is_null()))
+        .count();
+    assert_eq!(owners, 1, "exactly one owner after the heal");
+    assert!(metric(&nodes[1], "strom_cluster_ownership_conflicts_total{outcome=\"evicted\"}") >= 1.0);
+    let (frames, stderr) = probe_video(&nodes[2].http_url(&format!("/{key}.flv")), 2.0);
+    assert_playable("flv on strom-2 after the heal", &frames, 30, 426, 240, &stderr);
+}
+
+#[test]
+fn racing_publishers_on_two_nodes_one_wins() {
+    let key = "live/race";
+    let (_net, nodes) = cluster(3);
+    let mut a = publish(&nodes[1].rtmp_url(key), &source(60.0));
+    let mut b = publish(&nodes[2].rtmp_url(key), &source(60.0));
+    std::thread::sleep(Duration::from_secs(6));
+    let (ra, rb) = (a.is_running(), b.is_running());
+    assert!(ra != rb, "exactly one publisher wins (a running: {ra}, b running: {rb})");
+    let loser = if ra { &b } else { &a };
+    assert!(loser.log_text().contains("already being published"), "{}", loser.log_text());
+    let (frames, stderr) = probe_video(&nodes[0].rtmp_url(key), 2.0);
+    assert_playable("rtmp on strom-0", &frames, 30, 426, 240, &stderr);
+}
+
+#[test]
+fn a_node_with_the_wrong_cookie_is_refused() {
+    let net = Net::new(3);
+    let a = net.spawn_cluster(0, COOKIE, &[]);
+    let b = net.spawn_cluster(1, COOKIE, &[]);
+    let c = net.spawn_cluster(2, "not-the-cookie", &[]);
+    wait_peers(&a, 1, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(peers(&a), vec!["strom-1".to_string()]);
+    assert_eq!(peers(&b), vec!["strom-0".to_string()]);
+    assert!(peers(&c).is_empty(), "{:?}", peers(&c));
+    wait_until("the refusal to be counted", Duration::from_secs(5), || {
+        metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}") >= 1.0
+    });
+    assert!(a.log().contains("before authenticating"), "{}", a.log_tail(20));
+}
+
+#[test]
+fn scale_out_to_four_nodes_and_back_with_a_drain() {
+    let key = "live/scale";
+    let net = Net::new(4);
+    let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster(i, COOKIE, &[])).collect();
+    for n in &nodes {
+        wait_peers(n, 2, Duration::from_secs(15));
+    }
+    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    wait_segments(&nodes[0], key, 1, Duration::from_secs(30));
+    // A fourth pod starts, seeding from strom-0 only: it finds everyone and plays the stream.
+    let mut new = net.spawn_cluster(3, COOKIE, &[]);
+    wait_peers(&new, 3, Duration::from_secs(15));
+    for n in &nodes {
+        wait_peers(n, 3, Duration::from_secs(15));
+    }
+    let (frames, stderr) = probe_video(&new.http_url(&format!("/{key}.flv")), 2.0);
+    assert_playable("flv on the new node", &frames, 30, 426, 240, &stderr);
+    // Scale back in: SIGTERM (Kubernetes preStop) drains and exits cleanly; the others drop it.
+    let status = new.term(Duration::from_secs(20)).expect("drained node exits");
+    assert!(status.success(), "exit status {status:?}\n{}", new.log_tail(20));
+    for n in nodes.iter_mut() {
+        wait_peers(n, 2, Duration::from_secs(10));
+    }
+    let (frames, stderr) = probe_video(&nodes[2].rtmp_url(key), 2.0);
+    assert_playable("rtmp on strom-2 after scale-in", &frames, 30, 426, 240, &stderr);
+}
