@@ -9,15 +9,23 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use prometheus::IntCounter;
 use tracing::{debug, info_span};
 
 use crate::media::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::media::MediaKind;
-use crate::metrics::{protocol, Metrics};
+use crate::metrics::protocol;
 use crate::node::NodeContext;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey};
 
+/// Items per batch at most.
 const BATCH: usize = 64;
+/// Payload bytes per batch at most (a join's GOP burst goes out in a few batches).
+const BATCH_BYTES: usize = 256 * 1024;
+/// Payloads up to this size are copied next to their tag header instead of being sent as their own chunk.
+const INLINE_PAYLOAD: usize = 1024;
+/// Queues grown beyond this (a join's GOP burst) are released once drained.
+const KEEP: usize = 8;
 
 /// The HTTP-FLV handler.
 pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path<(String, String)>) -> Response {
@@ -37,14 +45,16 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
     };
     let has_video = sub.has_video;
     let has_audio = sub.audio_header.is_some();
-    let feed = PlayerFeed::new(sub, node.metrics.clone());
+    let mut feed = PlayerFeed::new(sub, node.metrics.clone());
+    feed.coalesce_audio(true);
+    feed.set_batch_bytes(BATCH_BYTES);
     let span = info_span!("flv", stream = %key, node = %node.config.node_name);
     span.in_scope(|| debug!("HTTP-FLV player attached"));
     let state = FlvBody {
         feed,
         queue: VecDeque::from([Bytes::copy_from_slice(&file_header(has_audio, has_video))]),
-        batch: Vec::with_capacity(BATCH),
-        metrics: node.metrics.clone(),
+        batch: Vec::new(),
+        egress: node.metrics.egress_bytes.with_label_values(&[protocol::FLV]),
         done: false,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -59,7 +69,8 @@ struct FlvBody {
     feed: PlayerFeed,
     queue: VecDeque<Bytes>,
     batch: Vec<PlayerItem>,
-    metrics: Arc<Metrics>,
+    /// `strom_egress_bytes_total{protocol="flv"}`, looked up once.
+    egress: IntCounter,
     done: bool,
 }
 
@@ -67,22 +78,30 @@ impl FlvBody {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(b) = self.queue.pop_front() {
-                self.metrics.egress_bytes.with_label_values(&[protocol::FLV]).inc_by(b.len() as u64);
+                self.egress.inc_by(b.len() as u64);
                 return Some(b);
+            }
+            if self.queue.capacity() > KEEP {
+                self.queue = VecDeque::new(); // a join's GOP burst: do not keep its capacity per player
             }
             if self.done || !self.feed.next_batch(&mut self.batch, BATCH).await {
                 return None;
             }
             self.render();
+            if self.batch.capacity() > KEEP {
+                self.batch = Vec::new();
+            }
         }
     }
 
-    /// Tag headers of the whole batch go in one buffer; payloads are the shared frame bytes.
+    /// Renders a batch as few body chunks as possible (hyper frames every chunk): per-player bytes (tag headers,
+    /// previous-tag-sizes, small payloads such as audio) are written into one buffer, and only large payloads are
+    /// passed as their shared `Bytes` between slices of it.
     fn render(&mut self) {
-        let mut hdr = BytesMut::with_capacity(self.batch.len() * 15);
-        let mut pieces: Vec<(usize, usize, Option<Bytes>)> = Vec::with_capacity(self.batch.len() * 2);
+        let mut hdr = BytesMut::with_capacity(self.batch.len() * 15 + INLINE_PAYLOAD);
+        let mut pieces: Vec<(usize, Bytes)> = Vec::new();
+        let mut cut = 0;
         for item in self.batch.drain(..) {
-            let start = hdr.len();
             let (tag_type, ts, body) = match item {
                 PlayerItem::Frame(f, ts) => {
                     let t = if f.kind == MediaKind::Video { TAG_VIDEO } else { TAG_AUDIO };
@@ -96,18 +115,23 @@ impl FlvBody {
             };
             let len = body.len() as u32;
             hdr.put_slice(&tag_header(tag_type, len, ts));
-            pieces.push((start, hdr.len(), Some(body)));
-            let s = hdr.len();
+            if body.len() <= INLINE_PAYLOAD {
+                hdr.put_slice(&body);
+            } else {
+                pieces.push((hdr.len(), body));
+            }
             hdr.put_slice(&previous_tag_size(len));
-            pieces.push((s, hdr.len(), None));
         }
         let hdr = hdr.freeze();
-        for (a, b, body) in pieces {
-            // Header, payload, previous-tag-size: adjacent header pieces are merged into one slice.
-            self.queue.push_back(hdr.slice(a..b));
-            if let Some(body) = body {
-                self.queue.push_back(body);
+        for (at, body) in pieces {
+            if at > cut {
+                self.queue.push_back(hdr.slice(cut..at));
             }
+            self.queue.push_back(body);
+            cut = at;
+        }
+        if hdr.len() > cut {
+            self.queue.push_back(hdr.slice(cut..));
         }
     }
 }

@@ -36,8 +36,17 @@ use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, S
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 /// Read buffer of a publishing connection.
 const PUBLISHER_READ_BUFFER: usize = 64 * 1024;
+/// Read buffer of a playing connection (it only receives acks and pings).
+const PLAYER_READ_BUFFER: usize = 1024;
 /// Frames written to a player per vectored write at most.
 const PLAYER_BATCH: usize = 64;
+/// Payload bytes per vectored write at most (a join's GOP burst goes out in a few writes of this size).
+const PLAYER_BATCH_BYTES: usize = 256 * 1024;
+/// Frame bodies up to this size (audio) are copied next to their chunk header rather than sent as their own
+/// buffer: fewer, larger iovecs.
+const INLINE_BODY: usize = 1024;
+/// A batch vector grown beyond this (a join's GOP burst) is released after its write.
+const PLAYER_BATCH_KEEP: usize = 8;
 /// The message stream a publisher publishes on (see `on_publish`).
 const PUBLISH_STREAM_ID: u32 = 1;
 
@@ -172,7 +181,7 @@ impl Connection {
             peer,
             session: None,
             guard,
-            out: BytesMut::with_capacity(4096),
+            out: BytesMut::new(),
             role: Role::Idle,
             feed: None,
             close_after_flush: false,
@@ -183,7 +192,9 @@ impl Connection {
         let _ = socket.set_nodelay(true);
         let (mut rd, mut wr) = socket.into_split();
         let hs_timeout = secs(self.node.config.rtmp.handshake_timeout_secs);
-        let leftover = tokio::time::timeout(hs_timeout, handshake(&mut rd, &mut wr))
+        // Boxed, like the other rare paths below (session input, shutdown): the connection's future then holds
+        // only what a playing connection needs per frame, not the handshake's 1.5 KiB state for its lifetime.
+        let leftover = Box::pin(tokio::time::timeout(hs_timeout, handshake(&mut rd, &mut wr)))
             .await
             .map_err(|_| ConnError::HandshakeTimeout(hs_timeout))??;
 
@@ -192,16 +203,23 @@ impl Connection {
         cfg.fms_version = "FMS/3,5,7,7009".into();
         let (session, results) = ServerSession::new(cfg).map_err(|e| ConnError::Protocol(e.to_string()))?;
         self.session = Some(session);
-        self.on_results(results).await?;
-        self.input(&leftover).await?;
+        Box::pin(self.on_results(results)).await?;
+        Box::pin(self.input(&leftover)).await?;
         self.flush(&mut wr).await?;
 
         let idle = secs(self.node.config.rtmp.idle_timeout_secs);
         let slow = secs(self.node.config.stream.slow_player_timeout_secs);
+        let egress = self.node.metrics.egress_bytes.with_label_values(&[protocol::RTMP]);
         // Players send almost nothing (acks): a small read buffer keeps their memory low; a publisher gets a
         // large one once it publishes.
-        let mut buf = vec![0u8; 4096];
-        let mut batch: Vec<PlayerItem> = Vec::with_capacity(PLAYER_BATCH);
+        let mut buf = vec![0u8; PLAYER_READ_BUFFER];
+        let mut batch: Vec<PlayerItem> = Vec::new();
+        // The shutdown future lives across iterations and is polled only when the signal is set (or once, to
+        // register): polling a waiting `Notified` takes the node-wide notify lock, and players wake per frame.
+        let probe = shutdown.clone();
+        let stop = shutdown.recv();
+        tokio::pin!(stop);
+        let mut stop_armed = false;
         loop {
             if self.close_after_flush {
                 self.flush(&mut wr).await?;
@@ -211,20 +229,9 @@ impl Connection {
             let playing = self.feed.is_some();
             tokio::select! {
                 biased;
-                _ = shutdown.recv() => {
-                    self.end_for_shutdown(&mut wr).await;
+                _ = &mut stop, if !stop_armed || probe.is_triggered() => {
+                    Box::pin(self.end_for_shutdown(&mut wr)).await;
                     return Ok(());
-                }
-                r = rd.read(&mut buf) => {
-                    let n = r.map_err(io("reading"))?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    self.input(&buf[..n]).await?;
-                    self.flush(&mut wr).await?;
-                    if buf.len() < PUBLISHER_READ_BUFFER && matches!(self.role, Role::Publishing { .. }) {
-                        buf.resize(PUBLISHER_READ_BUFFER, 0);
-                    }
                 }
                 more = async { self.feed.as_mut().expect("guarded by playing").next_batch(&mut batch, PLAYER_BATCH).await }, if playing => {
                     if !more {
@@ -235,51 +242,73 @@ impl Connection {
                     let q = self.render_batch(&mut batch);
                     let n = bytes::Buf::remaining(&q);
                     write_queue(&mut wr, q, slow).await?;
-                    self.node.metrics.egress_bytes.with_label_values(&[protocol::RTMP]).inc_by(n as u64);
+                    egress.inc_by(n as u64);
+                    if batch.capacity() > PLAYER_BATCH_KEEP {
+                        batch = Vec::new(); // a join's GOP burst: do not keep its capacity per player
+                    }
+                }
+                r = rd.read(&mut buf) => {
+                    let n = r.map_err(io("reading"))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    Box::pin(self.input(&buf[..n])).await?;
+                    self.flush(&mut wr).await?;
+                    if buf.len() < PUBLISHER_READ_BUFFER && matches!(self.role, Role::Publishing { .. }) {
+                        buf.resize(PUBLISHER_READ_BUFFER, 0);
+                    }
                 }
                 _ = tokio::time::sleep(idle), if !playing => return Err(ConnError::Idle(idle)),
             }
+            stop_armed = true;
         }
     }
 
-    /// Builds the wire bytes of a batch: a small header per frame (in one buffer) plus the shared bodies.
+    /// Builds the wire bytes of a batch: per-player bytes (chunk headers, small bodies such as audio, control
+    /// messages) go into one buffer; large bodies are the shared pre-chunked `Bytes`, between slices of it. One
+    /// vectored write then sends the whole batch.
     fn render_batch(&mut self, batch: &mut Vec<PlayerItem>) -> BufQueue {
         let mut q = BufQueue::new();
         let Role::Playing { stream_id, .. } = self.role else {
             batch.clear();
             return q;
         };
-        let mut hdr = BytesMut::with_capacity(batch.len() * 16);
-        let mut pieces: Vec<(usize, usize, Option<Bytes>)> = Vec::with_capacity(batch.len());
+        let mut hdr = BytesMut::with_capacity(batch.len() * 16 + INLINE_BODY);
+        let mut pieces: Vec<(usize, Bytes)> = Vec::new();
         for item in batch.drain(..) {
-            let start = hdr.len();
             match item {
                 PlayerItem::Frame(f, ts) => {
                     let (csid, type_id) = chunk_writer::route(f.kind);
                     if chunk_writer::put_header(&mut hdr, csid, ts, f.data.len(), type_id, stream_id) {
-                        pieces.push((start, hdr.len(), Some(f.rtmp_body.clone())));
+                        if f.rtmp_body.len() <= INLINE_BODY {
+                            hdr.extend_from_slice(&f.rtmp_body);
+                        } else {
+                            pieces.push((hdr.len(), f.rtmp_body));
+                        }
                     } else {
                         chunk_writer::write_message(&mut hdr, csid, ts, type_id, stream_id, &f.data, self.chunk_size);
-                        pieces.push((start, hdr.len(), None));
                     }
                 }
                 PlayerItem::Metadata(m) => {
                     chunk_writer::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
-                    pieces.push((start, hdr.len(), None));
                 }
                 PlayerItem::End => {
                     self.write_end_of_stream(&mut hdr, stream_id);
-                    pieces.push((start, hdr.len(), None));
                     self.close_after_flush = true;
                 }
             }
         }
         let hdr = hdr.freeze();
-        for (a, b, body) in pieces {
-            q.push(hdr.slice(a..b));
-            if let Some(body) = body {
-                q.push(body);
+        let mut cut = 0;
+        for (at, body) in pieces {
+            if at > cut {
+                q.push(hdr.slice(cut..at));
             }
+            q.push(body);
+            cut = at;
+        }
+        if hdr.len() > cut {
+            q.push(hdr.slice(cut..));
         }
         q
     }
@@ -488,14 +517,18 @@ impl Connection {
         };
         self.accept(request_id)?;
         info!(stream = %key, "playing");
-        self.feed = Some(PlayerFeed::new(sub, self.node.metrics.clone()));
+        let mut feed = PlayerFeed::new(sub, self.node.metrics.clone());
+        feed.coalesce_audio(true);
+        feed.set_batch_bytes(PLAYER_BATCH_BYTES);
+        self.feed = Some(feed);
         self.role = Role::Playing { stream_id };
         Ok(())
     }
 
     async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), ConnError> {
         if !self.out.is_empty() {
-            let data = self.out.split().freeze();
+            // Take the buffer whole: an idle player keeps no output allocation.
+            let data = std::mem::take(&mut self.out).freeze();
             wr.write_all(&data).await.map_err(io("writing"))?;
         }
         Ok(())

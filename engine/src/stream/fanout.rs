@@ -8,6 +8,11 @@
 //! A player that falls more than a ring behind gets `Lagged`: [`PlayerFeed`] counts the lost frames
 //! (`strom_frames_dropped_total{reason="slow_player"}`) and skips to the next keyframe. The publisher never waits.
 //! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
+//!
+//! Writers cost per write, not per byte (a loopback or NIC send is mostly fixed cost), so a feed can coalesce
+//! ([`PlayerFeed::coalesce_audio`]): audio that arrives between two video frames is held until the next video
+//! frame and goes out in the same write. Video is never held, so the live delay of video is unchanged; audio
+//! waits at most one video frame interval (bounded by [`AUDIO_HOLD_MS`] of stream time).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -17,6 +22,13 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use crate::media::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
+
+/// With [`PlayerFeed::coalesce_audio`], held audio is released once it spans this much stream time even without a
+/// video frame (a video stall, or video below ~20 fps).
+pub const AUDIO_HOLD_MS: u32 = 50;
+
+/// A `pending` queue larger than this is released once drained (the GOP burst of a join is a one-off).
+const PENDING_KEEP: usize = 16;
 
 /// What the stream actor broadcasts to its players.
 #[derive(Debug, Clone)]
@@ -135,6 +147,10 @@ pub struct PlayerFeed {
     has_video: bool,
     metrics: Arc<Metrics>,
     ended: bool,
+    /// Hold audio for the next video frame (see [`PlayerFeed::coalesce_audio`]).
+    hold_audio: bool,
+    /// Stop taking items once a batch carries this many payload bytes.
+    max_bytes: usize,
     _guard: ViewerGuard,
 }
 
@@ -151,6 +167,8 @@ impl PlayerFeed {
             has_video: sub.has_video,
             metrics,
             ended: false,
+            hold_audio: false,
+            max_bytes: usize::MAX,
             _guard: sub.guard,
         };
         if let Some(m) = sub.metadata {
@@ -209,17 +227,72 @@ impl PlayerFeed {
         self.lagged = true;
     }
 
+    /// Coalesce writes: while the stream has video, a batch of only audio frames is not returned; it waits for
+    /// the next video frame (or metadata, end of stream, or [`AUDIO_HOLD_MS`] of held audio), so a player gets
+    /// one write per video frame instead of one per frame. Off by default.
+    pub fn coalesce_audio(&mut self, on: bool) {
+        self.hold_audio = on;
+    }
+
+    /// Caps a batch at about `bytes` of payload (the item that crosses it is still taken). Default: no cap.
+    pub fn set_batch_bytes(&mut self, bytes: usize) {
+        self.max_bytes = bytes.max(1);
+    }
+
+    fn item_len(item: &PlayerItem) -> usize {
+        match item {
+            PlayerItem::Frame(f, _) => f.data.len(),
+            PlayerItem::Metadata(m) => m.len(),
+            PlayerItem::End => 0,
+        }
+    }
+
+    /// Moves pending items into `out` within the count and byte limits; returns the bytes now in `out`.
+    fn drain_pending(&mut self, out: &mut Vec<PlayerItem>, max: usize, mut bytes: usize) -> usize {
+        while out.len() < max && bytes < self.max_bytes {
+            match self.pending.pop_front() {
+                Some(item) => {
+                    bytes += Self::item_len(&item);
+                    out.push(item);
+                }
+                None => break,
+            }
+        }
+        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP {
+            self.pending = Default::default();
+        }
+        bytes
+    }
+
+    /// Whether `out` is a batch of audio only that should wait for the next video frame.
+    fn holding(&self, out: &[PlayerItem], max: usize, bytes: usize) -> bool {
+        if !self.hold_audio || !self.has_video || self.ended || out.len() >= max || bytes >= self.max_bytes {
+            return false;
+        }
+        let mut first = None;
+        let mut last = 0;
+        for item in out {
+            match item {
+                PlayerItem::Frame(f, ts) if f.kind == MediaKind::Audio && !f.header => {
+                    first.get_or_insert(*ts);
+                    last = *ts;
+                }
+                _ => return false,
+            }
+        }
+        first.is_some_and(|first| last.wrapping_sub(first) < AUDIO_HOLD_MS)
+    }
+
     /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.
     /// Returns `false` once the stream has ended (after the `End` item was delivered) or was torn down.
+    ///
+    /// Cancel-safe: items are moved into `out` before any await, so a dropped call loses nothing as long as the
+    /// caller keeps `out` (a held batch simply continues in the next call).
     pub async fn next_batch(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
+        let mut bytes: usize = out.iter().map(Self::item_len).sum();
         loop {
-            while out.len() < max {
-                match self.pending.pop_front() {
-                    Some(item) => out.push(item),
-                    None => break,
-                }
-            }
-            if !out.is_empty() || self.ended {
+            bytes = self.drain_pending(out, max, bytes);
+            if (!out.is_empty() && !self.holding(out, max, bytes)) || self.ended {
                 break;
             }
             match self.rx.recv().await {
@@ -233,16 +306,11 @@ impl PlayerFeed {
             }
         }
         // Take what is already queued without waiting: fewer, larger writes.
-        while out.len() < max && !self.ended {
+        while out.len() < max && bytes < self.max_bytes && !self.ended {
             match self.rx.try_recv() {
                 Ok(ev) => {
                     self.accept(ev);
-                    while out.len() < max {
-                        match self.pending.pop_front() {
-                            Some(item) => out.push(item),
-                            None => break,
-                        }
-                    }
+                    bytes = self.drain_pending(out, max, bytes);
                 }
                 Err(TryRecvError::Lagged(n)) => self.lagged(n),
                 Err(TryRecvError::Closed) => {
@@ -259,6 +327,7 @@ impl PlayerFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frame(kind: MediaKind, ts: u32, key: bool) -> MediaFrame {
         let b0 = match kind {
@@ -342,5 +411,83 @@ mod tests {
         assert_eq!(frames[0].timestamp, 42 * 33);
         assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
         assert!(matches!(got.last(), Some(PlayerItem::End)));
+    }
+
+    /// A feed past its start (metadata and a first keyframe taken), coalescing audio.
+    async fn started_coalescing(tx: &broadcast::Sender<StreamEvent>, m: &Arc<Metrics>) -> PlayerFeed {
+        let mut feed = PlayerFeed::new(sub(tx, vec![], m), m.clone());
+        feed.coalesce_audio(true);
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 0, true))).unwrap();
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            assert!(feed.next_batch(&mut out, 64).await);
+        }
+        feed
+    }
+
+    fn kinds(out: &[PlayerItem]) -> Vec<Option<MediaKind>> {
+        out.iter()
+            .map(|i| match i {
+                PlayerItem::Frame(f, _) => Some(f.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn coalescing_holds_audio_for_the_next_video_frame() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let mut feed = started_coalescing(&tx, &m).await;
+        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 10, false))).unwrap();
+        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 30, false))).unwrap();
+        let mut out = Vec::new();
+        let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
+        assert!(held.is_err(), "audio alone must wait for video");
+        assert_eq!(out.len(), 2, "held audio stays in the caller's batch when the call is dropped");
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 33, false))).unwrap();
+        assert!(feed.next_batch(&mut out, 64).await);
+        use MediaKind::{Audio, Video};
+        assert_eq!(kinds(&out), vec![Some(Audio), Some(Audio), Some(Video)]);
+    }
+
+    #[tokio::test]
+    async fn coalescing_releases_audio_after_the_hold_limit_and_at_the_end() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let mut feed = started_coalescing(&tx, &m).await;
+        // Video stalls: audio goes out once it spans AUDIO_HOLD_MS.
+        for ts in [100, 123, 146, 169] {
+            tx.send(StreamEvent::Frame(frame(MediaKind::Audio, ts, false))).unwrap();
+        }
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(out.len(), 4);
+        // The end of the stream releases held audio.
+        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 190, false))).unwrap();
+        tx.send(StreamEvent::End).unwrap();
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[1], PlayerItem::End));
+    }
+
+    #[tokio::test]
+    async fn batch_byte_budget_splits_bursts() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let gop: Vec<MediaFrame> = (0..6).map(|i| frame(MediaKind::Video, i * 33, i == 0)).collect();
+        let mut feed = PlayerFeed::new(sub(&tx, gop, &m), m.clone());
+        feed.set_batch_bytes(10); // frames are 5 bytes: two per batch (after the 4-byte metadata, three)
+        let mut sizes = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            let got = tokio::time::timeout(Duration::from_millis(20), feed.next_batch(&mut out, 64)).await;
+            match got {
+                Ok(true) => sizes.push(out.len()),
+                _ => break,
+            }
+        }
+        assert_eq!(sizes, vec![3, 2, 2]);
     }
 }
