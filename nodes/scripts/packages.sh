@@ -28,3 +28,7 @@ ensure_cargo() {
 
 # What building strom needs from Debian (the ABR ladder will add FFmpeg's -dev libraries here).
 BUILD_PACKAGES=(build-essential pkg-config)
+
+# What deploy/statefulset/test/run.sh needs beyond Python: Prometheus and promtool (a real Prometheus scrapes real
+# strom nodes for the HPA loop), ffmpeg (the publisher), curl (HTTP-FLV readers).
+DEPLOY_TEST_PACKAGES=(prometheus ffmpeg curl)
