@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -250,6 +251,8 @@ def main():
     os.makedirs(work, exist_ok=True)
     shutil.rmtree(os.path.join(work, "tsdb"), ignore_errors=True)  # series of an earlier run would count
     procs = Processes(work)
+    # SIGTERM (CI's timeout) unwinds like Ctrl-C, so the finally below still stops every process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(args, work, procs)
     finally:
