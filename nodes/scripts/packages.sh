@@ -34,3 +34,7 @@ BUILD_PACKAGES=(build-essential pkg-config)
 # netem qdisc, so tc cannot drop one pair's traffic) and curl as the in-namespace HTTP client. The rules live only
 # inside the test namespaces; nothing touches the host's ruleset.
 NETNS_TEST_PACKAGES=(iproute2 nftables curl)
+
+# What deploy/statefulset/test/run.sh needs beyond Python: Prometheus and promtool (a real Prometheus scrapes real
+# strom nodes for the HPA loop), ffmpeg (the publisher), curl (HTTP-FLV readers).
+DEPLOY_TEST_PACKAGES=(prometheus ffmpeg curl)

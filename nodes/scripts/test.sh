@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs the real peers (ffmpeg, Chromium + hls.js/mpegts.js), checks formatting
-# and lints, then runs every unit and end-to-end test.
+# and lints, then runs every unit and end-to-end test and the offline checks of the Kubernetes deployment.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . nodes/scripts/packages.sh
@@ -17,6 +17,8 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
 cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"
+step "deploy (Kubernetes manifests, policy, HPA loop against Prometheus)"
+bash deploy/statefulset/test/run.sh
 if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"
   cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
