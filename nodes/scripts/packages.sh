@@ -26,5 +26,7 @@ ensure_cargo() {
   }
 }
 
-# What building strom needs from Debian (the ABR ladder will add FFmpeg's -dev libraries here).
-BUILD_PACKAGES=(build-essential pkg-config)
+# What building strom needs from Debian: a C toolchain, and for the ABR ladder (ffmpeg-next) FFmpeg 5.1's
+# development libraries (libavcodec brings libx264) plus clang/libclang for bindgen.
+BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
