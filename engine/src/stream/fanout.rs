@@ -38,6 +38,8 @@ pub enum Protocol {
     Flv,
     /// A relay feeding another cluster node (not a viewer of this node).
     Relay,
+    /// The stream's ABR encoder (not a viewer).
+    Encoder,
 }
 
 impl Protocol {
@@ -47,6 +49,7 @@ impl Protocol {
             Protocol::Rtmp => crate::metrics::protocol::RTMP,
             Protocol::Flv => crate::metrics::protocol::FLV,
             Protocol::Relay => crate::metrics::protocol::RELAY,
+            Protocol::Encoder => crate::metrics::protocol::ENCODER,
         }
     }
 
@@ -55,6 +58,7 @@ impl Protocol {
             Protocol::Rtmp => 0,
             Protocol::Flv => 1,
             Protocol::Relay => 2,
+            Protocol::Encoder => 3,
         }
     }
 }
@@ -62,7 +66,7 @@ impl Protocol {
 /// Per-stream viewer counts, shared by the stream actor and its players.
 #[derive(Debug, Default)]
 pub struct ViewerCounts {
-    counts: [AtomicI64; 3],
+    counts: [AtomicI64; 4],
 }
 
 impl ViewerCounts {
