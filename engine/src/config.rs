@@ -56,6 +56,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Clustering (on when a cookie is configured).
     pub cluster: ClusterConfig,
+    /// The ABR ladder: encoders that turn each published stream into renditions (off by default).
+    pub transcode: TranscodeConfig,
     /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
     #[serde(skip)]
     pub cluster_cookie: Option<String>,
@@ -177,6 +179,173 @@ pub struct ClusterConfig {
     pub claim_settle_ms: u64,
 }
 
+/// When the ABR ladder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TranscodeMode {
+    /// No encoders: every stream is served as published (the default; see [`TranscodeConfig`]).
+    #[default]
+    Off,
+    /// Every published stream gets its ladder from the start (up to `transcode.max_streams` streams).
+    Always,
+    /// Encoders start at the first HLS viewer and stop after an idle time. Not implemented yet: refused.
+    OnDemand,
+}
+
+/// The ABR ladder (see `strom_engine::transcode`).
+///
+/// Off by default: a ladder costs roughly one CPU core per 720p30 source with the default rungs (decode, scale,
+/// three x264 encodes), while a node is sized for fan-out (`limits.capacity_*`); a node that hosts many streams
+/// would be overloaded by a ladder it did not ask for. `mode = "always"` turns it on; `max_streams` bounds how
+/// many streams are transcoded at once (further streams are served as published).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// `off`, `always` or `on-demand` (not implemented yet).
+    pub mode: TranscodeMode,
+    /// Streams transcoded at once on this node; 0: one per two available cores (at least one).
+    pub max_streams: usize,
+    /// Codec threads of the decoder and of each rung's encoder; 0: the available cores.
+    pub threads: usize,
+    /// The rungs, by height. A rung at or above the source's height is skipped (never upscale).
+    pub rungs: Vec<RungConfig>,
+}
+
+/// One rung of the ladder: an H.264 rendition (libx264) at a height, with the source's frame rate and audio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Picture height in pixels (even); the width follows the source's aspect ratio.
+    pub height: u32,
+    /// Target video bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Peak video bitrate (VBV maxrate), kbit/s; default 1.1 × `bitrate_kbps`.
+    #[serde(default)]
+    pub maxrate_kbps: Option<u32>,
+    /// VBV buffer, kbit; default 1.5 × `bitrate_kbps`.
+    #[serde(default)]
+    pub bufsize_kbits: Option<u32>,
+    /// x264 preset (`ultrafast` … `veryslow`).
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    /// Highest H.264 profile: `baseline`, `main` or `high` (a ceiling: the `ultrafast` preset uses no tool beyond
+    /// Constrained Baseline; the master playlist's CODECS come from the rung's real SPS).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_preset() -> String {
+    "veryfast".into()
+}
+
+fn default_profile() -> String {
+    "main".into()
+}
+
+impl RungConfig {
+    fn new(height: u32, bitrate_kbps: u32, profile: &str) -> RungConfig {
+        RungConfig {
+            height,
+            bitrate_kbps,
+            maxrate_kbps: None,
+            bufsize_kbits: None,
+            preset: default_preset(),
+            profile: profile.into(),
+        }
+    }
+
+    /// The peak video bitrate in kbit/s.
+    pub fn maxrate(&self) -> u32 {
+        self.maxrate_kbps.unwrap_or(self.bitrate_kbps.saturating_mul(11) / 10)
+    }
+
+    /// The VBV buffer in kbit.
+    pub fn bufsize(&self) -> u32 {
+        self.bufsize_kbits.unwrap_or(self.bitrate_kbps.saturating_mul(3) / 2)
+    }
+}
+
+/// x264's presets.
+pub const X264_PRESETS: &[&str] =
+    &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        TranscodeConfig {
+            mode: TranscodeMode::Off,
+            max_streams: 0,
+            threads: 0,
+            rungs: vec![
+                RungConfig::new(720, 2800, "high"),
+                RungConfig::new(480, 1400, "main"),
+                RungConfig::new(360, 800, "main"),
+                RungConfig::new(240, 400, "baseline"),
+            ],
+        }
+    }
+}
+
+impl TranscodeConfig {
+    /// `max_streams` with 0 resolved: one per two available cores, at least one.
+    pub fn max_streams(&self) -> usize {
+        match self.max_streams {
+            0 => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1),
+            n => n,
+        }
+    }
+
+    /// `threads` with 0 resolved to the available cores.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: &str, why: String| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
+        if self.mode == TranscodeMode::OnDemand {
+            return err("transcode.mode", "\"on-demand\" is not implemented yet; use \"always\" or \"off\"".into());
+        }
+        if self.threads > 64 {
+            return err("transcode.threads", "must be at most 64".into());
+        }
+        if self.rungs.len() > 8 {
+            return err("transcode.rungs", "at most 8 rungs".into());
+        }
+        let mut heights = Vec::new();
+        for (i, r) in self.rungs.iter().enumerate() {
+            let k = format!("transcode.rungs[{i}]");
+            if !(64..=4320).contains(&r.height) || r.height % 2 != 0 {
+                return err(&format!("{k}.height"), format!("{} must be even and 64..4320", r.height));
+            }
+            if heights.contains(&r.height) {
+                return err(&format!("{k}.height"), format!("{} appears twice", r.height));
+            }
+            heights.push(r.height);
+            if !(50..=100_000).contains(&r.bitrate_kbps) {
+                return err(&format!("{k}.bitrate_kbps"), "must be 50..100000".into());
+            }
+            if r.maxrate() < r.bitrate_kbps || r.maxrate() > 200_000 {
+                return err(&format!("{k}.maxrate_kbps"), "must be at least bitrate_kbps (and at most 200000)".into());
+            }
+            if !(50..=400_000).contains(&r.bufsize()) {
+                return err(&format!("{k}.bufsize_kbits"), "must be 50..400000".into());
+            }
+            if !X264_PRESETS.contains(&r.preset.as_str()) {
+                return err(
+                    &format!("{k}.preset"),
+                    format!("{:?} is not one of {}", r.preset, X264_PRESETS.join(", ")),
+                );
+            }
+            if !["baseline", "main", "high"].contains(&r.profile.as_str()) {
+                return err(&format!("{k}.profile"), format!("{:?} is not baseline, main or high", r.profile));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -208,6 +377,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            transcode: TranscodeConfig::default(),
             cluster: ClusterConfig::default(),
             cluster_cookie: None,
         }
@@ -263,7 +433,7 @@ impl Default for LimitsConfig {
 }
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
-const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster"];
+const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode"];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -377,6 +547,7 @@ impl Config {
                 "limits" => section!(limits, LimitsConfig),
                 "auth" => section!(auth, AuthConfig),
                 "cluster" => section!(cluster, ClusterConfig),
+                "transcode" => section!(transcode, TranscodeConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
@@ -469,7 +640,7 @@ impl Config {
         if self.http.max_path_len < 64 {
             return err("http.max_path_len", "must be at least 64");
         }
-        Ok(())
+        self.transcode.validate()
     }
 
     /// `stream.reconnect_grace_secs` as a duration.
@@ -628,6 +799,53 @@ mod tests {
         // A real key that merely contains PORT is still a key.
         let e = Config::load(None, env(&[("STROM_HTTP_PORTS", "1")])).unwrap_err().0;
         assert!(e.contains("http.ports"), "{e}");
+    }
+
+    #[test]
+    fn transcode_ladder_from_env_and_file() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.transcode.mode, TranscodeMode::Off, "off by default");
+        let heights: Vec<u32> = c.transcode.rungs.iter().map(|r| r.height).collect();
+        assert_eq!(heights, vec![720, 480, 360, 240]);
+        let c = Config::load(
+            None,
+            env(&[
+                ("STROM_TRANSCODE_MODE", "always"),
+                ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, preset = \"ultrafast\"}]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.transcode.mode, TranscodeMode::Always);
+        assert_eq!(c.transcode.rungs.len(), 1);
+        assert_eq!((c.transcode.rungs[0].maxrate(), c.transcode.rungs[0].bufsize()), (550, 750));
+        assert_eq!(c.transcode.rungs[0].profile, "main");
+        let dir = std::env::temp_dir().join(format!("strom-tc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t.toml");
+        std::fs::write(
+            &f,
+            "[transcode]\nmode = \"always\"\n[[transcode.rungs]]\nheight = 480\nbitrate_kbps = 900\n\
+             maxrate_kbps = 1000\nbufsize_kbits = 1800\nprofile = \"high\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.transcode.rungs[0].maxrate(), 1000);
+        assert!(c.to_toml().contains("[[transcode.rungs]]"));
+        // Errors name the key.
+        for (var, value, key) in [
+            ("STROM_TRANSCODE_MODE", "sometimes", "transcode.mode"),
+            ("STROM_TRANSCODE_MODE", "on-demand", "transcode.mode"),
+            ("STROM_TRANSCODE_BOGUS", "1", "transcode.bogus"),
+            ("STROM_TRANSCODE_RUNGS", "[{height = 361, bitrate_kbps = 500}]", "transcode.rungs[0].height"),
+            ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, preset = \"warp\"}]", "preset"),
+            ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, profile = \"high10\"}]", "profile"),
+            ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, maxrate_kbps = 100}]", "maxrate_kbps"),
+            ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, fps = 3}]", "transcode.rungs"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)])).unwrap_err().0;
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

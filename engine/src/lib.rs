@@ -12,6 +12,8 @@
 //! - [`http`]: axum routes for HLS, HTTP-FLV, API, metrics and probes.
 //! - [`media`]: frames, FLV, AVC and AAC parsing (pure, fuzzed).
 //! - [`metrics`]: Prometheus metrics; [`load`]: the node's load (`strom_load_ratio`, for the HPA and the cluster).
+//! - [`transcode`]: the ABR ladder: encoder actors (FFmpeg) whose rungs are streams of their own; the HLS
+//!   master playlist.
 //! - [`cluster`]: membership, cluster-wide ownership, relays and HLS from any node (ractor_cluster).
 //! - [`shutdown`], [`bufqueue`]: plumbing.
 //!
@@ -31,6 +33,7 @@ pub mod node;
 pub mod rtmp;
 pub mod shutdown;
 pub mod stream;
+pub mod transcode;
 
 pub use config::Config;
 pub use node::Node;

@@ -15,6 +15,8 @@ pub mod protocol {
     pub const HLS: &str = "hls";
     /// Relays to other cluster nodes.
     pub const RELAY: &str = "relay";
+    /// The ABR ladder's encoders (one per transcoded stream).
+    pub const ENCODER: &str = "encoder";
 }
 
 /// Every metric strom exports.

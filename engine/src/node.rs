@@ -21,6 +21,7 @@ use crate::config::{secs, Config};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stream::{StreamKey, Streams};
+use crate::transcode::Transcoder;
 
 /// What every connection handler shares.
 pub struct NodeContext {
@@ -30,6 +31,8 @@ pub struct NodeContext {
     pub metrics: Arc<Metrics>,
     /// The lookup API.
     pub streams: Streams,
+    /// The ABR ladder (encoders, master playlists).
+    pub transcode: Transcoder,
     /// Listeners are up.
     pub ready: AtomicBool,
     /// Shutdown has begun (shared with the cluster's load report).
@@ -134,6 +137,9 @@ impl Node {
                 None
             }
         };
+        let transcode = Transcoder::start(config.clone(), streams.clone(), metrics.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
         let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
             what: "rtmp.listen",
             addr: config.rtmp.listen,
@@ -151,6 +157,7 @@ impl Node {
             config: config.clone(),
             metrics,
             streams,
+            transcode,
             ready: AtomicBool::new(false),
             draining,
         });

@@ -26,8 +26,10 @@ ensure_cargo() {
   }
 }
 
-# What building strom needs from Debian (the ABR ladder will add FFmpeg's -dev libraries here).
-BUILD_PACKAGES=(build-essential pkg-config)
+# What building strom needs from Debian: a C toolchain, and for the ABR ladder (ffmpeg-next) FFmpeg 5.1's
+# development libraries (libavcodec brings libx264) plus clang/libclang for bindgen.
+BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
 
 # What the multi-node tests (nodes/tests/cluster.rs, nodes/tests/common/netns.rs) need besides iproute2: nftables
 # to cut the link between two node namespaces (`Net::cut_between`; the CI kernel has no tc drop action, no prio or

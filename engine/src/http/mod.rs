@@ -3,7 +3,8 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags |
-//! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node |
+//! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node. With an ABR ladder: the master playlist (see [`crate::transcode::master`]) |
+//! | `GET /{app}/{name}/source.m3u8` | HLS media playlist of the published stream itself (the ladder's top variant) |
 //! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`) |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
@@ -113,19 +114,24 @@ async fn hls(
     let Some(stream) = node.streams.hls(&key).await else {
         return not_found();
     };
-    if file == "index.m3u8" {
+    if file == "index.m3u8" || file == "source.m3u8" {
         let wait = Duration::from_secs_f64((node.config.hls.segment_duration_secs * 3.0 + 1.0).min(15.0));
-        return match stream.playlist(wait).await {
-            Some(text) => (
-                [
-                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                    (header::CACHE_CONTROL, "no-cache, no-store"),
-                ],
-                Body::from(text),
-            )
-                .into_response(),
-            None => not_found(),
+        let started = std::time::Instant::now();
+        let Some(media) = stream.playlist(wait).await else {
+            return not_found();
         };
+        // With a ladder, index.m3u8 is the master playlist and the source's media playlist is source.m3u8.
+        let mut text = media;
+        if file == "index.m3u8" {
+            if let Some(master) = node.transcode.master(&key, wait.saturating_sub(started.elapsed())).await {
+                text = master.into();
+            }
+        }
+        return (
+            [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache, no-store")],
+            Body::from(text),
+        )
+            .into_response();
     }
     let valid = file.len() <= 96
         && file.ends_with(".ts")

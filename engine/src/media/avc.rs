@@ -225,6 +225,64 @@ impl AvcConfig {
     }
 }
 
+/// Splits an Annex B byte stream (`00 00 01` / `00 00 00 01` start codes) into NAL units (without start codes;
+/// trailing zero bytes of a unit are dropped). Bytes before the first start code are ignored.
+pub fn annexb_nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
+        let mut unit = &data[start..end];
+        while let Some((0, rest)) = unit.split_last() {
+            unit = rest;
+        }
+        if !unit.is_empty() {
+            out.push(unit);
+        }
+    }
+    out
+}
+
+/// Converts Annex B NAL units to AVCC samples with 4-byte lengths, dropping access unit delimiters and parameter
+/// sets (they travel in the decoder configuration record). Appends to `out`; returns whether an IDR slice was seen.
+pub fn annexb_to_avcc(data: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut idr = false;
+    for nal in annexb_nal_units(data) {
+        match nal[0] & 0x1f {
+            NAL_TYPE_AUD | NAL_TYPE_SPS | NAL_TYPE_PPS => continue,
+            NAL_TYPE_IDR => idr = true,
+            _ => {}
+        }
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+    idr
+}
+
+/// Builds an `AVCDecoderConfigurationRecord` (4-byte NAL lengths) from the SPS and PPS found in Annex B
+/// parameter sets (e.g. an encoder's global header). `None` without an SPS (of at least 4 bytes) or a PPS.
+pub fn decoder_config_record(annexb: &[u8]) -> Option<Vec<u8>> {
+    let nals = annexb_nal_units(annexb);
+    let sps = nals.iter().find(|n| n[0] & 0x1f == NAL_TYPE_SPS && n.len() >= 4)?;
+    let pps = nals.iter().find(|n| n[0] & 0x1f == NAL_TYPE_PPS)?;
+    let mut rec = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    rec.extend_from_slice(&u16::try_from(sps.len()).ok()?.to_be_bytes());
+    rec.extend_from_slice(sps);
+    rec.push(1);
+    rec.extend_from_slice(&u16::try_from(pps.len()).ok()?.to_be_bytes());
+    rec.extend_from_slice(pps);
+    Some(rec)
+}
+
 /// What [`avcc_to_annexb`] found in a sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NalSummary {
@@ -620,6 +678,35 @@ mod tests {
     const HIGH422_854_SPS: &str = "677a001ebcd940d83de6f011000003000100000300320f162d96";
     /// High 4:4:4 (244), yuv444p 322x242 (crop unit 1x1, odd crop).
     const HIGH444_322_SPS: &str = "67f4000d919b282a10f1f1f808800000030080000019078a14cb";
+
+    #[test]
+    fn annexb_to_avcc_and_config_record() {
+        let sps = hex(HIGH_720_SPS);
+        let pps = hex(HIGH_720_PPS);
+        let mut global = vec![0, 0, 0, 1];
+        global.extend_from_slice(&sps);
+        global.extend_from_slice(&[0, 0, 1]);
+        global.extend_from_slice(&pps);
+        let rec = decoder_config_record(&global).expect("record");
+        let cfg = AvcConfig::parse(&rec).expect("parses");
+        assert_eq!((cfg.width, cfg.height, cfg.nal_length_size), (1280, 720, 4));
+        assert_eq!(cfg.codec_string(), "avc1.64001f");
+        assert!(decoder_config_record(&[0, 0, 1, 0x68, 1]).is_none(), "no SPS");
+
+        // AUD + SPS + PPS + IDR + trailing zeros: only the IDR remains, length-prefixed.
+        let mut au = vec![0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1];
+        au.extend_from_slice(&sps);
+        au.extend_from_slice(&[0, 0, 1]);
+        au.extend_from_slice(&pps);
+        au.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84, 0, 0]);
+        let mut out = Vec::new();
+        assert!(annexb_to_avcc(&au, &mut out));
+        assert_eq!(out, vec![0, 0, 0, 3, 0x65, 0x88, 0x84]);
+        let mut out = Vec::new();
+        assert!(!annexb_to_avcc(&[0, 0, 1, 0x41, 0x9a, 0, 0, 1, 0x41, 0x9b], &mut out));
+        assert_eq!(out, vec![0, 0, 0, 2, 0x41, 0x9a, 0, 0, 0, 2, 0x41, 0x9b]);
+        assert!(annexb_nal_units(&[1, 2, 3]).is_empty());
+    }
 
     fn parse_sps_hex(sps: &str) -> AvcConfig {
         let sps = hex(sps);

@@ -480,6 +480,10 @@ impl Connection {
         if !matches!(self.role, Role::Idle) {
             return self.reject(msid, "NetStream.Publish.BadName", "connection already in use", "busy");
         }
+        if self.node.transcode.reserved(&key) {
+            warn!(stream = %key, peer = %self.peer, "publish refused: the name is reserved for an ABR rung");
+            return self.reject(msid, "NetStream.Publish.BadName", "name reserved for the ABR ladder", "bad_name");
+        }
         if !self.node.publish_allowed(&key) {
             warn!(stream = %key, peer = %self.peer, "publish refused: stream key not authorised");
             return self.reject(msid, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
@@ -489,6 +493,7 @@ impl Connection {
                 info!(stream = %key, "publishing");
                 self.accept(request_id)?;
                 self.role = Role::Publishing { publisher };
+                self.node.transcode.source_published(&key);
                 Ok(())
             }
             Err(PublishError::Busy) => {

@@ -50,6 +50,8 @@ pub enum Protocol {
     Flv,
     /// A relay feeding another cluster node (not a viewer of this node).
     Relay,
+    /// The stream's ABR encoder (not a viewer).
+    Encoder,
 }
 
 impl Protocol {
@@ -59,6 +61,7 @@ impl Protocol {
             Protocol::Rtmp => crate::metrics::protocol::RTMP,
             Protocol::Flv => crate::metrics::protocol::FLV,
             Protocol::Relay => crate::metrics::protocol::RELAY,
+            Protocol::Encoder => crate::metrics::protocol::ENCODER,
         }
     }
 
@@ -67,6 +70,7 @@ impl Protocol {
             Protocol::Rtmp => 0,
             Protocol::Flv => 1,
             Protocol::Relay => 2,
+            Protocol::Encoder => 3,
         }
     }
 }
@@ -74,7 +78,7 @@ impl Protocol {
 /// Per-stream viewer counts, shared by the stream actor and its players.
 #[derive(Debug, Default)]
 pub struct ViewerCounts {
-    counts: [AtomicI64; 3],
+    counts: [AtomicI64; 4],
 }
 
 impl ViewerCounts {

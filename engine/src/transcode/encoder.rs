@@ -1,0 +1,224 @@
+//! The encoder actor: one per transcoded stream, supervised by [`super::supervisor::Supervisor`].
+//!
+//! It runs a pump task that subscribes to the source like a player (`Protocol::Encoder`: metadata, sequence
+//! headers, GOP cache, then live frames; a pump that falls a whole ring behind skips to the next keyframe like
+//! a slow player), waits for the AVC sequence header, plans the rungs (never upscale), claims each rung's stream
+//! through [`Streams::publish`], and hands frames to the worker thread ([`super::worker`]) through a bounded
+//! channel. When the source ends the worker flushes its encoders and the rungs' publishers drop (the rung streams
+//! end like any stream whose publisher left). A failure of the worker fails this actor: its supervisor counts
+//! and restarts it; the source stream and its players are not affected.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn, Instrument};
+
+use super::worker::{self, Input, WorkerCtx};
+use super::{ladder, lock, Ladders, TranscodeMetrics};
+use crate::config::Config;
+use crate::media::avc::AvcConfig;
+use crate::media::flv::AvcTag;
+use crate::media::MediaKind;
+use crate::metrics::Metrics;
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey, Streams};
+
+/// Frames in flight between the pump and the worker thread (about two seconds of a 30 fps stream with audio).
+const CHANNEL_FRAMES: usize = 128;
+/// Source frames looked at for a video sequence header before the stream is taken as audio-only.
+const MAX_FRAMES_BEFORE_VIDEO: usize = 500;
+
+/// Messages to an encoder actor.
+pub enum EncoderMsg {
+    /// The pump finished: `Ok` when the source ended (or needs no ladder), `Err` on a failure.
+    Done(Result<(), String>),
+}
+
+impl ractor::Message for EncoderMsg {}
+
+/// Arguments of an encoder actor.
+pub struct EncoderArgs {
+    /// The source stream.
+    pub key: StreamKey,
+    /// The lookup API (subscribe to the source, publish the rungs).
+    pub streams: Streams,
+    /// Node configuration.
+    pub config: Arc<Config>,
+    /// Node metrics (player feed drops).
+    pub metrics: Arc<Metrics>,
+    /// Encoder metrics.
+    pub tmetrics: Arc<TranscodeMetrics>,
+    /// The ladder table.
+    pub ladders: Ladders,
+}
+
+/// The encoder actor (see the module docs).
+pub struct EncoderActor;
+
+/// Its state: the pump task.
+pub struct EncoderState {
+    key: StreamKey,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Actor for EncoderActor {
+    type Msg = EncoderMsg;
+    type State = EncoderState;
+    type Arguments = EncoderArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EncoderMsg>,
+        args: EncoderArgs,
+    ) -> Result<EncoderState, ActorProcessingErr> {
+        let key = args.key.clone();
+        let span = tracing::info_span!("encoder", stream = %key);
+        let pump = tokio::spawn(
+            async move {
+                let result = pump(args).await;
+                let _ = myself.cast(EncoderMsg::Done(result));
+            }
+            .instrument(span),
+        );
+        Ok(EncoderState { key, pump })
+    }
+
+    async fn post_stop(&self, _: ActorRef<EncoderMsg>, st: &mut EncoderState) -> Result<(), ActorProcessingErr> {
+        st.pump.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EncoderMsg>,
+        msg: EncoderMsg,
+        st: &mut EncoderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EncoderMsg::Done(Ok(())) => {
+                info!(stream = %st.key, "encoder finished");
+                myself.stop(Some("source ended".into()));
+                Ok(())
+            }
+            EncoderMsg::Done(Err(e)) => Err(format!("encoder of {}: {e}", st.key).into()),
+        }
+    }
+}
+
+/// Subscribes, plans, publishes the rungs and feeds the worker until the source ends.
+async fn pump(args: EncoderArgs) -> Result<(), String> {
+    let key = args.key.clone();
+    let handle = args.streams.find_local(&key).await.ok_or("the source stream is gone")?;
+    let sub = handle.subscribe(Protocol::Encoder).await.ok_or("the source stream has no publisher")?;
+    let mut feed = PlayerFeed::new(sub, args.metrics.clone());
+    // Until the AVC sequence header: keep what arrives (the worker gets it all, in order).
+    let mut early: Vec<Input> = Vec::new();
+    let mut batch = Vec::new();
+    let record = 'header: loop {
+        batch.clear();
+        if !feed.next_batch(&mut batch, 64).await {
+            return Ok(());
+        }
+        let mut found = None;
+        for item in batch.drain(..) {
+            match item {
+                PlayerItem::Frame(f, ts) => {
+                    if found.is_none() && f.kind == MediaKind::Video && f.header {
+                        found = AvcTag::parse(&f.data).ok().flatten().map(|t| t.payload);
+                    }
+                    early.push((f, ts));
+                }
+                PlayerItem::End => return Ok(()),
+                PlayerItem::Metadata(_) => {}
+            }
+        }
+        // The rest of the batch (e.g. the AAC header right after the AVC one) is kept in `early` too.
+        if let Some(r) = found {
+            break 'header r;
+        }
+        if early.len() > MAX_FRAMES_BEFORE_VIDEO {
+            info!(stream = %key, "no H.264 video: no ladder");
+            set_decided(&args.ladders, &key, None);
+            return Ok(());
+        }
+    };
+    let cfg = AvcConfig::parse(&record).map_err(|e| format!("source AVC configuration: {e}"))?;
+    let plans = ladder::plan(&key, cfg.width, cfg.height, &args.config.transcode.rungs);
+    if plans.is_empty() {
+        info!(stream = %key, width = cfg.width, height = cfg.height, "source at or below every rung: no ladder");
+        set_decided(&args.ladders, &key, Some(&cfg));
+        return Ok(());
+    }
+    let mut rungs = Vec::new();
+    for plan in plans {
+        match args.streams.publish(&plan.key).await {
+            Ok(p) => rungs.push((plan, p)),
+            Err(e) => warn!(stream = %key, rung = %plan.key, error = %e, "cannot publish the rung: skipped"),
+        }
+    }
+    if rungs.is_empty() {
+        set_decided(&args.ladders, &key, Some(&cfg));
+        return Err("no rung stream could be published".into());
+    }
+    set_decided(&args.ladders, &key, Some(&cfg));
+    info!(stream = %key, width = cfg.width, height = cfg.height, rungs = ?rungs.iter().map(|(p, _)| p.key.to_string()).collect::<Vec<_>>(), "ladder planned");
+    let (tx, rx) = mpsc::channel::<Input>(CHANNEL_FRAMES);
+    let (done_tx, done_rx) = oneshot::channel();
+    let ctx = WorkerCtx {
+        key: key.clone(),
+        record: record.to_vec(),
+        rungs,
+        threads: args.config.transcode.threads(),
+        chunk_size: args.config.rtmp.chunk_size as usize,
+        metrics: args.tmetrics.clone(),
+        ladders: args.ladders.clone(),
+    };
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name(format!("enc-{}", key.name().chars().take(10).collect::<String>()))
+        .spawn(move || {
+            let _g = span.enter();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(ctx, rx)))
+                .unwrap_or_else(|_| Err("the encoder thread panicked".into()));
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| format!("cannot start the encoder thread: {e}"))?;
+    'feed: {
+        for item in early {
+            if tx.send(item).await.is_err() {
+                break 'feed;
+            }
+        }
+        loop {
+            batch.clear();
+            if !feed.next_batch(&mut batch, 64).await {
+                break 'feed;
+            }
+            for item in batch.drain(..) {
+                match item {
+                    PlayerItem::Frame(f, ts) => {
+                        if tx.send((f, ts)).await.is_err() {
+                            break 'feed;
+                        }
+                    }
+                    PlayerItem::End => break 'feed,
+                    PlayerItem::Metadata(_) => {}
+                }
+            }
+        }
+    }
+    drop(tx);
+    drop(feed);
+    done_rx.await.unwrap_or_else(|_| Err("the encoder thread vanished".into()))
+}
+
+fn set_decided(ladders: &Ladders, key: &StreamKey, cfg: Option<&AvcConfig>) {
+    let mut t = lock(ladders);
+    let l = t.entry(key.clone()).or_default();
+    l.decided = true;
+    if let Some(c) = cfg {
+        l.width = c.width;
+        l.height = c.height;
+        l.video_codec = Some(c.codec_string());
+    }
+}

@@ -1,0 +1,238 @@
+//! The ABR ladder: encoder actors turn a published stream into renditions ("rungs"), each a stream of its own.
+//!
+//! - [`ladder`]: which rungs a source gets (never upscale), their sizes and stream keys (`app/KEY_480p`).
+//! - [`pipeline`]: the codec work: decode once (FFmpeg H.264), scale per rung (swscale), encode (libx264) with
+//!   keyframes forced exactly where the source has them.
+//! - [`worker`]: the encoder's dedicated OS thread: probes the frame rate, runs the pipeline, passes the source's
+//!   AAC through to every rung (same frames, interleaved by time) and publishes the rungs.
+//! - [`encoder`]: the encoder actor of one stream: subscribes to the source like a player and feeds the worker
+//!   through a bounded channel.
+//! - [`supervisor`]: starts an encoder per published stream (`transcode.mode = "always"`, at most
+//!   `transcode.max_streams`), restarts a failed one with backoff (`strom_encoder_restarts_total`).
+//! - [`master`]: the HLS master playlist at `/live/KEY/index.m3u8` (the source's media playlist moves to
+//!   `/live/KEY/source.m3u8`).
+//!
+//! Rungs go back in through [`Streams::publish`], so RTMP, HTTP-FLV and HLS serve them and the cluster relays them
+//! like any stream. Codec work never runs on the tokio reactor.
+
+pub mod encoder;
+pub mod ladder;
+pub mod master;
+pub mod pipeline;
+pub mod supervisor;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::config::{Config, TranscodeMode};
+use crate::metrics::Metrics;
+use crate::stream::{StreamKey, Streams};
+use ladder::RungPlan;
+use master::{RateStats, Variant};
+use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// The encoders' metrics.
+pub struct TranscodeMetrics {
+    /// Media seconds encoded per second of encoder thread time, per source stream (below 1: behind real time).
+    pub realtime_ratio: GaugeVec,
+    /// Pictures encoded, per rung (`480p`, ...).
+    pub frames: IntCounterVec,
+    /// Encoders restarted after a failure.
+    pub restarts: IntCounter,
+    /// Rungs being produced on this node.
+    pub rungs_active: IntGauge,
+}
+
+impl TranscodeMetrics {
+    /// Creates the metrics and registers them with the node's registry.
+    pub fn new(metrics: &Metrics) -> TranscodeMetrics {
+        TranscodeMetrics {
+            realtime_ratio: metrics.register(
+                GaugeVec::new(
+                    Opts::new(
+                        "strom_encoder_realtime_ratio",
+                        "Media seconds a stream's ladder encodes per second of encoder thread time (< 1: behind).",
+                    ),
+                    &["stream"],
+                )
+                .expect("valid metric"),
+            ),
+            frames: metrics.register(
+                IntCounterVec::new(
+                    Opts::new("strom_encoder_frames_total", "Pictures encoded by the ladder, per rung."),
+                    &["rung"],
+                )
+                .expect("valid metric"),
+            ),
+            restarts: metrics.register(
+                IntCounter::new("strom_encoder_restarts_total", "Encoders restarted after a failure.")
+                    .expect("valid metric"),
+            ),
+            rungs_active: metrics.register(
+                IntGauge::new("strom_encoder_rungs_active", "Ladder rungs being produced on this node.")
+                    .expect("valid metric"),
+            ),
+        }
+    }
+}
+
+/// What the master playlist needs to know about one rung.
+#[derive(Debug, Clone)]
+pub struct RungInfo {
+    /// The plan (key, size, configuration).
+    pub plan: RungPlan,
+    /// RFC 6381 video codec of the rung's real SPS (known once its encoder is open).
+    pub codec: Option<String>,
+    /// Measured output (video + audio) bitrate.
+    pub rate: RateStats,
+    /// Still being produced.
+    pub active: bool,
+}
+
+/// A stream's ladder as its encoder knows it.
+#[derive(Debug, Clone, Default)]
+pub struct LadderInfo {
+    /// The encoder has seen the source's video configuration and planned the rungs.
+    pub decided: bool,
+    /// Source picture size.
+    pub width: u32,
+    /// Source picture height.
+    pub height: u32,
+    /// Source video codec (RFC 6381).
+    pub video_codec: Option<String>,
+    /// Source audio codec (RFC 6381), passed through to every rung.
+    pub audio_codec: Option<String>,
+    /// Frames per second (of the source and every rung).
+    pub fps: f64,
+    /// Measured source bitrate (video + audio).
+    pub source_rate: RateStats,
+    /// Measured audio bitrate.
+    pub audio_rate: RateStats,
+    /// The rungs, tallest first.
+    pub rungs: Vec<RungInfo>,
+}
+
+impl LadderInfo {
+    /// The master playlist's variants: the source (`source.m3u8`), then every active rung whose codec is known.
+    /// Empty without a rung.
+    pub fn variants(&self, source_name: &str) -> Vec<Variant> {
+        let rungs: Vec<&RungInfo> = self.rungs.iter().filter(|r| r.active && r.codec.is_some()).collect();
+        let (Some(video), false) = (&self.video_codec, rungs.is_empty()) else {
+            return Vec::new();
+        };
+        let codecs = |v: &str| match &self.audio_codec {
+            Some(a) => format!("{v},{a}"),
+            None => v.to_string(),
+        };
+        let audio = if self.audio_codec.is_some() { self.audio_rate.average().unwrap_or(128_000) } else { 0 };
+        let top = rungs.first().map_or(0, |r| u64::from(r.plan.config.maxrate()) * 1000);
+        let mut out = vec![Variant {
+            uri: "source.m3u8".into(),
+            bandwidth: self.source_rate.peak().unwrap_or(2 * top + audio),
+            average_bandwidth: self.source_rate.average().unwrap_or(2 * top + audio),
+            width: self.width,
+            height: self.height,
+            frame_rate: self.fps,
+            codecs: codecs(video),
+        }];
+        for r in rungs {
+            let c = &r.plan.config;
+            out.push(Variant {
+                uri: format!("../{}_{}p/index.m3u8", source_name, r.plan.height),
+                bandwidth: r.rate.peak().unwrap_or(u64::from(c.maxrate()) * 1000 + audio),
+                average_bandwidth: r.rate.average().unwrap_or(u64::from(c.bitrate_kbps) * 1000 + audio),
+                width: r.plan.width,
+                height: r.plan.height,
+                frame_rate: self.fps,
+                codecs: codecs(r.codec.as_deref().unwrap_or_default()),
+            });
+        }
+        out
+    }
+}
+
+/// Every stream's ladder on this node (shared by encoders and HTTP).
+pub type Ladders = Arc<Mutex<HashMap<StreamKey, LadderInfo>>>;
+
+/// Locks the ladder table; a panic elsewhere while it was held does not make it unusable.
+pub fn lock(ladders: &Ladders) -> std::sync::MutexGuard<'_, HashMap<StreamKey, LadderInfo>> {
+    ladders.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The node's handle on transcoding. Cheap to clone.
+#[derive(Clone)]
+pub struct Transcoder {
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    config: Arc<Config>,
+    ladders: Ladders,
+}
+
+impl Transcoder {
+    /// Starts the encoder supervisor (nothing when `transcode.mode` is `off`).
+    pub async fn start(
+        config: Arc<Config>,
+        streams: Streams,
+        metrics: Arc<Metrics>,
+    ) -> Result<Transcoder, ActorProcessingErr> {
+        let ladders: Ladders = Arc::default();
+        let supervisor = match config.transcode.mode {
+            TranscodeMode::Off => None,
+            _ => {
+                let tmetrics = Arc::new(TranscodeMetrics::new(&metrics));
+                let args =
+                    SupervisorArgs { config: config.clone(), streams, metrics, tmetrics, ladders: ladders.clone() };
+                let (a, _) = Actor::spawn(None, Supervisor, args).await?;
+                tracing::info!(
+                    max_streams = config.transcode.max_streams(),
+                    rungs = config.transcode.rungs.len(),
+                    "ABR ladder on"
+                );
+                Some(a)
+            }
+        };
+        Ok(Transcoder { supervisor, config, ladders })
+    }
+
+    /// A publisher took `key` (from outside: RTMP): start its ladder.
+    pub fn source_published(&self, key: &StreamKey) {
+        if let Some(s) = &self.supervisor {
+            let _ = s.cast(SupervisorMsg::Start(key.clone()));
+        }
+    }
+
+    /// Whether `key` is reserved for a rung (an outside publisher may not take it).
+    pub fn reserved(&self, key: &StreamKey) -> bool {
+        self.supervisor.is_some() && ladder::is_rung_name(key, &self.config.transcode.rungs)
+    }
+
+    /// The master playlist of `key` when it has a ladder with at least one rung; waits up to `wait` for a
+    /// starting encoder to decide its ladder. `None`: serve the media playlist.
+    pub async fn master(&self, key: &StreamKey, wait: Duration) -> Option<String> {
+        self.supervisor.as_ref()?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let variants = match lock(&self.ladders).get(key) {
+                None => return None,
+                Some(l) if l.decided && l.rungs.is_empty() => return None,
+                Some(l) if l.decided => Some(l.variants(key.name())),
+                Some(_) => None,
+            };
+            match variants {
+                Some(v) if v.len() > 1 => return Some(master::render(&v)),
+                // Rungs planned but none has produced its first picture yet: wait a little.
+                _ if Instant::now() >= deadline => return None,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// A copy of `key`'s ladder information (for the API and tests).
+    pub fn ladder(&self, key: &StreamKey) -> Option<LadderInfo> {
+        lock(&self.ladders).get(key).cloned()
+    }
+}

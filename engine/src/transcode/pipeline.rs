@@ -1,0 +1,388 @@
+//! The codec work of one ladder (blocking; runs on the encoder's own OS thread, never on the tokio reactor):
+//! decode the source once (FFmpeg's H.264 decoder, fed AVCC samples with the `AVCDecoderConfigurationRecord` as
+//! extradata), scale per rung (swscale, bilinear) and encode each rung with libx264.
+//!
+//! **Alignment.** A rung picture is forced to be an IDR exactly where the source has a keyframe (the source
+//! frame's presentation time is remembered when its keyframe packet goes in), and x264 inserts none of its own
+//! (scene-cut detection off, no keyframe interval of its own). So every rung has keyframes at the same
+//! presentation times as the source, and HLS cuts segment N of every variant at the same instant.
+//!
+//! **Timestamps** are milliseconds on the source's timeline: a rung picture carries its source picture's PTS.
+//! Rungs have no B-frames, so their DTS equals their PTS and FLV composition offsets are zero.
+//!
+//! Codec threads are set explicitly on the decoder and every encoder (libavcodec defaults to one).
+
+use std::collections::VecDeque;
+
+use ff::codec::{self, threading};
+use ff::software::scaling;
+use ff::util::format::Pixel;
+use ff::util::frame;
+use ff::{picture, Dictionary, Packet};
+use ffmpeg_next as ff;
+
+use crate::media::avc;
+
+/// One rung's encoder settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RungSpec {
+    /// Output width (even).
+    pub width: u32,
+    /// Output height (even).
+    pub height: u32,
+    /// Target bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// VBV maxrate, kbit/s.
+    pub maxrate_kbps: u32,
+    /// VBV buffer, kbit.
+    pub bufsize_kbits: u32,
+    /// x264 preset.
+    pub preset: String,
+    /// H.264 profile.
+    pub profile: String,
+}
+
+/// One encoded rung picture.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Index of the rung (order of the specs given to [`Pipeline::new`]).
+    pub rung: usize,
+    /// Presentation (= decode) time, ms on the source's timeline.
+    pub pts: i64,
+    /// An IDR picture.
+    pub keyframe: bool,
+    /// AVCC NAL units (4-byte lengths), parameter sets excluded.
+    pub avcc: Vec<u8>,
+}
+
+/// A decoding, scaling or encoding failure; the encoder actor restarts on it.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// FFmpeg refused something.
+    #[error("{what}: {source}")]
+    Ffmpeg {
+        /// What was being done.
+        what: &'static str,
+        /// FFmpeg's error.
+        source: ff::Error,
+    },
+    /// Anything else (missing codec, changed input).
+    #[error("{0}")]
+    Other(String),
+}
+
+fn ffe(what: &'static str) -> impl FnOnce(ff::Error) -> PipelineError {
+    move |source| PipelineError::Ffmpeg { what, source }
+}
+
+fn again(e: &ff::Error) -> bool {
+    matches!(e, ff::Error::Other { errno } if *errno == ff::util::error::EAGAIN) || matches!(e, ff::Error::Eof)
+}
+
+struct Rung {
+    spec: RungSpec,
+    scaler: Option<scaling::Context>,
+    encoder: ff::encoder::Video,
+    record: Vec<u8>,
+    scaled: frame::Video,
+    packet: Packet,
+}
+
+/// Decoder + per-rung scalers and encoders for one source configuration.
+pub struct Pipeline {
+    decoder: ff::decoder::Video,
+    rungs: Vec<Rung>,
+    decoded: frame::Video,
+    /// Presentation times of source keyframes not yet decoded.
+    key_pts: VecDeque<i64>,
+    source_size: Option<(u32, u32, Pixel)>,
+}
+
+/// Quiets FFmpeg's own logging to errors (it writes to stderr, not through tracing).
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| ff::util::log::set_level(ff::util::log::Level::Fatal));
+}
+
+impl Pipeline {
+    /// Opens the decoder for `avc_record` (an `AVCDecoderConfigurationRecord`) and one libx264 encoder per spec,
+    /// at `fps` frames per second, each with `threads` codec threads.
+    pub fn new(avc_record: &[u8], specs: &[RungSpec], fps: f64, threads: usize) -> Result<Pipeline, PipelineError> {
+        init();
+        let h264 = ff::decoder::find(codec::Id::H264).ok_or_else(|| PipelineError::Other("no H.264 decoder".into()))?;
+        let mut ctx = codec::Context::new_with_codec(h264);
+        // SAFETY: the context was just allocated and is not opened yet; extradata is allocated with av_mallocz
+        // (padding included), so avcodec_free_context frees it.
+        unsafe {
+            let p = ff::ffi::av_mallocz(avc_record.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+            if p.is_null() {
+                return Err(PipelineError::Other("out of memory".into()));
+            }
+            std::ptr::copy_nonoverlapping(avc_record.as_ptr(), p, avc_record.len());
+            (*ctx.as_mut_ptr()).extradata = p;
+            (*ctx.as_mut_ptr()).extradata_size = avc_record.len() as i32;
+        }
+        ctx.set_threading(threading::Config {
+            kind: threading::Type::Frame,
+            count: threads.max(1),
+            ..Default::default()
+        });
+        let decoder = ctx.decoder().video().map_err(ffe("opening the H.264 decoder"))?;
+        let x264 = ff::encoder::find_by_name("libx264")
+            .ok_or_else(|| PipelineError::Other("FFmpeg has no libx264 encoder".into()))?;
+        let fps_q = ff::Rational::new((fps * 1000.0).round().max(1.0) as i32, 1000);
+        let mut rungs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let mut enc = codec::Context::new_with_codec(x264).encoder().video().map_err(ffe("libx264 context"))?;
+            enc.set_width(spec.width);
+            enc.set_height(spec.height);
+            enc.set_format(Pixel::YUV420P);
+            enc.set_time_base(ff::Rational::new(1, 1000));
+            enc.set_frame_rate(Some(fps_q));
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+            let mut opts = Dictionary::new();
+            opts.set("preset", &spec.preset);
+            opts.set("profile", &spec.profile);
+            opts.set("b", &format!("{}k", spec.bitrate_kbps));
+            opts.set("maxrate", &format!("{}k", spec.maxrate_kbps));
+            opts.set("bufsize", &format!("{}k", spec.bufsize_kbits));
+            opts.set("threads", &threads.max(1).to_string());
+            // Keyframes only where the source has them: forced IDRs, no interval or scene cuts of x264's own.
+            opts.set("g", "1000000");
+            opts.set("bf", "0");
+            opts.set("forced-idr", "1");
+            opts.set("x264-params", "scenecut=0:open-gop=0");
+            let encoder = enc.open_as_with(x264, opts).map_err(ffe("opening libx264"))?;
+            // SAFETY: an opened encoder context; extradata is owned by it and valid for extradata_size bytes.
+            let global = unsafe {
+                let c = encoder.as_ptr();
+                if (*c).extradata.is_null() || (*c).extradata_size <= 0 {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize)
+                }
+            };
+            let record = avc::decoder_config_record(global)
+                .ok_or_else(|| PipelineError::Other("libx264 gave no SPS/PPS".into()))?;
+            rungs.push(Rung {
+                spec: spec.clone(),
+                scaler: None,
+                encoder,
+                record,
+                scaled: frame::Video::empty(),
+                packet: Packet::empty(),
+            });
+        }
+        Ok(Pipeline { decoder, rungs, decoded: frame::Video::empty(), key_pts: VecDeque::new(), source_size: None })
+    }
+
+    /// The `AVCDecoderConfigurationRecord` of rung `i` (its FLV sequence header payload).
+    pub fn config_record(&self, i: usize) -> Option<&[u8]> {
+        self.rungs.get(i).map(|r| r.record.as_slice())
+    }
+
+    /// Decodes one source sample (AVCC NAL units) with its DTS and PTS in ms, and encodes whatever pictures come
+    /// out on every rung; the encoded pictures are appended to `out`.
+    pub fn push(
+        &mut self,
+        avcc: &[u8],
+        dts: i64,
+        pts: i64,
+        keyframe: bool,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), PipelineError> {
+        if keyframe {
+            self.key_pts.push_back(pts);
+            if self.key_pts.len() > 64 {
+                self.key_pts.pop_front();
+            }
+        }
+        let mut packet = Packet::copy(avcc);
+        packet.set_dts(Some(dts));
+        packet.set_pts(Some(pts));
+        if keyframe {
+            packet.set_flags(ff::packet::Flags::KEY);
+        }
+        self.decoder.send_packet(&packet).map_err(ffe("decoding"))?;
+        self.drain_decoder(out)
+    }
+
+    /// Flushes the decoder and every encoder at the end of the source.
+    pub fn finish(&mut self, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
+        self.decoder.send_eof().map_err(ffe("flushing the decoder"))?;
+        self.drain_decoder(out)?;
+        for (i, rung) in self.rungs.iter_mut().enumerate() {
+            rung.encoder.send_eof().map_err(ffe("flushing an encoder"))?;
+            drain_encoder(i, rung, out)?;
+        }
+        Ok(())
+    }
+
+    fn drain_decoder(&mut self, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
+        loop {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => self.encode_decoded(out)?,
+                Err(e) if again(&e) => return Ok(()),
+                Err(e) => return Err(PipelineError::Ffmpeg { what: "decoding", source: e }),
+            }
+        }
+    }
+
+    fn encode_decoded(&mut self, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
+        let f = &self.decoded;
+        let size = (f.width(), f.height(), f.format());
+        match self.source_size {
+            None => self.source_size = Some(size),
+            Some(s) if s != size => {
+                return Err(PipelineError::Other(format!(
+                    "the source picture changed from {}x{} to {}x{}",
+                    s.0, s.1, size.0, size.1
+                )))
+            }
+            Some(_) => {}
+        }
+        let Some(pts) = f.pts().or(f.timestamp()) else {
+            return Ok(()); // a picture without a time cannot be placed: skip it
+        };
+        while self.key_pts.front().is_some_and(|&k| k < pts) {
+            self.key_pts.pop_front();
+        }
+        let force_key = self.key_pts.front() == Some(&pts);
+        if force_key {
+            self.key_pts.pop_front();
+        }
+        for (i, rung) in self.rungs.iter_mut().enumerate() {
+            if rung.scaler.is_none() {
+                let s = scaling::Context::get(
+                    size.2,
+                    size.0,
+                    size.1,
+                    Pixel::YUV420P,
+                    rung.spec.width,
+                    rung.spec.height,
+                    scaling::Flags::BILINEAR,
+                )
+                .map_err(ffe("creating a scaler"))?;
+                rung.scaler = Some(s);
+            }
+            if let Some(scaler) = rung.scaler.as_mut() {
+                scaler.run(f, &mut rung.scaled).map_err(ffe("scaling"))?;
+            }
+            rung.scaled.set_pts(Some(pts));
+            rung.scaled.set_kind(if force_key { picture::Type::I } else { picture::Type::None });
+            rung.encoder.send_frame(&rung.scaled).map_err(ffe("encoding"))?;
+            drain_encoder(i, rung, out)?;
+        }
+        Ok(())
+    }
+}
+
+fn drain_encoder(i: usize, rung: &mut Rung, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
+    loop {
+        match rung.encoder.receive_packet(&mut rung.packet) {
+            Ok(()) => {
+                let data = rung.packet.data().unwrap_or_default();
+                let mut avcc = Vec::with_capacity(data.len() + 16);
+                let idr = avc::annexb_to_avcc(data, &mut avcc);
+                let pts = rung.packet.pts().or(rung.packet.dts()).unwrap_or(0);
+                out.push(Encoded { rung: i, pts, keyframe: idr || rung.packet.is_key(), avcc });
+            }
+            Err(e) if again(&e) => return Ok(()),
+            Err(e) => return Err(PipelineError::Ffmpeg { what: "encoding", source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A source sample: AVCC data, PTS (ms), keyframe.
+    pub(crate) type Sample = (Vec<u8>, i64, bool);
+
+    /// Encodes `n` synthetic 4:2:0 pictures of `w`×`h` with libx264 (keyframe every `gop`), as a source would:
+    /// returns the AVC record and (avcc, pts ms, keyframe) samples at 30 fps.
+    pub(crate) fn synthetic_source(w: u32, h: u32, n: usize, gop: usize) -> (Vec<u8>, Vec<Sample>) {
+        init();
+        let x264 = ff::encoder::find_by_name("libx264").expect("libx264");
+        let mut enc = codec::Context::new_with_codec(x264).encoder().video().unwrap();
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 1000));
+        enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        let mut opts = Dictionary::new();
+        opts.set("preset", "ultrafast");
+        opts.set("g", &gop.to_string());
+        opts.set("bf", "0");
+        opts.set("x264-params", "scenecut=0");
+        let mut enc = enc.open_as_with(x264, opts).unwrap();
+        let global = unsafe {
+            let c = enc.as_ptr();
+            std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
+        };
+        let record = avc::decoder_config_record(&global).unwrap();
+        let mut frame = frame::Video::new(Pixel::YUV420P, w, h);
+        let mut samples = Vec::new();
+        let mut pkt = Packet::empty();
+        let mut collect = |enc: &mut ff::encoder::Video, samples: &mut Vec<Sample>| {
+            while enc.receive_packet(&mut pkt).is_ok() {
+                let mut avcc = Vec::new();
+                let idr = avc::annexb_to_avcc(pkt.data().unwrap_or_default(), &mut avcc);
+                samples.push((avcc, pkt.pts().unwrap_or(0), idr));
+            }
+        };
+        for i in 0..n {
+            for p in 0..3 {
+                let stride = frame.stride(p);
+                let data = frame.data_mut(p);
+                for (j, b) in data.iter_mut().enumerate() {
+                    *b = ((j % stride) as u8).wrapping_add((i * 3 + j / stride) as u8);
+                }
+            }
+            frame.set_pts(Some((i as i64 * 1000) / 30));
+            enc.send_frame(&frame).unwrap();
+            collect(&mut enc, &mut samples);
+        }
+        enc.send_eof().unwrap();
+        collect(&mut enc, &mut samples);
+        (record, samples)
+    }
+
+    #[test]
+    fn decodes_once_scales_and_keeps_keyframes_aligned() {
+        let (record, samples) = synthetic_source(320, 240, 45, 15);
+        let keys: Vec<i64> = samples.iter().filter(|s| s.2).map(|s| s.1).collect();
+        assert_eq!(keys, vec![0, 500, 1000], "source keyframes every 15 frames");
+        let spec = |h: u32, w: u32| RungSpec {
+            width: w,
+            height: h,
+            bitrate_kbps: 200,
+            maxrate_kbps: 220,
+            bufsize_kbits: 300,
+            preset: "ultrafast".into(),
+            profile: "baseline".into(),
+        };
+        let mut p = Pipeline::new(&record, &[spec(180, 240), spec(120, 160)], 30.0, 2).unwrap();
+        for i in 0..2 {
+            let cfg = avc::AvcConfig::parse(p.config_record(i).unwrap()).unwrap();
+            assert_eq!((cfg.width, cfg.height), [(240, 180), (160, 120)][i]);
+            assert_eq!(cfg.profile_idc, 66, "baseline profile");
+        }
+        let mut out = Vec::new();
+        for (avcc, pts, key) in &samples {
+            p.push(avcc, *pts, *pts, *key, &mut out).unwrap();
+        }
+        p.finish(&mut out).unwrap();
+        for rung in 0..2 {
+            let pics: Vec<&Encoded> = out.iter().filter(|e| e.rung == rung).collect();
+            assert_eq!(pics.len(), 45, "every source picture encoded on rung {rung}");
+            let rung_keys: Vec<i64> = pics.iter().filter(|e| e.keyframe).map(|e| e.pts).collect();
+            assert_eq!(rung_keys, keys, "rung {rung} keyframes exactly at the source's");
+            assert!(pics.windows(2).all(|w| w[1].pts > w[0].pts), "increasing timestamps");
+        }
+        // Garbage where a picture should be: the decoder either rejects it or conceals it, never panics.
+        let _ = p.push(&[0, 0, 0, 4, 0x65, 0xff, 0xff, 0xff], 2000, 2000, true, &mut out);
+    }
+}

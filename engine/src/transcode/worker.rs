@@ -1,0 +1,398 @@
+//! The encoder's dedicated OS thread: everything blocking about one stream's ladder.
+//!
+//! It receives the source's frames (timestamps already on the encoder's feed timeline) from a bounded channel,
+//! probes the frame rate from the first video timestamps, opens the [`Pipeline`], and then, per source frame:
+//! video goes through the pipeline; audio (AAC) is passed through to every rung unchanged (the same `Bytes`),
+//! queued per rung and released once that rung's video has reached its time, so each rung stream is interleaved
+//! by timestamp like a publisher's. A rung starts with its sequence headers and an IDR.
+//!
+//! A rung whose stream went away is dropped (logged, the others go on). A decoder or encoder error, or a new
+//! source video configuration, ends the thread with an error: the encoder actor fails and its supervisor
+//! restarts it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::ladder::RungPlan;
+use super::pipeline::{Encoded, Pipeline, RungSpec};
+use super::{lock, Ladders, RungInfo, TranscodeMetrics};
+use crate::media::aac::AacConfig;
+use crate::media::avc::AvcConfig;
+use crate::media::flv::{AacTag, AvcTag};
+use crate::media::{MediaFrame, MediaKind};
+use crate::rtmp::chunk_writer;
+use crate::stream::{Publisher, StreamKey};
+
+/// Video frames looked at to estimate the frame rate before the encoders open.
+const PROBE_FRAMES: usize = 10;
+/// Or this much video time, whichever comes first.
+const PROBE_MS: i64 = 1000;
+/// Source frames buffered while probing, at most (a source without video gives up here).
+const PROBE_MAX_ITEMS: usize = 2000;
+/// Audio frames queued per rung before its first picture, at most.
+const MAX_EARLY_AUDIO: usize = 1000;
+/// Period of the real-time ratio measurement.
+const RATIO_WINDOW: Duration = Duration::from_secs(2);
+
+/// Everything the worker needs.
+pub struct WorkerCtx {
+    /// The source stream.
+    pub key: StreamKey,
+    /// The source's `AVCDecoderConfigurationRecord`.
+    pub record: Vec<u8>,
+    /// The rungs and their (already claimed) streams.
+    pub rungs: Vec<(RungPlan, Publisher)>,
+    /// Codec threads per decoder/encoder.
+    pub threads: usize,
+    /// RTMP chunk size (rung frames are pre-chunked like a publisher's).
+    pub chunk_size: usize,
+    /// Metrics.
+    pub metrics: Arc<TranscodeMetrics>,
+    /// The ladder table (codecs, rates) for the master playlist.
+    pub ladders: Ladders,
+}
+
+/// One source frame with its timestamp on the feed's timeline.
+pub type Input = (MediaFrame, u32);
+
+/// Estimates frames per second from video decode timestamps (ms), snapped to the common rates.
+pub fn estimate_fps(ts: &[i64]) -> f64 {
+    let (Some(first), Some(last)) = (ts.first(), ts.last()) else { return 30.0 };
+    if ts.len() < 2 || last <= first {
+        return 30.0;
+    }
+    let fps = (ts.len() - 1) as f64 * 1000.0 / (last - first) as f64;
+    let nearest = [23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0]
+        .into_iter()
+        .min_by(|a: &f64, b: &f64| (fps - a).abs().total_cmp(&(fps - b).abs()))
+        .unwrap_or(30.0);
+    if (fps - nearest).abs() / nearest < 0.03 {
+        return nearest;
+    }
+    (fps * 100.0).round().clamp(100.0, 24_000.0) / 100.0
+}
+
+fn ts32(ms: i64) -> u32 {
+    (ms.max(0) as u64 & 0xffff_ffff) as u32
+}
+
+struct Out {
+    plan: RungPlan,
+    publisher: Option<Publisher>,
+    header: MediaFrame,
+    started: bool,
+    last_ts: i64,
+    audio: VecDeque<MediaFrame>,
+    frames: prometheus::IntCounter,
+}
+
+struct State {
+    ctx: WorkerCtx,
+    pipeline: Pipeline,
+    outs: Vec<Out>,
+    audio_header: Option<MediaFrame>,
+    encoded: Vec<Encoded>,
+    busy: Duration,
+    window_start: Instant,
+    window_media_ms: i64,
+    last_video_ts: Option<i64>,
+}
+
+/// Runs the ladder of one stream until the channel closes (the source ended) or something fails.
+pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), String> {
+    // Probe the frame rate.
+    let mut pending = Vec::new();
+    let mut video_ts = Vec::new();
+    while let Some((f, ts)) = rx.blocking_recv() {
+        if f.kind == MediaKind::Video && !f.header {
+            video_ts.push(i64::from(ts));
+        }
+        pending.push((f, ts));
+        let span = video_ts.last().zip(video_ts.first()).map_or(0, |(l, f)| l - f);
+        if video_ts.len() >= PROBE_FRAMES || span >= PROBE_MS || pending.len() >= PROBE_MAX_ITEMS {
+            break;
+        }
+    }
+    if video_ts.is_empty() {
+        return Ok(()); // ended (or no video) before a picture: nothing to encode
+    }
+    let fps = estimate_fps(&video_ts);
+    let specs: Vec<RungSpec> = ctx
+        .rungs
+        .iter()
+        .map(|(p, _)| RungSpec {
+            width: p.width,
+            height: p.height,
+            bitrate_kbps: p.config.bitrate_kbps,
+            maxrate_kbps: p.config.maxrate(),
+            bufsize_kbits: p.config.bufsize(),
+            preset: p.config.preset.clone(),
+            profile: p.config.profile.clone(),
+        })
+        .collect();
+    let pipeline = Pipeline::new(&ctx.record, &specs, fps, ctx.threads).map_err(|e| e.to_string())?;
+    let mut outs = Vec::new();
+    let mut infos = Vec::new();
+    for (i, (plan, publisher)) in std::mem::take(&mut ctx.rungs).into_iter().enumerate() {
+        let record = pipeline.config_record(i).unwrap_or_default();
+        let codec = AvcConfig::parse(record).ok().map(|c| c.codec_string());
+        let mut body = vec![0x17, 0, 0, 0, 0];
+        body.extend_from_slice(record);
+        infos.push(RungInfo { plan: plan.clone(), codec, rate: Default::default(), active: true });
+        ctx.metrics.rungs_active.inc();
+        outs.push(Out {
+            frames: ctx.metrics.frames.with_label_values(&[&plan.name]),
+            plan,
+            publisher: Some(publisher),
+            header: MediaFrame::from_flv_body(MediaKind::Video, 0, Bytes::from(body)),
+            started: false,
+            last_ts: 0,
+            audio: VecDeque::new(),
+        });
+    }
+    if let Some(l) = lock(&ctx.ladders).get_mut(&ctx.key) {
+        l.fps = fps;
+        l.rungs = infos;
+    }
+    info!(stream = %ctx.key, fps, rungs = ?outs.iter().map(|o| o.plan.name.as_str()).collect::<Vec<_>>(), "encoders open");
+    let mut st = State {
+        ctx,
+        pipeline,
+        outs,
+        audio_header: None,
+        encoded: Vec::new(),
+        busy: Duration::ZERO,
+        window_start: Instant::now(),
+        window_media_ms: 0,
+        last_video_ts: None,
+    };
+    for (f, ts) in pending {
+        st.input(f, ts)?;
+    }
+    while let Some((f, ts)) = rx.blocking_recv() {
+        st.input(f, ts)?;
+        if st.outs.iter().all(|o| o.publisher.is_none()) {
+            return Err("every rung's stream is gone".into());
+        }
+    }
+    st.pipeline.finish(&mut st.encoded).map_err(|e| e.to_string())?;
+    st.emit();
+    for i in 0..st.outs.len() {
+        st.flush_audio(i, i64::MAX);
+    }
+    Ok(())
+}
+
+impl State {
+    fn input(&mut self, f: MediaFrame, ts: u32) -> Result<(), String> {
+        match f.kind {
+            MediaKind::Video => self.video(f, ts),
+            MediaKind::Audio => {
+                self.audio(f, ts);
+                Ok(())
+            }
+        }
+    }
+
+    fn video(&mut self, f: MediaFrame, ts: u32) -> Result<(), String> {
+        let Ok(Some(tag)) = AvcTag::parse(&f.data) else {
+            return Ok(()); // not H.264 or malformed header: nothing to decode
+        };
+        match tag.packet_type {
+            0 => {
+                if tag.payload[..] != self.ctx.record[..] {
+                    return Err("the source's video configuration changed: restarting with the new one".into());
+                }
+                Ok(())
+            }
+            1 => {
+                let dts = i64::from(ts);
+                let pts = dts + i64::from(tag.composition_time);
+                self.rate(|l| l.source_rate.add(dts, f.data.len()));
+                if let Some(prev) = self.last_video_ts {
+                    self.window_media_ms += (dts - prev).clamp(0, 1000);
+                }
+                self.last_video_ts = Some(dts);
+                let t0 = Instant::now();
+                let r = self.pipeline.push(&tag.payload, dts, pts, f.keyframe, &mut self.encoded);
+                self.busy += t0.elapsed();
+                r.map_err(|e| e.to_string())?;
+                self.emit();
+                self.report_ratio();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn audio(&mut self, f: MediaFrame, ts: u32) {
+        let ms = i64::from(ts);
+        let frame = MediaFrame { timestamp: ts, ..f };
+        if frame.header {
+            let codec = AacTag::parse(&frame.data)
+                .ok()
+                .flatten()
+                .and_then(|t| AacConfig::parse(&t.payload).ok())
+                .map(|c| c.codec_string());
+            if let Some(l) = super::lock(&self.ctx.ladders).get_mut(&self.ctx.key) {
+                l.audio_codec = codec;
+            }
+            self.audio_header = Some(frame.clone());
+        } else {
+            let len = frame.data.len();
+            self.rate(|l| {
+                l.source_rate.add(ms, len);
+                l.audio_rate.add(ms, len);
+            });
+        }
+        for o in &mut self.outs {
+            if o.publisher.is_some() && (o.started || o.audio.len() < MAX_EARLY_AUDIO) {
+                o.audio.push_back(frame.clone());
+            }
+        }
+    }
+
+    fn rate(&self, f: impl FnOnce(&mut super::LadderInfo)) {
+        if let Some(l) = lock(&self.ctx.ladders).get_mut(&self.ctx.key) {
+            f(l);
+        }
+    }
+
+    /// Sends the rungs' new pictures, each after the audio up to its time.
+    fn emit(&mut self) {
+        let encoded = std::mem::take(&mut self.encoded);
+        for e in &encoded {
+            let chunk_size = self.ctx.chunk_size;
+            let Some(o) = self.outs.get_mut(e.rung) else { continue };
+            if o.publisher.is_none() {
+                continue;
+            }
+            if !o.started {
+                if !e.keyframe {
+                    continue; // a rung starts on an IDR
+                }
+                o.started = true;
+                o.last_ts = e.pts;
+                // Audio from before the first picture cannot be played with it.
+                o.audio.retain(|a| a.header || i64::from(a.timestamp) >= e.pts);
+                let mut header = o.header.clone();
+                header.timestamp = ts32(e.pts);
+                chunk_writer::prepare(&mut header, chunk_size);
+                let mut frames = vec![header];
+                if let Some(h) = &self.audio_header {
+                    frames.push(MediaFrame { timestamp: ts32(e.pts), ..h.clone() });
+                }
+                o.audio.retain(|a| !a.header);
+                self.send(e.rung, frames);
+            }
+            self.flush_audio(e.rung, e.pts);
+            let mut body = Vec::with_capacity(5 + e.avcc.len());
+            body.extend_from_slice(&[if e.keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0]);
+            body.extend_from_slice(&e.avcc);
+            let mut frame = MediaFrame::from_flv_body(MediaKind::Video, ts32(e.pts), Bytes::from(body));
+            chunk_writer::prepare(&mut frame, chunk_size);
+            let len = frame.data.len();
+            self.send(e.rung, vec![frame]);
+            if let Some(o) = self.outs.get_mut(e.rung) {
+                o.frames.inc();
+                o.last_ts = o.last_ts.max(e.pts);
+            }
+            let (rung, pts) = (e.rung, e.pts);
+            self.rate(|l| {
+                if let Some(r) = l.rungs.get_mut(rung) {
+                    r.rate.add(pts, len);
+                }
+            });
+        }
+        self.encoded = encoded;
+        self.encoded.clear();
+    }
+
+    /// Sends rung `i`'s queued audio up to `until` (ms).
+    fn flush_audio(&mut self, i: usize, until: i64) {
+        let Some(o) = self.outs.get_mut(i) else { return };
+        if !o.started {
+            return;
+        }
+        let mut frames = Vec::new();
+        let mut bytes = Vec::new();
+        while o.audio.front().is_some_and(|a| i64::from(a.timestamp) <= until) {
+            if let Some(a) = o.audio.pop_front() {
+                bytes.push((i64::from(a.timestamp), a.data.len()));
+                frames.push(a);
+            }
+        }
+        if frames.is_empty() {
+            return;
+        }
+        self.send(i, frames);
+        self.rate(|l| {
+            if let Some(r) = l.rungs.get_mut(i) {
+                for (ms, len) in bytes {
+                    r.rate.add(ms, len);
+                }
+            }
+        });
+    }
+
+    fn send(&mut self, i: usize, frames: Vec<MediaFrame>) {
+        let Some(o) = self.outs.get_mut(i) else { return };
+        let Some(p) = &o.publisher else { return };
+        for f in frames {
+            if p.send(f).is_err() {
+                warn!(stream = %self.ctx.key, rung = %o.plan.key, "rung stream is gone: dropping the rung; the others go on");
+                o.publisher = None;
+                o.audio.clear();
+                self.ctx.metrics.rungs_active.dec();
+                if let Some(l) = lock(&self.ctx.ladders).get_mut(&self.ctx.key) {
+                    if let Some(r) = l.rungs.get_mut(i) {
+                        r.active = false;
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn report_ratio(&mut self) {
+        let el = self.window_start.elapsed();
+        if el < RATIO_WINDOW {
+            return;
+        }
+        let busy = self.busy.as_secs_f64().max(1e-3);
+        let ratio = (self.window_media_ms as f64 / 1000.0 / busy).min(1000.0);
+        self.ctx.metrics.realtime_ratio.with_label_values(&[&self.ctx.key.to_string()]).set(ratio);
+        self.window_start = Instant::now();
+        self.window_media_ms = 0;
+        self.busy = Duration::ZERO;
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let active = self.outs.iter().filter(|o| o.publisher.is_some()).count();
+        self.ctx.metrics.rungs_active.sub(active as i64);
+        let _ = self.ctx.metrics.realtime_ratio.remove_label_values(&[&self.ctx.key.to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_rate_estimates() {
+        let at = |step: f64, n: usize| (0..n).map(|i| (i as f64 * step).round() as i64).collect::<Vec<_>>();
+        assert_eq!(estimate_fps(&at(1000.0 / 30.0, 10)), 30.0);
+        assert_eq!(estimate_fps(&at(40.0, 10)), 25.0);
+        assert_eq!(estimate_fps(&at(1001.0 / 60.0, 100)), 59.94);
+        assert_eq!(estimate_fps(&at(100.0, 10)), 10.0);
+        assert_eq!(estimate_fps(&[5]), 30.0);
+        assert_eq!(estimate_fps(&[]), 30.0);
+    }
+}
