@@ -259,11 +259,6 @@ impl Cluster {
         }
     }
 
-    /// Names of the peers currently up.
-    pub fn peer_names(&self) -> HashSet<String> {
-        lock(&self.shared.peers).keys().cloned().collect()
-    }
-
     /// Shares where the HLS playlist of a stream this node owns stands with every other node.
     pub fn share_hls(&self, key: &StreamKey, since_ms: u64, pos: &HlsPosition) {
         let msg = Cast::HlsState {

@@ -32,7 +32,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{pg, ActorCell, ActorRef, RpcReplyPort};
+use ractor::{pg, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
 use crate::stream::StreamKey;
@@ -67,11 +67,6 @@ pub fn relay_group(key: &StreamKey, node: &str) -> String {
 /// Remote (other nodes') members of a group.
 pub fn remote_members(group: &str) -> Vec<ActorRef<RemoteMsg>> {
     pg::get_members(&group.to_string()).into_iter().filter(|c| !c.get_id().is_local()).map(ActorRef::from).collect()
-}
-
-/// Local members of a group.
-pub fn local_members(group: &str) -> Vec<ActorCell> {
-    pg::get_members(&group.to_string()).into_iter().filter(|c| c.get_id().is_local()).collect()
 }
 
 /// Calls a remote actor; `None` on timeout, a dead peer or a malformed answer (logged).

@@ -9,7 +9,7 @@
 //! Layout: a version byte ([`VERSION`]), a tag byte, then fields: integers big-endian, strings and byte strings as
 //! a `u32` length + bytes.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::media::{MediaFrame, MediaKind};
 
@@ -195,12 +195,12 @@ pub enum Response {
 
 // ---- encoding ---------------------------------------------------------------------------------------------------
 
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.put_u32(b.len() as u32);
     out.put_slice(b);
 }
 
-fn put_opt(o: &mut BytesMut, b: &Option<Bytes>) {
+fn put_opt(o: &mut Vec<u8>, b: &Option<Bytes>) {
     match b {
         Some(b) => {
             o.put_u8(1);
@@ -210,8 +210,9 @@ fn put_opt(o: &mut BytesMut, b: &Option<Bytes>) {
     }
 }
 
-fn header(tag: u8, capacity: usize) -> BytesMut {
-    let mut out = BytesMut::with_capacity(2 + capacity);
+/// A message buffer sized for its fields, so encoding copies each payload once, into the buffer ractor sends.
+fn header(tag: u8, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + capacity);
     out.put_u8(VERSION);
     out.put_u8(tag);
     out
@@ -232,18 +233,18 @@ impl Cast {
                 let mut o = header(1, 8 + node.len());
                 put_bytes(&mut o, node.as_bytes());
                 o.put_u32(*credit);
-                o.to_vec()
+                o
             }
             Cast::Credit { node, bytes } => {
                 let mut o = header(2, 8 + node.len());
                 put_bytes(&mut o, node.as_bytes());
                 o.put_u32(*bytes);
-                o.to_vec()
+                o
             }
             Cast::Unsubscribe { node } => {
                 let mut o = header(3, 4 + node.len());
                 put_bytes(&mut o, node.as_bytes());
-                o.to_vec()
+                o
             }
             Cast::Media { seq, items } => {
                 let len: usize = items.iter().map(RelayItem::wire_len).sum();
@@ -263,14 +264,14 @@ impl Cast {
                         }
                     }
                 }
-                o.to_vec()
+                o
             }
             Cast::End { reason } => {
                 let mut o = header(5, 4 + reason.len());
                 put_bytes(&mut o, reason.as_bytes());
-                o.to_vec()
+                o
             }
-            Cast::Tick => header(6, 0).to_vec(),
+            Cast::Tick => header(6, 0),
             Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist } => {
                 let mut o = header(7, 40 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
                 put_bytes(&mut o, key.as_bytes());
@@ -279,7 +280,7 @@ impl Cast {
                 o.put_u64(*discontinuity);
                 o.put_u8(*ended as u8);
                 put_opt(&mut o, playlist);
-                o.to_vec()
+                o
             }
         }
     }
@@ -336,22 +337,22 @@ impl Request {
                 let mut o = header(1, 12 + from.len());
                 o.put_u64(*nonce);
                 put_bytes(&mut o, from.as_bytes());
-                o.to_vec()
+                o
             }
-            Request::Claim => header(2, 0).to_vec(),
+            Request::Claim => header(2, 0),
             Request::Playlist { wait_ms } => {
                 let mut o = header(3, 4);
                 o.put_u32(*wait_ms);
-                o.to_vec()
+                o
             }
             Request::Segment { name, offset, max } => {
                 let mut o = header(4, 12 + name.len());
                 put_bytes(&mut o, name.as_bytes());
                 o.put_u32(*offset);
                 o.put_u32(*max);
-                o.to_vec()
+                o
             }
-            Request::Info => header(5, 0).to_vec(),
+            Request::Info => header(5, 0),
         }
     }
 
@@ -384,19 +385,19 @@ impl Response {
                 o.put_u32(load.players);
                 o.put_u32(load.relays_out);
                 o.put_u8(load.draining as u8);
-                o.to_vec()
+                o
             }
             Response::Claim { node, live, since_ms } => {
                 let mut o = header(2, 16 + node.len());
                 put_bytes(&mut o, node.as_bytes());
                 o.put_u8(*live as u8);
                 o.put_u64(*since_ms);
-                o.to_vec()
+                o
             }
             Response::Playlist(p) => {
                 let mut o = header(3, 8 + p.as_ref().map_or(0, Bytes::len));
                 opt(&mut o, p);
-                o.to_vec()
+                o
             }
             Response::Segment(s) => {
                 let mut o = header(4, 12 + s.as_ref().map_or(0, |(_, b)| b.len()));
@@ -408,12 +409,12 @@ impl Response {
                     }
                     None => o.put_u8(0),
                 }
-                o.to_vec()
+                o
             }
             Response::Info(j) => {
                 let mut o = header(5, 8 + j.as_ref().map_or(0, Bytes::len));
                 opt(&mut o, j);
-                o.to_vec()
+                o
             }
         }
     }

@@ -105,11 +105,6 @@ impl StreamHandle {
         &self.key
     }
 
-    /// The owner node's name when this is a relay of another node's stream.
-    pub fn relay_from(&self) -> Option<&str> {
-        self.relay_from.as_deref()
-    }
-
     /// Attaches a player; `None` if the stream has no live publisher (or is gone).
     pub async fn subscribe(&self, protocol: Protocol) -> Option<Subscription> {
         call(&self.actor, |reply| StreamMsg::Subscribe { protocol, reply }).await.flatten()
