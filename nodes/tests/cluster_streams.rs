@@ -129,6 +129,14 @@ fn a_stream_published_on_one_node_plays_from_every_node() {
     assert_eq!(relayed["relay_from"], "strom-0", "{relayed}");
     assert!(stream(&nodes[0], key).expect("owner lists it")["relay_from"].is_null());
     assert!(metric(&nodes[0], "strom_cluster_relays{direction=\"out\"}") >= 1.0);
+    // Membership, heartbeat RTT and load are visible in the API and the metrics.
+    let status = json(&nodes[1], "/api/v1/cluster");
+    let owner = status["peers"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "strom-0")).cloned();
+    let owner = owner.expect("strom-0 among strom-1's peers");
+    assert!(owner["rtt_ms"].as_f64().is_some_and(|r| r > 0.0 && r < 1000.0), "{owner}");
+    assert_eq!(owner["load"]["streams"], 1, "the owner reports its publisher in its load: {owner}");
+    assert_eq!(metric(&nodes[1], "strom_cluster_nodes"), 3.0);
+    assert!(nodes[1].get("/metrics").text().contains("strom_cluster_heartbeat_rtt_microseconds{peer=\"strom-0\"}"));
 }
 
 #[test]
