@@ -188,7 +188,8 @@ pub enum TranscodeMode {
     Off,
     /// Every published stream gets its ladder from the start (up to `transcode.max_streams` streams).
     Always,
-    /// Encoders start at the first HLS viewer and stop after an idle time. Not implemented yet: refused.
+    /// A stream's encoders start at its first HLS request (its master or media playlist, a rung's, a segment; on
+    /// any node of a cluster) and stop after `transcode.idle_secs` without one.
     OnDemand,
 }
 
@@ -201,8 +202,10 @@ pub enum TranscodeMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TranscodeConfig {
-    /// `off`, `always` or `on-demand` (not implemented yet).
+    /// `off`, `always` or `on-demand`.
     pub mode: TranscodeMode,
+    /// `on-demand`: seconds without an HLS request (source or rung) after which a stream's encoders stop.
+    pub idle_secs: f64,
     /// Streams transcoded at once on this node; 0: one per two available cores (at least one).
     pub max_streams: usize,
     /// Codec threads of the decoder and of each rung's encoder; 0: the available cores.
@@ -273,6 +276,7 @@ impl Default for TranscodeConfig {
     fn default() -> Self {
         TranscodeConfig {
             mode: TranscodeMode::Off,
+            idle_secs: 30.0,
             max_streams: 0,
             threads: 0,
             rungs: vec![
@@ -304,8 +308,8 @@ impl TranscodeConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |k: &str, why: String| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
-        if self.mode == TranscodeMode::OnDemand {
-            return err("transcode.mode", "\"on-demand\" is not implemented yet; use \"always\" or \"off\"".into());
+        if !(self.idle_secs.is_finite() && (1.0..=86_400.0).contains(&self.idle_secs)) {
+            return err("transcode.idle_secs", "must be 1..86400".into());
         }
         if self.threads > 64 {
             return err("transcode.threads", "must be at most 64".into());
@@ -834,7 +838,7 @@ mod tests {
         // Errors name the key.
         for (var, value, key) in [
             ("STROM_TRANSCODE_MODE", "sometimes", "transcode.mode"),
-            ("STROM_TRANSCODE_MODE", "on-demand", "transcode.mode"),
+            ("STROM_TRANSCODE_IDLE_SECS", "0", "transcode.idle_secs"),
             ("STROM_TRANSCODE_BOGUS", "1", "transcode.bogus"),
             ("STROM_TRANSCODE_RUNGS", "[{height = 361, bitrate_kbps = 500}]", "transcode.rungs[0].height"),
             ("STROM_TRANSCODE_RUNGS", "[{height = 360, bitrate_kbps = 500, preset = \"warp\"}]", "preset"),

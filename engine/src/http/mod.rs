@@ -111,6 +111,7 @@ async fn hls(
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
+    node.transcode.hls_request(&key);
     let Some(stream) = node.streams.hls(&key).await else {
         return not_found();
     };

@@ -97,9 +97,25 @@ pub struct StreamHandle {
     segmenter: Option<ActorRef<SegmenterMsg>>,
     relay_from: Option<String>,
     claimed_ms: u64,
+    /// When HLS was last asked of this stream here (unix ms; 0: never), for on-demand transcoding.
+    hls_asked_ms: Arc<AtomicU64>,
 }
 
 impl StreamHandle {
+    /// For a relay of another node's stream: that node.
+    pub fn relay_from(&self) -> Option<&str> {
+        self.relay_from.as_deref()
+    }
+
+    /// How long ago a player last asked this node for the stream's HLS (playlist or segment, directly or through
+    /// another node); `None`: never.
+    pub fn hls_idle(&self) -> Option<Duration> {
+        match self.hls_asked_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Duration::from_millis(crate::cluster::unix_ms().saturating_sub(t))),
+        }
+    }
+
     /// The stream's key.
     pub fn key(&self) -> &StreamKey {
         &self.key
@@ -114,11 +130,13 @@ impl StreamHandle {
     /// relay (HLS comes from the owner, see [`Streams::hls`]).
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
         let seg = self.segmenter.as_ref()?;
+        self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
         seg.call(SegmenterMsg::Playlist, Some(wait)).await.ok().and_then(success).flatten()
     }
 
     /// One HLS segment by file name.
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
+        self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
         let name = name.to_string();
         call(self.segmenter.as_ref()?, |reply| SegmenterMsg::Segment(name, reply)).await.flatten()
     }
@@ -312,7 +330,14 @@ impl RegistryState {
             actor.stop(None);
             return Err(PublishError::Internal("segmenter missing".into()));
         }
-        Ok(StreamHandle { key: key.clone(), actor, segmenter, relay_from, claimed_ms: crate::cluster::unix_ms() })
+        Ok(StreamHandle {
+            key: key.clone(),
+            actor,
+            segmenter,
+            relay_from,
+            claimed_ms: crate::cluster::unix_ms(),
+            hls_asked_ms: Arc::default(),
+        })
     }
 
     async fn get_or_create(

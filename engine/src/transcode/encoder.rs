@@ -126,7 +126,7 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
                     if found.is_none() && f.kind == MediaKind::Video && f.header {
                         found = AvcTag::parse(&f.data).ok().flatten().map(|t| t.payload);
                     }
-                    early.push((f, ts));
+                    early.push(Input { frame: f, ts, at: std::time::Instant::now() });
                 }
                 PlayerItem::End => return Ok(()),
                 PlayerItem::Metadata(_) => {}
@@ -172,6 +172,8 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
         chunk_size: args.config.rtmp.chunk_size as usize,
         metrics: args.tmetrics.clone(),
         ladders: args.ladders.clone(),
+        streams: args.streams.clone(),
+        rt: tokio::runtime::Handle::current(),
     };
     let span = tracing::Span::current();
     std::thread::Builder::new()
@@ -197,7 +199,8 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
             for item in batch.drain(..) {
                 match item {
                     PlayerItem::Frame(f, ts) => {
-                        if tx.send((f, ts)).await.is_err() {
+                        let input = Input { frame: f, ts, at: std::time::Instant::now() };
+                        if tx.send(input).await.is_err() {
                             break 'feed;
                         }
                     }

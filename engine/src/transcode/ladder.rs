@@ -38,6 +38,15 @@ pub fn is_rung_name(key: &StreamKey, rungs: &[RungConfig]) -> bool {
     rungs.iter().any(|r| key.name().strip_suffix(&format!("_{}p", r.height)).is_some_and(|base| !base.is_empty()))
 }
 
+/// The source of rung `key` under `rungs` (`live/KEY_480p` → `live/KEY`), if `key` names a rung.
+pub fn source_of(key: &StreamKey, rungs: &[RungConfig]) -> Option<StreamKey> {
+    rungs
+        .iter()
+        .filter_map(|r| key.name().strip_suffix(&format!("_{}p", r.height)))
+        .find(|base| !base.is_empty())
+        .and_then(|base| StreamKey::new(key.app(), base).ok())
+}
+
 /// The even width for `height` that keeps the source's aspect ratio.
 pub fn scaled_width(src_width: u32, src_height: u32, height: u32) -> u32 {
     if src_height == 0 {
@@ -110,5 +119,9 @@ mod tests {
         let long = "k".repeat(126);
         assert!(rung_key(&key(&format!("live/{long}")), 480).is_none(), "name too long for the suffix");
         assert!(plan(&key(&format!("live/{long}")), 1280, 720, &rungs).is_empty());
+        assert_eq!(source_of(&key("live/cam_480p"), &rungs), Some(key("live/cam")));
+        assert_eq!(source_of(&key("live/a_b_240p"), &rungs), Some(key("live/a_b")));
+        assert_eq!(source_of(&key("live/cam"), &rungs), None);
+        assert_eq!(source_of(&key("live/_480p"), &rungs), None);
     }
 }

@@ -7,6 +7,7 @@
 //!   AAC through to every rung (same frames, interleaved by time) and publishes the rungs.
 //! - [`encoder`]: the encoder actor of one stream: subscribes to the source like a player and feeds the worker
 //!   through a bounded channel.
+//! - [`shed`]: when the ladder falls behind real time, which rung to shed and when to restore it (pure rules).
 //! - [`supervisor`]: starts an encoder per published stream (`transcode.mode = "always"`, at most
 //!   `transcode.max_streams`), restarts a failed one with backoff (`strom_encoder_restarts_total`).
 //! - [`master`]: the HLS master playlist at `/live/KEY/index.m3u8` (the source's media playlist moves to
@@ -19,6 +20,7 @@ pub mod encoder;
 pub mod ladder;
 pub mod master;
 pub mod pipeline;
+pub mod shed;
 pub mod supervisor;
 pub mod worker;
 
@@ -26,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::config::{Config, TranscodeMode};
@@ -46,6 +48,12 @@ pub struct TranscodeMetrics {
     pub restarts: IntCounter,
     /// Rungs being produced on this node.
     pub rungs_active: IntGauge,
+    /// Rungs shed on this node because their ladder fell behind real time.
+    pub rungs_shed: IntGauge,
+    /// Source pictures decoded per second (wall clock), per source stream.
+    pub fps: GaugeVec,
+    /// Source picture received by the encoder → the rung's picture encoded and published, per rung.
+    pub latency: HistogramVec,
 }
 
 impl TranscodeMetrics {
@@ -76,6 +84,31 @@ impl TranscodeMetrics {
             rungs_active: metrics.register(
                 IntGauge::new("strom_encoder_rungs_active", "Ladder rungs being produced on this node.")
                     .expect("valid metric"),
+            ),
+            rungs_shed: metrics.register(
+                IntGauge::new(
+                    "strom_encoder_rungs_shed",
+                    "Ladder rungs shed on this node because their encoder fell behind real time.",
+                )
+                .expect("valid metric"),
+            ),
+            fps: metrics.register(
+                GaugeVec::new(
+                    Opts::new("strom_encoder_fps", "Source pictures a stream's ladder decodes per second."),
+                    &["stream"],
+                )
+                .expect("valid metric"),
+            ),
+            latency: metrics.register(
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "strom_encoder_latency_seconds",
+                        "From a source picture reaching the encoder to the rung's picture published, per rung.",
+                    )
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]),
+                    &["rung"],
+                )
+                .expect("valid metric"),
             ),
         }
     }
@@ -159,6 +192,10 @@ impl LadderInfo {
 /// Every stream's ladder on this node (shared by encoders and HTTP).
 pub type Ladders = Arc<Mutex<HashMap<StreamKey, LadderInfo>>>;
 
+fn lock_demanded(m: &Mutex<HashMap<StreamKey, Instant>>) -> std::sync::MutexGuard<'_, HashMap<StreamKey, Instant>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Locks the ladder table; a panic elsewhere while it was held does not make it unusable.
 pub fn lock(ladders: &Ladders) -> std::sync::MutexGuard<'_, HashMap<StreamKey, LadderInfo>> {
     ladders.lock().unwrap_or_else(|e| e.into_inner())
@@ -170,6 +207,8 @@ pub struct Transcoder {
     supervisor: Option<ActorRef<SupervisorMsg>>,
     config: Arc<Config>,
     ladders: Ladders,
+    /// On-demand: when each source's demand was last passed to the supervisor.
+    demanded: Arc<Mutex<HashMap<StreamKey, Instant>>>,
 }
 
 impl Transcoder {
@@ -195,14 +234,41 @@ impl Transcoder {
                 Some(a)
             }
         };
-        Ok(Transcoder { supervisor, config, ladders })
+        Ok(Transcoder { supervisor, config, ladders, demanded: Arc::default() })
     }
 
-    /// A publisher took `key` (from outside: RTMP): start its ladder.
+    /// A publisher took `key` (from outside: RTMP): start its ladder (on-demand: only if HLS was asked of it
+    /// within `transcode.idle_secs`, e.g. players waiting while the publisher reconnected).
     pub fn source_published(&self, key: &StreamKey) {
-        if let Some(s) = &self.supervisor {
-            let _ = s.cast(SupervisorMsg::Start(key.clone()));
+        let Some(s) = &self.supervisor else { return };
+        if self.config.transcode.mode == TranscodeMode::OnDemand {
+            let idle = Duration::from_secs_f64(self.config.transcode.idle_secs);
+            if lock_demanded(&self.demanded).get(key).is_none_or(|t| t.elapsed() >= idle) {
+                return;
+            }
         }
+        let _ = s.cast(SupervisorMsg::Start(key.clone()));
+    }
+
+    /// HLS was asked of `key` on this node (a playlist or segment of a source or of a rung): on-demand, the
+    /// source's ladder starts if it is not running.
+    pub fn hls_request(&self, key: &StreamKey) {
+        let Some(s) = &self.supervisor else { return };
+        if self.config.transcode.mode != TranscodeMode::OnDemand {
+            return;
+        }
+        let source = ladder::source_of(key, &self.config.transcode.rungs).unwrap_or_else(|| key.clone());
+        let mut demanded = lock_demanded(&self.demanded);
+        // Tell the supervisor at most once a second per stream (it ignores a running ladder anyway).
+        if demanded.get(&source).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        if demanded.len() > 10_000 {
+            let idle = Duration::from_secs_f64(self.config.transcode.idle_secs);
+            demanded.retain(|_, t| t.elapsed() < idle);
+        }
+        demanded.insert(source.clone(), Instant::now());
+        let _ = s.cast(SupervisorMsg::Demand(source));
     }
 
     /// Whether `key` is reserved for a rung (an outside publisher may not take it).
@@ -214,9 +280,16 @@ impl Transcoder {
     /// starting encoder to decide its ladder. `None`: serve the media playlist.
     pub async fn master(&self, key: &StreamKey, wait: Duration) -> Option<String> {
         self.supervisor.as_ref()?;
-        let deadline = Instant::now() + wait;
+        let started = Instant::now();
+        let deadline = started + wait;
+        // On-demand, the request that starts a ladder comes just before: give the supervisor a moment.
+        let appear = match self.config.transcode.mode {
+            TranscodeMode::OnDemand => Duration::from_millis(1500),
+            _ => Duration::ZERO,
+        };
         loop {
             let variants = match lock(&self.ladders).get(key) {
+                None if started.elapsed() < appear.min(wait) => None,
                 None => return None,
                 Some(l) if l.decided && l.rungs.is_empty() => return None,
                 Some(l) if l.decided => Some(l.variants(key.name())),

@@ -86,6 +86,12 @@ struct Rung {
     record: Vec<u8>,
     scaled: frame::Video,
     packet: Packet,
+    /// Shed: not scaled or encoded.
+    paused: bool,
+    /// Paused, and to be resumed at the next source keyframe.
+    resuming: bool,
+    /// Pictures before this time still inside the encoder when it was paused are dropped on resume.
+    min_pts: Option<i64>,
 }
 
 /// Decoder + per-rung scalers and encoders for one source configuration.
@@ -171,6 +177,9 @@ impl Pipeline {
                 record,
                 scaled: frame::Video::empty(),
                 packet: Packet::empty(),
+                paused: false,
+                resuming: false,
+                min_pts: None,
             });
         }
         Ok(Pipeline { decoder, rungs, decoded: frame::Video::empty(), key_pts: VecDeque::new(), source_size: None })
@@ -179,6 +188,21 @@ impl Pipeline {
     /// The `AVCDecoderConfigurationRecord` of rung `i` (its FLV sequence header payload).
     pub fn config_record(&self, i: usize) -> Option<&[u8]> {
         self.rungs.get(i).map(|r| r.record.as_slice())
+    }
+
+    /// Stops scaling and encoding rung `i` (it was shed): the rest of the ladder goes on.
+    pub fn pause(&mut self, i: usize) {
+        if let Some(r) = self.rungs.get_mut(i) {
+            r.paused = true;
+            r.resuming = false;
+        }
+    }
+
+    /// Encodes rung `i` again from the next source keyframe on (its first picture is an IDR).
+    pub fn resume(&mut self, i: usize) {
+        if let Some(r) = self.rungs.get_mut(i) {
+            r.resuming = r.paused;
+        }
     }
 
     /// Decodes one source sample (AVCC NAL units) with its DTS and PTS in ms, and encodes whatever pictures come
@@ -211,7 +235,7 @@ impl Pipeline {
     pub fn finish(&mut self, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
         self.decoder.send_eof().map_err(ffe("flushing the decoder"))?;
         self.drain_decoder(out)?;
-        for (i, rung) in self.rungs.iter_mut().enumerate() {
+        for (i, rung) in self.rungs.iter_mut().enumerate().filter(|(_, r)| !r.paused) {
             rung.encoder.send_eof().map_err(ffe("flushing an encoder"))?;
             drain_encoder(i, rung, out)?;
         }
@@ -252,6 +276,14 @@ impl Pipeline {
             self.key_pts.pop_front();
         }
         for (i, rung) in self.rungs.iter_mut().enumerate() {
+            if rung.paused {
+                if !(rung.resuming && force_key) {
+                    continue;
+                }
+                rung.paused = false;
+                rung.resuming = false;
+                rung.min_pts = Some(pts);
+            }
             if rung.scaler.is_none() {
                 let s = scaling::Context::get(
                     size.2,
@@ -285,6 +317,9 @@ fn drain_encoder(i: usize, rung: &mut Rung, out: &mut Vec<Encoded>) -> Result<()
                 let mut avcc = Vec::with_capacity(data.len() + 16);
                 let idr = avc::annexb_to_avcc(data, &mut avcc);
                 let pts = rung.packet.pts().or(rung.packet.dts()).unwrap_or(0);
+                if rung.min_pts.is_some_and(|m| pts < m) {
+                    continue; // encoded before the rung was shed: stale
+                }
                 out.push(Encoded { rung: i, pts, keyframe: idr || rung.packet.is_key(), avcc });
             }
             Err(e) if again(&e) => return Ok(()),
@@ -384,5 +419,39 @@ pub(crate) mod tests {
         }
         // Garbage where a picture should be: the decoder either rejects it or conceals it, never panics.
         let _ = p.push(&[0, 0, 0, 4, 0x65, 0xff, 0xff, 0xff], 2000, 2000, true, &mut out);
+    }
+
+    #[test]
+    fn a_paused_rung_resumes_on_a_source_keyframe_without_stale_pictures() {
+        let (record, samples) = synthetic_source(320, 240, 60, 15);
+        let spec = |h: u32, w: u32| RungSpec {
+            width: w,
+            height: h,
+            bitrate_kbps: 200,
+            maxrate_kbps: 220,
+            bufsize_kbits: 300,
+            preset: "veryfast".into(),
+            profile: "main".into(),
+        };
+        let mut p = Pipeline::new(&record, &[spec(180, 240), spec(120, 160)], 30.0, 2).unwrap();
+        let mut out = Vec::new();
+        for (n, (avcc, pts, key)) in samples.iter().enumerate() {
+            if n == 10 {
+                p.pause(0);
+            }
+            if n == 20 {
+                p.resume(0); // the next source keyframe is at 1000 ms (frame 30)
+            }
+            p.push(avcc, *pts, *pts, *key, &mut out).unwrap();
+        }
+        p.finish(&mut out).unwrap();
+        let shed: Vec<&Encoded> = out.iter().filter(|e| e.rung == 0).collect();
+        let other = out.iter().filter(|e| e.rung == 1).count();
+        assert_eq!(other, 60, "the other rung is untouched");
+        let after: Vec<&&Encoded> = shed.iter().filter(|e| e.pts >= 1000).collect();
+        assert_eq!(after.len(), 30, "every picture from the resume keyframe on");
+        assert!(after[0].keyframe && after[0].pts == 1000, "resumes with an IDR at the source keyframe");
+        assert!(shed.iter().all(|e| e.pts < 1000 / 3 || e.pts >= 1000), "nothing encoded while shed");
+        assert!(shed.windows(2).all(|w| w[1].pts > w[0].pts), "increasing timestamps");
     }
 }

@@ -6,6 +6,12 @@
 //! queued per rung and released once that rung's video has reached its time, so each rung stream is interleaved
 //! by timestamp like a publisher's. A rung starts with its sequence headers and an IDR.
 //!
+//! Every 2 s the worker measures its real-time ratio and the longest wait of a source frame; when it falls behind
+//! it sheds the costliest rung and later restores it ([`super::shed`] decides). A shed rung's publisher is
+//! released (its stream waits for a publisher, players stay) and it leaves the master playlist; on restore the
+//! rung is claimed again and starts with its sequence headers and an IDR at a source keyframe, so its HLS playlist
+//! continues after a discontinuity.
+//!
 //! A rung whose stream went away is dropped (logged, the others go on). A decoder or encoder error, or a new
 //! source video configuration, ends the thread with an error: the encoder actor fails and its supervisor
 //! restarts it.
@@ -20,13 +26,14 @@ use tracing::{info, warn};
 
 use super::ladder::RungPlan;
 use super::pipeline::{Encoded, Pipeline, RungSpec};
+use super::shed::{RungLoad, ShedAction, ShedPolicy, Window};
 use super::{lock, Ladders, RungInfo, TranscodeMetrics};
 use crate::media::aac::AacConfig;
 use crate::media::avc::AvcConfig;
 use crate::media::flv::{AacTag, AvcTag};
 use crate::media::{MediaFrame, MediaKind};
 use crate::rtmp::chunk_writer;
-use crate::stream::{Publisher, StreamKey};
+use crate::stream::{Publisher, StreamKey, Streams};
 
 /// Video frames looked at to estimate the frame rate before the encoders open.
 const PROBE_FRAMES: usize = 10;
@@ -38,6 +45,8 @@ const PROBE_MAX_ITEMS: usize = 2000;
 const MAX_EARLY_AUDIO: usize = 1000;
 /// Period of the real-time ratio measurement.
 const RATIO_WINDOW: Duration = Duration::from_secs(2);
+/// Arrival times kept to measure the latency of encoded pictures.
+const MAX_ARRIVALS: usize = 256;
 
 /// Everything the worker needs.
 pub struct WorkerCtx {
@@ -55,10 +64,22 @@ pub struct WorkerCtx {
     pub metrics: Arc<TranscodeMetrics>,
     /// The ladder table (codecs, rates) for the master playlist.
     pub ladders: Ladders,
+    /// The lookup API, to claim a shed rung's stream again.
+    pub streams: Streams,
+    /// The node's runtime (the worker is not on it; it blocks on a claim).
+    pub rt: tokio::runtime::Handle,
 }
 
-/// One source frame with its timestamp on the feed's timeline.
-pub type Input = (MediaFrame, u32);
+/// One source frame for the worker.
+#[derive(Debug)]
+pub struct Input {
+    /// The frame.
+    pub frame: MediaFrame,
+    /// Its timestamp on the encoder feed's timeline (ms).
+    pub ts: u32,
+    /// When the encoder received it (latency and falling-behind measurements).
+    pub at: Instant,
+}
 
 /// Estimates frames per second from video decode timestamps (ms), snapped to the common rates.
 pub fn estimate_fps(ts: &[i64]) -> f64 {
@@ -84,11 +105,14 @@ fn ts32(ms: i64) -> u32 {
 struct Out {
     plan: RungPlan,
     publisher: Option<Publisher>,
+    /// Shed for lack of CPU (its publisher released; may come back).
+    shed: bool,
     header: MediaFrame,
     started: bool,
     last_ts: i64,
     audio: VecDeque<MediaFrame>,
     frames: prometheus::IntCounter,
+    latency: prometheus::Histogram,
 }
 
 struct State {
@@ -100,7 +124,13 @@ struct State {
     busy: Duration,
     window_start: Instant,
     window_media_ms: i64,
+    window_pictures: u64,
+    max_wait: Duration,
     last_video_ts: Option<i64>,
+    /// (PTS, arrival) of recent source pictures.
+    arrivals: VecDeque<(i64, Instant)>,
+    policy: ShedPolicy,
+    source_pixels: u64,
 }
 
 /// Runs the ladder of one stream until the channel closes (the source ended) or something fails.
@@ -108,11 +138,11 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
     // Probe the frame rate.
     let mut pending = Vec::new();
     let mut video_ts = Vec::new();
-    while let Some((f, ts)) = rx.blocking_recv() {
-        if f.kind == MediaKind::Video && !f.header {
-            video_ts.push(i64::from(ts));
+    while let Some(input) = rx.blocking_recv() {
+        if input.frame.kind == MediaKind::Video && !input.frame.header {
+            video_ts.push(i64::from(input.ts));
         }
-        pending.push((f, ts));
+        pending.push(input);
         let span = video_ts.last().zip(video_ts.first()).map_or(0, |(l, f)| l - f);
         if video_ts.len() >= PROBE_FRAMES || span >= PROBE_MS || pending.len() >= PROBE_MAX_ITEMS {
             break;
@@ -147,8 +177,10 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
         ctx.metrics.rungs_active.inc();
         outs.push(Out {
             frames: ctx.metrics.frames.with_label_values(&[&plan.name]),
+            latency: ctx.metrics.latency.with_label_values(&[&plan.name]),
             plan,
             publisher: Some(publisher),
+            shed: false,
             header: MediaFrame::from_flv_body(MediaKind::Video, 0, Bytes::from(body)),
             started: false,
             last_ts: 0,
@@ -160,6 +192,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
         l.rungs = infos;
     }
     info!(stream = %ctx.key, fps, rungs = ?outs.iter().map(|o| o.plan.name.as_str()).collect::<Vec<_>>(), "encoders open");
+    let source_pixels = AvcConfig::parse(&ctx.record).map_or(0, |c| u64::from(c.width) * u64::from(c.height));
     let mut st = State {
         ctx,
         pipeline,
@@ -169,14 +202,19 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
         busy: Duration::ZERO,
         window_start: Instant::now(),
         window_media_ms: 0,
+        window_pictures: 0,
+        max_wait: Duration::ZERO,
         last_video_ts: None,
+        arrivals: VecDeque::new(),
+        policy: ShedPolicy::default(),
+        source_pixels,
     };
-    for (f, ts) in pending {
-        st.input(f, ts)?;
+    for input in pending {
+        st.input(input)?;
     }
-    while let Some((f, ts)) = rx.blocking_recv() {
-        st.input(f, ts)?;
-        if st.outs.iter().all(|o| o.publisher.is_none()) {
+    while let Some(input) = rx.blocking_recv() {
+        st.input(input)?;
+        if st.outs.iter().all(|o| o.publisher.is_none() && !o.shed) {
             return Err("every rung's stream is gone".into());
         }
     }
@@ -189,17 +227,18 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
 }
 
 impl State {
-    fn input(&mut self, f: MediaFrame, ts: u32) -> Result<(), String> {
-        match f.kind {
-            MediaKind::Video => self.video(f, ts),
+    fn input(&mut self, input: Input) -> Result<(), String> {
+        let Input { frame, ts, at } = input;
+        match frame.kind {
+            MediaKind::Video => self.video(frame, ts, at),
             MediaKind::Audio => {
-                self.audio(f, ts);
+                self.audio(frame, ts);
                 Ok(())
             }
         }
     }
 
-    fn video(&mut self, f: MediaFrame, ts: u32) -> Result<(), String> {
+    fn video(&mut self, f: MediaFrame, ts: u32, at: Instant) -> Result<(), String> {
         let Ok(Some(tag)) = AvcTag::parse(&f.data) else {
             return Ok(()); // not H.264 or malformed header: nothing to decode
         };
@@ -218,6 +257,12 @@ impl State {
                     self.window_media_ms += (dts - prev).clamp(0, 1000);
                 }
                 self.last_video_ts = Some(dts);
+                self.window_pictures += 1;
+                self.max_wait = self.max_wait.max(at.elapsed());
+                self.arrivals.push_back((pts, at));
+                if self.arrivals.len() > MAX_ARRIVALS {
+                    self.arrivals.pop_front();
+                }
                 let t0 = Instant::now();
                 let r = self.pipeline.push(&tag.payload, dts, pts, f.keyframe, &mut self.encoded);
                 self.busy += t0.elapsed();
@@ -298,9 +343,13 @@ impl State {
             chunk_writer::prepare(&mut frame, chunk_size);
             let len = frame.data.len();
             self.send(e.rung, vec![frame]);
+            let arrived = self.arrivals.iter().rev().find(|(p, _)| *p == e.pts).map(|(_, at)| *at);
             if let Some(o) = self.outs.get_mut(e.rung) {
                 o.frames.inc();
                 o.last_ts = o.last_ts.max(e.pts);
+                if let Some(at) = arrived {
+                    o.latency.observe(at.elapsed().as_secs_f64());
+                }
             }
             let (rung, pts) = (e.rung, e.pts);
             self.rate(|l| {
@@ -349,11 +398,8 @@ impl State {
                 o.publisher = None;
                 o.audio.clear();
                 self.ctx.metrics.rungs_active.dec();
-                if let Some(l) = lock(&self.ctx.ladders).get_mut(&self.ctx.key) {
-                    if let Some(r) = l.rungs.get_mut(i) {
-                        r.active = false;
-                    }
-                }
+                self.pipeline.pause(i);
+                set_active(&self.ctx.ladders, &self.ctx.key, i, false);
                 return;
             }
         }
@@ -366,18 +412,106 @@ impl State {
         }
         let busy = self.busy.as_secs_f64().max(1e-3);
         let ratio = (self.window_media_ms as f64 / 1000.0 / busy).min(1000.0);
-        self.ctx.metrics.realtime_ratio.with_label_values(&[&self.ctx.key.to_string()]).set(ratio);
+        let key = self.ctx.key.to_string();
+        self.ctx.metrics.realtime_ratio.with_label_values(&[&key]).set(ratio);
+        self.ctx.metrics.fps.with_label_values(&[&key]).set(self.window_pictures as f64 / el.as_secs_f64());
+        let window = Window { ratio, max_wait: self.max_wait };
         self.window_start = Instant::now();
         self.window_media_ms = 0;
+        self.window_pictures = 0;
+        self.max_wait = Duration::ZERO;
         self.busy = Duration::ZERO;
+        // Rungs whose stream went away are not the policy's business.
+        let (index, loads): (Vec<usize>, Vec<RungLoad>) = self
+            .outs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.publisher.is_some() || o.shed)
+            .map(|(i, o)| {
+                let pixels = u64::from(o.plan.width) * u64::from(o.plan.height);
+                (i, RungLoad { pixels, active: o.publisher.is_some() })
+            })
+            .unzip();
+        match self.policy.observe(Instant::now(), window, self.source_pixels, &loads) {
+            Some(ShedAction::Shed(i)) => {
+                if let Some(&j) = index.get(i) {
+                    self.shed(j, window);
+                }
+            }
+            Some(ShedAction::Restore(i)) => {
+                if let Some(&j) = index.get(i) {
+                    self.restore(j, window);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Stops encoding rung `i` for lack of CPU: its stream is released and it leaves the master playlist.
+    fn shed(&mut self, i: usize, w: Window) {
+        let Some(o) = self.outs.get_mut(i) else { return };
+        if o.publisher.take().is_none() {
+            return;
+        }
+        o.shed = true;
+        o.started = false;
+        o.audio.clear();
+        self.pipeline.pause(i);
+        self.ctx.metrics.rungs_active.dec();
+        self.ctx.metrics.rungs_shed.inc();
+        set_active(&self.ctx.ladders, &self.ctx.key, i, false);
+        warn!(
+            stream = %self.ctx.key,
+            rung = %o.plan.name,
+            realtime_ratio = format!("{:.2}", w.ratio),
+            max_wait_ms = w.max_wait.as_millis() as u64,
+            "the ladder is behind real time: shedding its costliest rung"
+        );
+    }
+
+    /// Encodes shed rung `i` again: claims its stream back; it starts at the next source keyframe.
+    fn restore(&mut self, i: usize, w: Window) {
+        let Some(o) = self.outs.get_mut(i) else { return };
+        if !o.shed {
+            return;
+        }
+        let key = o.plan.key.clone();
+        match self.ctx.rt.block_on(self.ctx.streams.publish(&key)) {
+            Ok(p) => {
+                o.publisher = Some(p);
+                o.shed = false;
+                self.pipeline.resume(i);
+                self.ctx.metrics.rungs_active.inc();
+                self.ctx.metrics.rungs_shed.dec();
+                set_active(&self.ctx.ladders, &self.ctx.key, i, true);
+                info!(
+                    stream = %self.ctx.key,
+                    rung = %o.plan.name,
+                    realtime_ratio = format!("{:.2}", w.ratio),
+                    "the ladder has room again: restoring a shed rung"
+                );
+            }
+            Err(e) => warn!(stream = %self.ctx.key, rung = %key, error = %e, "cannot claim the shed rung back"),
+        }
+    }
+}
+
+/// Marks rung `i` of `key` in or out of the master playlist.
+fn set_active(ladders: &Ladders, key: &StreamKey, i: usize, active: bool) {
+    if let Some(r) = lock(ladders).get_mut(key).and_then(|l| l.rungs.get_mut(i)) {
+        r.active = active;
     }
 }
 
 impl Drop for State {
     fn drop(&mut self) {
         let active = self.outs.iter().filter(|o| o.publisher.is_some()).count();
+        let shed = self.outs.iter().filter(|o| o.shed).count();
         self.ctx.metrics.rungs_active.sub(active as i64);
-        let _ = self.ctx.metrics.realtime_ratio.remove_label_values(&[&self.ctx.key.to_string()]);
+        self.ctx.metrics.rungs_shed.sub(shed as i64);
+        let key = self.ctx.key.to_string();
+        let _ = self.ctx.metrics.realtime_ratio.remove_label_values(&[&key]);
+        let _ = self.ctx.metrics.fps.remove_label_values(&[&key]);
     }
 }
 

@@ -1,0 +1,257 @@
+//! Falling behind real time: which rung to shed, and when to bring one back. Pure (no I/O, no clock of its own),
+//! so the rules are unit-tested.
+//!
+//! The worker measures its ladder every window (2 s): the **real-time ratio** (media seconds encoded per second
+//! the encoder thread spent in the codecs) and the **longest wait** of a source frame between the encoder's
+//! subscription and the codecs. A window is *behind* when the ratio is under 1 or a frame waited over
+//! [`MAX_WAIT`]. Then:
+//!
+//! - **Shed**: after [`BAD_WINDOWS`] behind windows in a row, and at least [`SHED_SPACING`] after the last
+//!   change, the costliest active rung (most pixels) is shed: it stops being encoded and leaves the master
+//!   playlist. One rung at a time, so the ladder loses no more than it must.
+//! - **Restore**: after [`GOOD_WINDOWS`] windows in a row in which the ladder would still keep real time with a
+//!   [`HEADROOM`] margin *with* the cheapest shed rung added back (its cost estimated from pixels), and at least
+//!   the restore wait after the last change, that rung comes back.
+//! - **No flapping**: a rung shed again within [`FLAP`] of its return doubles the restore wait (from
+//!   [`RESTORE_WAIT`] up to [`MAX_RESTORE_WAIT`]).
+//!
+//! Cost model, to predict whether a restore would fit: a shed rung's cost is *measured* (codec seconds per media
+//! second before its shed minus after it, taken on the first window after the shed); until then it is estimated
+//! from pixels (a rung costs its pixel count, decoding the source half the source's). A wrong guess is corrected
+//! by the next shed, and the flap rule keeps it from repeating.
+
+use std::time::{Duration, Instant};
+
+/// A source frame that waited longer than this before the codecs makes the window "behind".
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+/// Behind windows in a row before a rung is shed.
+pub const BAD_WINDOWS: u32 = 2;
+/// Good windows in a row before a rung is restored.
+pub const GOOD_WINDOWS: u32 = 5;
+/// Minimum time between a change and the next shed (the previous shed must show its effect first).
+pub const SHED_SPACING: Duration = Duration::from_secs(4);
+/// First wait after a change before a restore.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(10);
+/// Longest restore wait.
+pub const MAX_RESTORE_WAIT: Duration = Duration::from_secs(300);
+/// A restore that gets shed again within this time was a mistake: the restore wait doubles.
+pub const FLAP: Duration = Duration::from_secs(60);
+/// A restore must leave this margin over real time (predicted ratio).
+pub const HEADROOM: f64 = 1.25;
+
+/// One measurement window of the ladder.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Media seconds encoded per second spent in the codecs.
+    pub ratio: f64,
+    /// Longest wait of a source frame before the codecs.
+    pub max_wait: Duration,
+}
+
+impl Window {
+    /// Whether the ladder fell behind real time in this window.
+    pub fn behind(&self) -> bool {
+        self.ratio < 1.0 || self.max_wait > MAX_WAIT
+    }
+}
+
+/// One rung as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RungLoad {
+    /// Pixels per picture (cost).
+    pub pixels: u64,
+    /// Being encoded (not shed).
+    pub active: bool,
+}
+
+/// What to do with a rung (an index into the rungs given to [`ShedPolicy::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedAction {
+    /// Stop encoding this rung.
+    Shed(usize),
+    /// Encode this rung again.
+    Restore(usize),
+}
+
+/// The shedding state of one ladder.
+#[derive(Debug, Clone)]
+pub struct ShedPolicy {
+    bad: u32,
+    good: u32,
+    last_change: Option<Instant>,
+    last_restore: Option<Instant>,
+    restore_wait: Duration,
+    /// The last shed rung and the codec seconds per media second just before its shed.
+    measuring: Option<(usize, f64)>,
+    /// Measured cost of shed rungs: codec seconds per media second.
+    costs: Vec<(usize, f64)>,
+}
+
+impl Default for ShedPolicy {
+    fn default() -> Self {
+        ShedPolicy {
+            bad: 0,
+            good: 0,
+            last_change: None,
+            last_restore: None,
+            restore_wait: RESTORE_WAIT,
+            measuring: None,
+            costs: Vec::new(),
+        }
+    }
+}
+
+impl ShedPolicy {
+    /// The current wait before a restore.
+    pub fn restore_wait(&self) -> Duration {
+        self.restore_wait
+    }
+
+    /// Takes one window's measurement at `now` for a source of `source_pixels` and its rungs; returns what to do.
+    pub fn observe(&mut self, now: Instant, w: Window, source_pixels: u64, rungs: &[RungLoad]) -> Option<ShedAction> {
+        let busy = 1.0 / w.ratio.max(1e-3);
+        if let Some((i, before)) = self.measuring.take() {
+            self.costs.retain(|(j, _)| *j != i);
+            self.costs.push((i, (before - busy).max(0.0)));
+        }
+        let since_change = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        if w.behind() {
+            self.good = 0;
+            self.bad += 1;
+            if self.bad < BAD_WINDOWS || since_change < SHED_SPACING {
+                return None;
+            }
+            // The costliest active rung; among equals the first (the tallest).
+            let (i, _) = rungs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.active)
+                .min_by_key(|(i, r)| (std::cmp::Reverse(r.pixels), *i))?;
+            if self.last_restore.is_some_and(|t| now.saturating_duration_since(t) < FLAP) {
+                self.restore_wait = (self.restore_wait * 2).min(MAX_RESTORE_WAIT);
+            }
+            self.bad = 0;
+            self.last_change = Some(now);
+            self.measuring = Some((i, busy));
+            return Some(ShedAction::Shed(i));
+        }
+        self.bad = 0;
+        let Some((i, cand)) =
+            rungs.iter().enumerate().filter(|(_, r)| !r.active).min_by_key(|(i, r)| (r.pixels, std::cmp::Reverse(*i)))
+        else {
+            self.good = 0;
+            return None;
+        };
+        let predicted = match self.costs.iter().find(|(j, _)| *j == i) {
+            Some((_, cost)) => 1.0 / (busy + cost),
+            None => {
+                let active = rungs.iter().filter(|r| r.active).map(|r| r.pixels as f64).sum::<f64>();
+                let now_cost = source_pixels as f64 / 2.0 + active;
+                w.ratio * now_cost / (now_cost + cand.pixels as f64)
+            }
+        };
+        if predicted < HEADROOM {
+            self.good = 0;
+            return None;
+        }
+        self.good += 1;
+        if self.good < GOOD_WINDOWS || since_change < self.restore_wait {
+            return None;
+        }
+        self.good = 0;
+        self.last_change = Some(now);
+        self.last_restore = Some(now);
+        Some(ShedAction::Restore(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: u64 = 1280 * 720;
+
+    fn ladder() -> Vec<RungLoad> {
+        [854 * 480, 640 * 360, 426 * 240].into_iter().map(|pixels| RungLoad { pixels, active: true }).collect()
+    }
+
+    fn win(ratio: f64) -> Window {
+        Window { ratio, max_wait: Duration::from_millis(100) }
+    }
+
+    /// Feeds `n` windows 2 s apart from `*t`, applying actions to `rungs`; returns the actions.
+    fn run(p: &mut ShedPolicy, t: &mut Instant, rungs: &mut [RungLoad], w: Window, n: usize) -> Vec<ShedAction> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            *t += Duration::from_secs(2);
+            if let Some(a) = p.observe(*t, w, SRC, rungs) {
+                match a {
+                    ShedAction::Shed(i) => rungs[i].active = false,
+                    ShedAction::Restore(i) => rungs[i].active = true,
+                }
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sheds_the_costliest_rung_after_two_behind_windows_one_at_a_time() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.7), 1), vec![], "one bad window is not enough");
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.7), 1), vec![ShedAction::Shed(0)]);
+        // Still behind: the next shed waits for the spacing and two more bad windows.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 1), vec![]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 1), vec![ShedAction::Shed(1)]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.9), 2), vec![ShedAction::Shed(2)]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.5), 10), vec![], "nothing left to shed");
+    }
+
+    #[test]
+    fn a_long_wait_counts_as_behind_even_with_a_good_ratio() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        let w = Window { ratio: 3.0, max_wait: Duration::from_secs(3) };
+        assert_eq!(run(&mut p, &mut t, &mut r, w, 2), vec![ShedAction::Shed(0)]);
+    }
+
+    #[test]
+    fn restores_the_cheapest_shed_rung_when_it_fits_with_headroom() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        r[0].active = false;
+        r[2].active = false;
+        // Barely real time: adding 240p back would not leave the margin.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(1.1), 20), vec![]);
+        // Plenty of room: 240p (the cheapest) comes back after 5 good windows.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(4.0), 4), vec![]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(4.0), 1), vec![ShedAction::Restore(2)]);
+        // Then 480p, after the restore wait (10 s) and 5 more good windows.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(4.0), 5), vec![ShedAction::Restore(0)]);
+        assert!(r.iter().all(|r| r.active));
+    }
+
+    #[test]
+    fn a_measured_cost_keeps_an_expensive_rung_shed() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        // 480p is very costly (a slow preset): behind at 0.4, and at 5.0 once it is shed.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.4), 2), vec![ShedAction::Shed(0)]);
+        // By pixels alone 5.0 would predict room for 480p; its measured cost (2.5 - 0.2 s/s) says no.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(5.0), 50), vec![]);
+    }
+
+    #[test]
+    fn a_restore_that_is_shed_again_soon_doubles_the_wait() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        // Shed at 0.8 s/s; the next window measures 480p's cost: 1.25 - 0.8 = 0.45 codec-s per media second.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 2), vec![ShedAction::Shed(0)]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(1.25), 1), vec![]);
+        // The machine frees up: 1 / (0.1 + 0.45) = 1.8 leaves headroom; back after the 10 s wait.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(10.0), 5), vec![ShedAction::Restore(0)]);
+        // Behind again at once: shed, and the restore wait doubles.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 2), vec![ShedAction::Shed(0)]);
+        assert_eq!(p.restore_wait(), RESTORE_WAIT * 2);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(1.25), 1), vec![]);
+        // Room again: no restore before the doubled wait (20 s after the shed).
+        assert_eq!(run(&mut p, &mut t, &mut r, win(10.0), 8), vec![]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(10.0), 1), vec![ShedAction::Restore(0)]);
+    }
+}

@@ -1,0 +1,109 @@
+//! The ABR ladder under load and on demand: a ladder that cannot keep real time sheds its costliest rung (and a
+//! player still gets the others), and an on-demand ladder starts at the first HLS request and stops when idle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until `cond` holds (polling every 200 ms); panics with `what` and the node's log after `timeout`.
+fn wait_until(s: &Strom, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not after {timeout:?}\n{}", s.log_tail(40));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_ladder_behind_real_time_sheds_its_costliest_rung_and_keeps_the_others() {
+    // 576p at x264's slowest preset on one codec thread cannot keep 30 fps on this machine; 240p ultrafast can.
+    let rungs = "[{height = 576, bitrate_kbps = 1200, preset = \"veryslow\", profile = \"high\"}, \
+                  {height = 240, bitrate_kbps = 300, preset = \"ultrafast\", profile = \"baseline\"}]";
+    let s = Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "always"),
+        ("STROM_TRANSCODE_RUNGS", rungs),
+        ("STROM_TRANSCODE_THREADS", "1"),
+    ]);
+    let key = "live/shed";
+    let src = Source { width: 1280, height: 720, seconds: 60.0, bitrate_k: 1500, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    wait_until(&s, "576p shed", Duration::from_secs(40), || s.metric("strom_encoder_rungs_shed") == 1.0);
+    let log = s.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("shedding its costliest rung") && l.contains("576p")),
+        "the shed is logged with the rung:\n{}",
+        s.log_tail(40)
+    );
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 1.0, "240p still encoded");
+    let ratio = s.metric("strom_encoder_realtime_ratio{stream=\"live/shed\"}");
+    assert!(ratio > 0.0, "the real-time ratio is exported");
+    // The master playlist lists the source and 240p only.
+    let master = s.get(&format!("/{key}/index.m3u8")).text();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2, "{master}");
+    assert!(master.contains("../shed_240p/index.m3u8") && !master.contains("576p"), "{master}");
+    // 240p goes on: its playlist advances and a fresh segment decodes at 426x240.
+    let before = parse_playlist(&s.wait_segments("live/shed_240p", 2, Duration::from_secs(20)));
+    let end = |p: &MediaPlaylist| p.media_sequence + p.segments.len() as u64;
+    wait_until(&s, "240p advances", Duration::from_secs(15), || {
+        end(&parse_playlist(&s.get("/live/shed_240p/index.m3u8").text())) > end(&before)
+    });
+    let pl = parse_playlist(&s.get("/live/shed_240p/index.m3u8").text());
+    let last = pl.segments.last().expect("a segment");
+    let (frames, err) = probe_video(&s.http_url(&format!("/live/shed_240p/{}", last.uri)), 0.5);
+    assert_playable("240p after the shed", &frames, 5, 426, 240, &err);
+    // A costly rung stays shed: its measured cost says it does not fit.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(!s.log_text().contains("restoring a shed rung"), "{}", s.log_tail(20));
+    // The source was never slowed down.
+    let (frames, err) = probe_video(&s.http_url(&format!("/{key}/source.m3u8")), 1.0);
+    assert_playable("the source", &frames, 10, 1280, 720, &err);
+}
+
+#[test]
+fn an_on_demand_ladder_starts_at_the_first_hls_request_and_stops_when_idle() {
+    let rungs = "[{height = 240, bitrate_kbps = 300, preset = \"ultrafast\"}, \
+                  {height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]";
+    let s = Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "on-demand"),
+        ("STROM_TRANSCODE_IDLE_SECS", "4"),
+        ("STROM_TRANSCODE_RUNGS", rungs),
+        ("STROM_TRANSCODE_THREADS", "1"),
+    ]);
+    let key = "live/od";
+    let src = Source { width: 640, height: 360, seconds: 60.0, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 0.0, "no encoder without an HLS viewer");
+    assert!(s.stream_info("live/od_240p").is_none(), "no rung stream without an HLS viewer");
+
+    // The first player's request starts the ladder; within a few seconds index.m3u8 is the master playlist.
+    let t0 = Instant::now();
+    let mut master = String::new();
+    wait_until(&s, "master playlist on demand", Duration::from_secs(20), || {
+        master = s.get(&format!("/{key}/index.m3u8")).text();
+        master.matches("#EXT-X-STREAM-INF").count() == 3
+    });
+    let started_in = t0.elapsed();
+    assert!(master.contains("../od_240p/index.m3u8") && master.contains("../od_160p/index.m3u8"), "{master}");
+    assert!(s.log_text().contains("starting the on-demand ladder"), "{}", s.log_tail(20));
+    // A player on a rung keeps the ladder alive past the idle time.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        assert_eq!(s.get("/live/od_160p/index.m3u8").status, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 2.0, "a rung player keeps the ladder");
+    let pl = parse_playlist(&s.wait_segments("live/od_160p", 1, Duration::from_secs(20)));
+    let (frames, err) = probe_video(&s.http_url(&format!("/live/od_160p/{}", pl.segments[0].uri)), 0.5);
+    assert_playable("160p on demand", &frames, 5, 284, 160, &err);
+
+    // Nobody asks any more: the ladder stops after the idle time; the source goes on.
+    wait_until(&s, "idle ladder stopped", Duration::from_secs(15), || s.metric("strom_encoder_rungs_active") == 0.0);
+    assert!(s.log_text().contains("stopping the on-demand ladder"), "{}", s.log_tail(20));
+    assert!(s.stream_info(key).is_some_and(|i| i["state"] == "live"), "the source is still live");
+    eprintln!("on-demand ladder: master playlist {:.2} s after the first request", started_in.as_secs_f64());
+}
