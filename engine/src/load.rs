@@ -72,6 +72,7 @@ pub fn start(
         let mut last = (Instant::now(), ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(0.0), egress());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate: measure over a whole second
         loop {
             tick.tick().await;
             let now = (Instant::now(), ProcessStats::read().map(|p| p.cpu_seconds).unwrap_or(last.1), egress());
@@ -90,6 +91,10 @@ pub fn start(
                 players: viewers(protocol::RTMP) + viewers(protocol::FLV) + viewers(protocol::HLS),
                 relays_out: viewers(protocol::RELAY),
                 draining: draining.load(Ordering::Relaxed),
+                ratio: ratio as f32,
+                // Filled in by the transcoder's view (see `Node::start`).
+                encoders: 0,
+                encoder_slots: 0,
             };
         }
     });

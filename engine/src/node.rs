@@ -1,7 +1,8 @@
 //! One strom node: binds the listeners, starts the registry, serves until shutdown, then drains.
 //!
 //! [`Node::start`] returns once both listeners are bound (so the bound addresses are known, even for port 0);
-//! [`Node::shutdown`] runs the graceful stop: readiness false, publishers may finish for up to `drain_secs`,
+//! [`Node::shutdown`] runs the graceful stop: readiness false, ladders (encoders) move to other cluster nodes,
+//! publishers may finish for up to `drain_secs`,
 //! listeners stop accepting, every stream ends
 //! (players get end-of-stream, HLS gets ENDLIST), then it waits for connections to finish, bounded by
 //! `shutdown_timeout_secs`.
@@ -123,13 +124,22 @@ impl Node {
             Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
         let draining = Arc::new(AtomicBool::new(false));
         let (load, load_task) = crate::load::start(&config, metrics.clone(), draining.clone());
+        let transcode = Transcoder::start(config.clone(), streams.clone(), metrics.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
         let cluster = match &config.cluster_cookie {
             Some(cookie) => {
-                let load = Box::new(move || load.get());
+                let t = transcode.clone();
+                let load = Box::new(move || {
+                    let mut l = load.get();
+                    (l.encoders, l.encoder_slots) = t.encoder_load();
+                    l
+                });
                 let c = Cluster::start(&config, cookie.clone(), &metrics, load)
                     .await
                     .map_err(|e| NodeError::Actors(e.to_string()))?;
                 streams.attach_cluster(c.clone());
+                c.set_encoder_host(transcode.encoder_host());
                 Some(c)
             }
             None => {
@@ -137,9 +147,6 @@ impl Node {
                 None
             }
         };
-        let transcode = Transcoder::start(config.clone(), streams.clone(), metrics.clone())
-            .await
-            .map_err(|e| NodeError::Actors(e.to_string()))?;
         let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
             what: "rtmp.listen",
             addr: config.rtmp.listen,
@@ -188,6 +195,8 @@ impl Node {
         ctx.draining.store(true, Ordering::Relaxed);
         ctx.ready.store(false, Ordering::Relaxed);
         info!("shutting down: readiness off");
+        // Ladders this node runs move to other nodes now, while the cluster is still up.
+        ctx.transcode.drain().await;
         let drain = Duration::from_secs_f64(ctx.config.drain_secs);
         let started = std::time::Instant::now();
         while ctx.metrics.publishers.get() > 0 && started.elapsed() < drain {

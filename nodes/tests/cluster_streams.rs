@@ -371,3 +371,148 @@ fn scale_out_to_four_nodes_and_back_with_a_drain() {
     let (frames, stderr) = probe_video(&nodes[2].rtmp_url(key), 2.0);
     assert_playable("rtmp on strom-2 after scale-in", &frames, 30, 426, 240, &stderr);
 }
+
+/// Transcoding on, one tiny rung (160p ultrafast) and one ladder per node, so placement decisions are visible.
+const LADDER_ENV: &[(&str, &str)] = &[
+    ("STROM_TRANSCODE_MODE", "always"),
+    ("STROM_TRANSCODE_RUNGS", "[{height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]"),
+    ("STROM_TRANSCODE_THREADS", "1"),
+    ("STROM_TRANSCODE_MAX_STREAMS", "1"),
+];
+
+/// The node (index into `nodes`, skipping dead ones) running the ladder whose rung is `rung` (e.g. `live/x_160p`):
+/// the one owning the rung stream.
+fn ladder_node(nodes: &mut [NetNode], rung: &str) -> Option<usize> {
+    (0..nodes.len())
+        .find(|&i| nodes[i].is_running() && stream(&nodes[i], rung).is_some_and(|s| s.get("relay_from").is_none()))
+}
+
+/// Waits until every node knows every peer's load (placement skips a peer whose load it does not know yet).
+fn wait_loads(nodes: &[NetNode]) {
+    for n in nodes {
+        wait_until(&format!("peer loads on {}", n.name()), Duration::from_secs(10), || {
+            let v = json(n, "/api/v1/cluster");
+            let peers = v["peers"].as_array().cloned().unwrap_or_default();
+            peers.len() == nodes.len() - 1 && peers.iter().all(|p| p["load"].is_object())
+        });
+    }
+}
+
+fn wait_ladder(nodes: &mut [NetNode], rung: &str, timeout: Duration) -> usize {
+    let mut at = None;
+    wait_until(&format!("a node running the ladder of {rung}"), timeout, || {
+        at = ladder_node(nodes, rung);
+        at.is_some_and(|i| metric(&nodes[i], "strom_encoder_rungs_active") >= 1.0)
+    });
+    at.unwrap_or_default()
+}
+
+#[test]
+fn ladders_run_on_the_least_loaded_node_serve_every_node_and_move_when_their_node_dies() {
+    let net = Net::new(3);
+    let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
+    for n in &nodes {
+        wait_peers(n, 2, Duration::from_secs(15));
+    }
+    wait_loads(&nodes);
+    let (key, rung) = ("live/ladder", "live/ladder_160p");
+    let _p = publish(&nodes[2].rtmp_url(key), &source(90.0));
+    let host = wait_ladder(&mut nodes, rung, Duration::from_secs(30));
+    assert_ne!(host, 2, "the idle nodes take the ladder, not the owner busy with ingest");
+    assert!(nodes[2].log().contains("placed the ladder on another node"), "{}", nodes[2].log_tail(20));
+    // The same master playlist on every node, whichever runs the ladder.
+    let mut masters = Vec::new();
+    wait_until("the master playlist on every node", Duration::from_secs(20), || {
+        masters = nodes.iter().map(|n| playlist(n, key).1).collect();
+        masters.iter().all(|m| m.matches("#EXT-X-STREAM-INF").count() == 2)
+    });
+    // Identical but for the measured bitrates, which move between two requests.
+    let shape = |m: &String| -> Vec<String> {
+        m.lines().map(|l| l.split(',').filter(|a| !a.contains("BANDWIDTH=")).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert!(masters.iter().all(|m| shape(m) == shape(&masters[0])), "{masters:?}");
+    assert!(masters[0].contains("../ladder_160p/index.m3u8"), "{}", masters[0]);
+    // The rung plays from a node that neither owns the source nor runs the ladder.
+    let other = (0..3).find(|&i| i != host && i != 2).unwrap_or_default();
+    wait_segments(&nodes[other], rung, 2, Duration::from_secs(30));
+    let (frames, stderr) = probe_video(&nodes[other].http_url(&format!("/{rung}/index.m3u8")), 2.0);
+    assert_playable("the rung over HLS from a third node", &frames, 30, 284, 160, &stderr);
+    let before = last_msn(&playlist(&nodes[other], rung).1).unwrap_or_default();
+
+    // The ladder's node dies: the owner places the ladder on a live node within 3 s.
+    nodes[host].kill();
+    let t = Instant::now();
+    let moved = wait_ladder(&mut nodes, rung, Duration::from_secs(10));
+    let replaced_in = t.elapsed();
+    assert_ne!(moved, host);
+    assert!(replaced_in <= Duration::from_secs(3), "re-placed after {replaced_in:?}");
+    // The rung's HLS goes on at the same URL: a discontinuity, media sequence still increasing.
+    let mut text = String::new();
+    wait_until("the rung playlist to continue", Duration::from_secs(30), || {
+        text = playlist(&nodes[other], rung).1;
+        text.contains("#EXT-X-DISCONTINUITY") && last_msn(&text).is_some_and(|m| m > before + 1)
+    });
+    eprintln!("ladder re-placed on strom-{moved} {:.2} s after strom-{host} was killed", replaced_in.as_secs_f64());
+}
+
+#[test]
+fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
+    let net = Net::new(4);
+    let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
+    for n in &nodes {
+        wait_peers(n, 2, Duration::from_secs(15));
+    }
+    wait_loads(&nodes);
+    let _a = publish(&nodes[2].rtmp_url("live/a"), &source(120.0));
+    let a = wait_ladder(&mut nodes, "live/a_160p", Duration::from_secs(30));
+    let _b = publish(&nodes[2].rtmp_url("live/b"), &source(120.0));
+    let b = wait_ladder(&mut nodes, "live/b_160p", Duration::from_secs(30));
+    assert_ne!(a, b, "one ladder per node (transcode.max_streams = 1)");
+    // A fourth pod joins: the next ladder goes to it, the node with nothing to do.
+    nodes.push(net.spawn_cluster_with(3, COOKIE, &[], LADDER_ENV));
+    for n in &nodes {
+        wait_peers(n, 3, Duration::from_secs(15));
+    }
+    wait_loads(&nodes);
+    let _c = publish(&nodes[2].rtmp_url("live/c"), &source(120.0));
+    let c = wait_ladder(&mut nodes, "live/c_160p", Duration::from_secs(30));
+    assert_eq!(c, 3, "the new node takes the new ladder");
+    wait_segments(&nodes[1], "live/c_160p", 2, Duration::from_secs(30));
+
+    // Scale back in: strom-3 drains (SIGTERM). Its ladder moves; an HLS player of the rung on strom-1 never
+    // sees an error or its playlist going back.
+    let poller = {
+        let addr = nodes[1].http;
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(14) {
+                let r = http_get(addr, "/live/c_160p/index.m3u8").ok();
+                seen.push(r.map(|r| (r.status, last_msn(&r.text()))));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let status = nodes[3].term(Duration::from_secs(20)).expect("the drained node exits");
+    assert!(status.success(), "exit status {status:?}\n{}", nodes[3].log_tail(20));
+    assert!(nodes[3].log().contains("draining: stopping a hosted ladder"), "{}", nodes[3].log_tail(20));
+    let moved = wait_ladder(&mut nodes, "live/c_160p", Duration::from_secs(10));
+    assert_ne!(moved, 3);
+    let seen = poller.join().expect("poller");
+    let mut last = 0;
+    for (i, s) in seen.iter().enumerate() {
+        let (status, msn) = s.as_ref().copied().unwrap_or((0, None));
+        assert_eq!(status, 200, "poll {i} of the rung playlist during the drain: {seen:?}");
+        let msn = msn.unwrap_or_default();
+        assert!(msn >= last, "media sequence went back at poll {i}: {seen:?}");
+        last = msn;
+    }
+    let text = wait_segments(&nodes[1], "live/c_160p", 1, Duration::from_secs(5));
+    let before = last;
+    wait_until("the moved ladder's rung to advance", Duration::from_secs(30), || {
+        last_msn(&playlist(&nodes[1], "live/c_160p").1).is_some_and(|m| m > before)
+    });
+    assert!(!text.is_empty());
+}

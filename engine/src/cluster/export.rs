@@ -183,6 +183,9 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
         }
         Request::Info => Response::Info(handle.info().await.and_then(|i| serde_json::to_vec(&i).ok()).map(Bytes::from)),
         Request::Ping { nonce, .. } => Response::Pong { nonce, node, load: Default::default() },
+        // Asked of the node agent and of a ladder's export, not of a stream's owner.
+        Request::StartEncoder { .. } => Response::Started(false),
+        Request::Master { .. } => Response::Master(None),
     }
 }
 

@@ -61,6 +61,9 @@ pub struct PeerStatus {
     pub load: Option<Load>,
     /// Seconds since the session was authenticated.
     pub connected_secs: f64,
+    /// ractor_cluster's id of the peer's session (finds its actors in process groups).
+    #[serde(skip)]
+    pub node_id: u64,
 }
 
 /// `/api/v1/cluster`.
@@ -158,7 +161,12 @@ struct Shared {
     load: Mutex<Load>,
     /// The last HLS position every owner shared, by stream key.
     hls: Mutex<HashMap<String, HlsState>>,
+    /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
+    encoder_host: std::sync::OnceLock<EncoderHost>,
 }
+
+/// Starts the ladder of stream `key` (owned by node `owner`) on this node; false if it cannot take it.
+pub type EncoderHost = Arc<dyn Fn(StreamKey, String) -> bool + Send + Sync>;
 
 /// An owner's last shared HLS position.
 struct HlsState {
@@ -211,6 +219,7 @@ impl Cluster {
             peers: Mutex::new(BTreeMap::new()),
             load: Mutex::new(Load::default()),
             hls: Mutex::new(HashMap::new()),
+            encoder_host: std::sync::OnceLock::new(),
         });
         let cm = ClusterMetrics::new(metrics);
         let (agent, _) = Actor::spawn(None, NodeAgent, AgentArgs { node: node.clone(), shared: shared.clone() })
@@ -292,6 +301,32 @@ impl Cluster {
         (s.at.elapsed() <= max_age).then(|| s.playlist.clone()).flatten()
     }
 
+    /// Where ladders may run: this node and every peer that answers heartbeats, each with its last load.
+    pub fn nodes_with_load(&self) -> Vec<(String, Load)> {
+        let mut out = vec![(self.node.clone(), *lock(&self.shared.load))];
+        out.extend(
+            lock(&self.shared.peers)
+                .values()
+                .filter(|p| p.state == "up")
+                .filter_map(|p| Some((p.name.clone(), p.load?))),
+        );
+        out
+    }
+
+    /// The node agent of peer `node`, if it is connected.
+    pub fn agent_of(&self, node: &str) -> Option<ActorRef<RemoteMsg>> {
+        let id = lock(&self.shared.peers).get(node)?.node_id;
+        pg::get_members(&NODE_GROUP.to_string())
+            .into_iter()
+            .find(|c| matches!(c.get_id(), ActorId::Remote { node_id, .. } if node_id == id))
+            .map(ActorRef::from)
+    }
+
+    /// Lets other nodes place ladders here (the transcoder registers itself once).
+    pub fn set_encoder_host(&self, host: EncoderHost) {
+        let _ = self.shared.encoder_host.set(host);
+    }
+
     /// Leaves the cluster: stops membership (no re-dials), the agent and the node server (closing every session).
     pub async fn shutdown(&self) {
         self.membership.stop(None);
@@ -353,6 +388,13 @@ impl Actor for NodeAgent {
                 Ok(Request::Ping { nonce, .. }) => {
                     let load = *lock(&st.shared.load);
                     let _ = reply.send(Response::Pong { nonce, node: st.node.clone(), load }.encode());
+                }
+                Ok(Request::StartEncoder { key, owner }) => {
+                    let ok = match (StreamKey::parse(&key), st.shared.encoder_host.get()) {
+                        (Ok(k), Some(host)) => host(k, owner),
+                        _ => false,
+                    };
+                    let _ = reply.send(Response::Started(ok).encode());
                 }
                 Ok(other) => debug!(request = ?other, "node agent: unexpected request"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed request"),
@@ -493,7 +535,8 @@ impl Actor for Membership {
             dialing: HashSet::new(),
             known: Arc::new(Mutex::new(HashMap::new())),
             nonce: 0,
-            last_load: Instant::now(),
+            // Measured at the first tick, so the first heartbeats already carry this node's load.
+            last_load: Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now),
         })
     }
 
@@ -741,7 +784,7 @@ impl MembershipState {
     /// Copies the peer table into the shared status and the metrics.
     fn publish(&self) {
         let mut out = BTreeMap::new();
-        for p in self.peers.values() {
+        for (id, p) in &self.peers {
             out.insert(
                 p.name.clone(),
                 PeerStatus {
@@ -751,6 +794,7 @@ impl MembershipState {
                     rtt_ms: p.rtt.map(|r| (r.as_secs_f64() * 1e5).round() / 100.0),
                     load: p.load,
                     connected_secs: p.since.elapsed().as_secs_f64().round(),
+                    node_id: *id,
                 },
             );
         }

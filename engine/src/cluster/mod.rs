@@ -13,6 +13,8 @@
 //! - `strom.node.v1`: every node's [`membership::NodeAgent`].
 //! - `strom.stream.v1:<app/name>`: the [`export::StreamExport`] of the node owning that stream.
 //! - `strom.relay.v1:<app/name>@<node>`: the [`relay::RelaySink`] of a relay on node `<node>`.
+//! - `strom.encoder.v1:<app/name>`: the [`crate::transcode::remote::LadderExport`] of the node running that
+//!   stream's ladder (answers [`wire::Request::Master`]; the owner watches it to re-place a lost ladder).
 //!
 //! Remote actor references are never cached across calls: they are looked up in their group each time, because
 //! they change on every reconnect.
@@ -62,6 +64,11 @@ pub fn stream_group(key: &StreamKey) -> String {
 /// Process group of the relay of `key` on `node`.
 pub fn relay_group(key: &StreamKey, node: &str) -> String {
     format!("strom.relay.v1:{key}@{node}")
+}
+
+/// Process group of the node running the ladder of `key`.
+pub fn encoder_group(key: &StreamKey) -> String {
+    format!("strom.encoder.v1:{key}")
 }
 
 /// Remote (other nodes') members of a group.

@@ -132,6 +132,12 @@ pub struct Load {
     pub relays_out: u32,
     /// The node is draining (shutting down): give it no new work.
     pub draining: bool,
+    /// `strom_load_ratio`: the busiest resource (CPU, egress) against the node's capacity.
+    pub ratio: f32,
+    /// Ladders (encoders) this node runs.
+    pub encoders: u32,
+    /// Ladders it could still take (`transcode.max_streams` minus running; 0 with transcoding off).
+    pub encoder_slots: u32,
 }
 
 /// Requests (remote procedure calls).
@@ -162,6 +168,18 @@ pub enum Request {
     },
     /// To a stream's owner: the `/api/v1/streams` entry, as JSON.
     Info,
+    /// To a node agent, from the owner of stream `key`: run its ladder (encoders) on your node.
+    StartEncoder {
+        /// The source stream.
+        key: String,
+        /// The owner's node name.
+        owner: String,
+    },
+    /// To the node running a stream's ladder: its HLS master playlist, waiting up to `wait_ms` for it.
+    Master {
+        /// Milliseconds.
+        wait_ms: u32,
+    },
 }
 
 /// Replies to [`Request`]s.
@@ -191,6 +209,10 @@ pub enum Response {
     Segment(Option<(u32, Bytes)>),
     /// To [`Request::Info`]: JSON, if the stream exists.
     Info(Option<Bytes>),
+    /// To [`Request::StartEncoder`]: whether the node took the ladder.
+    Started(bool),
+    /// To [`Request::Master`]: the master playlist, if the ladder has one.
+    Master(Option<Bytes>),
 }
 
 // ---- encoding ---------------------------------------------------------------------------------------------------
@@ -353,6 +375,17 @@ impl Request {
                 o
             }
             Request::Info => header(5, 0),
+            Request::StartEncoder { key, owner } => {
+                let mut o = header(6, 8 + key.len() + owner.len());
+                put_bytes(&mut o, key.as_bytes());
+                put_bytes(&mut o, owner.as_bytes());
+                o
+            }
+            Request::Master { wait_ms } => {
+                let mut o = header(7, 4);
+                o.put_u32(*wait_ms);
+                o
+            }
         }
     }
 
@@ -365,6 +398,8 @@ impl Request {
             3 => Request::Playlist { wait_ms: r.u32("wait_ms")? },
             4 => Request::Segment { name: r.string("name")?, offset: r.u32("offset")?, max: r.u32("max")? },
             5 => Request::Info,
+            6 => Request::StartEncoder { key: r.string("key")?, owner: r.string("owner")? },
+            7 => Request::Master { wait_ms: r.u32("wait_ms")? },
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -385,6 +420,9 @@ impl Response {
                 o.put_u32(load.players);
                 o.put_u32(load.relays_out);
                 o.put_u8(load.draining as u8);
+                o.put_f32(load.ratio);
+                o.put_u32(load.encoders);
+                o.put_u32(load.encoder_slots);
                 o
             }
             Response::Claim { node, live, since_ms } => {
@@ -416,6 +454,16 @@ impl Response {
                 opt(&mut o, j);
                 o
             }
+            Response::Started(ok) => {
+                let mut o = header(6, 1);
+                o.put_u8(*ok as u8);
+                o
+            }
+            Response::Master(m) => {
+                let mut o = header(7, 8 + m.as_ref().map_or(0, Bytes::len));
+                opt(&mut o, m);
+                o
+            }
         }
     }
 
@@ -423,17 +471,24 @@ impl Response {
     pub fn decode(bytes: Vec<u8>) -> Result<Response, WireError> {
         let mut r = Reader::new(bytes)?;
         let s = match r.tag {
-            1 => Response::Pong {
-                nonce: r.u64("nonce")?,
-                node: r.string("node")?,
-                load: Load {
+            1 => {
+                let (nonce, node) = (r.u64("nonce")?, r.string("node")?);
+                let mut load = Load {
                     cpu: r.f32("cpu")?,
                     streams: r.u32("streams")?,
                     players: r.u32("players")?,
                     relays_out: r.u32("relays_out")?,
                     draining: r.bool("draining")?,
-                },
-            },
+                    ..Load::default()
+                };
+                // Added later: a node of the previous release sends none of these.
+                if r.buf.has_remaining() {
+                    load.ratio = r.f32("ratio")?;
+                    load.encoders = r.u32("encoders")?;
+                    load.encoder_slots = r.u32("encoder_slots")?;
+                }
+                Response::Pong { nonce, node, load }
+            }
             2 => Response::Claim { node: r.string("node")?, live: r.bool("live")?, since_ms: r.u64("since_ms")? },
             3 => Response::Playlist(r.opt_bytes("playlist")?),
             4 => Response::Segment(match r.bool("segment present")? {
@@ -441,6 +496,8 @@ impl Response {
                 false => None,
             }),
             5 => Response::Info(r.opt_bytes("info")?),
+            6 => Response::Started(r.bool("started")?),
+            7 => Response::Master(r.opt_bytes("master")?),
             _ => return Err(r.error("response tag")),
         };
         r.finish(s)
@@ -585,10 +642,21 @@ mod tests {
             Request::Playlist { wait_ms: 1500 },
             Request::Segment { name: "seg-3.ts".into(), offset: 10, max: 1 << 20 },
             Request::Info,
+            Request::StartEncoder { key: "live/a".into(), owner: "strom-2".into() },
+            Request::Master { wait_ms: 900 },
         ] {
             assert_eq!(Request::decode(q.encode()).unwrap(), q);
         }
-        let load = Load { cpu: 0.5, streams: 2, players: 30, relays_out: 1, draining: true };
+        let load = Load {
+            cpu: 0.5,
+            streams: 2,
+            players: 30,
+            relays_out: 1,
+            draining: true,
+            ratio: 0.25,
+            encoders: 1,
+            encoder_slots: 2,
+        };
         for s in [
             Response::Pong { nonce: 9, node: "strom-1".into(), load },
             Response::Claim { node: "strom-1".into(), live: true, since_ms: 1_700_000_000_000 },
@@ -597,9 +665,20 @@ mod tests {
             Response::Segment(Some((100, Bytes::from_static(&[0x47; 10])))),
             Response::Segment(None),
             Response::Info(Some(Bytes::from_static(b"{}"))),
+            Response::Started(true),
+            Response::Master(Some(Bytes::from_static(b"#EXTM3U\n"))),
+            Response::Master(None),
         ] {
             assert_eq!(Response::decode(s.encode()).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn a_pong_of_the_previous_release_decodes_with_a_default_ladder_load() {
+        let load = Load { cpu: 0.5, streams: 2, players: 3, relays_out: 1, draining: false, ..Load::default() };
+        let mut old = Response::Pong { nonce: 1, node: "n".into(), load }.encode();
+        old.truncate(old.len() - 12);
+        assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load });
     }
 
     #[test]

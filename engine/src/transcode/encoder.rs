@@ -9,6 +9,7 @@
 //! and restarts it; the source stream and its players are not affected.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
@@ -21,10 +22,12 @@ use crate::media::avc::AvcConfig;
 use crate::media::flv::AvcTag;
 use crate::media::MediaKind;
 use crate::metrics::Metrics;
-use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey, Streams};
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, StreamKey, Streams};
 
 /// Frames in flight between the pump and the worker thread (about two seconds of a 30 fps stream with audio).
 const CHANNEL_FRAMES: usize = 128;
+/// How long a rung claim is retried while another node still holds the rung (a ladder moving here).
+const RUNG_CLAIM_WAIT: Duration = Duration::from_secs(3);
 /// Source frames looked at for a video sequence header before the stream is taken as audio-only.
 const MAX_FRAMES_BEFORE_VIDEO: usize = 500;
 
@@ -108,7 +111,8 @@ impl Actor for EncoderActor {
 /// Subscribes, plans, publishes the rungs and feeds the worker until the source ends.
 async fn pump(args: EncoderArgs) -> Result<(), String> {
     let key = args.key.clone();
-    let handle = args.streams.find_local(&key).await.ok_or("the source stream is gone")?;
+    // The source: on this node, or (a ladder placed here by another node) relayed from its owner.
+    let handle = args.streams.find(&key).await.ok_or("the source stream is gone")?;
     let sub = handle.subscribe(Protocol::Encoder).await.ok_or("the source stream has no publisher")?;
     let mut feed = PlayerFeed::new(sub, args.metrics.clone());
     // Until the AVC sequence header: keep what arrives (the worker gets it all, in order).
@@ -151,9 +155,18 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
     }
     let mut rungs = Vec::new();
     for plan in plans {
-        match args.streams.publish(&plan.key).await {
-            Ok(p) => rungs.push((plan, p)),
-            Err(e) => warn!(stream = %key, rung = %plan.key, error = %e, "cannot publish the rung: skipped"),
+        // A ladder moving here from another node: that node's rung streams may take a moment to let go.
+        let deadline = std::time::Instant::now() + RUNG_CLAIM_WAIT;
+        loop {
+            match args.streams.publish(&plan.key).await {
+                Ok(p) => rungs.push((plan, p)),
+                Err(PublishError::Busy) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => warn!(stream = %key, rung = %plan.key, error = %e, "cannot publish the rung: skipped"),
+            }
+            break;
         }
     }
     if rungs.is_empty() {

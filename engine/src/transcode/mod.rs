@@ -10,27 +10,41 @@
 //! - [`shed`]: when the ladder falls behind real time, which rung to shed and when to restore it (pure rules).
 //! - [`supervisor`]: starts an encoder per published stream (`transcode.mode = "always"`, at most
 //!   `transcode.max_streams`), restarts a failed one with backoff (`strom_encoder_restarts_total`).
+//! - [`remote`]: the cluster face of a ladder (found by any node for the master playlist; watched by the owner).
 //! - [`master`]: the HLS master playlist at `/live/KEY/index.m3u8` (the source's media playlist moves to
 //!   `/live/KEY/source.m3u8`).
 //!
 //! Rungs go back in through [`Streams::publish`], so RTMP, HTTP-FLV and HLS serve them and the cluster relays them
 //! like any stream. Codec work never runs on the tokio reactor.
+//!
+//! **In a cluster** (`mode = "always"`) the source's owner places each ladder on the least-loaded node (itself
+//! included; load = `strom_load_ratio` + 0.25 per ladder already running, shared with heartbeats; draining nodes
+//! and nodes without a free slot are skipped; among equals the node with the fewest streams, players and relays
+//! wins, so a new, idle node takes new work first, then the lower name). The chosen node's encoder subscribes to the source through a relay and claims the rungs there; the
+//! owner re-places a ladder whose node vanished within a second of noticing, and a draining node hands its
+//! ladders over. Every node serves the same master playlist (asked of the ladder's node). Transcoding
+//! settings should be the same on every node. On-demand ladders run on the owner.
 
 pub mod encoder;
 pub mod ladder;
 pub mod master;
 pub mod pipeline;
+pub mod remote;
 pub mod shed;
 pub mod supervisor;
 pub mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::cluster::membership::EncoderHost;
+use crate::cluster::wire::{Request, Response};
+use crate::cluster::{call, encoder_group, remote_members};
 use crate::config::{Config, TranscodeMode};
 use crate::metrics::Metrics;
 use crate::stream::{StreamKey, Streams};
@@ -196,6 +210,32 @@ fn lock_demanded(m: &Mutex<HashMap<StreamKey, Instant>>) -> std::sync::MutexGuar
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The master playlist of `key` from this node's ladder table (see [`Transcoder::master`]).
+pub async fn master_of(ladders: &Ladders, config: &Config, key: &StreamKey, wait: Duration) -> Option<String> {
+    let started = Instant::now();
+    let deadline = started + wait;
+    // On-demand, the request that starts a ladder comes just before: give the supervisor a moment.
+    let appear = match config.transcode.mode {
+        TranscodeMode::OnDemand => Duration::from_millis(1500),
+        _ => Duration::ZERO,
+    };
+    loop {
+        let variants = match lock(ladders).get(key) {
+            None if started.elapsed() < appear.min(wait) => None,
+            None => return None,
+            Some(l) if l.decided && l.rungs.is_empty() => return None,
+            Some(l) if l.decided => Some(l.variants(key.name())),
+            Some(_) => None,
+        };
+        match variants {
+            Some(v) if v.len() > 1 => return Some(master::render(&v)),
+            // Rungs planned but none has produced its first picture yet: wait a little.
+            _ if Instant::now() >= deadline => return None,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Locks the ladder table; a panic elsewhere while it was held does not make it unusable.
 pub fn lock(ladders: &Ladders) -> std::sync::MutexGuard<'_, HashMap<StreamKey, LadderInfo>> {
     ladders.lock().unwrap_or_else(|e| e.into_inner())
@@ -209,6 +249,9 @@ pub struct Transcoder {
     ladders: Ladders,
     /// On-demand: when each source's demand was last passed to the supervisor.
     demanded: Arc<Mutex<HashMap<StreamKey, Instant>>>,
+    /// Ladders running on this node.
+    running: Arc<AtomicU32>,
+    streams: Streams,
 }
 
 impl Transcoder {
@@ -219,12 +262,19 @@ impl Transcoder {
         metrics: Arc<Metrics>,
     ) -> Result<Transcoder, ActorProcessingErr> {
         let ladders: Ladders = Arc::default();
+        let running = Arc::new(AtomicU32::new(0));
         let supervisor = match config.transcode.mode {
             TranscodeMode::Off => None,
             _ => {
                 let tmetrics = Arc::new(TranscodeMetrics::new(&metrics));
-                let args =
-                    SupervisorArgs { config: config.clone(), streams, metrics, tmetrics, ladders: ladders.clone() };
+                let args = SupervisorArgs {
+                    config: config.clone(),
+                    streams: streams.clone(),
+                    metrics,
+                    tmetrics,
+                    ladders: ladders.clone(),
+                    running: running.clone(),
+                };
                 let (a, _) = Actor::spawn(None, Supervisor, args).await?;
                 tracing::info!(
                     max_streams = config.transcode.max_streams(),
@@ -234,7 +284,7 @@ impl Transcoder {
                 Some(a)
             }
         };
-        Ok(Transcoder { supervisor, config, ladders, demanded: Arc::default() })
+        Ok(Transcoder { supervisor, config, ladders, demanded: Arc::default(), running, streams })
     }
 
     /// A publisher took `key` (from outside: RTMP): start its ladder (on-demand: only if HLS was asked of it
@@ -276,31 +326,51 @@ impl Transcoder {
         self.supervisor.is_some() && ladder::is_rung_name(key, &self.config.transcode.rungs)
     }
 
-    /// The master playlist of `key` when it has a ladder with at least one rung; waits up to `wait` for a
-    /// starting encoder to decide its ladder. `None`: serve the media playlist.
+    /// The master playlist of `key` when it has a ladder with at least one rung, from this node or (clustering
+    /// on) from the node running the ladder; waits up to `wait` for a starting ladder. `None`: serve the media
+    /// playlist.
     pub async fn master(&self, key: &StreamKey, wait: Duration) -> Option<String> {
         self.supervisor.as_ref()?;
-        let started = Instant::now();
-        let deadline = started + wait;
-        // On-demand, the request that starts a ladder comes just before: give the supervisor a moment.
-        let appear = match self.config.transcode.mode {
-            TranscodeMode::OnDemand => Duration::from_millis(1500),
-            _ => Duration::ZERO,
-        };
-        loop {
-            let variants = match lock(&self.ladders).get(key) {
-                None if started.elapsed() < appear.min(wait) => None,
-                None => return None,
-                Some(l) if l.decided && l.rungs.is_empty() => return None,
-                Some(l) if l.decided => Some(l.variants(key.name())),
-                Some(_) => None,
-            };
-            match variants {
-                Some(v) if v.len() > 1 => return Some(master::render(&v)),
-                // Rungs planned but none has produced its first picture yet: wait a little.
-                _ if Instant::now() >= deadline => return None,
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        if self.streams.cluster().is_some() && !lock(&self.ladders).contains_key(key) {
+            if let Some(export) = remote_members(&encoder_group(key)).into_iter().next() {
+                let wait_ms = wait.as_millis().min(15_000) as u32;
+                let req = Request::Master { wait_ms };
+                return match call(&export, &req, wait + Duration::from_secs(1)).await {
+                    Some(Response::Master(m)) => m.and_then(|b| String::from_utf8(b.to_vec()).ok()),
+                    _ => None,
+                };
             }
+        }
+        master_of(&self.ladders, &self.config, key, wait).await
+    }
+
+    /// Ladders running on this node and how many more it could take (shared with the cluster as load).
+    pub fn encoder_load(&self) -> (u32, u32) {
+        if self.supervisor.is_none() {
+            return (0, 0);
+        }
+        let running = self.running.load(Ordering::Relaxed);
+        let max = self.config.transcode.max_streams() as u32;
+        (running, if self.config.transcode.mode == TranscodeMode::Always { max.saturating_sub(running) } else { 0 })
+    }
+
+    /// What the cluster calls when another node places a ladder here: accepts it if there is a free slot.
+    pub fn encoder_host(&self) -> EncoderHost {
+        let t = self.clone();
+        Arc::new(move |key: StreamKey, owner: String| {
+            let Some(s) = &t.supervisor else { return false };
+            if t.encoder_load().1 == 0 {
+                return false;
+            }
+            s.cast(SupervisorMsg::Host { key, owner }).is_ok()
+        })
+    }
+
+    /// The node is draining: ladders it runs move to other nodes (those of its own streams too). Returns when
+    /// they have been handed over (at most a few seconds).
+    pub async fn drain(&self) {
+        if let Some(s) = &self.supervisor {
+            let _ = s.call(SupervisorMsg::Drain, Some(Duration::from_secs(10))).await;
         }
     }
 

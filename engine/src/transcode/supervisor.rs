@@ -11,24 +11,43 @@
 //! [`crate::stream::StreamHandle::hls_idle`], which also sees requests other nodes forward to this owner), and
 //! stops after `transcode.idle_secs` without one (its rungs' streams then end like any stream whose publisher
 //! left).
+//!
+//! **Placement** (clustering on, `mode = "always"`): for a stream published here, [`SupervisorState::place`] picks
+//! the least-loaded node that has a free slot and is not draining (see [`crate::transcode`]); another node is
+//! asked with [`crate::cluster::wire::Request::StartEncoder`] and its ladder is then *hosted* there
+//! ([`SupervisorMsg::Host`]). Every second the owner checks that each ladder it placed elsewhere is still in its
+//! process group ([`super::remote`]); one that vanished (node killed, hung, cut off, drained, ladder failed) is
+//! placed again, not on the node that lost it. A hosted ladder that fails is not restarted where it ran: its
+//! owner places it again. On drain ([`SupervisorMsg::Drain`]) hosted ladders stop (their owners move them) and
+//! this node's own streams' ladders move to other nodes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::encoder::{EncoderActor, EncoderArgs, EncoderMsg};
+use super::remote::{LadderExport, LadderExportArgs};
 use super::{ladder, lock, LadderInfo, Ladders, TranscodeMetrics};
+use crate::cluster::wire::{Request, Response};
+use crate::cluster::{call, encoder_group, remote_members, RemoteMsg};
 use crate::config::{Config, TranscodeMode};
 use crate::metrics::Metrics;
 use crate::stream::{StreamHandle, StreamKey, Streams};
 
 /// An encoder that ran this long before failing restarts without delay (its backoff is reset).
 const GOOD_RUN: Duration = Duration::from_secs(30);
-/// Period of the on-demand checks.
+/// Period of the on-demand checks and of the watch over placed ladders.
 const TICK: Duration = Duration::from_secs(1);
+/// How long another node has to answer a placement.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A placed ladder that never shows up in its group within this time is placed again.
+const PLACE_CONFIRM: Duration = Duration::from_secs(5);
+/// Placements this recent count as load on their node (heartbeats have not shown them yet).
+const RECENT: Duration = Duration::from_secs(3);
 
 /// Messages to the supervisor.
 pub enum SupervisorMsg {
@@ -38,6 +57,15 @@ pub enum SupervisorMsg {
     Demand(StreamKey),
     /// Once a second (on-demand): start encoders of streams with HLS requests, stop idle ones.
     Tick,
+    /// Another node (`owner`, which owns the source) placed the ladder of `key` here.
+    Host {
+        /// The source stream.
+        key: StreamKey,
+        /// The owner's node name.
+        owner: String,
+    },
+    /// The node is draining: hand every ladder over to other nodes; answers when done.
+    Drain(ractor::RpcReplyPort<()>),
     /// Timer: restart the encoder of a stream after a failure.
     Restart {
         /// The source stream.
@@ -61,6 +89,8 @@ pub struct SupervisorArgs {
     pub tmetrics: Arc<TranscodeMetrics>,
     /// The ladder table.
     pub ladders: Ladders,
+    /// Ladders running here (the node's load, shared with the cluster).
+    pub running: Arc<AtomicU32>,
 }
 
 /// The supervisor actor.
@@ -70,16 +100,42 @@ struct Running {
     actor: ActorRef<EncoderMsg>,
     attempt: u32,
     started: Instant,
+    /// Run for another node's stream (that node re-places it on failure).
+    hosted_for: Option<String>,
+    /// Its cluster face (clustering on).
+    export: Option<ActorRef<RemoteMsg>>,
+}
+
+/// A ladder this node placed on another node.
+struct Placed {
+    node: String,
+    at: Instant,
+    /// Its export has been seen in the group (so an empty group now means it was lost).
+    seen: bool,
 }
 
 /// Supervisor state.
 pub struct SupervisorState {
     args: SupervisorArgs,
     encoders: HashMap<StreamKey, Running>,
+    placed: HashMap<StreamKey, Placed>,
+    /// Placements made in the last seconds, by node (their load does not show them yet).
+    recent: Vec<(String, Instant)>,
+    draining: bool,
 }
 
 impl SupervisorState {
     async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, key: StreamKey, attempt: u32) {
+        self.spawn_for(myself, key, attempt, None).await;
+    }
+
+    async fn spawn_for(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        key: StreamKey,
+        attempt: u32,
+        hosted_for: Option<String>,
+    ) {
         if self.encoders.contains_key(&key) {
             return;
         }
@@ -100,7 +156,20 @@ impl SupervisorState {
         };
         match Actor::spawn_linked(None, EncoderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                self.encoders.insert(key, Running { actor, attempt, started: Instant::now() });
+                let mut export = None;
+                if self.args.streams.cluster().is_some() {
+                    let args = LadderExportArgs {
+                        key: key.clone(),
+                        ladders: self.args.ladders.clone(),
+                        config: self.args.config.clone(),
+                    };
+                    match Actor::spawn(None, LadderExport, args).await {
+                        Ok((a, _)) => export = Some(a),
+                        Err(e) => warn!(stream = %key, error = %e, "cannot export the ladder to the cluster"),
+                    }
+                }
+                self.encoders.insert(key, Running { actor, attempt, started: Instant::now(), hosted_for, export });
+                self.args.running.store(self.encoders.len() as u32, Ordering::Relaxed);
             }
             Err(e) => {
                 lock(&self.args.ladders).remove(&key);
@@ -162,6 +231,117 @@ impl SupervisorState {
     fn key_of(&self, id: ractor::ActorId) -> Option<StreamKey> {
         self.encoders.iter().find(|(_, r)| r.actor.get_id() == id).map(|(k, _)| k.clone())
     }
+
+    /// Forgets an encoder that stopped (its export leaves the cluster with it).
+    fn remove(&mut self, key: &StreamKey) -> Option<Running> {
+        let r = self.encoders.remove(key)?;
+        if let Some(e) = &r.export {
+            e.stop(None);
+        }
+        self.args.running.store(self.encoders.len() as u32, Ordering::Relaxed);
+        Some(r)
+    }
+
+    /// Runs the ladder of `key` (a stream this node owns) on the least-loaded node; never on `avoid`.
+    async fn place(&mut self, myself: &ActorRef<SupervisorMsg>, key: StreamKey, avoid: Option<&str>) {
+        if self.encoders.contains_key(&key) || self.placed.contains_key(&key) {
+            return;
+        }
+        let cluster = match self.args.streams.cluster() {
+            Some(c) if self.args.config.transcode.mode == TranscodeMode::Always => c.clone(),
+            _ => return self.spawn(myself, key, 0).await,
+        };
+        self.recent.retain(|(_, t)| t.elapsed() < RECENT);
+        let me = cluster.node.clone();
+        let mut candidates: Vec<(i64, u32, String)> = cluster
+            .nodes_with_load()
+            .into_iter()
+            .filter(|(n, l)| {
+                let mine = *n == me;
+                Some(n.as_str()) != avoid && !(mine && self.draining) && (mine || (!l.draining && l.encoder_slots > 0))
+            })
+            .map(|(n, l)| {
+                let pending = self.recent.iter().filter(|(r, _)| *r == n).count() as f32;
+                let encoders = if n == me { self.encoders.len() as f32 } else { l.encoders as f32 + pending };
+                let score = ((l.ratio + 0.25 * encoders) * 10.0).round() as i64;
+                // Among equals, the node with the least other work (a new node) first, then by name.
+                (score, l.streams + l.players + l.relays_out, n)
+            })
+            .collect();
+        candidates.sort();
+        debug!(stream = %key, ?candidates, "ladder placement candidates (score x10, other work, node)");
+        for (score, _, node) in candidates {
+            if node == me {
+                if self.encoders.len() >= self.args.config.transcode.max_streams() {
+                    continue;
+                }
+                info!(stream = %key, node = %node, score = score as f64 / 10.0, "placing the ladder on this node");
+                return self.spawn(myself, key, 0).await;
+            }
+            let Some(agent) = cluster.agent_of(&node) else { continue };
+            let req = Request::StartEncoder { key: key.to_string(), owner: me.clone() };
+            match call(&agent, &req, PLACE_TIMEOUT).await {
+                Some(Response::Started(true)) => {
+                    info!(stream = %key, node = %node, score = score as f64 / 10.0, "placed the ladder on another node");
+                    self.recent.push((node.clone(), Instant::now()));
+                    self.placed.insert(key, Placed { node, at: Instant::now(), seen: false });
+                    return;
+                }
+                other => debug!(stream = %key, node = %node, answer = ?other, "node did not take the ladder"),
+            }
+        }
+        if self.draining {
+            warn!(stream = %key, "no other node can take the ladder: this stream is served without it");
+        } else {
+            self.spawn(myself, key, 0).await;
+        }
+    }
+
+    /// Once a second in a cluster: ladders placed elsewhere are still there, or placed again.
+    async fn check_placed(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let keys: Vec<StreamKey> = self.placed.keys().cloned().collect();
+        for key in keys {
+            if self.owned_live(&key).await.is_none() {
+                // The source ended or moved: its remote encoder ends with the relay.
+                self.placed.remove(&key);
+                continue;
+            }
+            let present = !remote_members(&encoder_group(&key)).is_empty();
+            let Some(p) = self.placed.get_mut(&key) else { continue };
+            if present {
+                p.seen = true;
+                continue;
+            }
+            if p.seen || p.at.elapsed() > PLACE_CONFIRM {
+                let lost = p.node.clone();
+                warn!(stream = %key, node = %lost, "the ladder's node lost it (node gone, cut off, draining or failed): placing it again");
+                self.placed.remove(&key);
+                self.place(myself, key, Some(&lost)).await;
+            }
+        }
+    }
+
+    /// Drain: hosted ladders stop (their owners move them); this node's own ladders move to other nodes.
+    async fn drain(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        self.draining = true;
+        let keys: Vec<StreamKey> = self.encoders.keys().cloned().collect();
+        for key in keys {
+            let Some(r) = self.remove(&key) else { continue };
+            r.actor.stop(Some("node draining".into()));
+            lock(&self.args.ladders).remove(&key);
+            match &r.hosted_for {
+                Some(owner) => {
+                    info!(stream = %key, owner = %owner, "draining: stopping a hosted ladder (its owner moves it)")
+                }
+                None => {
+                    info!(stream = %key, "draining: moving this stream's ladder to another node");
+                    // The rungs' publishers must be gone before another node claims them.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    self.place(myself, key, None).await;
+                }
+            }
+        }
+    }
 }
 
 impl Actor for Supervisor {
@@ -174,10 +354,15 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        if args.config.transcode.mode == TranscodeMode::OnDemand {
-            myself.send_interval(TICK, || SupervisorMsg::Tick);
-        }
-        Ok(SupervisorState { args, encoders: HashMap::new() })
+        // On-demand checks, and (clustering on) the watch over ladders placed on other nodes.
+        myself.send_interval(TICK, || SupervisorMsg::Tick);
+        Ok(SupervisorState {
+            args,
+            encoders: HashMap::new(),
+            placed: HashMap::new(),
+            recent: Vec::new(),
+            draining: false,
+        })
     }
 
     async fn handle(
@@ -187,14 +372,35 @@ impl Actor for Supervisor {
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Start(key) => st.spawn(&myself, key, 0).await,
+            SupervisorMsg::Start(key) if st.draining => {
+                info!(stream = %key, "draining: this node starts no ladder");
+            }
+            SupervisorMsg::Start(key) => st.place(&myself, key, None).await,
+            SupervisorMsg::Host { key, owner } => {
+                if st.draining {
+                    return Ok(());
+                }
+                info!(stream = %key, owner = %owner, "hosting the ladder of another node's stream");
+                st.spawn_for(&myself, key, 0, Some(owner)).await;
+            }
+            SupervisorMsg::Drain(reply) => {
+                st.drain(&myself).await;
+                let _ = reply.send(());
+            }
             SupervisorMsg::Demand(key) => {
                 if !st.encoders.contains_key(&key) && st.owned_live(&key).await.is_some() {
                     info!(stream = %key, "HLS requested: starting the on-demand ladder");
                     st.spawn(&myself, key, 0).await;
                 }
             }
-            SupervisorMsg::Tick => st.on_demand_tick(&myself).await,
+            SupervisorMsg::Tick => {
+                if st.args.config.transcode.mode == TranscodeMode::OnDemand {
+                    st.on_demand_tick(&myself).await;
+                }
+                if !st.placed.is_empty() {
+                    st.check_placed(&myself).await;
+                }
+            }
             SupervisorMsg::Restart { key, attempt } => {
                 let live = match st.args.streams.find_local(&key).await {
                     Some(h) => h.info().await.is_some_and(|i| i.state == "live"),
@@ -220,7 +426,13 @@ impl Actor for Supervisor {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(key) = st.key_of(cell.get_id()) else { return Ok(()) };
-                let Some(r) = st.encoders.remove(&key) else { return Ok(()) };
+                let Some(r) = st.remove(&key) else { return Ok(()) };
+                if let Some(owner) = &r.hosted_for {
+                    st.args.tmetrics.restarts.inc();
+                    lock(&st.args.ladders).remove(&key);
+                    error!(stream = %key, owner = %owner, error = %err, "hosted encoder failed: its owner places it again");
+                    return Ok(());
+                }
                 let attempt = if r.started.elapsed() > GOOD_RUN { 0 } else { r.attempt };
                 st.args.tmetrics.restarts.inc();
                 let backoff = Duration::from_millis(500 << attempt.min(5)).min(Duration::from_secs(10));
@@ -230,7 +442,7 @@ impl Actor for Supervisor {
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(key) = st.key_of(cell.get_id()) {
-                    st.encoders.remove(&key);
+                    st.remove(&key);
                     lock(&st.args.ladders).remove(&key);
                 }
             }

@@ -163,6 +163,11 @@ impl Net {
     /// `--cluster-listen <ip>:4697 --cluster-advertise strom-<i> --seed <seed>:4697` and `STROM_CLUSTER_COOKIE`.
     /// Every node seeds from `strom-0`; `strom-0` itself seeds from `strom-1` (nothing in a one-node net).
     pub fn spawn_cluster(&self, i: usize, cookie: &str, extra_args: &[&str]) -> NetNode {
+        self.spawn_cluster_with(i, cookie, extra_args, &[])
+    }
+
+    /// [`Net::spawn_cluster`] with more `STROM_*` variables.
+    pub fn spawn_cluster_with(&self, i: usize, cookie: &str, extra_args: &[&str], env: &[(&str, &str)]) -> NetNode {
         let listen = format!("{}:{CLUSTER_PORT}", self.ip(i));
         let advertise = self.hostname(i);
         let mut args = vec!["--cluster-listen", listen.as_str(), "--cluster-advertise", advertise.as_str()];
@@ -175,7 +180,9 @@ impl Net {
             args.extend(["--seed", seed.as_str()]);
         }
         args.extend_from_slice(extra_args);
-        self.spawn(i, &args, &[("STROM_CLUSTER_COOKIE", cookie)])
+        let mut vars = vec![("STROM_CLUSTER_COOKIE", cookie)];
+        vars.extend_from_slice(env);
+        self.spawn(i, &args, &vars)
     }
 
     /// A command running `program` inside node `i`'s namespace (with the net's `/etc/hosts`); add arguments and
