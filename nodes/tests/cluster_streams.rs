@@ -113,6 +113,14 @@ fn a_stream_published_on_one_node_plays_from_every_node() {
         let (what, (frames, stderr)) = p.join().expect("probe thread");
         assert_playable(what, &frames, 60, 426, 240, &stderr);
     }
+    // Any node lists every stream of the cluster once, from its owner.
+    let all = json(&nodes[2], "/api/v1/streams?scope=cluster");
+    let listed: Vec<(&str, &str)> = all["streams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| Some((s["key"].as_str()?, s["node"].as_str()?))).collect())
+        .unwrap_or_default();
+    assert_eq!(listed, vec![(key, "strom-0")], "{all}");
+    assert_eq!(nodes[2].get("/api/v1/streams?scope=galaxy").status, 400);
     // The same playlist on every node (a non-sticky load balancer may send each poll elsewhere).
     let mut same = false;
     for _ in 0..20 {

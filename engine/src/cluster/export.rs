@@ -181,7 +181,14 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
             });
             Response::Segment(part)
         }
-        Request::Info => Response::Info(handle.info().await.and_then(|i| serde_json::to_vec(&i).ok()).map(Bytes::from)),
+        Request::Info => {
+            // The stream's entry as this owner sees it, with the owner's name.
+            let info = handle.info().await.and_then(|i| serde_json::to_value(i).ok()).map(|mut v| {
+                v["node"] = serde_json::Value::String(node);
+                Bytes::from(v.to_string())
+            });
+            Response::Info(info)
+        }
         Request::Ping { nonce, .. } => Response::Pong { nonce, node, load: Default::default() },
         // Asked of the node agent and of a ladder's export, not of a stream's owner.
         Request::StartEncoder { .. } => Response::Started(false),

@@ -71,6 +71,30 @@ pub fn encoder_group(key: &StreamKey) -> String {
     format!("strom.encoder.v1:{key}")
 }
 
+/// The `/api/v1/streams` entries of every stream other nodes own (each with its owner's `node`), asked of their
+/// owners concurrently; an owner that does not answer within `timeout` is left out.
+pub async fn remote_streams(timeout: Duration) -> Vec<serde_json::Value> {
+    let prefix = "strom.stream.v1:";
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in pg::which_groups().into_iter().filter(|g| g.starts_with(prefix)) {
+        for owner in remote_members(&group) {
+            tasks.spawn(async move {
+                match call(&owner, &Request::Info, timeout).await {
+                    Some(Response::Info(Some(json))) => serde_json::from_slice::<serde_json::Value>(&json).ok(),
+                    _ => None,
+                }
+            });
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(v)) = r {
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// Remote (other nodes') members of a group.
 pub fn remote_members(group: &str) -> Vec<ActorRef<RemoteMsg>> {
     pg::get_members(&group.to_string()).into_iter().filter(|c| !c.get_id().is_local()).map(ActorRef::from).collect()

@@ -6,7 +6,7 @@
 //! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node. With an ABR ladder: the master playlist (see [`crate::transcode::master`]) |
 //! | `GET /{app}/{name}/source.m3u8` | HLS media playlist of the published stream itself (the ladder's top variant) |
 //! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
-//! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`) |
+//! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
@@ -18,12 +18,13 @@
 pub mod flv;
 pub mod listener;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -85,12 +86,30 @@ async fn metrics(State(node): State<Arc<NodeContext>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], node.metrics.render()).into_response()
 }
 
-async fn streams(State(node): State<Arc<NodeContext>>) -> Response {
+async fn streams(State(node): State<Arc<NodeContext>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let cluster_wide = match q.get("scope").map(String::as_str) {
+        None | Some("node") => false,
+        Some("cluster") => true,
+        Some(other) => return bad_request(format!("unknown scope {:?}: `node` or `cluster`", other)),
+    };
     let mut out = Vec::new();
     for h in node.streams.list().await {
-        if let Some(info) = h.info().await {
+        // Cluster-wide, a relay is listed by its owner instead.
+        if cluster_wide && h.relay_from().is_some() {
+            continue;
+        }
+        if let Some(info) = h.info().await.and_then(|i| serde_json::to_value(i).ok()) {
             out.push(info);
         }
+    }
+    if cluster_wide {
+        for v in out.iter_mut() {
+            v["node"] = serde_json::Value::String(node.config.node_name.clone());
+        }
+        if node.streams.cluster().is_some() {
+            out.extend(crate::cluster::remote_streams(Duration::from_secs(2)).await);
+        }
+        out.sort_by(|a, b| (a["key"].as_str(), a["node"].as_str()).cmp(&(b["key"].as_str(), b["node"].as_str())));
     }
     Json(serde_json::json!({ "node": node.config.node_name, "streams": out })).into_response()
 }
