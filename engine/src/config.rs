@@ -122,6 +122,10 @@ pub struct StreamConfig {
     pub player_queue_frames: usize,
     /// Seconds a player's socket may block a write before the player is disconnected.
     pub slow_player_timeout_secs: f64,
+    /// RTMP and HTTP-FLV players: hold video until a write spans this many milliseconds of stream time (about
+    /// one frame interval gives two frames per write: half the sends, up to that much more live delay); 0: one
+    /// write per video frame.
+    pub player_write_hold_ms: u32,
 }
 
 /// Node-wide limits.
@@ -422,6 +426,7 @@ impl Default for StreamConfig {
             ended_linger_secs: 30.0,
             player_queue_frames: 1024,
             slow_player_timeout_secs: 10.0,
+            player_write_hold_ms: 0,
         }
     }
 }
@@ -605,6 +610,9 @@ impl Config {
         }
         if self.hls.retained_segments > 1000 {
             return err("hls.retained_segments", "must be at most 1000");
+        }
+        if self.stream.player_write_hold_ms > 1000 {
+            return err("stream.player_write_hold_ms", "must be at most 1000");
         }
         if !(16..=1 << 20).contains(&self.stream.player_queue_frames) {
             return err("stream.player_queue_frames", "must be 16..1048576");

@@ -48,6 +48,7 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
     let mut feed = PlayerFeed::new(sub, node.metrics.clone());
     feed.coalesce_audio(true);
     feed.set_batch_bytes(BATCH_BYTES);
+    feed.hold_video(node.config.stream.player_write_hold_ms);
     let span = info_span!("flv", stream = %key, node = %node.config.node_name);
     span.in_scope(|| debug!("HTTP-FLV player attached"));
     let state = FlvBody {

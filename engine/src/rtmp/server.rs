@@ -525,6 +525,7 @@ impl Connection {
         let mut feed = PlayerFeed::new(sub, self.node.metrics.clone());
         feed.coalesce_audio(true);
         feed.set_batch_bytes(PLAYER_BATCH_BYTES);
+        feed.hold_video(self.node.config.stream.player_write_hold_ms);
         self.feed = Some(feed);
         self.role = Role::Playing { stream_id };
         Ok(())

@@ -153,6 +153,8 @@ pub struct PlayerFeed {
     ended: bool,
     /// Hold audio for the next video frame (see [`PlayerFeed::coalesce_audio`]).
     hold_audio: bool,
+    /// Hold video until a batch spans this much stream time (see [`PlayerFeed::hold_video`]); 0: never.
+    hold_video_ms: u32,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
     _guard: ViewerGuard,
@@ -172,6 +174,7 @@ impl PlayerFeed {
             metrics,
             ended: false,
             hold_audio: false,
+            hold_video_ms: 0,
             max_bytes: usize::MAX,
             _guard: sub.guard,
         };
@@ -238,6 +241,13 @@ impl PlayerFeed {
         self.hold_audio = on;
     }
 
+    /// With [`PlayerFeed::coalesce_audio`] on, also hold video: a batch of frames goes out once it spans `ms` of
+    /// stream time (with `ms` about one frame interval, two video frames per write), trading up to `ms` of live
+    /// delay for half the writes. 0 (the default): video is never held.
+    pub fn hold_video(&mut self, ms: u32) {
+        self.hold_video_ms = ms;
+    }
+
     /// Caps a batch at about `bytes` of payload (the item that crosses it is still taken). Default: no cap.
     pub fn set_batch_bytes(&mut self, bytes: usize) {
         self.max_bytes = bytes.max(1);
@@ -268,23 +278,27 @@ impl PlayerFeed {
         bytes
     }
 
-    /// Whether `out` is a batch of audio only that should wait for the next video frame.
+    /// Whether `out` should wait for more: a batch of audio only waits for the next video frame; with
+    /// [`PlayerFeed::hold_video`], a batch of frames waits until it spans the hold time.
     fn holding(&self, out: &[PlayerItem], max: usize, bytes: usize) -> bool {
         if !self.hold_audio || !self.has_video || self.ended || out.len() >= max || bytes >= self.max_bytes {
             return false;
         }
         let mut first = None;
         let mut last = 0;
+        let mut video = false;
         for item in out {
             match item {
-                PlayerItem::Frame(f, ts) if f.kind == MediaKind::Audio && !f.header => {
+                PlayerItem::Frame(f, ts) if !f.header && (f.kind == MediaKind::Audio || self.hold_video_ms > 0) => {
+                    video |= f.kind == MediaKind::Video;
                     first.get_or_insert(*ts);
                     last = *ts;
                 }
                 _ => return false,
             }
         }
-        first.is_some_and(|first| last.wrapping_sub(first) < AUDIO_HOLD_MS)
+        let limit = if video { self.hold_video_ms } else { AUDIO_HOLD_MS };
+        first.is_some_and(|first| last.wrapping_sub(first) < limit)
     }
 
     /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.
@@ -474,6 +488,30 @@ mod tests {
         assert!(feed.next_batch(&mut out, 64).await);
         assert_eq!(out.len(), 2);
         assert!(matches!(out[1], PlayerItem::End));
+    }
+
+    #[tokio::test]
+    async fn holding_video_sends_two_frames_per_write() {
+        let m = Arc::new(Metrics::new());
+        let (tx, _) = broadcast::channel(16);
+        let mut feed = started_coalescing(&tx, &m).await;
+        feed.hold_video(30);
+        use MediaKind::{Audio, Video};
+        tx.send(StreamEvent::Frame(frame(Audio, 20, false))).unwrap();
+        tx.send(StreamEvent::Frame(frame(Video, 33, false))).unwrap();
+        let mut out = Vec::new();
+        let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
+        assert!(held.is_err(), "one video frame waits for the next");
+        tx.send(StreamEvent::Frame(frame(Audio, 43, false))).unwrap();
+        tx.send(StreamEvent::Frame(frame(Video, 66, false))).unwrap();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(kinds(&out), vec![Some(Audio), Some(Video), Some(Audio), Some(Video)]);
+        // Metadata is never held.
+        tx.send(StreamEvent::Frame(frame(Video, 100, false))).unwrap();
+        tx.send(StreamEvent::Metadata(Bytes::from_static(b"m"))).unwrap();
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(kinds(&out), vec![Some(Video), None]);
     }
 
     #[tokio::test]
