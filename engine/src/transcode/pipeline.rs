@@ -385,20 +385,25 @@ pub(crate) mod tests {
         (record, samples)
     }
 
-    #[test]
-    fn decodes_once_scales_and_keeps_keyframes_aligned() {
-        let (record, samples) = synthetic_source(320, 240, 45, 15);
-        let keys: Vec<i64> = samples.iter().filter(|s| s.2).map(|s| s.1).collect();
-        assert_eq!(keys, vec![0, 500, 1000], "source keyframes every 15 frames");
-        let spec = |h: u32, w: u32| RungSpec {
+    /// A small test rung of `w`×`h` at 200 kb/s.
+    fn small_rung(h: u32, w: u32, preset: &str, profile: &str) -> RungSpec {
+        RungSpec {
             width: w,
             height: h,
             bitrate_kbps: 200,
             maxrate_kbps: 220,
             bufsize_kbits: 300,
-            preset: "ultrafast".into(),
-            profile: "baseline".into(),
-        };
+            preset: preset.into(),
+            profile: profile.into(),
+        }
+    }
+
+    #[test]
+    fn decodes_once_scales_and_keeps_keyframes_aligned() {
+        let (record, samples) = synthetic_source(320, 240, 45, 15);
+        let keys: Vec<i64> = samples.iter().filter(|s| s.2).map(|s| s.1).collect();
+        assert_eq!(keys, vec![0, 500, 1000], "source keyframes every 15 frames");
+        let spec = |h, w| small_rung(h, w, "ultrafast", "baseline");
         let mut p = Pipeline::new(&record, &[spec(180, 240), spec(120, 160)], 30.0, 2).unwrap();
         for i in 0..2 {
             let cfg = avc::AvcConfig::parse(p.config_record(i).unwrap()).unwrap();
@@ -424,15 +429,7 @@ pub(crate) mod tests {
     #[test]
     fn a_paused_rung_resumes_on_a_source_keyframe_without_stale_pictures() {
         let (record, samples) = synthetic_source(320, 240, 60, 15);
-        let spec = |h: u32, w: u32| RungSpec {
-            width: w,
-            height: h,
-            bitrate_kbps: 200,
-            maxrate_kbps: 220,
-            bufsize_kbits: 300,
-            preset: "veryfast".into(),
-            profile: "main".into(),
-        };
+        let spec = |h, w| small_rung(h, w, "veryfast", "main");
         let mut p = Pipeline::new(&record, &[spec(180, 240), spec(120, 160)], 30.0, 2).unwrap();
         let mut out = Vec::new();
         for (n, (avcc, pts, key)) in samples.iter().enumerate() {
