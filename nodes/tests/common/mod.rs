@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod flv;
 pub mod netns;
 pub mod rtmp;
 pub mod ts;
