@@ -10,20 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A fast ladder for tests: ultrafast presets (2 cores run the publisher, the encoders and the probes).
-const RUNGS: &str = "[{height = 720, bitrate_kbps = 1500, preset = \"ultrafast\", profile = \"high\"}, \
-                      {height = 480, bitrate_kbps = 900, preset = \"ultrafast\", profile = \"high\"}, \
-                      {height = 360, bitrate_kbps = 600, preset = \"ultrafast\", profile = \"main\"}, \
-                      {height = 240, bitrate_kbps = 300, preset = \"ultrafast\", profile = \"baseline\"}]";
-
-fn ladder_node() -> Strom {
-    Strom::with_env(&[
-        ("STROM_TRANSCODE_MODE", "always"),
-        ("STROM_TRANSCODE_RUNGS", RUNGS),
-        ("STROM_TRANSCODE_THREADS", "2"),
-    ])
-}
-
 /// One `EXT-X-STREAM-INF` entry: its attributes and URI.
 #[derive(Debug)]
 struct Variant {
