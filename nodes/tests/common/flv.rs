@@ -4,6 +4,8 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -121,24 +123,49 @@ pub fn garble(tag: &mut Tag, keep: usize, seed: &mut u64) {
     }
 }
 
-/// Publishes `tags` to `rtmp://addr/app/name` on one connection, paced on their timestamps (real time); the
-/// connection closes when the thread ends.
-pub fn publish_tags(
-    addr: std::net::SocketAddr,
-    app: &str,
-    name: &str,
-    tags: Vec<Tag>,
-) -> JoinHandle<Result<(), String>> {
+/// A publisher thread sending tags; [`TagPublisher::stop`] ends it early.
+pub struct TagPublisher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl TagPublisher {
+    /// Still sending (not done, not failed).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops sending, closes the connection and returns how the publish went (`Ok` if nothing failed).
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(Ok(()), |t| t.join().unwrap_or_else(|_| Err("publisher thread panicked".into())))
+    }
+}
+
+impl Drop for TagPublisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Publishes `tags` to `rtmp://addr/app/name` on one connection, paced on their timestamps (real time), until
+/// the last tag or [`TagPublisher::stop`]; the connection closes when the thread ends.
+pub fn publish_tags(addr: std::net::SocketAddr, app: &str, name: &str, tags: Vec<Tag>) -> TagPublisher {
     let (app, name) = (app.to_string(), name.to_string());
-    std::thread::spawn(move || {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
         let mut c = RtmpClient::connect(addr, &app)?;
         c.publish(&name)?;
         let start = Instant::now();
         let base = tags.first().map_or(0, |t| t.ts);
         for t in tags {
             let due = start + Duration::from_millis(u64::from(t.ts - base));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+            while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                if flag.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
             }
             let data = Bytes::from(t.data);
             match t.kind {
@@ -147,5 +174,6 @@ pub fn publish_tags(
             }
         }
         Ok(())
-    })
+    });
+    TagPublisher { stop, thread: Some(thread) }
 }
