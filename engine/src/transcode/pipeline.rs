@@ -461,6 +461,80 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn clean_sources_with_b_frames_and_open_gops_are_not_taken_for_corrupt() {
+        // B-frames (DTS != PTS) and open GOPs (keyframes that are recovery-point I pictures, not IDRs, with
+        // leading B-frames that reference the previous GOP), decoded from the second keyframe on as an encoder
+        // starting from a stream's GOP cache does: no picture is flagged as damaged.
+        init();
+        let (w, h, n) = (320u32, 180u32, 100usize);
+        let x264 = ff::encoder::find_by_name("libx264").expect("libx264");
+        let mut enc = codec::Context::new_with_codec(x264).encoder().video().unwrap();
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 1000));
+        enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        let mut opts = Dictionary::new();
+        opts.set("preset", "veryfast");
+        opts.set("g", "30");
+        opts.set("bf", "3");
+        opts.set("x264-params", "open-gop=1:scenecut=0");
+        let mut enc = enc.open_as_with(x264, opts).unwrap();
+        // SAFETY: an opened encoder with GLOBAL_HEADER has its extradata.
+        let global = unsafe {
+            let c = enc.as_ptr();
+            std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
+        };
+        let record = avc::decoder_config_record(&global).unwrap();
+        let mut frame = frame::Video::new(Pixel::YUV420P, w, h);
+        let mut samples = Vec::new(); // (avcc, dts, pts, keyframe, idr)
+        let mut pkt = Packet::empty();
+        for i in 0..=n {
+            if i < n {
+                for p in 0..3 {
+                    let stride = frame.stride(p);
+                    for (j, b) in frame.data_mut(p).iter_mut().enumerate() {
+                        *b = ((j % stride) as u8).wrapping_mul(3).wrapping_add((i * 5 + (j / stride) * (i % 7)) as u8);
+                    }
+                }
+                frame.set_pts(Some((i as i64 * 1000) / 30));
+                enc.send_frame(&frame).unwrap();
+            } else {
+                enc.send_eof().unwrap();
+            }
+            while enc.receive_packet(&mut pkt).is_ok() {
+                let mut avcc = Vec::new();
+                let idr = avc::annexb_to_avcc(pkt.data().unwrap_or_default(), &mut avcc);
+                samples.push((avcc, pkt.dts().unwrap_or(0), pkt.pts().unwrap_or(0), pkt.is_key(), idr));
+            }
+        }
+        assert!(samples.iter().any(|s| s.1 != s.2), "the source has B-frames");
+        let second_key = samples.iter().skip(1).position(|s| s.3).map(|i| i + 1).expect("a second keyframe");
+        assert!(!samples[second_key].4, "the second keyframe is an open-GOP I picture, not an IDR");
+        let spec = RungSpec {
+            width: 160,
+            height: 90,
+            bitrate_kbps: 100,
+            maxrate_kbps: 110,
+            bufsize_kbits: 150,
+            preset: "ultrafast".into(),
+            profile: "baseline".into(),
+        };
+        for from in [0, second_key] {
+            let mut p = Pipeline::new(&record, std::slice::from_ref(&spec), 30.0, 2).unwrap();
+            let mut out = Vec::new();
+            for (i, (avcc, dts, pts, key, _)) in samples.iter().enumerate().skip(from) {
+                if let Err(e) = p.push(avcc, *dts, *pts, *key, &mut out) {
+                    panic!("starting at sample {from}: sample {i}: {e}");
+                }
+            }
+            p.finish(&mut out).unwrap();
+            assert!(out.len() + 3 >= samples.len() - from, "starting at {from}: {} pictures", out.len());
+        }
+    }
+
+    #[test]
     fn garbage_inside_a_picture_fails_the_pipeline_and_is_never_encoded() {
         // Whole slices of garbage: the decoder refuses them (AVERROR_INVALIDDATA, with FFmpeg's message).
         let (e, last) = push_garbled(1);
