@@ -10,20 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A fast ladder for tests: ultrafast presets (2 cores run the publisher, the encoders and the probes).
-const RUNGS: &str = "[{height = 720, bitrate_kbps = 1500, preset = \"ultrafast\", profile = \"high\"}, \
-                      {height = 480, bitrate_kbps = 900, preset = \"ultrafast\", profile = \"high\"}, \
-                      {height = 360, bitrate_kbps = 600, preset = \"ultrafast\", profile = \"main\"}, \
-                      {height = 240, bitrate_kbps = 300, preset = \"ultrafast\", profile = \"baseline\"}]";
-
-fn ladder_node() -> Strom {
-    Strom::with_env(&[
-        ("STROM_TRANSCODE_MODE", "always"),
-        ("STROM_TRANSCODE_RUNGS", RUNGS),
-        ("STROM_TRANSCODE_THREADS", "2"),
-    ])
-}
-
 /// One `EXT-X-STREAM-INF` entry: its attributes and URI.
 #[derive(Debug)]
 struct Variant {
@@ -129,7 +115,7 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
         height: 720,
         fps: 30,
         gop_secs: 2.0,
-        seconds: 40.0,
+        seconds: 60.0,
         bitrate_k: 2000,
         ..Source::default()
     };
@@ -211,9 +197,13 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
             })
             .collect()
     };
-    for ((path, pl), (w, h, kbps)) in
+    let mut aligned = 0;
+    for ((path, _), (w, h, kbps)) in
         playlists[1..].iter().zip([(854, 480, 900.0), (640, 360, 600.0), (426, 240, 300.0)])
     {
+        // The rung's playlist as it is now: probing the earlier variants took a while on a loaded machine, and the
+        // oldest segments of the earlier snapshot may have been retired since.
+        let pl = parse_playlist(&s.get(path).text());
         let (mut bytes, mut secs) = (0u64, 0.0);
         for (i, seg) in pl.segments.iter().enumerate() {
             let msn = pl.media_sequence + i as u64;
@@ -222,6 +212,7 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
             assert!(first.key, "{path}: segment {msn} does not start with a keyframe");
             assert_eq!((first.width, first.height), (w, h), "{path}: segment {msn}");
             if let Some(src_pts) = source_starts.get(&msn) {
+                aligned += 1;
                 assert!(
                     (first.pts - src_pts).abs() < 0.1,
                     "{path}: segment {msn} starts at {} vs source {src_pts}",
@@ -237,6 +228,7 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
         eprintln!("{path}: {w}x{h}, video {got:.0} kb/s (configured {kbps}) over {secs:.1} s");
         assert!((got - kbps).abs() / kbps < 0.4, "{path}: video bitrate {got:.0} kb/s, configured {kbps}");
     }
+    assert!(aligned >= 3, "too few rung segments compared with the source's start times: {aligned}");
     eprintln!("EXTINF source: {source:?}");
 
     // Every rung is a stream of its own: HTTP-FLV and RTMP play it too.
@@ -286,4 +278,241 @@ fn a_source_at_the_lowest_rung_is_served_as_published() {
     let text = s.wait_segments(key, 1, Duration::from_secs(20));
     assert!(text.contains("#EXTINF") && !text.contains("#EXT-X-STREAM-INF"), "a media playlist:\n{text}");
     assert_eq!(s.metric("strom_encoder_rungs_active"), 0.0);
+}
+
+/// The RESOLUTION of every variant of a master playlist, in order.
+fn resolutions(master: &str) -> Vec<String> {
+    parse_master(master).iter().map(|v| v.attrs.get("RESOLUTION").cloned().unwrap_or_default()).collect()
+}
+
+/// Polls `/{key}/index.m3u8` until it is a master playlist whose variants have exactly these resolutions.
+fn wait_master_sizes(s: &Strom, key: &str, sizes: &[&str], timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = s.get(&format!("/{key}/index.m3u8")).text();
+        if resolutions(&text) == sizes {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key}: no master playlist with {sizes:?}; last:\n{text}\n{}",
+            s.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The media sequence number of the newest segment of a playlist (0 when it has none).
+fn last_msn(pl: &MediaPlaylist) -> u64 {
+    (pl.media_sequence + pl.segments.len() as u64).saturating_sub(1)
+}
+
+/// Polls the media playlist at `path` until a segment numbered above `after_msn` starts a discontinuity and at
+/// least `segments` segments (that one included) follow from it; returns the playlist and the index of that
+/// segment. Asserts on every poll that the media sequence never goes back.
+fn wait_discontinuity(
+    s: &Strom,
+    path: &str,
+    after_msn: u64,
+    segments: usize,
+    timeout: Duration,
+) -> (MediaPlaylist, usize) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = 0;
+    loop {
+        let r = s.get(path);
+        if r.status == 200 {
+            let pl = parse_playlist(&r.text());
+            assert!(pl.media_sequence >= seen, "{path}: media sequence went back from {seen} to {}", pl.media_sequence);
+            seen = pl.media_sequence;
+            let found = pl
+                .segments
+                .iter()
+                .enumerate()
+                .position(|(i, seg)| seg.discontinuity && pl.media_sequence + i as u64 > after_msn);
+            if let Some(d) = found.filter(|d| pl.segments.len() - d >= segments) {
+                return (pl, d);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: no discontinuity after segment {after_msn} followed by {segments} segments:\n{}\n{}",
+            r.text(),
+            s.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The first video frame of every listed segment of the playlist at `path` from index `from` on.
+fn first_frames(s: &Strom, path: &str, pl: &MediaPlaylist, from: usize) -> Vec<(u64, Frame)> {
+    let base = path.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+    pl.segments[from..]
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| {
+            let msn = pl.media_sequence + (from + i) as u64;
+            let (_, f) = probe_segment(&s.http_url(&format!("{base}/{}", seg.uri)));
+            (msn, f.unwrap_or_else(|| panic!("{path}: segment {msn} has no video")))
+        })
+        .collect()
+}
+
+fn wait_metric(s: &Strom, series: &str, min: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = s.metric(series);
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One publisher connection, one new AVC sequence header: 720p for 10 s, then 480p. The encoder fails on the new
+/// configuration, its supervisor restarts it, and the ladder is planned again for the new size.
+#[test]
+fn a_new_sequence_header_mid_stream_restarts_the_ladder_at_the_new_size() {
+    let s = ladder_node();
+    let dir = scratch("seqhdr");
+    let (big, small) = (dir.join("720p.flv"), dir.join("480p.flv"));
+    flv::encode(&Source { width: 1280, height: 720, seconds: 10.0, bitrate_k: 1500, ..Source::default() }, &big);
+    flv::encode(&Source { width: 854, height: 480, seconds: 30.0, bitrate_k: 900, ..Source::default() }, &small);
+    let tags = flv::splice(&flv::read_tags(&big), &flv::read_tags(&small), 33);
+    assert_eq!(tags.iter().filter(|t| t.is_avc_header()).count(), 2, "two AVC configurations on one connection");
+    let key = "live/change";
+    let publisher = flv::publish_tags(s.rtmp, "live", "change", tags);
+    s.wait_live(key, Duration::from_secs(15));
+
+    // Before the change: the source and three rungs, each with segments.
+    let master = wait_master(&s, key, 4, Duration::from_secs(30));
+    assert_eq!(resolutions(&master), ["1280x720", "854x480", "640x360", "426x240"], "{master}");
+    let paths = [
+        "/live/change/source.m3u8",
+        "/live/change_480p/index.m3u8",
+        "/live/change_360p/index.m3u8",
+        "/live/change_240p/index.m3u8",
+    ];
+    let before: Vec<u64> = paths.iter().map(|p| last_msn(&wait_media(&s, p, 2, Duration::from_secs(30)))).collect();
+    assert_eq!(s.metric("strom_encoder_restarts_total"), 0.0);
+    let (frames, _) = probe_video(&s.http_url("/live/change.flv"), 0.2);
+    assert!(frames.first().is_some_and(|f| (f.width, f.height) == (1280, 720)), "still the 720p part: {frames:?}");
+
+    // After: the source is 480p, so the 480p rung would be as big as its source: the master drops it.
+    let master = wait_master_sizes(&s, key, &["854x480", "640x360", "428x240"], Duration::from_secs(30));
+    let uris: Vec<String> = parse_master(&master).into_iter().map(|v| v.uri).collect();
+    assert_eq!(uris, ["source.m3u8", "../change_360p/index.m3u8", "../change_240p/index.m3u8"], "{master}");
+    assert!(s.metric("strom_encoder_restarts_total") >= 1.0, "the new configuration restarted the encoder");
+
+    // The source and each remaining rung: a discontinuity, the media sequence going on from where it was, and
+    // every segment from the discontinuity on decoding at its new size, starting with a keyframe.
+    let mut change_msn = 0;
+    for (i, (w, h)) in [(0, (854, 480)), (2, (640, 360)), (3, (428, 240))] {
+        let path = paths[i];
+        let (pl, d) = wait_discontinuity(&s, path, before[i], 2, Duration::from_secs(30));
+        let msn = pl.media_sequence + d as u64;
+        change_msn = change_msn.max(msn);
+        assert!(msn > before[i], "{path}: numbering goes on: discontinuity at {msn}, {} before", before[i]);
+        for (msn, f) in first_frames(&s, path, &pl, d) {
+            assert!(f.key, "{path}: segment {msn} does not start with a keyframe");
+            assert_eq!((f.width, f.height), (w, h), "{path}: segment {msn}");
+        }
+        if d > 0 && i == 0 {
+            let (msn, f) = first_frames(&s, path, &pl, d - 1).remove(0);
+            assert_eq!((f.width, f.height), (1280, 720), "{path}: segment {msn}, before the change");
+        }
+        eprintln!("{path}: discontinuity at segment {msn} (last before the change: {})", before[i]);
+    }
+
+    // The 480p rung gets no segment after the change: nothing publishes it any more.
+    let pl480 = parse_playlist(&s.get(paths[1]).text());
+    assert!(last_msn(&pl480) < change_msn, "480p rung after the change: {pl480:?}");
+    let rung480 = s.stream_info("live/change_480p").expect("480p rung listed");
+    assert_eq!(rung480["state"], "waiting", "{rung480}");
+    let (frames, _) = probe_video(&s.http_url("/live/change.flv"), 0.2);
+    assert!(frames.first().is_some_and(|f| (f.width, f.height) == (854, 480)), "the 480p part: {frames:?}");
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 2.0);
+    let info = s.stream_info(key).expect("source listed");
+    assert_eq!(info["state"], "live", "one publish throughout: {info}");
+    assert!(publisher.is_running(), "the publisher is still sending the 480p part");
+    assert_eq!(publisher.stop(), Ok(()), "the publisher was never refused or cut");
+}
+
+/// Garbage inside valid FLV video tags for one second, mid-GOP: every NAL unit's bytes past its 16th (the slice
+/// headers stay readable, the macroblocks are noise). FFmpeg's decoder conceals such damage rather than refusing
+/// it; the encoder must not encode it into the rungs but fail and be restarted, while the source itself plays on
+/// untouched.
+#[test]
+fn garbage_inside_video_tags_restarts_the_encoder_and_the_source_plays_on() {
+    let s = ladder_node();
+    let file = scratch("garbage").join("480p.flv");
+    flv::encode(&Source { width: 854, height: 480, seconds: 30.0, bitrate_k: 900, ..Source::default() }, &file);
+    let mut tags = flv::read_tags(&file);
+    let mut seed = 0x5eed_u64;
+    let garbled: Vec<u32> = tags
+        .iter_mut()
+        .filter(|t| t.is_avc_picture() && !t.is_keyframe() && (10_500..11_500).contains(&t.ts))
+        .map(|t| {
+            flv::garble(t, 16, &mut seed);
+            t.ts
+        })
+        .collect();
+    assert!(garbled.len() >= 25, "{garbled:?}");
+    let key = "live/garbage";
+    let started = Instant::now();
+    let publisher = flv::publish_tags(s.rtmp, "live", "garbage", tags);
+    s.wait_live(key, Duration::from_secs(15));
+    let master = wait_master(&s, key, 3, Duration::from_secs(30));
+    assert_eq!(resolutions(&master), ["854x480", "640x360", "428x240"], "{master}");
+    let rungs = [("/live/garbage_360p/index.m3u8", (640, 360)), ("/live/garbage_240p/index.m3u8", (428, 240))];
+    let before: Vec<u64> =
+        rungs.iter().map(|(p, _)| last_msn(&wait_media(&s, p, 1, Duration::from_secs(30)))).collect();
+    assert_eq!(s.metric("strom_encoder_restarts_total"), 0.0, "a clean source restarts nothing");
+
+    // A viewer of the source (HTTP-FLV) from before the garbage until well after it.
+    let lead = started.elapsed();
+    assert!(lead < Duration::from_secs(9), "the setup took {lead:?}: the viewer would start after the garbage");
+    let flv_url = s.http_url(&format!("/{key}.flv"));
+    let viewer = std::thread::spawn(move || probe_video(&flv_url, 10.0));
+
+    let restarts = wait_metric(&s, "strom_encoder_restarts_total", 1.0, Duration::from_secs(25));
+    assert!(restarts >= 1.0, "the garbage did not restart the encoder\n{}", s.log_tail(30));
+    let log = s.log_text();
+    assert!(log.contains("corrupt source picture"), "the failure names the corruption:\n{}", s.log_tail(30));
+    let source_path = format!("/{key}/source.m3u8");
+    let source_pl = parse_playlist(&s.get(&source_path).text());
+
+    // The rungs come back: a discontinuity, numbering going on, segments at their size from a keyframe.
+    for ((path, (w, h)), before) in rungs.iter().zip(before) {
+        let (pl, d) = wait_discontinuity(&s, path, before, 2, Duration::from_secs(30));
+        for (msn, f) in first_frames(&s, path, &pl, d) {
+            assert!(f.key && (f.width, f.height) == (*w, *h), "{path}: segment {msn}: {f:?}");
+        }
+        eprintln!("{path}: back at segment {} (last before: {before})", pl.media_sequence + d as u64);
+    }
+    let master = wait_master(&s, key, 3, Duration::from_secs(10));
+    assert_eq!(resolutions(&master), ["854x480", "640x360", "428x240"], "{master}");
+
+    // The viewer saw every picture: ten seconds at 30 fps, no gap, the garbled ones concealed by its decoder.
+    let (frames, stderr) = viewer.join().expect("viewer");
+    assert_playable("source flv", &frames, 280, 854, 480, &stderr);
+    let gap = frames.windows(2).map(|w| w[1].pts - w[0].pts).fold(0.0, f64::max);
+    assert!(gap < 0.1, "the source stalled for {gap:.3} s");
+    // The source's HLS, as listed when the encoder failed: no discontinuity (its publisher never left), every
+    // segment decodes whole, the garbled one included.
+    assert!(source_pl.segments.iter().all(|seg| !seg.discontinuity), "{source_pl:?}");
+    for (i, seg) in source_pl.segments.iter().enumerate() {
+        let msn = source_pl.media_sequence + i as u64;
+        let (frames, stderr) = probe_video(&s.http_url(&format!("/live/garbage/{}", seg.uri)), 5.0);
+        let want = (seg.duration * 30.0 * 0.9) as usize;
+        assert_playable(&format!("source segment {msn}"), &frames, want, 854, 480, &stderr);
+    }
+    let now = parse_playlist(&s.get(&source_path).text());
+    assert!(last_msn(&now) > last_msn(&source_pl), "the source's playlist goes on: {now:?}");
+    assert!(publisher.is_running(), "the publisher is still sending: every check above ran on a live stream");
+    assert_eq!(publisher.stop(), Ok(()));
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 2.0);
+    for line in s.log_text().lines().filter(|l| l.contains("encoder failed")) {
+        eprintln!("{}", line.split_once("error=").map_or(line, |(_, e)| e));
+    }
 }

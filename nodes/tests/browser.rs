@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -62,4 +62,82 @@ fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
         assert!(v["played_seconds"].as_f64().unwrap() > 10.0, "{what}: {v}");
         assert!(v["hash_changes"].as_u64().unwrap() >= 8, "{what}: frames keep changing: {v}");
     }
+}
+
+/// The ABR ladder as a viewer's player uses it: ffmpeg publishes 1280x720@30 with 2 s GOPs, strom builds the
+/// 480p/360p/240p rungs, hls.js plays the master playlist and is forced through every level (`hls.nextLevel`).
+/// The `<video>` must show each level's size, `currentTime` must keep advancing through every switch, and hls.js
+/// must report no fatal error.
+#[test]
+fn hls_js_switches_through_every_level_of_the_abr_ladder() {
+    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+        return;
+    }
+    let s = ladder_node();
+    let key = "live/abr";
+    let src = Source { width: 1280, height: 720, seconds: 90.0, bitrate_k: 2000, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    // Every variant has segments before the player loads the master (which it reads once).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let paths = [
+        "/live/abr/source.m3u8",
+        "/live/abr_480p/index.m3u8",
+        "/live/abr_360p/index.m3u8",
+        "/live/abr_240p/index.m3u8",
+    ];
+    loop {
+        let master = s.get(&format!("/{key}/index.m3u8")).text();
+        let ready = master.matches("#EXT-X-STREAM-INF").count() == 4
+            && paths.iter().all(|p| s.get(p).text().matches("#EXTINF").count() >= 2);
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ladder is not ready:\n{master}\n{}", s.log_tail(30));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
+    let started = Instant::now();
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(script)
+            .args(["--kind", "hls", "--url"])
+            .arg(s.http_url(&format!("/{key}/index.m3u8")))
+            .args(["--switch-levels", "--level-timeout", "20", "--max-stall", "1.5", "--min-play-ratio", "0.8"]),
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(2), "browser harness not set up (run nodes/tests/browser/setup.sh): {stderr}");
+    eprintln!("hls.js through the ladder ({:.1} s): {}", started.elapsed().as_secs_f64(), stdout.trim());
+    assert!(out.status.success(), "playback failed: {stdout}\n{stderr}\n{}", s.log_tail(20));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "{v}");
+    let mut shown: Vec<(u64, u64)> = v["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["shown"], true, "{l}");
+            (l["width"].as_u64().unwrap_or(0), l["height"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    shown.sort();
+    assert_eq!(shown, vec![(426, 240), (640, 360), (854, 480), (1280, 720)], "{v}");
+    // The video element itself reported every size (its `resize` events), not only the player's level list.
+    let sizes: Vec<(u64, u64)> = v["sizes_shown"]
+        .as_array()
+        .expect("sizes")
+        .iter()
+        .map(|s| (s[1].as_u64().unwrap_or(0), s[2].as_u64().unwrap_or(0)))
+        .collect();
+    for size in &shown {
+        assert!(sizes.contains(size), "the video never showed {size:?}: {sizes:?}");
+    }
+    assert!(v["longest_stall_seconds"].as_f64().is_some_and(|x| x <= 1.5), "{v}");
+    assert!(v["play_ratio"].as_f64().is_some_and(|x| x >= 0.8), "{v}");
+    assert_eq!(s.metric("strom_encoder_restarts_total"), 0.0);
 }

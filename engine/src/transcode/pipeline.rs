@@ -10,6 +10,12 @@
 //! **Timestamps** are milliseconds on the source's timeline: a rung picture carries its source picture's PTS.
 //! Rungs have no B-frames, so their DTS equals their PTS and FLV composition offsets are zero.
 //!
+//! **Corrupt input.** FFmpeg's H.264 decoder rejects some damage (an unreadable slice header: `AVERROR_INVALIDDATA`
+//! from `send_packet`) but conceals the rest: garbage inside a slice decodes to a picture patched up from its
+//! neighbours, flagged in `decode_error_flags`. Both are a [`PipelineError`]: a concealed picture is never encoded
+//! into the rungs, the encoder restarts under supervision and starts again from a keyframe. A picture whose only
+//! flaw is a missing reference (a source starting on a non-IDR keyframe) is not corrupt.
+//!
 //! Codec threads are set explicitly on the decoder and every encoder (libavcodec defaults to one).
 
 use std::collections::VecDeque;
@@ -66,10 +72,24 @@ pub enum PipelineError {
         /// FFmpeg's error.
         source: ff::Error,
     },
+    /// The decoder concealed damage in a source picture (its `decode_error_flags`).
+    #[error("corrupt source picture at {pts} ms (decoder error flags {flags:#x})")]
+    Corrupt {
+        /// The picture's presentation time, ms.
+        pts: i64,
+        /// FFmpeg's `FF_DECODE_ERROR_*` bits.
+        flags: i32,
+    },
     /// Anything else (missing codec, changed input).
     #[error("{0}")]
     Other(String),
 }
+
+/// `decode_error_flags` bits that mean the picture is not what the source encoded (everything but a missing
+/// reference, which a source starting on a non-IDR keyframe has without being damaged).
+const CORRUPT_FLAGS: i32 = ff::ffi::FF_DECODE_ERROR_INVALID_BITSTREAM
+    | ff::ffi::FF_DECODE_ERROR_CONCEALMENT_ACTIVE
+    | ff::ffi::FF_DECODE_ERROR_DECODE_SLICES;
 
 fn ffe(what: &'static str) -> impl FnOnce(ff::Error) -> PipelineError {
     move |source| PipelineError::Ffmpeg { what, source }
@@ -104,10 +124,14 @@ pub struct Pipeline {
     source_size: Option<(u32, u32, Pixel)>,
 }
 
-/// Quiets FFmpeg's own logging to errors (it writes to stderr, not through tracing).
+/// Quiets FFmpeg's own logging to errors (it writes to stderr, not through tracing) and loads FFmpeg's error
+/// messages (without them an [`ff::Error`] displays as an empty string).
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| ff::util::log::set_level(ff::util::log::Level::Fatal));
+    ONCE.call_once(|| {
+        ff::util::log::set_level(ff::util::log::Level::Fatal);
+        ff::util::error::register_all();
+    });
 }
 
 impl Pipeline {
@@ -245,7 +269,15 @@ impl Pipeline {
     fn drain_decoder(&mut self, out: &mut Vec<Encoded>) -> Result<(), PipelineError> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
-                Ok(()) => self.encode_decoded(out)?,
+                Ok(()) => {
+                    // SAFETY: `decoded` holds the frame just received; reading a plain field.
+                    let flags = unsafe { (*self.decoded.as_ptr()).decode_error_flags };
+                    if flags & CORRUPT_FLAGS != 0 {
+                        let pts = self.decoded.pts().or(self.decoded.timestamp()).unwrap_or(-1);
+                        return Err(PipelineError::Corrupt { pts, flags });
+                    }
+                    self.encode_decoded(out)?
+                }
                 Err(e) if again(&e) => return Ok(()),
                 Err(e) => return Err(PipelineError::Ffmpeg { what: "decoding", source: e }),
             }
@@ -450,5 +482,126 @@ pub(crate) mod tests {
         assert!(after[0].keyframe && after[0].pts == 1000, "resumes with an IDR at the source keyframe");
         assert!(shed.iter().all(|e| e.pts < 1000 / 3 || e.pts >= 1000), "nothing encoded while shed");
         assert!(shed.windows(2).all(|w| w[1].pts > w[0].pts), "increasing timestamps");
+    }
+
+    /// Overwrites every NAL unit of `avcc` past its first `keep` bytes with pseudo-random bytes (the AVCC lengths
+    /// stay valid).
+    fn garble(avcc: &[u8], keep: usize, seed: &mut u64) -> Vec<u8> {
+        let mut out = avcc.to_vec();
+        let mut i = 0;
+        while let Some(len) = out.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+            let end = (i + 4 + len).min(out.len());
+            for b in out[i + 4..end].iter_mut().skip(keep) {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *b = *seed as u8;
+            }
+            i = end;
+        }
+        out
+    }
+
+    /// Feeds a clean GOP, then garbled pictures: returns the error and the last rung picture's PTS before it.
+    fn push_garbled(keep: usize) -> (PipelineError, i64) {
+        let (record, samples) = synthetic_source(320, 240, 60, 30);
+        let spec = small_rung(120, 160, "ultrafast", "baseline");
+        let mut p = Pipeline::new(&record, &[spec], 30.0, 2).unwrap();
+        let mut out = Vec::new();
+        let mut seed = 0x5eed_u64;
+        for (i, (avcc, pts, key)) in samples.iter().enumerate() {
+            let data = if i >= 40 { garble(avcc, keep, &mut seed) } else { avcc.clone() };
+            if let Err(e) = p.push(&data, *pts, *pts, *key, &mut out) {
+                return (e, out.iter().map(|e| e.pts).max().unwrap_or(-1));
+            }
+        }
+        panic!("{} garbled pictures (keeping {keep} bytes of each NAL unit) went through", samples.len() - 40);
+    }
+
+    #[test]
+    fn clean_sources_with_b_frames_and_open_gops_are_not_taken_for_corrupt() {
+        // B-frames (DTS != PTS) and open GOPs (keyframes that are recovery-point I pictures, not IDRs, with
+        // leading B-frames that reference the previous GOP), decoded from the second keyframe on as an encoder
+        // starting from a stream's GOP cache does: no picture is flagged as damaged.
+        init();
+        let (w, h, n) = (320u32, 180u32, 100usize);
+        let x264 = ff::encoder::find_by_name("libx264").expect("libx264");
+        let mut enc = codec::Context::new_with_codec(x264).encoder().video().unwrap();
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 1000));
+        enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        let mut opts = Dictionary::new();
+        opts.set("preset", "veryfast");
+        opts.set("g", "30");
+        opts.set("bf", "3");
+        opts.set("x264-params", "open-gop=1:scenecut=0");
+        let mut enc = enc.open_as_with(x264, opts).unwrap();
+        // SAFETY: an opened encoder with GLOBAL_HEADER has its extradata.
+        let global = unsafe {
+            let c = enc.as_ptr();
+            std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
+        };
+        let record = avc::decoder_config_record(&global).unwrap();
+        let mut frame = frame::Video::new(Pixel::YUV420P, w, h);
+        let mut samples = Vec::new(); // (avcc, dts, pts, keyframe, idr)
+        let mut pkt = Packet::empty();
+        for i in 0..=n {
+            if i < n {
+                for p in 0..3 {
+                    let stride = frame.stride(p);
+                    for (j, b) in frame.data_mut(p).iter_mut().enumerate() {
+                        *b = ((j % stride) as u8).wrapping_mul(3).wrapping_add((i * 5 + (j / stride) * (i % 7)) as u8);
+                    }
+                }
+                frame.set_pts(Some((i as i64 * 1000) / 30));
+                enc.send_frame(&frame).unwrap();
+            } else {
+                enc.send_eof().unwrap();
+            }
+            while enc.receive_packet(&mut pkt).is_ok() {
+                let mut avcc = Vec::new();
+                let idr = avc::annexb_to_avcc(pkt.data().unwrap_or_default(), &mut avcc);
+                samples.push((avcc, pkt.dts().unwrap_or(0), pkt.pts().unwrap_or(0), pkt.is_key(), idr));
+            }
+        }
+        assert!(samples.iter().any(|s| s.1 != s.2), "the source has B-frames");
+        let second_key = samples.iter().skip(1).position(|s| s.3).map(|i| i + 1).expect("a second keyframe");
+        assert!(!samples[second_key].4, "the second keyframe is an open-GOP I picture, not an IDR");
+        let spec = RungSpec {
+            width: 160,
+            height: 90,
+            bitrate_kbps: 100,
+            maxrate_kbps: 110,
+            bufsize_kbits: 150,
+            preset: "ultrafast".into(),
+            profile: "baseline".into(),
+        };
+        for from in [0, second_key] {
+            let mut p = Pipeline::new(&record, std::slice::from_ref(&spec), 30.0, 2).unwrap();
+            let mut out = Vec::new();
+            for (i, (avcc, dts, pts, key, _)) in samples.iter().enumerate().skip(from) {
+                if let Err(e) = p.push(avcc, *dts, *pts, *key, &mut out) {
+                    panic!("starting at sample {from}: sample {i}: {e}");
+                }
+            }
+            p.finish(&mut out).unwrap();
+            assert!(out.len() + 3 >= samples.len() - from, "starting at {from}: {} pictures", out.len());
+        }
+    }
+
+    #[test]
+    fn garbage_inside_a_picture_fails_the_pipeline_and_is_never_encoded() {
+        // Whole slices of garbage: the decoder refuses them (AVERROR_INVALIDDATA, with FFmpeg's message).
+        let (e, last) = push_garbled(1);
+        assert!(matches!(e, PipelineError::Ffmpeg { source: ff::Error::InvalidData, .. }), "{e:?}");
+        assert!(e.to_string().contains("Invalid data"), "{e}");
+        assert!(last < 40 * 1000 / 30, "a garbled picture was encoded: {last}");
+        // A readable slice header, garbage after it: the decoder conceals, the pipeline refuses the picture.
+        let (e, last) = push_garbled(4);
+        assert!(matches!(e, PipelineError::Corrupt { flags, .. } if flags & CORRUPT_FLAGS != 0), "{e:?}");
+        assert!(last < 40 * 1000 / 30, "a concealed picture was encoded: {last}");
     }
 }

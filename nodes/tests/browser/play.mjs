@@ -5,6 +5,12 @@
 //        [--seconds 15] [--expect-width W --expect-height H]
 //        [--first-frame-timeout 20] [--min-play-ratio 0.7] [--max-stall 2.5]
 //        [--wait-ready SECONDS] [--screenshot FILE.png]
+//        [--switch-levels [--level-timeout 20]]
+//
+// --switch-levels (HLS with a master playlist): instead of watching for --seconds, forces
+// hls.js through every level in turn (hls.nextLevel: from the next fragment on, without
+// flushing what plays now), waits for the <video> to show each level's RESOLUTION, then
+// watches 2 s more; every other check (stalls, play ratio, errors, picture changes) applies.
 //
 // Launches Debian's headless Chromium through playwright-core (never downloads a
 // browser), serves a tiny page from its own 127.0.0.1 server (hls.js / mpegts.js
@@ -36,12 +42,14 @@ function usage(msg) {
   process.stderr.write(
     'usage: node play.mjs --kind hls|flv --url URL [--seconds 15] ' +
     '[--expect-width W --expect-height H] [--first-frame-timeout 20] ' +
-    '[--min-play-ratio 0.7] [--max-stall 2.5] [--wait-ready SECONDS] [--screenshot FILE.png]\n');
+    '[--min-play-ratio 0.7] [--max-stall 2.5] [--wait-ready SECONDS] [--screenshot FILE.png] ' +
+    '[--switch-levels [--level-timeout 20]]\n');
 }
 
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
-    firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null };
+    firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
+    switchLevels: false, levelTimeout: 20 };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -67,12 +75,15 @@ function parseArgs(argv) {
       case '--max-stall': o.maxStall = num(a, next()); break;
       case '--wait-ready': o.waitReady = num(a, next()); break;
       case '--screenshot': o.screenshot = next(); break;
+      case '--switch-levels': o.switchLevels = true; break;
+      case '--level-timeout': o.levelTimeout = num(a, next()); break;
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
     }
   }
   if (o.kind !== 'hls' && o.kind !== 'flv') throw new Error('--kind must be hls or flv');
   if (!o.url) throw new Error('--url is required');
+  if (o.switchLevels && o.kind !== 'hls') throw new Error('--switch-levels needs --kind hls');
   try { new URL(o.url); } catch { throw new Error(`--url is not a URL: ${o.url}`); }
   return o;
 }
@@ -97,7 +108,7 @@ const PROBE_JS = `(() => {
   const st = window.__state = {
     kind, url, t0: performance.now(), firstFrameAt: null, fatal: [], warnings: [],
     events: [], rvfc: 0, rvfcPresented: null, rvfcSupported: 'requestVideoFrameCallback' in v,
-    ended: false, setupError: null,
+    ended: false, setupError: null, sizes: [],
   };
   const log = (s) => { if (st.events.length < 200) st.events.push(Math.round(performance.now() - st.t0) + 'ms ' + s); };
   const warn = (s) => { if (st.warnings.length < 50) st.warnings.push(String(s)); log('warn ' + s); };
@@ -111,6 +122,10 @@ const PROBE_JS = `(() => {
   for (const ev of ['loadedmetadata', 'loadeddata', 'canplay', 'playing', 'waiting', 'stalled', 'pause', 'ended', 'emptied']) {
     v.addEventListener(ev, () => { log('video ' + ev + ' t=' + v.currentTime.toFixed(2)); markFirst(); if (ev === 'ended') st.ended = true; });
   }
+  v.addEventListener('resize', () => {
+    if (st.sizes.length < 100) st.sizes.push([Math.round(performance.now() - st.t0), v.videoWidth, v.videoHeight]);
+    log('video resize ' + v.videoWidth + 'x' + v.videoHeight + ' t=' + v.currentTime.toFixed(2));
+  });
   v.addEventListener('error', () => {
     const e = v.error; fatal('video.error code=' + (e && e.code) + ' ' + ((e && e.message) || ''));
   });
@@ -154,6 +169,13 @@ const PROBE_JS = `(() => {
     };
   };
   window.__events = () => st.events.slice();
+  window.__sizes = () => st.sizes.slice();
+  window.__levels = () => {
+    const p = window.__player;
+    if (!p || !p.levels) return null;
+    return { current: p.currentLevel, levels: p.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, codecs: [l.videoCodec, l.audioCodec].filter(Boolean).join(',') })) };
+  };
+  window.__nextLevel = (i) => { window.__player.nextLevel = i; };
 
   const tryPlay = () => { const p = v.play(); if (p && p.catch) p.catch((e) => log('play() rejected: ' + e)); };
   const avc = 'video/mp4; codecs="avc1.42E01E"';
@@ -169,6 +191,8 @@ const PROBE_JS = `(() => {
     });
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, d) => { log('manifest parsed, levels=' + d.levels.length); tryPlay(); });
     hls.on(Hls.Events.LEVEL_LOADED, (_e, d) => log('level loaded live=' + d.details.live + ' frags=' + d.details.fragments.length));
+    hls.on(Hls.Events.LEVEL_SWITCHING, (_e, d) => log('level switching to ' + d.level));
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => log('level switched to ' + d.level));
     hls.attachMedia(v);
     hls.loadSource(url);
   } else {
@@ -325,22 +349,52 @@ async function main() {
     if (s.firstFrameMs === null)
       return fail(`no first frame within ${opts.firstFrameTimeout}s (readyState=${s.readyState} videoWidth=${s.videoWidth})`);
 
-    // --- phase 2: watch for --seconds
+    // --- phase 2: watch for --seconds (or through every level)
     const start = s;
     const hashes = [start.hash];
     let lastAdvanceAt = start.now, longestStall = 0, prevCt = start.currentTime;
-    const endAt = Date.now() + opts.seconds * 1000;
     let last = start;
-    while (Date.now() < endAt) {
-      await sleep(Math.min(SAMPLE_MS, Math.max(0, endAt - Date.now())));
+    // One sample after `ms`: stall bookkeeping; false on a player error (fail fast).
+    const sample = async (ms) => {
+      await sleep(ms);
       last = await probe();
       hashes.push(last.hash);
-      // stall = wall time since currentTime last moved forward (sample resolution ~1 s)
+      // stall = wall time since currentTime last moved forward (sample resolution = the sampling period)
       if (last.currentTime <= prevCt + 0.05) longestStall = Math.max(longestStall, last.now - lastAdvanceAt);
       else lastAdvanceAt = last.now;
       prevCt = last.currentTime;
-      if (last.fatal.length || last.videoError || pageErrors.length) break; // fail fast
-      if (DEBUG) process.stderr.write(`[sample] ct=${last.currentTime.toFixed(2)} rs=${last.readyState} hash=${last.hash} frames=${last.totalVideoFrames} rvfc=${last.rvfc} buf=${JSON.stringify(last.buffered)}\n`);
+      if (DEBUG) process.stderr.write(`[sample] ct=${last.currentTime.toFixed(2)} rs=${last.readyState} ${last.videoWidth}x${last.videoHeight} hash=${last.hash} frames=${last.totalVideoFrames} rvfc=${last.rvfc} buf=${JSON.stringify(last.buffered)}\n`);
+      return !(last.fatal.length || last.videoError || pageErrors.length);
+    };
+    let levelFailure = null;
+    if (opts.switchLevels) {
+      const info = await page.evaluate(() => window.__levels());
+      const levels = (info && info.levels) || [];
+      result.levels = levels.map((l, i) => ({ index: i, width: l.width, height: l.height, bitrate: l.bitrate, codecs: l.codecs, shown: false, switch_seconds: null }));
+      result.start_level = info ? info.current : null;
+      if (levels.length < 2) levelFailure = `only ${levels.length} level(s) in the master playlist`;
+      // Every level once, the one playing now last: consecutive levels always differ.
+      const from = Math.max(0, info ? info.current : 0);
+      const order = levels.map((_, k) => (from + 1 + k) % levels.length);
+      run: for (const i of levelFailure ? [] : order) {
+        const want = levels[i], t0 = Date.now();
+        await page.evaluate((n) => window.__nextLevel(n), i);
+        while (!(last.videoWidth === want.width && last.videoHeight === want.height)) {
+          if (Date.now() - t0 > opts.levelTimeout * 1000) {
+            levelFailure = `level ${i} (${want.width}x${want.height}) not shown within ${opts.levelTimeout}s (video is ${last.videoWidth}x${last.videoHeight})`;
+            break run;
+          }
+          if (!(await sample(250))) break run;
+        }
+        Object.assign(result.levels[i], { shown: true, switch_seconds: +((Date.now() - t0) / 1000).toFixed(2) });
+      }
+      // Playback goes on after the last switch.
+      const tailEnd = Date.now() + 2000;
+      while (!levelFailure && Date.now() < tailEnd && (await sample(250)));
+      result.sizes_shown = await page.evaluate(() => window.__sizes());
+    } else {
+      const endAt = Date.now() + opts.seconds * 1000;
+      while (Date.now() < endAt && (await sample(Math.min(SAMPLE_MS, Math.max(0, endAt - Date.now())))));
     }
     if (opts.screenshot) await page.screenshot({ path: opts.screenshot }).catch((e) => result.warnings.push(`screenshot: ${e.message}`));
 
@@ -367,7 +421,8 @@ async function main() {
     // --- verdict
     const reasons = [];
     if (errs.length) reasons.push(`player error: ${errs.join('; ')}`);
-    if (wall < opts.seconds * 0.5) reasons.push(`watched only ${wall.toFixed(1)}s of ${opts.seconds}s`);
+    if (levelFailure) reasons.push(levelFailure);
+    if (!opts.switchLevels && wall < opts.seconds * 0.5) reasons.push(`watched only ${wall.toFixed(1)}s of ${opts.seconds}s`);
     if (!(played >= opts.minPlayRatio * wall)) reasons.push(`currentTime advanced ${played.toFixed(2)}s in ${wall.toFixed(2)}s wall (< ${opts.minPlayRatio * 100}%)`);
     if (longestStall / 1000 > opts.maxStall) reasons.push(`playback stalled for ${(longestStall / 1000).toFixed(1)}s (> ${opts.maxStall}s)`);
     if (transitions < 1 || changes / transitions < MIN_HASH_CHANGE_RATIO)
@@ -407,16 +462,20 @@ async function abort(code, msg) {
   process.exit(code);
 }
 
-// Overall hard timeout: first-frame timeout + watch time + generous launch/teardown margin.
+// Overall hard timeout: first-frame timeout + watch time + generous launch/teardown margin
+// (with --switch-levels the watch time is up to --level-timeout per level: six levels allowed for).
 {
-  let ff = 20, secs = 15, wr = 0;
+  let ff = 20, secs = 15, wr = 0, lt = 20, levels = false;
   const a = process.argv;
   for (let i = 0; i < a.length; i++) {
     const val = (name) => (a[i] === name ? a[i + 1] : a[i].startsWith(name + '=') ? a[i].slice(name.length + 1) : null);
     const f = Number(val('--first-frame-timeout')); if (f > 0) ff = f;
     const sc = Number(val('--seconds')); if (sc > 0) secs = sc;
     const w = Number(val('--wait-ready')); if (w > 0) wr = w;
+    const l = Number(val('--level-timeout')); if (l > 0) lt = l;
+    if (a[i] === '--switch-levels') levels = true;
   }
+  if (levels) secs = 6 * lt + 2;
   const hardMs = (wr + ff + secs + 60) * 1000;
   hardTimer = setTimeout(() => abort(EXIT_FAIL, `hard timeout after ${hardMs / 1000}s`), hardMs);
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod flv;
 pub mod netns;
 pub mod rtmp;
 pub mod ts;
@@ -219,6 +220,21 @@ impl Default for Source {
     fn default() -> Self {
         Source { width: 426, height: 240, fps: 30, gop_secs: 2.0, audio: true, seconds: 30.0, bitrate_k: 600 }
     }
+}
+
+/// A fast ABR ladder for tests: ultrafast presets (2 cores run the publisher, the encoders and the players).
+pub const TEST_RUNGS: &str = "[{height = 720, bitrate_kbps = 1500, preset = \"ultrafast\", profile = \"high\"}, \
+                              {height = 480, bitrate_kbps = 900, preset = \"ultrafast\", profile = \"high\"}, \
+                              {height = 360, bitrate_kbps = 600, preset = \"ultrafast\", profile = \"main\"}, \
+                              {height = 240, bitrate_kbps = 300, preset = \"ultrafast\", profile = \"baseline\"}]";
+
+/// A node that builds the [`TEST_RUNGS`] ladder for every published stream.
+pub fn ladder_node() -> Strom {
+    Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "always"),
+        ("STROM_TRANSCODE_RUNGS", TEST_RUNGS),
+        ("STROM_TRANSCODE_THREADS", "2"),
+    ])
 }
 
 /// A child process killed on drop (ffmpeg publishers and readers).
