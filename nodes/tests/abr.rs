@@ -424,11 +424,13 @@ fn a_new_sequence_header_mid_stream_restarts_the_ladder_at_the_new_size() {
         eprintln!("{path}: discontinuity at segment {msn} (last before the change: {})", before[i]);
     }
 
-    // The 480p rung gets no segment after the change: nothing publishes it any more.
+    // The 480p rung gets no segment after the change, and it ends at once (ENDLIST), so a player still on that
+    // variant learns it is over instead of waiting out the reconnect grace.
     let pl480 = parse_playlist(&s.get(paths[1]).text());
     assert!(last_msn(&pl480) < change_msn, "480p rung after the change: {pl480:?}");
+    assert!(pl480.ended, "480p rung ended with ENDLIST: {pl480:?}");
     let rung480 = s.stream_info("live/change_480p").expect("480p rung listed");
-    assert_eq!(rung480["state"], "waiting", "{rung480}");
+    assert_eq!(rung480["state"], "ended", "{rung480}");
     let (frames, _) = probe_video(&s.http_url("/live/change.flv"), 0.2);
     assert!(frames.first().is_some_and(|f| (f.width, f.height) == (854, 480)), "the 480p part: {frames:?}");
     assert_eq!(s.metric("strom_encoder_rungs_active"), 2.0);
@@ -515,4 +517,6 @@ fn garbage_inside_video_tags_restarts_the_encoder_and_the_source_plays_on() {
     for line in s.log_text().lines().filter(|l| l.contains("encoder failed")) {
         eprintln!("{}", line.split_once("error=").map_or(line, |(_, e)| e));
     }
+    // The restarted encoder started at the next live keyframe, not from the cached (garbled) GOP: one restart.
+    assert_eq!(s.metric("strom_encoder_restarts_total"), 1.0, "{}", s.log_tail(30));
 }

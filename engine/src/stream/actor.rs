@@ -73,6 +73,9 @@ pub enum StreamMsg {
     },
     /// A snapshot for `/api/v1/streams`.
     Info(RpcReplyPort<StreamInfo>),
+    /// A stream waiting for its publisher ends now, without the rest of its grace (HLS gets ENDLIST). Ignored
+    /// while a publisher is live.
+    EndIfWaiting,
     /// Timer: the reconnect grace period of publisher session `epoch` ran out.
     GraceExpired {
         /// Publisher session the timer belongs to.
@@ -371,6 +374,11 @@ impl Actor for StreamActor {
             }
             StreamMsg::Info(reply) => {
                 let _ = reply.send(st.info());
+            }
+            StreamMsg::EndIfWaiting => {
+                if st.phase == Phase::Waiting {
+                    st.end(&myself);
+                }
             }
             StreamMsg::GraceExpired { epoch } => {
                 if epoch == st.epoch && st.phase == Phase::Waiting {

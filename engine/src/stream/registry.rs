@@ -155,6 +155,12 @@ impl StreamHandle {
         call(self.segmenter.as_ref()?, SegmenterMsg::Position).await
     }
 
+    /// Ends the stream now if it is waiting for a publisher to come back (HLS gets `EXT-X-ENDLIST`); a live
+    /// stream is left alone.
+    pub fn end_if_waiting(&self) {
+        let _ = self.actor.cast(StreamMsg::EndIfWaiting);
+    }
+
     /// Ends the stream at once (its publisher is disconnected, its players get end-of-stream); `reason` is logged.
     pub fn evict(&self, reason: &str) {
         info!(stream = %self.key, reason, "stream evicted");

@@ -15,6 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
 
+use super::pipeline::PipelineError;
 use super::worker::{self, Input, WorkerCtx};
 use super::{ladder, lock, Ladders, TranscodeMetrics};
 use crate::config::Config;
@@ -34,10 +35,59 @@ const MAX_FRAMES_BEFORE_VIDEO: usize = 500;
 /// Messages to an encoder actor.
 pub enum EncoderMsg {
     /// The pump finished: `Ok` when the source ended (or needs no ladder), `Err` on a failure.
-    Done(Result<(), String>),
+    Done(Result<(), EncoderError>),
 }
 
 impl ractor::Message for EncoderMsg {}
+
+/// Why an encoder failed; the actor fails with it, so its supervisor can tell the kinds apart.
+#[derive(Debug, Clone)]
+pub struct EncoderError {
+    /// The source's video configuration or picture size changed: a restart must start from the stream's cached
+    /// GOP (it holds the new configuration). Otherwise (corrupt input, codec failure) a restart skips the cache,
+    /// which may hold the very pictures that failed, and waits for the next live keyframe.
+    pub source_changed: bool,
+    /// What happened.
+    pub message: String,
+}
+
+impl EncoderError {
+    /// A failure other than a source change.
+    pub fn failed(message: impl Into<String>) -> EncoderError {
+        EncoderError { source_changed: false, message: message.into() }
+    }
+
+    /// The source changed configuration.
+    pub fn source_changed(message: impl Into<String>) -> EncoderError {
+        EncoderError { source_changed: true, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for EncoderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EncoderError {}
+
+impl From<&str> for EncoderError {
+    fn from(m: &str) -> EncoderError {
+        EncoderError::failed(m)
+    }
+}
+
+impl From<String> for EncoderError {
+    fn from(m: String) -> EncoderError {
+        EncoderError::failed(m)
+    }
+}
+
+impl From<PipelineError> for EncoderError {
+    fn from(e: PipelineError) -> EncoderError {
+        EncoderError { source_changed: matches!(e, PipelineError::SourceChanged(_)), message: e.to_string() }
+    }
+}
 
 /// Arguments of an encoder actor.
 pub struct EncoderArgs {
@@ -53,6 +103,8 @@ pub struct EncoderArgs {
     pub tmetrics: Arc<TranscodeMetrics>,
     /// The ladder table.
     pub ladders: Ladders,
+    /// Start at the next live keyframe, not from the stream's cached GOP (a restart after corrupt input).
+    pub skip_cached_gop: bool,
 }
 
 /// The encoder actor (see the module docs).
@@ -103,17 +155,21 @@ impl Actor for EncoderActor {
                 myself.stop(Some("source ended".into()));
                 Ok(())
             }
-            EncoderMsg::Done(Err(e)) => Err(format!("encoder of {}: {e}", st.key).into()),
+            EncoderMsg::Done(Err(e)) => Err(Box::new(e)),
         }
     }
 }
 
 /// Subscribes, plans, publishes the rungs and feeds the worker until the source ends.
-async fn pump(args: EncoderArgs) -> Result<(), String> {
+async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
     let key = args.key.clone();
     // The source: on this node, or (a ladder placed here by another node) relayed from its owner.
     let handle = args.streams.find(&key).await.ok_or("the source stream is gone")?;
-    let sub = handle.subscribe(Protocol::Encoder).await.ok_or("the source stream has no publisher")?;
+    let mut sub = handle.subscribe(Protocol::Encoder).await.ok_or("the source stream has no publisher")?;
+    if args.skip_cached_gop {
+        // A restart after corrupt input: the cached GOP may hold the pictures that failed.
+        sub.gop.clear();
+    }
     let mut feed = PlayerFeed::new(sub, args.metrics.clone());
     // Until the AVC sequence header: keep what arrives (the worker gets it all, in order).
     let mut early: Vec<Input> = Vec::new();
@@ -142,15 +198,16 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
         }
         if early.len() > MAX_FRAMES_BEFORE_VIDEO {
             info!(stream = %key, "no H.264 video: no ladder");
-            set_decided(&args.ladders, &key, None);
+            set_decided(&args.ladders, &key, None, 0);
             return Ok(());
         }
     };
     let cfg = AvcConfig::parse(&record).map_err(|e| format!("source AVC configuration: {e}"))?;
     let plans = ladder::plan(&key, cfg.width, cfg.height, &args.config.transcode.rungs);
+    end_unplanned_rungs(&args, &plans).await;
     if plans.is_empty() {
         info!(stream = %key, width = cfg.width, height = cfg.height, "source at or below every rung: no ladder");
-        set_decided(&args.ladders, &key, Some(&cfg));
+        set_decided(&args.ladders, &key, Some(&cfg), 0);
         return Ok(());
     }
     let mut rungs = Vec::new();
@@ -170,10 +227,10 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
         }
     }
     if rungs.is_empty() {
-        set_decided(&args.ladders, &key, Some(&cfg));
+        set_decided(&args.ladders, &key, Some(&cfg), 0);
         return Err("no rung stream could be published".into());
     }
-    set_decided(&args.ladders, &key, Some(&cfg));
+    set_decided(&args.ladders, &key, Some(&cfg), rungs.len());
     info!(stream = %key, width = cfg.width, height = cfg.height, rungs = ?rungs.iter().map(|(p, _)| p.key.to_string()).collect::<Vec<_>>(), "ladder planned");
     let (tx, rx) = mpsc::channel::<Input>(CHANNEL_FRAMES);
     let (done_tx, done_rx) = oneshot::channel();
@@ -228,10 +285,26 @@ async fn pump(args: EncoderArgs) -> Result<(), String> {
     done_rx.await.unwrap_or_else(|_| Err("the encoder thread vanished".into()))
 }
 
-fn set_decided(ladders: &Ladders, key: &StreamKey, cfg: Option<&AvcConfig>) {
+/// Rungs of an earlier plan (a source that got smaller) end now, with ENDLIST, instead of waiting out the
+/// reconnect grace: a player on such a variant learns it is over.
+async fn end_unplanned_rungs(args: &EncoderArgs, plans: &[ladder::RungPlan]) {
+    for r in &args.config.transcode.rungs {
+        let Some(k) = ladder::rung_key(&args.key, r.height) else { continue };
+        if plans.iter().any(|p| p.key == k) {
+            continue;
+        }
+        if let Some(h) = args.streams.find_local(&k).await.filter(|h| h.relay_from().is_none()) {
+            info!(stream = %args.key, rung = %k, "the rung is no longer in the ladder: ending it");
+            h.end_if_waiting();
+        }
+    }
+}
+
+fn set_decided(ladders: &Ladders, key: &StreamKey, cfg: Option<&AvcConfig>, planned: usize) {
     let mut t = lock(ladders);
     let l = t.entry(key.clone()).or_default();
     l.decided = true;
+    l.planned = planned;
     if let Some(c) = cfg {
         l.width = c.width;
         l.height = c.height;

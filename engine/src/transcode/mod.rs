@@ -146,6 +146,8 @@ pub struct RungInfo {
 pub struct LadderInfo {
     /// The encoder has seen the source's video configuration and planned the rungs.
     pub decided: bool,
+    /// Rungs planned (their details arrive in `rungs` once the worker has opened the encoders).
+    pub planned: usize,
     /// Source picture size.
     pub width: u32,
     /// Source picture height.
@@ -223,7 +225,7 @@ pub async fn master_of(ladders: &Ladders, config: &Config, key: &StreamKey, wait
         let variants = match lock(ladders).get(key) {
             None if started.elapsed() < appear.min(wait) => None,
             None => return None,
-            Some(l) if l.decided && l.rungs.is_empty() => return None,
+            Some(l) if l.decided && l.planned == 0 => return None,
             Some(l) if l.decided => Some(l.variants(key.name())),
             Some(_) => None,
         };

@@ -80,7 +80,10 @@ pub enum PipelineError {
         /// FFmpeg's `FF_DECODE_ERROR_*` bits.
         flags: i32,
     },
-    /// Anything else (missing codec, changed input).
+    /// The source's pictures changed size or format mid-stream (a new configuration without a new header).
+    #[error("{0}")]
+    SourceChanged(String),
+    /// Anything else (missing codec, out of memory).
     #[error("{0}")]
     Other(String),
 }
@@ -290,7 +293,7 @@ impl Pipeline {
         match self.source_size {
             None => self.source_size = Some(size),
             Some(s) if s != size => {
-                return Err(PipelineError::Other(format!(
+                return Err(PipelineError::SourceChanged(format!(
                     "the source picture changed from {}x{} to {}x{}",
                     s.0, s.1, size.0, size.1
                 )))

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, error, info, warn};
 
-use super::encoder::{EncoderActor, EncoderArgs, EncoderMsg};
+use super::encoder::{EncoderActor, EncoderArgs, EncoderError, EncoderMsg};
 use super::remote::{LadderExport, LadderExportArgs};
 use super::{ladder, lock, LadderInfo, Ladders, TranscodeMetrics};
 use crate::cluster::wire::{Request, Response};
@@ -72,6 +72,8 @@ pub enum SupervisorMsg {
         key: StreamKey,
         /// Consecutive failures so far.
         attempt: u32,
+        /// Start at the next live keyframe instead of the cached GOP (the failure was not a source change).
+        skip_cache: bool,
     },
 }
 
@@ -126,7 +128,7 @@ pub struct SupervisorState {
 
 impl SupervisorState {
     async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, key: StreamKey, attempt: u32) {
-        self.spawn_for(myself, key, attempt, None).await;
+        self.spawn_for(myself, key, attempt, None, false).await;
     }
 
     async fn spawn_for(
@@ -135,6 +137,7 @@ impl SupervisorState {
         key: StreamKey,
         attempt: u32,
         hosted_for: Option<String>,
+        skip_cache: bool,
     ) {
         if self.encoders.contains_key(&key) {
             return;
@@ -153,6 +156,7 @@ impl SupervisorState {
             metrics: self.args.metrics.clone(),
             tmetrics: self.args.tmetrics.clone(),
             ladders: self.args.ladders.clone(),
+            skip_cached_gop: skip_cache,
         };
         match Actor::spawn_linked(None, EncoderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -381,7 +385,7 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 info!(stream = %key, owner = %owner, "hosting the ladder of another node's stream");
-                st.spawn_for(&myself, key, 0, Some(owner)).await;
+                st.spawn_for(&myself, key, 0, Some(owner), false).await;
             }
             SupervisorMsg::Drain(reply) => {
                 st.drain(&myself).await;
@@ -401,14 +405,14 @@ impl Actor for Supervisor {
                     st.check_placed(&myself).await;
                 }
             }
-            SupervisorMsg::Restart { key, attempt } => {
+            SupervisorMsg::Restart { key, attempt, skip_cache } => {
                 let live = match st.args.streams.find_local(&key).await {
                     Some(h) => h.info().await.is_some_and(|i| i.state == "live"),
                     None => false,
                 };
                 if live {
                     info!(stream = %key, attempt, "restarting the encoder");
-                    st.spawn(&myself, key, attempt).await;
+                    st.spawn_for(&myself, key, attempt, None, skip_cache).await;
                 } else {
                     lock(&st.args.ladders).remove(&key);
                 }
@@ -438,7 +442,10 @@ impl Actor for Supervisor {
                 let backoff = Duration::from_millis(500 << attempt.min(5)).min(Duration::from_secs(10));
                 error!(stream = %key, error = %err, attempt, backoff_ms = backoff.as_millis() as u64, "encoder failed: restarting it; the stream goes on");
                 let next = attempt + 1;
-                myself.send_after(backoff, move || SupervisorMsg::Restart { key, attempt: next });
+                let skip_cache = !err.downcast_ref::<EncoderError>().is_some_and(|e| e.source_changed);
+                // Until the new encoder decides, the master playlist waits rather than list the old ladder.
+                lock(&st.args.ladders).insert(key.clone(), LadderInfo::default());
+                myself.send_after(backoff, move || SupervisorMsg::Restart { key, attempt: next, skip_cache });
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(key) = st.key_of(cell.get_id()) {

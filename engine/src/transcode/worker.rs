@@ -24,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::encoder::EncoderError;
 use super::ladder::RungPlan;
 use super::pipeline::{Encoded, Pipeline, RungSpec};
 use super::shed::{RungLoad, ShedAction, ShedPolicy, Window};
@@ -134,7 +135,7 @@ struct State {
 }
 
 /// Runs the ladder of one stream until the channel closes (the source ended) or something fails.
-pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), String> {
+pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), EncoderError> {
     // Probe the frame rate.
     let mut pending = Vec::new();
     let mut video_ts = Vec::new();
@@ -165,7 +166,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
             profile: p.config.profile.clone(),
         })
         .collect();
-    let pipeline = Pipeline::new(&ctx.record, &specs, fps, ctx.threads).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::new(&ctx.record, &specs, fps, ctx.threads).map_err(EncoderError::from)?;
     let mut outs = Vec::new();
     let mut infos = Vec::new();
     for (i, (plan, publisher)) in std::mem::take(&mut ctx.rungs).into_iter().enumerate() {
@@ -215,10 +216,10 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
     while let Some(input) = rx.blocking_recv() {
         st.input(input)?;
         if st.outs.iter().all(|o| o.publisher.is_none() && !o.shed) {
-            return Err("every rung's stream is gone".into());
+            return Err(EncoderError::failed("every rung's stream is gone"));
         }
     }
-    st.pipeline.finish(&mut st.encoded).map_err(|e| e.to_string())?;
+    st.pipeline.finish(&mut st.encoded).map_err(EncoderError::from)?;
     st.emit();
     for i in 0..st.outs.len() {
         st.flush_audio(i, i64::MAX);
@@ -227,7 +228,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Stri
 }
 
 impl State {
-    fn input(&mut self, input: Input) -> Result<(), String> {
+    fn input(&mut self, input: Input) -> Result<(), EncoderError> {
         let Input { frame, ts, at } = input;
         match frame.kind {
             MediaKind::Video => self.video(frame, ts, at),
@@ -238,14 +239,16 @@ impl State {
         }
     }
 
-    fn video(&mut self, f: MediaFrame, ts: u32, at: Instant) -> Result<(), String> {
+    fn video(&mut self, f: MediaFrame, ts: u32, at: Instant) -> Result<(), EncoderError> {
         let Ok(Some(tag)) = AvcTag::parse(&f.data) else {
             return Ok(()); // not H.264 or malformed header: nothing to decode
         };
         match tag.packet_type {
             0 => {
                 if tag.payload[..] != self.ctx.record[..] {
-                    return Err("the source's video configuration changed: restarting with the new one".into());
+                    return Err(EncoderError::source_changed(
+                        "the source's video configuration changed: restarting with the new one",
+                    ));
                 }
                 Ok(())
             }
@@ -266,7 +269,7 @@ impl State {
                 let t0 = Instant::now();
                 let r = self.pipeline.push(&tag.payload, dts, pts, f.keyframe, &mut self.encoded);
                 self.busy += t0.elapsed();
-                r.map_err(|e| e.to_string())?;
+                r.map_err(EncoderError::from)?;
                 self.emit();
                 self.report_ratio();
                 Ok(())
