@@ -64,6 +64,36 @@ fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
     }
 }
 
+/// hls.js on a cluster node that does not own the stream (the StatefulSet case: the player's pod is not the
+/// publisher's): ffmpeg publishes to strom-0, Chromium plays HLS from strom-1 (playlist and segments from the owner).
+#[test]
+fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
+    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+        return;
+    }
+    let net = common::netns::Net::new(2);
+    let nodes: Vec<_> = (0..2).map(|i| net.spawn_cluster(i, "browser-cookie", &[])).collect();
+    let t = Instant::now();
+    while !nodes[1].get("/api/v1/cluster").text().contains("\"strom-0\"") {
+        assert!(t.elapsed() < Duration::from_secs(15), "strom-1 never saw strom-0\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = "live/clustered";
+    let src = Source { width: 640, height: 360, seconds: 60.0, bitrate_k: 800, ..Source::default() };
+    let _p = publish(&nodes[0].rtmp_url(key), &src);
+    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains(".ts") {
+        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-1\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, stdout, stderr) = play("hls", &nodes[1].http_url(&format!("/{key}/index.m3u8")));
+    eprintln!("hls.js on strom-1: {}", stdout.trim());
+    assert!(ok, "hls.js playback from strom-1 failed: {stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    assert!(v["played_seconds"].as_f64().unwrap_or(0.0) > 10.0, "{v}");
+    assert!(v["hash_changes"].as_u64().unwrap_or(0) >= 8, "frames keep changing: {v}");
+}
+
 /// The ABR ladder as a viewer's player uses it: ffmpeg publishes 1280x720@30 with 2 s GOPs, strom builds the
 /// 480p/360p/240p rungs, hls.js plays the master playlist and is forced through every level (`hls.nextLevel`).
 /// The `<video>` must show each level's size, `currentTime` must keep advancing through every switch, and hls.js
