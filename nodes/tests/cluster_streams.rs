@@ -57,6 +57,24 @@ fn metric(node: &NetNode, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A histogram's count, sum and upper bound of its `q` quantile (the first bucket holding that share) on `node`.
+fn histogram(node: &NetNode, name: &str, q: f64) -> (f64, f64, f64) {
+    let text = node.get("/metrics").text();
+    let value = |l: &str, prefix: &str| l.strip_prefix(prefix).and_then(|v| v.trim().parse::<f64>().ok());
+    let count = text.lines().find_map(|l| value(l, &format!("{name}_count "))).unwrap_or(0.0);
+    let sum = text.lines().find_map(|l| value(l, &format!("{name}_sum "))).unwrap_or(0.0);
+    let bound = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{name}_bucket{{le=\""))?;
+            let (le, v) = rest.split_once("\"}")?;
+            Some((le.parse::<f64>().ok()?, v.trim().parse::<f64>().ok()?))
+        })
+        .find(|&(_, cumulative)| count > 0.0 && cumulative >= q * count)
+        .map_or(f64::INFINITY, |(le, _)| le);
+    (count, sum, bound)
+}
+
 fn stream(node: &NetNode, key: &str) -> Option<serde_json::Value> {
     json(node, "/api/v1/streams")["streams"].as_array()?.iter().find(|s| s["key"] == key).cloned()
 }
@@ -191,6 +209,14 @@ fn fifty_viewers_on_a_node_cost_one_cross_node_subscription() {
     assert!(relay_bytes < 2.0 * per_viewer + 1_000_000.0, "relay {relay_bytes} bytes vs {per_viewer} per viewer");
     assert!(relay_bytes > relay_before, "the relay carried the stream");
     assert_eq!(metric(&nodes[0], "strom_egress_bytes_total{protocol=\"flv\"}"), 0.0, "owner served no viewer itself");
+    // The receiving node measures how far behind the owner the relay is, per batch (same clock here: no skew).
+    let (count, sum, p99) = histogram(&nodes[1], "strom_cluster_relay_lag_seconds", 0.99);
+    eprintln!("relay lag on strom-1: {count} batches, average {:.1} ms, p99 <= {p99} s", 1000.0 * sum / count);
+    assert!(count > 50.0, "relay lag observed per batch: {count}");
+    assert!(sum / count < 0.5, "average relay lag {} s on loopback", sum / count);
+    assert!(p99 <= 1.0, "p99 relay lag at most {p99} s on loopback");
+    let (owner_count, ..) = histogram(&nodes[0], "strom_cluster_relay_lag_seconds", 0.99);
+    assert_eq!(owner_count, 0.0, "the owner receives no relay");
 }
 
 #[test]

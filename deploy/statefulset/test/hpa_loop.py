@@ -13,7 +13,8 @@ with the shipped HPA's target, bounds and tolerance:
 
 It must ask for fewer pods while the nodes idle and for more under load. Then every query of the Grafana
 dashboard is evaluated against the same Prometheus, and every metric it names must be in the nodes' live
-/metrics. Every process started here is stopped on exit.
+/metrics. The nodes transcode (one tiny ultrafast rung), so the ladder's metrics are real too; the readers on
+strom-1 and strom-2 are relayed, so relay lag is. Every process started here is stopped on exit.
 
 usage: hpa_loop.py --strom target/debug/strom --hpa rendered-base.yaml [--work DIR]
 """
@@ -41,6 +42,16 @@ NODES = 3
 READERS_PER_NODE = 4
 # Small on purpose: a few HTTP-FLV readers of one ~0.8 Mbit/s stream put a node far above 1.0.
 EGRESS_MBPS = "2"
+# The ABR ladder is on so the dashboard's encoder panels have data: one rung, as cheap as x264 gets.
+TRANSCODE_RUNGS = '[{height = 160, bitrate_kbps = 200, preset = "ultrafast"}]'
+# Series the dashboard needs that only appear (or only count) once something happened: the ladder's labelled
+# series (a rung encoded, a ratio window reported), relay batches received, drops and a refused request. Each
+# must be above 0 on some node before the dashboard is checked.
+DASHBOARD_SERIES = [
+    "strom_encoder_realtime_ratio", "strom_encoder_fps", "strom_encoder_frames_total",
+    "strom_encoder_latency_seconds_count", "strom_cluster_relay_lag_seconds_count", "strom_frames_dropped_total",
+    "strom_connections_rejected_total",
+]
 TOLERANCE = 0.1  # the HPA controller's default --horizontal-pod-autoscaler-tolerance
 
 failures = []
@@ -294,6 +305,8 @@ def run(args, work, procs):
             # A tiny fan-out ring so the stalled reader below is skipped to keyframes (strom_frames_dropped_total).
             "STROM_STREAM_PLAYER_QUEUE_FRAMES": "16",
             "STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS": "30",
+            "STROM_TRANSCODE_MODE": "always",
+            "STROM_TRANSCODE_RUNGS": TRANSCODE_RUNGS,
             "STROM_LOG": "warn",
         }
         cmd = [args.strom, "--node-name", pod["name"], "--rtmp-listen", f"127.0.0.1:{pod['rtmp_port']}",
@@ -395,6 +408,14 @@ def run(args, work, procs):
         "-c:a", "libmp3lame", "-b:a", "64k", "-f", "flv", f"rtmp://127.0.0.1:{pods[1]['rtmp_port']}/live/mp3",
     ])
 
+    # A request with a path over http.max_path_len is refused (strom_connections_rejected_total{reason=
+    # "path_too_long"}), which gives the dashboard's refusals panel data.
+    try:
+        status = http_get(http[2] + "/live/" + "x" * 1100 + ".flv")[0]
+    except urllib.error.HTTPError as e:
+        status = e.code
+    check(status == 414, f"a request with an over-long path is refused ({status})")
+
     loaded = [None, {}]
 
     def scaled_up():
@@ -409,7 +430,20 @@ def run(args, work, procs):
         check(all(v > 0 for v in loaded[1].values()), "every pod carries load (relays reach strom-1 and strom-2)")
 
     # --- the dashboard against the same Prometheus and the live /metrics ---
-    wait("drops", lambda: bool(prom.query(f'strom_frames_dropped_total{{namespace="{NAMESPACE}"}}')), 10)
+    def series_missing():
+        return [s for s in DASHBOARD_SERIES if not prom.query(f'{s}{{namespace="{NAMESPACE}"}} > 0')]
+
+    waited = time.time()
+    wait("dashboard series", lambda: not series_missing(), 30)
+    log(f"dashboard series present after {time.time() - waited:.1f} s more; missing: {series_missing()}")
+    for q in (0.5, 0.99):
+        lag = prom.query(f'histogram_quantile({q}, sum by (le, pod) (rate(strom_cluster_relay_lag_seconds_bucket'
+                         f'{{namespace="{NAMESPACE}"}}[1m])))')
+        log(f"relay lag p{q * 100:g}: " + ", ".join(f"{s['metric'].get('pod')} {float(s['value'][1]) * 1000:.1f} ms"
+                                                   for s in lag))
+    ratio = prom.query(f'strom_encoder_realtime_ratio{{namespace="{NAMESPACE}"}}')
+    log("encoder real-time ratio: " + ", ".join(f"{s['metric'].get('pod')} {s['metric'].get('stream')} "
+                                                f"{float(s['value'][1]):.1f}" for s in ratio))
     live = set()
     for h in http:
         _, body = try_get(h + "/metrics")

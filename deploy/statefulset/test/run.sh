@@ -6,8 +6,9 @@
 #  3. policy.py: probes, resources, pinned images, non-root, read-only root filesystem, drain vs grace period,
 #     references between objects, and the real strom accepting each overlay's effective configuration;
 #  4. promtool checks the shipped alert rules (and, inside hpa_loop.py, the shipped scrape config);
-#  5. hpa_loop.py: three strom nodes + a real Prometheus + ffmpeg load; the prometheus-adapter rule and the HPA
-#     formula scale up under load and down when idle; the Grafana dashboard's queries and metrics are real.
+#  5. hpa_loop.py: three strom nodes (transcoding on, one tiny rung) + a real Prometheus + ffmpeg load; the
+#     prometheus-adapter rule and the HPA formula scale up under load and down when idle; the Grafana dashboard's
+#     queries and metrics (encoders and relay lag included) are real.
 # Installs what it misses (Debian: prometheus, ffmpeg, curl; PyPI into a venv: kubernetes-validate, PyYAML) and
 # builds strom if target/debug/strom is missing. Called by nodes/scripts/test.sh.
 set -euo pipefail

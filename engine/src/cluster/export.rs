@@ -316,7 +316,7 @@ async fn send_relay(
         if !items.is_empty() {
             let size: usize = items.iter().map(RelayItem::wire_len).sum();
             seq += 1;
-            if !super::cast(&s, &Cast::Media { seq, items }) {
+            if !super::cast(&s, &Cast::Media { seq, items, sent_ms: Some(super::unix_ms()) }) {
                 break;
             }
             credit.bytes.fetch_sub(size as i64, Ordering::AcqRel);

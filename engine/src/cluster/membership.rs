@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use ractor::{pg, Actor, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
@@ -100,7 +100,15 @@ pub struct ClusterMetrics {
     pub relay_bytes: IntCounterVec,
     /// Publishes refused because another node owns the key, or lost in a race.
     pub ownership_conflicts: IntCounterVec,
+    /// How far behind its owner a stream relayed to this node is: per relay batch received, this node's clock
+    /// minus the owner's send time (seconds; see [`RELAY_LAG_BUCKETS`]). It includes the clock skew between the
+    /// two nodes (NTP-synced pods keep that to milliseconds); a negative difference (skew) counts as 0.
+    pub relay_lag: Histogram,
 }
+
+/// Buckets of `strom_cluster_relay_lag_seconds`: 1 ms (same host) to 10 s (a relay stuck behind its window).
+pub const RELAY_LAG_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];
 
 impl ClusterMetrics {
     fn new(m: &Metrics) -> ClusterMetrics {
@@ -127,6 +135,17 @@ impl ClusterMetrics {
                 "strom_cluster_ownership_conflicts_total",
                 "Publishes refused or ended because another node owns the key.",
                 &["outcome"],
+            ),
+            relay_lag: m.register(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "strom_cluster_relay_lag_seconds",
+                        "Per relay batch received: this node's clock minus the owner's send time (includes clock skew \
+                         between the nodes; negative skew counts as 0).",
+                    )
+                    .buckets(RELAY_LAG_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
         };
         c.nodes.set(1);
@@ -832,5 +851,25 @@ async fn dial(
         Err(_) => Err(failed("connect timeout".into())),
         Ok(Err(e)) => Err(failed(e.to_string())),
         Ok(Ok(())) => Ok(sa),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_lag_is_exported_as_a_histogram_before_any_relay() {
+        let m = Metrics::new();
+        let c = ClusterMetrics::new(&m);
+        let text = m.render();
+        assert!(text.contains("# TYPE strom_cluster_relay_lag_seconds histogram"), "{text}");
+        assert!(text.contains("strom_cluster_relay_lag_seconds_bucket{le=\"0.001\"} 0"), "{text}");
+        assert!(text.contains("strom_cluster_relay_lag_seconds_bucket{le=\"10\"} 0"), "{text}");
+        c.relay_lag.observe(0.003);
+        let text = m.render();
+        assert!(text.contains("strom_cluster_relay_lag_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("strom_cluster_relay_lag_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("strom_cluster_relay_lag_seconds_count 1"), "{text}");
     }
 }

@@ -6,6 +6,9 @@
 //! goes. Local players attach to the relay stream like to any other, so however many viewers a node has, the
 //! stream crosses the network to it once.
 //!
+//! Each batch carries the owner's send time: the sink observes how far behind the owner it is
+//! (`strom_cluster_relay_lag_seconds`, see [`relay_lag_seconds`]).
+//!
 //! The relay ends (local players get end-of-stream) when the owner says the stream ended, when the owner leaves the
 //! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when the relay had no local
 //! players for `cluster.relay_idle_secs`.
@@ -48,6 +51,13 @@ pub struct RelayState {
     idle_since: Option<Instant>,
 }
 
+/// The lag of a relay batch sent at `sent_ms` and received at `now_ms` (Unix ms, each node's own clock), in
+/// seconds. It includes the clock skew between the nodes; a batch that seems to arrive before it was sent (the
+/// owner's clock is ahead) counts as no lag.
+pub fn relay_lag_seconds(sent_ms: u64, now_ms: u64) -> f64 {
+    now_ms.saturating_sub(sent_ms) as f64 / 1000.0
+}
+
 /// The viewer-side relay actor (see the module docs).
 pub struct RelaySink;
 
@@ -85,7 +95,10 @@ impl Actor for RelaySink {
         let RemoteMsg::Cast(bytes) = msg else { return Ok(()) };
         let key = st.args.publisher.key().clone();
         match Cast::decode(bytes) {
-            Ok(Cast::Media { seq, items }) => {
+            Ok(Cast::Media { seq, items, sent_ms }) => {
+                if let Some(sent) = sent_ms {
+                    st.args.cluster.metrics.relay_lag.observe(relay_lag_seconds(sent, super::unix_ms()));
+                }
                 if seq != st.last_seq + 1 {
                     debug!(stream = %key, expected = st.last_seq + 1, got = seq, "relay batch out of sequence");
                 }
@@ -142,5 +155,19 @@ impl Actor for RelaySink {
             Err(e) => warn!(stream = %key, error = %e, "dropped a malformed relay message"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_lag_is_receive_minus_send_time_and_never_negative() {
+        assert_eq!(relay_lag_seconds(1_700_000_000_000, 1_700_000_000_250), 0.25);
+        assert_eq!(relay_lag_seconds(1_700_000_000_000, 1_700_000_000_000), 0.0);
+        // The owner's clock is ahead of this node's: skew, not negative lag.
+        assert_eq!(relay_lag_seconds(1_700_000_000_040, 1_700_000_000_000), 0.0);
+        assert_eq!(relay_lag_seconds(u64::MAX, 0), 0.0);
     }
 }

@@ -93,6 +93,9 @@ pub enum Cast {
         seq: u64,
         /// Items in order.
         items: Vec<RelayItem>,
+        /// When the owner sent the batch (Unix ms, the owner's clock), for the receiver's relay lag. A trailing
+        /// field: `None` from a node of the previous release, which does not send it.
+        sent_ms: Option<u64>,
     },
     /// To a relay sink: the stream ended at the owner (or the owner dropped this relay).
     End {
@@ -268,9 +271,9 @@ impl Cast {
                 put_bytes(&mut o, node.as_bytes());
                 o
             }
-            Cast::Media { seq, items } => {
+            Cast::Media { seq, items, sent_ms } => {
                 let len: usize = items.iter().map(RelayItem::wire_len).sum();
-                let mut o = header(4, 12 + len);
+                let mut o = header(4, 20 + len);
                 o.put_u64(*seq);
                 o.put_u32(items.len() as u32);
                 for item in items {
@@ -285,6 +288,9 @@ impl Cast {
                             put_bytes(&mut o, data);
                         }
                     }
+                }
+                if let Some(ms) = sent_ms {
+                    o.put_u64(*ms);
                 }
                 o
             }
@@ -333,7 +339,9 @@ impl Cast {
                     };
                     items.push(item);
                 }
-                Cast::Media { seq, items }
+                // Added later: a node of the previous release sends no send time.
+                let sent_ms = if r.buf.has_remaining() { Some(r.u64("sent_ms")?) } else { None };
+                Cast::Media { seq, items, sent_ms }
             }
             5 => Cast::End { reason: r.string("reason")? },
             6 => Cast::Tick,
@@ -617,7 +625,9 @@ mod tests {
                     RelayItem::Frame { kind: MediaKind::Video, timestamp: 40, data: Bytes::from_static(&[0x17, 1]) },
                     RelayItem::Frame { kind: MediaKind::Audio, timestamp: 42, data: Bytes::from_static(&[0xaf, 1]) },
                 ],
+                sent_ms: Some(1_700_000_000_123),
             },
+            Cast::Media { seq: 8, items: vec![], sent_ms: None },
             Cast::End { reason: "publisher left".into() },
             Cast::Tick,
             Cast::HlsState {
@@ -682,6 +692,14 @@ mod tests {
     }
 
     #[test]
+    fn a_media_batch_of_the_previous_release_decodes_without_a_send_time() {
+        let items = vec![RelayItem::Frame { kind: MediaKind::Video, timestamp: 40, data: Bytes::from_static(&[0x17]) }];
+        let mut old = Cast::Media { seq: 3, items: items.clone(), sent_ms: Some(99) }.encode();
+        old.truncate(old.len() - 8);
+        assert_eq!(Cast::decode(old).unwrap(), Cast::Media { seq: 3, items, sent_ms: None });
+    }
+
+    #[test]
     fn malformed_messages_are_errors_with_offsets() {
         assert_eq!(Cast::decode(vec![]).unwrap_err().what, "header");
         assert_eq!(Cast::decode(vec![2, 1]).unwrap_err().what, "version");
@@ -694,6 +712,11 @@ mod tests {
         m.extend_from_slice(&7u64.to_be_bytes());
         m.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(Cast::decode(m).unwrap_err().what, "item count");
+        // A send time cut short is not taken for an older batch.
+        let mut m = Cast::Media { seq: 1, items: vec![], sent_ms: Some(5) }.encode();
+        m.truncate(m.len() - 3);
+        let e = Cast::decode(m).unwrap_err();
+        assert_eq!((e.what, e.offset), ("sent_ms", 14));
         // Trailing garbage.
         let mut t = Cast::Tick.encode();
         t.push(0);
@@ -709,6 +732,7 @@ mod tests {
         let c = Cast::Media {
             seq: 1,
             items: vec![RelayItem::Frame { kind: MediaKind::Video, timestamp: 0, data: data.clone() }],
+            sent_ms: Some(1),
         };
         let Cast::Media { items, .. } = Cast::decode(c.encode()).unwrap() else { panic!() };
         let f = items[0].to_frame().unwrap();

@@ -6,7 +6,8 @@
 //! [`MediaFrame`]s whose payloads are `Bytes`: a thousand players cost a thousand reference counts, not copies.
 //!
 //! A player that falls more than a ring behind gets `Lagged`: [`PlayerFeed`] counts the lost frames
-//! (`strom_frames_dropped_total{reason="slow_player"}`) and skips to the next keyframe. The publisher never waits.
+//! (`strom_frames_dropped_total{reason="slow_player"}`; `reason="slow_relay"` for a relay sender feeding another
+//! cluster node) and skips to the next keyframe. The publisher never waits.
 //! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
 //!
 //! Writers cost per write, not per byte (a loopback or NIC send is mostly fixed cost), so a feed can coalesce
@@ -148,6 +149,8 @@ pub struct PlayerFeed {
     waiting_keyframe: bool,
     /// Frames skipped while waiting count as drops only after a lag (not while a new player waits to start).
     lagged: bool,
+    /// The `strom_frames_dropped_total` reason of this feed's skips ([`PlayerFeed::drop_reason`]).
+    drop_reason: &'static str,
     has_video: bool,
     metrics: Arc<Metrics>,
     ended: bool,
@@ -170,6 +173,7 @@ impl PlayerFeed {
             // Without a cached GOP (disabled, or no keyframe yet) a player starts at the next keyframe.
             waiting_keyframe: sub.has_video && sub.gop.is_empty(),
             lagged: false,
+            drop_reason: Self::drop_reason(sub.guard.protocol),
             has_video: sub.has_video,
             metrics,
             ended: false,
@@ -190,6 +194,15 @@ impl PlayerFeed {
         feed
     }
 
+    /// The `strom_frames_dropped_total` reason of frames a feed of `protocol` skips when it falls a ring behind:
+    /// `slow_relay` for a relay sender (another cluster node fell behind this owner), else `slow_player`.
+    pub fn drop_reason(protocol: Protocol) -> &'static str {
+        match protocol {
+            Protocol::Relay => "slow_relay",
+            Protocol::Rtmp | Protocol::Flv | Protocol::Encoder => "slow_player",
+        }
+    }
+
     fn rebase(&mut self, ts: u32) -> u32 {
         let base = *self.base.get_or_insert(ts);
         let delta = ts.wrapping_sub(base) as i32;
@@ -208,7 +221,7 @@ impl PlayerFeed {
                 self.waiting_keyframe = false;
             } else {
                 if self.lagged {
-                    self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc();
+                    self.metrics.frames_dropped.with_label_values(&[self.drop_reason]).inc();
                 }
                 return;
             }
@@ -229,7 +242,7 @@ impl PlayerFeed {
     }
 
     fn lagged(&mut self, n: u64) {
-        self.metrics.frames_dropped.with_label_values(&["slow_player"]).inc_by(n);
+        self.metrics.frames_dropped.with_label_values(&[self.drop_reason]).inc_by(n);
         self.waiting_keyframe = self.has_video;
         self.lagged = true;
     }
@@ -357,6 +370,15 @@ mod tests {
     }
 
     fn sub(tx: &broadcast::Sender<StreamEvent>, gop: Vec<MediaFrame>, m: &Arc<Metrics>) -> Subscription {
+        sub_of(tx, gop, m, Protocol::Flv)
+    }
+
+    fn sub_of(
+        tx: &broadcast::Sender<StreamEvent>,
+        gop: Vec<MediaFrame>,
+        m: &Arc<Metrics>,
+        protocol: Protocol,
+    ) -> Subscription {
         Subscription {
             metadata: Some(Bytes::from_static(b"meta")),
             video_header: None,
@@ -364,7 +386,7 @@ mod tests {
             gop,
             has_video: true,
             rx: tx.subscribe(),
-            guard: ViewerGuard::new(Arc::default(), m.clone(), Protocol::Flv),
+            guard: ViewerGuard::new(Arc::default(), m.clone(), protocol),
         }
     }
 
@@ -393,9 +415,23 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_player_skips_to_keyframe() {
+        let m = lag_and_skip(Protocol::Flv).await;
+        assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
+        assert_eq!(m.frames_dropped.with_label_values(&["slow_relay"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_relay_sender_counts_its_skips_as_slow_relay() {
+        let m = lag_and_skip(Protocol::Relay).await;
+        assert!(m.frames_dropped.with_label_values(&["slow_relay"]).get() >= 24);
+        assert_eq!(m.frames_dropped.with_label_values(&["slow_player"]).get(), 0);
+    }
+
+    /// A feed of `protocol` falls a ring behind and must skip to the next keyframe; returns the metrics.
+    async fn lag_and_skip(protocol: Protocol) -> Arc<Metrics> {
         let m = Arc::new(Metrics::new());
         let (tx, _) = broadcast::channel(16);
-        let mut feed = PlayerFeed::new(sub(&tx, vec![], &m), m.clone());
+        let mut feed = PlayerFeed::new(sub_of(&tx, vec![], &m, protocol), m.clone());
         let mut out = Vec::new();
         feed.next_batch(&mut out, 64).await; // metadata
         for i in 0..40 {
@@ -427,8 +463,8 @@ mod tests {
             .collect();
         assert!(frames[0].keyframe, "first frame after lag must be a keyframe");
         assert_eq!(frames[0].timestamp, 42 * 33);
-        assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
         assert!(matches!(got.last(), Some(PlayerItem::End)));
+        m
     }
 
     /// A feed past its start (metadata and a first keyframe taken), coalescing audio.
