@@ -107,3 +107,75 @@ fn an_on_demand_ladder_starts_at_the_first_hls_request_and_stops_when_idle() {
     assert!(s.stream_info(key).is_some_and(|i| i["state"] == "live"), "the source is still live");
     eprintln!("on-demand ladder: master playlist {:.2} s after the first request", started_in.as_secs_f64());
 }
+
+/// Busy loops pinned to one core, killed on drop.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn on_cpu0(n: usize) -> Hogs {
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("taskset")
+                        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("taskset")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_ladder_starved_of_cpu_sheds_and_restores_its_rungs_when_the_cpu_comes_back() {
+    let rungs = "[{height = 360, bitrate_kbps = 600, preset = \"veryfast\"}, \
+                  {height = 240, bitrate_kbps = 300, preset = \"ultrafast\"}]";
+    let s = Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "always"),
+        ("STROM_TRANSCODE_RUNGS", rungs),
+        ("STROM_TRANSCODE_THREADS", "1"),
+    ]);
+    // strom (every thread) on CPU 0 only, so busy loops there starve its encoders.
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &s.pid().to_string()])
+        .output()
+        .expect("taskset");
+    assert!(pinned.status.success(), "{}", String::from_utf8_lossy(&pinned.stderr));
+    let key = "live/starved";
+    let src = Source { width: 1280, height: 720, seconds: 120.0, bitrate_k: 1500, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    wait_until(&s, "both rungs", Duration::from_secs(20), || s.metric("strom_encoder_rungs_active") == 2.0);
+    {
+        let _hogs = Hogs::on_cpu0(8);
+        wait_until(&s, "a rung shed", Duration::from_secs(40), || s.metric("strom_encoder_rungs_shed") >= 1.0);
+        assert!(s.log_text().contains("rung=360p"), "the costliest rung goes first:\n{}", s.log_tail(20));
+    }
+    // The CPU is back: every shed rung returns (each after its restore wait and five good windows).
+    let t = Instant::now();
+    wait_until(&s, "rungs restored", Duration::from_secs(60), || {
+        s.metric("strom_encoder_rungs_shed") == 0.0 && s.metric("strom_encoder_rungs_active") == 2.0
+    });
+    eprintln!("restored {:.1} s after the CPU came back", t.elapsed().as_secs_f64());
+    assert!(s.log_text().contains("restoring a shed rung"), "{}", s.log_tail(20));
+    // The restored rung plays again: its playlist continues after a discontinuity, at its size.
+    let mut pl = MediaPlaylist::default();
+    wait_until(&s, "360p segments after the restore", Duration::from_secs(30), || {
+        pl = parse_playlist(&s.get("/live/starved_360p/index.m3u8").text());
+        pl.segments.iter().position(|seg| seg.discontinuity).is_some_and(|i| i + 1 < pl.segments.len())
+    });
+    let last = pl.segments.last().map(|seg| seg.uri.clone()).unwrap_or_default();
+    let (frames, err) = probe_video(&s.http_url(&format!("/live/starved_360p/{last}")), 0.5);
+    assert_playable("360p after the restore", &frames, 5, 640, 360, &err);
+    let master = s.get(&format!("/{key}/index.m3u8")).text();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3, "back in the master playlist:\n{master}");
+}

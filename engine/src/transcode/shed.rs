@@ -15,10 +15,13 @@
 //! - **No flapping**: a rung shed again within [`FLAP`] of its return doubles the restore wait (from
 //!   [`RESTORE_WAIT`] up to [`MAX_RESTORE_WAIT`]).
 //!
-//! Cost model, to predict whether a restore would fit: a shed rung's cost is *measured* (codec seconds per media
-//! second before its shed minus after it, taken on the first window after the shed); until then it is estimated
-//! from pixels (a rung costs its pixel count, decoding the source half the source's). A wrong guess is corrected
-//! by the next shed, and the flap rule keeps it from repeating.
+//! Cost model, to predict whether a restore would fit: a shed rung's *share* of the ladder's work is measured
+//! (codec seconds per media second before its shed minus after it, over before, taken on the first window after
+//! the shed). A share, not seconds: under CPU contention both sides stretch alike, so a share measured on a
+//! starved machine still holds once the CPU is back. Restoring a rung of share `s` turns a ratio `r` into about
+//! `r × (1 − s)`. Until a share is measured it is estimated from pixels (a rung costs its pixel count, decoding
+//! the source half the source's). A wrong guess is corrected by the next shed, and the flap rule keeps it from
+//! repeating.
 
 use std::time::{Duration, Instant};
 
@@ -83,8 +86,8 @@ pub struct ShedPolicy {
     restore_wait: Duration,
     /// The last shed rung and the codec seconds per media second just before its shed.
     measuring: Option<(usize, f64)>,
-    /// Measured cost of shed rungs: codec seconds per media second.
-    costs: Vec<(usize, f64)>,
+    /// Measured share of the ladder's work of shed rungs (0..1).
+    shares: Vec<(usize, f64)>,
 }
 
 impl Default for ShedPolicy {
@@ -96,7 +99,7 @@ impl Default for ShedPolicy {
             last_restore: None,
             restore_wait: RESTORE_WAIT,
             measuring: None,
-            costs: Vec::new(),
+            shares: Vec::new(),
         }
     }
 }
@@ -111,8 +114,8 @@ impl ShedPolicy {
     pub fn observe(&mut self, now: Instant, w: Window, source_pixels: u64, rungs: &[RungLoad]) -> Option<ShedAction> {
         let busy = 1.0 / w.ratio.max(1e-3);
         if let Some((i, before)) = self.measuring.take() {
-            self.costs.retain(|(j, _)| *j != i);
-            self.costs.push((i, (before - busy).max(0.0)));
+            self.shares.retain(|(j, _)| *j != i);
+            self.shares.push((i, ((before - busy) / before).clamp(0.0, 0.99)));
         }
         let since_change = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
         if w.behind() {
@@ -142,8 +145,8 @@ impl ShedPolicy {
             self.good = 0;
             return None;
         };
-        let predicted = match self.costs.iter().find(|(j, _)| *j == i) {
-            Some((_, cost)) => 1.0 / (busy + cost),
+        let predicted = match self.shares.iter().find(|(j, _)| *j == i) {
+            Some((_, share)) => w.ratio * (1.0 - share),
             None => {
                 let active = rungs.iter().filter(|r| r.active).map(|r| r.pixels as f64).sum::<f64>();
                 let now_cost = source_pixels as f64 / 2.0 + active;
@@ -234,17 +237,29 @@ mod tests {
         let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
         // 480p is very costly (a slow preset): behind at 0.4, and at 5.0 once it is shed.
         assert_eq!(run(&mut p, &mut t, &mut r, win(0.4), 2), vec![ShedAction::Shed(0)]);
-        // By pixels alone 5.0 would predict room for 480p; its measured cost (2.5 - 0.2 s/s) says no.
+        // By pixels alone 5.0 would predict room for 480p; its measured share (92% of the work) says no.
         assert_eq!(run(&mut p, &mut t, &mut r, win(5.0), 50), vec![]);
+    }
+
+    #[test]
+    fn a_share_measured_on_a_starved_machine_allows_the_restore_once_the_cpu_is_back() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        // Another process takes most of the CPU: everything runs 8x slower; 480p is 40% of the work.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.3), 2), vec![ShedAction::Shed(0)]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.5), 1), vec![]);
+        // Just keeping up: 1.1 x 0.6 would not fit.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(1.1), 3), vec![]);
+        // The CPU is back (4.0 without 480p): 4.0 x 0.6 = 2.4, it fits.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(4.0), 5), vec![ShedAction::Restore(0)]);
     }
 
     #[test]
     fn a_restore_that_is_shed_again_soon_doubles_the_wait() {
         let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
-        // Shed at 0.8 s/s; the next window measures 480p's cost: 1.25 - 0.8 = 0.45 codec-s per media second.
+        // Shed at 0.8; the next window (1.25) measures 480p's share: (1.25 - 0.8) / 1.25 = 36% of the work.
         assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 2), vec![ShedAction::Shed(0)]);
         assert_eq!(run(&mut p, &mut t, &mut r, win(1.25), 1), vec![]);
-        // The machine frees up: 1 / (0.1 + 0.45) = 1.8 leaves headroom; back after the 10 s wait.
+        // The machine frees up: 10 × 0.64 = 6.4 leaves headroom; back after the 10 s wait.
         assert_eq!(run(&mut p, &mut t, &mut r, win(10.0), 5), vec![ShedAction::Restore(0)]);
         // Behind again at once: shed, and the restore wait doubles.
         assert_eq!(run(&mut p, &mut t, &mut r, win(0.8), 2), vec![ShedAction::Shed(0)]);
