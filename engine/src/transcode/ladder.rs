@@ -10,6 +10,7 @@
 //! **Never upscale.** A rung at or above the source's height is skipped (the source itself is the top variant).
 //! Widths follow the source's aspect ratio, rounded to an even number (4:2:0 chroma).
 
+use super::pipeline::RungSpec;
 use crate::config::RungConfig;
 use crate::stream::StreamKey;
 
@@ -26,6 +27,22 @@ pub struct RungPlan {
     pub height: u32,
     /// Its configuration (bitrates, preset, profile).
     pub config: RungConfig,
+}
+
+impl RungPlan {
+    /// The encoder settings of this rung: its size, bitrates (maxrate and bufsize with their defaults resolved),
+    /// preset and profile; what the encoder worker gives [`super::pipeline::Pipeline::new`] for it.
+    pub fn spec(&self) -> RungSpec {
+        RungSpec {
+            width: self.width,
+            height: self.height,
+            bitrate_kbps: self.config.bitrate_kbps,
+            maxrate_kbps: self.config.maxrate(),
+            bufsize_kbits: self.config.bufsize(),
+            preset: self.config.preset.clone(),
+            profile: self.config.profile.clone(),
+        }
+    }
 }
 
 /// The stream key of `source`'s rung at `height`, if the name fits [`StreamKey`]'s rules.
@@ -103,6 +120,9 @@ mod tests {
         let p = plan(&key("live/cam"), 1920, 1080, &rungs);
         assert_eq!(p.iter().map(|r| r.width).collect::<Vec<_>>(), vec![1280, 854, 640, 426]);
         assert_eq!(plan(&key("live/cam"), 854, 480, &rungs).len(), 2, "480p source: 360p and 240p");
+        let s = p[1].spec();
+        assert_eq!((s.width, s.height, s.bitrate_kbps, s.maxrate_kbps, s.bufsize_kbits), (854, 480, 1400, 1540, 2100));
+        assert_eq!((s.preset.as_str(), s.profile.as_str()), ("veryfast", "main"));
         assert!(plan(&key("live/cam"), 426, 240, &rungs).is_empty(), "240p source: no ladder");
         // 4:3 and odd results round to even.
         assert_eq!(scaled_width(640, 480, 240), 320);
