@@ -153,19 +153,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Enco
         return Ok(()); // ended (or no video) before a picture: nothing to encode
     }
     let fps = estimate_fps(&video_ts);
-    let specs: Vec<RungSpec> = ctx
-        .rungs
-        .iter()
-        .map(|(p, _)| RungSpec {
-            width: p.width,
-            height: p.height,
-            bitrate_kbps: p.config.bitrate_kbps,
-            maxrate_kbps: p.config.maxrate(),
-            bufsize_kbits: p.config.bufsize(),
-            preset: p.config.preset.clone(),
-            profile: p.config.profile.clone(),
-        })
-        .collect();
+    let specs: Vec<RungSpec> = ctx.rungs.iter().map(|(p, _)| p.spec()).collect();
     let pipeline = Pipeline::new(&ctx.record, &specs, fps, ctx.threads).map_err(EncoderError::from)?;
     let mut outs = Vec::new();
     let mut infos = Vec::new();
