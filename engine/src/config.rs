@@ -122,9 +122,9 @@ pub struct StreamConfig {
     pub player_queue_frames: usize,
     /// Seconds a player's socket may block a write before the player is disconnected.
     pub slow_player_timeout_secs: f64,
-    /// RTMP and HTTP-FLV players: hold video until a write spans this many milliseconds of stream time (about
-    /// one frame interval gives two frames per write: half the sends, up to that much more live delay); 0: one
-    /// write per video frame.
+    /// RTMP and HTTP-FLV players: hold video until a write spans this many milliseconds of stream time (the
+    /// default, about one 30 fps frame interval, gives two frames per write: about 30% less CPU per delivered GB,
+    /// ~20 ms more live delay, see `bench/README.md`); 0: one write per video frame, the lowest delay.
     pub player_write_hold_ms: u32,
 }
 
@@ -426,7 +426,7 @@ impl Default for StreamConfig {
             ended_linger_secs: 30.0,
             player_queue_frames: 1024,
             slow_player_timeout_secs: 10.0,
-            player_write_hold_ms: 0,
+            player_write_hold_ms: 33,
         }
     }
 }

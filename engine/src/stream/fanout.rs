@@ -12,8 +12,10 @@
 //!
 //! Writers cost per write, not per byte (a loopback or NIC send is mostly fixed cost), so a feed can coalesce
 //! ([`PlayerFeed::coalesce_audio`]): audio that arrives between two video frames is held until the next video
-//! frame and goes out in the same write. Video is never held, so the live delay of video is unchanged; audio
-//! waits at most one video frame interval (bounded by [`AUDIO_HOLD_MS`] of stream time).
+//! frame and goes out in the same write; audio waits at most one video frame interval (bounded by
+//! [`AUDIO_HOLD_MS`] of stream time). [`PlayerFeed::hold_video`] goes further: a write waits until it spans a
+//! hold time (RTMP and HTTP-FLV players: `stream.player_write_hold_ms`, 33 ms by default, two frames per send),
+//! trading that much live delay for fewer sends.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -256,7 +258,7 @@ impl PlayerFeed {
 
     /// With [`PlayerFeed::coalesce_audio`] on, also hold video: a batch of frames goes out once it spans `ms` of
     /// stream time (with `ms` about one frame interval, two video frames per write), trading up to `ms` of live
-    /// delay for half the writes. 0 (the default): video is never held.
+    /// delay for half the writes. 0 (the feed's default): video is never held.
     pub fn hold_video(&mut self, ms: u32) {
         self.hold_video_ms = ms;
     }
