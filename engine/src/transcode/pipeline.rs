@@ -370,9 +370,9 @@ pub(crate) mod tests {
     /// A source sample: AVCC data, PTS (ms), keyframe.
     pub(crate) type Sample = (Vec<u8>, i64, bool);
 
-    /// Encodes `n` synthetic 4:2:0 pictures of `w`×`h` with libx264 (keyframe every `gop`), as a source would:
-    /// returns the AVC record and (avcc, pts ms, keyframe) samples at 30 fps.
-    pub(crate) fn synthetic_source(w: u32, h: u32, n: usize, gop: usize) -> (Vec<u8>, Vec<Sample>) {
+    /// A libx264 encoder of `w`×`h` at 30 fps (ms time base, global headers) with `opts`, as a source's, and its
+    /// AVC record.
+    fn source_encoder(w: u32, h: u32, opts: &[(&str, &str)]) -> (ff::encoder::Video, Vec<u8>) {
         init();
         let x264 = ff::encoder::find_by_name("libx264").expect("libx264");
         let mut enc = codec::Context::new_with_codec(x264).encoder().video().unwrap();
@@ -382,17 +382,26 @@ pub(crate) mod tests {
         enc.set_time_base(ff::Rational::new(1, 1000));
         enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
         enc.set_flags(codec::Flags::GLOBAL_HEADER);
-        let mut opts = Dictionary::new();
-        opts.set("preset", "ultrafast");
-        opts.set("g", &gop.to_string());
-        opts.set("bf", "0");
-        opts.set("x264-params", "scenecut=0");
-        let mut enc = enc.open_as_with(x264, opts).unwrap();
+        let mut dict = Dictionary::new();
+        for (k, v) in opts {
+            dict.set(k, v);
+        }
+        let enc = enc.open_as_with(x264, dict).unwrap();
+        // SAFETY: an opened encoder with GLOBAL_HEADER has its extradata.
         let global = unsafe {
             let c = enc.as_ptr();
             std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
         };
         let record = avc::decoder_config_record(&global).unwrap();
+        (enc, record)
+    }
+
+    /// Encodes `n` synthetic 4:2:0 pictures of `w`×`h` with libx264 (keyframe every `gop`), as a source would:
+    /// returns the AVC record and (avcc, pts ms, keyframe) samples at 30 fps.
+    pub(crate) fn synthetic_source(w: u32, h: u32, n: usize, gop: usize) -> (Vec<u8>, Vec<Sample>) {
+        let gop = gop.to_string();
+        let (mut enc, record) =
+            source_encoder(w, h, &[("preset", "ultrafast"), ("g", &gop), ("bf", "0"), ("x264-params", "scenecut=0")]);
         let mut frame = frame::Video::new(Pixel::YUV420P, w, h);
         let mut samples = Vec::new();
         let mut pkt = Packet::empty();
@@ -526,28 +535,9 @@ pub(crate) mod tests {
         // B-frames (DTS != PTS) and open GOPs (keyframes that are recovery-point I pictures, not IDRs, with
         // leading B-frames that reference the previous GOP), decoded from the second keyframe on as an encoder
         // starting from a stream's GOP cache does: no picture is flagged as damaged.
-        init();
         let (w, h, n) = (320u32, 180u32, 100usize);
-        let x264 = ff::encoder::find_by_name("libx264").expect("libx264");
-        let mut enc = codec::Context::new_with_codec(x264).encoder().video().unwrap();
-        enc.set_width(w);
-        enc.set_height(h);
-        enc.set_format(Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, 1000));
-        enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
-        enc.set_flags(codec::Flags::GLOBAL_HEADER);
-        let mut opts = Dictionary::new();
-        opts.set("preset", "veryfast");
-        opts.set("g", "30");
-        opts.set("bf", "3");
-        opts.set("x264-params", "open-gop=1:scenecut=0");
-        let mut enc = enc.open_as_with(x264, opts).unwrap();
-        // SAFETY: an opened encoder with GLOBAL_HEADER has its extradata.
-        let global = unsafe {
-            let c = enc.as_ptr();
-            std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
-        };
-        let record = avc::decoder_config_record(&global).unwrap();
+        let opts = [("preset", "veryfast"), ("g", "30"), ("bf", "3"), ("x264-params", "open-gop=1:scenecut=0")];
+        let (mut enc, record) = source_encoder(w, h, &opts);
         let mut frame = frame::Video::new(Pixel::YUV420P, w, h);
         let mut samples = Vec::new(); // (avcc, dts, pts, keyframe, idr)
         let mut pkt = Packet::empty();

@@ -45,20 +45,9 @@ impl Tag {
 
 /// Encodes `src` into an FLV file at `path` with ffmpeg (as fast as it can, not in real time).
 pub fn encode(src: &Source, path: &Path) {
-    let gop = ((src.fps as f64) * src.gop_secs).round() as u32;
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps));
-    if src.audio {
-        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
-    }
-    cmd.args(["-t", &src.seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", &gop.to_string(), "-keyint_min", &gop.to_string(), "-sc_threshold", "0"])
-        .args(["-b:v", &format!("{}k", src.bitrate_k), "-threads", "1"]);
-    if src.audio {
-        cmd.args(["-c:a", "aac", "-b:a", "64k"]);
-    }
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]);
+    super::source_args(&mut cmd, src);
     cmd.args(["-f", "flv"]).arg(path);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
     assert!(

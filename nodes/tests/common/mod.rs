@@ -273,18 +273,10 @@ impl Drop for Proc {
     }
 }
 
-/// ffmpeg publishing a generated H.264 (+ AAC) stream in real time — the OBS stand-in.
-pub fn publish(url: &str, src: &Source) -> Proc {
-    publish_with(Command::new("ffmpeg"), url, src)
-}
-
-/// [`publish`] through a prepared `ffmpeg` command (e.g. one run inside a network namespace).
-pub fn publish_with(mut cmd: Command, url: &str, src: &Source) -> Proc {
-    let dir = scratch("ffmpeg");
-    let log = dir.join("ffmpeg.log");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps));
+/// The ffmpeg inputs and encoder options that make `src` (testsrc2, a sine, x264 with fixed GOPs, AAC); the
+/// caller adds the output.
+pub fn source_args(cmd: &mut Command, src: &Source) {
+    cmd.args(["-f", "lavfi", "-i"]).arg(format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps));
     if src.audio {
         cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
     }
@@ -296,6 +288,19 @@ pub fn publish_with(mut cmd: Command, url: &str, src: &Source) -> Proc {
     if src.audio {
         cmd.args(["-c:a", "aac", "-b:a", "64k"]);
     }
+}
+
+/// ffmpeg publishing a generated H.264 (+ AAC) stream in real time — the OBS stand-in.
+pub fn publish(url: &str, src: &Source) -> Proc {
+    publish_with(Command::new("ffmpeg"), url, src)
+}
+
+/// [`publish`] through a prepared `ffmpeg` command (e.g. one run inside a network namespace).
+pub fn publish_with(mut cmd: Command, url: &str, src: &Source) -> Proc {
+    let dir = scratch("ffmpeg");
+    let log = dir.join("ffmpeg.log");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    source_args(&mut cmd, src);
     cmd.args(["-f", "flv", url]).stdin(Stdio::null()).stdout(Stdio::null());
     cmd.stderr(std::fs::File::create(&log).expect("log"));
     Proc { child: cmd.spawn().expect("spawn ffmpeg (is it installed?)"), log }
