@@ -216,6 +216,21 @@ pub struct TranscodeConfig {
     pub threads: usize,
     /// The rungs, by height. A rung at or above the source's height is skipped (never upscale).
     pub rungs: Vec<RungConfig>,
+    /// Per application (the `app` of `rtmp://host/app/KEY`): its own `mode` and/or `rungs`, overriding the ones
+    /// above for its streams (e.g. `[transcode.apps.live] mode = "always"` with `mode = "off"` for the rest).
+    pub apps: std::collections::BTreeMap<String, AppTranscode>,
+}
+
+/// One application's ladder settings (see [`TranscodeConfig::apps`]); what is left out comes from `[transcode]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppTranscode {
+    /// `off`, `always` or `on-demand` for this application's streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TranscodeMode>,
+    /// This application's rungs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rungs: Option<Vec<RungConfig>>,
 }
 
 /// One rung of the ladder: an H.264 rendition (libx264) at a height, with the source's frame rate and audio.
@@ -289,6 +304,7 @@ impl Default for TranscodeConfig {
                 RungConfig::new(360, 800, "main"),
                 RungConfig::new(240, 400, "baseline"),
             ],
+            apps: Default::default(),
         }
     }
 }
@@ -300,6 +316,26 @@ impl TranscodeConfig {
             0 => (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1),
             n => n,
         }
+    }
+
+    /// When streams of application `app` get a ladder.
+    pub fn mode_for(&self, app: &str) -> TranscodeMode {
+        self.apps.get(app).and_then(|a| a.mode).unwrap_or(self.mode)
+    }
+
+    /// The rungs of application `app`.
+    pub fn rungs_for(&self, app: &str) -> &[RungConfig] {
+        self.apps.get(app).and_then(|a| a.rungs.as_deref()).unwrap_or(&self.rungs)
+    }
+
+    /// Whether any application may get a ladder (the encoder supervisor runs).
+    pub fn enabled(&self) -> bool {
+        self.mode != TranscodeMode::Off || self.apps.values().any(|a| a.mode.is_some_and(|m| m != TranscodeMode::Off))
+    }
+
+    /// Whether any application transcodes in `mode`.
+    pub fn any_mode(&self, mode: TranscodeMode) -> bool {
+        self.mode == mode || self.apps.values().any(|a| a.mode == Some(mode))
     }
 
     /// `threads` with 0 resolved to the available cores.
@@ -318,40 +354,52 @@ impl TranscodeConfig {
         if self.threads > 64 {
             return err("transcode.threads", "must be at most 64".into());
         }
-        if self.rungs.len() > 8 {
-            return err("transcode.rungs", "at most 8 rungs".into());
-        }
-        let mut heights = Vec::new();
-        for (i, r) in self.rungs.iter().enumerate() {
-            let k = format!("transcode.rungs[{i}]");
-            if !(64..=4320).contains(&r.height) || r.height % 2 != 0 {
-                return err(&format!("{k}.height"), format!("{} must be even and 64..4320", r.height));
+        validate_rungs("transcode.rungs", &self.rungs)?;
+        for (app, a) in &self.apps {
+            if crate::stream::StreamKey::new(app, "x").is_err() {
+                return err(&format!("transcode.apps.{app}"), "not a valid application name".into());
             }
-            if heights.contains(&r.height) {
-                return err(&format!("{k}.height"), format!("{} appears twice", r.height));
-            }
-            heights.push(r.height);
-            if !(50..=100_000).contains(&r.bitrate_kbps) {
-                return err(&format!("{k}.bitrate_kbps"), "must be 50..100000".into());
-            }
-            if r.maxrate() < r.bitrate_kbps || r.maxrate() > 200_000 {
-                return err(&format!("{k}.maxrate_kbps"), "must be at least bitrate_kbps (and at most 200000)".into());
-            }
-            if !(50..=400_000).contains(&r.bufsize()) {
-                return err(&format!("{k}.bufsize_kbits"), "must be 50..400000".into());
-            }
-            if !X264_PRESETS.contains(&r.preset.as_str()) {
-                return err(
-                    &format!("{k}.preset"),
-                    format!("{:?} is not one of {}", r.preset, X264_PRESETS.join(", ")),
-                );
-            }
-            if !["baseline", "main", "high"].contains(&r.profile.as_str()) {
-                return err(&format!("{k}.profile"), format!("{:?} is not baseline, main or high", r.profile));
+            if let Some(rungs) = &a.rungs {
+                validate_rungs(&format!("transcode.apps.{app}.rungs"), rungs)?;
             }
         }
         Ok(())
     }
+}
+
+/// Checks a ladder's rungs; errors name the key under `prefix`.
+fn validate_rungs(prefix: &str, rungs: &[RungConfig]) -> Result<(), ConfigError> {
+    let err = |k: &str, why: String| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
+    if rungs.len() > 8 {
+        return err(prefix, "at most 8 rungs".into());
+    }
+    let mut heights = Vec::new();
+    for (i, r) in rungs.iter().enumerate() {
+        let k = format!("{prefix}[{i}]");
+        if !(64..=4320).contains(&r.height) || r.height % 2 != 0 {
+            return err(&format!("{k}.height"), format!("{} must be even and 64..4320", r.height));
+        }
+        if heights.contains(&r.height) {
+            return err(&format!("{k}.height"), format!("{} appears twice", r.height));
+        }
+        heights.push(r.height);
+        if !(50..=100_000).contains(&r.bitrate_kbps) {
+            return err(&format!("{k}.bitrate_kbps"), "must be 50..100000".into());
+        }
+        if r.maxrate() < r.bitrate_kbps || r.maxrate() > 200_000 {
+            return err(&format!("{k}.maxrate_kbps"), "must be at least bitrate_kbps (and at most 200000)".into());
+        }
+        if !(50..=400_000).contains(&r.bufsize()) {
+            return err(&format!("{k}.bufsize_kbits"), "must be 50..400000".into());
+        }
+        if !X264_PRESETS.contains(&r.preset.as_str()) {
+            return err(&format!("{k}.preset"), format!("{:?} is not one of {}", r.preset, X264_PRESETS.join(", ")));
+        }
+        if !["baseline", "main", "high"].contains(&r.profile.as_str()) {
+            return err(&format!("{k}.profile"), format!("{:?} is not baseline, main or high", r.profile));
+        }
+    }
+    Ok(())
 }
 
 impl Default for ClusterConfig {
@@ -843,6 +891,31 @@ mod tests {
         let c = Config::load(Some(&f), env(&[])).unwrap();
         assert_eq!(c.transcode.rungs[0].maxrate(), 1000);
         assert!(c.to_toml().contains("[[transcode.rungs]]"));
+        // Per application: its own mode and rungs; the rest falls back to [transcode].
+        let c = Config::load(
+            None,
+            env(&[(
+                "STROM_TRANSCODE_APPS",
+                "{live = {mode = \"always\", rungs = [{height = 160, bitrate_kbps = 200}]}, vod = {mode = \"on-demand\"}}",
+            )]),
+        )
+        .unwrap();
+        assert!(c.transcode.enabled());
+        assert_eq!(c.transcode.mode_for("live"), TranscodeMode::Always);
+        assert_eq!(c.transcode.mode_for("vod"), TranscodeMode::OnDemand);
+        assert_eq!(c.transcode.mode_for("other"), TranscodeMode::Off);
+        assert_eq!(c.transcode.rungs_for("live").len(), 1);
+        assert_eq!(c.transcode.rungs_for("vod").len(), 4, "vod keeps the default rungs");
+        assert!(c.transcode.any_mode(TranscodeMode::OnDemand) && c.transcode.any_mode(TranscodeMode::Always));
+        let e = Config::load(
+            None,
+            env(&[("STROM_TRANSCODE_APPS", "{live = {rungs = [{height = 161, bitrate_kbps = 200}]}}")]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("transcode.apps.live.rungs[0].height"), "{e}");
+        let e = Config::load(None, env(&[("STROM_TRANSCODE_APPS", "{live = {modes = \"always\"}}")])).unwrap_err().0;
+        assert!(e.contains("transcode.apps"), "{e}");
         // Errors name the key.
         for (var, value, key) in [
             ("STROM_TRANSCODE_MODE", "sometimes", "transcode.mode"),

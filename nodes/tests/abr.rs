@@ -280,6 +280,28 @@ fn a_source_at_the_lowest_rung_is_served_as_published() {
     assert_eq!(s.metric("strom_encoder_rungs_active"), 0.0);
 }
 
+/// Ladders per application: `live` gets its own one-rung ladder, `studio` the node's default mode (off).
+#[test]
+fn each_application_gets_its_own_ladder_settings() {
+    let s = Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "off"),
+        (
+            "STROM_TRANSCODE_APPS",
+            "{live = {mode = \"always\", rungs = [{height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]}}",
+        ),
+        ("STROM_TRANSCODE_THREADS", "1"),
+    ]);
+    let src = Source { seconds: 30.0, ..Source::default() };
+    let _live = publish(&s.rtmp_url("live/cam"), &src);
+    let _studio = publish(&s.rtmp_url("studio/cam"), &src);
+    let master = wait_master(&s, "live/cam", 2, Duration::from_secs(30));
+    assert_eq!(resolutions(&master), ["426x240", "284x160"], "{master}");
+    let text = s.wait_segments("studio/cam", 1, Duration::from_secs(20));
+    assert!(!text.contains("#EXT-X-STREAM-INF"), "studio has no ladder: a media playlist\n{text}");
+    assert_eq!(s.get("/studio/cam_160p/index.m3u8").status, 404);
+    assert_eq!(s.metric("strom_encoder_rungs_active"), 1.0);
+}
+
 /// The RESOLUTION of every variant of a master playlist, in order.
 fn resolutions(master: &str) -> Vec<String> {
     parse_master(master).iter().map(|v| v.attrs.get("RESOLUTION").cloned().unwrap_or_default()).collect()

@@ -203,7 +203,7 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
         }
     };
     let cfg = AvcConfig::parse(&record).map_err(|e| format!("source AVC configuration: {e}"))?;
-    let plans = ladder::plan(&key, cfg.width, cfg.height, &args.config.transcode.rungs);
+    let plans = ladder::plan(&key, cfg.width, cfg.height, args.config.transcode.rungs_for(key.app()));
     end_unplanned_rungs(&args, &plans).await;
     if plans.is_empty() {
         info!(stream = %key, width = cfg.width, height = cfg.height, "source at or below every rung: no ladder");
@@ -288,7 +288,7 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
 /// Rungs of an earlier plan (a source that got smaller) end now, with ENDLIST, instead of waiting out the
 /// reconnect grace: a player on such a variant learns it is over.
 async fn end_unplanned_rungs(args: &EncoderArgs, plans: &[ladder::RungPlan]) {
-    for r in &args.config.transcode.rungs {
+    for r in args.config.transcode.rungs_for(args.key.app()) {
         let Some(k) = ladder::rung_key(&args.key, r.height) else { continue };
         if plans.iter().any(|p| p.key == k) {
             continue;

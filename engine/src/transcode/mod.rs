@@ -217,7 +217,7 @@ pub async fn master_of(ladders: &Ladders, config: &Config, key: &StreamKey, wait
     let started = Instant::now();
     let deadline = started + wait;
     // On-demand, the request that starts a ladder comes just before: give the supervisor a moment.
-    let appear = match config.transcode.mode {
+    let appear = match config.transcode.mode_for(key.app()) {
         TranscodeMode::OnDemand => Duration::from_millis(1500),
         _ => Duration::ZERO,
     };
@@ -265,9 +265,9 @@ impl Transcoder {
     ) -> Result<Transcoder, ActorProcessingErr> {
         let ladders: Ladders = Arc::default();
         let running = Arc::new(AtomicU32::new(0));
-        let supervisor = match config.transcode.mode {
-            TranscodeMode::Off => None,
-            _ => {
+        let supervisor = match config.transcode.enabled() {
+            false => None,
+            true => {
                 let tmetrics = Arc::new(TranscodeMetrics::new(&metrics));
                 let args = SupervisorArgs {
                     config: config.clone(),
@@ -281,6 +281,7 @@ impl Transcoder {
                 tracing::info!(
                     max_streams = config.transcode.max_streams(),
                     rungs = config.transcode.rungs.len(),
+                    apps = ?config.transcode.apps.keys().collect::<Vec<_>>(),
                     "ABR ladder on"
                 );
                 Some(a)
@@ -293,10 +294,14 @@ impl Transcoder {
     /// within `transcode.idle_secs`, e.g. players waiting while the publisher reconnected).
     pub fn source_published(&self, key: &StreamKey) {
         let Some(s) = &self.supervisor else { return };
-        if self.config.transcode.mode == TranscodeMode::OnDemand {
-            let idle = Duration::from_secs_f64(self.config.transcode.idle_secs);
-            if lock_demanded(&self.demanded).get(key).is_none_or(|t| t.elapsed() >= idle) {
-                return;
+        match self.config.transcode.mode_for(key.app()) {
+            TranscodeMode::Off => return,
+            TranscodeMode::Always => {}
+            TranscodeMode::OnDemand => {
+                let idle = Duration::from_secs_f64(self.config.transcode.idle_secs);
+                if lock_demanded(&self.demanded).get(key).is_none_or(|t| t.elapsed() >= idle) {
+                    return;
+                }
             }
         }
         let _ = s.cast(SupervisorMsg::Start(key.clone()));
@@ -306,10 +311,10 @@ impl Transcoder {
     /// source's ladder starts if it is not running.
     pub fn hls_request(&self, key: &StreamKey) {
         let Some(s) = &self.supervisor else { return };
-        if self.config.transcode.mode != TranscodeMode::OnDemand {
+        let source = ladder::source_of(key, self.config.transcode.rungs_for(key.app())).unwrap_or_else(|| key.clone());
+        if self.config.transcode.mode_for(key.app()) != TranscodeMode::OnDemand {
             return;
         }
-        let source = ladder::source_of(key, &self.config.transcode.rungs).unwrap_or_else(|| key.clone());
         let mut demanded = lock_demanded(&self.demanded);
         // Tell the supervisor at most once a second per stream (it ignores a running ladder anyway).
         if demanded.get(&source).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -325,7 +330,9 @@ impl Transcoder {
 
     /// Whether `key` is reserved for a rung (an outside publisher may not take it).
     pub fn reserved(&self, key: &StreamKey) -> bool {
-        self.supervisor.is_some() && ladder::is_rung_name(key, &self.config.transcode.rungs)
+        self.supervisor.is_some()
+            && self.config.transcode.mode_for(key.app()) != TranscodeMode::Off
+            && ladder::is_rung_name(key, self.config.transcode.rungs_for(key.app()))
     }
 
     /// The master playlist of `key` when it has a ladder with at least one rung, from this node or (clustering
@@ -353,7 +360,8 @@ impl Transcoder {
         }
         let running = self.running.load(Ordering::Relaxed);
         let max = self.config.transcode.max_streams() as u32;
-        (running, if self.config.transcode.mode == TranscodeMode::Always { max.saturating_sub(running) } else { 0 })
+        let hosts = self.config.transcode.any_mode(TranscodeMode::Always);
+        (running, if hosts { max.saturating_sub(running) } else { 0 })
     }
 
     /// What the cluster calls when another node places a ladder here: accepts it if there is a free slot.

@@ -193,13 +193,13 @@ impl SupervisorState {
     async fn on_demand_tick(&mut self, myself: &ActorRef<SupervisorMsg>) {
         let idle = Duration::from_secs_f64(self.args.config.transcode.idle_secs);
         let config = self.args.config.clone();
-        let rungs = &config.transcode.rungs;
         for h in self.args.streams.list().await {
             let key = h.key().clone();
             let asked = h.hls_idle().is_some_and(|d| d < TICK * 2);
             if asked
+                && config.transcode.mode_for(key.app()) == TranscodeMode::OnDemand
                 && h.relay_from().is_none()
-                && !ladder::is_rung_name(&key, rungs)
+                && !ladder::is_rung_name(&key, config.transcode.rungs_for(key.app()))
                 && !self.encoders.contains_key(&key)
                 && self.owned_live(&key).await.is_some()
             {
@@ -209,7 +209,7 @@ impl SupervisorState {
         }
         let mut stop = Vec::new();
         for (key, r) in &self.encoders {
-            if r.started.elapsed() < idle {
+            if config.transcode.mode_for(key.app()) != TranscodeMode::OnDemand || r.started.elapsed() < idle {
                 continue;
             }
             let mut keys = vec![key.clone()];
@@ -252,7 +252,7 @@ impl SupervisorState {
             return;
         }
         let cluster = match self.args.streams.cluster() {
-            Some(c) if self.args.config.transcode.mode == TranscodeMode::Always => c.clone(),
+            Some(c) if self.args.config.transcode.mode_for(key.app()) == TranscodeMode::Always => c.clone(),
             _ => return self.spawn(myself, key, 0).await,
         };
         self.recent.retain(|(_, t)| t.elapsed() < RECENT);
@@ -392,13 +392,14 @@ impl Actor for Supervisor {
                 let _ = reply.send(());
             }
             SupervisorMsg::Demand(key) => {
-                if !st.encoders.contains_key(&key) && st.owned_live(&key).await.is_some() {
+                let on_demand = st.args.config.transcode.mode_for(key.app()) == TranscodeMode::OnDemand;
+                if on_demand && !st.encoders.contains_key(&key) && st.owned_live(&key).await.is_some() {
                     info!(stream = %key, "HLS requested: starting the on-demand ladder");
                     st.spawn(&myself, key, 0).await;
                 }
             }
             SupervisorMsg::Tick => {
-                if st.args.config.transcode.mode == TranscodeMode::OnDemand {
+                if st.args.config.transcode.any_mode(TranscodeMode::OnDemand) {
                     st.on_demand_tick(&myself).await;
                 }
                 if !st.placed.is_empty() {
