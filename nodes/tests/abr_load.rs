@@ -7,6 +7,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// These tests measure how a ladder copes with the CPU it gets: they run one at a time, never next to each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Waits until `cond` holds (polling every 200 ms); panics with `what` and the node's log after `timeout`.
 fn wait_until(s: &Strom, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -18,6 +25,7 @@ fn wait_until(s: &Strom, what: &str, timeout: Duration, mut cond: impl FnMut() -
 
 #[test]
 fn a_ladder_behind_real_time_sheds_its_costliest_rung_and_keeps_the_others() {
+    let _alone = alone();
     // 576p at x264's slowest preset on one codec thread cannot keep 30 fps on this machine; 240p ultrafast can.
     let rungs = "[{height = 576, bitrate_kbps = 1200, preset = \"veryslow\", profile = \"high\"}, \
                   {height = 240, bitrate_kbps = 300, preset = \"ultrafast\", profile = \"baseline\"}]";
@@ -64,6 +72,7 @@ fn a_ladder_behind_real_time_sheds_its_costliest_rung_and_keeps_the_others() {
 
 #[test]
 fn an_on_demand_ladder_starts_at_the_first_hls_request_and_stops_when_idle() {
+    let _alone = alone();
     let rungs = "[{height = 240, bitrate_kbps = 300, preset = \"ultrafast\"}, \
                   {height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]";
     let s = Strom::with_env(&[
@@ -137,6 +146,7 @@ impl Drop for Hogs {
 
 #[test]
 fn a_ladder_starved_of_cpu_sheds_and_restores_its_rungs_when_the_cpu_comes_back() {
+    let _alone = alone();
     let rungs = "[{height = 360, bitrate_kbps = 600, preset = \"veryfast\"}, \
                   {height = 240, bitrate_kbps = 300, preset = \"ultrafast\"}]";
     let s = Strom::with_env(&[
