@@ -328,8 +328,15 @@ impl SupervisorState {
     /// Drain: hosted ladders stop (their owners move them); this node's own ladders move to other nodes.
     async fn drain(&mut self, myself: &ActorRef<SupervisorMsg>) {
         self.draining = true;
+        if self.args.streams.cluster().is_none() {
+            return; // nowhere to move them: ladders run until their streams end
+        }
         let keys: Vec<StreamKey> = self.encoders.keys().cloned().collect();
         for key in keys {
+            let hosted = self.encoders.get(&key).is_some_and(|r| r.hosted_for.is_some());
+            if !hosted && self.args.config.transcode.mode_for(key.app()) != TranscodeMode::Always {
+                continue; // on-demand ladders stay with their stream's owner
+            }
             let Some(r) = self.remove(&key) else { continue };
             r.actor.stop(Some("node draining".into()));
             lock(&self.args.ladders).remove(&key);
