@@ -7,7 +7,7 @@
 //!
 //! A player that falls more than a ring behind gets `Lagged`: [`PlayerFeed`] counts the lost frames
 //! (`strom_frames_dropped_total{reason="slow_player"}`; `reason="slow_relay"` for a relay sender feeding another
-//! cluster node) and skips to the next keyframe. The publisher never waits.
+//! cluster node, `slow_encoder` for a ladder's encoder) and skips to the next keyframe. The publisher never waits.
 //! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
 //!
 //! Writers cost per write, not per byte (a loopback or NIC send is mostly fixed cost), so a feed can coalesce
@@ -197,11 +197,13 @@ impl PlayerFeed {
     }
 
     /// The `strom_frames_dropped_total` reason of frames a feed of `protocol` skips when it falls a ring behind:
-    /// `slow_relay` for a relay sender (another cluster node fell behind this owner), else `slow_player`.
+    /// `slow_relay` for a relay sender (another cluster node fell behind this owner), `slow_encoder` for a ladder's
+    /// encoder (its codecs fell behind the source), else `slow_player`.
     pub fn drop_reason(protocol: Protocol) -> &'static str {
         match protocol {
             Protocol::Relay => "slow_relay",
-            Protocol::Rtmp | Protocol::Flv | Protocol::Encoder => "slow_player",
+            Protocol::Encoder => "slow_encoder",
+            Protocol::Rtmp | Protocol::Flv => "slow_player",
         }
     }
 
@@ -420,6 +422,14 @@ mod tests {
         let m = lag_and_skip(Protocol::Flv).await;
         assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
         assert_eq!(m.frames_dropped.with_label_values(&["slow_relay"]).get(), 0);
+    }
+
+    #[test]
+    fn each_kind_of_feed_has_its_drop_reason() {
+        assert_eq!(PlayerFeed::drop_reason(Protocol::Rtmp), "slow_player");
+        assert_eq!(PlayerFeed::drop_reason(Protocol::Flv), "slow_player");
+        assert_eq!(PlayerFeed::drop_reason(Protocol::Relay), "slow_relay");
+        assert_eq!(PlayerFeed::drop_reason(Protocol::Encoder), "slow_encoder");
     }
 
     #[tokio::test]
