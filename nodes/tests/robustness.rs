@@ -648,8 +648,14 @@ fn http_flv_player_reading_slower_than_the_stream_skips_frames() {
     const SECS: f64 = 10.0;
     /// ~16% of the ~190 kB/s stream, read in 50 ms steps.
     const BYTES_PER_SEC: usize = 30_000;
+    // One send per frame (no write hold): with two frames per send the kernel's send buffer autotunes up faster and
+    // can absorb the whole 10 s of lag, so the ring would rarely overflow within the test.
     let (mut s, mut good) = node_with_good_stream(
-        &[("STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS", "3"), ("STROM_STREAM_PLAYER_QUEUE_FRAMES", "64")],
+        &[
+            ("STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS", "3"),
+            ("STROM_STREAM_PLAYER_QUEUE_FRAMES", "64"),
+            ("STROM_STREAM_PLAYER_WRITE_HOLD_MS", "0"),
+        ],
         Source { bitrate_k: 1500, ..good_source() },
     );
     let dropped = "strom_frames_dropped_total{reason=\"slow_player\"}";
