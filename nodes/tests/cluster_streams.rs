@@ -543,10 +543,9 @@ fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
         assert!(msn >= last, "media sequence went back at poll {i}: {seen:?}");
         last = msn;
     }
-    let text = wait_segments(&nodes[1], "live/c_160p", 1, Duration::from_secs(5));
+    wait_segments(&nodes[1], "live/c_160p", 1, Duration::from_secs(5));
     let before = last;
     wait_until("the moved ladder's rung to advance", Duration::from_secs(30), || {
         last_msn(&playlist(&nodes[1], "live/c_160p").1).is_some_and(|m| m > before)
     });
-    assert!(!text.is_empty());
 }

@@ -188,6 +188,16 @@ impl SupervisorState {
         h.info().await.is_some_and(|i| i.state == "live").then_some(h)
     }
 
+    /// On-demand: starts the ladder of `key` if its application is on-demand, it has none yet, and this node
+    /// owns the stream live.
+    async fn start_on_demand(&mut self, myself: &ActorRef<SupervisorMsg>, key: StreamKey) {
+        let on_demand = self.args.config.transcode.mode_for(key.app()) == TranscodeMode::OnDemand;
+        if on_demand && !self.encoders.contains_key(&key) && self.owned_live(&key).await.is_some() {
+            info!(stream = %key, "HLS requested: starting the on-demand ladder");
+            self.spawn(myself, key, 0).await;
+        }
+    }
+
     /// On-demand: starts the encoders of owned live streams HLS was asked of (through any node) and stops those
     /// whose source and rungs went `idle_secs` without an HLS request.
     async fn on_demand_tick(&mut self, myself: &ActorRef<SupervisorMsg>) {
@@ -196,15 +206,8 @@ impl SupervisorState {
         for h in self.args.streams.list().await {
             let key = h.key().clone();
             let asked = h.hls_idle().is_some_and(|d| d < TICK * 2);
-            if asked
-                && config.transcode.mode_for(key.app()) == TranscodeMode::OnDemand
-                && h.relay_from().is_none()
-                && !ladder::is_rung_name(&key, config.transcode.rungs_for(key.app()))
-                && !self.encoders.contains_key(&key)
-                && self.owned_live(&key).await.is_some()
-            {
-                info!(stream = %key, "HLS requested: starting the on-demand ladder");
-                self.spawn(myself, key, 0).await;
+            if asked && h.relay_from().is_none() && !ladder::is_rung_name(&key, config.transcode.rungs_for(key.app())) {
+                self.start_on_demand(myself, key).await;
             }
         }
         let mut stop = Vec::new();
@@ -398,13 +401,7 @@ impl Actor for Supervisor {
                 st.drain(&myself).await;
                 let _ = reply.send(());
             }
-            SupervisorMsg::Demand(key) => {
-                let on_demand = st.args.config.transcode.mode_for(key.app()) == TranscodeMode::OnDemand;
-                if on_demand && !st.encoders.contains_key(&key) && st.owned_live(&key).await.is_some() {
-                    info!(stream = %key, "HLS requested: starting the on-demand ladder");
-                    st.spawn(&myself, key, 0).await;
-                }
-            }
+            SupervisorMsg::Demand(key) => st.start_on_demand(&myself, key).await,
             SupervisorMsg::Tick => {
                 if st.args.config.transcode.any_mode(TranscodeMode::OnDemand) {
                     st.on_demand_tick(&myself).await;
@@ -414,11 +411,7 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Restart { key, attempt, skip_cache } => {
-                let live = match st.args.streams.find_local(&key).await {
-                    Some(h) => h.info().await.is_some_and(|i| i.state == "live"),
-                    None => false,
-                };
-                if live {
+                if st.owned_live(&key).await.is_some() {
                     info!(stream = %key, attempt, "restarting the encoder");
                     st.spawn_for(&myself, key, attempt, None, skip_cache).await;
                 } else {

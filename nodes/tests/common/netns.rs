@@ -340,15 +340,7 @@ impl Inner {
                  }}\n"
             ));
         }
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.nodes[k], "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ip netns exec … nft");
-        child.stdin.take().expect("nft stdin").write_all(script.as_bytes()).expect("write nft script");
-        let out = child.wait_with_output().expect("wait nft");
+        let out = run_with_input(Command::new("ip").args(["netns", "exec", &self.nodes[k], "nft", "-f", "-"]), &script);
         assert!(
             out.status.success(),
             "nft in {} failed ({}): {}\ncut_between needs nftables (nodes/scripts/packages.sh installs it)",
@@ -756,21 +748,24 @@ fn mac(ip: Ipv4Addr) -> String {
 
 /// Runs `ip <opts> -batch -` with `commands` (one a line) on stdin; panics with its stderr on failure.
 fn ip_batch(opts: &[&str], commands: &str) {
-    let mut child = Command::new("ip")
-        .args(opts)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ip -batch");
-    child.stdin.take().expect("ip stdin").write_all(commands.as_bytes()).expect("write ip batch");
-    let out = child.wait_with_output().expect("wait ip -batch");
+    let out = run_with_input(Command::new("ip").args(opts).args(["-batch", "-"]), commands);
     assert!(
         out.status.success(),
         "ip {opts:?} -batch failed: {}\n{commands}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+}
+
+/// Runs `cmd` with `input` on its stdin; its stderr is kept for the caller's error message.
+fn run_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
 }
 
 /// Runs `ip args…`; panics with its stderr on failure.
