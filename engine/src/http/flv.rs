@@ -46,9 +46,8 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
     let has_video = sub.has_video;
     let has_audio = sub.audio_header.is_some();
     let mut feed = PlayerFeed::new(sub, node.metrics.clone());
-    feed.coalesce_audio(true);
+    feed.coalesce();
     feed.set_batch_bytes(BATCH_BYTES);
-    feed.hold_video(node.config.stream.player_write_hold_ms);
     let span = info_span!("flv", stream = %key, node = %node.config.node_name);
     span.in_scope(|| debug!("HTTP-FLV player attached"));
     let state = FlvBody {

@@ -523,9 +523,8 @@ impl Connection {
         self.accept(request_id)?;
         info!(stream = %key, "playing");
         let mut feed = PlayerFeed::new(sub, self.node.metrics.clone());
-        feed.coalesce_audio(true);
+        feed.coalesce();
         feed.set_batch_bytes(PLAYER_BATCH_BYTES);
-        feed.hold_video(self.node.config.stream.player_write_hold_ms);
         self.feed = Some(feed);
         self.role = Role::Playing { stream_id };
         Ok(())

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rml_rtmp::sessions::StreamMetadata;
-use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::fanout::{Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
+use super::fanout::{FanoutSender, Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
 use super::key::StreamKey;
 use super::registry::{PublishError, RegistryMsg, StreamInfo};
 use crate::config::Config;
@@ -167,7 +166,7 @@ pub struct StreamState {
     registry: ActorRef<RegistryMsg>,
     segmenter: Option<ActorRef<SegmenterMsg>>,
     relay_from: Option<String>,
-    tx: broadcast::Sender<StreamEvent>,
+    fanout: FanoutSender,
     viewers: Arc<ViewerCounts>,
     phase: Phase,
     publisher: Option<u64>,
@@ -242,7 +241,7 @@ impl Actor for StreamActor {
                 Some(segmenter)
             }
         };
-        let (tx, _) = broadcast::channel(args.config.stream.player_queue_frames);
+        let fanout = FanoutSender::new(args.config.stream.player_queue_frames, args.config.stream.player_write_hold_ms);
         args.metrics.streams_active.inc();
         Ok(StreamState {
             key: args.key,
@@ -251,7 +250,7 @@ impl Actor for StreamActor {
             registry: args.registry,
             segmenter,
             relay_from: args.relay_from,
-            tx,
+            fanout,
             viewers: args.viewers,
             phase: Phase::Waiting,
             publisher: None,
@@ -276,7 +275,7 @@ impl Actor for StreamActor {
         if state.publisher.take().is_some() {
             state.metrics.publishers.dec();
         }
-        let _ = state.tx.send(StreamEvent::End);
+        state.fanout.send(StreamEvent::End);
         // Children are not stopped with their supervisor in ractor: end the segmenter explicitly.
         if let Some(s) = &state.segmenter {
             s.stop(Some("stream ended".into()));
@@ -324,13 +323,13 @@ impl Actor for StreamActor {
                     let body = crate::media::flv::encode_on_metadata(&meta);
                     st.metadata = Some(body.clone());
                     st.meta = Some(*meta);
-                    let _ = st.tx.send(StreamEvent::Metadata(body));
+                    st.fanout.send(StreamEvent::Metadata(body));
                 }
             }
             StreamMsg::MetadataRaw { publisher, body } => {
                 if st.publisher == Some(publisher) {
                     st.metadata = Some(body.clone());
-                    let _ = st.tx.send(StreamEvent::Metadata(body));
+                    st.fanout.send(StreamEvent::Metadata(body));
                 }
             }
             StreamMsg::Media { publisher, mut frame } => {
@@ -347,7 +346,7 @@ impl Actor for StreamActor {
                     st.publisher = None;
                     st.phase = Phase::Waiting;
                     st.metrics.publishers.dec();
-                    let _ = st.tx.send(StreamEvent::End);
+                    st.fanout.send(StreamEvent::End);
                     if st.relay_from.is_some() {
                         // A relay stream has nothing to wait for: it is over.
                         st.phase = Phase::Ended;
@@ -367,7 +366,7 @@ impl Actor for StreamActor {
                     audio_header: st.audio_header.clone(),
                     gop: if st.config.stream.gop_cache { st.gop.clone() } else { Vec::new() },
                     has_video: st.video_header.is_some() || st.video_frames > 0,
-                    rx: st.tx.subscribe(),
+                    rx: st.fanout.subscribe(),
                     guard: ViewerGuard::new(st.viewers.clone(), st.metrics.clone(), protocol),
                 });
                 let _ = reply.send(sub);
@@ -394,7 +393,7 @@ impl Actor for StreamActor {
                 if st.publisher.take().is_some() {
                     st.metrics.publishers.dec();
                 }
-                let _ = st.tx.send(StreamEvent::End);
+                st.fanout.send(StreamEvent::End);
                 st.to_segmenter(SegmenterMsg::EndList);
                 st.phase = Phase::Ended;
             }
@@ -457,7 +456,7 @@ impl StreamState {
             let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
         }
         // No receivers is fine: nobody is watching over RTMP/FLV right now.
-        let _ = self.tx.send(StreamEvent::Frame(frame));
+        self.fanout.send(StreamEvent::Frame(frame));
     }
 
     fn end(&mut self, myself: &ActorRef<StreamMsg>) {

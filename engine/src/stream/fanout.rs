@@ -10,23 +10,26 @@
 //! cluster node, `slow_encoder` for a ladder's encoder) and skips to the next keyframe. The publisher never waits.
 //! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
 //!
-//! Writers cost per write, not per byte (a loopback or NIC send is mostly fixed cost), so a feed can coalesce
-//! ([`PlayerFeed::coalesce_audio`]): audio that arrives between two video frames is held until the next video
-//! frame and goes out in the same write; audio waits at most one video frame interval (bounded by
-//! [`AUDIO_HOLD_MS`] of stream time). [`PlayerFeed::hold_video`] goes further: a write waits until it spans a
-//! hold time (RTMP and HTTP-FLV players: `stream.player_write_hold_ms`, 33 ms by default, two frames per send),
-//! trading that much live delay for fewer sends.
+//! Writers cost per write and per wake-up, not per byte (a loopback or NIC send is mostly fixed cost), so viewers
+//! write in batches ([`PlayerFeed::coalesce`]). The stream decides once for all of them when a batch is complete
+//! (a [`FanoutSender`]'s batch clock): when it spans the hold time (`stream.player_write_hold_ms`, 33 ms by
+//! default: two video frames per send), at once for metadata, sequence headers and the end, and for audio between
+//! video frames after at most [`AUDIO_HOLD_MS`]. It then rings a doorbell (a `watch` channel) that wakes the
+//! coalescing players, which take every frame the ring holds and write it with one send. A viewer task is woken
+//! once per send instead of once per frame; the ring's own per-frame wake-ups remain for the feeds that want
+//! every frame at once (relays and encoders).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
 
 use crate::media::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
 
-/// With [`PlayerFeed::coalesce_audio`], held audio is released once it spans this much stream time even without a
+/// With [`PlayerFeed::coalesce`], held audio is released once it spans this much stream time even without a
 /// video frame (a video stall, or video below ~20 fps).
 pub const AUDIO_HOLD_MS: u32 = 50;
 
@@ -42,6 +45,92 @@ pub enum StreamEvent {
     Metadata(Bytes),
     /// The publisher left: players finish.
     End,
+}
+
+/// The sending side of a stream's fan-out: the ring every frame goes into once, and the doorbell that tells
+/// coalescing players a batch is complete. Owned by the stream actor.
+pub struct FanoutSender {
+    // Declared before the bell so the ring closes first when the sender is dropped: a player woken by the bell's
+    // closing then finds the ring closed too.
+    tx: broadcast::Sender<StreamEvent>,
+    bell: watch::Sender<u64>,
+    clock: BatchClock,
+}
+
+impl FanoutSender {
+    /// A ring of `capacity` events; coalescing players write once their batch spans `hold_ms` of stream time.
+    pub fn new(capacity: usize, hold_ms: u32) -> FanoutSender {
+        let (tx, _) = broadcast::channel(capacity);
+        let (bell, _) = watch::channel(0);
+        FanoutSender { tx, bell, clock: BatchClock { hold_ms, ..Default::default() } }
+    }
+
+    /// Puts `ev` into the ring (no receivers is fine) and rings the doorbell if it completes a batch.
+    pub fn send(&mut self, ev: StreamEvent) {
+        let ring = self.clock.completes(&ev);
+        let _ = self.tx.send(ev);
+        if ring {
+            self.bell.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A receiver positioned at the next event.
+    pub fn subscribe(&self) -> FanoutReceiver {
+        FanoutReceiver { rx: self.tx.subscribe(), bell: self.bell.subscribe() }
+    }
+}
+
+/// A player's end of a [`FanoutSender`].
+pub struct FanoutReceiver {
+    rx: broadcast::Receiver<StreamEvent>,
+    bell: watch::Receiver<u64>,
+}
+
+/// When a coalescing batch is complete: the stream-wide form of a per-player hold. Every coalescing player of a
+/// stream holds for the same time, so one decision per frame serves them all.
+///
+/// A video frame completes a batch when the batch's video spans the hold time (from its first video frame to
+/// this one): at 30 fps, a 33 ms hold makes batches of two video frames (with the audio between them), 66 ms
+/// three, 0 one. Audio never completes a batch while video flows; it does when video stalls (the open batch spans
+/// the hold time plus [`AUDIO_HOLD_MS`]), and every frame does until the stream has shown video.
+#[derive(Debug, Default)]
+struct BatchClock {
+    hold_ms: u32,
+    /// The stream carries video.
+    has_video: bool,
+    /// Timestamp of the first video frame of the open batch.
+    first_video: Option<u32>,
+    /// Timestamp of the first frame of the open batch.
+    first: Option<u32>,
+}
+
+impl BatchClock {
+    /// Whether `ev` completes the open batch. Metadata, sequence headers and the end always do.
+    fn completes(&mut self, ev: &StreamEvent) -> bool {
+        let done = match ev {
+            StreamEvent::Frame(f) if !f.header => {
+                let first = *self.first.get_or_insert(f.timestamp);
+                let since = |t: u32| f.timestamp.wrapping_sub(t) as i32;
+                if f.kind == MediaKind::Video {
+                    self.has_video = true;
+                    let first_video = *self.first_video.get_or_insert(f.timestamp);
+                    since(first_video) >= self.hold_ms as i32 || since(first_video) < 0
+                } else {
+                    !self.has_video || since(first) >= (self.hold_ms + AUDIO_HOLD_MS) as i32 || since(first) < 0
+                }
+            }
+            StreamEvent::Frame(f) => {
+                self.has_video |= f.kind == MediaKind::Video;
+                true
+            }
+            StreamEvent::Metadata(_) | StreamEvent::End => true,
+        };
+        if done {
+            self.first = None;
+            self.first_video = None;
+        }
+        done
+    }
 }
 
 /// Player protocols, for viewer counts and egress metrics.
@@ -127,7 +216,7 @@ pub struct Subscription {
     /// Whether the stream carries video (a lagging player then waits for a keyframe).
     pub has_video: bool,
     /// The live ring, positioned right after the snapshot.
-    pub rx: broadcast::Receiver<StreamEvent>,
+    pub rx: FanoutReceiver,
     /// Keeps the viewer counted.
     pub guard: ViewerGuard,
 }
@@ -146,6 +235,7 @@ pub enum PlayerItem {
 /// Turns a [`Subscription`] into an ordered sequence of [`PlayerItem`]s for one player.
 pub struct PlayerFeed {
     rx: broadcast::Receiver<StreamEvent>,
+    bell: watch::Receiver<u64>,
     pending: std::collections::VecDeque<PlayerItem>,
     base: Option<u32>,
     waiting_keyframe: bool,
@@ -156,10 +246,11 @@ pub struct PlayerFeed {
     has_video: bool,
     metrics: Arc<Metrics>,
     ended: bool,
-    /// Hold audio for the next video frame (see [`PlayerFeed::coalesce_audio`]).
-    hold_audio: bool,
-    /// Hold video until a batch spans this much stream time (see [`PlayerFeed::hold_video`]); 0: never.
-    hold_video_ms: u32,
+    /// Write when the stream's batch clock says so (see [`PlayerFeed::coalesce`]).
+    coalesce: bool,
+    /// The next batch goes out without waiting for the doorbell: the start snapshot, or the rest of a batch that
+    /// was cut by the count or byte limit.
+    flush: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
     _guard: ViewerGuard,
@@ -169,7 +260,8 @@ impl PlayerFeed {
     /// Starts a feed: metadata, sequence headers, then the GOP cache, then live frames.
     pub fn new(sub: Subscription, metrics: Arc<Metrics>) -> PlayerFeed {
         let mut feed = PlayerFeed {
-            rx: sub.rx,
+            rx: sub.rx.rx,
+            bell: sub.rx.bell,
             pending: Default::default(),
             base: sub.gop.first().map(|f| f.timestamp),
             // Without a cached GOP (disabled, or no keyframe yet) a player starts at the next keyframe.
@@ -179,8 +271,8 @@ impl PlayerFeed {
             has_video: sub.has_video,
             metrics,
             ended: false,
-            hold_audio: false,
-            hold_video_ms: 0,
+            coalesce: false,
+            flush: true,
             max_bytes: usize::MAX,
             _guard: sub.guard,
         };
@@ -251,18 +343,11 @@ impl PlayerFeed {
         self.lagged = true;
     }
 
-    /// Coalesce writes: while the stream has video, a batch of only audio frames is not returned; it waits for
-    /// the next video frame (or metadata, end of stream, or [`AUDIO_HOLD_MS`] of held audio), so a player gets
-    /// one write per video frame instead of one per frame. Off by default.
-    pub fn coalesce_audio(&mut self, on: bool) {
-        self.hold_audio = on;
-    }
-
-    /// With [`PlayerFeed::coalesce_audio`] on, also hold video: a batch of frames goes out once it spans `ms` of
-    /// stream time (with `ms` about one frame interval, two video frames per write), trading up to `ms` of live
-    /// delay for half the writes. 0 (the feed's default): video is never held.
-    pub fn hold_video(&mut self, ms: u32) {
-        self.hold_video_ms = ms;
+    /// Coalesce writes: a batch goes out when the stream's batch clock completes it (see the module docs), so the
+    /// player is woken and writes once per batch: two video frames with their audio at the default 33 ms hold. Off
+    /// by default (every frame is returned as soon as it is in the ring).
+    pub fn coalesce(&mut self) {
+        self.coalesce = true;
     }
 
     /// Caps a batch at about `bytes` of payload (the item that crosses it is still taken). Default: no cap.
@@ -295,27 +380,48 @@ impl PlayerFeed {
         bytes
     }
 
-    /// Whether `out` should wait for more: a batch of audio only waits for the next video frame; with
-    /// [`PlayerFeed::hold_video`], a batch of frames waits until it spans the hold time.
-    fn holding(&self, out: &[PlayerItem], max: usize, bytes: usize) -> bool {
-        if !self.hold_audio || !self.has_video || self.ended || out.len() >= max || bytes >= self.max_bytes {
-            return false;
-        }
-        let mut first = None;
-        let mut last = 0;
-        let mut video = false;
-        for item in out {
-            match item {
-                PlayerItem::Frame(f, ts) if !f.header && (f.kind == MediaKind::Audio || self.hold_video_ms > 0) => {
-                    video |= f.kind == MediaKind::Video;
-                    first.get_or_insert(*ts);
-                    last = *ts;
-                }
-                _ => return false,
+    /// Moves what is ready (pending items, then the ring without waiting) into `out`, within the limits; returns
+    /// the bytes now in `out`.
+    fn take_ready(&mut self, out: &mut Vec<PlayerItem>, max: usize, mut bytes: usize) -> usize {
+        loop {
+            bytes = self.drain_pending(out, max, bytes);
+            if out.len() >= max || bytes >= self.max_bytes || self.ended {
+                return bytes;
+            }
+            match self.rx.try_recv() {
+                Ok(ev) => self.accept(ev),
+                Err(TryRecvError::Lagged(n)) => self.lagged(n),
+                Err(TryRecvError::Closed) => self.accept(StreamEvent::End),
+                Err(TryRecvError::Empty) => return bytes,
             }
         }
-        let limit = if video { self.hold_video_ms } else { AUDIO_HOLD_MS };
-        first.is_some_and(|first| last.wrapping_sub(first) < limit)
+    }
+
+    /// [`PlayerFeed::next_batch`] of a coalescing feed: waits on the doorbell, not on every frame.
+    async fn next_coalesced(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
+        let mut bytes: usize = out.iter().map(Self::item_len).sum();
+        // Seen before taking: a ring after this point wakes the wait below, and whatever was sent before a ring is
+        // in the ring by then. A closed bell (the stream is gone) counts as a ring: the ring is closed by then, so
+        // the next take ends the feed.
+        let mut rung = self.bell.has_changed().unwrap_or(true);
+        if rung {
+            self.bell.borrow_and_update();
+        }
+        loop {
+            bytes = self.take_ready(out, max, bytes);
+            let full = out.len() >= max || bytes >= self.max_bytes;
+            if !out.is_empty() && (rung || self.flush || full || self.ended) {
+                self.flush = full;
+                break;
+            }
+            if self.ended {
+                break;
+            }
+            // Returns once the bell rang (and marks that ring seen), or at once if it is closed.
+            let _ = self.bell.changed().await;
+            rung = true;
+        }
+        !(out.is_empty() && self.ended)
     }
 
     /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.
@@ -324,10 +430,13 @@ impl PlayerFeed {
     /// Cancel-safe: items are moved into `out` before any await, so a dropped call loses nothing as long as the
     /// caller keeps `out` (a held batch simply continues in the next call).
     pub async fn next_batch(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
+        if self.coalesce {
+            return self.next_coalesced(out, max).await;
+        }
         let mut bytes: usize = out.iter().map(Self::item_len).sum();
         loop {
             bytes = self.drain_pending(out, max, bytes);
-            if (!out.is_empty() && !self.holding(out, max, bytes)) || self.ended {
+            if !out.is_empty() || self.ended {
                 break;
             }
             match self.rx.recv().await {
@@ -373,16 +482,11 @@ mod tests {
         MediaFrame::from_flv_body(kind, ts, Bytes::from(vec![b0, 1, 0, 0, 0]))
     }
 
-    fn sub(tx: &broadcast::Sender<StreamEvent>, gop: Vec<MediaFrame>, m: &Arc<Metrics>) -> Subscription {
+    fn sub(tx: &FanoutSender, gop: Vec<MediaFrame>, m: &Arc<Metrics>) -> Subscription {
         sub_of(tx, gop, m, Protocol::Flv)
     }
 
-    fn sub_of(
-        tx: &broadcast::Sender<StreamEvent>,
-        gop: Vec<MediaFrame>,
-        m: &Arc<Metrics>,
-        protocol: Protocol,
-    ) -> Subscription {
+    fn sub_of(tx: &FanoutSender, gop: Vec<MediaFrame>, m: &Arc<Metrics>, protocol: Protocol) -> Subscription {
         Subscription {
             metadata: Some(Bytes::from_static(b"meta")),
             video_header: None,
@@ -397,10 +501,10 @@ mod tests {
     #[tokio::test]
     async fn starts_with_snapshot_rebased() {
         let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
+        let mut tx = FanoutSender::new(16, 30);
         let gop = vec![frame(MediaKind::Video, 5000, true), frame(MediaKind::Audio, 5010, false)];
         let mut feed = PlayerFeed::new(sub(&tx, gop, &m), m.clone());
-        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 5033, false))).unwrap();
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 5033, false)));
         let mut out = Vec::new();
         assert!(feed.next_batch(&mut out, 64).await);
         let ts: Vec<u32> = out
@@ -442,18 +546,18 @@ mod tests {
     /// A feed of `protocol` falls a ring behind and must skip to the next keyframe; returns the metrics.
     async fn lag_and_skip(protocol: Protocol) -> Arc<Metrics> {
         let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
+        let mut tx = FanoutSender::new(16, 30);
         let mut feed = PlayerFeed::new(sub_of(&tx, vec![], &m, protocol), m.clone());
         let mut out = Vec::new();
         feed.next_batch(&mut out, 64).await; // metadata
         for i in 0..40 {
-            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 0))).unwrap();
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 0)));
         }
         // The ring (16) overflowed: the player must skip everything up to the next keyframe.
         for i in 40..45 {
-            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 42))).unwrap();
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, i * 33, i == 42)));
         }
-        tx.send(StreamEvent::End).unwrap();
+        tx.send(StreamEvent::End);
         let mut got = Vec::new();
         loop {
             let mut out = Vec::new();
@@ -479,13 +583,15 @@ mod tests {
         m
     }
 
-    /// A feed past its start (metadata and a first keyframe taken), coalescing audio.
-    async fn started_coalescing(tx: &broadcast::Sender<StreamEvent>, m: &Arc<Metrics>) -> PlayerFeed {
+    /// A coalescing feed past its start (metadata and a first keyframe taken), with the stream's open batch closed
+    /// (metadata completes a batch), so the tests below start in phase with the batch clock.
+    async fn started_coalescing(tx: &mut FanoutSender, m: &Arc<Metrics>) -> PlayerFeed {
         let mut feed = PlayerFeed::new(sub(tx, vec![], m), m.clone());
-        feed.coalesce_audio(true);
-        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 0, true))).unwrap();
+        feed.coalesce();
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 0, true)));
+        tx.send(StreamEvent::Metadata(Bytes::from_static(b"m")));
         let mut out = Vec::new();
-        while out.len() < 2 {
+        while out.len() < 3 {
             assert!(feed.next_batch(&mut out, 64).await);
         }
         feed
@@ -500,72 +606,142 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn coalescing_holds_audio_for_the_next_video_frame() {
-        let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
-        let mut feed = started_coalescing(&tx, &m).await;
-        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 10, false))).unwrap();
-        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 30, false))).unwrap();
-        let mut out = Vec::new();
-        let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
-        assert!(held.is_err(), "audio alone must wait for video");
-        assert_eq!(out.len(), 2, "held audio stays in the caller's batch when the call is dropped");
-        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 33, false))).unwrap();
-        assert!(feed.next_batch(&mut out, 64).await);
-        use MediaKind::{Audio, Video};
-        assert_eq!(kinds(&out), vec![Some(Audio), Some(Audio), Some(Video)]);
+    /// Which of `frames` (kind, timestamp) complete a batch of a clock holding `hold_ms`.
+    fn rings(hold_ms: u32, frames: &[(MediaKind, u32)]) -> Vec<u32> {
+        let mut clock = BatchClock { hold_ms, ..Default::default() };
+        frames
+            .iter()
+            .filter(|(kind, ts)| clock.completes(&StreamEvent::Frame(frame(*kind, *ts, false))))
+            .map(|(_, ts)| *ts)
+            .collect()
     }
 
-    #[tokio::test]
-    async fn coalescing_releases_audio_after_the_hold_limit_and_at_the_end() {
-        let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
-        let mut feed = started_coalescing(&tx, &m).await;
-        // Video stalls: audio goes out once it spans AUDIO_HOLD_MS.
-        for ts in [100, 123, 146, 169] {
-            tx.send(StreamEvent::Frame(frame(MediaKind::Audio, ts, false))).unwrap();
+    #[test]
+    fn the_batch_clock_completes_a_batch_every_two_video_frames_at_33_ms() {
+        use MediaKind::{Audio, Video};
+        // 30 fps video, ~43 fps audio (AAC at 44.1 kHz), as FLV timestamps.
+        let mut frames = Vec::new();
+        for i in 0..12u32 {
+            frames.push((Video, i * 1000 / 30));
+            frames.push((Audio, i * 1000 / 30 + 10));
+            if i % 3 != 2 {
+                frames.push((Audio, i * 1000 / 30 + 30));
+            }
         }
-        let mut out = Vec::new();
-        assert!(feed.next_batch(&mut out, 64).await);
-        assert_eq!(out.len(), 4);
-        // The end of the stream releases held audio.
-        tx.send(StreamEvent::Frame(frame(MediaKind::Audio, 190, false))).unwrap();
-        tx.send(StreamEvent::End).unwrap();
-        let mut out = Vec::new();
-        assert!(feed.next_batch(&mut out, 64).await);
-        assert_eq!(out.len(), 2);
-        assert!(matches!(out[1], PlayerItem::End));
+        frames.sort_by_key(|f| f.1);
+        assert_eq!(rings(33, &frames), vec![33, 100, 166, 233, 300, 366], "two video frames per batch");
+        assert_eq!(rings(66, &frames), vec![66, 166, 266, 366], "three");
+        assert_eq!(rings(0, &frames).len(), 12, "one: audio rides with the next video frame");
+    }
+
+    #[test]
+    fn the_batch_clock_rings_at_once_for_headers_metadata_the_end_and_audio_only_streams() {
+        let mut clock = BatchClock { hold_ms: 33, ..Default::default() };
+        let mut ring = |ev: StreamEvent| clock.completes(&ev);
+        let audio = |ts| StreamEvent::Frame(frame(MediaKind::Audio, ts, false));
+        let video = |ts| StreamEvent::Frame(frame(MediaKind::Video, ts, false));
+        assert!(ring(audio(0)), "no video yet: every frame");
+        assert!(ring(audio(23)));
+        let mut header = frame(MediaKind::Video, 40, true);
+        header.header = true;
+        assert!(ring(StreamEvent::Frame(header)));
+        // From now on the stream has video: audio alone waits for it up to hold + AUDIO_HOLD_MS (a video stall).
+        assert!(!ring(audio(46)));
+        assert!(!ring(audio(69)));
+        assert!(!ring(audio(96)));
+        assert!(ring(audio(129)));
+        assert!(!ring(video(140)));
+        assert!(ring(video(173)));
+        assert!(!ring(video(206)));
+        assert!(ring(StreamEvent::Metadata(Bytes::from_static(b"m"))));
+        assert!(!ring(video(239)));
+        assert!(ring(StreamEvent::End));
     }
 
     #[tokio::test]
-    async fn holding_video_sends_two_frames_per_write() {
+    async fn a_coalescing_player_waits_for_the_batch_to_complete() {
         let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
-        let mut feed = started_coalescing(&tx, &m).await;
-        feed.hold_video(30);
+        let mut tx = FanoutSender::new(16, 33);
+        let mut feed = started_coalescing(&mut tx, &m).await;
         use MediaKind::{Audio, Video};
-        tx.send(StreamEvent::Frame(frame(Audio, 20, false))).unwrap();
-        tx.send(StreamEvent::Frame(frame(Video, 33, false))).unwrap();
+        tx.send(StreamEvent::Frame(frame(Audio, 20, false)));
+        tx.send(StreamEvent::Frame(frame(Video, 33, false)));
         let mut out = Vec::new();
         let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
         assert!(held.is_err(), "one video frame waits for the next");
-        tx.send(StreamEvent::Frame(frame(Audio, 43, false))).unwrap();
-        tx.send(StreamEvent::Frame(frame(Video, 66, false))).unwrap();
+        assert_eq!(out.len(), 2, "held frames stay in the caller's batch when the call is dropped");
+        tx.send(StreamEvent::Frame(frame(Audio, 43, false)));
+        tx.send(StreamEvent::Frame(frame(Video, 66, false)));
         assert!(feed.next_batch(&mut out, 64).await);
         assert_eq!(kinds(&out), vec![Some(Audio), Some(Video), Some(Audio), Some(Video)]);
         // Metadata is never held.
-        tx.send(StreamEvent::Frame(frame(Video, 100, false))).unwrap();
-        tx.send(StreamEvent::Metadata(Bytes::from_static(b"m"))).unwrap();
+        tx.send(StreamEvent::Frame(frame(Video, 100, false)));
+        tx.send(StreamEvent::Metadata(Bytes::from_static(b"m")));
         let mut out = Vec::new();
         assert!(feed.next_batch(&mut out, 64).await);
         assert_eq!(kinds(&out), vec![Some(Video), None]);
     }
 
     #[tokio::test]
+    async fn coalescing_holds_audio_for_the_next_video_frame_and_releases_it_after_the_hold_limit() {
+        let m = Arc::new(Metrics::new());
+        let mut tx = FanoutSender::new(16, 0);
+        let mut feed = started_coalescing(&mut tx, &m).await;
+        use MediaKind::{Audio, Video};
+        tx.send(StreamEvent::Frame(frame(Audio, 10, false)));
+        tx.send(StreamEvent::Frame(frame(Audio, 30, false)));
+        let mut out = Vec::new();
+        let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
+        assert!(held.is_err(), "audio alone must wait for video");
+        tx.send(StreamEvent::Frame(frame(Video, 33, false)));
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(kinds(&out), vec![Some(Audio), Some(Audio), Some(Video)]);
+        // Video stalls: audio goes out once it spans AUDIO_HOLD_MS.
+        for ts in [100, 123, 146, 169] {
+            tx.send(StreamEvent::Frame(frame(Audio, ts, false)));
+        }
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(out.len(), 4);
+        // The end of the stream releases held audio.
+        tx.send(StreamEvent::Frame(frame(Audio, 190, false)));
+        tx.send(StreamEvent::End);
+        let mut out = Vec::new();
+        assert!(feed.next_batch(&mut out, 64).await);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[1], PlayerItem::End));
+        let mut out = Vec::new();
+        assert!(!feed.next_batch(&mut out, 64).await, "the feed ends after its End item");
+    }
+
+    #[tokio::test]
+    async fn a_coalescing_player_drains_a_cut_batch_without_waiting_and_ends_when_the_stream_is_dropped() {
+        let m = Arc::new(Metrics::new());
+        let mut tx = FanoutSender::new(64, 30);
+        let mut feed = started_coalescing(&mut tx, &m).await;
+        for i in 1..=10 {
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, 100 * i, false)));
+        }
+        // Every frame completed a batch; the feed takes 4 per call and must not wait for a ring for the rest.
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 10 {
+            let mut out = Vec::new();
+            let got = tokio::time::timeout(Duration::from_millis(200), feed.next_batch(&mut out, 4)).await;
+            assert_eq!(got.ok(), Some(true), "the rest of a cut batch goes at once: {sizes:?}");
+            sizes.push(out.len());
+        }
+        assert_eq!(sizes, vec![4, 4, 2]);
+        drop(tx);
+        let mut out = Vec::new();
+        let got = tokio::time::timeout(Duration::from_millis(200), feed.next_batch(&mut out, 4)).await;
+        assert_eq!(got.ok(), Some(true));
+        assert!(matches!(out[..], [PlayerItem::End]));
+    }
+
+    #[tokio::test]
     async fn batch_byte_budget_splits_bursts() {
         let m = Arc::new(Metrics::new());
-        let (tx, _) = broadcast::channel(16);
+        let mut tx = FanoutSender::new(16, 30);
         let gop: Vec<MediaFrame> = (0..6).map(|i| frame(MediaKind::Video, i * 33, i == 0)).collect();
         let mut feed = PlayerFeed::new(sub(&tx, gop, &m), m.clone());
         feed.set_batch_bytes(10); // frames are 5 bytes: two per batch (after the 4-byte metadata, three)
@@ -579,5 +755,37 @@ mod tests {
             }
         }
         assert_eq!(sizes, vec![3, 2, 2]);
+    }
+
+    /// A live stream in real time: each batch reaches the player as soon as it is complete (two frames, so the
+    /// older one waits one frame interval), never later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coalescing_player_gets_each_batch_when_it_completes() {
+        let m = Arc::new(Metrics::new());
+        let mut tx = FanoutSender::new(256, 33);
+        let mut feed = PlayerFeed::new(sub(&tx, vec![], &m), m.clone());
+        feed.coalesce();
+        let t0 = tokio::time::Instant::now();
+        let player = tokio::spawn(async move {
+            let (mut out, mut worst, mut writes) = (Vec::new(), Duration::ZERO, 0);
+            while feed.next_batch(&mut out, 64).await {
+                writes += 1;
+                for item in out.drain(..) {
+                    if let PlayerItem::Frame(f, _) = item {
+                        worst = worst.max(t0.elapsed().saturating_sub(Duration::from_millis(f.timestamp.into())));
+                    }
+                }
+            }
+            (worst, writes)
+        });
+        for i in 0..30u32 {
+            let ts = i * 1000 / 30;
+            tokio::time::sleep_until(t0 + Duration::from_millis(ts.into())).await;
+            tx.send(StreamEvent::Frame(frame(MediaKind::Video, ts, i == 0)));
+        }
+        tx.send(StreamEvent::End);
+        let (worst, writes) = player.await.unwrap();
+        assert!(worst < Duration::from_millis(150), "a frame waited {worst:?}");
+        assert!((14..=18).contains(&writes), "30 frames in batches of two (+ metadata, end): {writes} writes");
     }
 }

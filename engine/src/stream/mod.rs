@@ -11,6 +11,8 @@ pub mod fanout;
 pub mod key;
 pub mod registry;
 
-pub use fanout::{PlayerFeed, PlayerItem, Protocol, StreamEvent, Subscription, ViewerCounts};
+pub use fanout::{
+    FanoutReceiver, FanoutSender, PlayerFeed, PlayerItem, Protocol, StreamEvent, Subscription, ViewerCounts,
+};
 pub use key::StreamKey;
 pub use registry::{HlsSource, PublishError, Publisher, StreamHandle, StreamInfo, Streams};
