@@ -27,6 +27,12 @@ impl BufQueue {
         }
     }
 
+    /// Moves every buffer of `other` to the end of this queue.
+    pub fn append(&mut self, mut other: BufQueue) {
+        self.remaining += other.remaining;
+        self.bufs.append(&mut other.bufs);
+    }
+
     /// Whether nothing is left.
     pub fn is_empty(&self) -> bool {
         self.remaining == 0

@@ -175,6 +175,7 @@ impl Node {
             http,
             context.clone(),
             secs(config.stream.slow_player_timeout_secs),
+            shutdown.signal(),
         );
         let app = crate::http::router(context.clone());
         let mut http_signal = shutdown.signal();

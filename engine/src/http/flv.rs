@@ -1,22 +1,33 @@
 //! HTTP-FLV: `GET /{app}/{name}.flv` streams the live FLV: file header, `onMetaData`, sequence headers, the GOP
 //! cache, then live tags — each tag a small per-player header plus the frame's shared payload.
+//!
+//! Two ways in. A plain `GET` of a live stream is recognised by the listener before hyper sees the connection
+//! ([`crate::http::listener`]) and played by [`play_direct`]: a chunked response written straight to the socket,
+//! one vectored write per batch, so a player costs its feed and its socket (~10 KiB), not hyper's connection
+//! buffers and an axum request as well (~30 KiB). Everything else — `HEAD`, percent-encoded names, a head that
+//! arrives in pieces past the sniffer's limit, unknown streams (404) — reaches [`serve`] through axum, which
+//! streams the same bytes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
-use tracing::{debug, info_span};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info_span, Instrument};
 
 use crate::media::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::media::MediaKind;
+use crate::bufqueue::BufQueue;
 use crate::metrics::protocol;
 use crate::node::NodeContext;
-use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey};
+use crate::shutdown::ShutdownSignal;
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey, Subscription};
 
 /// Items per batch at most.
 const BATCH: usize = 64;
@@ -43,61 +54,194 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
     let Some(sub) = sub else {
         return (StatusCode::NOT_FOUND, "no such live stream\n").into_response();
     };
-    let has_video = sub.has_video;
-    let has_audio = sub.audio_header.is_some();
-    let mut feed = PlayerFeed::new(sub, node.metrics.clone());
-    feed.coalesce();
-    feed.set_batch_bytes(BATCH_BYTES);
     let span = info_span!("flv", stream = %key, node = %node.config.node_name);
     span.in_scope(|| debug!("HTTP-FLV player attached"));
-    let state = FlvBody {
-        feed,
-        queue: VecDeque::from([Bytes::copy_from_slice(&file_header(has_audio, has_video))]),
-        batch: Vec::new(),
-        egress: node.metrics.egress_bytes.with_label_values(&[protocol::FLV]),
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(state, |mut st| async move {
-        let item = st.next().await?;
-        Some((Ok::<Bytes, std::io::Error>(item), st))
+    let state = FlvBody::new(sub, &node);
+    let queue = VecDeque::from([state.file_header()]);
+    let stream = futures_util::stream::unfold((state, queue), |(mut st, mut q)| async move {
+        loop {
+            if let Some(b) = q.pop_front() {
+                st.egress.inc_by(b.len() as u64);
+                return Some((Ok::<Bytes, std::io::Error>(b), (st, q)));
+            }
+            if q.capacity() > KEEP {
+                q = VecDeque::new(); // a join's GOP burst: do not keep its capacity per player
+            }
+            if !st.next_batch(|b| q.push_back(b)).await {
+                return None;
+            }
+        }
     });
     ([(header::CONTENT_TYPE, "video/x-flv"), (header::CACHE_CONTROL, "no-cache, no-store")], Body::from_stream(stream))
         .into_response()
 }
 
+/// The response head of [`play_direct`]: what [`serve`] answers through axum (content type, no caching, the CORS
+/// origin), framed by hand. HTTP/1.1 gets a chunked body, so a player can tell the stream's end (the last chunk)
+/// from a broken connection; HTTP/1.0 a body that ends with the connection.
+pub fn direct_head(cors_origin: &str, chunked: bool) -> String {
+    let origin = match axum::http::HeaderValue::from_str(cors_origin) {
+        Ok(_) => cors_origin,
+        Err(_) => "*",
+    };
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\ncache-control: no-cache, no-store\r\n\
+         access-control-allow-origin: {origin}\r\n{}connection: close\r\n\r\n",
+        if chunked { "transfer-encoding: chunked\r\n" } else { "" }
+    )
+}
+
+/// Plays `sub` to a player whose request the listener has already read (see the module docs): the response head,
+/// then the FLV, one vectored write per batch, until the stream ends (then the last chunk), the player leaves, a
+/// write stalls for the player timeout (`io` enforces it), or the node shuts down.
+pub async fn play_direct<S>(
+    mut io: S,
+    sub: Subscription,
+    key: StreamKey,
+    chunked: bool,
+    node: Arc<NodeContext>,
+    shutdown: ShutdownSignal,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = info_span!("flv", stream = %key, node = %node.config.node_name);
+    async move {
+        debug!("HTTP-FLV player attached");
+        match direct_loop(&mut io, sub, chunked, &node, shutdown).await {
+            Ok(()) => debug!("HTTP-FLV player finished"),
+            Err(e) => debug!(error = %e, "HTTP-FLV player left"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn direct_loop<S>(
+    io: &mut S,
+    sub: Subscription,
+    chunked: bool,
+    node: &NodeContext,
+    shutdown: ShutdownSignal,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut body = FlvBody::new(sub, node);
+    let mut q = BufQueue::new();
+    q.push(Bytes::from(direct_head(&node.config.http.cors_origin, chunked)));
+    let mut batch = BufQueue::new();
+    batch.push(body.file_header());
+    let n = batch.remaining();
+    frame_chunk(&mut q, std::mem::take(&mut batch), chunked);
+    write_all(io, &mut q).await?;
+    body.egress.inc_by(n as u64);
+    // As for RTMP players: the shutdown future is polled only once armed or when the signal is set.
+    let probe = shutdown.clone();
+    let mut shutdown = shutdown;
+    let stop = shutdown.recv();
+    tokio::pin!(stop);
+    let mut stop_armed = false;
+    let mut scratch = [0u8; 64];
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop, if !stop_armed || probe.is_triggered() => return Ok(()),
+            more = body.next_batch(|b| batch.push(b)) => {
+                let ended = !more || body.done;
+                let n = batch.remaining();
+                frame_chunk(&mut q, std::mem::take(&mut batch), chunked);
+                if ended && chunked {
+                    q.push(Bytes::from_static(b"0\r\n\r\n"));
+                }
+                write_all(io, &mut q).await?;
+                body.egress.inc_by(n as u64);
+                if ended {
+                    return Ok(());
+                }
+            }
+            // A player sends nothing after its request: anything is ignored, the end of input ends the player.
+            r = io.read(&mut scratch) => {
+                if r? == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        stop_armed = true;
+    }
+}
+
+/// Appends `body` to `q` as one HTTP chunk (or as is, unchunked).
+fn frame_chunk(q: &mut BufQueue, body: BufQueue, chunked: bool) {
+    let n = body.remaining();
+    if n == 0 {
+        return;
+    }
+    if chunked {
+        q.push(Bytes::from(format!("{n:x}\r\n")));
+    }
+    q.append(body);
+    if chunked {
+        q.push(Bytes::from_static(b"\r\n"));
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, q: &mut BufQueue) -> std::io::Result<()> {
+    while q.has_remaining() {
+        if io.write_buf(q).await? == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
+}
+
+/// One player's FLV: its feed, rendered batch by batch.
 struct FlvBody {
     feed: PlayerFeed,
-    queue: VecDeque<Bytes>,
     batch: Vec<PlayerItem>,
     /// `strom_egress_bytes_total{protocol="flv"}`, looked up once.
     egress: IntCounter,
+    has_audio: bool,
+    has_video: bool,
     done: bool,
 }
 
 impl FlvBody {
-    async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(b) = self.queue.pop_front() {
-                self.egress.inc_by(b.len() as u64);
-                return Some(b);
-            }
-            if self.queue.capacity() > KEEP {
-                self.queue = VecDeque::new(); // a join's GOP burst: do not keep its capacity per player
-            }
-            if self.done || !self.feed.next_batch(&mut self.batch, BATCH).await {
-                return None;
-            }
-            self.render();
-            if self.batch.capacity() > KEEP {
-                self.batch = Vec::new();
-            }
+    fn new(sub: Subscription, node: &NodeContext) -> FlvBody {
+        let (has_video, has_audio) = (sub.has_video, sub.audio_header.is_some());
+        let mut feed = PlayerFeed::new(sub, node.metrics.clone());
+        feed.coalesce();
+        feed.set_batch_bytes(BATCH_BYTES);
+        FlvBody {
+            feed,
+            batch: Vec::new(),
+            egress: node.metrics.egress_bytes.with_label_values(&[protocol::FLV]),
+            has_audio,
+            has_video,
+            done: false,
         }
+    }
+
+    fn file_header(&self) -> Bytes {
+        Bytes::copy_from_slice(&file_header(self.has_audio, self.has_video))
+    }
+
+    /// Waits for the next batch and renders it into `push`; `false` once there is nothing more.
+    async fn next_batch(&mut self, push: impl FnMut(Bytes)) -> bool {
+        if self.done || !self.feed.next_batch(&mut self.batch, BATCH).await {
+            return false;
+        }
+        self.render(push);
+        if self.batch.capacity() > KEEP {
+            self.batch = Vec::new(); // a join's GOP burst: do not keep its capacity per player
+        }
+        true
     }
 
     /// Renders a batch as few body chunks as possible (hyper frames every chunk): per-player bytes (tag headers,
     /// previous-tag-sizes, small payloads such as audio) are written into one buffer, and only large payloads are
     /// passed as their shared `Bytes` between slices of it.
-    fn render(&mut self) {
+    fn render(&mut self, mut push: impl FnMut(Bytes)) {
         let mut hdr = BytesMut::with_capacity(self.batch.len() * 15 + INLINE_PAYLOAD);
         let mut pieces: Vec<(usize, Bytes)> = Vec::new();
         let mut cut = 0;
@@ -125,13 +269,13 @@ impl FlvBody {
         let hdr = hdr.freeze();
         for (at, body) in pieces {
             if at > cut {
-                self.queue.push_back(hdr.slice(cut..at));
+                push(hdr.slice(cut..at));
             }
-            self.queue.push_back(body);
+            push(body);
             cut = at;
         }
         if hdr.len() > cut {
-            self.queue.push_back(hdr.slice(cut..));
+            push(hdr.slice(cut..));
         }
     }
 }

@@ -1,4 +1,11 @@
-//! The HTTP listener: a node-wide connection limit, `TCP_NODELAY`, and a write timeout.
+//! The HTTP listener: a node-wide connection limit, `TCP_NODELAY`, a write timeout, and the HTTP-FLV fast path.
+//!
+//! Every accepted connection is sniffed first: its request head is read (within [`HEAD_TIMEOUT`], at most
+//! [`SNIFF_MAX`] bytes) and parsed with httparse, hyper's own parser ([`classify`]). A plain `GET
+//! /{app}/{name}.flv` of a live stream is then played right here ([`crate::http::flv::play_direct`]): a
+//! long-lived player costs its feed and socket, not hyper's connection buffers (two fixed 8 KiB buffers) and an
+//! axum request too. Every other connection (and an `.flv` of a stream that is not live: axum answers 404) goes
+//! to axum, the bytes already read replayed in front of the socket.
 //!
 //! A player that stops reading leaves its socket's send buffer full; every write then stays pending. The write
 //! timeout (`stream.slow_player_timeout_secs`) turns that into an error, so hyper closes the connection and the
@@ -10,25 +17,43 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Sleep;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::node::NodeContext;
+use crate::shutdown::ShutdownSignal;
+use crate::stream::{Protocol, StreamKey};
 
-/// An axum [`axum::serve::Listener`] that enforces the connection limit.
+/// A new connection must send its request head within this (hyper's own header timeout is the same).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a request head the sniffer reads at most before it leaves the connection to axum.
+pub const SNIFF_MAX: usize = 8 * 1024;
+/// Sniffed connections waiting for axum to take them.
+const HANDOVER_QUEUE: usize = 256;
+
+/// An axum [`axum::serve::Listener`] that enforces the connection limit and plays HTTP-FLV itself (see the
+/// module docs). Accepting and sniffing run in their own tasks; axum takes the connections meant for it.
 pub struct LimitedListener {
-    inner: TcpListener,
-    node: Arc<NodeContext>,
-    write_timeout: Duration,
+    rx: mpsc::Receiver<(GuardedStream, std::net::SocketAddr)>,
+    local: Option<std::net::SocketAddr>,
 }
 
 impl LimitedListener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener, node: Arc<NodeContext>, write_timeout: Duration) -> LimitedListener {
-        LimitedListener { inner, node, write_timeout }
+    /// Starts accepting on a bound listener, until `shutdown`.
+    pub fn new(
+        inner: TcpListener,
+        node: Arc<NodeContext>,
+        write_timeout: Duration,
+        shutdown: ShutdownSignal,
+    ) -> LimitedListener {
+        let local = inner.local_addr().ok();
+        let (tx, rx) = mpsc::channel(HANDOVER_QUEUE);
+        tokio::spawn(accept_loop(inner, node, write_timeout, tx, shutdown));
+        LimitedListener { rx, local }
     }
 }
 
@@ -37,38 +62,143 @@ impl axum::serve::Listener for LimitedListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (GuardedStream, std::net::SocketAddr) {
-        loop {
-            let (stream, addr) = match self.inner.accept().await {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept loop has stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.local.ok_or_else(|| io::Error::other("listener has no local address"))
+    }
+}
+
+async fn accept_loop(
+    inner: TcpListener,
+    node: Arc<NodeContext>,
+    write_timeout: Duration,
+    tx: mpsc::Sender<(GuardedStream, std::net::SocketAddr)>,
+    mut shutdown: ShutdownSignal,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.recv() => return,
+            r = inner.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     warn!(error = %e, "http accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-            };
-            let Some(permit) = self.node.try_connection() else {
-                warn!(peer = %addr, "http connection refused: limits.max_connections reached");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let open = self.node.metrics.connections_open.with_label_values(&["http"]);
-            open.inc();
-            return (
-                GuardedStream {
-                    inner: stream,
-                    _permit: permit,
-                    open,
-                    write_timeout: self.write_timeout,
-                    stalled: None,
-                },
-                addr,
-            );
+            },
+        };
+        let Some(permit) = node.try_connection() else {
+            warn!(peer = %addr, "http connection refused: limits.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let open = node.metrics.connections_open.with_label_values(&["http"]);
+        open.inc();
+        let conn = GuardedStream { inner: stream, _permit: permit, open, write_timeout, stalled: None, prefix: Bytes::new() };
+        tokio::spawn(sniff(conn, addr, node.clone(), tx.clone(), shutdown.clone()));
+    }
+}
+
+/// Reads a connection's request head; plays a live HTTP-FLV request itself, hands everything else to axum.
+async fn sniff(
+    mut conn: GuardedStream,
+    addr: std::net::SocketAddr,
+    node: Arc<NodeContext>,
+    tx: mpsc::Sender<(GuardedStream, std::net::SocketAddr)>,
+    shutdown: ShutdownSignal,
+) {
+    let mut head = BytesMut::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let verdict = loop {
+        if head.len() == head.capacity() {
+            head.reserve(2048);
+        }
+        match tokio::time::timeout_at(deadline, conn.inner.read_buf(&mut head)).await {
+            Err(_) => {
+                debug!(peer = %addr, timeout = ?HEAD_TIMEOUT, "http connection closed: no request head in time");
+                return;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+        match classify(&head, node.config.http.max_path_len) {
+            Sniffed::Partial if head.len() < SNIFF_MAX => continue,
+            v => break v,
+        }
+    };
+    if let Sniffed::Flv { key, chunked } = verdict {
+        let sub = match node.streams.find(&key).await {
+            Some(h) => h.subscribe(Protocol::Flv).await,
+            None => None,
+        };
+        if let Some(sub) = sub {
+            drop(head);
+            crate::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
+            return;
         }
     }
+    drop(shutdown);
+    conn.prefix = head.freeze();
+    let _ = tx.send((conn, addr)).await;
+}
 
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.inner.local_addr()
+/// What a connection's first bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sniffed {
+    /// A complete head of a plain `GET /{app}/{name}.flv` (valid key, no body, no upgrade, path within the
+    /// limit, nothing percent-encoded); `chunked`: HTTP/1.1 (HTTP/1.0 gets a body delimited by the close).
+    Flv {
+        /// The stream.
+        key: StreamKey,
+        /// Whether the response may be chunked.
+        chunked: bool,
+    },
+    /// Anything else: for axum (which also answers malformed requests).
+    Other,
+    /// An incomplete head.
+    Partial,
+}
+
+/// Classifies the bytes a connection has sent so far (see [`Sniffed`]). Pure: no I/O, so it is fuzzed.
+pub fn classify(head: &[u8], max_path_len: usize) -> Sniffed {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Sniffed::Partial,
+        Err(_) => return Sniffed::Other,
+    };
+    // Bytes after the head (a pipelined request, a body) are for hyper to judge.
+    if len != head.len() || req.method != Some("GET") {
+        return Sniffed::Other;
     }
+    let Some(target) = req.path else { return Sniffed::Other };
+    let path = target.split('?').next().unwrap_or_default();
+    if path.len() > max_path_len || path.contains('%') {
+        return Sniffed::Other;
+    }
+    let Some(path) = path.strip_prefix('/') else { return Sniffed::Other };
+    let mut parts = path.split('/');
+    let (Some(app), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Sniffed::Other;
+    };
+    let Some(name) = file.strip_suffix(".flv") else { return Sniffed::Other };
+    let Ok(key) = StreamKey::new(app, name) else { return Sniffed::Other };
+    // A body, an upgrade or an expectation is for hyper to handle.
+    let for_hyper = |h: &httparse::Header| {
+        (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || ["transfer-encoding", "upgrade", "expect"].iter().any(|n| h.name.eq_ignore_ascii_case(n))
+    };
+    if req.headers.iter().any(for_hyper) {
+        return Sniffed::Other;
+    }
+    Sniffed::Flv { key, chunked: req.version == Some(1) }
 }
 
 /// A TCP stream holding a connection permit, with a write timeout.
@@ -78,6 +208,8 @@ pub struct GuardedStream {
     open: prometheus::IntGauge,
     write_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Bytes the sniffer read, replayed before the socket's.
+    prefix: Bytes,
 }
 
 impl Drop for GuardedStream {
@@ -104,6 +236,15 @@ use std::future::Future;
 
 impl AsyncRead for GuardedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = Bytes::new(); // release the sniffed head
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -143,5 +284,75 @@ impl AsyncWrite for GuardedStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flv(app: &str, name: &str, chunked: bool) -> Sniffed {
+        Sniffed::Flv { key: StreamKey::new(app, name).unwrap(), chunked }
+    }
+
+    #[test]
+    fn a_plain_get_of_an_flv_is_played_directly() {
+        let c = |h: &str| classify(h.as_bytes(), 1024);
+        assert_eq!(c("GET /live/test.flv HTTP/1.1\r\nHost: x\r\n\r\n"), flv("live", "test", true));
+        assert_eq!(c("GET /live/test.flv?token=abc HTTP/1.1\r\nHost: x\r\n\r\n"), flv("live", "test", true));
+        assert_eq!(c("GET /live/test.flv HTTP/1.0\r\n\r\n"), flv("live", "test", false));
+        assert_eq!(c("GET /live/test.flv HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), flv("live", "test", true));
+    }
+
+    #[test]
+    fn everything_else_goes_to_axum() {
+        let c = |h: &str| classify(h.as_bytes(), 64);
+        for head in [
+            "HEAD /live/test.flv HTTP/1.1\r\n\r\n",
+            "POST /live/test.flv HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            "GET /live/test.flv HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            "GET /live/test.flv HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /live/test.flv HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET /live/test.flv HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /live/test.flv HTTP/1.1\r\n\r\nGET /live/test.flv HTTP/1.1\r\n\r\n",
+            "GET /live/a%20b.flv HTTP/1.1\r\n\r\n",
+            "GET /live/.hidden.flv HTTP/1.1\r\n\r\n",
+            "GET /live/test/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /live/test.mp4 HTTP/1.1\r\n\r\n",
+            "GET /test.flv HTTP/1.1\r\n\r\n",
+            "GET http://host/live/test.flv HTTP/1.1\r\n\r\n",
+            "GET /live/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.flv HTTP/1.1\r\n\r\n",
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03",
+            "GET /live/test.flv HTTP/2.0\r\n\r\n",
+        ] {
+            assert_eq!(c(head), Sniffed::Other, "{head:?}");
+        }
+        assert_eq!(c("GET /live/test.flv HTTP/1.1\r\nHost: x\r\n"), Sniffed::Partial);
+        assert_eq!(c("GET /live/te"), Sniffed::Partial);
+        assert_eq!(c(""), Sniffed::Partial);
+    }
+
+    #[tokio::test]
+    async fn axum_reads_the_sniffed_bytes_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"world").await.unwrap();
+        });
+        let (inner, _) = listener.accept().await.unwrap();
+        let mut conn = GuardedStream {
+            inner,
+            _permit: Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap(),
+            open: prometheus::IntGauge::new("open", "open").unwrap(),
+            write_timeout: Duration::from_secs(1),
+            stalled: None,
+            prefix: Bytes::from_static(b"hello "),
+        };
+        client.await.unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello world");
     }
 }

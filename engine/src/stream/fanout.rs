@@ -741,7 +741,7 @@ mod tests {
     #[tokio::test]
     async fn batch_byte_budget_splits_bursts() {
         let m = Arc::new(Metrics::new());
-        let mut tx = FanoutSender::new(16, 30);
+        let tx = FanoutSender::new(16, 30);
         let gop: Vec<MediaFrame> = (0..6).map(|i| frame(MediaKind::Video, i * 33, i == 0)).collect();
         let mut feed = PlayerFeed::new(sub(&tx, gop, &m), m.clone());
         feed.set_batch_bytes(10); // frames are 5 bytes: two per batch (after the 4-byte metadata, three)
