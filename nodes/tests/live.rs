@@ -187,6 +187,75 @@ fn flv_first_video(s: &Strom) -> (Duration, bool, u32) {
     }
 }
 
+/// Sends a request in `pieces` (100 ms apart) and reads until the body holds `want` bytes; returns the response
+/// head (lowercased) and the raw body bytes.
+fn flv_response(s: &Strom, pieces: &[&str], want: usize) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(s.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for (i, p) in pieces.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.write_all(p.as_bytes()).unwrap();
+    }
+    let mut raw = Vec::new();
+    let mut tmp = [0u8; 65536];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            if raw.len() >= end + 4 + want {
+                let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                return (head, raw[end + 4..].to_vec());
+            }
+        }
+        let n = c.read(&mut tmp).unwrap();
+        assert!(n > 0, "closed after {} bytes: {:?}", raw.len(), String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[test]
+fn http_flv_framing_cors_http_1_0_query_strings_and_split_heads() {
+    let s = Strom::start();
+    let p = publish(&s.rtmp_url(KEY), &Source { seconds: 30.0, ..Source::default() });
+    s.wait_live(KEY, Duration::from_secs(15));
+    let get = format!("GET /{KEY}.flv HTTP/1.1\r\nHost: x\r\nOrigin: http://player.example\r\n\r\n");
+    // HTTP/1.1: chunked, with the content type and CORS of every media response; the body is FLV.
+    let (head, body) = flv_response(&s, &[&get], 4096);
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    for h in ["transfer-encoding: chunked", "content-type: video/x-flv", "access-control-allow-origin: *"] {
+        assert!(head.contains(h), "{h} missing:\n{head}");
+    }
+    assert!(dechunk(&[b"\r\n\r\n".as_slice(), &body].concat()).unwrap().starts_with(b"FLV\x01"), "FLV body");
+    // HTTP/1.0 (no chunked encoding there): the body is the FLV itself, ended by the close.
+    let (head, body) = flv_response(&s, &[&format!("GET /{KEY}.flv HTTP/1.0\r\n\r\n")], 4096);
+    assert!(head.starts_with("http/1.1 200 ok") && !head.contains("transfer-encoding"), "{head}");
+    assert!(body.starts_with(b"FLV\x01"), "HTTP/1.0 body is raw FLV");
+    // A query string (players add tokens) and a head that arrives in pieces.
+    let (a, b) = get.split_at(9);
+    let (b, c) = b.split_at(12);
+    for pieces in
+        [vec![format!("GET /{KEY}.flv?token=abc&t=1 HTTP/1.1\r\nHost: x\r\n\r\n")], vec![a.into(), b.into(), c.into()]]
+    {
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let (head, body) = flv_response(&s, &pieces, 4096);
+        assert!(head.starts_with("http/1.1 200 ok"), "{pieces:?}: {head}");
+        assert!(dechunk(&[b"\r\n\r\n".as_slice(), &body].concat()).unwrap().starts_with(b"FLV\x01"));
+    }
+    // HEAD and unknown streams are axum's: the same headers, no body; 404 with CORS.
+    let (head, _) = flv_response(&s, &[&format!("HEAD /{KEY}.flv HTTP/1.1\r\nHost: x\r\n\r\n")], 0);
+    assert!(head.starts_with("http/1.1 200 ok") && head.contains("content-type: video/x-flv"), "{head}");
+    let r = s.get("/live/nope.flv");
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (404, Some("*")));
+    // Every one of those players has left: none is still counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("strom_viewers{protocol=\"flv\"}") > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.metric("strom_viewers{protocol=\"flv\"}"), 0.0);
+    drop(p);
+}
+
 /// Decodes as much of a chunked HTTP response body as has arrived.
 fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;

@@ -21,9 +21,9 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info_span, Instrument};
 
+use crate::bufqueue::BufQueue;
 use crate::media::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::media::MediaKind;
-use crate::bufqueue::BufQueue;
 use crate::metrics::protocol;
 use crate::node::NodeContext;
 use crate::shutdown::ShutdownSignal;

@@ -100,7 +100,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let open = node.metrics.connections_open.with_label_values(&["http"]);
         open.inc();
-        let conn = GuardedStream { inner: stream, _permit: permit, open, write_timeout, stalled: None, prefix: Bytes::new() };
+        let conn =
+            GuardedStream { inner: stream, _permit: permit, open, write_timeout, stalled: None, prefix: Bytes::new() };
         tokio::spawn(sniff(conn, addr, node.clone(), tx.clone(), shutdown.clone()));
     }
 }
@@ -111,7 +112,7 @@ async fn sniff(
     addr: std::net::SocketAddr,
     node: Arc<NodeContext>,
     tx: mpsc::Sender<(GuardedStream, std::net::SocketAddr)>,
-    shutdown: ShutdownSignal,
+    mut shutdown: ShutdownSignal,
 ) {
     let mut head = BytesMut::with_capacity(2048);
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
@@ -119,7 +120,11 @@ async fn sniff(
         if head.len() == head.capacity() {
             head.reserve(2048);
         }
-        match tokio::time::timeout_at(deadline, conn.inner.read_buf(&mut head)).await {
+        let read = tokio::select! {
+            _ = shutdown.recv() => return,
+            r = tokio::time::timeout_at(deadline, conn.inner.read_buf(&mut head)) => r,
+        };
+        match read {
             Err(_) => {
                 debug!(peer = %addr, timeout = ?HEAD_TIMEOUT, "http connection closed: no request head in time");
                 return;

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags |
+//! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags (a plain `GET` of a live stream is played by the listener itself, see [`flv`]) |
 //! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node. With an ABR ladder: the master playlist (see [`crate::transcode::master`]) |
 //! | `GET /{app}/{name}/source.m3u8` | HLS media playlist of the published stream itself (the ladder's top variant) |
 //! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
@@ -12,8 +12,8 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
 //!
 //! Media and API responses carry CORS headers; playlists are not cached, segments are. Paths longer than
-//! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit and the
-//! write timeout that disconnects stalled players.
+//! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit, the
+//! write timeout that disconnects stalled players, and the HTTP-FLV fast path.
 
 pub mod flv;
 pub mod listener;
