@@ -53,8 +53,11 @@ pub struct FanoutSender {
     // Declared before the bell so the ring closes first when the sender is dropped: a player woken by the bell's
     // closing then finds the ring closed too.
     tx: broadcast::Sender<StreamEvent>,
+    /// Rung with the number of events sent so far: a player takes exactly the events before it from the ring and
+    /// never asks an empty ring (which takes the ring's shared lock).
     bell: watch::Sender<u64>,
     clock: BatchClock,
+    sent: u64,
 }
 
 impl FanoutSender {
@@ -62,21 +65,22 @@ impl FanoutSender {
     pub fn new(capacity: usize, hold_ms: u32) -> FanoutSender {
         let (tx, _) = broadcast::channel(capacity);
         let (bell, _) = watch::channel(0);
-        FanoutSender { tx, bell, clock: BatchClock { hold_ms, ..Default::default() } }
+        FanoutSender { tx, bell, clock: BatchClock { hold_ms, ..Default::default() }, sent: 0 }
     }
 
     /// Puts `ev` into the ring (no receivers is fine) and rings the doorbell if it completes a batch.
     pub fn send(&mut self, ev: StreamEvent) {
         let ring = self.clock.completes(&ev);
         let _ = self.tx.send(ev);
+        self.sent += 1;
         if ring {
-            self.bell.send_modify(|n| *n = n.wrapping_add(1));
+            self.bell.send_replace(self.sent);
         }
     }
 
     /// A receiver positioned at the next event.
     pub fn subscribe(&self) -> FanoutReceiver {
-        FanoutReceiver { rx: self.tx.subscribe(), bell: self.bell.subscribe() }
+        FanoutReceiver { rx: self.tx.subscribe(), bell: self.bell.subscribe(), start: self.sent }
     }
 }
 
@@ -84,6 +88,8 @@ impl FanoutSender {
 pub struct FanoutReceiver {
     rx: broadcast::Receiver<StreamEvent>,
     bell: watch::Receiver<u64>,
+    /// Events sent before this receiver: its position in the ring.
+    start: u64,
 }
 
 /// When a coalescing batch is complete: the stream-wide form of a per-player hold. Every coalescing player of a
@@ -236,6 +242,10 @@ pub enum PlayerItem {
 pub struct PlayerFeed {
     rx: broadcast::Receiver<StreamEvent>,
     bell: watch::Receiver<u64>,
+    /// Events of the ring this feed has taken or skipped.
+    position: u64,
+    /// Events the ring held at the last ring of the bell this feed saw (`u64::MAX` once the stream is gone).
+    complete: u64,
     pending: std::collections::VecDeque<PlayerItem>,
     base: Option<u32>,
     waiting_keyframe: bool,
@@ -259,9 +269,12 @@ pub struct PlayerFeed {
 impl PlayerFeed {
     /// Starts a feed: metadata, sequence headers, then the GOP cache, then live frames.
     pub fn new(sub: Subscription, metrics: Arc<Metrics>) -> PlayerFeed {
+        let complete = *sub.rx.bell.borrow();
         let mut feed = PlayerFeed {
             rx: sub.rx.rx,
+            complete,
             bell: sub.rx.bell,
+            position: sub.rx.start,
             pending: Default::default(),
             base: sub.gop.first().map(|f| f.timestamp),
             // Without a cached GOP (disabled, or no keyframe yet) a player starts at the next keyframe.
@@ -380,33 +393,49 @@ impl PlayerFeed {
         bytes
     }
 
-    /// Moves what is ready (pending items, then the ring without waiting) into `out`, within the limits; returns
-    /// the bytes now in `out`.
+    /// Moves what is ready (pending items, then the ring's events up to the last complete batch) into `out`,
+    /// within the limits; returns the bytes now in `out`.
     fn take_ready(&mut self, out: &mut Vec<PlayerItem>, max: usize, mut bytes: usize) -> usize {
         loop {
             bytes = self.drain_pending(out, max, bytes);
-            if out.len() >= max || bytes >= self.max_bytes || self.ended {
+            if out.len() >= max || bytes >= self.max_bytes || self.ended || self.position >= self.complete {
                 return bytes;
             }
             match self.rx.try_recv() {
-                Ok(ev) => self.accept(ev),
-                Err(TryRecvError::Lagged(n)) => self.lagged(n),
+                Ok(ev) => {
+                    self.position += 1;
+                    self.accept(ev);
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    self.position += n;
+                    self.lagged(n);
+                }
                 Err(TryRecvError::Closed) => self.accept(StreamEvent::End),
                 Err(TryRecvError::Empty) => return bytes,
             }
         }
     }
 
-    /// [`PlayerFeed::next_batch`] of a coalescing feed: waits on the doorbell, not on every frame.
+    /// Takes a new ring of the bell into account; returns whether there was one (or the stream is gone).
+    fn look_at_bell(&mut self) -> bool {
+        match self.bell.has_changed() {
+            Ok(true) => {
+                self.complete = *self.bell.borrow_and_update();
+                true
+            }
+            Ok(false) => false,
+            Err(_) => {
+                self.complete = u64::MAX;
+                true
+            }
+        }
+    }
+
+    /// [`PlayerFeed::next_batch`] of a coalescing feed: waits on the doorbell, not on every frame, and takes the
+    /// events of complete batches.
     async fn next_coalesced(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
         let mut bytes: usize = out.iter().map(Self::item_len).sum();
-        // Seen before taking: a ring after this point wakes the wait below, and whatever was sent before a ring is
-        // in the ring by then. A closed bell (the stream is gone) counts as a ring: the ring is closed by then, so
-        // the next take ends the feed.
-        let mut rung = self.bell.has_changed().unwrap_or(true);
-        if rung {
-            self.bell.borrow_and_update();
-        }
+        let mut rung = self.look_at_bell();
         loop {
             bytes = self.take_ready(out, max, bytes);
             let full = out.len() >= max || bytes >= self.max_bytes;
@@ -417,8 +446,12 @@ impl PlayerFeed {
             if self.ended {
                 break;
             }
-            // Returns once the bell rang (and marks that ring seen), or at once if it is closed.
-            let _ = self.bell.changed().await;
+            // Returns once the bell rang (and marks that ring seen), or at once if the stream is gone: the ring
+            // is closed by then (it is dropped first), so the next take ends the feed.
+            self.complete = match self.bell.changed().await {
+                Ok(()) => *self.bell.borrow(),
+                Err(_) => u64::MAX,
+            };
             rung = true;
         }
         !(out.is_empty() && self.ended)
@@ -669,7 +702,7 @@ mod tests {
         let mut out = Vec::new();
         let held = tokio::time::timeout(Duration::from_millis(50), feed.next_batch(&mut out, 64)).await;
         assert!(held.is_err(), "one video frame waits for the next");
-        assert_eq!(out.len(), 2, "held frames stay in the caller's batch when the call is dropped");
+        assert!(out.is_empty(), "the frames of an open batch stay in the ring until it completes");
         tx.send(StreamEvent::Frame(frame(Audio, 43, false)));
         tx.send(StreamEvent::Frame(frame(Video, 66, false)));
         assert!(feed.next_batch(&mut out, 64).await);
