@@ -126,6 +126,11 @@ pub struct StreamConfig {
     /// default, about one 30 fps frame interval, gives two frames per write: about 30% less CPU per delivered GB,
     /// ~20 ms more live delay, see `bench/README.md`); 0: one write per video frame, the lowest delay.
     pub player_write_hold_ms: u32,
+    /// Kernel send buffer of player connections (RTMP and HTTP listeners), KiB; Linux doubles it for bookkeeping
+    /// and caps it at `net.core.wmem_max`. Bounds how much a slow reader can have queued in the kernel (~1.5 s of
+    /// a 2.5 Mb/s stream at the default) before its writes block and it starts skipping to keyframes; without it
+    /// autotuning grows to `tcp_wmem`'s maximum (4 MiB: 12 s of that stream, per player). 0: kernel autotuning.
+    pub player_send_buffer_kib: u32,
 }
 
 /// Node-wide limits.
@@ -475,6 +480,7 @@ impl Default for StreamConfig {
             player_queue_frames: 1024,
             slow_player_timeout_secs: 10.0,
             player_write_hold_ms: 33,
+            player_send_buffer_kib: 256,
         }
     }
 }
@@ -658,6 +664,9 @@ impl Config {
         }
         if self.hls.retained_segments > 1000 {
             return err("hls.retained_segments", "must be at most 1000");
+        }
+        if self.stream.player_send_buffer_kib > 65536 {
+            return err("stream.player_send_buffer_kib", "must be at most 65536 (64 MiB)");
         }
         if self.stream.player_write_hold_ms > 1000 {
             return err("stream.player_write_hold_ms", "must be at most 1000");

@@ -24,6 +24,18 @@ use crate::shutdown::Shutdown;
 use crate::stream::{StreamKey, Streams};
 use crate::transcode::Transcoder;
 
+/// Binds a listener (address reuse, a backlog of 1024, as `TcpListener::bind`) whose accepted connections get a
+/// kernel send buffer of `send_buffer` bytes (inherited from the listening socket; 0: kernel autotuning).
+pub fn listen(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer.min(u32::MAX as usize) as u32)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// What every connection handler shares.
 pub struct NodeContext {
     /// Configuration.
@@ -147,12 +159,13 @@ impl Node {
                 None
             }
         };
-        let rtmp = TcpListener::bind(config.rtmp.listen).await.map_err(|source| NodeError::Bind {
+        let send_buffer = config.stream.player_send_buffer_kib as usize * 1024;
+        let rtmp = listen(config.rtmp.listen, send_buffer).map_err(|source| NodeError::Bind {
             what: "rtmp.listen",
             addr: config.rtmp.listen,
             source,
         })?;
-        let http = TcpListener::bind(config.http.listen).await.map_err(|source| NodeError::Bind {
+        let http = listen(config.http.listen, send_buffer).map_err(|source| NodeError::Bind {
             what: "http.listen",
             addr: config.http.listen,
             source,
@@ -227,5 +240,25 @@ impl Node {
             warn!(timeout = ?timeout, "shutdown timed out; closing remaining connections");
         }
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepted connections inherit the listener's send buffer (Linux reports twice the size asked for).
+    #[tokio::test]
+    async fn accepted_connections_get_the_send_buffer_cap() {
+        for asked in [256 * 1024, 64 * 1024] {
+            let listener = listen("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (conn, _) = listener.accept().await.unwrap();
+            let size = tokio::net::TcpSocket::from_std_stream(conn.into_std().unwrap()).send_buffer_size().unwrap();
+            assert_eq!(size as usize, 2 * asked, "the cap is inherited");
+        }
+        // 0 leaves the kernel's autotuning alone.
+        assert!(listen("127.0.0.1:0".parse().unwrap(), 0).is_ok());
     }
 }

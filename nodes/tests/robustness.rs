@@ -640,21 +640,19 @@ fn slow_readers_are_disconnected_and_do_not_hurt_a_good_player() {
 
 /// An HTTP-FLV player that keeps reading, only much slower than the stream (~16% of its rate), falls behind the
 /// 64-frame ring and skips to keyframes (`frames_dropped{slow_player}` grows) while the node and other players are
-/// unaffected. Whether it is *also* disconnected later depends on kernel send-buffer autotuning (Linux wakes a
-/// blocked writer only after a third of a large send buffer drains), so that is not asserted; see the report.
-/// (The RTMP equivalent is not asserted either: there the kernel often absorbs megabytes of lag before any skip.)
+/// unaffected. The player socket's send buffer is capped (`stream.player_send_buffer_kib`, here 32 KiB, a second of
+/// this stream), so the kernel cannot absorb the lag instead of the ring. Whether the player is *also* disconnected later depends
+/// on when Linux wakes the blocked writer, so that is not asserted.
 #[test]
 fn http_flv_player_reading_slower_than_the_stream_skips_frames() {
     const SECS: f64 = 10.0;
     /// ~16% of the ~190 kB/s stream, read in 50 ms steps.
     const BYTES_PER_SEC: usize = 30_000;
-    // One send per frame (no write hold): with two frames per send the kernel's send buffer autotunes up faster and
-    // can absorb the whole 10 s of lag, so the ring would rarely overflow within the test.
     let (mut s, mut good) = node_with_good_stream(
         &[
             ("STROM_STREAM_SLOW_PLAYER_TIMEOUT_SECS", "3"),
             ("STROM_STREAM_PLAYER_QUEUE_FRAMES", "64"),
-            ("STROM_STREAM_PLAYER_WRITE_HOLD_MS", "0"),
+            ("STROM_STREAM_PLAYER_SEND_BUFFER_KIB", "32"),
         ],
         Source { bitrate_k: 1500, ..good_source() },
     );
