@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use crate::bufqueue::BufQueue;
 use crate::media::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
@@ -109,6 +109,11 @@ pub async fn play_direct<S>(
         debug!("HTTP-FLV player attached");
         match direct_loop(&mut io, sub, chunked, &node, shutdown).await {
             Ok(()) => debug!("HTTP-FLV player finished"),
+            // The listener's write timeout: the player stopped reading (as an RTMP player's `slow_player`).
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                node.metrics.slow_player_disconnects.inc();
+                info!(reason = "slow_player", error = %e, "HTTP-FLV player disconnected");
+            }
             Err(e) => debug!(error = %e, "HTTP-FLV player left"),
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
