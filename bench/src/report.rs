@@ -137,8 +137,19 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
     let _ = writeln!(out, "|---|---|---|");
     let key = |a: &str, b: &str| (a.to_string(), b.to_string());
     if let (Some(st), Some(ng)) = (fan.get(&key("strom", "rtmp")), fan.get(&key("nginx-rtmp", "rtmp"))) {
-        for (n, _, _, c, _) in st {
-            if let (Some(c), Some((_, _, _, Some(nc), _))) = (c, ng.iter().find(|r| r.0 == *n)) {
+        for (n, full, _, c, _) in st {
+            if let (Some(c), Some((_, nfull, _, Some(nc), _))) = (c, ng.iter().find(|r| r.0 == *n)) {
+                // CPU per delivered GB compares like with like only while both deliver every player in full.
+                if *full < 1.0 || *nfull < 1.0 {
+                    let _ = writeln!(
+                        out,
+                        "| RTMP CPU per delivered GB ≤ 0.5× nginx-rtmp (N = {n}) | not comparable: strom {:.0}%, \
+                         nginx-rtmp {:.0}% of players at full rate | — |",
+                        full * 100.0,
+                        nfull * 100.0
+                    );
+                    continue;
+                }
                 let ratio = c / nc;
                 let _ = writeln!(
                     out,

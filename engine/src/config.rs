@@ -122,9 +122,10 @@ pub struct StreamConfig {
     pub player_queue_frames: usize,
     /// Seconds a player's socket may block a write before the player is disconnected.
     pub slow_player_timeout_secs: f64,
-    /// RTMP and HTTP-FLV players: hold video until a write spans this many milliseconds of stream time (the
-    /// default, about one 30 fps frame interval, gives two frames per write: about 30% less CPU per delivered GB,
-    /// ~20 ms more live delay, see `bench/README.md`); 0: one write per video frame, the lowest delay.
+    /// RTMP and HTTP-FLV players: a write waits until the batch's video spans this many milliseconds of stream
+    /// time. The default gives three frames per write at 30 fps: about a quarter less CPU per delivered GB than two
+    /// (33) and half that of one (0), for up to 66 ms more live delay (p99 70 ms in `bench/README.md`); 0: one write
+    /// per video frame, the lowest delay.
     pub player_write_hold_ms: u32,
     /// Kernel send buffer of player connections (RTMP and HTTP listeners), KiB; Linux doubles it for bookkeeping
     /// and caps it at `net.core.wmem_max`. Bounds how much a slow reader can have queued in the kernel (~1.5 s of
@@ -479,7 +480,7 @@ impl Default for StreamConfig {
             ended_linger_secs: 30.0,
             player_queue_frames: 1024,
             slow_player_timeout_secs: 10.0,
-            player_write_hold_ms: 33,
+            player_write_hold_ms: 66,
             player_send_buffer_kib: 256,
         }
     }

@@ -12,8 +12,8 @@
 //!
 //! Writers cost per write and per wake-up, not per byte (a loopback or NIC send is mostly fixed cost), so viewers
 //! write in batches ([`PlayerFeed::coalesce`]). The stream decides once for all of them when a batch is complete
-//! (a [`FanoutSender`]'s batch clock): when it spans the hold time (`stream.player_write_hold_ms`, 33 ms by
-//! default: two video frames per send), at once for metadata, sequence headers and the end, and for audio between
+//! (a [`FanoutSender`]'s batch clock): when it spans the hold time (`stream.player_write_hold_ms`, 66 ms by
+//! default: three video frames per send at 30 fps), at once for metadata, sequence headers and the end, and for audio between
 //! video frames after at most [`AUDIO_HOLD_MS`]. It then rings a doorbell (a `watch` channel) that wakes the
 //! coalescing players, which take every frame the ring holds and write it with one send. A viewer task is woken
 //! once per send instead of once per frame; the ring's own per-frame wake-ups remain for the feeds that want
@@ -357,7 +357,7 @@ impl PlayerFeed {
     }
 
     /// Coalesce writes: a batch goes out when the stream's batch clock completes it (see the module docs), so the
-    /// player is woken and writes once per batch: two video frames with their audio at the default 33 ms hold. Off
+    /// player is woken and writes once per batch: three video frames with their audio at the default 66 ms hold. Off
     /// by default (every frame is returned as soon as it is in the ring).
     pub fn coalesce(&mut self) {
         self.coalesce = true;
