@@ -12,12 +12,13 @@
 //!
 //! Writers cost per write and per wake-up, not per byte (a loopback or NIC send is mostly fixed cost), so viewers
 //! write in batches ([`PlayerFeed::coalesce`]). The stream decides once for all of them when a batch is complete
-//! (a [`FanoutSender`]'s batch clock): when it spans the hold time (`stream.player_write_hold_ms`, 66 ms by
-//! default: three video frames per send at 30 fps), at once for metadata, sequence headers and the end, and for audio between
-//! video frames after at most [`AUDIO_HOLD_MS`]. It then rings a doorbell (a `watch` channel) that wakes the
-//! coalescing players, which take every frame the ring holds and write it with one send. A viewer task is woken
-//! once per send instead of once per frame; the ring's own per-frame wake-ups remain for the feeds that want
-//! every frame at once (relays and encoders).
+//! (a [`FanoutSender`]'s batch clock): when its video spans the hold time (`stream.player_write_hold_ms`, 66 ms
+//! by default: three video frames per send at 30 fps), at once for metadata, sequence headers and the end, and,
+//! when video stalls, once held audio spans the hold time plus [`AUDIO_HOLD_MS`]. It then rings a doorbell (a
+//! `watch` channel carrying the ring's event count) that wakes the coalescing players, which take exactly the
+//! complete batches from the ring and write each with one send. A viewer task is woken once per send instead of
+//! once per frame; the ring's own per-frame wake-ups remain for the feeds that want every frame at once (relays
+//! and encoders).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -29,8 +30,8 @@ use tokio::sync::watch;
 use crate::media::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
 
-/// With [`PlayerFeed::coalesce`], held audio is released once it spans this much stream time even without a
-/// video frame (a video stall, or video below ~20 fps).
+/// With [`PlayerFeed::coalesce`], held audio is released once it spans the hold time plus this much stream time
+/// without a video frame completing the batch (a video stall, or very low frame rates).
 pub const AUDIO_HOLD_MS: u32 = 50;
 
 /// A `pending` queue larger than this is released once drained (the GOP burst of a join is a one-off).
