@@ -51,7 +51,7 @@ pub fn render(variants: &[Variant]) -> String {
 const PEAK_WINDOW_MS: i64 = 2000;
 
 /// Bitrate of a media flow measured on its own timestamps: the average since the start and the peak over
-/// [`PEAK_WINDOW_MS`] windows.
+/// `PEAK_WINDOW_MS` windows.
 #[derive(Debug, Clone, Default)]
 pub struct RateStats {
     first_ms: Option<i64>,

@@ -12,7 +12,7 @@
 //! stops after `transcode.idle_secs` without one (its rungs' streams then end like any stream whose publisher
 //! left).
 //!
-//! **Placement** (clustering on, `mode = "always"`): for a stream published here, [`SupervisorState::place`] picks
+//! **Placement** (clustering on, `mode = "always"`): for a stream published here, `SupervisorState::place` picks
 //! the least-loaded node that has a free slot and is not draining (see [`crate::transcode`]); another node is
 //! asked with [`crate::cluster::wire::Request::StartEncoder`] and its ladder is then *hosted* there
 //! ([`SupervisorMsg::Host`]). Every second the owner checks that each ladder it placed elsewhere is still in its
