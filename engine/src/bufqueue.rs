@@ -27,10 +27,12 @@ impl BufQueue {
         }
     }
 
-    /// Moves every buffer of `other` to the end of this queue.
-    pub fn append(&mut self, mut other: BufQueue) {
-        self.remaining += other.remaining;
-        self.bufs.append(&mut other.bufs);
+    /// Puts a buffer in front of the others (empty ones are skipped).
+    pub fn push_front(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.remaining += b.len();
+            self.bufs.push_front(b);
+        }
     }
 
     /// Whether nothing is left.
@@ -81,6 +83,8 @@ mod tests {
         q.push(Bytes::from_static(b"abc"));
         q.push(Bytes::new());
         q.push(Bytes::from_static(b"defg"));
+        q.push_front(Bytes::from_static(b">"));
+        q.advance(1);
         assert_eq!(q.remaining(), 7);
         let mut io = [IoSlice::new(&[]); 4];
         assert_eq!(q.chunks_vectored(&mut io), 2);

@@ -133,12 +133,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut body = FlvBody::new(sub, node);
+    // One queue, written out whole after each batch: the batch is rendered into it, then framed as one chunk.
     let mut q = BufQueue::new();
-    q.push(Bytes::from(direct_head(&node.config.http.cors_origin, chunked)));
-    let mut batch = BufQueue::new();
-    batch.push(body.file_header());
-    let n = batch.remaining();
-    frame_chunk(&mut q, std::mem::take(&mut batch), chunked);
+    q.push(body.file_header());
+    let n = frame_chunk(&mut q, chunked);
+    q.push_front(Bytes::from(direct_head(&node.config.http.cors_origin, chunked)));
     write_all(io, &mut q).await?;
     body.egress.inc_by(n as u64);
     // As for RTMP players: the shutdown future is polled only once armed or when the signal is set.
@@ -152,10 +151,9 @@ where
         tokio::select! {
             biased;
             _ = &mut stop, if !stop_armed || probe.is_triggered() => return Ok(()),
-            more = body.next_batch(|b| batch.push(b)) => {
+            more = body.next_batch(|b| q.push(b)) => {
                 let ended = !more || body.done;
-                let n = batch.remaining();
-                frame_chunk(&mut q, std::mem::take(&mut batch), chunked);
+                let n = frame_chunk(&mut q, chunked);
                 if ended && chunked {
                     q.push(Bytes::from_static(b"0\r\n\r\n"));
                 }
@@ -176,19 +174,14 @@ where
     }
 }
 
-/// Appends `body` to `q` as one HTTP chunk (or as is, unchunked).
-fn frame_chunk(q: &mut BufQueue, body: BufQueue, chunked: bool) {
-    let n = body.remaining();
-    if n == 0 {
-        return;
-    }
-    if chunked {
-        q.push(Bytes::from(format!("{n:x}\r\n")));
-    }
-    q.append(body);
-    if chunked {
+/// Frames everything in `q` as one HTTP chunk (nothing to do unchunked or empty); returns the payload length.
+fn frame_chunk(q: &mut BufQueue, chunked: bool) -> usize {
+    let n = q.remaining();
+    if chunked && n > 0 {
+        q.push_front(Bytes::from(format!("{n:x}\r\n")));
         q.push(Bytes::from_static(b"\r\n"));
     }
+    n
 }
 
 async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, q: &mut BufQueue) -> std::io::Result<()> {

@@ -259,9 +259,6 @@ pub struct PlayerFeed {
     ended: bool,
     /// Write when the stream's batch clock says so (see [`PlayerFeed::coalesce`]).
     coalesce: bool,
-    /// The next batch goes out without waiting for the doorbell: the start snapshot, or the rest of a batch that
-    /// was cut by the count or byte limit.
-    flush: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
     _guard: ViewerGuard,
@@ -286,7 +283,6 @@ impl PlayerFeed {
             metrics,
             ended: false,
             coalesce: false,
-            flush: true,
             max_bytes: usize::MAX,
             _guard: sub.guard,
         };
@@ -417,43 +413,28 @@ impl PlayerFeed {
         }
     }
 
-    /// Takes a new ring of the bell into account; returns whether there was one (or the stream is gone).
-    fn look_at_bell(&mut self) -> bool {
-        match self.bell.has_changed() {
-            Ok(true) => {
-                self.complete = *self.bell.borrow_and_update();
-                true
-            }
-            Ok(false) => false,
-            Err(_) => {
-                self.complete = u64::MAX;
-                true
-            }
-        }
-    }
-
     /// [`PlayerFeed::next_batch`] of a coalescing feed: waits on the doorbell, not on every frame, and takes the
-    /// events of complete batches.
+    /// events of complete batches. Whatever it can take goes out at once: the start snapshot, complete batches,
+    /// and the rest of a batch the count or byte limit cut.
     async fn next_coalesced(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> bool {
         let mut bytes: usize = out.iter().map(Self::item_len).sum();
-        let mut rung = self.look_at_bell();
+        // A ring not seen yet; a closed bell means the stream is gone (its ring is closed first, so the next take
+        // ends the feed).
+        match self.bell.has_changed() {
+            Ok(true) => self.complete = *self.bell.borrow_and_update(),
+            Ok(false) => {}
+            Err(_) => self.complete = u64::MAX,
+        }
         loop {
             bytes = self.take_ready(out, max, bytes);
-            let full = out.len() >= max || bytes >= self.max_bytes;
-            if !out.is_empty() && (rung || self.flush || full || self.ended) {
-                self.flush = full;
+            if !out.is_empty() || self.ended {
                 break;
             }
-            if self.ended {
-                break;
-            }
-            // Returns once the bell rang (and marks that ring seen), or at once if the stream is gone: the ring
-            // is closed by then (it is dropped first), so the next take ends the feed.
+            // Returns once the bell rang (and marks that ring seen), or at once if the stream is gone.
             self.complete = match self.bell.changed().await {
                 Ok(()) => *self.bell.borrow(),
                 Err(_) => u64::MAX,
             };
-            rung = true;
         }
         !(out.is_empty() && self.ended)
     }
