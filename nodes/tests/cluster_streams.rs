@@ -549,3 +549,58 @@ fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
         last_msn(&playlist(&nodes[1], "live/c_160p").1).is_some_and(|m| m > before)
     });
 }
+
+/// `strom_encoder_restarts_total` summed over the running nodes.
+fn restarts(nodes: &mut [NetNode]) -> f64 {
+    nodes.iter_mut().filter_map(|n| n.is_running().then(|| metric(n, "strom_encoder_restarts_total"))).sum()
+}
+
+/// Asserts for `secs` seconds that each ladder stays on its node and no encoder restarts.
+fn assert_ladders_stay(nodes: &mut [NetNode], ladders: &[(&str, usize)], secs: u64) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        for &(rung, host) in ladders {
+            let now = ladder_node(nodes, rung);
+            assert_eq!(now, Some(host), "the ladder of {rung} left strom-{host} after {:?}", t.elapsed());
+        }
+        assert_eq!(restarts(nodes), 0.0, "an encoder restarted after {:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn ladders_hosted_on_other_nodes_stay_put_and_come_back_on_a_free_node_after_a_kill() {
+    // How long the ladders must run untouched: `STROM_TEST_LADDER_SECS` (180 for the 3 minutes); by
+    // default 40 s, four times the relay idle time that used to drop a hosted ladder's source.
+    let secs: u64 = std::env::var("STROM_TEST_LADDER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let net = Net::new(3);
+    let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
+    for n in &nodes {
+        wait_peers(n, 2, Duration::from_secs(15));
+    }
+    wait_loads(&nodes);
+    let src = source(secs as f64 + 90.0);
+    let _a = publish(&nodes[0].rtmp_url("live/a"), &src);
+    let a = wait_ladder(&mut nodes, "live/a_160p", Duration::from_secs(30));
+    let _b = publish(&nodes[0].rtmp_url("live/b"), &src);
+    let b = wait_ladder(&mut nodes, "live/b_160p", Duration::from_secs(30));
+    assert_ne!(a, b, "one ladder per node (transcode.max_streams = 1)");
+    assert_ladders_stay(&mut nodes, &[("live/a_160p", a), ("live/b_160p", b)], secs);
+    let owner_log = nodes[0].log();
+    assert!(!owner_log.contains("the ladder's node lost it"), "{}", nodes[0].log_tail(30));
+
+    // The node hosting one ladder for strom-0 dies: the ladder comes back on the node with the free slot
+    // within 5 s and stays there.
+    let (rung, victim, kept) =
+        if a != 0 { ("live/a_160p", a, ("live/b_160p", b)) } else { ("live/b_160p", b, ("live/a_160p", a)) };
+    let free = (0..3).find(|&i| i != a && i != b).unwrap_or_default();
+    nodes[victim].kill();
+    let t = Instant::now();
+    let moved = wait_ladder(&mut nodes, rung, Duration::from_secs(5));
+    assert_eq!(moved, free, "the ladder went to strom-{moved}, the free node is strom-{free}");
+    eprintln!(
+        "ladder of {rung} back on strom-{moved} {:.2} s after strom-{victim} was killed",
+        t.elapsed().as_secs_f64()
+    );
+    assert_ladders_stay(&mut nodes, &[(rung, free), kept], 20);
+}

@@ -10,8 +10,8 @@
 //! (`strom_cluster_relay_lag_seconds`, see [`relay_lag_seconds`]).
 //!
 //! The relay ends (local players get end-of-stream) when the owner says the stream ended, when the owner leaves the
-//! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when the relay had no local
-//! players for `cluster.relay_idle_secs`.
+//! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when nothing read the relay
+//! stream (no local player, no hosted ladder's encoder) for `cluster.relay_idle_secs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use super::wire::{Cast, RelayItem};
 use super::{relay_group, stream_group, ClusterHandle, RemoteMsg};
 use crate::rtmp::chunk_writer;
-use crate::stream::{Protocol, Publisher, ViewerCounts};
+use crate::stream::{Publisher, ViewerCounts};
 
 /// How often the sink checks its owner and its viewers.
 const CHECK: Duration = Duration::from_millis(500);
@@ -140,8 +140,9 @@ impl Actor for RelaySink {
                     myself.stop(Some("owner gone".into()));
                     return Ok(());
                 }
-                let viewers = st.args.viewers.get(Protocol::Rtmp) + st.args.viewers.get(Protocol::Flv);
-                if viewers > 0 {
+                // Players, and a ladder hosted here for the owner (its encoder reads this relay): a relay is idle
+                // only when nothing reads it.
+                if st.args.viewers.attached() > 0 {
                     st.idle_since = None;
                 } else {
                     let since = *st.idle_since.get_or_insert_with(Instant::now);

@@ -21,7 +21,7 @@
 //! owner places it again. On drain ([`SupervisorMsg::Drain`]) hosted ladders stop (their owners move them) and
 //! this node's own streams' ladders move to other nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +123,9 @@ pub struct SupervisorState {
     placed: HashMap<StreamKey, Placed>,
     /// Placements made in the last seconds, by node (their load does not show them yet).
     recent: Vec<(String, Instant)>,
+    /// Streams owned here whose ladder no node could take (every slot taken): placed again every tick, so a
+    /// ladder lost with its node comes back as soon as any node has a free slot.
+    unplaced: HashSet<StreamKey>,
     draining: bool,
 }
 
@@ -283,6 +286,7 @@ impl SupervisorState {
                     continue;
                 }
                 info!(stream = %key, node = %node, score = score as f64 / 10.0, "placing the ladder on this node");
+                self.unplaced.remove(&key);
                 return self.spawn(myself, key, 0).await;
             }
             let Some(agent) = cluster.agent_of(&node) else { continue };
@@ -291,6 +295,7 @@ impl SupervisorState {
                 Some(Response::Started(true)) => {
                     info!(stream = %key, node = %node, score = score as f64 / 10.0, "placed the ladder on another node");
                     self.recent.push((node.clone(), Instant::now()));
+                    self.unplaced.remove(&key);
                     self.placed.insert(key, Placed { node, at: Instant::now(), seen: false });
                     return;
                 }
@@ -299,8 +304,23 @@ impl SupervisorState {
         }
         if self.draining {
             warn!(stream = %key, "no other node can take the ladder: this stream is served without it");
-        } else {
+        } else if self.encoders.len() < self.args.config.transcode.max_streams() {
+            self.unplaced.remove(&key);
             self.spawn(myself, key, 0).await;
+        } else if self.unplaced.insert(key.clone()) {
+            warn!(stream = %key, "no node has a free ladder slot: the ladder is placed as soon as one has");
+        }
+    }
+
+    /// Once a second in a cluster: places the ladders that found no free slot, while their sources are live here.
+    async fn place_unplaced(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let keys: Vec<StreamKey> = self.unplaced.iter().cloned().collect();
+        for key in keys {
+            if self.draining || self.owned_live(&key).await.is_none() {
+                self.unplaced.remove(&key);
+                continue;
+            }
+            self.place(myself, key, None).await;
         }
     }
 
@@ -375,6 +395,7 @@ impl Actor for Supervisor {
             encoders: HashMap::new(),
             placed: HashMap::new(),
             recent: Vec::new(),
+            unplaced: HashSet::new(),
             draining: false,
         })
     }
@@ -408,6 +429,9 @@ impl Actor for Supervisor {
                 }
                 if !st.placed.is_empty() {
                     st.check_placed(&myself).await;
+                }
+                if !st.unplaced.is_empty() {
+                    st.place_unplaced(&myself).await;
                 }
             }
             SupervisorMsg::Restart { key, attempt, skip_cache } => {
