@@ -37,6 +37,10 @@ BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev
 # inside the test namespaces; nothing touches the host's ruleset.
 NETNS_TEST_PACKAGES=(iproute2 nftables curl)
 
+# The players the end-to-end tests run besides ffmpeg/ffprobe and Chromium: VLC 3, headless (`cvlc` with dummy
+# outputs; nodes/tests/live.rs).
+PLAYER_TEST_PACKAGES=(vlc-bin vlc-plugin-base)
+
 # What deploy/statefulset/test/run.sh needs beyond Python: Prometheus and promtool (a real Prometheus scrapes real
 # strom nodes for the HPA loop), ffmpeg (the publisher), curl (HTTP-FLV readers).
 DEPLOY_TEST_PACKAGES=(prometheus ffmpeg curl)

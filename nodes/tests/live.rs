@@ -24,13 +24,19 @@ fn rtmp_flv_and_hls_players_decode_the_published_stream() {
     ];
     let handles: Vec<_> = urls
         .into_iter()
-        .map(|(what, url)| std::thread::spawn(move || (what, probe_video(&url, 4.0), probe_streams(&url))))
+        .map(|(what, url)| {
+            std::thread::spawn(move || (what, probe_video(&url, 4.0), probe_streams(&url), probe_stream_types(&url)))
+        })
         .collect();
     for h in handles {
-        let (what, (frames, stderr), streams) = h.join().unwrap();
+        let (what, (frames, stderr), streams, mut types) = h.join().unwrap();
         // 4 s at 30 fps; allow for the read interval's edges.
         assert_playable(what, &frames, 100, 426, 240, &stderr);
         assert!(streams.contains(&"h264".to_string()) && streams.contains(&"aac".to_string()), "{what}: {streams:?}");
+        // Exactly one video and one audio stream: no data or subtitle stream made of status or script messages
+        // (VLC shows no picture with them).
+        types.sort();
+        assert_eq!(types, ["audio", "video"], "{what}: ffprobe's streams");
     }
     let info = s.stream_info(KEY).unwrap();
     assert_eq!(info["video_codec"].as_str().unwrap().get(..5), Some("avc1."), "{info}");
@@ -338,6 +344,40 @@ fn publisher_reconnect_continues_hls_with_a_discontinuity() {
 }
 
 #[test]
+fn rtmp_and_http_flv_players_stay_attached_through_a_publisher_reconnect() {
+    let s = Strom::with_env(&[("STROM_STREAM_RECONNECT_GRACE_SECS", "4")]);
+    let (fps, secs) = (30.0, 7.0);
+    let mut first = publish(&s.rtmp_url(KEY), &Source { seconds: secs, ..Source::default() });
+    s.wait_live(KEY, Duration::from_secs(15));
+    // Readers until the end of the stream, each on one connection: ffmpeg's RTMP and HTTP readers do not
+    // reconnect by themselves.
+    let reader = |url: String| std::thread::spawn(move || probe_until_end(&url, Duration::from_secs(60)));
+    let rtmp = reader(s.rtmp_url(KEY));
+    let flv = reader(s.http_url(&format!("/{KEY}.flv")));
+    first.wait(Duration::from_secs(20)).expect("the first publisher ends");
+    let gap = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    // A player that arrives while the publisher is away is attached and starts when it returns.
+    let late = reader(s.http_url(&format!("/{KEY}.flv")));
+    while gap.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = publish(&s.rtmp_url(KEY), &Source { seconds: secs, ..Source::default() });
+    second.wait(Duration::from_secs(30)).expect("the second publisher ends");
+    for (what, r, min) in [
+        ("rtmp", rtmp, (2.0 * secs - 3.0) * fps),
+        ("flv", flv, (2.0 * secs - 3.0) * fps),
+        ("flv joined in the gap", late, (secs - 1.5) * fps),
+    ] {
+        let (pts, stderr) = r.join().expect("reader");
+        assert!(pts.len() as f64 >= min, "{what}: {} frames decoded, expected >= {min}; {stderr}", pts.len());
+        let back = pts.windows(2).filter(|w| w[1] <= w[0]).count();
+        assert_eq!(back, 0, "{what}: timestamps went back or stood still {back} times");
+    }
+    assert!(s.log_text().contains("publisher resumed the stream"), "resume logged");
+}
+
+#[test]
 fn stream_end_notifies_players_then_endlist_then_404() {
     let s = Strom::with_env(&[("STROM_STREAM_RECONNECT_GRACE_SECS", "1"), ("STROM_STREAM_ENDED_LINGER_SECS", "3")]);
     let mut p = publish(&s.rtmp_url(KEY), &Source { seconds: 6.0, ..Source::default() });
@@ -479,4 +519,69 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(player.status_codes.iter().any(|c| c == "NetStream.Play.UnpublishNotify"), "{:?}", player.status_codes);
     let log = s.log_text();
     assert!(log.contains("shutting down") && log.contains("shutdown complete"), "{log}");
+}
+
+/// VLC 3 (Debian's `cvlc`, headless: dummy video and audio output) plays `url` for `secs` seconds; returns the
+/// `frames displayed` counter of its statistics and its output. Debian's VLC refuses to run as root: as root it
+/// runs as `nobody`.
+fn vlc_frames_displayed(url: &str, secs: f64) -> (u64, String) {
+    use std::io::Write as _;
+    let home = scratch("vlc");
+    let _ = Command::new("chmod").arg("777").arg(&home).status();
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", "cvlc"]);
+        c
+    } else {
+        Command::new("cvlc")
+    };
+    cmd.env("HOME", &home)
+        .args(["-I", "rc", "--rc-fake-tty", "--vout", "dummy", "--aout", "dummy", "--no-video-title-show", "--stats"])
+        .arg(url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn cvlc (is vlc-bin installed?)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let _ = stdin.write_all(b"stats\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = stdin.write_all(b"quit\n");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let displayed = out
+        .lines()
+        .find_map(|l| l.split_once("frames displayed").map(|(_, v)| v.trim_start_matches([' ', ':']).trim()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (displayed, out)
+}
+
+#[test]
+fn vlc_displays_rtmp_http_flv_and_hls() {
+    let s = Strom::start();
+    let _p = publish(&s.rtmp_url(KEY), &Source { seconds: 40.0, ..Source::default() });
+    s.wait_live(KEY, Duration::from_secs(15));
+    // VLC starts a live HLS playlist three segments from its end: with fewer listed it waits for more.
+    s.wait_segments(KEY, 4, Duration::from_secs(30));
+    let urls = [
+        ("rtmp", s.rtmp_url(KEY)),
+        ("flv", s.http_url(&format!("/{KEY}.flv"))),
+        ("hls", s.http_url(&format!("/{KEY}/index.m3u8"))),
+    ];
+    let runs: Vec<_> = urls
+        .into_iter()
+        .map(|(what, url)| std::thread::spawn(move || (what, vlc_frames_displayed(&url, 8.0))))
+        .collect();
+    for r in runs {
+        let (what, (displayed, out)) = r.join().expect("vlc run");
+        assert!(displayed >= 150, "{what}: VLC displayed {displayed} frames in 8 s, expected >= 150\n{out}");
+        eprintln!("VLC over {what}: {displayed} frames displayed in 8 s");
+    }
 }

@@ -49,6 +49,8 @@ const INLINE_BODY: usize = 1024;
 const PLAYER_BATCH_KEEP: usize = 8;
 /// The message stream a publisher publishes on (see `on_publish`).
 const PUBLISH_STREAM_ID: u32 = 1;
+/// The chunk stream rml_rtmp's session writes AMF0 data messages on (types 18 and 19; see `accept_play`).
+const SESSION_DATA_CSID: u8 = 3;
 
 /// Why a connection ended early. `reason()` is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -401,6 +403,37 @@ impl Connection {
         Ok(())
     }
 
+    /// Accepts a play request: `NetStream.Play.Reset`, StreamBegin and `NetStream.Play.Start` from the session,
+    /// then `|RtmpSampleAccess` at timestamp 0. rml_rtmp's own answer also carries two AMF0 data messages that
+    /// players turn into streams of their own: `|RtmpSampleAccess` stamped with the session's clock (ffmpeg's FLV
+    /// demuxer, in ffprobe and VLC, makes a nonzero-timestamp script tag a subtitle stream) and an `onStatus`
+    /// *data* message `NetStream.Data.Start` (a data stream). They are left out; nginx-rtmp sends neither.
+    /// Leaving them out is safe: the session writes AMF0 data only on its chunk stream
+    /// [`SESSION_DATA_CSID`], and only here (strom writes metadata on its own chunk stream).
+    fn accept_play(&mut self, request_id: u32, stream_id: u32) -> Result<(), ConnError> {
+        let results = self.session()?.accept_request(request_id).map_err(|e| ConnError::Protocol(e.to_string()))?;
+        for r in results {
+            if let ServerSessionResult::OutboundResponse(p) = r {
+                if p.bytes.first().map(|b| b & 0x3f) != Some(SESSION_DATA_CSID) {
+                    self.out.extend_from_slice(&p.bytes);
+                }
+            }
+        }
+        let access = RtmpMessage::Amf0Data {
+            values: vec![
+                Amf0Value::Utf8String("|RtmpSampleAccess".into()),
+                Amf0Value::Boolean(true),
+                Amf0Value::Boolean(true),
+            ],
+        };
+        if let Ok(p) = access.into_message_payload(RtmpTimestamp::new(0), stream_id) {
+            let mut b = BytesMut::new();
+            chunk_writer::write_message(&mut b, DATA_CSID, 0, p.type_id, stream_id, &p.data, self.chunk_size);
+            self.out.extend_from_slice(&b);
+        }
+        Ok(())
+    }
+
     /// Refuses a publish or play request with `onStatus` level "error" (what OBS, ffmpeg and VLC act on), then
     /// closes the connection.
     fn reject(&mut self, msid: u32, code: &str, description: &str, reason: &'static str) -> Result<(), ConnError> {
@@ -520,7 +553,7 @@ impl Connection {
             info!(stream = %key, "play refused: no such live stream");
             return self.reject(stream_id, "NetStream.Play.StreamNotFound", "no such live stream", "not_found");
         };
-        self.accept(request_id)?;
+        self.accept_play(request_id, stream_id)?;
         info!(stream = %key, "playing");
         let mut feed = PlayerFeed::new(sub, self.node.metrics.clone());
         feed.coalesce();

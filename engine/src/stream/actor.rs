@@ -5,8 +5,10 @@
 //! (spawned linked: a segmenter failure ends this stream, logged by the registry, and nothing else).
 //!
 //! Lifecycle: `Live` (a publisher) → publisher leaves → `Waiting` for `stream.reconnect_grace_secs` (a publisher
-//! coming back resumes: HLS gets a DISCONTINUITY, the media sequence goes on) → `Ended` (HLS gets ENDLIST) for
-//! `stream.ended_linger_secs` → the actor asks the registry to retire it (then HLS is a 404).
+//! coming back resumes: HLS gets a DISCONTINUITY, the media sequence goes on; RTMP and HTTP-FLV players stay
+//! attached and go on with the new publisher's frames, and players may join in the gap) → `Ended` (players get
+//! end-of-stream, HLS gets ENDLIST) for `stream.ended_linger_secs` → the actor asks the registry to retire it
+//! (then HLS is a 404).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -346,13 +348,19 @@ impl Actor for StreamActor {
                     st.publisher = None;
                     st.phase = Phase::Waiting;
                     st.metrics.publishers.dec();
-                    st.fanout.send(StreamEvent::End);
                     if st.relay_from.is_some() {
                         // A relay stream has nothing to wait for: it is over.
+                        st.fanout.send(StreamEvent::End);
                         st.phase = Phase::Ended;
                         let _ = st.registry.cast(RegistryMsg::Retire { key: st.key.clone(), id: myself.get_id() });
                         return Ok(());
                     }
+                    // Players stay attached through the grace (they get `End` when it runs out); relays and
+                    // encoders end now. Nothing of this session is served to a player joining in the gap: it
+                    // starts at the returning publisher's first keyframe.
+                    st.fanout.send(StreamEvent::PublisherLeft);
+                    st.gop.clear();
+                    st.gop_bytes = 0;
                     st.to_segmenter(SegmenterMsg::PublisherLeft);
                     let epoch = st.epoch;
                     info!(stream = %st.key, grace_secs = st.config.stream.reconnect_grace_secs, "publisher left");
@@ -360,7 +368,11 @@ impl Actor for StreamActor {
                 }
             }
             StreamMsg::Subscribe { protocol, reply } => {
-                let sub = (st.phase == Phase::Live).then(|| Subscription {
+                // A player may also join while the stream waits for its publisher to come back (it starts when
+                // the publisher does); relays and encoders need a live source.
+                let player = matches!(protocol, Protocol::Rtmp | Protocol::Flv);
+                let open = st.phase == Phase::Live || (player && st.phase == Phase::Waiting && st.epoch > 0);
+                let sub = open.then(|| Subscription {
                     metadata: st.metadata.clone(),
                     video_header: st.video_header.clone(),
                     audio_header: st.audio_header.clone(),
@@ -461,6 +473,7 @@ impl StreamState {
 
     fn end(&mut self, myself: &ActorRef<StreamMsg>) {
         self.phase = Phase::Ended;
+        self.fanout.send(StreamEvent::End);
         self.to_segmenter(SegmenterMsg::EndList);
         info!(stream = %self.key, linger_secs = self.config.stream.ended_linger_secs, "stream ended");
         let epoch = self.epoch;

@@ -44,7 +44,11 @@ pub enum StreamEvent {
     Frame(MediaFrame),
     /// New `onMetaData` (AMF0 body).
     Metadata(Bytes),
-    /// The publisher left: players finish.
+    /// The publisher left and the stream waits `stream.reconnect_grace_secs` for it. Players stay attached (their
+    /// next frames come from the returning publisher, after its sequence headers, at a keyframe); relays and
+    /// encoders end here, as at [`StreamEvent::End`].
+    PublisherLeft,
+    /// The stream is over (the grace ran out, the node shuts down): players finish.
     End,
 }
 
@@ -130,7 +134,7 @@ impl BatchClock {
                 self.has_video |= f.kind == MediaKind::Video;
                 true
             }
-            StreamEvent::Metadata(_) | StreamEvent::End => true,
+            StreamEvent::Metadata(_) | StreamEvent::PublisherLeft | StreamEvent::End => true,
         };
         if done {
             self.first = None;
@@ -184,6 +188,12 @@ impl ViewerCounts {
     /// Players currently attached over `protocol`.
     pub fn get(&self, protocol: Protocol) -> i64 {
         self.counts[protocol.index()].load(Ordering::Relaxed)
+    }
+
+    /// Everything attached to the stream: players, relay senders and encoders. A relay that feeds any of them
+    /// (a hosted ladder's encoder too) is in use.
+    pub fn attached(&self) -> i64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -259,6 +269,8 @@ pub struct PlayerFeed {
     ended: bool,
     /// Write when the stream's batch clock says so (see [`PlayerFeed::coalesce`]).
     coalesce: bool,
+    /// A player (RTMP, HTTP-FLV) stays attached while the publisher is away; relays and encoders end.
+    survives_reconnect: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
     _guard: ViewerGuard,
@@ -283,6 +295,7 @@ impl PlayerFeed {
             metrics,
             ended: false,
             coalesce: false,
+            survives_reconnect: matches!(sub.guard.protocol, Protocol::Rtmp | Protocol::Flv),
             max_bytes: usize::MAX,
             _guard: sub.guard,
         };
@@ -340,7 +353,13 @@ impl PlayerFeed {
         match ev {
             StreamEvent::Frame(f) => self.push_frame(f),
             StreamEvent::Metadata(m) => self.pending.push_back(PlayerItem::Metadata(m)),
-            StreamEvent::End => {
+            StreamEvent::PublisherLeft if self.survives_reconnect => {
+                // The returning publisher starts with its sequence headers and a keyframe; nothing of the old
+                // session is pending any more, and a frame before the next keyframe is not counted as a drop.
+                self.waiting_keyframe = self.has_video;
+                self.lagged = false;
+            }
+            StreamEvent::PublisherLeft | StreamEvent::End => {
                 self.ended = true;
                 self.pending.push_back(PlayerItem::End);
             }
@@ -541,6 +560,52 @@ mod tests {
         let m = lag_and_skip(Protocol::Flv).await;
         assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
         assert_eq!(m.frames_dropped.with_label_values(&["slow_relay"]).get(), 0);
+    }
+
+    /// Every item a feed delivers until it ends (or has nothing more within 100 ms).
+    async fn drain(feed: &mut PlayerFeed) -> Vec<PlayerItem> {
+        let mut got = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            match tokio::time::timeout(Duration::from_millis(100), feed.next_batch(&mut out, 64)).await {
+                Ok(true) => got.extend(out),
+                _ => return got,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn players_stay_attached_when_the_publisher_leaves_while_relays_and_encoders_end() {
+        let m = Arc::new(Metrics::new());
+        let mut tx = FanoutSender::new(64, 0);
+        let mut player = PlayerFeed::new(sub_of(&tx, vec![], &m, Protocol::Rtmp), m.clone());
+        let mut relay = PlayerFeed::new(sub_of(&tx, vec![], &m, Protocol::Relay), m.clone());
+        let mut encoder = PlayerFeed::new(sub_of(&tx, vec![], &m, Protocol::Encoder), m.clone());
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 0, true)));
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 33, false)));
+        tx.send(StreamEvent::PublisherLeft);
+        // The returning publisher: its first frame is not a keyframe (skipped), then a keyframe on the continuous
+        // stream timeline.
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 80, false)));
+        tx.send(StreamEvent::Frame(frame(MediaKind::Video, 113, true)));
+        for (what, feed) in [("relay", &mut relay), ("encoder", &mut encoder)] {
+            let got = drain(feed).await;
+            assert!(matches!(got.last(), Some(PlayerItem::End)), "{what} ends when the publisher leaves");
+            assert_eq!(got.iter().filter(|i| matches!(i, PlayerItem::Frame(..))).count(), 2, "{what}");
+        }
+        let got = drain(&mut player).await;
+        assert!(!got.iter().any(|i| matches!(i, PlayerItem::End)), "the player is still attached");
+        let ts: Vec<u32> = got
+            .iter()
+            .filter_map(|i| match i {
+                PlayerItem::Frame(_, ts) => Some(*ts),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ts, vec![0, 33, 113], "the new session starts at its keyframe, timestamps go on");
+        assert_eq!(m.frames_dropped.with_label_values(&["slow_player"]).get(), 0, "waiting for it is no drop");
+        tx.send(StreamEvent::End);
+        assert!(matches!(drain(&mut player).await[..], [PlayerItem::End]), "the end of the grace ends the player");
     }
 
     #[test]

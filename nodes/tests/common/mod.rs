@@ -392,6 +392,38 @@ pub fn probe_streams(url: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Lists the kinds of the streams of `url` (`video`, `audio`, `data`, `subtitle`) as ffprobe sees them, in order.
+pub fn probe_stream_types(url: &str) -> Vec<String> {
+    let out = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "15000000", "-show_entries", "stream=codec_type"])
+            .args(["-of", "json"])
+            .arg(url),
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["streams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["codec_type"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// Decodes the video of `url` with ffprobe until the stream ends (or `timeout`): every frame's pts, in order.
+pub fn probe_until_end(url: &str, timeout: Duration) -> (Vec<f64>, String) {
+    let out = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "30000000", "-select_streams", "v:0"])
+            .args(["-show_entries", "frame=pts_time,best_effort_timestamp_time", "-of", "csv=p=0"])
+            .arg(url),
+        timeout,
+    );
+    let pts = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(',').find_map(|v| v.trim().parse::<f64>().ok()))
+        .collect();
+    (pts, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
 /// Asserts what a viewer needs: enough frames, the right size, a keyframe first, timestamps that advance.
 pub fn assert_playable(what: &str, frames: &[Frame], min_frames: usize, width: u32, height: u32, stderr: &str) {
     assert!(
