@@ -604,3 +604,46 @@ fn ladders_hosted_on_other_nodes_stay_put_and_come_back_on_a_free_node_after_a_k
     );
     assert_ladders_stay(&mut nodes, &[(rung, free), kept], 20);
 }
+
+/// Cluster requests of the kinds a playlist poll used to send (who owns the key, the owner's playlist).
+fn poll_requests(node: &NetNode) -> f64 {
+    ["claim", "playlist"]
+        .iter()
+        .map(|r| metric(node, &format!("strom_cluster_requests_total{{request=\"{r}\"}}")))
+        .sum()
+}
+
+#[test]
+fn playlist_polls_on_a_node_that_does_not_own_the_stream_make_no_cluster_call() {
+    let key = "live/poll";
+    let (_net, nodes) = cluster(2);
+    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    wait_segments(&nodes[1], key, 2, Duration::from_secs(30));
+    let before = poll_requests(&nodes[1]);
+    let (mut polls, mut sequences) = (0, Vec::new());
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        let (status, text) = playlist(&nodes[1], key);
+        assert_eq!(status, 200, "{text}");
+        sequences.push(last_msn(&text).unwrap_or_default());
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = poll_requests(&nodes[1]) - before;
+    assert_eq!(sent, 0.0, "{polls} playlist polls on strom-1 sent {sent} claim/playlist requests");
+    assert!(sequences.last() > sequences.first(), "the playlist advanced with the owner's pushes: {sequences:?}");
+    // What strom-1 serves is the owner's playlist, byte for byte (a poll can straddle a new segment: retry).
+    let same = (0..10).any(|_| {
+        let owner = playlist(&nodes[0], key).1;
+        let here = playlist(&nodes[1], key).1;
+        std::thread::sleep(Duration::from_millis(50));
+        owner == here
+    });
+    assert!(
+        same,
+        "strom-1 serves a playlist the owner does not\n{}\n{}",
+        playlist(&nodes[0], key).1,
+        playlist(&nodes[1], key).1
+    );
+    eprintln!("{polls} playlist polls on a non-owner: 0 cluster requests");
+}

@@ -25,8 +25,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use strom_engine::config::TranscodeConfig;
 use strom_engine::media::avc::AvcConfig;
-use strom_engine::media::flv::AvcTag;
-use strom_engine::media::{MediaFrame, MediaKind};
+use strom_engine::media::{Codec, MediaFrame, MediaKind};
 use strom_engine::stream::StreamKey;
 use strom_engine::transcode::ladder::{self, RungPlan};
 use strom_engine::transcode::pipeline::{Encoded, Pipeline};
@@ -92,13 +91,17 @@ fn read_flv(path: &Path) -> Result<(Bytes, Vec<Sample>), String> {
         if kind != 9 {
             continue;
         }
-        let frame = MediaFrame::from_flv_body(MediaKind::Video, dts, body.clone());
+        let Ok(frame) = MediaFrame::parse(MediaKind::Video, dts, body.clone()) else {
+            continue; // a malformed tag header: the node drops it at ingest
+        };
+        if frame.codec != Codec::Avc {
+            continue;
+        }
         if frame.header {
             if record.is_none() {
-                let tag = AvcTag::parse(&body).map_err(|e| format!("{}: AVC sequence header: {e}", path.display()))?;
-                record = tag.map(|t| t.payload);
+                record = Some(frame.payload());
             }
-        } else if matches!(AvcTag::parse(&body), Ok(Some(t)) if t.packet_type == 1) {
+        } else if frame.samples {
             samples.push(Sample { dts, body }); // pictures only: the worker skips end-of-sequence and the like
         }
     }
@@ -225,18 +228,17 @@ fn run(args: &Args, setup: &Setup) -> Result<Value, String> {
     for s in &setup.samples {
         // As the worker: an AVC NAL-unit packet goes in with DTS, PTS = DTS + composition time and the FLV
         // keyframe flag; anything else (end of sequence, other codecs, malformed headers) is skipped.
-        let frame = MediaFrame::from_flv_body(MediaKind::Video, s.dts, s.body.clone());
-        let Ok(Some(tag)) = AvcTag::parse(&frame.data) else { continue };
-        if tag.packet_type != 1 {
+        let Ok(frame) = MediaFrame::parse(MediaKind::Video, s.dts, s.body.clone()) else { continue };
+        if frame.codec != Codec::Avc || !frame.samples {
             continue;
         }
         let dts = i64::from(s.dts);
-        let pts = dts + i64::from(tag.composition_time);
+        let pts = dts + i64::from(frame.cts);
         if frame.keyframe {
             source_keys.insert(pts);
         }
         pipeline
-            .push(&tag.payload, dts, pts, frame.keyframe, &mut encoded)
+            .push(&frame.payload(), dts, pts, frame.keyframe, &mut encoded)
             .map_err(|e| format!("frame at {dts} ms: {e}"))?;
         frames += 1;
         collect(&mut encoded, &mut outs);

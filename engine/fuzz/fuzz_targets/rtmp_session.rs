@@ -122,12 +122,12 @@ fn fxhash(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// strom's `on_media`: classify the FLV body, then chunk it once for RTMP players; the chunked body must
-/// be the payload with one type-3 header byte between chunks.
+/// strom's `on_media`: parse the FLV body (a malformed one is dropped), then chunk it for RTMP players as the first
+/// player does; the chunked body must be the payload with one type-3 header byte between chunks.
 fn on_media(kind: MediaKind, data: bytes::Bytes, ts: u32) {
-    let mut frame = MediaFrame::from_flv_body(kind, ts, data);
-    chunk_writer::prepare(&mut frame, PLAYER_CHUNK_SIZE);
-    let (body, data) = (&frame.rtmp_body, &frame.data);
+    let Ok(frame) = MediaFrame::parse(kind, ts, data) else { return };
+    let body = &chunk_writer::body(&frame, PLAYER_CHUNK_SIZE);
+    let data = frame.flv_body();
     let chunks = data.len().div_ceil(PLAYER_CHUNK_SIZE).max(1);
     assert_eq!(body.len(), data.len() + chunks - 1, "one type-3 header byte between chunks");
     let mut payload = body[..PLAYER_CHUNK_SIZE.min(body.len())].to_vec();

@@ -11,6 +11,10 @@
 //! only sends while it has credit ([`Cast::Credit`], bytes); without credit it stops reading its feed, so a slow
 //! node loses frames to the next keyframe like a slow player and never slows the owner.
 //!
+//! It pushes the stream's HLS position and playlist to every node the moment the segmenter publishes a new one
+//! ([`Cast::HlsState`]): other nodes serve the playlist from it without a request per poll, and a node that takes
+//! the stream over continues its numbering.
+//!
 //! Every few seconds it checks the group for a second live owner of its key (a race, or a healed partition) and
 //! ends its own stream if the other claim is older (see the ownership rule in [`super`]).
 
@@ -37,7 +41,7 @@ const MAX_PLAYLIST_WAIT: Duration = Duration::from_secs(10);
 const BATCH_FRAMES: usize = 64;
 /// How long a subscribing node's sink may take to appear in its group.
 const SINK_WAIT: Duration = Duration::from_secs(3);
-/// How often the export shares its HLS position (when it changed).
+/// How often the export checks for a competing owner and forgets finished relay senders.
 const TICK: Duration = Duration::from_millis(500);
 /// Ticks between checks for a competing owner.
 const CONFLICT_CHECK_TICKS: u64 = 4;
@@ -83,7 +87,8 @@ pub struct ExportState {
     args: ExportArgs,
     senders: HashMap<String, Sender>,
     ticks: u64,
-    shared: Option<(u64, bool)>,
+    /// Pushes every new HLS view to the other nodes.
+    hls_pusher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The owner-side actor of one stream (see the module docs).
@@ -101,12 +106,27 @@ impl Actor for StreamExport {
     ) -> Result<ExportState, ActorProcessingErr> {
         pg::join(stream_group(args.handle.key()), vec![myself.get_cell()]);
         myself.send_interval(TICK, || RemoteMsg::Cast(Cast::Tick.encode()));
-        Ok(ExportState { args, senders: HashMap::new(), ticks: 0, shared: None })
+        let hls_pusher = args.handle.hls_watch().map(|mut views| {
+            let (cluster, key, since_ms) = (args.cluster.clone(), args.handle.key().clone(), args.since_ms);
+            tokio::spawn(async move {
+                // Ends when the segmenter is gone (its sender dropped) or the export stops (aborted).
+                while views.changed().await.is_ok() {
+                    let pos = views.borrow_and_update().position();
+                    if pos.playlist.is_some() {
+                        cluster.share_hls(&key, since_ms, &pos);
+                    }
+                }
+            })
+        });
+        Ok(ExportState { args, senders: HashMap::new(), ticks: 0, hls_pusher })
     }
 
     async fn post_stop(&self, _: ActorRef<RemoteMsg>, st: &mut ExportState) -> Result<(), ActorProcessingErr> {
         for (_, s) in st.senders.drain() {
             s.task.abort();
+        }
+        if let Some(t) = st.hls_pusher.take() {
+            t.abort();
         }
         Ok(())
     }
@@ -150,7 +170,6 @@ impl Actor for StreamExport {
                 Ok(Cast::Tick) => {
                     st.ticks += 1;
                     st.senders.retain(|_, s| !s.task.is_finished());
-                    st.share_hls().await;
                     if st.ticks % CONFLICT_CHECK_TICKS == 0 {
                         st.check_conflict(&myself).await;
                     }
@@ -217,16 +236,6 @@ impl ExportState {
             .instrument(span),
         );
         self.senders.insert(node, Sender { credit, task });
-    }
-
-    /// Shares the HLS position with every node when a segment was added or the stream ended.
-    async fn share_hls(&mut self) {
-        let Some(pos) = self.args.handle.hls_position().await else { return };
-        let now = (pos.next_msn, pos.ended);
-        if pos.playlist.is_some() && self.shared != Some(now) {
-            self.args.cluster.share_hls(self.args.handle.key(), self.args.since_ms, &pos);
-            self.shared = Some(now);
-        }
     }
 
     /// Ends this stream if another node holds an older live claim on the key, or if the publisher moved to
@@ -304,7 +313,9 @@ async fn send_relay(
         for item in batch.drain(..) {
             match item {
                 PlayerItem::Metadata(m) => items.push(RelayItem::Metadata(m)),
-                PlayerItem::Frame(f, ts) => items.push(RelayItem::Frame { kind: f.kind, timestamp: ts, data: f.data }),
+                PlayerItem::Frame(f, ts) => {
+                    items.push(RelayItem::Frame { kind: f.kind, timestamp: ts, data: f.flv_body().clone() })
+                }
                 PlayerItem::End => ended = true,
             }
         }

@@ -1,15 +1,18 @@
 //! HLS from any node: a node that does not own a stream serves the owner's playlist and segments, byte for byte.
 //!
-//! Playlists are fetched per request (a cluster call is ~0.1 ms; every node then shows exactly the owner's
-//! window, sequence numbers and discontinuities). Segments are immutable: each is fetched once per node, in parts
+//! Playlists come from the owner's push (every owner pushes its playlist to every node at each new segment, see
+//! [`super::export`]), so a poll makes no cluster call and every node shows exactly the owner's window, sequence
+//! numbers and discontinuities; only before the first push reaches a node is the owner asked. Segments are
+//! immutable: each is fetched once per node (concurrent requests for one segment share one transfer), in parts
 //! of [`super::export::SEGMENT_PART`] (far below the cluster frame limit), and kept in a [`SegmentCache`] bounded
 //! in entries and bytes, so a thousand HLS players on one node cost one transfer per segment.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use ractor::ActorRef;
 use tracing::warn;
 
@@ -27,11 +30,16 @@ const CACHE_BYTES: usize = 256 << 20;
 /// Largest segment accepted from an owner.
 const MAX_SEGMENT: u32 = 256 << 20;
 
-/// Recently fetched remote segments (see the module docs).
+/// Recently fetched remote segments (see the module docs), and the transfers under way.
 #[derive(Default)]
 pub struct SegmentCache {
     inner: Mutex<(VecDeque<Cached>, usize)>,
+    /// One transfer per (stream, segment) at a time: later requests wait for it.
+    inflight: Mutex<HashMap<(StreamKey, String), Transfer>>,
 }
+
+/// A segment transfer that every request for it awaits.
+type Transfer = Shared<BoxFuture<'static, Option<Bytes>>>;
 
 /// Stream, segment name, bytes.
 type Cached = (StreamKey, String, Bytes);
@@ -64,16 +72,26 @@ pub struct RemoteHls {
     key: StreamKey,
     owner: ActorRef<RemoteMsg>,
     cache: Arc<SegmentCache>,
+    pushed: Option<Bytes>,
 }
 
 impl RemoteHls {
-    /// HLS of `key` from `owner`'s export actor.
-    pub fn new(key: StreamKey, owner: ActorRef<RemoteMsg>, cache: Arc<SegmentCache>) -> RemoteHls {
-        RemoteHls { key, owner, cache }
+    /// HLS of `key` from `owner`'s export actor; `pushed`: the playlist that owner pushed at its last segment.
+    pub fn new(
+        key: StreamKey,
+        owner: ActorRef<RemoteMsg>,
+        cache: Arc<SegmentCache>,
+        pushed: Option<Bytes>,
+    ) -> RemoteHls {
+        RemoteHls { key, owner, cache, pushed }
     }
 
-    /// The owner's media playlist.
+    /// The owner's media playlist: the one it pushed, else (before its first segment reached this node) asked of
+    /// it, waiting up to `wait` for the first segment.
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
+        if let Some(p) = &self.pushed {
+            return Some(p.clone());
+        }
         let req = Request::Playlist { wait_ms: wait.as_millis().min(u32::MAX as u128) as u32 };
         match call(&self.owner, &req, wait + Duration::from_secs(2)).await? {
             Response::Playlist(p) => p,
@@ -81,35 +99,114 @@ impl RemoteHls {
         }
     }
 
-    /// One segment, from the cache or the owner.
+    /// One segment, from the cache or the owner (one transfer per segment and node, shared by every request
+    /// that arrives while it runs).
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
         if let Some(b) = self.cache.get(&self.key, name) {
             return Some(b);
         }
-        let data = tokio::time::timeout(SEGMENT_TIMEOUT, self.fetch(name)).await.ok()??;
-        self.cache.put(&self.key, name, data.clone());
-        Some(data)
+        let id = (self.key.clone(), name.to_string());
+        let transfer = {
+            let mut g = self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            g.entry(id.clone())
+                .or_insert_with(|| {
+                    let (owner, key, name, cache) =
+                        (self.owner.clone(), self.key.clone(), name.to_string(), self.cache.clone());
+                    async move {
+                        let data = tokio::time::timeout(SEGMENT_TIMEOUT, fetch(&owner, &key, &name)).await.ok()?;
+                        if let Some(d) = &data {
+                            cache.put(&key, &name, d.clone());
+                        }
+                        cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, name));
+                        data
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        let data = transfer.await;
+        if data.is_none() {
+            // A failed or timed-out transfer: the next request starts a new one.
+            self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        }
+        data
+    }
+}
+
+/// Fetches a segment from its owner, part by part.
+async fn fetch(owner: &ActorRef<RemoteMsg>, key: &StreamKey, name: &str) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    loop {
+        let req = Request::Segment { name: name.to_string(), offset: out.len() as u32, max: SEGMENT_PART };
+        let (total, part) = match call(owner, &req, SEGMENT_TIMEOUT).await? {
+            Response::Segment(s) => s?,
+            _ => return None,
+        };
+        if total > MAX_SEGMENT || part.is_empty() && (out.len() as u32) < total {
+            warn!(stream = %key, segment = name, total, "owner sent an unusable segment");
+            return None;
+        }
+        if out.is_empty() && part.len() as u32 == total {
+            return Some(part); // one part: no copy
+        }
+        out.extend_from_slice(&part);
+        if out.len() as u32 >= total {
+            return Some(out.freeze());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An owner that answers segment requests slowly and counts them.
+    struct SlowOwner(Arc<AtomicUsize>);
+
+    impl Actor for SlowOwner {
+        type Msg = RemoteMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<RemoteMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(&self, _: ActorRef<RemoteMsg>, msg: RemoteMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            if let RemoteMsg::Call(bytes, reply) = msg {
+                if let Ok(Request::Segment { .. }) = Request::decode(bytes) {
+                    self.0.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let seg = Bytes::from_static(b"segment bytes");
+                    let _ = reply.send(Response::Segment(Some((seg.len() as u32, seg))).encode());
+                }
+            }
+            Ok(())
+        }
     }
 
-    async fn fetch(&self, name: &str) -> Option<Bytes> {
-        let mut out = BytesMut::new();
-        loop {
-            let req = Request::Segment { name: name.to_string(), offset: out.len() as u32, max: SEGMENT_PART };
-            let (total, part) = match call(&self.owner, &req, SEGMENT_TIMEOUT).await? {
-                Response::Segment(s) => s?,
-                _ => return None,
-            };
-            if total > MAX_SEGMENT || part.is_empty() && (out.len() as u32) < total {
-                warn!(stream = %self.key, segment = name, total, "owner sent an unusable segment");
-                return None;
-            }
-            if out.is_empty() && part.len() as u32 == total {
-                return Some(part); // one part: no copy
-            }
-            out.extend_from_slice(&part);
-            if out.len() as u32 >= total {
-                return Some(out.freeze());
-            }
+    #[tokio::test]
+    async fn concurrent_requests_for_one_segment_share_one_transfer() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (owner, _) = Actor::spawn(None, SlowOwner(calls.clone()), ()).await.unwrap();
+        let cache = Arc::new(SegmentCache::default());
+        let key = StreamKey::parse("live/a").unwrap();
+        let hls = Arc::new(RemoteHls::new(key.clone(), owner.clone(), cache.clone(), None));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let hls = hls.clone();
+            tasks.spawn(async move { hls.segment("a-1.ts").await });
         }
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(r.unwrap().as_deref(), Some(&b"segment bytes"[..]));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "one transfer for twenty requests");
+        assert_eq!(hls.segment("a-1.ts").await.as_deref(), Some(&b"segment bytes"[..]), "then from the cache");
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert!(cache.inflight.lock().unwrap().is_empty(), "nothing left in flight");
+        owner.stop(None);
     }
 }

@@ -104,7 +104,13 @@ pub struct ClusterMetrics {
     /// minus the owner's send time (seconds; see [`RELAY_LAG_BUCKETS`]). It includes the clock skew between the
     /// two nodes (NTP-synced pods keep that to milliseconds); a negative difference (skew) counts as 0.
     pub relay_lag: Histogram,
+    /// `strom_cluster_requests_total{request}`: cluster requests this node sent, by kind (see
+    /// [`super::call`]; a playlist poll of a stream another node owns sends none once the owner is known).
+    pub requests: IntCounterVec,
 }
+
+/// The requests counter of this process's cluster (set once, by the first [`ClusterMetrics`]), for [`super::call`].
+pub(super) static REQUESTS: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
 
 /// Buckets of `strom_cluster_relay_lag_seconds`: 1 ms (same host) to 10 s (a relay stuck behind its window).
 pub const RELAY_LAG_BUCKETS: [f64; 14] =
@@ -147,7 +153,9 @@ impl ClusterMetrics {
                 )
                 .expect("valid metric"),
             ),
+            requests: cv("strom_cluster_requests_total", "Cluster requests this node sent, by kind.", &["request"]),
         };
+        let _ = REQUESTS.set(c.requests.clone());
         c.nodes.set(1);
         for d in ["in", "out"] {
             c.relays.with_label_values(&[d]).set(0);
@@ -310,6 +318,14 @@ impl Cluster {
         let g = lock(&self.shared.hls);
         let s = g.get(&key.to_string())?;
         (s.at.elapsed() <= max_age && !s.ended).then_some((s.next_msn + 1, s.discontinuity))
+    }
+
+    /// The playlist the owner whose claim of `key` dates from `since_ms` pushed last (owners push theirs at every
+    /// new segment, see [`super::export`]): what that owner would answer now, without asking it.
+    pub fn pushed_playlist(&self, key: &StreamKey, since_ms: u64) -> Option<Bytes> {
+        let g = lock(&self.shared.hls);
+        let s = g.get(&key.to_string())?;
+        (s.since_ms == since_ms).then(|| s.playlist.clone()).flatten()
     }
 
     /// The last playlist of `key` its (now gone) owner shared within `max_age`, to keep serving players until a

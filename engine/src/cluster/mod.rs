@@ -102,6 +102,9 @@ pub fn remote_members(group: &str) -> Vec<ActorRef<RemoteMsg>> {
 
 /// Calls a remote actor; `None` on timeout, a dead peer or a malformed answer (logged).
 pub async fn call(actor: &ActorRef<RemoteMsg>, req: &Request, timeout: Duration) -> Option<Response> {
+    if let Some(c) = membership::REQUESTS.get() {
+        c.with_label_values(&[req.label()]).inc();
+    }
     let bytes = req.encode();
     match actor.call(|reply| RemoteMsg::Call(bytes, reply), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(b)) => match Response::decode(b) {

@@ -21,7 +21,6 @@ use tracing::{debug, info, warn};
 
 use super::wire::{Cast, RelayItem};
 use super::{relay_group, stream_group, ClusterHandle, RemoteMsg};
-use crate::rtmp::chunk_writer;
 use crate::stream::{Publisher, ViewerCounts};
 
 /// How often the sink checks its owner and its viewers.
@@ -39,8 +38,6 @@ pub struct RelayArgs {
     pub viewers: Arc<ViewerCounts>,
     /// The cluster.
     pub cluster: ClusterHandle,
-    /// RTMP chunk size of this node (relayed frames are pre-chunked for local RTMP players).
-    pub chunk_size: usize,
 }
 
 /// State of a [`RelaySink`].
@@ -109,10 +106,7 @@ impl Actor for RelaySink {
                     let sent = match item {
                         RelayItem::Metadata(m) => st.args.publisher.metadata_raw(m),
                         frame => match frame.to_frame() {
-                            Some(mut f) => {
-                                chunk_writer::prepare(&mut f, st.args.chunk_size);
-                                st.args.publisher.send(f)
-                            }
+                            Some(f) => st.args.publisher.send(f),
                             None => Ok(()),
                         },
                     };

@@ -54,12 +54,11 @@ impl RelayItem {
         }
     }
 
-    /// The item as a frame for the local stream actor (`None` for metadata).
+    /// The item as a frame for the local stream actor (`None` for metadata, and for a tag body too short to
+    /// parse, which an owner never sends).
     pub fn to_frame(&self) -> Option<MediaFrame> {
         match self {
-            RelayItem::Frame { kind, timestamp, data } => {
-                Some(MediaFrame::from_flv_body(*kind, *timestamp, data.clone()))
-            }
+            RelayItem::Frame { kind, timestamp, data } => MediaFrame::parse(*kind, *timestamp, data.clone()).ok(),
             RelayItem::Metadata(_) => None,
         }
     }
@@ -360,6 +359,19 @@ impl Cast {
 }
 
 impl Request {
+    /// The request's kind, for `strom_cluster_requests_total{request}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Request::Ping { .. } => "ping",
+            Request::Claim => "claim",
+            Request::Playlist { .. } => "playlist",
+            Request::Segment { .. } => "segment",
+            Request::Info => "info",
+            Request::StartEncoder { .. } => "start_encoder",
+            Request::Master { .. } => "master",
+        }
+    }
+
     /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -736,7 +748,7 @@ mod tests {
         };
         let Cast::Media { items, .. } = Cast::decode(c.encode()).unwrap() else { panic!() };
         let f = items[0].to_frame().unwrap();
-        assert_eq!(f.data, data);
+        assert_eq!(f.flv_body(), &data);
         assert!(!f.keyframe && !f.header);
     }
 }

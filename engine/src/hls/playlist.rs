@@ -89,6 +89,11 @@ impl Playlist {
         self.segments.len().min(self.window)
     }
 
+    /// Every segment held (listed and retained), oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter()
+    }
+
     /// Looks up a segment (listed or retained) by file name.
     pub fn segment(&self, name: &str) -> Option<&Segment> {
         self.segments.iter().find(|s| s.name == name)

@@ -7,11 +7,12 @@
 //! wait for it (bounded by the caller), so a player that starts with the publisher just sees a slower first load.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::playlist::{Playlist, Segment};
@@ -19,8 +20,7 @@ use super::ts::TsMuxer;
 use crate::config::HlsConfig;
 use crate::media::aac::AacConfig;
 use crate::media::avc::{self, AvcConfig};
-use crate::media::flv::{AacTag, AvcTag};
-use crate::media::{MediaFrame, MediaKind};
+use crate::media::{Codec, MediaFrame, MediaKind};
 use crate::metrics::Metrics;
 use crate::stream::StreamKey;
 
@@ -36,8 +36,6 @@ const FORCED_CUT_TARGETS: u64 = 10;
 const MAX_SEGMENT_BYTES: usize = 64 << 20;
 /// Audio frames seen without any video before the stream is treated as audio-only.
 const AUDIO_ONLY_AFTER_FRAMES: u32 = 50;
-/// Playlist requests parked while waiting for the first segment.
-const MAX_WAITERS: usize = 10_000;
 
 /// Messages to a segmenter.
 pub enum SegmenterMsg {
@@ -49,14 +47,120 @@ pub enum SegmenterMsg {
     Discontinuity,
     /// The stream ended for good: close the open segment, add `EXT-X-ENDLIST`.
     EndList,
-    /// The media playlist (waits for the first segment).
-    Playlist(RpcReplyPort<Option<Bytes>>),
-    /// A segment by file name.
-    Segment(String, RpcReplyPort<Option<Bytes>>),
-    /// Estimated HLS viewers.
-    Viewers(RpcReplyPort<i64>),
-    /// Where the playlist stands (shared with the cluster, so another node can continue it).
-    Position(RpcReplyPort<HlsPosition>),
+}
+
+/// What a segmenter publishes for its readers, replaced whole (never changed in place) each time a segment is
+/// added or the playlist ends: HTTP handlers and the cluster export read it without a message to the segmenter,
+/// so a playlist poll or a segment fetch never queues behind the frames in its mailbox.
+#[derive(Debug, Default)]
+pub struct HlsView {
+    /// The media playlist text; `None` until the first segment.
+    pub playlist: Option<Bytes>,
+    /// `EXT-X-ENDLIST` is set.
+    pub ended: bool,
+    /// The media sequence number the next segment gets.
+    pub next_msn: u64,
+    /// The discontinuity number of the newest segment.
+    pub discontinuity: u64,
+    /// Every segment held (listed and retained), by file name.
+    segments: Vec<(String, Bytes)>,
+}
+
+impl HlsView {
+    /// A segment's bytes by file name.
+    pub fn segment(&self, name: &str) -> Option<Bytes> {
+        self.segments.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone())
+    }
+}
+
+/// HLS is stateless: a player polls the playlist about once per target duration, so the polls seen in the last
+/// two target durations, halved, estimate the players (`strom_viewers{protocol="hls"}`).
+struct PollMeter {
+    polls: VecDeque<Instant>,
+    target_secs: u64,
+    reported: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl PollMeter {
+    fn poll(&mut self) {
+        self.polls.push_back(Instant::now());
+        if self.polls.len() > 100_000 {
+            self.polls.pop_front();
+        }
+        self.update();
+    }
+
+    fn update(&mut self) -> i64 {
+        let window = Duration::from_secs(self.target_secs.max(1) * 2);
+        while self.polls.front().is_some_and(|t| t.elapsed() > window) {
+            self.polls.pop_front();
+        }
+        let v = (self.polls.len() as i64 + 1) / 2;
+        self.report(v);
+        v
+    }
+
+    fn report(&mut self, v: i64) {
+        let delta = v - self.reported;
+        if delta != 0 {
+            self.metrics.viewers.with_label_values(&[crate::metrics::protocol::HLS]).add(delta);
+            self.reported = v;
+        }
+    }
+}
+
+/// The readers' side of a segmenter (cheap to clone): its latest [`HlsView`] and the HLS viewer estimate.
+#[derive(Clone)]
+pub struct HlsReader {
+    view: watch::Receiver<Arc<HlsView>>,
+    meter: Arc<Mutex<PollMeter>>,
+}
+
+impl HlsReader {
+    /// The media playlist; waits up to `wait` for the first segment (`None` if there is none by then, or the
+    /// stream ended without one). Counts the poll for the viewer estimate.
+    pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
+        lock(&self.meter).poll();
+        let mut rx = self.view.clone();
+        let ready = tokio::time::timeout(wait, rx.wait_for(|v| v.playlist.is_some() || v.ended)).await;
+        let view = match ready {
+            Ok(Ok(v)) => v.clone(),
+            _ => return None,
+        };
+        view.playlist.clone()
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<HlsView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver of every new view (the cluster export pushes each to the other nodes).
+    pub fn watch(&self) -> watch::Receiver<Arc<HlsView>> {
+        self.view.clone()
+    }
+
+    /// Estimated HLS players.
+    pub fn viewers(&self) -> i64 {
+        lock(&self.meter).update()
+    }
+}
+
+fn lock(m: &Mutex<PollMeter>) -> std::sync::MutexGuard<'_, PollMeter> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl HlsView {
+    /// Where this view stands, for another node.
+    pub fn position(&self) -> HlsPosition {
+        HlsPosition {
+            next_msn: self.next_msn,
+            discontinuity: self.discontinuity,
+            ended: self.ended,
+            playlist: self.playlist.clone(),
+        }
+    }
 }
 
 /// Where a stream's HLS stands: what another node needs to continue it at the same URL.
@@ -85,6 +189,8 @@ pub struct SegmenterArgs {
     /// Continue the playlist another node had (its `next_msn` and discontinuity number): the first segment here
     /// starts with a discontinuity, media sequence numbers go on increasing.
     pub resume: Option<(u64, u64)>,
+    /// Filled in `pre_start` with the readers' side, for the stream's handle.
+    pub reader: Arc<std::sync::OnceLock<HlsReader>>,
 }
 
 /// The segmenter actor.
@@ -120,9 +226,8 @@ pub struct SegmenterState {
     audio_frames: usize,
     audio_without_video: u32,
     scratch: Vec<u8>,
-    waiters: Vec<RpcReplyPort<Option<Bytes>>>,
-    polls: VecDeque<Instant>,
-    viewers_reported: i64,
+    view: watch::Sender<Arc<HlsView>>,
+    meter: Arc<Mutex<PollMeter>>,
     warned: bool,
 }
 
@@ -160,13 +265,22 @@ impl Actor for Segmenter {
         if let Some((_, discontinuity)) = args.resume {
             playlist.resume_after(discontinuity);
         }
+        let next_msn = args.resume.map_or(0, |(msn, _)| msn);
+        let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
+        let meter = Arc::new(Mutex::new(PollMeter {
+            polls: VecDeque::new(),
+            target_secs: playlist.target_duration(),
+            reported: 0,
+            metrics: args.metrics.clone(),
+        }));
+        let _ = args.reader.set(HlsReader { view: rx, meter: meter.clone() });
         Ok(SegmenterState {
             playlist,
             key: args.key,
             hls: args.hls,
             metrics: args.metrics,
             incarnation: format!("{now_ms:x}"),
-            next_msn: args.resume.map_or(0, |(msn, _)| msn),
+            next_msn,
             muxer: None,
             muxer_layout: (false, false),
             avc: None,
@@ -182,15 +296,14 @@ impl Actor for Segmenter {
             audio_frames: 0,
             audio_without_video: 0,
             scratch: Vec::new(),
-            waiters: Vec::new(),
-            polls: VecDeque::new(),
-            viewers_reported: 0,
+            view,
+            meter,
             warned: false,
         })
     }
 
     async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut SegmenterState) -> Result<(), ActorProcessingErr> {
-        st.metrics.viewers.with_label_values(&[crate::metrics::protocol::HLS]).sub(st.viewers_reported);
+        lock(&st.meter).report(0);
         Ok(())
     }
 
@@ -215,34 +328,7 @@ impl Actor for Segmenter {
                 let end = st.last_ms + st.frame_interval_ms;
                 st.close(end);
                 st.playlist.set_ended(true);
-                st.wake_waiters();
-            }
-            SegmenterMsg::Playlist(reply) => {
-                st.count_poll();
-                match st.playlist.render() {
-                    Some(text) => {
-                        let _ = reply.send(Some(Bytes::from(text)));
-                    }
-                    None if st.playlist.ended() || st.waiters.len() >= MAX_WAITERS => {
-                        let _ = reply.send(None);
-                    }
-                    None => st.waiters.push(reply),
-                }
-            }
-            SegmenterMsg::Segment(name, reply) => {
-                let _ = reply.send(st.playlist.segment(&name).map(|s| s.data.clone()));
-            }
-            SegmenterMsg::Position(reply) => {
-                let _ = reply.send(HlsPosition {
-                    next_msn: st.next_msn,
-                    discontinuity: st.playlist.discontinuity_count(),
-                    ended: st.playlist.ended(),
-                    playlist: st.playlist.render().map(Bytes::from),
-                });
-            }
-            SegmenterMsg::Viewers(reply) => {
-                let v = st.update_viewers();
-                let _ = reply.send(v);
+                st.publish();
             }
         }
         Ok(())
@@ -270,13 +356,11 @@ impl SegmenterState {
     }
 
     fn on_video(&mut self, f: &MediaFrame) {
-        let tag = match AvcTag::parse(&f.data) {
-            Ok(Some(tag)) => tag,
-            Ok(None) => return self.drop_frame("unsupported_codec", &"video codec is not H.264"),
-            Err(e) => return self.drop_frame("malformed", &e),
-        };
-        match tag.packet_type {
-            0 => match AvcConfig::parse(&tag.payload) {
+        if f.codec != Codec::Avc {
+            return self.drop_frame("unsupported_codec", &"video codec is not H.264");
+        }
+        if f.header {
+            match AvcConfig::parse(&f.payload()) {
                 Ok(cfg) => {
                     if self.avc.as_ref().is_some_and(|old| old.sps != cfg.sps || old.pps != cfg.pps) {
                         debug!(stream = %self.key, "new AVC configuration: next segment is a discontinuity");
@@ -285,13 +369,13 @@ impl SegmenterState {
                     self.avc = Some(cfg);
                 }
                 Err(e) => self.drop_frame("malformed", &e),
-            },
-            1 => self.on_avc_nalus(f, &tag),
-            _ => {}
+            }
+        } else if f.samples {
+            self.on_avc_nalus(f);
         }
     }
 
-    fn on_avc_nalus(&mut self, f: &MediaFrame, tag: &AvcTag) {
+    fn on_avc_nalus(&mut self, f: &MediaFrame) {
         let Some(nal_len) = self.avc.as_ref().map(|c| c.nal_length_size) else {
             return self.drop_frame("no_sequence_header", &"AVC frame before its sequence header");
         };
@@ -323,7 +407,7 @@ impl SegmenterState {
         self.scratch.clear();
         self.scratch.extend_from_slice(&avc::AUD_NAL);
         let at = self.scratch.len();
-        let summary = match avc::avcc_to_annexb(&tag.payload, nal_len, &mut self.scratch) {
+        let summary = match avc::avcc_to_annexb(&f.payload(), nal_len, &mut self.scratch) {
             Ok(s) => s,
             Err(e) => return self.drop_frame("malformed", &e),
         };
@@ -335,7 +419,7 @@ impl SegmenterState {
             }
         }
         let dts = ms * 90 + TS_OFFSET_90K;
-        let pts = (ms as i64 + i64::from(tag.composition_time)).max(ms as i64) as u64 * 90 + TS_OFFSET_90K;
+        let pts = (ms as i64 + i64::from(f.cts)).max(ms as i64) as u64 * 90 + TS_OFFSET_90K;
         if let (Some(cur), Some(mux)) = (self.current.as_mut(), self.muxer.as_mut()) {
             if self.muxer_layout.0 {
                 mux.write_video(pts, dts, f.keyframe, &self.scratch, &mut cur.buf);
@@ -344,22 +428,24 @@ impl SegmenterState {
     }
 
     fn on_audio(&mut self, f: &MediaFrame) {
-        let tag = match AacTag::parse(&f.data) {
-            Ok(Some(tag)) => tag,
-            Ok(None) => return self.drop_frame("unsupported_codec", &"audio codec is not AAC"),
-            Err(e) => return self.drop_frame("malformed", &e),
-        };
-        if tag.packet_type == 0 {
-            match AacConfig::parse(&tag.payload) {
+        if f.codec != Codec::Aac {
+            return self.drop_frame("unsupported_codec", &"audio codec is not AAC");
+        }
+        if f.header {
+            match AacConfig::parse(&f.payload()) {
                 Ok(cfg) => self.aac = Some(cfg),
                 Err(e) => self.drop_frame("malformed", &e),
             }
             return;
         }
+        if !f.samples {
+            return;
+        }
+        let payload = f.payload();
         let Some(aac) = self.aac.as_ref() else {
             return self.drop_frame("no_sequence_header", &"AAC frame before its AudioSpecificConfig");
         };
-        let header = match aac.adts_header(tag.payload.len()) {
+        let header = match aac.adts_header(payload.len()) {
             Ok(h) => h,
             Err(e) => return self.drop_frame("malformed", &e),
         };
@@ -386,7 +472,7 @@ impl SegmenterState {
             self.audio_pts = ms * 90 + TS_OFFSET_90K;
         }
         self.audio_buf.extend_from_slice(&header);
-        self.audio_buf.extend_from_slice(&tag.payload);
+        self.audio_buf.extend_from_slice(&payload);
         self.audio_frames += 1;
         if self.audio_frames >= AUDIO_FRAMES_PER_PES {
             self.flush_audio();
@@ -439,41 +525,21 @@ impl SegmenterState {
             data: Bytes::from(cur.buf),
         });
         self.metrics.hls_segments.inc();
-        self.update_viewers();
-        self.wake_waiters();
+        self.publish();
     }
 
-    fn wake_waiters(&mut self) {
-        if self.waiters.is_empty() {
-            return;
-        }
-        let text = self.playlist.render().map(Bytes::from);
-        for w in self.waiters.drain(..) {
-            let _ = w.send(text.clone());
-        }
-    }
-
-    fn count_poll(&mut self) {
-        self.polls.push_back(Instant::now());
-        if self.polls.len() > 100_000 {
-            self.polls.pop_front();
-        }
-        self.update_viewers();
-    }
-
-    /// HLS is stateless: a player polls the playlist about once per target duration, so the polls seen in the
-    /// last two target durations, halved, estimate the players.
-    fn update_viewers(&mut self) -> i64 {
-        let window = Duration::from_secs(self.playlist.target_duration().max(1) * 2);
-        while self.polls.front().is_some_and(|t| t.elapsed() > window) {
-            self.polls.pop_front();
-        }
-        let v = (self.polls.len() as i64 + 1) / 2;
-        let delta = v - self.viewers_reported;
-        if delta != 0 {
-            self.metrics.viewers.with_label_values(&[crate::metrics::protocol::HLS]).add(delta);
-            self.viewers_reported = v;
-        }
-        v
+    /// Publishes the playlist and segments as they are now (a new [`HlsView`]), and refreshes the viewer estimate.
+    fn publish(&mut self) {
+        let view = HlsView {
+            playlist: self.playlist.render().map(Bytes::from),
+            ended: self.playlist.ended(),
+            next_msn: self.next_msn,
+            discontinuity: self.playlist.discontinuity_count(),
+            segments: self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
+        };
+        self.view.send_replace(Arc::new(view));
+        let mut meter = lock(&self.meter);
+        meter.target_secs = self.playlist.target_duration();
+        meter.update();
     }
 }

@@ -247,7 +247,7 @@ impl FlvBody {
             let (tag_type, ts, body) = match item {
                 PlayerItem::Frame(f, ts) => {
                     let t = if f.kind == MediaKind::Video { TAG_VIDEO } else { TAG_AUDIO };
-                    (t, ts, f.data)
+                    (t, ts, f.flv_body().clone())
                 }
                 PlayerItem::Metadata(m) => (TAG_SCRIPT, 0, m),
                 PlayerItem::End => {

@@ -1,7 +1,7 @@
 //! FLV: the container of HTTP-FLV and the payload format of RTMP audio/video messages.
 //!
-//! Pure functions: parse the headers of audio/video tag bodies (what the HLS segmenter needs), write the FLV file
-//! header and per-tag headers (what HTTP-FLV players need), and encode `onMetaData`.
+//! Pure functions: write the FLV file header and per-tag headers (what HTTP-FLV players need), and encode
+//! `onMetaData`. Audio/video tag bodies are parsed in one place only, [`super::MediaFrame::parse`].
 
 use std::collections::HashMap;
 
@@ -16,7 +16,8 @@ pub const TAG_VIDEO: u8 = 9;
 /// FLV tag type of script data (onMetaData).
 pub const TAG_SCRIPT: u8 = 18;
 
-/// Errors from parsing an FLV tag body; each names the field and the byte offset inside the body.
+/// Errors from parsing an FLV tag body ([`super::MediaFrame::parse`]); each names the field and the byte offset
+/// inside the body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlvError {
     /// The body ended before the named field.
@@ -33,81 +34,6 @@ pub enum FlvError {
         /// Length of the body.
         len: usize,
     },
-}
-
-/// The parsed header of an AVC video tag body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AvcTag {
-    /// FLV frame type (1 = keyframe, 2 = inter frame, 5 = info/command).
-    pub frame_type: u8,
-    /// AVCPacketType: 0 = sequence header, 1 = NAL units, 2 = end of sequence.
-    pub packet_type: u8,
-    /// Composition time offset in ms (PTS − DTS).
-    pub composition_time: i32,
-    /// The payload after the 5-byte header (decoder config record or AVCC NAL units).
-    pub payload: Bytes,
-}
-
-impl AvcTag {
-    /// Parses the header of an FLV video tag body whose codec id is 7 (AVC). Returns `Ok(None)` for other codecs.
-    pub fn parse(body: &Bytes) -> Result<Option<AvcTag>, FlvError> {
-        let first = *body.first().ok_or(FlvError::Truncated {
-            what: "video",
-            field: "frame type/codec id",
-            offset: 0,
-            needed: 1,
-            len: body.len(),
-        })?;
-        if first & 0x0f != 7 {
-            return Ok(None);
-        }
-        if body.len() < 5 {
-            return Err(FlvError::Truncated {
-                what: "video",
-                field: "AVC packet type and composition time",
-                offset: 1,
-                needed: 4,
-                len: body.len(),
-            });
-        }
-        let raw = (u32::from(body[2]) << 16) | (u32::from(body[3]) << 8) | u32::from(body[4]);
-        // Sign-extend the 24-bit composition time.
-        let composition_time = ((raw << 8) as i32) >> 8;
-        Ok(Some(AvcTag { frame_type: first >> 4, packet_type: body[1], composition_time, payload: body.slice(5..) }))
-    }
-}
-
-/// The parsed header of an AAC audio tag body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AacTag {
-    /// AACPacketType: 0 = AudioSpecificConfig, 1 = raw AAC frame.
-    pub packet_type: u8,
-    /// The payload after the 2-byte header.
-    pub payload: Bytes,
-}
-
-impl AacTag {
-    /// Parses the header of an FLV audio tag body whose sound format is 10 (AAC). Returns `Ok(None)` for others.
-    pub fn parse(body: &Bytes) -> Result<Option<AacTag>, FlvError> {
-        let first = *body.first().ok_or(FlvError::Truncated {
-            what: "audio",
-            field: "sound format",
-            offset: 0,
-            needed: 1,
-            len: body.len(),
-        })?;
-        if first >> 4 != 10 {
-            return Ok(None);
-        }
-        let packet_type = *body.get(1).ok_or(FlvError::Truncated {
-            what: "audio",
-            field: "AAC packet type",
-            offset: 1,
-            needed: 1,
-            len: body.len(),
-        })?;
-        Ok(Some(AacTag { packet_type, payload: body.slice(2..) }))
-    }
 }
 
 /// The 9-byte FLV file header followed by PreviousTagSize0 (13 bytes in all).
@@ -173,24 +99,6 @@ pub fn encode_on_metadata(meta: &StreamMetadata) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn avc_tag_parses_negative_composition_time() {
-        let body = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xdf, 0, 0, 0, 1, 0x41]);
-        let tag = AvcTag::parse(&body).unwrap().unwrap();
-        assert_eq!(tag.composition_time, -33);
-        assert_eq!(tag.frame_type, 2);
-        assert_eq!(tag.payload.len(), 5);
-    }
-
-    #[test]
-    fn truncated_and_foreign_bodies() {
-        assert!(AvcTag::parse(&Bytes::new()).is_err());
-        assert!(AvcTag::parse(&Bytes::from_static(&[0x17, 1])).is_err());
-        assert_eq!(AvcTag::parse(&Bytes::from_static(&[0x12])).unwrap(), None);
-        assert!(AacTag::parse(&Bytes::from_static(&[0xaf])).is_err());
-        assert_eq!(AacTag::parse(&Bytes::from_static(&[0x2f, 1])).unwrap(), None);
-    }
 
     #[test]
     fn headers_are_well_formed() {

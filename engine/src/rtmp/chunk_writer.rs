@@ -2,8 +2,8 @@
 //!
 //! RTMP splits a message into chunks of the negotiated size; every chunk after the first carries only a one-byte
 //! type-3 header (for chunk stream ids below 64). The split depends on nothing per player but the chunk size, so
-//! the publisher's connection chunks each frame once ([`prepare`]) and every player writes a 12-byte type-0 header
-//! of its own (its timestamp and message stream id) followed by the shared body. Media uses chunk stream ids that
+//! the first player that writes a frame chunks it ([`body`]), every other player shares that body, and each writes
+//! a 12-byte type-0 header of its own (its timestamp and message stream id) followed by it. Media uses chunk stream ids that
 //! `rml_rtmp`'s session never uses, so its header compression state is never disturbed.
 //!
 //! Timestamps at or above 0xFFFFFF need an extended timestamp after every chunk header; those (rare: a player's
@@ -37,9 +37,11 @@ pub fn route(kind: MediaKind) -> (u8, u8) {
     }
 }
 
-/// Fills `frame.rtmp_body` with its payload split for `chunk_size` (shared by every RTMP player).
-pub fn prepare(frame: &mut MediaFrame, chunk_size: usize) {
-    frame.rtmp_body = chunk_body(&frame.data, chunk_size, route(frame.kind).0);
+/// The frame's body split into RTMP chunks of `chunk_size`: made by the first RTMP player that writes the frame
+/// and shared by every other ([`MediaFrame::rtmp_chunked`]).
+pub fn body(frame: &MediaFrame, chunk_size: usize) -> Bytes {
+    let csid = route(frame.kind).0;
+    frame.rtmp_chunked(chunk_size, |payload| chunk_body(payload, chunk_size, csid))
 }
 
 /// Splits `payload` into chunks with type-3 headers between them. No copy when it fits in one chunk.
@@ -138,6 +140,19 @@ mod tests {
         assert_eq!(msgs[0], (1234, MSG_VIDEO, 1, payload.clone()));
         assert_eq!(msgs[1], (1240, MSG_AUDIO, 1, small));
         assert_eq!(msgs[2], (0x0100_0000, MSG_VIDEO, 1, payload));
+    }
+
+    #[test]
+    fn two_players_of_one_chunk_size_share_one_rendering() {
+        let mut payload = vec![0x17, 1, 0, 0, 0];
+        payload.extend((0..9000u32).map(|i| i as u8));
+        let frame = MediaFrame::parse(MediaKind::Video, 0, Bytes::from(payload)).unwrap();
+        let first = body(&frame, 4096);
+        let second = body(&frame.clone(), 4096);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the second player reuses the first one's chunks");
+        assert_eq!(first.len(), frame.flv_body().len() + 2, "two type-3 headers");
+        let small = MediaFrame::parse(MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 2])).unwrap();
+        assert_eq!(body(&small, 4096).as_ptr(), small.flv_body().as_ptr(), "one chunk: the body itself");
     }
 
     #[test]

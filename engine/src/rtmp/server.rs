@@ -281,14 +281,15 @@ impl Connection {
             match item {
                 PlayerItem::Frame(f, ts) => {
                     let (csid, type_id) = chunk_writer::route(f.kind);
-                    if chunk_writer::put_header(&mut hdr, csid, ts, f.data.len(), type_id, stream_id) {
-                        if f.rtmp_body.len() <= INLINE_BODY {
-                            hdr.extend_from_slice(&f.rtmp_body);
+                    let flv = f.flv_body();
+                    if chunk_writer::put_header(&mut hdr, csid, ts, flv.len(), type_id, stream_id) {
+                        if flv.len() <= INLINE_BODY.min(self.chunk_size) {
+                            hdr.extend_from_slice(flv); // one chunk: its body is the tag body
                         } else {
-                            pieces.push((hdr.len(), f.rtmp_body));
+                            pieces.push((hdr.len(), chunk_writer::body(&f, self.chunk_size)));
                         }
                     } else {
-                        chunk_writer::write_message(&mut hdr, csid, ts, type_id, stream_id, &f.data, self.chunk_size);
+                        chunk_writer::write_message(&mut hdr, csid, ts, type_id, stream_id, flv, self.chunk_size);
                     }
                 }
                 PlayerItem::Metadata(m) => {
@@ -494,8 +495,15 @@ impl Connection {
         let Role::Publishing { publisher } = &self.role else {
             return Ok(()); // media on a stream that is not publishing: ignore
         };
-        let mut frame = MediaFrame::from_flv_body(kind, ts.value, data);
-        chunk_writer::prepare(&mut frame, self.chunk_size);
+        let frame = match MediaFrame::parse(kind, ts.value, data) {
+            Ok(f) => f,
+            Err(e) => {
+                // One bad tag is dropped (and counted); the publisher and its stream go on.
+                self.node.metrics.frames_dropped.with_label_values(&["malformed"]).inc();
+                debug!(stream = %publisher.key(), error = %e, "dropped a malformed media message");
+                return Ok(());
+            }
+        };
         publisher.send(frame).map_err(|e| ConnError::Protocol(format!("{e}: publisher disconnected")))
     }
 

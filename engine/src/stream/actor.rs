@@ -22,7 +22,7 @@ use super::fanout::{FanoutSender, Protocol, StreamEvent, Subscription, ViewerCou
 use super::key::StreamKey;
 use super::registry::{PublishError, RegistryMsg, StreamInfo};
 use crate::config::Config;
-use crate::hls::segmenter::{Segmenter, SegmenterArgs, SegmenterMsg};
+use crate::hls::segmenter::{HlsReader, Segmenter, SegmenterArgs, SegmenterMsg};
 use crate::media::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
 
@@ -103,8 +103,8 @@ pub struct StreamArgs {
     pub metrics: Arc<Metrics>,
     /// The registry, to retire this stream when it is over.
     pub registry: ActorRef<RegistryMsg>,
-    /// Filled in `pre_start` with the segmenter's ref, for the registry's handle.
-    pub segmenter_slot: Arc<std::sync::OnceLock<ActorRef<SegmenterMsg>>>,
+    /// Filled in `pre_start` with the segmenter's readers' side, for the registry's handle.
+    pub hls_slot: Arc<std::sync::OnceLock<HlsReader>>,
     /// Viewer counts shared with players.
     pub viewers: Arc<ViewerCounts>,
     /// A relay stream: fed by a relay from the named owner node; it has no segmenter (HLS is served from the
@@ -177,7 +177,9 @@ pub struct StreamState {
     meta: Option<StreamMetadata>,
     video_header: Option<MediaFrame>,
     audio_header: Option<MediaFrame>,
-    gop: Vec<MediaFrame>,
+    /// The GOP cache, shared as it is with every subscriber (a subscribe is O(1)); appended to in place when no
+    /// subscriber still holds it.
+    gop: Arc<Vec<MediaFrame>>,
     gop_bytes: usize,
     timeline: Timeline,
     created: Instant,
@@ -235,11 +237,11 @@ impl Actor for StreamActor {
                         hls: args.config.hls.clone(),
                         metrics: args.metrics.clone(),
                         resume: args.hls_resume,
+                        reader: args.hls_slot.clone(),
                     },
                     myself.get_cell(),
                 )
                 .await?;
-                let _ = args.segmenter_slot.set(segmenter.clone());
                 Some(segmenter)
             }
         };
@@ -261,7 +263,7 @@ impl Actor for StreamActor {
             meta: None,
             video_header: None,
             audio_header: None,
-            gop: Vec::new(),
+            gop: Arc::default(),
             gop_bytes: 0,
             timeline: Timeline::default(),
             created: Instant::now(),
@@ -302,7 +304,7 @@ impl Actor for StreamActor {
                         st.publisher = Some(publisher);
                         st.epoch += 1;
                         st.timeline.new_session();
-                        st.gop.clear();
+                        st.gop = Arc::default();
                         st.gop_bytes = 0;
                         st.video_header = None;
                         st.audio_header = None;
@@ -339,8 +341,8 @@ impl Actor for StreamActor {
                     return Ok(());
                 }
                 frame.timestamp = st.timeline.map(frame.timestamp, frame.kind);
-                st.ingest_bytes += frame.data.len() as u64;
-                st.rate.add(frame.data.len(), frame.kind == MediaKind::Video && !frame.header);
+                st.ingest_bytes += frame.flv_body().len() as u64;
+                st.rate.add(frame.flv_body().len(), frame.kind == MediaKind::Video && !frame.header);
                 st.ingest(frame);
             }
             StreamMsg::Unpublish { publisher } => {
@@ -359,7 +361,7 @@ impl Actor for StreamActor {
                     // encoders end now. Nothing of this session is served to a player joining in the gap: it
                     // starts at the returning publisher's first keyframe.
                     st.fanout.send(StreamEvent::PublisherLeft);
-                    st.gop.clear();
+                    st.gop = Arc::default();
                     st.gop_bytes = 0;
                     st.to_segmenter(SegmenterMsg::PublisherLeft);
                     let epoch = st.epoch;
@@ -376,7 +378,7 @@ impl Actor for StreamActor {
                     metadata: st.metadata.clone(),
                     video_header: st.video_header.clone(),
                     audio_header: st.audio_header.clone(),
-                    gop: if st.config.stream.gop_cache { st.gop.clone() } else { Vec::new() },
+                    gop: if st.config.stream.gop_cache { st.gop.clone() } else { Arc::default() },
                     has_video: st.video_header.is_some() || st.video_frames > 0,
                     rx: st.fanout.subscribe(),
                     guard: ViewerGuard::new(st.viewers.clone(), st.metrics.clone(), protocol),
@@ -449,21 +451,21 @@ impl StreamState {
         } else if frame.kind == MediaKind::Video {
             self.video_frames += 1;
             if frame.keyframe {
-                self.gop.clear();
+                self.gop = Arc::default();
                 self.gop_bytes = 0;
             }
         }
         if !frame.header && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe)) {
-            if self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.data.len() > GOP_MAX_BYTES {
+            if self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.flv_body().len() > GOP_MAX_BYTES {
                 // An overlong GOP: stop caching until the next keyframe rather than grow.
-                self.gop.clear();
+                self.gop = Arc::default();
                 self.gop_bytes = 0;
             } else {
-                self.gop_bytes += frame.data.len();
-                self.gop.push(frame.clone());
+                self.gop_bytes += frame.flv_body().len();
+                Arc::make_mut(&mut self.gop).push(frame.clone());
             }
         }
-        self.metrics.ingest_bytes.inc_by(frame.data.len() as u64);
+        self.metrics.ingest_bytes.inc_by(frame.flv_body().len() as u64);
         if let Some(s) = &self.segmenter {
             let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
         }
@@ -484,8 +486,8 @@ impl StreamState {
 
     fn info(&self) -> StreamInfo {
         let meta = self.meta.clone().unwrap_or_else(StreamMetadata::new);
-        let video = self.video_header.as_ref().and_then(|h| crate::media::avc::AvcConfig::parse(h.data.get(5..)?).ok());
-        let audio = self.audio_header.as_ref().and_then(|h| crate::media::aac::AacConfig::parse(h.data.get(2..)?).ok());
+        let video = self.video_header.as_ref().and_then(|h| crate::media::avc::AvcConfig::parse(&h.payload()).ok());
+        let audio = self.audio_header.as_ref().and_then(|h| crate::media::aac::AacConfig::parse(&h.payload()).ok());
         StreamInfo {
             key: self.key.to_string(),
             state: match self.phase {

@@ -229,7 +229,7 @@ pub struct Subscription {
     /// AAC sequence header, if any.
     pub audio_header: Option<MediaFrame>,
     /// The GOP cache: frames from the last keyframe on (empty if disabled or no keyframe yet).
-    pub gop: Vec<MediaFrame>,
+    pub gop: Arc<Vec<MediaFrame>>,
     /// Whether the stream carries video (a lagging player then waits for a keyframe).
     pub has_video: bool,
     /// The live ring, positioned right after the snapshot.
@@ -305,8 +305,8 @@ impl PlayerFeed {
         for h in [sub.video_header, sub.audio_header].into_iter().flatten() {
             feed.pending.push_back(PlayerItem::Frame(h, 0));
         }
-        for f in sub.gop {
-            feed.push_frame(f);
+        for f in sub.gop.iter() {
+            feed.push_frame(f.clone());
         }
         feed
     }
@@ -386,7 +386,7 @@ impl PlayerFeed {
 
     fn item_len(item: &PlayerItem) -> usize {
         match item {
-            PlayerItem::Frame(f, _) => f.data.len(),
+            PlayerItem::Frame(f, _) => f.flv_body().len(),
             PlayerItem::Metadata(m) => m.len(),
             PlayerItem::End => 0,
         }
@@ -513,7 +513,7 @@ mod tests {
             MediaKind::Video => 0x27,
             MediaKind::Audio => 0xaf,
         };
-        MediaFrame::from_flv_body(kind, ts, Bytes::from(vec![b0, 1, 0, 0, 0]))
+        MediaFrame::parse(kind, ts, Bytes::from(vec![b0, 1, 0, 0, 0])).unwrap()
     }
 
     fn sub(tx: &FanoutSender, gop: Vec<MediaFrame>, m: &Arc<Metrics>) -> Subscription {
@@ -525,7 +525,7 @@ mod tests {
             metadata: Some(Bytes::from_static(b"meta")),
             video_header: None,
             audio_header: None,
-            gop,
+            gop: Arc::new(gop),
             has_video: true,
             rx: tx.subscribe(),
             guard: ViewerGuard::new(Arc::default(), m.clone(), protocol),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rml_rtmp::sessions::StreamMetadata;
 use serde::Serialize;
@@ -25,7 +26,7 @@ use crate::cluster::relay::{RelayArgs, RelaySink};
 use crate::cluster::wire::{Request, Response};
 use crate::cluster::{remote_members, stream_group, ClusterHandle, RemoteMsg};
 use crate::config::Config;
-use crate::hls::segmenter::{HlsPosition, SegmenterMsg};
+use crate::hls::segmenter::HlsReader;
 use crate::media::MediaFrame;
 use crate::metrics::Metrics;
 
@@ -94,7 +95,8 @@ pub struct StreamInfo {
 pub struct StreamHandle {
     key: StreamKey,
     actor: ActorRef<StreamMsg>,
-    segmenter: Option<ActorRef<SegmenterMsg>>,
+    /// The segmenter's published playlist and segments (owned streams; a relay has none).
+    hls: Option<HlsReader>,
     relay_from: Option<String>,
     claimed_ms: u64,
     /// When HLS was last asked of this stream here (unix ms; 0: never), for on-demand transcoding.
@@ -129,30 +131,29 @@ impl StreamHandle {
     /// The HLS media playlist; waits up to `wait` for the first segment. `None` if there is none (yet), or for a
     /// relay (HLS comes from the owner, see [`Streams::hls`]).
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
-        let seg = self.segmenter.as_ref()?;
+        let hls = self.hls.as_ref()?;
         self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
-        seg.call(SegmenterMsg::Playlist, Some(wait)).await.ok().and_then(success).flatten()
+        hls.playlist(wait).await
     }
 
-    /// One HLS segment by file name.
+    /// One HLS segment by file name (read from what the segmenter published, no message to it).
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
         self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
-        let name = name.to_string();
-        call(self.segmenter.as_ref()?, |reply| SegmenterMsg::Segment(name, reply)).await.flatten()
+        self.hls.as_ref()?.view().segment(name)
     }
 
     /// A snapshot for the API.
     pub async fn info(&self) -> Option<StreamInfo> {
         let mut info = call(&self.actor, StreamMsg::Info).await?;
-        if let Some(seg) = &self.segmenter {
-            info.viewers_hls = call(seg, SegmenterMsg::Viewers).await.unwrap_or(0);
+        if let Some(hls) = &self.hls {
+            info.viewers_hls = hls.viewers();
         }
         Some(info)
     }
 
-    /// Where the stream's HLS stands (`None` for a relay or a gone stream).
-    pub async fn hls_position(&self) -> Option<HlsPosition> {
-        call(self.segmenter.as_ref()?, SegmenterMsg::Position).await
+    /// Every new HLS view of the stream as the segmenter publishes it (`None` for a relay).
+    pub fn hls_watch(&self) -> Option<tokio::sync::watch::Receiver<Arc<crate::hls::segmenter::HlsView>>> {
+        Some(self.hls.as_ref()?.watch())
     }
 
     /// Ends the stream now if it is waiting for a publisher to come back (HLS gets `EXT-X-ENDLIST`); a live
@@ -249,10 +250,6 @@ pub enum RegistryMsg {
         /// The handle of the local relay stream (or of a stream this node owns after all).
         reply: RpcReplyPort<Result<StreamHandle, PublishError>>,
     },
-    /// Get the stream's handle if it exists.
-    Find(StreamKey, RpcReplyPort<Option<StreamHandle>>),
-    /// All streams.
-    List(RpcReplyPort<Vec<StreamHandle>>),
     /// A stream actor is over: remove and stop it (only if `id` is still the registered actor).
     Retire {
         /// The stream.
@@ -277,7 +274,13 @@ pub struct RegistryArgs {
     pub config: Arc<Config>,
     /// Node metrics.
     pub metrics: Arc<Metrics>,
+    /// The read side of the registry's map, shared with [`Streams`].
+    pub index: Index,
 }
+
+/// Every stream of this node by key: written only by the registry actor (in step with its own map), read by
+/// connections and HTTP handlers directly, without a message to the actor.
+pub type Index = Arc<DashMap<StreamKey, StreamHandle>>;
 
 struct Entry {
     handle: StreamHandle,
@@ -300,10 +303,23 @@ pub struct RegistryState {
     metrics: Arc<Metrics>,
     cluster: Option<ClusterHandle>,
     streams: HashMap<StreamKey, Entry>,
+    index: Index,
     shutting_down: bool,
 }
 
 impl RegistryState {
+    /// Registers a stream (the index gets its handle).
+    fn put(&mut self, key: StreamKey, entry: Entry) {
+        self.index.insert(key.clone(), entry.handle.clone());
+        self.streams.insert(key, entry);
+    }
+
+    /// Unregisters a stream (and removes it from the index).
+    fn take(&mut self, key: &StreamKey) -> Option<Entry> {
+        self.index.remove(key);
+        self.streams.remove(key)
+    }
+
     async fn spawn_stream(
         &mut self,
         myself: &ActorRef<RegistryMsg>,
@@ -322,7 +338,7 @@ impl RegistryState {
                 config: self.config.clone(),
                 metrics: self.metrics.clone(),
                 registry: myself.clone(),
-                segmenter_slot: slot.clone(),
+                hls_slot: slot.clone(),
                 viewers,
                 relay_from: relay_from.clone(),
                 hls_resume,
@@ -331,15 +347,15 @@ impl RegistryState {
         )
         .await
         .map_err(|e| PublishError::Internal(format!("spawning stream actor: {e}")))?;
-        let segmenter = slot.get().cloned();
-        if segmenter.is_none() && !relay {
+        let hls = slot.get().cloned();
+        if hls.is_none() && !relay {
             actor.stop(None);
             return Err(PublishError::Internal("segmenter missing".into()));
         }
         Ok(StreamHandle {
             key: key.clone(),
             actor,
-            segmenter,
+            hls,
             relay_from,
             claimed_ms: crate::cluster::unix_ms(),
             hls_asked_ms: Arc::default(),
@@ -357,7 +373,7 @@ impl RegistryState {
             }
             // A publisher here, while this node relays the key from another: the caller checked that the owner is
             // no longer live. The relay ends; the stream is ours now.
-            if let Some(e) = self.streams.remove(&key) {
+            if let Some(e) = self.take(&key) {
                 info!(stream = %key, "a local publisher replaces the relay of this stream");
                 e.stop("replaced by a local publisher");
             }
@@ -382,7 +398,7 @@ impl RegistryState {
                 Err(e) => error!(stream = %key, error = %e, "cannot export the stream to the cluster"),
             }
         }
-        self.streams.insert(key, Entry { handle: handle.clone(), cluster_actor: export });
+        self.put(key, Entry { handle: handle.clone(), cluster_actor: export });
         Ok(handle)
     }
 
@@ -410,14 +426,7 @@ impl RegistryState {
             }
         }
         let publisher = Publisher { handle: handle.clone(), id };
-        let args = RelayArgs {
-            publisher,
-            owner,
-            owner_node,
-            viewers,
-            cluster,
-            chunk_size: self.config.rtmp.chunk_size as usize,
-        };
+        let args = RelayArgs { publisher, owner, owner_node, viewers, cluster };
         let sink = match Actor::spawn(None, RelaySink, args).await {
             Ok((a, _)) => a,
             Err(e) => {
@@ -425,7 +434,7 @@ impl RegistryState {
                 return Err(PublishError::Internal(format!("relay: {e}")));
             }
         };
-        self.streams.insert(key, Entry { handle: handle.clone(), cluster_actor: Some(sink) });
+        self.put(key, Entry { handle: handle.clone(), cluster_actor: Some(sink) });
         Ok(handle)
     }
 }
@@ -445,6 +454,7 @@ impl Actor for Registry {
             metrics: args.metrics,
             cluster: None,
             streams: HashMap::new(),
+            index: args.index,
             shutting_down: false,
         })
     }
@@ -470,17 +480,9 @@ impl Actor for Registry {
                 };
                 let _ = reply.send(result);
             }
-            RegistryMsg::Find(key, reply) => {
-                let _ = reply.send(st.streams.get(&key).map(|e| e.handle.clone()));
-            }
-            RegistryMsg::List(reply) => {
-                let mut all: Vec<_> = st.streams.values().map(|e| e.handle.clone()).collect();
-                all.sort_by(|a, b| a.key.cmp(&b.key));
-                let _ = reply.send(all);
-            }
             RegistryMsg::Retire { key, id } => {
                 if st.streams.get(&key).is_some_and(|e| e.handle.actor.get_id() == id) {
-                    if let Some(e) = st.streams.remove(&key) {
+                    if let Some(e) = st.take(&key) {
                         info!(stream = %key, "stream retired");
                         e.stop("retired");
                     }
@@ -517,7 +519,7 @@ impl Actor for Registry {
         };
         let key = st.streams.iter().find(|(_, e)| e.handle.actor.get_id() == id).map(|(k, _)| k.clone());
         if let Some(key) = key {
-            if let Some(e) = st.streams.remove(&key) {
+            if let Some(e) = st.take(&key) {
                 if let Some(a) = e.cluster_actor {
                     a.stop(Some("stream ended".into()));
                 }
@@ -535,6 +537,9 @@ impl Actor for Registry {
 #[derive(Clone)]
 pub struct Streams {
     registry: ActorRef<RegistryMsg>,
+    index: Index,
+    /// The owner of each stream this node serves HLS of without owning it (see [`Streams::hls`]).
+    owners: Arc<DashMap<StreamKey, KnownOwner>>,
     grace: Duration,
     cluster: Arc<std::sync::OnceLock<ClusterHandle>>,
 }
@@ -581,8 +586,10 @@ impl Streams {
     /// Starts the registry actor.
     pub async fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Streams, ActorProcessingErr> {
         let grace = config.reconnect_grace();
-        let (registry, _) = Actor::spawn(None, Registry, RegistryArgs { config, metrics }).await?;
-        Ok(Streams { registry, grace, cluster: Arc::new(std::sync::OnceLock::new()) })
+        let index = Index::default();
+        let (registry, _) =
+            Actor::spawn(None, Registry, RegistryArgs { config, metrics, index: index.clone() }).await?;
+        Ok(Streams { registry, index, owners: Arc::default(), grace, cluster: Arc::new(std::sync::OnceLock::new()) })
     }
 
     /// Makes lookups and claims cluster-wide (called once, when clustering starts).
@@ -673,9 +680,9 @@ impl Streams {
         Some(handle)
     }
 
-    /// Finds a stream on this node only.
+    /// Finds a stream on this node only (a map read: no message to the registry actor).
     pub async fn find_local(&self, key: &StreamKey) -> Option<StreamHandle> {
-        call(&self.registry, |r| RegistryMsg::Find(key.clone(), r)).await.flatten()
+        self.index.get(key).map(|h| h.value().clone())
     }
 
     /// Where to get a stream's HLS: from this node when it owns the stream, else (clustering on) from the owner,
@@ -685,11 +692,11 @@ impl Streams {
             return Some(HlsSource::Local(h));
         }
         let cluster = self.cluster.get()?;
-        // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
-        let owners = claims(key).await;
-        match owners.iter().find(|(_, c)| c.live).or(owners.first()) {
-            Some((owner, _)) => {
-                Some(HlsSource::Remote(RemoteHls::new(key.clone(), owner.clone(), cluster.segments.clone())))
+        match self.hls_owner(key).await {
+            Some(owner) => {
+                // What the owner pushed at its last segment is what it would answer: no request per poll.
+                let pushed = cluster.pushed_playlist(key, owner.since_ms);
+                Some(HlsSource::Remote(RemoteHls::new(key.clone(), owner.actor, cluster.segments.clone(), pushed)))
             }
             None => {
                 let playlist = cluster.last_playlist(key, self.grace)?;
@@ -698,9 +705,37 @@ impl Streams {
         }
     }
 
-    /// All streams on this node (owned and relayed), sorted by key.
+    /// The node whose HLS of `key` this node serves: a live owner, else one whose stream ended (it still serves
+    /// its final playlist). Known owners are kept per key and asked again only when the stream's group changed
+    /// (an owner joined, left or was replaced; a local lookup), so a poll makes no cluster call once the owner is
+    /// known.
+    async fn hls_owner(&self, key: &StreamKey) -> Option<KnownOwner> {
+        let mut group: Vec<ActorId> = remote_members(&stream_group(key)).iter().map(|a| a.get_id()).collect();
+        group.sort();
+        if group.is_empty() {
+            self.owners.remove(key);
+            return None;
+        }
+        if let Some(known) = self.owners.get(key).filter(|k| k.group == group) {
+            return Some(known.clone());
+        }
+        // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
+        let owners = claims(key).await;
+        let (actor, claim) = owners.iter().find(|(_, c)| c.live).or(owners.first())?.clone();
+        let known = KnownOwner { actor, since_ms: claim.since_ms, group };
+        if self.owners.len() >= MAX_KNOWN_OWNERS {
+            // Forget the owners of streams that are gone.
+            self.owners.retain(|k, _| !remote_members(&stream_group(k)).is_empty());
+        }
+        self.owners.insert(key.clone(), known.clone());
+        Some(known)
+    }
+
+    /// All streams on this node (owned and relayed), sorted by key (a map read).
     pub async fn list(&self) -> Vec<StreamHandle> {
-        call(&self.registry, RegistryMsg::List).await.unwrap_or_default()
+        let mut all: Vec<StreamHandle> = self.index.iter().map(|e| e.value().clone()).collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
     }
 
     /// Ends every stream (node shutdown). Returns how many there were.
@@ -708,6 +743,20 @@ impl Streams {
         call(&self.registry, RegistryMsg::Shutdown).await.unwrap_or(0)
     }
 }
+
+/// A stream's owner as this node last learnt it (see [`Streams::hls`]).
+#[derive(Clone)]
+struct KnownOwner {
+    /// The owner's export actor.
+    actor: ActorRef<RemoteMsg>,
+    /// When its claim started (Unix ms): which pushed playlist is its.
+    since_ms: u64,
+    /// The stream's group (its members' ids, sorted) when the owner was learnt.
+    group: Vec<ActorId>,
+}
+
+/// Known owners kept before the gone ones are forgotten.
+const MAX_KNOWN_OWNERS: usize = 4096;
 
 /// How long a new relay may take to deliver the stream's start before its first player is attached anyway.
 const RELAY_START_WAIT: Duration = Duration::from_secs(3);
@@ -776,7 +825,7 @@ mod tests {
         let pb = streams.publish(&b).await.unwrap();
         // Kill stream a's segmenter: its stream actor must end, and only it.
         let ha = streams.find(&a).await.unwrap();
-        ha.segmenter.as_ref().expect("owned stream has a segmenter").kill();
+        ha.actor.get_children().first().expect("owned stream has a segmenter").kill();
         for _ in 0..100 {
             if streams.find(&a).await.is_none() {
                 break;
@@ -785,7 +834,7 @@ mod tests {
         }
         assert!(streams.find(&a).await.is_none(), "failed stream removed");
         assert_eq!(metrics.stream_failures.get(), 1);
-        let frame = MediaFrame::from_flv_body(MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0]));
+        let frame = MediaFrame::parse(MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0])).unwrap();
         assert!(pa.send(frame.clone()).is_err(), "the failed stream's publisher learns it is gone");
         // Stream b goes on: it still takes frames and players.
         let hb = streams.find(&b).await.expect("other stream unaffected");

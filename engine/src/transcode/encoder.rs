@@ -20,8 +20,7 @@ use super::worker::{self, Input, WorkerCtx};
 use super::{ladder, lock, Ladders, TranscodeMetrics};
 use crate::config::Config;
 use crate::media::avc::AvcConfig;
-use crate::media::flv::AvcTag;
-use crate::media::MediaKind;
+use crate::media::Codec;
 use crate::metrics::Metrics;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, StreamKey, Streams};
 
@@ -168,7 +167,7 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
     let mut sub = handle.subscribe(Protocol::Encoder).await.ok_or("the source stream has no publisher")?;
     if args.skip_cached_gop {
         // A restart after corrupt input: the cached GOP may hold the pictures that failed.
-        sub.gop.clear();
+        sub.gop = Default::default();
     }
     let mut feed = PlayerFeed::new(sub, args.metrics.clone());
     // Until the AVC sequence header: keep what arrives (the worker gets it all, in order).
@@ -183,8 +182,8 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
         for item in batch.drain(..) {
             match item {
                 PlayerItem::Frame(f, ts) => {
-                    if found.is_none() && f.kind == MediaKind::Video && f.header {
-                        found = AvcTag::parse(&f.data).ok().flatten().map(|t| t.payload);
+                    if found.is_none() && f.codec == Codec::Avc && f.header {
+                        found = Some(f.payload());
                     }
                     early.push(Input { frame: f, ts, at: std::time::Instant::now() });
                 }
@@ -239,7 +238,6 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
         record: record.to_vec(),
         rungs,
         threads: args.config.transcode.threads(),
-        chunk_size: args.config.rtmp.chunk_size as usize,
         metrics: args.tmetrics.clone(),
         ladders: args.ladders.clone(),
         streams: args.streams.clone(),

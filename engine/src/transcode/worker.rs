@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -31,9 +30,7 @@ use super::shed::{RungLoad, ShedAction, ShedPolicy, Window};
 use super::{lock, Ladders, RungInfo, TranscodeMetrics};
 use crate::media::aac::AacConfig;
 use crate::media::avc::AvcConfig;
-use crate::media::flv::{AacTag, AvcTag};
-use crate::media::{MediaFrame, MediaKind};
-use crate::rtmp::chunk_writer;
+use crate::media::{Codec, MediaFrame, MediaKind};
 use crate::stream::{Publisher, StreamKey, Streams};
 
 /// Video frames looked at to estimate the frame rate before the encoders open.
@@ -59,8 +56,6 @@ pub struct WorkerCtx {
     pub rungs: Vec<(RungPlan, Publisher)>,
     /// Codec threads per decoder/encoder.
     pub threads: usize,
-    /// RTMP chunk size (rung frames are pre-chunked like a publisher's).
-    pub chunk_size: usize,
     /// Metrics.
     pub metrics: Arc<TranscodeMetrics>,
     /// The ladder table (codecs, rates) for the master playlist.
@@ -160,8 +155,6 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Enco
     for (i, (plan, publisher)) in std::mem::take(&mut ctx.rungs).into_iter().enumerate() {
         let record = pipeline.config_record(i).unwrap_or_default();
         let codec = AvcConfig::parse(record).ok().map(|c| c.codec_string());
-        let mut body = vec![0x17, 0, 0, 0, 0];
-        body.extend_from_slice(record);
         infos.push(RungInfo { plan: plan.clone(), codec, rate: Default::default(), active: true });
         ctx.metrics.rungs_active.inc();
         outs.push(Out {
@@ -170,7 +163,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Enco
             plan,
             publisher: Some(publisher),
             shed: false,
-            header: MediaFrame::from_flv_body(MediaKind::Video, 0, Bytes::from(body)),
+            header: MediaFrame::avc(0, true, false, record),
             started: false,
             last_ts: 0,
             audio: VecDeque::new(),
@@ -228,59 +221,57 @@ impl State {
     }
 
     fn video(&mut self, f: MediaFrame, ts: u32, at: Instant) -> Result<(), EncoderError> {
-        let Ok(Some(tag)) = AvcTag::parse(&f.data) else {
-            return Ok(()); // not H.264 or malformed header: nothing to decode
-        };
-        match tag.packet_type {
-            0 => {
-                if tag.payload[..] != self.ctx.record[..] {
-                    return Err(EncoderError::source_changed(
-                        "the source's video configuration changed: restarting with the new one",
-                    ));
-                }
-                Ok(())
-            }
-            1 => {
-                let dts = i64::from(ts);
-                let pts = dts + i64::from(tag.composition_time);
-                self.rate(|l| l.source_rate.add(dts, f.data.len()));
-                if let Some(prev) = self.last_video_ts {
-                    self.window_media_ms += (dts - prev).clamp(0, 1000);
-                }
-                self.last_video_ts = Some(dts);
-                self.window_pictures += 1;
-                self.max_wait = self.max_wait.max(at.elapsed());
-                self.arrivals.push_back((pts, at));
-                if self.arrivals.len() > MAX_ARRIVALS {
-                    self.arrivals.pop_front();
-                }
-                let t0 = Instant::now();
-                let r = self.pipeline.push(&tag.payload, dts, pts, f.keyframe, &mut self.encoded);
-                self.busy += t0.elapsed();
-                r.map_err(EncoderError::from)?;
-                self.emit();
-                self.report_ratio();
-                Ok(())
-            }
-            _ => Ok(()),
+        if f.codec != Codec::Avc {
+            return Ok(()); // not H.264: nothing to decode
         }
+        if f.header {
+            if f.payload()[..] != self.ctx.record[..] {
+                return Err(EncoderError::source_changed(
+                    "the source's video configuration changed: restarting with the new one",
+                ));
+            }
+            return Ok(());
+        }
+        if !f.samples {
+            return Ok(());
+        }
+        let dts = i64::from(ts);
+        let pts = dts + i64::from(f.cts);
+        self.rate(|l| l.source_rate.add(dts, f.flv_body().len()));
+        if let Some(prev) = self.last_video_ts {
+            self.window_media_ms += (dts - prev).clamp(0, 1000);
+        }
+        self.last_video_ts = Some(dts);
+        self.window_pictures += 1;
+        self.max_wait = self.max_wait.max(at.elapsed());
+        self.arrivals.push_back((pts, at));
+        if self.arrivals.len() > MAX_ARRIVALS {
+            self.arrivals.pop_front();
+        }
+        let t0 = Instant::now();
+        let r = self.pipeline.push(&f.payload(), dts, pts, f.keyframe, &mut self.encoded);
+        self.busy += t0.elapsed();
+        r.map_err(EncoderError::from)?;
+        self.emit();
+        self.report_ratio();
+        Ok(())
     }
 
     fn audio(&mut self, f: MediaFrame, ts: u32) {
         let ms = i64::from(ts);
-        let frame = MediaFrame { timestamp: ts, ..f };
+        let mut frame = f;
+        frame.timestamp = ts;
         if frame.header {
-            let codec = AacTag::parse(&frame.data)
-                .ok()
+            let codec = (frame.codec == Codec::Aac)
+                .then(|| AacConfig::parse(&frame.payload()).ok())
                 .flatten()
-                .and_then(|t| AacConfig::parse(&t.payload).ok())
                 .map(|c| c.codec_string());
             if let Some(l) = super::lock(&self.ctx.ladders).get_mut(&self.ctx.key) {
                 l.audio_codec = codec;
             }
             self.audio_header = Some(frame.clone());
         } else {
-            let len = frame.data.len();
+            let len = frame.flv_body().len();
             self.rate(|l| {
                 l.source_rate.add(ms, len);
                 l.audio_rate.add(ms, len);
@@ -303,7 +294,6 @@ impl State {
     fn emit(&mut self) {
         let encoded = std::mem::take(&mut self.encoded);
         for e in &encoded {
-            let chunk_size = self.ctx.chunk_size;
             let Some(o) = self.outs.get_mut(e.rung) else { continue };
             if o.publisher.is_none() {
                 continue;
@@ -318,21 +308,18 @@ impl State {
                 o.audio.retain(|a| a.header || i64::from(a.timestamp) >= e.pts);
                 let mut header = o.header.clone();
                 header.timestamp = ts32(e.pts);
-                chunk_writer::prepare(&mut header, chunk_size);
                 let mut frames = vec![header];
                 if let Some(h) = &self.audio_header {
-                    frames.push(MediaFrame { timestamp: ts32(e.pts), ..h.clone() });
+                    let mut h = h.clone();
+                    h.timestamp = ts32(e.pts);
+                    frames.push(h);
                 }
                 o.audio.retain(|a| !a.header);
                 self.send(e.rung, frames);
             }
             self.flush_audio(e.rung, e.pts);
-            let mut body = Vec::with_capacity(5 + e.avcc.len());
-            body.extend_from_slice(&[if e.keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0]);
-            body.extend_from_slice(&e.avcc);
-            let mut frame = MediaFrame::from_flv_body(MediaKind::Video, ts32(e.pts), Bytes::from(body));
-            chunk_writer::prepare(&mut frame, chunk_size);
-            let len = frame.data.len();
+            let frame = MediaFrame::avc(ts32(e.pts), false, e.keyframe, &e.avcc);
+            let len = frame.flv_body().len();
             self.send(e.rung, vec![frame]);
             let arrived = self.arrivals.iter().rev().find(|(p, _)| *p == e.pts).map(|(_, at)| *at);
             if let Some(o) = self.outs.get_mut(e.rung) {
@@ -363,7 +350,7 @@ impl State {
         let mut bytes = Vec::new();
         while o.audio.front().is_some_and(|a| i64::from(a.timestamp) <= until) {
             if let Some(a) = o.audio.pop_front() {
-                bytes.push((i64::from(a.timestamp), a.data.len()));
+                bytes.push((i64::from(a.timestamp), a.flv_body().len()));
                 frames.push(a);
             }
         }
