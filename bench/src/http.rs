@@ -220,9 +220,9 @@ async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Res<(u16, bool, O
     }
 }
 
-/// One HTTP-FLV player: GET, then count tags until aborted.
-pub async fn play_flv(url: HttpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, delay: Arc<Hist>) -> Res<()> {
-    let t0 = now_ns();
+/// Connects and GETs `url`; on 200, the socket, whether the body is chunked, and the body bytes read with the head
+/// (counted as read).
+async fn get_stream(url: &HttpUrl, stats: &PlayerStats) -> Res<(TcpStream, bool, Vec<u8>)> {
     let mut sock = TcpStream::connect(&url.addr).await.map_err(|e| format!("connect: {e}"))?;
     sock.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     let req =
@@ -234,6 +234,29 @@ pub async fn play_flv(url: HttpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, d
         return Err(format!("HTTP {status}"));
     }
     stats.wire.fetch_add(rest.len() as u64, Relaxed);
+    Ok((sock, chunked, rest))
+}
+
+/// One HTTP-FLV player that reads like the many players of a fan-out (see [`crate::rtmp::drain`]): request, then
+/// count what arrives, in reads of at most [`crate::rtmp::READ_BYTES`], without parsing it.
+pub async fn drain_flv(url: HttpUrl, stats: Arc<PlayerStats>) -> Res<()> {
+    let t0 = now_ns();
+    let (mut sock, _, _) = get_stream(&url, &stats).await?;
+    let mut buf = vec![0u8; crate::rtmp::READ_BYTES];
+    loop {
+        let n = sock.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed by server".into());
+        }
+        stats.joined(t0);
+        stats.wire.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// One HTTP-FLV player: GET, then count tags until aborted.
+pub async fn play_flv(url: HttpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, delay: Arc<Hist>) -> Res<()> {
+    let t0 = now_ns();
+    let (mut sock, chunked, rest) = get_stream(&url, &stats).await?;
     let mut dechunk = Dechunker::default();
     let mut flv = FlvParser::default();
     let now = std::sync::atomic::AtomicU64::new(now_ns());
@@ -270,7 +293,7 @@ pub async fn play_flv(url: HttpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, d
         }
     };
     feed(&rest, &mut on_tag)?;
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; crate::rtmp::READ_BYTES];
     loop {
         let n = sock.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {

@@ -76,6 +76,11 @@ struct RunArgs {
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     ramp_per_sec: f64,
+    /// RTMP and HTTP-FLV probe players per protocol: the first K parse every frame (media rate, join, live
+    /// delay); the others read like real players and count bytes only (as soon as readable, reads of at most
+    /// 64 KiB, no parsing: the tool's CPU stays out of the server's way). Default: every player is a probe.
+    #[arg(long)]
+    probe_players: Option<usize>,
     /// Seconds of publishing before the first player (the server's RSS baseline is taken after it: strom keeps
     /// its HLS window in memory, which takes (window + retained) × segment duration to fill).
     #[arg(long, default_value_t = 3.0)]
@@ -119,6 +124,8 @@ impl Proto {
 
 struct Player {
     proto: Proto,
+    /// Reads bytes only (see `--probe-players`): its rate is counted from wire bytes.
+    raw: bool,
     stats: Arc<PlayerStats>,
     error: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -230,14 +237,22 @@ async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 3]]) -
             let stats = Arc::new(PlayerStats::default());
             let error = Arc::new(std::sync::Mutex::new(None));
             let (s, e, src) = (stats.clone(), error.clone(), src.clone());
+            let probes = players.iter().filter(|p| p.proto == proto && !p.raw).count();
+            let raw = proto != Proto::Hls && a.probe_players.is_some_and(|k| probes >= k);
             let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> = match proto {
                 Proto::Rtmp => {
                     let url = rtmp_url.clone().ok_or("--rtmp-url needed")?;
-                    Box::pin(rtmp::play(url, s.clone(), src, delay[0].clone()))
+                    match raw {
+                        true => Box::pin(rtmp::drain(url, s.clone())),
+                        false => Box::pin(rtmp::play(url, s.clone(), src, delay[0].clone())),
+                    }
                 }
                 Proto::Flv => {
                     let url = flv_url.clone().ok_or("--flv-url needed")?;
-                    Box::pin(http::play_flv(url, s.clone(), src, delay[1].clone()))
+                    match raw {
+                        true => Box::pin(http::drain_flv(url, s.clone())),
+                        false => Box::pin(http::play_flv(url, s.clone(), src, delay[1].clone())),
+                    }
                 }
                 Proto::Hls => {
                     let url = hls_url.clone().ok_or("--hls-url needed")?;
@@ -251,7 +266,7 @@ async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 3]]) -
                     *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
                 }
             }));
-            players.push(Player { proto, stats, error });
+            players.push(Player { proto, raw, stats, error });
         }
         tokio::time::sleep(Duration::from_secs_f64(a.settle_secs)).await;
         let line = measure(a, &src, &pids, base, &players, &delay).await;
@@ -318,11 +333,17 @@ async fn measure(
         if idx.is_empty() {
             continue;
         }
-        let mut kbps: Vec<f64> =
-            idx.iter().map(|&i| (bytes1[i].1 - bytes0[i].1) as f64 * 8.0 / secs / 1000.0).collect();
+        // Probes count media payload; raw readers count what they read (framing included, ~1% more).
+        let got = |i: usize| match players[i].raw {
+            true => bytes1[i].0 - bytes0[i].0,
+            false => bytes1[i].1 - bytes0[i].1,
+        };
+        let mut kbps: Vec<f64> = idx.iter().map(|&i| got(i) as f64 * 8.0 / secs / 1000.0).collect();
         kbps.sort_by(f64::total_cmp);
-        let fps: f64 = idx.iter().map(|&i| (frames1[i] - frames0[i]) as f64 / secs).sum::<f64>() / idx.len() as f64;
-        let mut joins: Vec<f64> = idx
+        let probes: Vec<usize> = idx.iter().copied().filter(|&i| !players[i].raw).collect();
+        let fps: f64 =
+            probes.iter().map(|&i| (frames1[i] - frames0[i]) as f64 / secs).sum::<f64>() / probes.len().max(1) as f64;
+        let mut joins: Vec<f64> = probes
             .iter()
             .filter_map(|&i| match players[i].stats.join_ns.load(Relaxed) {
                 0 => None,
@@ -341,6 +362,7 @@ async fn measure(
             proto.name().into(),
             json!({
                 "players": idx.len(),
+                "probes": probes.len(),
                 "joined": joins.len(),
                 "failed": failed,
                 "first_error": first_error,

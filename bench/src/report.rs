@@ -41,10 +41,10 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
     let _ = writeln!(
         out,
         "| server | protocol | N | delivered per player, Mb/s (mean / min) | players ≥ 95% of stream | \
-         server CPU-s per delivered GB | server CPU | RSS per player, KiB | join p99 (200/s ramp), ms | failed | \
-         tool CPU |"
+         server CPU-s per delivered GB | probe delay p50 / p99, ms | server CPU | RSS per player, KiB | \
+         join p99 (200/s ramp), ms | failed | tool CPU |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // (server, proto) -> [(N, full fraction, failed, cpu/GB, rss/player)]
     let mut fan: BTreeMap<(String, String), Vec<FanRow>> = BTreeMap::new();
     let mut stream_kbps = None;
@@ -57,7 +57,7 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
             let full = f(p, "full_rate_fraction").unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} | {:.0}% | {} | {:.0}% | {} | {} | {} | {:.0}% |",
+                "| {} | {} | {} | {} / {} | {:.0}% | {} | {} / {} | {:.0}% | {} | {} | {} | {:.0}% |",
                 s(r, "server"),
                 proto,
                 n,
@@ -65,6 +65,8 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
                 fmt(f(p, "kbps_min").map(|k| k / 1000.0), 2),
                 full * 100.0,
                 fmt(f(r, "server_cpu_s_per_gb"), 2),
+                fmt(f(p, "delay_ms_p50"), 1),
+                fmt(f(p, "delay_ms_p99"), 1),
                 f(r, "server_cpu_util").unwrap_or(0.0) * 100.0,
                 fmt(f(r, "rss_per_player_kib"), 1),
                 fmt(f(p, "join_ms_p99"), 1),

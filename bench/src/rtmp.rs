@@ -190,10 +190,40 @@ pub async fn publish(url: RtmpUrl, src: Arc<Source>, accepted: tokio::sync::ones
     }
 }
 
+/// Bytes a player reads at most per read: what ffmpeg's and VLC's readers ask of a socket.
+pub const READ_BYTES: usize = 64 * 1024;
+
+/// One RTMP player that reads like the many players of a fan-out: connect, play, then read what has arrived as
+/// soon as the socket is readable, in reads of at most [`READ_BYTES`], and only count it (no parsing, no acks:
+/// the cheapest reader, so the tool's own CPU stays out of the server's way). Probe players ([`play`]) measure the
+/// delay and the media rate.
+pub async fn drain(url: RtmpUrl, stats: Arc<PlayerStats>) -> Res<()> {
+    let t0 = now_ns();
+    let mut buf = vec![0u8; READ_BYTES];
+    let (mut sock, mut session) = connect(&url, &mut buf).await?;
+    if let ClientSessionResult::OutboundResponse(p) = session.request_playback(url.key.clone()).map_err(err("play"))? {
+        sock.write_all(&p.bytes).await.map_err(err("write"))?;
+    }
+    // createStream, then play: the session drives both; from the play's acceptance on, raw reads.
+    wait_for(&mut sock, &mut session, &mut buf, &mut None, |e| {
+        matches!(e, ClientSessionEvent::PlaybackRequestAccepted)
+    })
+    .await?;
+    drop(session);
+    loop {
+        let n = sock.read(&mut buf).await.map_err(err("read"))?;
+        if n == 0 {
+            return Err("closed by server".into());
+        }
+        stats.joined(t0);
+        stats.wire.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One RTMP player: connect, play, then count (and time) every frame until aborted.
 pub async fn play(url: RtmpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, delay: Arc<Hist>) -> Res<()> {
     let t0 = now_ns();
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; READ_BYTES];
     let (mut sock, mut session) = connect(&url, &mut buf).await?;
     if let ClientSessionResult::OutboundResponse(p) = session.request_playback(url.key.clone()).map_err(err("play"))? {
         sock.write_all(&p.bytes).await.map_err(err("write"))?;

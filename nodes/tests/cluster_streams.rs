@@ -113,12 +113,18 @@ fn source(seconds: f64) -> Source {
     Source { seconds, ..Source::default() }
 }
 
+/// `n` clustered nodes and a 60 s stream `key` published on strom-0, its HLS started there.
+fn cluster_with_stream(n: usize, key: &str) -> (Net, Vec<NetNode>, Proc) {
+    let (net, nodes) = cluster(n);
+    let publisher = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    wait_segments(&nodes[0], key, 2, Duration::from_secs(30));
+    (net, nodes, publisher)
+}
+
 #[test]
 fn a_stream_published_on_one_node_plays_from_every_node() {
     let key = "live/any";
-    let (_net, nodes) = cluster(3);
-    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
-    wait_segments(&nodes[0], key, 2, Duration::from_secs(30));
+    let (_net, nodes, _p) = cluster_with_stream(3, key);
     let urls = [
         ("rtmp on strom-1", nodes[1].rtmp_url(key)),
         ("flv on strom-2", nodes[2].http_url(&format!("/{key}.flv"))),
@@ -616,8 +622,7 @@ fn poll_requests(node: &NetNode) -> f64 {
 #[test]
 fn playlist_polls_on_a_node_that_does_not_own_the_stream_make_no_cluster_call() {
     let key = "live/poll";
-    let (_net, nodes) = cluster(2);
-    let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
+    let (_net, nodes, _p) = cluster_with_stream(2, key);
     wait_segments(&nodes[1], key, 2, Duration::from_secs(30));
     let before = poll_requests(&nodes[1]);
     let (mut polls, mut sequences) = (0, Vec::new());

@@ -11,17 +11,22 @@ use rml_rtmp::sessions::ClientSessionEvent;
 
 const KEY: &str = "live/test";
 
+/// The URLs of `KEY` over RTMP, HTTP-FLV and HLS, each with its protocol's name.
+fn player_urls(s: &Strom) -> [(&'static str, String); 3] {
+    [
+        ("rtmp", s.rtmp_url(KEY)),
+        ("flv", s.http_url(&format!("/{KEY}.flv"))),
+        ("hls", s.http_url(&format!("/{KEY}/index.m3u8"))),
+    ]
+}
+
 #[test]
 fn rtmp_flv_and_hls_players_decode_the_published_stream() {
     let s = Strom::start();
     let _p = publish(&s.rtmp_url(KEY), &Source::default());
     s.wait_live(KEY, Duration::from_secs(15));
     s.wait_segments(KEY, 2, Duration::from_secs(20));
-    let urls = [
-        ("rtmp", s.rtmp_url(KEY)),
-        ("flv", s.http_url(&format!("/{KEY}.flv"))),
-        ("hls", s.http_url(&format!("/{KEY}/index.m3u8"))),
-    ];
+    let urls = player_urls(&s);
     let handles: Vec<_> = urls
         .into_iter()
         .map(|(what, url)| {
@@ -570,11 +575,7 @@ fn vlc_displays_rtmp_http_flv_and_hls() {
     s.wait_live(KEY, Duration::from_secs(15));
     // VLC starts a live HLS playlist three segments from its end: with fewer listed it waits for more.
     s.wait_segments(KEY, 4, Duration::from_secs(30));
-    let urls = [
-        ("rtmp", s.rtmp_url(KEY)),
-        ("flv", s.http_url(&format!("/{KEY}.flv"))),
-        ("hls", s.http_url(&format!("/{KEY}/index.m3u8"))),
-    ];
+    let urls = player_urls(&s);
     let runs: Vec<_> = urls
         .into_iter()
         .map(|(what, url)| std::thread::spawn(move || (what, vlc_frames_displayed(&url, 8.0))))

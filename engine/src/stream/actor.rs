@@ -304,8 +304,7 @@ impl Actor for StreamActor {
                         st.publisher = Some(publisher);
                         st.epoch += 1;
                         st.timeline.new_session();
-                        st.gop = Arc::default();
-                        st.gop_bytes = 0;
+                        st.reset_gop();
                         st.video_header = None;
                         st.audio_header = None;
                         st.metadata = None;
@@ -361,8 +360,7 @@ impl Actor for StreamActor {
                     // encoders end now. Nothing of this session is served to a player joining in the gap: it
                     // starts at the returning publisher's first keyframe.
                     st.fanout.send(StreamEvent::PublisherLeft);
-                    st.gop = Arc::default();
-                    st.gop_bytes = 0;
+                    st.reset_gop();
                     st.to_segmenter(SegmenterMsg::PublisherLeft);
                     let epoch = st.epoch;
                     info!(stream = %st.key, grace_secs = st.config.stream.reconnect_grace_secs, "publisher left");
@@ -436,6 +434,15 @@ impl Actor for StreamActor {
 }
 
 impl StreamState {
+    /// Empties the GOP cache (in place, keeping its capacity, unless a subscriber still holds the snapshot).
+    fn reset_gop(&mut self) {
+        match Arc::get_mut(&mut self.gop) {
+            Some(gop) => gop.clear(),
+            None => self.gop = Arc::default(),
+        }
+        self.gop_bytes = 0;
+    }
+
     fn to_segmenter(&self, msg: SegmenterMsg) {
         if let Some(s) = &self.segmenter {
             let _ = s.cast(msg);
@@ -451,15 +458,13 @@ impl StreamState {
         } else if frame.kind == MediaKind::Video {
             self.video_frames += 1;
             if frame.keyframe {
-                self.gop = Arc::default();
-                self.gop_bytes = 0;
+                self.reset_gop();
             }
         }
         if !frame.header && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe)) {
             if self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.flv_body().len() > GOP_MAX_BYTES {
                 // An overlong GOP: stop caching until the next keyframe rather than grow.
-                self.gop = Arc::default();
-                self.gop_bytes = 0;
+                self.reset_gop();
             } else {
                 self.gop_bytes += frame.flv_body().len();
                 Arc::make_mut(&mut self.gop).push(frame.clone());

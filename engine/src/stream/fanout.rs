@@ -541,13 +541,7 @@ mod tests {
         tx.send(StreamEvent::Frame(frame(MediaKind::Video, 5033, false)));
         let mut out = Vec::new();
         assert!(feed.next_batch(&mut out, 64).await);
-        let ts: Vec<u32> = out
-            .iter()
-            .filter_map(|i| match i {
-                PlayerItem::Frame(_, ts) => Some(*ts),
-                _ => None,
-            })
-            .collect();
+        let ts = timestamps(&out);
         assert!(matches!(out[0], PlayerItem::Metadata(_)));
         assert_eq!(ts, vec![0, 10, 33]);
         assert_eq!(m.viewers.with_label_values(&["flv"]).get(), 1);
@@ -560,6 +554,17 @@ mod tests {
         let m = lag_and_skip(Protocol::Flv).await;
         assert!(m.frames_dropped.with_label_values(&["slow_player"]).get() >= 24);
         assert_eq!(m.frames_dropped.with_label_values(&["slow_relay"]).get(), 0);
+    }
+
+    /// The player timestamps of the frames among `items`.
+    fn timestamps(items: &[PlayerItem]) -> Vec<u32> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                PlayerItem::Frame(_, ts) => Some(*ts),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every item a feed delivers until it ends (or has nothing more within 100 ms).
@@ -595,13 +600,7 @@ mod tests {
         }
         let got = drain(&mut player).await;
         assert!(!got.iter().any(|i| matches!(i, PlayerItem::End)), "the player is still attached");
-        let ts: Vec<u32> = got
-            .iter()
-            .filter_map(|i| match i {
-                PlayerItem::Frame(_, ts) => Some(*ts),
-                _ => None,
-            })
-            .collect();
+        let ts = timestamps(&got);
         assert_eq!(ts, vec![0, 33, 113], "the new session starts at its keyframe, timestamps go on");
         assert_eq!(m.frames_dropped.with_label_values(&["slow_player"]).get(), 0, "waiting for it is no drop");
         tx.send(StreamEvent::End);

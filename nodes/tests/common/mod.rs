@@ -376,27 +376,21 @@ pub fn probe_video(url: &str, seconds: f64) -> (Vec<Frame>, String) {
     (frames, stderr)
 }
 
-/// Lists the streams of `url` (codec_type values) with ffprobe.
+/// Lists the codec names of the streams of `url` (streams without one, such as data, are left out), with ffprobe.
 pub fn probe_streams(url: &str) -> Vec<String> {
-    let out = run_with_timeout(
-        Command::new("ffprobe")
-            .args(["-v", "error", "-rw_timeout", "15000000", "-show_entries", "stream=codec_type,codec_name"])
-            .args(["-of", "json"])
-            .arg(url),
-        Duration::from_secs(30),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["streams"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    probe_stream_field(url, "codec_name")
 }
 
 /// Lists the kinds of the streams of `url` (`video`, `audio`, `data`, `subtitle`) as ffprobe sees them, in order.
 pub fn probe_stream_types(url: &str) -> Vec<String> {
+    probe_stream_field(url, "codec_type")
+}
+
+/// One field of every stream of `url`, as ffprobe's `-show_entries stream=FIELD` reports it.
+fn probe_stream_field(url: &str, field: &str) -> Vec<String> {
     let out = run_with_timeout(
         Command::new("ffprobe")
-            .args(["-v", "error", "-rw_timeout", "15000000", "-show_entries", "stream=codec_type"])
+            .args(["-v", "error", "-rw_timeout", "15000000", "-show_entries", &format!("stream={field}")])
             .args(["-of", "json"])
             .arg(url),
         Duration::from_secs(30),
@@ -404,7 +398,7 @@ pub fn probe_stream_types(url: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["streams"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s["codec_type"].as_str().map(String::from)).collect())
+        .map(|a| a.iter().filter_map(|s| s[field].as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
