@@ -169,10 +169,13 @@ fn a_ladder_starved_of_cpu_sheds_and_restores_its_rungs_when_the_cpu_comes_back(
         let _hogs = Hogs::on_cpu0(8);
         wait_until(&s, "a rung shed", Duration::from_secs(40), || s.metric("strom_encoder_rungs_shed") >= 1.0);
         assert!(s.log_text().contains("rung=360p"), "the costliest rung goes first:\n{}", s.log_tail(20));
+        // The window after the shed measures the rung's share of the work: still starved, as a machine under
+        // load stays for a while (a spike that ends at once is the unit tests' case: its share expires).
+        std::thread::sleep(Duration::from_secs(3));
     }
     // The CPU is back: every shed rung returns (each after its restore wait and five good windows).
     let t = Instant::now();
-    wait_until(&s, "rungs restored", Duration::from_secs(60), || {
+    wait_until(&s, "rungs restored", Duration::from_secs(90), || {
         s.metric("strom_encoder_rungs_shed") == 0.0 && s.metric("strom_encoder_rungs_active") == 2.0
     });
     eprintln!("restored {:.1} s after the CPU came back", t.elapsed().as_secs_f64());

@@ -21,7 +21,9 @@
 //! starved machine still holds once the CPU is back. Restoring a rung of share `s` turns a ratio `r` into about
 //! `r × (1 − s)`. Until a share is measured it is estimated from pixels (a rung costs its pixel count, decoding
 //! the source half the source's). A wrong guess is corrected by the next shed, and the flap rule keeps it from
-//! repeating.
+//! repeating. A measured share is trusted for [`SHARE_TTL`], then the estimate from pixels applies again: a share
+//! measured while the contention changed (a CPU spike that ends just after the shed makes the rung look like
+//! nearly all the work) would otherwise keep the rung shed for the rest of the stream.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,8 @@ pub const MAX_RESTORE_WAIT: Duration = Duration::from_secs(300);
 pub const FLAP: Duration = Duration::from_secs(60);
 /// A restore must leave this margin over real time (predicted ratio).
 pub const HEADROOM: f64 = 1.25;
+/// How long a measured share of a shed rung is trusted before the estimate from pixels applies again.
+pub const SHARE_TTL: Duration = Duration::from_secs(60);
 
 /// One measurement window of the ladder.
 #[derive(Debug, Clone, Copy)]
@@ -86,8 +90,8 @@ pub struct ShedPolicy {
     restore_wait: Duration,
     /// The last shed rung and the codec seconds per media second just before its shed.
     measuring: Option<(usize, f64)>,
-    /// Measured share of the ladder's work of shed rungs (0..1).
-    shares: Vec<(usize, f64)>,
+    /// Measured share of the ladder's work of shed rungs (0..1), and when it was measured.
+    shares: Vec<(usize, f64, Instant)>,
 }
 
 impl Default for ShedPolicy {
@@ -114,8 +118,8 @@ impl ShedPolicy {
     pub fn observe(&mut self, now: Instant, w: Window, source_pixels: u64, rungs: &[RungLoad]) -> Option<ShedAction> {
         let busy = 1.0 / w.ratio.max(1e-3);
         if let Some((i, before)) = self.measuring.take() {
-            self.shares.retain(|(j, _)| *j != i);
-            self.shares.push((i, ((before - busy) / before).clamp(0.0, 0.99)));
+            self.shares.retain(|(j, _, _)| *j != i);
+            self.shares.push((i, ((before - busy) / before).clamp(0.0, 0.99), now));
         }
         let since_change = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
         if w.behind() {
@@ -145,8 +149,9 @@ impl ShedPolicy {
             self.good = 0;
             return None;
         };
-        let predicted = match self.shares.iter().find(|(j, _)| *j == i) {
-            Some((_, share)) => w.ratio * (1.0 - share),
+        let measured = self.shares.iter().find(|(j, _, at)| *j == i && now.saturating_duration_since(*at) < SHARE_TTL);
+        let predicted = match measured {
+            Some((_, share, _)) => w.ratio * (1.0 - share),
             None => {
                 let active = rungs.iter().filter(|r| r.active).map(|r| r.pixels as f64).sum::<f64>();
                 let now_cost = source_pixels as f64 / 2.0 + active;
@@ -237,8 +242,9 @@ mod tests {
         let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
         // 480p is very costly (a slow preset): behind at 0.4, and at 5.0 once it is shed.
         assert_eq!(run(&mut p, &mut t, &mut r, win(0.4), 2), vec![ShedAction::Shed(0)]);
-        // By pixels alone 5.0 would predict room for 480p; its measured share (92% of the work) says no.
-        assert_eq!(run(&mut p, &mut t, &mut r, win(5.0), 50), vec![]);
+        // By pixels alone 5.0 would predict room for 480p; its measured share (92% of the work) says no, for as
+        // long as it is trusted (then a restore that falls behind is shed again, and the flap rule spaces them).
+        assert_eq!(run(&mut p, &mut t, &mut r, win(5.0), (SHARE_TTL.as_secs() / 2) as usize), vec![]);
     }
 
     #[test]
@@ -251,6 +257,18 @@ mod tests {
         assert_eq!(run(&mut p, &mut t, &mut r, win(1.1), 3), vec![]);
         // The CPU is back (4.0 without 480p): 4.0 x 0.6 = 2.4, it fits.
         assert_eq!(run(&mut p, &mut t, &mut r, win(4.0), 5), vec![ShedAction::Restore(0)]);
+    }
+
+    #[test]
+    fn a_share_measured_while_a_cpu_spike_ended_expires() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        // A spike: behind at 0.5, shed; the spike ends with the next window (5.0 without 480p), so 480p looks
+        // like 90% of the work.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.5), 2), vec![ShedAction::Shed(0)]);
+        let during = run(&mut p, &mut t, &mut r, win(5.0), (SHARE_TTL.as_secs() / 2) as usize);
+        assert_eq!(during, vec![], "the measured share keeps 480p out while it is trusted");
+        // Then the estimate from pixels applies: 5.0 leaves room, 480p is back after five good windows.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(5.0), 5), vec![ShedAction::Restore(0)]);
     }
 
     #[test]
