@@ -354,6 +354,9 @@ impl TranscodeConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let err = |k: &str, why: String| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
+        if !cfg!(feature = "transcode") && self.enabled() {
+            return err("transcode.mode", "this strom was built without the `transcode` feature (no FFmpeg)".into());
+        }
         if !(self.idle_secs.is_finite() && (1.0..=86_400.0).contains(&self.idle_secs)) {
             return err("transcode.idle_secs", "must be 1..86400".into());
         }
@@ -872,6 +875,16 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "transcode"))]
+    fn a_build_without_transcoding_refuses_a_ladder() {
+        let e = Config::load(None, env(&[("STROM_TRANSCODE_MODE", "always")])).unwrap_err().0;
+        assert!(e.contains("transcode.mode") && e.contains("`transcode` feature"), "{e}");
+        let off = Config::load(None, env(&[("STROM_TRANSCODE_MODE", "off")])).unwrap();
+        assert!(!off.transcode.enabled());
+    }
+
+    #[test]
+    #[cfg(feature = "transcode")]
     fn transcode_ladder_from_env_and_file() {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.transcode.mode, TranscodeMode::Off, "off by default");

@@ -17,6 +17,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
 cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"
+step "engine without FFmpeg (the transcode feature off)"
+cargo clippy --locked -p strom-engine --no-default-features --all-targets -- -D warnings
+cargo test --locked -p strom-engine --no-default-features --lib
 step "deploy (Kubernetes manifests, policy, HPA loop against Prometheus)"
 bash deploy/statefulset/test/run.sh
 if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
