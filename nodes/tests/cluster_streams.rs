@@ -652,3 +652,35 @@ fn playlist_polls_on_a_node_that_does_not_own_the_stream_make_no_cluster_call() 
     );
     eprintln!("{polls} playlist polls on a non-owner: 0 cluster requests");
 }
+
+#[test]
+fn players_on_another_node_stay_attached_through_a_publisher_reconnect() {
+    let key = "live/blip";
+    let grace: &[(&str, &str)] = &[("STROM_STREAM_RECONNECT_GRACE_SECS", "4")];
+    let net = Net::new(2);
+    let nodes: Vec<NetNode> = (0..2).map(|i| net.spawn_cluster_with(i, COOKIE, &[], grace)).collect();
+    for n in &nodes {
+        wait_peers(n, 1, Duration::from_secs(15));
+    }
+    let (fps, secs) = (30.0, 7.0);
+    let mut first = publish(&nodes[0].rtmp_url(key), &source(secs));
+    wait_until("the stream live on strom-0", Duration::from_secs(15), || {
+        stream(&nodes[0], key).is_some_and(|s| s["state"] == "live" && !s["video_codec"].is_null())
+    });
+    // Readers on strom-1, which relays the stream from strom-0; each on one connection until the stream ends.
+    let reader = |url: String| std::thread::spawn(move || probe_until_end(&url, Duration::from_secs(60)));
+    let rtmp = reader(nodes[1].rtmp_url(key));
+    let flv = reader(nodes[1].http_url(&format!("/{key}.flv")));
+    first.wait(Duration::from_secs(20)).expect("the first publisher ends");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut second = publish(&nodes[0].rtmp_url(key), &source(secs));
+    second.wait(Duration::from_secs(30)).expect("the second publisher ends");
+    for (what, r) in [("rtmp on strom-1", rtmp), ("flv on strom-1", flv)] {
+        let (pts, stderr) = r.join().expect("reader");
+        // Both publishes, less the relay's start and the reconnect.
+        let min = (2.0 * secs - 3.5) * fps;
+        assert!(pts.len() as f64 >= min, "{what}: {} frames decoded, expected >= {min}; {stderr}", pts.len());
+        let back = pts.windows(2).filter(|w| w[1] <= w[0]).count();
+        assert_eq!(back, 0, "{what}: timestamps went back or stood still {back} times");
+    }
+}

@@ -316,6 +316,7 @@ async fn send_relay(
                 PlayerItem::Frame(f, ts) => {
                     items.push(RelayItem::Frame { kind: f.kind, timestamp: ts, data: f.flv_body().clone() })
                 }
+                PlayerItem::PublisherLeft => items.push(RelayItem::PublisherLeft),
                 PlayerItem::End => ended = true,
             }
         }

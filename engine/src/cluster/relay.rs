@@ -9,6 +9,9 @@
 //! Each batch carries the owner's send time: the sink observes how far behind the owner it is
 //! (`strom_cluster_relay_lag_seconds`, see [`relay_lag_seconds`]).
 //!
+//! When the owner's publisher leaves, the relay stream passes that on ([`crate::stream::StreamEvent::PublisherLeft`]):
+//! its players stay attached until the publisher returns or the owner's grace runs out, as the owner's own do.
+//!
 //! The relay ends (local players get end-of-stream) when the owner says the stream ended, when the owner leaves the
 //! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when nothing read the relay
 //! stream (no local player, no hosted ladder's encoder) for `cluster.relay_idle_secs`.
@@ -105,6 +108,8 @@ impl Actor for RelaySink {
                     size += item.wire_len();
                     let sent = match item {
                         RelayItem::Metadata(m) => st.args.publisher.metadata_raw(m),
+                        // The owner's publisher left: the relay stream keeps its players, as the owner does.
+                        RelayItem::PublisherLeft => st.args.publisher.upstream_left(),
                         frame => match frame.to_frame() {
                             Some(f) => st.args.publisher.send(f),
                             None => Ok(()),

@@ -43,6 +43,9 @@ pub enum RelayItem {
         /// FLV tag body.
         data: Bytes,
     },
+    /// The owner's publisher left; the stream waits for it to come back (players stay, encoders end). A node of
+    /// the previous release does not know this item and drops the batch that carries it.
+    PublisherLeft,
 }
 
 impl RelayItem {
@@ -51,6 +54,7 @@ impl RelayItem {
         match self {
             RelayItem::Metadata(b) => 5 + b.len(),
             RelayItem::Frame { data, .. } => 10 + data.len(),
+            RelayItem::PublisherLeft => 5,
         }
     }
 
@@ -59,7 +63,7 @@ impl RelayItem {
     pub fn to_frame(&self) -> Option<MediaFrame> {
         match self {
             RelayItem::Frame { kind, timestamp, data } => MediaFrame::parse(*kind, *timestamp, data.clone()).ok(),
-            RelayItem::Metadata(_) => None,
+            RelayItem::Metadata(_) | RelayItem::PublisherLeft => None,
         }
     }
 }
@@ -286,6 +290,11 @@ impl Cast {
                             o.put_u32(*timestamp);
                             put_bytes(&mut o, data);
                         }
+                        RelayItem::PublisherLeft => {
+                            // Kind 1 and four reserved bytes: every item stays at least 5 bytes long.
+                            o.put_u8(1);
+                            o.put_u32(0);
+                        }
                     }
                 }
                 if let Some(ms) = sent_ms {
@@ -330,6 +339,10 @@ impl Cast {
                 for _ in 0..n {
                     let item = match r.u8("item kind")? {
                         0 => RelayItem::Metadata(r.bytes("metadata")?),
+                        1 => {
+                            r.u32("reserved")?;
+                            RelayItem::PublisherLeft
+                        }
                         k @ (8 | 9) => {
                             let kind = if k == 9 { MediaKind::Video } else { MediaKind::Audio };
                             RelayItem::Frame { kind, timestamp: r.u32("timestamp")?, data: r.bytes("frame")? }
@@ -636,6 +649,7 @@ mod tests {
                     RelayItem::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData")),
                     RelayItem::Frame { kind: MediaKind::Video, timestamp: 40, data: Bytes::from_static(&[0x17, 1]) },
                     RelayItem::Frame { kind: MediaKind::Audio, timestamp: 42, data: Bytes::from_static(&[0xaf, 1]) },
+                    RelayItem::PublisherLeft,
                 ],
                 sent_ms: Some(1_700_000_000_123),
             },

@@ -250,6 +250,7 @@ impl FlvBody {
                     (t, ts, f.flv_body().clone())
                 }
                 PlayerItem::Metadata(m) => (TAG_SCRIPT, 0, m),
+                PlayerItem::PublisherLeft => continue, // a player's feed never yields it (only a relay's)
                 PlayerItem::End => {
                     self.done = true;
                     break;

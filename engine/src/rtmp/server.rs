@@ -295,6 +295,7 @@ impl Connection {
                 PlayerItem::Metadata(m) => {
                     chunk_writer::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
                 }
+                PlayerItem::PublisherLeft => {} // a player's feed never yields it (only a relay's)
                 PlayerItem::End => {
                     self.write_end_of_stream(&mut hdr, stream_id);
                     self.close_after_flush = true;

@@ -60,6 +60,12 @@ pub enum StreamMsg {
         /// The frame.
         frame: MediaFrame,
     },
+    /// The publisher's own source left and waits to come back (a relay: the owner's publisher); the publisher
+    /// stays. Players stay attached, encoders end.
+    UpstreamLeft {
+        /// The publisher's id.
+        publisher: u64,
+    },
     /// The publisher left (or its connection died).
     Unpublish {
         /// The publisher's id.
@@ -343,6 +349,12 @@ impl Actor for StreamActor {
                 st.ingest_bytes += frame.flv_body().len() as u64;
                 st.rate.add(frame.flv_body().len(), frame.kind == MediaKind::Video && !frame.header);
                 st.ingest(frame);
+            }
+            StreamMsg::UpstreamLeft { publisher } => {
+                if st.publisher == Some(publisher) {
+                    st.fanout.send(StreamEvent::PublisherLeft);
+                    st.reset_gop();
+                }
             }
             StreamMsg::Unpublish { publisher } => {
                 if st.publisher == Some(publisher) {

@@ -45,8 +45,8 @@ pub enum StreamEvent {
     /// New `onMetaData` (AMF0 body).
     Metadata(Bytes),
     /// The publisher left and the stream waits `stream.reconnect_grace_secs` for it. Players stay attached (their
-    /// next frames come from the returning publisher, after its sequence headers, at a keyframe); relays and
-    /// encoders end here, as at [`StreamEvent::End`].
+    /// next frames come from the returning publisher, after its sequence headers, at a keyframe), and so do relays
+    /// (they pass it on); encoders end here, as at [`StreamEvent::End`].
     PublisherLeft,
     /// The stream is over (the grace ran out, the node shuts down): players finish.
     End,
@@ -245,6 +245,9 @@ pub enum PlayerItem {
     Metadata(Bytes),
     /// A frame and the player's timestamp for it.
     Frame(MediaFrame, u32),
+    /// The publisher left and the stream waits for it (only a relay feed gets this, to pass it on to the relay
+    /// stream on the other node: players there stay attached too).
+    PublisherLeft,
     /// End of stream.
     End,
 }
@@ -269,8 +272,10 @@ pub struct PlayerFeed {
     ended: bool,
     /// Write when the stream's batch clock says so (see [`PlayerFeed::coalesce`]).
     coalesce: bool,
-    /// A player (RTMP, HTTP-FLV) stays attached while the publisher is away; relays and encoders end.
+    /// Players (RTMP, HTTP-FLV) and relays stay attached while the publisher is away; encoders end.
     survives_reconnect: bool,
+    /// A relay passes the publisher's leaving on ([`PlayerItem::PublisherLeft`]).
+    forwards_gaps: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
     _guard: ViewerGuard,
@@ -295,7 +300,8 @@ impl PlayerFeed {
             metrics,
             ended: false,
             coalesce: false,
-            survives_reconnect: matches!(sub.guard.protocol, Protocol::Rtmp | Protocol::Flv),
+            survives_reconnect: sub.guard.protocol != Protocol::Encoder,
+            forwards_gaps: sub.guard.protocol == Protocol::Relay,
             max_bytes: usize::MAX,
             _guard: sub.guard,
         };
@@ -358,6 +364,9 @@ impl PlayerFeed {
                 // session is pending any more, and a frame before the next keyframe is not counted as a drop.
                 self.waiting_keyframe = self.has_video;
                 self.lagged = false;
+                if self.forwards_gaps {
+                    self.pending.push_back(PlayerItem::PublisherLeft);
+                }
             }
             StreamEvent::PublisherLeft | StreamEvent::End => {
                 self.ended = true;
@@ -388,7 +397,7 @@ impl PlayerFeed {
         match item {
             PlayerItem::Frame(f, _) => f.flv_body().len(),
             PlayerItem::Metadata(m) => m.len(),
-            PlayerItem::End => 0,
+            PlayerItem::PublisherLeft | PlayerItem::End => 0,
         }
     }
 
@@ -580,7 +589,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn players_stay_attached_when_the_publisher_leaves_while_relays_and_encoders_end() {
+    async fn players_and_relays_stay_attached_when_the_publisher_leaves_while_encoders_end() {
         let m = Arc::new(Metrics::new());
         let mut tx = FanoutSender::new(64, 0);
         let mut player = PlayerFeed::new(sub_of(&tx, vec![], &m, Protocol::Rtmp), m.clone());
@@ -593,11 +602,15 @@ mod tests {
         // stream timeline.
         tx.send(StreamEvent::Frame(frame(MediaKind::Video, 80, false)));
         tx.send(StreamEvent::Frame(frame(MediaKind::Video, 113, true)));
-        for (what, feed) in [("relay", &mut relay), ("encoder", &mut encoder)] {
-            let got = drain(feed).await;
-            assert!(matches!(got.last(), Some(PlayerItem::End)), "{what} ends when the publisher leaves");
-            assert_eq!(got.iter().filter(|i| matches!(i, PlayerItem::Frame(..))).count(), 2, "{what}");
-        }
+        let got = drain(&mut encoder).await;
+        assert!(matches!(got.last(), Some(PlayerItem::End)), "the encoder ends when the publisher leaves");
+        assert_eq!(got.iter().filter(|i| matches!(i, PlayerItem::Frame(..))).count(), 2);
+        // The relay passes the gap on, in order, and goes on with the returning publisher.
+        let got = drain(&mut relay).await;
+        let at = got.iter().position(|i| matches!(i, PlayerItem::PublisherLeft)).expect("the relay gets the gap");
+        assert_eq!(timestamps(&got[..at]), vec![0, 33]);
+        assert_eq!(timestamps(&got[at..]), vec![113]);
+        assert!(!got.iter().any(|i| matches!(i, PlayerItem::End)), "the relay is still attached");
         let got = drain(&mut player).await;
         assert!(!got.iter().any(|i| matches!(i, PlayerItem::End)), "the player is still attached");
         let ts = timestamps(&got);

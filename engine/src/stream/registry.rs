@@ -219,6 +219,15 @@ impl Publisher {
             .map_err(|_| StreamGone(self.handle.key.to_string()))
     }
 
+    /// The publisher upstream of this one left (a relay: the owner's publisher) and the stream waits for it:
+    /// players stay attached, encoders end.
+    pub fn upstream_left(&self) -> Result<(), StreamGone> {
+        self.handle
+            .actor
+            .cast(StreamMsg::UpstreamLeft { publisher: self.id })
+            .map_err(|_| StreamGone(self.handle.key.to_string()))
+    }
+
     /// Sends metadata already encoded as an `onMetaData` body (a relay).
     pub fn metadata_raw(&self, body: Bytes) -> Result<(), StreamGone> {
         self.handle

@@ -187,7 +187,8 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
                     }
                     early.push(Input { frame: f, ts, at: std::time::Instant::now() });
                 }
-                PlayerItem::End => return Ok(()),
+                // An encoder's feed ends when the publisher leaves (the ladder starts again with it).
+                PlayerItem::PublisherLeft | PlayerItem::End => return Ok(()),
                 PlayerItem::Metadata(_) => {}
             }
         }
@@ -272,7 +273,7 @@ async fn pump(args: EncoderArgs) -> Result<(), EncoderError> {
                             break 'feed;
                         }
                     }
-                    PlayerItem::End => break 'feed,
+                    PlayerItem::PublisherLeft | PlayerItem::End => break 'feed,
                     PlayerItem::Metadata(_) => {}
                 }
             }
