@@ -339,10 +339,10 @@ impl Cast {
                 for _ in 0..n {
                     let item = match r.u8("item kind")? {
                         0 => RelayItem::Metadata(r.bytes("metadata")?),
-                        1 => {
-                            r.u32("reserved")?;
-                            RelayItem::PublisherLeft
-                        }
+                        1 => match r.u32("reserved")? {
+                            0 => RelayItem::PublisherLeft,
+                            _ => return Err(r.error("reserved")),
+                        },
                         k @ (8 | 9) => {
                             let kind = if k == 9 { MediaKind::Video } else { MediaKind::Audio };
                             RelayItem::Frame { kind, timestamp: r.u32("timestamp")?, data: r.bytes("frame")? }
@@ -750,6 +750,16 @@ mod tests {
         // Not UTF-8.
         assert_eq!(Cast::decode(vec![VERSION, 3, 0, 0, 0, 1, 0xff]).unwrap_err().what, "node");
         assert_eq!(Response::decode(vec![VERSION, 3, 7]).unwrap_err().what, "playlist");
+    }
+
+    #[test]
+    fn a_publisher_left_item_has_zero_reserved_bytes() {
+        let c = Cast::Media { seq: 1, items: vec![RelayItem::PublisherLeft], sent_ms: None };
+        let mut bytes = c.encode();
+        assert_eq!(Cast::decode(bytes.clone()).unwrap(), c);
+        let last = bytes.len() - 1;
+        bytes[last] = 1; // a nonzero reserved byte would not re-encode as it came
+        assert_eq!(Cast::decode(bytes).unwrap_err().what, "reserved");
     }
 
     #[test]
