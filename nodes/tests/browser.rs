@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Each test runs a Chromium that decodes video next to strom (and, for the ladder, its encoders): on a 2-core
+/// machine two of them at once starve the ladder, which then sheds a rung the player is meant to switch to.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn play(kind: &str, url: &str) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
     let out = run_with_timeout(
@@ -39,6 +47,7 @@ fn play(kind: &str, url: &str) -> (bool, String, String) {
 
 #[test]
 fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
+    let _alone = alone();
     if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         eprintln!("STROM_SKIP_BROWSER=1: skipped");
         return;
@@ -68,6 +77,7 @@ fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
 /// publisher's): ffmpeg publishes to strom-0, Chromium plays HLS from strom-1 (playlist and segments from the owner).
 #[test]
 fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
+    let _alone = alone();
     if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         eprintln!("STROM_SKIP_BROWSER=1: skipped");
         return;
@@ -100,6 +110,7 @@ fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
 /// must report no fatal error.
 #[test]
 fn hls_js_switches_through_every_level_of_the_abr_ladder() {
+    let _alone = alone();
     if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
         eprintln!("STROM_SKIP_BROWSER=1: skipped");
         return;
