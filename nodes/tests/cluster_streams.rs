@@ -412,6 +412,14 @@ fn scale_out_to_four_nodes_and_back_with_a_drain() {
     assert_playable("rtmp on strom-2 after scale-in", &frames, 30, 426, 240, &stderr);
 }
 
+/// The ladder tests place ladders by the nodes' measured load: they run one at a time, never next to each
+/// other's encoders (on 2 cores, a neighbour's load makes a node look busy and moves the placement).
+static LADDER_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ladder_test() -> std::sync::MutexGuard<'static, ()> {
+    LADDER_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Transcoding on, one tiny rung (160p ultrafast) and one ladder per node, so placement decisions are visible.
 const LADDER_ENV: &[(&str, &str)] = &[
     ("STROM_TRANSCODE_MODE", "always"),
@@ -449,6 +457,7 @@ fn wait_ladder(nodes: &mut [NetNode], rung: &str, timeout: Duration) -> usize {
 
 #[test]
 fn ladders_run_on_the_least_loaded_node_serve_every_node_and_move_when_their_node_dies() {
+    let _one = ladder_test();
     let net = Net::new(3);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
     for n in &nodes {
@@ -497,6 +506,7 @@ fn ladders_run_on_the_least_loaded_node_serve_every_node_and_move_when_their_nod
 
 #[test]
 fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
+    let _one = ladder_test();
     let net = Net::new(4);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
     for n in &nodes {
@@ -576,6 +586,7 @@ fn assert_ladders_stay(nodes: &mut [NetNode], ladders: &[(&str, usize)], secs: u
 
 #[test]
 fn ladders_hosted_on_other_nodes_stay_put_and_come_back_on_a_free_node_after_a_kill() {
+    let _one = ladder_test();
     // How long the ladders must run untouched: `STROM_TEST_LADDER_SECS` (180 for the 3 minutes); by
     // default 40 s, four times the relay idle time that used to drop a hosted ladder's source.
     let secs: u64 = std::env::var("STROM_TEST_LADDER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);

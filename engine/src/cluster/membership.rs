@@ -563,16 +563,19 @@ impl Actor for Membership {
         }
         let tick = Duration::from_secs_f64(args.config.heartbeat_interval_secs);
         myself.send_interval(tick, || MembershipMsg::Tick);
-        Ok(MembershipState {
+        let mut st = MembershipState {
             args,
             peers: HashMap::new(),
             pending: HashMap::new(),
             dialing: HashSet::new(),
             known: Arc::new(Mutex::new(HashMap::new())),
             nonce: 0,
-            // Measured at the first tick, so the first heartbeats already carry this node's load.
-            last_load: Instant::now().checked_sub(Duration::from_secs(2)).unwrap_or_else(Instant::now),
-        })
+            last_load: Instant::now(),
+        };
+        // Measured now, before any peer can ask: the first heartbeats carry this node's load (its free ladder
+        // slots), not an empty one that keeps a node that just joined out of ladder placement.
+        st.update_load(Instant::now());
+        Ok(st)
     }
 
     async fn handle(
