@@ -429,9 +429,7 @@ impl Connection {
             ],
         };
         if let Ok(p) = access.into_message_payload(RtmpTimestamp::new(0), stream_id) {
-            let mut b = BytesMut::new();
-            chunk_writer::write_message(&mut b, DATA_CSID, 0, p.type_id, stream_id, &p.data, self.chunk_size);
-            self.out.extend_from_slice(&b);
+            chunk_writer::write_message(&mut self.out, DATA_CSID, 0, p.type_id, stream_id, &p.data, self.chunk_size);
         }
         Ok(())
     }
