@@ -365,7 +365,7 @@ impl TranscodeConfig {
         }
         validate_rungs("transcode.rungs", &self.rungs)?;
         for (app, a) in &self.apps {
-            if crate::stream::StreamKey::new(app, "x").is_err() {
+            if crate::formats::StreamKey::new(app, "x").is_err() {
                 return err(&format!("transcode.apps.{app}"), "not a valid application name".into());
             }
             if let Some(rungs) = &a.rungs {

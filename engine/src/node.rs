@@ -8,20 +8,21 @@
 //! `shutdown_timeout_secs`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use crate::cluster::ownership::ClusterOwnership;
 use crate::cluster::{Cluster, ClusterHandle};
 use crate::config::{secs, Config};
 use crate::metrics::Metrics;
+pub use crate::servers::NodeContext;
 use crate::shutdown::Shutdown;
-use crate::stream::{StreamKey, Streams};
+use crate::stream::Streams;
 use crate::transcode::Transcoder;
 
 /// Binds a listener (address reuse, a backlog of 1024, as `TcpListener::bind`) whose accepted connections get a
@@ -34,65 +35,6 @@ pub fn listen(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListen
     }
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-/// What every connection handler shares.
-pub struct NodeContext {
-    /// Configuration.
-    pub config: Arc<Config>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The lookup API.
-    pub streams: Streams,
-    /// The ABR ladder (encoders, master playlists).
-    pub transcode: Transcoder,
-    /// Listeners are up.
-    pub ready: AtomicBool,
-    /// Shutdown has begun (shared with the cluster's load report).
-    pub draining: Arc<AtomicBool>,
-    connections: Arc<Semaphore>,
-}
-
-impl NodeContext {
-    /// Takes a connection slot; `None` (counted as a rejection) when `limits.max_connections` is reached.
-    pub fn try_connection(&self) -> Option<OwnedSemaphorePermit> {
-        match self.connections.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                self.metrics.connections_rejected.with_label_values(&["max_connections"]).inc();
-                None
-            }
-        }
-    }
-
-    /// Whether `key` may be published under the `auth` settings.
-    pub fn publish_allowed(&self, key: &StreamKey) -> bool {
-        let auth = &self.config.auth;
-        if auth.publish_keys.is_empty() && auth.publish_keys_file.is_none() {
-            return true;
-        }
-        let full = key.to_string();
-        let matches = |k: &str| k == key.name() || k == full;
-        if auth.publish_keys.iter().any(|k| matches(k)) {
-            return true;
-        }
-        match &auth.publish_keys_file {
-            Some(path) => read_keys(path).iter().any(|k| matches(k)),
-            None => false,
-        }
-    }
-}
-
-fn read_keys(path: &Path) -> Vec<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
-        }
-        Err(e) => {
-            warn!(file = %path.display(), error = %e, "cannot read auth.publish_keys_file: refusing publishes");
-            Vec::new()
-        }
-    }
 }
 
 /// Errors starting a node.
@@ -150,7 +92,9 @@ impl Node {
                 let c = Cluster::start(&config, cookie.clone(), &metrics, load)
                     .await
                     .map_err(|e| NodeError::Actors(e.to_string()))?;
-                streams.attach_cluster(c.clone());
+                let target = u64::from(config.hls.segment_duration_secs.ceil() as u32);
+                streams.attach_ownership(ClusterOwnership::new(c.clone(), metrics.clone(), target));
+                transcode.attach_cluster(c.clone());
                 c.set_encoder_host(transcode.encoder_host());
                 Some(c)
             }
@@ -178,19 +122,20 @@ impl Node {
             metrics,
             streams,
             transcode,
+            cluster: cluster.clone(),
             ready: AtomicBool::new(false),
             draining,
         });
         let shutdown = Shutdown::new();
         let mut tasks = vec![load_task];
-        tasks.push(tokio::spawn(crate::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
-        let listener = crate::http::listener::LimitedListener::new(
+        tasks.push(tokio::spawn(crate::servers::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
+        let listener = crate::servers::http::listener::LimitedListener::new(
             http,
             context.clone(),
             secs(config.stream.slow_player_timeout_secs),
             shutdown.signal(),
         );
-        let app = crate::http::router(context.clone());
+        let app = crate::servers::http::router(context.clone());
         let mut http_signal = shutdown.signal();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_signal.recv().await });

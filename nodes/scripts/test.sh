@@ -14,6 +14,9 @@ step "format"
 cargo fmt --all -- --check
 step "lint"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+step "layers and docs (no module uses a layer above it; every intra-doc link resolves)"
+bash nodes/scripts/layers.sh
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -p strom-engine --no-deps --quiet
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
 cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"

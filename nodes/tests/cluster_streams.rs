@@ -647,6 +647,9 @@ fn playlist_polls_on_a_node_that_does_not_own_the_stream_make_no_cluster_call() 
     }
     let sent = poll_requests(&nodes[1]) - before;
     assert_eq!(sent, 0.0, "{polls} playlist polls on strom-1 sent {sent} claim/playlist requests");
+    // The polls strom-1 answered are its HLS viewers, as its RTMP and HTTP-FLV players would be.
+    let hls = metric(&nodes[1], "strom_viewers{protocol=\"hls\"}");
+    assert!(hls >= 1.0, "strom-1 counts the HLS players it serves: strom_viewers{{protocol=\"hls\"}} = {hls}");
     assert!(sequences.last() > sequences.first(), "the playlist advanced with the owner's pushes: {sequences:?}");
     // What strom-1 serves is the owner's playlist, byte for byte (a poll can straddle a new segment: retry).
     let same = (0..10).any(|_| {

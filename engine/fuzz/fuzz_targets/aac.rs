@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strom_engine::media::aac::AacConfig;
+use strom_engine::formats::aac::AacConfig;
 
 /// Largest `frame_length` an ADTS header can express (13 bits).
 const MAX_ADTS_FRAME: usize = 0x1FFF;

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strom_engine::media::avc::{avcc_to_annexb, write_annexb_parameter_sets, AvcConfig, START_CODE};
+use strom_engine::formats::avc::{avcc_to_annexb, write_annexb_parameter_sets, AvcConfig, START_CODE};
 
 /// Reference AVCC → Annex B: `Some((annexb, nal_count, types))` or `None` if the sample is malformed.
 fn reference(data: &[u8], nls: usize) -> Option<(Vec<u8>, usize, [bool; 32])> {

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    strom_engine::rtmp::chunk_guard::fuzz_inspect(data);
+    strom_engine::servers::rtmp::chunk_guard::fuzz_inspect(data);
 });

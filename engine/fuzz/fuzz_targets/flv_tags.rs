@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use strom_engine::media::frame::{Codec, MediaFrame, MediaKind};
+use strom_engine::formats::frame::{Codec, MediaFrame, MediaKind};
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);

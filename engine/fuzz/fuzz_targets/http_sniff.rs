@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strom_engine::http::listener::{classify, Sniffed};
+use strom_engine::servers::http::listener::{classify, Sniffed};
 
 fuzz_target!(|data: &[u8]| {
     let verdict = classify(data, 1024);

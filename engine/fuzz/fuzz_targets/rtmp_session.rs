@@ -26,10 +26,10 @@ use std::sync::{Mutex, Once};
 
 use libfuzzer_sys::fuzz_target;
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
-use strom_engine::media::flv::encode_on_metadata;
-use strom_engine::media::frame::{MediaFrame, MediaKind};
-use strom_engine::rtmp::chunk_guard::{ChunkGuard, GuardLimits};
-use strom_engine::rtmp::chunk_writer;
+use strom_engine::formats::flv::encode_on_metadata;
+use strom_engine::formats::frame::{MediaFrame, MediaKind};
+use strom_engine::servers::rtmp::chunk_guard::{ChunkGuard, GuardLimits};
+use strom_engine::formats::rtmp_chunk;
 
 const LIMITS: GuardLimits = GuardLimits { max_chunk_size: 65_536, max_message_size: 1024 * 1024, max_command_size: 16 * 1024 };
 /// tokio's default worker thread stack size (strom does not change it: `nodes/src/main.rs`).
@@ -126,7 +126,7 @@ fn fxhash(data: &[u8]) -> u64 {
 /// player does; the chunked body must be the payload with one type-3 header byte between chunks.
 fn on_media(kind: MediaKind, data: bytes::Bytes, ts: u32) {
     let Ok(frame) = MediaFrame::parse(kind, ts, data) else { return };
-    let body = &chunk_writer::body(&frame, PLAYER_CHUNK_SIZE);
+    let body = &rtmp_chunk::body(&frame, PLAYER_CHUNK_SIZE);
     let data = frame.flv_body();
     let chunks = data.len().div_ceil(PLAYER_CHUNK_SIZE).max(1);
     assert_eq!(body.len(), data.len() + chunks - 1, "one type-3 header byte between chunks");

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use strom_engine::hls::ts::{
+use strom_engine::formats::ts::{
     TsMuxer, PID_AUDIO, PID_NULL, PID_PAT, PID_PMT, PID_VIDEO, STREAM_ID_AUDIO, STREAM_ID_VIDEO, STREAM_TYPE_AAC_ADTS,
     STREAM_TYPE_H264, TIMESTAMP_MASK, TS_PACKET_SIZE,
 };

@@ -21,7 +21,7 @@ fn hex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
-/// x264 parameter sets (the same as in `engine/src/media/avc.rs` tests).
+/// x264 parameter sets (the same as in `engine/src/formats/avc.rs` tests).
 const HIGH_720_SPS: &str = "6764001facd9405005bb011000000300100000030320f1831960";
 const HIGH_720_PPS: &str = "68ebe3cb22c0";
 const BASE_360_SPS: &str = "6742c01ed900a02ff97011000003000100000300320f162e48";

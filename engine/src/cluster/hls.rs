@@ -19,7 +19,8 @@ use tracing::warn;
 use super::export::SEGMENT_PART;
 use super::wire::{Request, Response};
 use super::{call, RemoteMsg};
-use crate::stream::StreamKey;
+use crate::formats::StreamKey;
+use crate::stream::ports::{BoxFuture as PortFuture, RemoteHls};
 
 /// Longest a whole segment transfer may take.
 const SEGMENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,22 +69,22 @@ impl SegmentCache {
 }
 
 /// A stream's HLS at its owner.
-pub struct RemoteHls {
+pub struct OwnerHls {
     key: StreamKey,
     owner: ActorRef<RemoteMsg>,
     cache: Arc<SegmentCache>,
     pushed: Option<Bytes>,
 }
 
-impl RemoteHls {
+impl OwnerHls {
     /// HLS of `key` from `owner`'s export actor; `pushed`: the playlist that owner pushed at its last segment.
     pub fn new(
         key: StreamKey,
         owner: ActorRef<RemoteMsg>,
         cache: Arc<SegmentCache>,
         pushed: Option<Bytes>,
-    ) -> RemoteHls {
-        RemoteHls { key, owner, cache, pushed }
+    ) -> OwnerHls {
+        OwnerHls { key, owner, cache, pushed }
     }
 
     /// The owner's media playlist: the one it pushed, else (before its first segment reached this node) asked of
@@ -131,6 +132,44 @@ impl RemoteHls {
             self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         }
         data
+    }
+}
+
+impl RemoteHls for OwnerHls {
+    fn playlist(&self, wait: Duration) -> PortFuture<'_, Option<Bytes>> {
+        Box::pin(OwnerHls::playlist(self, wait))
+    }
+
+    fn segment<'a>(&'a self, name: &'a str) -> PortFuture<'a, Option<Bytes>> {
+        Box::pin(OwnerHls::segment(self, name))
+    }
+}
+
+/// A stream no node owns right now, but one did moments ago (it died, or its publisher is reconnecting
+/// elsewhere): its last playlist, without `EXT-X-ENDLIST`, so players wait instead of failing; segments from this
+/// node's cache.
+pub struct StaleHls {
+    key: StreamKey,
+    playlist: Bytes,
+    cache: Arc<SegmentCache>,
+}
+
+impl StaleHls {
+    /// The last `playlist` of `key`; segments from `cache`.
+    pub fn new(key: StreamKey, playlist: Bytes, cache: Arc<SegmentCache>) -> StaleHls {
+        StaleHls { key, playlist, cache }
+    }
+}
+
+impl RemoteHls for StaleHls {
+    fn playlist(&self, _wait: Duration) -> PortFuture<'_, Option<Bytes>> {
+        let p = self.playlist.clone();
+        Box::pin(async move { Some(p) })
+    }
+
+    fn segment<'a>(&'a self, name: &'a str) -> PortFuture<'a, Option<Bytes>> {
+        let s = self.cache.get(&self.key, name);
+        Box::pin(async move { s })
     }
 }
 
@@ -194,7 +233,7 @@ mod tests {
         let (owner, _) = Actor::spawn(None, SlowOwner(calls.clone()), ()).await.unwrap();
         let cache = Arc::new(SegmentCache::default());
         let key = StreamKey::parse("live/a").unwrap();
-        let hls = Arc::new(RemoteHls::new(key.clone(), owner.clone(), cache.clone(), None));
+        let hls = Arc::new(OwnerHls::new(key.clone(), owner.clone(), cache.clone(), None));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let hls = hls.clone();

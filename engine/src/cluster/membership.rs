@@ -29,8 +29,8 @@ use tracing::{debug, info, warn};
 use super::wire::{Cast, Load, Request, Response};
 use super::{call, RemoteMsg, NODE_GROUP};
 use crate::config::{ClusterConfig, Config};
-use crate::hls::segmenter::HlsPosition;
 use crate::metrics::Metrics;
+use crate::stream::segmenter::HlsPosition;
 use crate::stream::StreamKey;
 use bytes::Bytes;
 
@@ -192,8 +192,7 @@ struct Shared {
     encoder_host: std::sync::OnceLock<EncoderHost>,
 }
 
-/// Starts the ladder of stream `key` (owned by node `owner`) on this node; false if it cannot take it.
-pub type EncoderHost = Arc<dyn Fn(StreamKey, String) -> bool + Send + Sync>;
+pub use crate::stream::ports::EncoderHost;
 
 /// An owner's last shared HLS position.
 struct HlsState {

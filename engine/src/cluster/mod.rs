@@ -28,6 +28,7 @@
 pub mod export;
 pub mod hls;
 pub mod membership;
+pub mod ownership;
 pub mod relay;
 pub mod wire;
 
@@ -123,10 +124,7 @@ pub fn cast(actor: &ActorRef<RemoteMsg>, msg: &wire::Cast) -> bool {
     actor.cast(RemoteMsg::Cast(msg.encode())).is_ok()
 }
 
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::clock::unix_ms;
 
 /// A cheap handle on the cluster side of a node, shared by the registry and the HTTP API.
 pub type ClusterHandle = Arc<Cluster>;

@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
-use crate::media::{MediaFrame, MediaKind};
+use crate::formats::{MediaFrame, MediaKind};
 
 /// Wire version; a node refuses messages of another version (mixed-version clusters are not supported yet).
 pub const VERSION: u8 = 1;

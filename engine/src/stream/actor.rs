@@ -19,12 +19,12 @@ use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
 
 use super::fanout::{FanoutSender, Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
-use super::key::StreamKey;
 use super::registry::{PublishError, RegistryMsg, StreamInfo};
 use crate::config::Config;
-use crate::hls::segmenter::{HlsReader, Segmenter, SegmenterArgs, SegmenterMsg};
-use crate::media::{MediaFrame, MediaKind};
+use crate::formats::StreamKey;
+use crate::formats::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
+use crate::stream::segmenter::{HlsReader, Segmenter, SegmenterArgs, SegmenterMsg};
 
 /// Limits of the GOP cache: a source with absurdly long GOPs stops being cached rather than growing memory.
 const GOP_MAX_FRAMES: usize = 4096;
@@ -329,7 +329,7 @@ impl Actor for StreamActor {
             }
             StreamMsg::Metadata { publisher, meta } => {
                 if st.publisher == Some(publisher) {
-                    let body = crate::media::flv::encode_on_metadata(&meta);
+                    let body = crate::formats::flv::encode_on_metadata(&meta);
                     st.metadata = Some(body.clone());
                     st.meta = Some(*meta);
                     st.fanout.send(StreamEvent::Metadata(body));
@@ -503,8 +503,8 @@ impl StreamState {
 
     fn info(&self) -> StreamInfo {
         let meta = self.meta.clone().unwrap_or_else(StreamMetadata::new);
-        let video = self.video_header.as_ref().and_then(|h| crate::media::avc::AvcConfig::parse(&h.payload()).ok());
-        let audio = self.audio_header.as_ref().and_then(|h| crate::media::aac::AacConfig::parse(&h.payload()).ok());
+        let video = self.video_header.as_ref().and_then(|h| crate::formats::avc::AvcConfig::parse(&h.payload()).ok());
+        let audio = self.audio_header.as_ref().and_then(|h| crate::formats::aac::AacConfig::parse(&h.payload()).ok());
         StreamInfo {
             key: self.key.to_string(),
             state: match self.phase {

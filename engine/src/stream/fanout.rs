@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::watch;
 
-use crate::media::{MediaFrame, MediaKind};
+use crate::formats::{MediaFrame, MediaKind};
 use crate::metrics::Metrics;
 
 /// With [`PlayerFeed::coalesce`], held audio is released once it spans the hold time plus this much stream time

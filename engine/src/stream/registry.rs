@@ -12,22 +12,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rml_rtmp::sessions::StreamMetadata;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
-use super::key::StreamKey;
-use crate::cluster::export::{ExportArgs, StreamExport};
-use crate::cluster::hls::{RemoteHls, SegmentCache};
-use crate::cluster::relay::{RelayArgs, RelaySink};
-use crate::cluster::wire::{Request, Response};
-use crate::cluster::{remote_members, stream_group, ClusterHandle, RemoteMsg};
+use super::ports::{Ownership, RelaySource, RemoteHls};
+use super::segmenter::HlsReader;
 use crate::config::Config;
-use crate::hls::segmenter::HlsReader;
-use crate::media::MediaFrame;
+use crate::formats::MediaFrame;
+use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 
 /// How long an RPC to a stream actor may take before the caller gives up.
@@ -114,13 +110,18 @@ impl StreamHandle {
     pub fn hls_idle(&self) -> Option<Duration> {
         match self.hls_asked_ms.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(Duration::from_millis(crate::cluster::unix_ms().saturating_sub(t))),
+            t => Some(Duration::from_millis(crate::clock::unix_ms().saturating_sub(t))),
         }
     }
 
     /// The stream's key.
     pub fn key(&self) -> &StreamKey {
         &self.key
+    }
+
+    /// When this node created the stream (Unix ms): its claim's age, which decides a race with another node.
+    pub fn claimed_ms(&self) -> u64 {
+        self.claimed_ms
     }
 
     /// Attaches a player; `None` if the stream has no live publisher (or is gone).
@@ -132,13 +133,13 @@ impl StreamHandle {
     /// relay (HLS comes from the owner, see [`Streams::hls`]).
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
         let hls = self.hls.as_ref()?;
-        self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
+        self.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
         hls.playlist(wait).await
     }
 
     /// One HLS segment by file name (read from what the segmenter published, no message to it).
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
-        self.hls_asked_ms.store(crate::cluster::unix_ms(), Ordering::Relaxed);
+        self.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
         self.hls.as_ref()?.view().segment(name)
     }
 
@@ -152,7 +153,7 @@ impl StreamHandle {
     }
 
     /// Every new HLS view of the stream as the segmenter publishes it (`None` for a relay).
-    pub fn hls_watch(&self) -> Option<tokio::sync::watch::Receiver<Arc<crate::hls::segmenter::HlsView>>> {
+    pub fn hls_watch(&self) -> Option<tokio::sync::watch::Receiver<Arc<super::segmenter::HlsView>>> {
         Some(self.hls.as_ref()?.watch())
     }
 
@@ -248,14 +249,12 @@ pub enum RegistryMsg {
     /// Get the stream's handle, creating the stream (owned by this node) if it does not exist. A relay of the key
     /// is replaced.
     GetOrCreate(StreamKey, RpcReplyPort<Result<StreamHandle, PublishError>>),
-    /// Get a local relay of `key` from `owner`, creating it (a relay stream and its sink) if needed.
+    /// Get a local relay of `key` from `source`, creating it (a relay stream and the actor feeding it) if needed.
     GetOrCreateRelay {
         /// The stream.
         key: StreamKey,
-        /// The owner's export actor.
-        owner: ActorRef<RemoteMsg>,
-        /// The owner's node name.
-        owner_node: String,
+        /// The owner on another node.
+        source: Box<dyn RelaySource>,
         /// The handle of the local relay stream (or of a stream this node owns after all).
         reply: RpcReplyPort<Result<StreamHandle, PublishError>>,
     },
@@ -267,7 +266,7 @@ pub enum RegistryMsg {
         id: ActorId,
     },
     /// Clustering is on: export owned streams from now on.
-    AttachCluster(ClusterHandle),
+    AttachCluster(Arc<dyn Ownership>),
     /// End every stream (node shutdown); replies when all were told.
     Shutdown(RpcReplyPort<usize>),
 }
@@ -293,8 +292,9 @@ pub type Index = Arc<DashMap<StreamKey, StreamHandle>>;
 
 struct Entry {
     handle: StreamHandle,
-    /// The stream's [`StreamExport`] (owned streams) or [`RelaySink`] (relays), when clustering is on.
-    cluster_actor: Option<ActorRef<RemoteMsg>>,
+    /// The actor that makes an owned stream known to the cluster, or that feeds a relay, when clustering is on
+    /// ([`Ownership::export`], [`RelaySource::start`]).
+    cluster_actor: Option<ActorCell>,
 }
 
 impl Entry {
@@ -310,7 +310,7 @@ impl Entry {
 pub struct RegistryState {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    cluster: Option<ClusterHandle>,
+    ownership: Option<Arc<dyn Ownership>>,
     streams: HashMap<StreamKey, Entry>,
     index: Index,
     shutting_down: bool,
@@ -366,7 +366,7 @@ impl RegistryState {
             actor,
             hls,
             relay_from,
-            claimed_ms: crate::cluster::unix_ms(),
+            claimed_ms: crate::clock::unix_ms(),
             hls_asked_ms: Arc::default(),
         })
     }
@@ -389,24 +389,15 @@ impl RegistryState {
         }
         // The stream was live on another node moments ago (that node died or the publisher moved): continue its
         // HLS playlist, so players keep the same URL and see a discontinuity.
-        let resume = self.cluster.as_ref().and_then(|c| c.hls_resume(&key, self.config.reconnect_grace()));
+        let resume = self.ownership.as_ref().and_then(|c| c.hls_resume(&key, self.config.reconnect_grace()));
         if let Some((msn, disc)) = resume {
             info!(stream = %key, next_msn = msn, discontinuity = disc, "continuing the HLS playlist of the previous owner");
         }
         let handle = self.spawn_stream(myself, &key, None, Arc::new(ViewerCounts::default()), resume).await?;
-        let mut export = None;
-        if let Some(cluster) = &self.cluster {
-            let args = ExportArgs {
-                handle: handle.clone(),
-                cluster: cluster.clone(),
-                metrics: self.metrics.clone(),
-                since_ms: handle.claimed_ms,
-            };
-            match Actor::spawn(None, StreamExport, args).await {
-                Ok((a, _)) => export = Some(a),
-                Err(e) => error!(stream = %key, error = %e, "cannot export the stream to the cluster"),
-            }
-        }
+        let export = match &self.ownership {
+            Some(o) => o.export(handle.clone()).await,
+            None => None,
+        };
         self.put(key, Entry { handle: handle.clone(), cluster_actor: export });
         Ok(handle)
     }
@@ -415,17 +406,13 @@ impl RegistryState {
         &mut self,
         myself: &ActorRef<RegistryMsg>,
         key: StreamKey,
-        owner: ActorRef<RemoteMsg>,
-        owner_node: String,
+        source: Box<dyn RelaySource>,
     ) -> Result<StreamHandle, PublishError> {
         if let Some(e) = self.streams.get(&key) {
             return Ok(e.handle.clone());
         }
-        let Some(cluster) = self.cluster.clone() else {
-            return Err(PublishError::Internal("clustering is off".into()));
-        };
         let viewers = Arc::new(ViewerCounts::default());
-        let handle = self.spawn_stream(myself, &key, Some(owner_node.clone()), viewers.clone(), None).await?;
+        let handle = self.spawn_stream(myself, &key, Some(source.node().to_string()), viewers.clone(), None).await?;
         let id = NEXT_PUBLISHER.fetch_add(1, Ordering::Relaxed);
         match call(&handle.actor, |reply| StreamMsg::Publish { publisher: id, reply }).await {
             Some(Ok(())) => {}
@@ -435,12 +422,11 @@ impl RegistryState {
             }
         }
         let publisher = Publisher { handle: handle.clone(), id };
-        let args = RelayArgs { publisher, owner, owner_node, viewers, cluster };
-        let sink = match Actor::spawn(None, RelaySink, args).await {
-            Ok((a, _)) => a,
+        let sink = match source.start(publisher, viewers).await {
+            Ok(a) => a,
             Err(e) => {
                 handle.actor.stop(None);
-                return Err(PublishError::Internal(format!("relay: {e}")));
+                return Err(PublishError::Internal(e));
             }
         };
         self.put(key, Entry { handle: handle.clone(), cluster_actor: Some(sink) });
@@ -461,7 +447,7 @@ impl Actor for Registry {
         Ok(RegistryState {
             config: args.config,
             metrics: args.metrics,
-            cluster: None,
+            ownership: None,
             streams: HashMap::new(),
             index: args.index,
             shutting_down: false,
@@ -482,10 +468,10 @@ impl Actor for Registry {
                 };
                 let _ = reply.send(result);
             }
-            RegistryMsg::GetOrCreateRelay { key, owner, owner_node, reply } => {
+            RegistryMsg::GetOrCreateRelay { key, source, reply } => {
                 let result = match st.shutting_down {
                     true => Err(PublishError::ShuttingDown),
-                    false => st.get_or_create_relay(&myself, key, owner, owner_node).await,
+                    false => st.get_or_create_relay(&myself, key, source).await,
                 };
                 let _ = reply.send(result);
             }
@@ -497,7 +483,7 @@ impl Actor for Registry {
                     }
                 }
             }
-            RegistryMsg::AttachCluster(cluster) => st.cluster = Some(cluster),
+            RegistryMsg::AttachCluster(ownership) => st.ownership = Some(ownership),
             RegistryMsg::Shutdown(reply) => {
                 st.shutting_down = true;
                 for e in st.streams.values() {
@@ -547,28 +533,16 @@ impl Actor for Registry {
 pub struct Streams {
     registry: ActorRef<RegistryMsg>,
     index: Index,
-    /// The owner of each stream this node serves HLS of without owning it (see [`Streams::hls`]).
-    owners: Arc<DashMap<StreamKey, KnownOwner>>,
     grace: Duration,
-    cluster: Arc<std::sync::OnceLock<ClusterHandle>>,
+    ownership: Arc<std::sync::OnceLock<Arc<dyn Ownership>>>,
 }
 
-/// Where a stream's HLS comes from: this node's segmenter, or the owner's over the cluster.
+/// Where a stream's HLS comes from: this node's segmenter, or another node's over the cluster.
 pub enum HlsSource {
     /// The stream is owned here.
     Local(StreamHandle),
-    /// Another node owns it.
-    Remote(RemoteHls),
-    /// No node owns it right now, but one did moments ago (it died, or its publisher is reconnecting elsewhere):
-    /// its last playlist, without `EXT-X-ENDLIST`, so players wait instead of failing; segments from the cache.
-    Stale {
-        /// The last playlist.
-        playlist: Bytes,
-        /// The stream.
-        key: StreamKey,
-        /// This node's segment cache.
-        cache: Arc<SegmentCache>,
-    },
+    /// Another node owns it, or did moments ago (see [`Ownership::remote_hls`]).
+    Remote(Box<dyn RemoteHls>),
 }
 
 impl HlsSource {
@@ -577,7 +551,6 @@ impl HlsSource {
         match self {
             HlsSource::Local(h) => h.playlist(wait).await,
             HlsSource::Remote(r) => r.playlist(wait).await,
-            HlsSource::Stale { playlist, .. } => Some(playlist.clone()),
         }
     }
 
@@ -586,7 +559,6 @@ impl HlsSource {
         match self {
             HlsSource::Local(h) => h.segment(name).await,
             HlsSource::Remote(r) => r.segment(name).await,
-            HlsSource::Stale { key, cache, .. } => cache.get(key, name),
         }
     }
 }
@@ -598,41 +570,32 @@ impl Streams {
         let index = Index::default();
         let (registry, _) =
             Actor::spawn(None, Registry, RegistryArgs { config, metrics, index: index.clone() }).await?;
-        Ok(Streams { registry, index, owners: Arc::default(), grace, cluster: Arc::new(std::sync::OnceLock::new()) })
+        Ok(Streams { registry, index, grace, ownership: Arc::new(std::sync::OnceLock::new()) })
     }
 
     /// Makes lookups and claims cluster-wide (called once, when clustering starts).
-    pub fn attach_cluster(&self, cluster: ClusterHandle) {
-        let _ = self.cluster.set(cluster.clone());
-        let _ = self.registry.cast(RegistryMsg::AttachCluster(cluster));
+    pub fn attach_ownership(&self, ownership: Arc<dyn Ownership>) {
+        let _ = self.ownership.set(ownership.clone());
+        let _ = self.registry.cast(RegistryMsg::AttachCluster(ownership));
     }
 
-    /// The cluster, when clustering is on.
-    pub fn cluster(&self) -> Option<&ClusterHandle> {
-        self.cluster.get()
+    /// Whether lookups and claims are cluster-wide.
+    pub fn clustered(&self) -> bool {
+        self.ownership.get().is_some()
     }
 
     /// Claims `key` for a publisher. Exactly one publisher holds a key at a time, cluster-wide; a publisher
     /// returning within the reconnect grace resumes the same stream.
     pub async fn publish(&self, key: &StreamKey) -> Result<Publisher, PublishError> {
-        if let Some(cluster) = self.cluster.get() {
-            if let Some(node) = live_owners(key).await.into_iter().next().map(|(_, c)| c.node) {
-                info!(stream = %key, owner = %node, "publish refused: another node has a live publisher");
-                cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
+        if let Some(o) = self.ownership.get() {
+            if o.live_elsewhere(key).await.is_some() {
                 return Err(PublishError::Busy);
             }
         }
         let publisher = self.claim_local(key).await?;
-        if let Some(cluster) = self.cluster.get() {
-            // A racing claim on another node becomes visible within the settle time; the older claim wins.
-            tokio::time::sleep(Duration::from_millis(cluster.config.claim_settle_ms)).await;
-            let mine = (publisher.handle.claimed_ms, cluster.node.clone());
-            if let Some(c) =
-                live_owners(key).await.into_iter().map(|(_, c)| c).find(|c| (c.since_ms, c.node.clone()) < mine)
-            {
-                info!(stream = %key, winner = %c.node, "publish lost a race for the key to another node");
-                cluster.metrics.ownership_conflicts.with_label_values(&["lost_race"]).inc();
-                publisher.handle.evict(&format!("node {} claimed the stream first", c.node));
+        if let Some(o) = self.ownership.get() {
+            if let Some(winner) = o.older_claim(key, publisher.handle.claimed_ms).await {
+                publisher.handle.evict(&format!("node {winner} claimed the stream first"));
                 return Err(PublishError::Busy);
             }
         }
@@ -666,17 +629,12 @@ impl Streams {
         if let Some(h) = self.find_local(key).await {
             return Some(h);
         }
-        self.cluster.get()?;
-        let (owner, claim) = live_owners(key).await.into_iter().next()?;
-        let handle = call(&self.registry, |reply| RegistryMsg::GetOrCreateRelay {
-            key: key.clone(),
-            owner,
-            owner_node: claim.node.clone(),
-            reply,
-        })
-        .await?
-        .inspect_err(|e| warn!(stream = %key, owner = %claim.node, error = %e, "cannot relay the stream"))
-        .ok()?;
+        let source = self.ownership.get()?.relay_source(key).await?;
+        let owner = source.node().to_string();
+        let handle = call(&self.registry, |reply| RegistryMsg::GetOrCreateRelay { key: key.clone(), source, reply })
+            .await?
+            .inspect_err(|e| warn!(stream = %key, owner = %owner, error = %e, "cannot relay the stream"))
+            .ok()?;
         // A new relay: let the owner's start (metadata, sequence headers, GOP) arrive so players begin at once.
         let t = std::time::Instant::now();
         while t.elapsed() < RELAY_START_WAIT {
@@ -700,44 +658,7 @@ impl Streams {
         if let Some(h) = self.find_local(key).await.filter(|h| h.relay_from.is_none()) {
             return Some(HlsSource::Local(h));
         }
-        let cluster = self.cluster.get()?;
-        match self.hls_owner(key).await {
-            Some(owner) => {
-                // What the owner pushed at its last segment is what it would answer: no request per poll.
-                let pushed = cluster.pushed_playlist(key, owner.since_ms);
-                Some(HlsSource::Remote(RemoteHls::new(key.clone(), owner.actor, cluster.segments.clone(), pushed)))
-            }
-            None => {
-                let playlist = cluster.last_playlist(key, self.grace)?;
-                Some(HlsSource::Stale { playlist, key: key.clone(), cache: cluster.segments.clone() })
-            }
-        }
-    }
-
-    /// The node whose HLS of `key` this node serves: a live owner, else one whose stream ended (it still serves
-    /// its final playlist). Known owners are kept per key and asked again only when the stream's group changed
-    /// (an owner joined, left or was replaced; a local lookup), so a poll makes no cluster call once the owner is
-    /// known.
-    async fn hls_owner(&self, key: &StreamKey) -> Option<KnownOwner> {
-        let mut group: Vec<ActorId> = remote_members(&stream_group(key)).iter().map(|a| a.get_id()).collect();
-        group.sort();
-        if group.is_empty() {
-            self.owners.remove(key);
-            return None;
-        }
-        if let Some(known) = self.owners.get(key).filter(|k| k.group == group) {
-            return Some(known.clone());
-        }
-        // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
-        let owners = claims(key).await;
-        let (actor, claim) = owners.iter().find(|(_, c)| c.live).or(owners.first())?.clone();
-        let known = KnownOwner { actor, since_ms: claim.since_ms, group };
-        if self.owners.len() >= MAX_KNOWN_OWNERS {
-            // Forget the owners of streams that are gone.
-            self.owners.retain(|k, _| !remote_members(&stream_group(k)).is_empty());
-        }
-        self.owners.insert(key.clone(), known.clone());
-        Some(known)
+        Some(HlsSource::Remote(self.ownership.get()?.remote_hls(key, self.grace).await?))
     }
 
     /// All streams on this node (owned and relayed), sorted by key (a map read).
@@ -753,58 +674,13 @@ impl Streams {
     }
 }
 
-/// A stream's owner as this node last learnt it (see [`Streams::hls`]).
-#[derive(Clone)]
-struct KnownOwner {
-    /// The owner's export actor.
-    actor: ActorRef<RemoteMsg>,
-    /// When its claim started (Unix ms): which pushed playlist is its.
-    since_ms: u64,
-    /// The stream's group (its members' ids, sorted) when the owner was learnt.
-    group: Vec<ActorId>,
-}
-
-/// Known owners kept before the gone ones are forgotten.
-const MAX_KNOWN_OWNERS: usize = 4096;
-
 /// How long a new relay may take to deliver the stream's start before its first player is attached anyway.
 const RELAY_START_WAIT: Duration = Duration::from_secs(3);
-
-/// A claim as a remote owner reported it.
-#[derive(Debug, Clone)]
-struct Claim {
-    node: String,
-    live: bool,
-    since_ms: u64,
-}
-
-/// Every remote owner of `key` with its claim, in group order.
-async fn claims(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
-    let mut out = Vec::new();
-    for owner in remote_members(&stream_group(key)) {
-        if let Some(Response::Claim { node, live, since_ms }) =
-            crate::cluster::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await
-        {
-            out.push((owner, Claim { node, live, since_ms }));
-        }
-    }
-    out
-}
-
-/// Remote owners of `key` with a live publisher, the oldest claim first.
-async fn live_owners(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
-    let mut live: Vec<_> = claims(key).await.into_iter().filter(|(_, c)| c.live).collect();
-    live.sort_by(|a, b| (a.1.since_ms, &a.1.node).cmp(&(b.1.since_ms, &b.1.node)));
-    live
-}
-
-/// How long a claim query may take (a hung node is declared down by the heartbeat anyway).
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::MediaKind;
+    use crate::formats::MediaKind;
     use bytes::Bytes;
 
     async fn start() -> (Streams, Arc<Metrics>) {

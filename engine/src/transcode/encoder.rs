@@ -19,8 +19,8 @@ use super::pipeline::PipelineError;
 use super::worker::{self, Input, WorkerCtx};
 use super::{ladder, lock, Ladders, TranscodeMetrics};
 use crate::config::Config;
-use crate::media::avc::AvcConfig;
-use crate::media::Codec;
+use crate::formats::avc::AvcConfig;
+use crate::formats::Codec;
 use crate::metrics::Metrics;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, StreamKey, Streams};
 

@@ -42,11 +42,11 @@ use std::time::{Duration, Instant};
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::cluster::membership::EncoderHost;
 use crate::cluster::wire::{Request, Response};
-use crate::cluster::{call, encoder_group, remote_members};
+use crate::cluster::{call, encoder_group, remote_members, ClusterHandle};
 use crate::config::{Config, TranscodeMode};
 use crate::metrics::Metrics;
+use crate::stream::ports::EncoderHost;
 use crate::stream::{StreamKey, Streams};
 use ladder::RungPlan;
 use master::{RateStats, Variant};
@@ -253,8 +253,12 @@ pub struct Transcoder {
     demanded: Arc<Mutex<HashMap<StreamKey, Instant>>>,
     /// Ladders running on this node.
     running: Arc<AtomicU32>,
-    streams: Streams,
+    /// The cluster, once clustering is on ([`Transcoder::attach_cluster`]).
+    cluster: ClusterSlot,
 }
+
+/// Where the transcoder finds the cluster once the node attached it.
+pub type ClusterSlot = Arc<std::sync::OnceLock<ClusterHandle>>;
 
 impl Transcoder {
     /// Starts the encoder supervisor (nothing when `transcode.mode` is `off`).
@@ -265,6 +269,7 @@ impl Transcoder {
     ) -> Result<Transcoder, ActorProcessingErr> {
         let ladders: Ladders = Arc::default();
         let running = Arc::new(AtomicU32::new(0));
+        let cluster = ClusterSlot::default();
         let supervisor = match config.transcode.enabled() {
             false => None,
             true => {
@@ -276,6 +281,7 @@ impl Transcoder {
                     tmetrics,
                     ladders: ladders.clone(),
                     running: running.clone(),
+                    cluster: cluster.clone(),
                 };
                 let (a, _) = Actor::spawn(None, Supervisor, args).await?;
                 tracing::info!(
@@ -287,7 +293,7 @@ impl Transcoder {
                 Some(a)
             }
         };
-        Ok(Transcoder { supervisor, config, ladders, demanded: Arc::default(), running, streams })
+        Ok(Transcoder { supervisor, config, ladders, demanded: Arc::default(), running, cluster })
     }
 
     /// A publisher took `key` (from outside: RTMP): start its ladder (on-demand: only if HLS was asked of it
@@ -340,7 +346,7 @@ impl Transcoder {
     /// playlist.
     pub async fn master(&self, key: &StreamKey, wait: Duration) -> Option<String> {
         self.supervisor.as_ref()?;
-        if self.streams.cluster().is_some() && !lock(&self.ladders).contains_key(key) {
+        if self.cluster.get().is_some() && !lock(&self.ladders).contains_key(key) {
             if let Some(export) = remote_members(&encoder_group(key)).into_iter().next() {
                 let wait_ms = wait.as_millis().min(15_000) as u32;
                 let req = Request::Master { wait_ms };
@@ -362,6 +368,11 @@ impl Transcoder {
         let max = self.config.transcode.max_streams() as u32;
         let hosts = self.config.transcode.any_mode(TranscodeMode::Always);
         (running, if hosts { max.saturating_sub(running) } else { 0 })
+    }
+
+    /// Clustering is on: ladders may be placed on other nodes, and found there.
+    pub fn attach_cluster(&self, cluster: ClusterHandle) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// What the cluster calls when another node places a ladder here: accepts it if there is a free slot.

@@ -93,6 +93,8 @@ pub struct SupervisorArgs {
     pub ladders: Ladders,
     /// Ladders running here (the node's load, shared with the cluster).
     pub running: Arc<AtomicU32>,
+    /// The cluster, once clustering is on.
+    pub cluster: super::ClusterSlot,
 }
 
 /// The supervisor actor.
@@ -164,7 +166,7 @@ impl SupervisorState {
         match Actor::spawn_linked(None, EncoderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 let mut export = None;
-                if self.args.streams.cluster().is_some() {
+                if self.args.cluster.get().is_some() {
                     let args = LadderExportArgs {
                         key: key.clone(),
                         ladders: self.args.ladders.clone(),
@@ -257,7 +259,7 @@ impl SupervisorState {
         if self.encoders.contains_key(&key) || self.placed.contains_key(&key) {
             return;
         }
-        let cluster = match self.args.streams.cluster() {
+        let cluster = match self.args.cluster.get() {
             Some(c) if self.args.config.transcode.mode_for(key.app()) == TranscodeMode::Always => c.clone(),
             _ => return self.spawn(myself, key, 0).await,
         };
@@ -351,7 +353,7 @@ impl SupervisorState {
     /// Drain: hosted ladders stop (their owners move them); this node's own ladders move to other nodes.
     async fn drain(&mut self, myself: &ActorRef<SupervisorMsg>) {
         self.draining = true;
-        if self.args.streams.cluster().is_none() {
+        if self.args.cluster.get().is_none() {
             return; // nowhere to move them: ladders run until their streams end
         }
         let keys: Vec<StreamKey> = self.encoders.keys().cloned().collect();

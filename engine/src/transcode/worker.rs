@@ -28,9 +28,9 @@ use super::ladder::RungPlan;
 use super::pipeline::{Encoded, Pipeline, RungSpec};
 use super::shed::{RungLoad, ShedAction, ShedPolicy, Window};
 use super::{lock, Ladders, RungInfo, TranscodeMetrics};
-use crate::media::aac::AacConfig;
-use crate::media::avc::AvcConfig;
-use crate::media::{Codec, MediaFrame, MediaKind};
+use crate::formats::aac::AacConfig;
+use crate::formats::avc::AvcConfig;
+use crate::formats::{Codec, MediaFrame, MediaKind};
 use crate::stream::{Publisher, StreamKey, Streams};
 
 /// Video frames looked at to estimate the frame rate before the encoders open.

@@ -10,7 +10,7 @@ use ff::{picture, Dictionary, Packet};
 use ffmpeg_next as ff;
 
 use super::{Encoded, PipelineError, RungSpec};
-use crate::media::avc;
+use crate::formats::avc;
 
 /// `decode_error_flags` bits that mean the picture is not what the source encoded (everything but a missing
 /// reference, which a source starting on a non-IDR keyframe has without being damaged).

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::node::NodeContext;
+use crate::servers::NodeContext;
 use crate::stream::StreamKey;
 
 /// Builds the router.
@@ -106,7 +106,7 @@ async fn streams(State(node): State<Arc<NodeContext>>, Query(q): Query<HashMap<S
         for v in out.iter_mut() {
             v["node"] = serde_json::Value::String(node.config.node_name.clone());
         }
-        if node.streams.cluster().is_some() {
+        if node.cluster.is_some() {
             out.extend(crate::cluster::remote_streams(Duration::from_secs(2)).await);
         }
         out.sort_by(|a, b| (a["key"].as_str(), a["node"].as_str()).cmp(&(b["key"].as_str(), b["node"].as_str())));
@@ -173,7 +173,7 @@ async fn hls(
 }
 
 async fn cluster(State(node): State<Arc<NodeContext>>) -> Response {
-    match node.streams.cluster() {
+    match &node.cluster {
         Some(c) => Json(c.status()).into_response(),
         None => Json(serde_json::json!({
             "enabled": false,

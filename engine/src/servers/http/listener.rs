@@ -2,7 +2,7 @@
 //!
 //! Every accepted connection is sniffed first: its request head is read (within [`HEAD_TIMEOUT`], at most
 //! [`SNIFF_MAX`] bytes) and parsed with httparse, hyper's own parser ([`classify`]). A plain `GET
-//! /{app}/{name}.flv` of a live stream is then played right here ([`crate::http::flv::play_direct`]): a
+//! /{app}/{name}.flv` of a live stream is then played right here ([`crate::servers::http::flv::play_direct`]): a
 //! long-lived player costs its feed and socket, not hyper's connection buffers (two fixed 8 KiB buffers) and an
 //! axum request too. Every other connection (and an `.flv` of a stream that is not live: axum answers 404) goes
 //! to axum, the bytes already read replayed in front of the socket.
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
-use crate::node::NodeContext;
+use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{Protocol, StreamKey};
 
@@ -144,7 +144,7 @@ async fn sniff(
         };
         if let Some(sub) = sub {
             drop(head);
-            crate::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
+            crate::servers::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
             return;
         }
     }

@@ -2,7 +2,7 @@
 //! cache, then live tags — each tag a small per-player header plus the frame's shared payload.
 //!
 //! Two ways in. A plain `GET` of a live stream is recognised by the listener before hyper sees the connection
-//! ([`crate::http::listener`]) and played by [`play_direct`]: a chunked response written straight to the socket,
+//! ([`crate::servers::http::listener`]) and played by [`play_direct`]: a chunked response written straight to the socket,
 //! one vectored write per batch, so a player costs its feed and its socket (~10 KiB), not hyper's connection
 //! buffers and an axum request as well (~30 KiB). Everything else — `HEAD`, percent-encoded names, a head that
 //! arrives in pieces past the sniffer's limit, unknown streams (404) — reaches [`serve`] through axum, which
@@ -22,10 +22,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::bufqueue::BufQueue;
-use crate::media::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
-use crate::media::MediaKind;
+use crate::formats::flv::{file_header, previous_tag_size, tag_header, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use crate::formats::MediaKind;
 use crate::metrics::protocol;
-use crate::node::NodeContext;
+use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamKey, Subscription};
 

@@ -10,7 +10,7 @@
 //! Protocol renderings are made lazily, once per frame, by the first consumer that needs them, and shared by
 //! every clone of the frame: the FLV tag body is the frame's own bytes (HTTP-FLV and relays write it as it is);
 //! the RTMP chunked body for the node's chunk size ([`MediaFrame::rtmp_chunked`], see
-//! [`crate::rtmp::chunk_writer::body`]) is split by the first RTMP player that writes the frame and shared by the
+//! [`crate::formats::rtmp_chunk::body`]) is split by the first RTMP player that writes the frame and shared by the
 //! others. A protocol nobody plays costs nothing.
 
 use std::sync::{Arc, OnceLock};

@@ -23,12 +23,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::chunk_guard::{ChunkGuard, GuardLimits, GuardViolation};
-use super::chunk_writer::{self, DATA_CSID, MSG_DATA_AMF0};
 use crate::bufqueue::BufQueue;
 use crate::config::secs;
-use crate::media::{MediaFrame, MediaKind};
+use crate::formats::rtmp_chunk::{self, DATA_CSID, MSG_DATA_AMF0};
+use crate::formats::{MediaFrame, MediaKind};
 use crate::metrics::protocol;
-use crate::node::NodeContext;
+use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, StreamKey};
 
@@ -280,20 +280,20 @@ impl Connection {
         for item in batch.drain(..) {
             match item {
                 PlayerItem::Frame(f, ts) => {
-                    let (csid, type_id) = chunk_writer::route(f.kind);
+                    let (csid, type_id) = rtmp_chunk::route(f.kind);
                     let flv = f.flv_body();
-                    if chunk_writer::put_header(&mut hdr, csid, ts, flv.len(), type_id, stream_id) {
+                    if rtmp_chunk::put_header(&mut hdr, csid, ts, flv.len(), type_id, stream_id) {
                         if flv.len() <= INLINE_BODY.min(self.chunk_size) {
                             hdr.extend_from_slice(flv); // one chunk: its body is the tag body
                         } else {
-                            pieces.push((hdr.len(), chunk_writer::body(&f, self.chunk_size)));
+                            pieces.push((hdr.len(), rtmp_chunk::body(&f, self.chunk_size)));
                         }
                     } else {
-                        chunk_writer::write_message(&mut hdr, csid, ts, type_id, stream_id, flv, self.chunk_size);
+                        rtmp_chunk::write_message(&mut hdr, csid, ts, type_id, stream_id, flv, self.chunk_size);
                     }
                 }
                 PlayerItem::Metadata(m) => {
-                    chunk_writer::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
+                    rtmp_chunk::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
                 }
                 PlayerItem::PublisherLeft => {} // a player's feed never yields it (only a relay's)
                 PlayerItem::End => {
@@ -330,7 +330,7 @@ impl Connection {
             additional_arguments: vec![Amf0Value::Object(status)],
         };
         if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
-            chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
+            rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
         }
     }
 
@@ -345,7 +345,7 @@ impl Connection {
             timestamp: None,
         };
         if let Ok(p) = eof.into_message_payload(RtmpTimestamp::new(0), 0) {
-            chunk_writer::write_message(out, DATA_CSID, 0, p.type_id, 0, &p.data, self.chunk_size);
+            rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, 0, &p.data, self.chunk_size);
         }
     }
 
@@ -429,7 +429,7 @@ impl Connection {
             ],
         };
         if let Ok(p) = access.into_message_payload(RtmpTimestamp::new(0), stream_id) {
-            chunk_writer::write_message(&mut self.out, DATA_CSID, 0, p.type_id, stream_id, &p.data, self.chunk_size);
+            rtmp_chunk::write_message(&mut self.out, DATA_CSID, 0, p.type_id, stream_id, &p.data, self.chunk_size);
         }
         Ok(())
     }

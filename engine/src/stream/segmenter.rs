@@ -6,23 +6,23 @@
 //! opens the next segment with a discontinuity. Playlist requests that arrive before the first segment exists
 //! wait for it (bounded by the caller), so a player that starts with the publisher just sees a slower first load.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::playlist::{Playlist, Segment};
-use super::ts::TsMuxer;
+use super::hls_viewers::PollMeter;
 use crate::config::HlsConfig;
-use crate::media::aac::AacConfig;
-use crate::media::avc::{self, AvcConfig};
-use crate::media::{Codec, MediaFrame, MediaKind};
+use crate::formats::aac::AacConfig;
+use crate::formats::avc::{self, AvcConfig};
+use crate::formats::playlist::{Playlist, Segment};
+use crate::formats::ts::TsMuxer;
+use crate::formats::StreamKey;
+use crate::formats::{Codec, MediaFrame, MediaKind};
 use crate::metrics::Metrics;
-use crate::stream::StreamKey;
 
 /// 90 kHz offset added to every timestamp so PCR (slightly before DTS) never goes negative.
 const TS_OFFSET_90K: u64 = 90_000;
@@ -73,55 +73,18 @@ impl HlsView {
     }
 }
 
-/// HLS is stateless: a player polls the playlist about once per target duration, so the polls seen in the last
-/// two target durations, halved, estimate the players (`strom_viewers{protocol="hls"}`).
-struct PollMeter {
-    polls: VecDeque<Instant>,
-    target_secs: u64,
-    reported: i64,
-    metrics: Arc<Metrics>,
-}
-
-impl PollMeter {
-    fn poll(&mut self) {
-        self.polls.push_back(Instant::now());
-        if self.polls.len() > 100_000 {
-            self.polls.pop_front();
-        }
-        self.update();
-    }
-
-    fn update(&mut self) -> i64 {
-        let window = Duration::from_secs(self.target_secs.max(1) * 2);
-        while self.polls.front().is_some_and(|t| t.elapsed() > window) {
-            self.polls.pop_front();
-        }
-        let v = (self.polls.len() as i64 + 1) / 2;
-        self.report(v);
-        v
-    }
-
-    fn report(&mut self, v: i64) {
-        let delta = v - self.reported;
-        if delta != 0 {
-            self.metrics.viewers.with_label_values(&[crate::metrics::protocol::HLS]).add(delta);
-            self.reported = v;
-        }
-    }
-}
-
 /// The readers' side of a segmenter (cheap to clone): its latest [`HlsView`] and the HLS viewer estimate.
 #[derive(Clone)]
 pub struct HlsReader {
     view: watch::Receiver<Arc<HlsView>>,
-    meter: Arc<Mutex<PollMeter>>,
+    meter: PollMeter,
 }
 
 impl HlsReader {
     /// The media playlist; waits up to `wait` for the first segment (`None` if there is none by then, or the
     /// stream ended without one). Counts the poll for the viewer estimate.
     pub async fn playlist(&self, wait: Duration) -> Option<Bytes> {
-        lock(&self.meter).poll();
+        self.meter.poll();
         let mut rx = self.view.clone();
         let ready = tokio::time::timeout(wait, rx.wait_for(|v| v.playlist.is_some() || v.ended)).await;
         let view = match ready {
@@ -143,12 +106,8 @@ impl HlsReader {
 
     /// Estimated HLS players.
     pub fn viewers(&self) -> i64 {
-        lock(&self.meter).update()
+        self.meter.viewers()
     }
-}
-
-fn lock(m: &Mutex<PollMeter>) -> std::sync::MutexGuard<'_, PollMeter> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl HlsView {
@@ -227,7 +186,7 @@ pub struct SegmenterState {
     audio_without_video: u32,
     scratch: Vec<u8>,
     view: watch::Sender<Arc<HlsView>>,
-    meter: Arc<Mutex<PollMeter>>,
+    meter: PollMeter,
     warned: bool,
 }
 
@@ -267,12 +226,7 @@ impl Actor for Segmenter {
         }
         let next_msn = args.resume.map_or(0, |(msn, _)| msn);
         let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
-        let meter = Arc::new(Mutex::new(PollMeter {
-            polls: VecDeque::new(),
-            target_secs: playlist.target_duration(),
-            reported: 0,
-            metrics: args.metrics.clone(),
-        }));
+        let meter = PollMeter::new(playlist.target_duration(), args.metrics.clone());
         let _ = args.reader.set(HlsReader { view: rx, meter: meter.clone() });
         Ok(SegmenterState {
             playlist,
@@ -303,7 +257,7 @@ impl Actor for Segmenter {
     }
 
     async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut SegmenterState) -> Result<(), ActorProcessingErr> {
-        lock(&st.meter).report(0);
+        st.meter.clear();
         Ok(())
     }
 
@@ -538,8 +492,6 @@ impl SegmenterState {
             segments: self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
         };
         self.view.send_replace(Arc::new(view));
-        let mut meter = lock(&self.meter);
-        meter.target_secs = self.playlist.target_duration();
-        meter.update();
+        self.meter.set_target(self.playlist.target_duration());
     }
 }

@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::media::{MediaFrame, MediaKind};
+use crate::formats::{MediaFrame, MediaKind};
 
 /// Chunk stream of video messages.
 pub const VIDEO_CSID: u8 = 7;

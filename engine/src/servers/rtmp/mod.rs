@@ -4,9 +4,8 @@
 //!   `ServerSession` (connect, createStream, publish, play, acknowledgements).
 //! - [`chunk_guard`]: a sans-IO follower of the inbound chunk stream that enforces chunk- and message-size limits
 //!   before bytes reach the session.
-//! - [`chunk_writer`]: media output to players without a copy per player: each frame is chunked once, and a
-//!   player adds only its own 12-byte message header.
+//!
+//! Media output is chunked by [`crate::formats::rtmp_chunk`], once per frame and chunk size, shared by players.
 
 pub mod chunk_guard;
-pub mod chunk_writer;
 pub mod server;

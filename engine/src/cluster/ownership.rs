@@ -1,0 +1,239 @@
+//! Cluster-wide ownership, as the core's registry asks for it ([`crate::stream::ports::Ownership`]).
+//!
+//! - **Claims.** A publish asks every remote member of the key's group ([`super::stream_group`]) for its claim
+//!   ([`Request::Claim`]); a live one elsewhere refuses the publish. After a local claim, a racing claim becomes
+//!   visible within `cluster.claim_settle_ms`; the older one wins (Unix ms, then the lower node name).
+//! - **Relays.** `OwnerSource` names the live owner's export actor; starting it spawns a [`RelaySink`].
+//! - **HLS of streams owned elsewhere.** The owner of each key is learnt once and kept (with the key's group as
+//!   it was then); it is asked again only when the group changes (an owner joined, left or was replaced), so a
+//!   playlist poll makes no cluster call once the owner is known. Each node counts the HLS polls it answers for
+//!   such streams in its own `strom_viewers{protocol="hls"}` ([`PollMeter`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorCell, ActorId, ActorRef};
+use tracing::{error, info};
+
+use super::export::{ExportArgs, StreamExport};
+use super::hls::{OwnerHls, StaleHls};
+use super::relay::{RelayArgs, RelaySink};
+use super::wire::{Request, Response};
+use super::{remote_members, stream_group, ClusterHandle, RemoteMsg};
+use crate::formats::StreamKey;
+use crate::metrics::Metrics;
+use crate::stream::hls_viewers::PollMeter;
+use crate::stream::ports::{BoxFuture, Ownership, RelaySource, RemoteHls};
+use crate::stream::{Publisher, StreamHandle, ViewerCounts};
+
+/// How long a claim query may take (a hung node is declared down by the heartbeat anyway).
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Known owners (and HLS meters) kept before those of streams that are gone are forgotten.
+const MAX_KNOWN: usize = 4096;
+
+/// The cluster's [`Ownership`] (see the module docs).
+pub struct ClusterOwnership {
+    cluster: ClusterHandle,
+    metrics: Arc<Metrics>,
+    /// The owner of each stream this node serves HLS of without owning it.
+    owners: DashMap<StreamKey, KnownOwner>,
+    /// HLS polls this node answered for streams other nodes own.
+    meters: DashMap<StreamKey, PollMeter>,
+    /// Target duration for those meters' windows.
+    target_secs: u64,
+}
+
+/// A stream's owner as this node last learnt it.
+#[derive(Clone)]
+struct KnownOwner {
+    /// The owner's export actor.
+    actor: ActorRef<RemoteMsg>,
+    /// When its claim started (Unix ms): which pushed playlist is its.
+    since_ms: u64,
+    /// The stream's group (its members' ids, sorted) when the owner was learnt.
+    group: Vec<ActorId>,
+}
+
+/// A claim as a remote owner reported it.
+#[derive(Debug, Clone)]
+struct Claim {
+    node: String,
+    live: bool,
+    since_ms: u64,
+}
+
+impl ClusterOwnership {
+    /// Ownership through `cluster`; `target_secs`: the HLS segment duration (for the viewer estimate).
+    pub fn new(cluster: ClusterHandle, metrics: Arc<Metrics>, target_secs: u64) -> Arc<ClusterOwnership> {
+        Arc::new(ClusterOwnership { cluster, metrics, owners: DashMap::new(), meters: DashMap::new(), target_secs })
+    }
+
+    /// The node whose HLS of `key` this node serves: a live owner, else one whose stream ended (it still serves
+    /// its final playlist).
+    async fn hls_owner(&self, key: &StreamKey) -> Option<KnownOwner> {
+        let mut group: Vec<ActorId> = remote_members(&stream_group(key)).iter().map(|a| a.get_id()).collect();
+        group.sort();
+        if group.is_empty() {
+            self.owners.remove(key);
+            return None;
+        }
+        if let Some(known) = self.owners.get(key).filter(|k| k.group == group) {
+            return Some(known.clone());
+        }
+        // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
+        let owners = claims(key).await;
+        let (actor, claim) = owners.iter().find(|(_, c)| c.live).or(owners.first())?.clone();
+        let known = KnownOwner { actor, since_ms: claim.since_ms, group };
+        if self.owners.len() >= MAX_KNOWN {
+            self.owners.retain(|k, _| !remote_members(&stream_group(k)).is_empty());
+        }
+        self.owners.insert(key.clone(), known.clone());
+        Some(known)
+    }
+
+    /// The HLS poll meter of `key` here.
+    fn meter(&self, key: &StreamKey) -> PollMeter {
+        if let Some(m) = self.meters.get(key) {
+            return m.clone();
+        }
+        if self.meters.len() >= 64 {
+            // Meters of streams nobody polls here any more leave (their estimate is back to zero).
+            self.meters.retain(|_, m| m.viewers() > 0);
+        }
+        self.meters.entry(key.clone()).or_insert_with(|| PollMeter::new(self.target_secs, self.metrics.clone())).clone()
+    }
+}
+
+/// Every remote owner of `key` with its claim, in group order.
+async fn claims(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let mut out = Vec::new();
+    for owner in remote_members(&stream_group(key)) {
+        if let Some(Response::Claim { node, live, since_ms }) =
+            super::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await
+        {
+            out.push((owner, Claim { node, live, since_ms }));
+        }
+    }
+    out
+}
+
+/// Remote owners of `key` with a live publisher, the oldest claim first.
+async fn live_owners(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let mut live: Vec<_> = claims(key).await.into_iter().filter(|(_, c)| c.live).collect();
+    live.sort_by(|a, b| (a.1.since_ms, &a.1.node).cmp(&(b.1.since_ms, &b.1.node)));
+    live
+}
+
+impl Ownership for ClusterOwnership {
+    fn live_elsewhere<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let node = live_owners(key).await.into_iter().next().map(|(_, c)| c.node)?;
+            info!(stream = %key, owner = %node, "publish refused: another node has a live publisher");
+            self.cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
+            Some(node)
+        })
+    }
+
+    fn older_claim<'a>(&'a self, key: &'a StreamKey, since_ms: u64) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(self.cluster.config.claim_settle_ms)).await;
+            let mine = (since_ms, self.cluster.node.clone());
+            let winner =
+                live_owners(key).await.into_iter().map(|(_, c)| c).find(|c| (c.since_ms, c.node.clone()) < mine)?;
+            info!(stream = %key, winner = %winner.node, "publish lost a race for the key to another node");
+            self.cluster.metrics.ownership_conflicts.with_label_values(&["lost_race"]).inc();
+            Some(winner.node)
+        })
+    }
+
+    fn hls_resume(&self, key: &StreamKey, grace: Duration) -> Option<(u64, u64)> {
+        self.cluster.hls_resume(key, grace)
+    }
+
+    fn export(&self, handle: StreamHandle) -> BoxFuture<'_, Option<ActorCell>> {
+        Box::pin(async move {
+            let key = handle.key().clone();
+            let since_ms = handle.claimed_ms();
+            let args = ExportArgs { handle, cluster: self.cluster.clone(), metrics: self.metrics.clone(), since_ms };
+            match Actor::spawn(None, StreamExport, args).await {
+                Ok((a, _)) => Some(a.get_cell()),
+                Err(e) => {
+                    error!(stream = %key, error = %e, "cannot export the stream to the cluster");
+                    None
+                }
+            }
+        })
+    }
+
+    fn relay_source<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<Box<dyn RelaySource>>> {
+        Box::pin(async move {
+            let (owner, claim) = live_owners(key).await.into_iter().next()?;
+            Some(Box::new(OwnerSource { owner, node: claim.node, cluster: self.cluster.clone() })
+                as Box<dyn RelaySource>)
+        })
+    }
+
+    fn remote_hls<'a>(&'a self, key: &'a StreamKey, grace: Duration) -> BoxFuture<'a, Option<Box<dyn RemoteHls>>> {
+        Box::pin(async move {
+            let hls: Box<dyn RemoteHls> = match self.hls_owner(key).await {
+                Some(owner) => {
+                    // What the owner pushed at its last segment is what it would answer: no request per poll.
+                    let pushed = self.cluster.pushed_playlist(key, owner.since_ms);
+                    Box::new(OwnerHls::new(key.clone(), owner.actor, self.cluster.segments.clone(), pushed))
+                }
+                None => {
+                    let playlist = self.cluster.last_playlist(key, grace)?;
+                    Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone()))
+                }
+            };
+            Some(Box::new(Metered { hls, meter: self.meter(key) }) as Box<dyn RemoteHls>)
+        })
+    }
+}
+
+/// A remote stream's HLS whose playlist polls count as this node's viewers.
+struct Metered {
+    hls: Box<dyn RemoteHls>,
+    meter: PollMeter,
+}
+
+impl RemoteHls for Metered {
+    fn playlist(&self, wait: Duration) -> BoxFuture<'_, Option<bytes::Bytes>> {
+        self.meter.poll();
+        self.hls.playlist(wait)
+    }
+
+    fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<bytes::Bytes>> {
+        self.hls.segment(name)
+    }
+}
+
+/// The live owner of a stream on another node (see [`Ownership::relay_source`]).
+struct OwnerSource {
+    owner: ActorRef<RemoteMsg>,
+    node: String,
+    cluster: ClusterHandle,
+}
+
+impl RelaySource for OwnerSource {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+        viewers: Arc<ViewerCounts>,
+    ) -> BoxFuture<'static, Result<ActorCell, String>> {
+        Box::pin(async move {
+            let args =
+                RelayArgs { publisher, owner: self.owner, owner_node: self.node, viewers, cluster: self.cluster };
+            match Actor::spawn(None, RelaySink, args).await {
+                Ok((a, _)) => Ok(a.get_cell()),
+                Err(e) => Err(format!("relay: {e}")),
+            }
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! The traits the core calls out through. The core (streams, fan-out, segmenter) knows nothing of ractor_cluster
+//! or FFmpeg: [`crate::cluster`] implements [`Ownership`], [`RelaySource`] and [`RemoteHls`];
+//! [`crate::transcode`] provides the [`EncoderHost`]; [`crate::node`] wires them together. A node without
+//! clustering has no [`Ownership`] at all, and everything stays local.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::ActorCell;
+
+use super::fanout::ViewerCounts;
+use super::registry::{Publisher, StreamHandle};
+use crate::formats::StreamKey;
+
+/// A boxed future, as the traits here return (they are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Cluster-wide ownership of stream keys, as the registry ([`super::Streams`]) needs it.
+pub trait Ownership: Send + Sync + 'static {
+    /// Another node holding a live publisher of `key`, if any (a publish here is then refused).
+    fn live_elsewhere<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<String>>;
+
+    /// Called right after this node claimed `key` at `since_ms` (Unix ms): waits until a racing claim on another
+    /// node would be visible, and returns the node whose earlier claim wins, if any (this node's claim then ends).
+    fn older_claim<'a>(&'a self, key: &'a StreamKey, since_ms: u64) -> BoxFuture<'a, Option<String>>;
+
+    /// Where the HLS playlist of `key` stood when another node had the stream moments ago (within `grace`): the
+    /// next media sequence number and discontinuity sequence, so a new owner continues the same playlist.
+    fn hls_resume(&self, key: &StreamKey, grace: Duration) -> Option<(u64, u64)>;
+
+    /// Makes a stream owned here known to the cluster (claims, relays and HLS for other nodes). The actor
+    /// returned is stopped with the stream.
+    fn export(&self, handle: StreamHandle) -> BoxFuture<'_, Option<ActorCell>>;
+
+    /// The live owner of `key` on another node, to relay the stream from.
+    fn relay_source<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<Box<dyn RelaySource>>>;
+
+    /// The HLS of `key` when another node owns it, or owned it within `grace` (its last playlist, without
+    /// `EXT-X-ENDLIST`, so players wait for the stream to come back).
+    fn remote_hls<'a>(&'a self, key: &'a StreamKey, grace: Duration) -> BoxFuture<'a, Option<Box<dyn RemoteHls>>>;
+}
+
+/// A live stream on another node that this node can relay.
+pub trait RelaySource: Send + Sync + 'static {
+    /// The owner's node name.
+    fn node(&self) -> &str;
+
+    /// Starts relaying into `publisher` (a local relay stream); `viewers` are the relay stream's players. The
+    /// actor returned feeds it and is stopped with the relay stream.
+    fn start(
+        self: Box<Self>,
+        publisher: Publisher,
+        viewers: Arc<ViewerCounts>,
+    ) -> BoxFuture<'static, Result<ActorCell, String>>;
+}
+
+/// The HLS of a stream another node owns, served from this node.
+pub trait RemoteHls: Send + Sync {
+    /// The media playlist; waits up to `wait` for a first segment.
+    fn playlist(&self, wait: Duration) -> BoxFuture<'_, Option<Bytes>>;
+
+    /// One segment by file name.
+    fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Bytes>>;
+}
+
+/// Starts the ladder of stream `key` (owned by node `owner`) on this node; false if it cannot take it. The
+/// cluster calls it when another node places a ladder here; [`crate::transcode`] provides it.
+pub type EncoderHost = Arc<dyn Fn(StreamKey, String) -> bool + Send + Sync>;
