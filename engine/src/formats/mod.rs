@@ -15,7 +15,9 @@
 
 pub mod aac;
 pub mod avc;
+pub mod cmaf;
 pub mod flv;
+pub mod fmp4;
 pub mod frame;
 pub mod key;
 pub mod playlist;
