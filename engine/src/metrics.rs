@@ -3,7 +3,9 @@
 //! Names follow Prometheus conventions (`_total` counters, base units). Process CPU and resident memory are read
 //! from `/proc/self` at scrape time.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Protocol label values.
 pub mod protocol {
@@ -36,6 +38,12 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     /// HLS segments completed.
     pub hls_segments: IntCounter,
+    /// LL-HLS parts completed.
+    pub hls_parts: IntCounter,
+    /// Blocking HLS requests (playlist reloads, preload-hinted parts) waiting right now.
+    pub hls_parked: IntGauge,
+    /// How long blocking HLS requests waited, in seconds.
+    pub hls_block_wait: Histogram,
     /// Connections or requests refused, by reason.
     pub connections_rejected: IntCounterVec,
     /// Open connections by listener (`rtmp`, `http`).
@@ -70,6 +78,19 @@ impl Metrics {
             egress_bytes: counter_vec("strom_egress_bytes_total", "Bytes sent to players.", &["protocol"]),
             frames_dropped: counter_vec("strom_frames_dropped_total", "Frames not delivered, by reason.", &["reason"]),
             hls_segments: counter("strom_hls_segments_total", "HLS segments completed."),
+            hls_parts: counter("strom_hls_parts_total", "LL-HLS parts completed."),
+            hls_parked: gauge("strom_hls_parked_requests", "Blocking HLS requests waiting for a part or segment."),
+            hls_block_wait: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "strom_hls_block_wait_seconds",
+                        "How long blocking HLS requests (playlist reloads, preload-hinted parts) waited.",
+                    )
+                    .buckets(vec![0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 4.0, 8.0]),
+                )
+                .expect("valid metric"),
+            ),
             connections_rejected: counter_vec(
                 "strom_connections_rejected_total",
                 "Connections or requests refused, by reason.",

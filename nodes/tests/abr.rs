@@ -185,14 +185,13 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
 
     // Each rung: keyframe and right size at every segment start, same start time as the source's segment,
     // and its video bitrate near the configured one.
-    let base = |path: &str| path.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
     let source_starts: BTreeMap<u64, f64> = {
         let (path, pl) = &playlists[0];
         pl.segments
             .iter()
             .enumerate()
             .filter_map(|(i, seg)| {
-                let (_, f) = probe_segment(&s.http_url(&format!("{}/{}", base(path), seg.uri)));
+                let (_, f) = probe_segment(&segment_source(&s, path, pl, &seg.uri));
                 Some((pl.media_sequence + i as u64, f?.pts))
             })
             .collect()
@@ -207,7 +206,7 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
         let (mut bytes, mut secs) = (0u64, 0.0);
         for (i, seg) in pl.segments.iter().enumerate() {
             let msn = pl.media_sequence + i as u64;
-            let (b, first) = probe_segment(&s.http_url(&format!("{}/{}", base(path), seg.uri)));
+            let (b, first) = probe_segment(&segment_source(&s, path, &pl, &seg.uri));
             let first = first.unwrap_or_else(|| panic!("{path}: segment {msn} has no video"));
             assert!(first.key, "{path}: segment {msn} does not start with a keyframe");
             assert_eq!((first.width, first.height), (w, h), "{path}: segment {msn}");
@@ -263,7 +262,7 @@ fn a_480p_source_without_audio_gets_only_lower_rungs() {
         assert_eq!(s.get(&format!("/live/{name}/index.m3u8")).status, 404, "{name} would be an upscale");
     }
     let pl = wait_media(&s, "/live/small_240p/index.m3u8", 2, Duration::from_secs(30));
-    let (_, first) = probe_segment(&s.http_url(&format!("/live/small_240p/{}", pl.segments[0].uri)));
+    let (_, first) = probe_segment(&segment_source(&s, "/live/small_240p/index.m3u8", &pl, &pl.segments[0].uri));
     let first = first.expect("video");
     assert!(first.key && (first.width, first.height) == (428, 240), "{first:?}");
     assert_eq!(probe_streams(&s.http_url("/live/small_360p.flv")), vec!["h264".to_string()]);
@@ -368,13 +367,12 @@ fn wait_discontinuity(
 
 /// The first video frame of every listed segment of the playlist at `path` from index `from` on.
 fn first_frames(s: &Strom, path: &str, pl: &MediaPlaylist, from: usize) -> Vec<(u64, Frame)> {
-    let base = path.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
     pl.segments[from..]
         .iter()
         .enumerate()
         .map(|(i, seg)| {
             let msn = pl.media_sequence + (from + i) as u64;
-            let (_, f) = probe_segment(&s.http_url(&format!("{base}/{}", seg.uri)));
+            let (_, f) = probe_segment(&segment_source(s, path, pl, &seg.uri));
             (msn, f.unwrap_or_else(|| panic!("{path}: segment {msn} has no video")))
         })
         .collect()
@@ -527,7 +525,7 @@ fn garbage_inside_video_tags_restarts_the_encoder_and_the_source_plays_on() {
     assert!(source_pl.segments.iter().all(|seg| !seg.discontinuity), "{source_pl:?}");
     for (i, seg) in source_pl.segments.iter().enumerate() {
         let msn = source_pl.media_sequence + i as u64;
-        let (frames, stderr) = probe_video(&s.http_url(&format!("/live/garbage/{}", seg.uri)), 5.0);
+        let (frames, stderr) = probe_video(&segment_source(&s, "/live/garbage/index.m3u8", &source_pl, &seg.uri), 5.0);
         let want = (seg.duration * 30.0 * 0.9) as usize;
         assert_playable(&format!("source segment {msn}"), &frames, want, 854, 480, &stderr);
     }

@@ -60,7 +60,7 @@ fn a_ladder_behind_real_time_sheds_its_costliest_rung_and_keeps_the_others() {
     });
     let pl = parse_playlist(&s.get("/live/shed_240p/index.m3u8").text());
     let last = pl.segments.last().expect("a segment");
-    let (frames, err) = probe_video(&s.http_url(&format!("/live/shed_240p/{}", last.uri)), 0.5);
+    let (frames, err) = probe_video(&segment_source(&s, "/live/shed_240p/index.m3u8", &pl, &last.uri), 0.5);
     assert_playable("240p after the shed", &frames, 5, 426, 240, &err);
     // A costly rung stays shed: its measured cost says it does not fit.
     std::thread::sleep(Duration::from_secs(12));
@@ -107,7 +107,7 @@ fn an_on_demand_ladder_starts_at_the_first_hls_request_and_stops_when_idle() {
     }
     assert_eq!(s.metric("strom_encoder_rungs_active"), 2.0, "a rung player keeps the ladder");
     let pl = parse_playlist(&s.wait_segments("live/od_160p", 1, Duration::from_secs(20)));
-    let (frames, err) = probe_video(&s.http_url(&format!("/live/od_160p/{}", pl.segments[0].uri)), 0.5);
+    let (frames, err) = probe_video(&segment_source(&s, "/live/od_160p/index.m3u8", &pl, &pl.segments[0].uri), 0.5);
     assert_playable("160p on demand", &frames, 5, 284, 160, &err);
 
     // Nobody asks any more: the ladder stops after the idle time; the source goes on.
@@ -187,7 +187,7 @@ fn a_ladder_starved_of_cpu_sheds_and_restores_its_rungs_when_the_cpu_comes_back(
         pl.segments.iter().position(|seg| seg.discontinuity).is_some_and(|i| i + 1 < pl.segments.len())
     });
     let last = pl.segments.last().map(|seg| seg.uri.clone()).unwrap_or_default();
-    let (frames, err) = probe_video(&s.http_url(&format!("/live/starved_360p/{last}")), 0.5);
+    let (frames, err) = probe_video(&segment_source(&s, "/live/starved_360p/index.m3u8", &pl, &last), 0.5);
     assert_playable("360p after the restore", &frames, 5, 640, 360, &err);
     let master = s.get(&format!("/{key}/index.m3u8")).text();
     assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3, "back in the master playlist:\n{master}");

@@ -19,22 +19,17 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn play(kind: &str, url: &str) -> (bool, String, String) {
+    play_with(kind, url, &[])
+}
+
+fn play_with(kind: &str, url: &str, extra: &[&str]) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
     let out = run_with_timeout(
-        Command::new("node").arg(script).args([
-            "--kind",
-            kind,
-            "--url",
-            url,
-            "--seconds",
-            "15",
-            "--expect-width",
-            "640",
-            "--expect-height",
-            "360",
-            "--wait-ready",
-            "15",
-        ]),
+        Command::new("node")
+            .arg(script)
+            .args(["--kind", kind, "--url", url, "--seconds", "15", "--expect-width", "640", "--expect-height", "360"])
+            .args(["--wait-ready", "15"])
+            .args(extra),
         Duration::from_secs(150),
     );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -92,7 +87,7 @@ fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
     let key = "live/clustered";
     let src = Source { width: 640, height: 360, seconds: 60.0, bitrate_k: 800, ..Source::default() };
     let _p = publish(&nodes[0].rtmp_url(key), &src);
-    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains(".ts") {
+    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
         assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-1\n{}", nodes[1].log_tail(20));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -102,6 +97,44 @@ fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     assert!(v["played_seconds"].as_f64().unwrap_or(0.0) > 10.0, "{v}");
     assert!(v["hash_changes"].as_u64().unwrap_or(0) >= 8, "frames keep changing: {v}");
+}
+
+/// LL-HLS as a viewer sees it: hls.js with `lowLatencyMode` in Chromium, 60 s on the owner and 60 s on a node
+/// that does not own the stream, in a 3-node cluster. Live latency is the wall clock minus the PROGRAM-DATE-TIME
+/// of the frame on screen (`hls.playingDate`; PDT is strom's ingest wall clock).
+#[test]
+fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_another_node() {
+    let _alone = alone();
+    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+        return;
+    }
+    let net = common::netns::Net::new(3);
+    let nodes: Vec<_> = (0..3).map(|i| net.spawn_cluster(i, "ll-cookie", &[])).collect();
+    let t = Instant::now();
+    while !nodes[1].get("/api/v1/cluster").text().contains("\"strom-0\"") {
+        assert!(t.elapsed() < Duration::from_secs(15), "strom-1 never saw strom-0\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = "live/low";
+    let src = Source { width: 640, height: 360, seconds: 170.0, bitrate_k: 800, ..Source::default() };
+    let _p = publish(&nodes[0].rtmp_url(key), &src);
+    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
+        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-1\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (what, node) in [("owner strom-0", &nodes[0]), ("strom-1, not the owner", &nodes[1])] {
+        let url = node.http_url(&format!("/{key}/index.m3u8"));
+        let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "60", "--low-latency", "on"]);
+        eprintln!("hls.js LL on {what}: {}", stdout.trim());
+        assert!(ok, "{what}: playback failed: {stdout}\n{stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+        let (p50, p99) =
+            (v["latency_p50_ms"].as_f64().unwrap_or(f64::MAX), v["latency_p99_ms"].as_f64().unwrap_or(f64::MAX));
+        assert!(v["latency_samples"].as_u64().unwrap_or(0) >= 50, "{what}: {v}");
+        assert!(p50 <= 1500.0 && p99 <= 2500.0, "{what}: live latency p50 {p50} ms, p99 {p99} ms: {v}");
+        assert_eq!(v["stalls"], 0, "{what}: {v}");
+    }
 }
 
 /// The ABR ladder as a viewer's player uses it: ffmpeg publishes 1280x720@30 with 2 s GOPs, strom builds the

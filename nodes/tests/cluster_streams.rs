@@ -96,7 +96,7 @@ fn playlist(node: &NetNode, key: &str) -> (u16, String) {
 
 fn last_msn(text: &str) -> Option<u64> {
     let first: u64 = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?.trim().parse().ok()?;
-    let n = text.lines().filter(|l| l.ends_with(".ts")).count() as u64;
+    let n = text.lines().filter(|l| (l.ends_with(".ts") || l.ends_with(".m4s")) && !l.starts_with('#')).count() as u64;
     n.checked_sub(1).map(|k| first + k)
 }
 
@@ -104,7 +104,7 @@ fn wait_segments(node: &NetNode, key: &str, n: usize, timeout: Duration) -> Stri
     let mut text = String::new();
     wait_until(&format!("{n} segments on {}", node.name()), timeout, || {
         text = playlist(node, key).1;
-        text.lines().filter(|l| l.ends_with(".ts")).count() >= n
+        text.lines().filter(|l| (l.ends_with(".ts") || l.ends_with(".m4s")) && !l.starts_with('#')).count() >= n
     });
     text
 }
@@ -149,7 +149,7 @@ fn a_stream_published_on_one_node_plays_from_every_node() {
     let mut same = false;
     for _ in 0..20 {
         let texts: Vec<String> = nodes.iter().map(|n| playlist(n, key).1).collect();
-        if texts.iter().all(|t| t == &texts[0] && t.contains(".ts")) {
+        if texts.iter().all(|t| t == &texts[0] && t.contains("#EXTINF")) {
             same = true;
             break;
         }

@@ -63,7 +63,9 @@ fn rtmp_flv_and_hls_players_decode_the_published_stream() {
 
 #[test]
 fn hls_playlist_and_segments_follow_the_checklist() {
-    let s = Strom::with_env(&[("STROM_HLS_WINDOW", "4")]);
+    // The MPEG-TS flavour (`hls.format = "ts"`): its muxer is checked packet by packet here; LL-HLS in fMP4, the
+    // default, in ll_hls.rs.
+    let s = Strom::with_env(&[("STROM_HLS_WINDOW", "4"), ("STROM_HLS_FORMAT", "ts")]);
     let _p = publish(&s.rtmp_url(KEY), &Source { seconds: 40.0, ..Source::default() });
     s.wait_segments(KEY, 4, Duration::from_secs(30));
     let r = s.get(&format!("/{KEY}/index.m3u8"));

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         ts = ts.wrapping_add(u32::from(step));
         let kind = if kind & 1 == 1 { MediaKind::Video } else { MediaKind::Audio };
         if let Ok(frame) = MediaFrame::parse(kind, ts, Bytes::copy_from_slice(body)) {
-            packager.push(&frame, &mut out);
+            let _ = packager.push(&frame, &mut out);
         }
     }
     packager.flush(&mut out);

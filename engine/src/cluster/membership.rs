@@ -188,6 +188,9 @@ struct Shared {
     load: Mutex<Load>,
     /// The last HLS position every owner shared, by stream key.
     hls: Mutex<HashMap<String, HlsState>>,
+    /// Woken whenever a stream's HLS state arrives: blocking LL-HLS requests for streams other nodes own park
+    /// here, so they need no cluster call of their own.
+    hls_waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
     encoder_host: std::sync::OnceLock<EncoderHost>,
 }
@@ -245,6 +248,7 @@ impl Cluster {
             peers: Mutex::new(BTreeMap::new()),
             load: Mutex::new(Load::default()),
             hls: Mutex::new(HashMap::new()),
+            hls_waiters: Mutex::new(HashMap::new()),
             encoder_host: std::sync::OnceLock::new(),
         });
         let cm = ClusterMetrics::new(metrics);
@@ -308,6 +312,11 @@ impl Cluster {
         for agent in super::remote_members(NODE_GROUP) {
             let _ = agent.cast(RemoteMsg::Cast(bytes.clone()));
         }
+    }
+
+    /// What wakes when the HLS state of `key` arrives from its owner (see [`Cluster::pushed_playlist`]).
+    pub fn hls_waiter(&self, key: &StreamKey) -> Arc<tokio::sync::Notify> {
+        lock(&self.shared.hls_waiters).entry(key.to_string()).or_default().clone()
     }
 
     /// Where to continue the HLS playlist of `key` if it was live on another node within `max_age`:
@@ -408,9 +417,13 @@ impl Actor for NodeAgent {
                     // A newer claim's state wins over an older owner that is still winding down.
                     if g.get(&key).is_none_or(|s| s.since_ms <= since_ms) {
                         let at = Instant::now();
+                        if let Some(w) = lock(&st.shared.hls_waiters).get(&key) {
+                            w.notify_waiters();
+                        }
                         g.insert(key, HlsState { since_ms, next_msn, discontinuity, ended, playlist, at });
                     }
                     g.retain(|_, s| s.at.elapsed() < HLS_STATE_TTL);
+                    lock(&st.shared.hls_waiters).retain(|k, w| g.contains_key(k) || Arc::strong_count(w) > 1);
                 }
                 Ok(other) => debug!(cast = ?other, "node agent: unexpected cast"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed message"),

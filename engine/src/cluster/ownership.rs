@@ -21,10 +21,14 @@ use super::hls::{OwnerHls, StaleHls};
 use super::relay::{RelayArgs, RelaySink};
 use super::wire::{Request, Response};
 use super::{remote_members, stream_group, ClusterHandle, RemoteMsg};
+use bytes::Bytes;
+
+use crate::formats::playlist::next_part_in;
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::hls_viewers::PollMeter;
 use crate::stream::ports::{BoxFuture, Ownership, RelaySource, RemoteHls};
+use crate::stream::segmenter::Blocking;
 use crate::stream::{Publisher, StreamHandle, ViewerCounts};
 
 /// How long a claim query may take (a hung node is declared down by the heartbeat anyway).
@@ -188,25 +192,123 @@ impl Ownership for ClusterOwnership {
                     Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone()))
                 }
             };
-            Some(Box::new(Metered { hls, meter: self.meter(key) }) as Box<dyn RemoteHls>)
+            let since_ms = self.owners.get(key).map(|o| o.since_ms);
+            let metered = Metered {
+                hls,
+                meter: self.meter(key),
+                cluster: self.cluster.clone(),
+                metrics: self.metrics.clone(),
+                key: key.clone(),
+                since_ms,
+            };
+            Some(Box::new(metered) as Box<dyn RemoteHls>)
         })
     }
 }
 
-/// A remote stream's HLS whose playlist polls count as this node's viewers.
+/// A remote stream's HLS whose playlist polls count as this node's viewers, and whose blocking LL-HLS requests
+/// park here until the owner's pushed playlist holds what they wait for (no cluster call per request).
 struct Metered {
     hls: Box<dyn RemoteHls>,
     meter: PollMeter,
+    cluster: ClusterHandle,
+    metrics: Arc<Metrics>,
+    key: StreamKey,
+    /// The owner's claim (which pushed playlist is its); `None` for a stale stream.
+    since_ms: Option<u64>,
+}
+
+impl Metered {
+    /// The owner's latest pushed playlist.
+    fn pushed(&self) -> Option<Bytes> {
+        self.cluster.pushed_playlist(&self.key, self.since_ms?)
+    }
+
+    /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`.
+    async fn park(&self, wait: Duration, ready: impl Fn(&Bytes) -> Option<bool>) -> Result<Bytes, Blocking> {
+        let notify = self.cluster.hls_waiter(&self.key);
+        let deadline = tokio::time::Instant::now() + wait;
+        let metrics = &self.metrics;
+        metrics.hls_parked.inc();
+        let started = std::time::Instant::now();
+        let result = loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(text) = self.pushed() else { break Err(Blocking::NotFound) };
+            match ready(&text) {
+                Some(true) => break Ok(text),
+                Some(false) => {}
+                None => break Err(Blocking::TooFarAhead),
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break Err(Blocking::Timeout);
+            }
+        };
+        metrics.hls_parked.dec();
+        metrics.hls_block_wait.observe(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 impl RemoteHls for Metered {
-    fn playlist(&self, wait: Duration) -> BoxFuture<'_, Option<bytes::Bytes>> {
+    fn playlist(&self, wait: Duration) -> BoxFuture<'_, Option<Bytes>> {
         self.meter.poll();
         self.hls.playlist(wait)
     }
 
-    fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<bytes::Bytes>> {
+    fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Bytes>> {
         self.hls.segment(name)
+    }
+
+    fn playlist_blocking(
+        &self,
+        msn: u64,
+        part: Option<u64>,
+        _skip: bool,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, Blocking>> {
+        Box::pin(async move {
+            self.meter.poll();
+            // Before the owner's first push reached this node: its answer, as it is.
+            if self.pushed().and_then(|t| next_part_in(&String::from_utf8_lossy(&t))).is_none() {
+                return self.hls.playlist(wait).await.ok_or(Blocking::NotFound);
+            }
+            // Delta updates are the owner's to make: a non-owner answers with the full playlist (allowed).
+            self.park(wait, |text| {
+                let ((open, parts), ended) = next_part_in(&String::from_utf8_lossy(text))?;
+                let far = msn > open + 1 || (msn == open && part.is_some_and(|p| p > parts + 3));
+                let has = ended
+                    || match part {
+                        Some(p) => (msn, p) < (open, parts),
+                        None => msn < open,
+                    };
+                if has {
+                    Some(true)
+                } else if far {
+                    None
+                } else {
+                    Some(false)
+                }
+            })
+            .await
+        })
+    }
+
+    fn file<'a>(&'a self, name: &'a str, wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            // A part the owner's playlist only hints at: wait until a push lists it, then fetch it.
+            let hint = format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{name}\"");
+            if self.pushed().is_some_and(|t| String::from_utf8_lossy(&t).contains(&hint)) {
+                let listed = format!("URI=\"{name}\"");
+                let ready = |t: &Bytes| {
+                    let text = String::from_utf8_lossy(t);
+                    Some(text.contains(&listed) && !text.contains(&hint) || text.contains("#EXT-X-ENDLIST"))
+                };
+                self.park(wait, ready).await.ok()?;
+            }
+            self.hls.segment(name).await
+        })
     }
 }
 

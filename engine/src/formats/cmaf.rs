@@ -46,6 +46,44 @@ pub enum Output {
     Part(Part),
 }
 
+/// A frame the packager could not use: `reason` is the `strom_frames_dropped_total` label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Dropped {
+    /// `malformed`, `no_sequence_header` or `unsupported_codec`.
+    pub reason: &'static str,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl Dropped {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Dropped {
+        Dropped { reason, detail: detail.into() }
+    }
+}
+
+/// Checks that an AVC sample's NAL units, each behind a `len`-byte length prefix, fill it exactly: a sample that
+/// does not would reach every player's decoder as garbage.
+fn check_avcc(sample: &[u8], len: u8) -> Result<(), Dropped> {
+    let len = usize::from(len);
+    let mut at = 0;
+    while at < sample.len() {
+        if at + len > sample.len() {
+            return Err(Dropped::new("malformed", format!("NAL length prefix cut short at byte {at}")));
+        }
+        let n = sample[at..at + len].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        at += len;
+        if n == 0 || at + n > sample.len() {
+            return Err(Dropped::new("malformed", format!("NAL unit of {n} bytes at byte {at} overruns the sample")));
+        }
+        at += n;
+    }
+    if sample.is_empty() {
+        return Err(Dropped::new("malformed", "empty AVC sample"));
+    }
+    Ok(())
+}
+
 /// One part: an fMP4 fragment (`moof` + `mdat`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
@@ -74,6 +112,8 @@ struct Pending {
 pub struct Packager {
     targets: CmafTargets,
     video_config: Option<(Bytes, u16, u16)>,
+    /// The NAL unit length prefix size of the AVC configuration.
+    nal_length_size: u8,
     audio_config: Option<(Bytes, u32, u16)>,
     /// The configuration the current init segment was made from; `None` until the first init.
     init_made_of: Option<(Option<Bytes>, Option<Bytes>)>,
@@ -83,8 +123,12 @@ pub struct Packager {
     video: Vec<Sample>,
     video_base: Option<u64>,
     video_last: Option<Pending>,
-    /// The last video frame duration seen (90 kHz), to predict the next one.
+    /// The last video frame duration seen (90 kHz).
     video_step: u64,
+    /// The recent video frame durations, to predict the next one by their mean (timestamps in ms make 30 fps
+    /// alternate between 33 and 34 ms, but six frames are always 200 ms).
+    recent_steps: [u64; 8],
+    step_at: usize,
     audio: Vec<Sample>,
     audio_base: Option<u64>,
     /// Decode time (sample-rate ticks) of the next AAC frame.
@@ -105,6 +149,7 @@ impl Packager {
         Packager {
             targets,
             video_config: None,
+            nal_length_size: 4,
             audio_config: None,
             init_made_of: None,
             config_changed: false,
@@ -112,6 +157,8 @@ impl Packager {
             video_base: None,
             video_last: None,
             video_step: u64::from(VIDEO_TIMESCALE / 30),
+            recent_steps: [0; 8],
+            step_at: 0,
             audio: Vec::new(),
             audio_base: None,
             audio_next: None,
@@ -129,27 +176,42 @@ impl Packager {
         self.video_config.is_some()
     }
 
-    /// Takes one frame of the stream (timestamps continuous, decode order).
-    pub fn push(&mut self, frame: &MediaFrame, out: &mut Vec<Output>) {
+    /// Takes one frame of the stream (timestamps continuous, decode order). A frame HLS cannot carry is dropped,
+    /// and the error says why.
+    pub fn push(&mut self, frame: &MediaFrame, out: &mut Vec<Output>) -> Result<(), Dropped> {
         match (frame.kind, frame.codec) {
-            (MediaKind::Video, Codec::Avc) if frame.header => self.video_header(frame.payload()),
-            (MediaKind::Audio, Codec::Aac) if frame.header => self.audio_header(frame.payload()),
-            (MediaKind::Video, Codec::Avc) if frame.samples && self.video_config.is_some() => {
-                self.video_frame(frame, out)
+            (MediaKind::Video, Codec::Avc) if frame.header => self.video_header(frame.payload())?,
+            (MediaKind::Audio, Codec::Aac) if frame.header => self.audio_header(frame.payload())?,
+            (MediaKind::Video, Codec::Avc) if frame.samples => match self.video_config.is_some() {
+                true => {
+                    check_avcc(&frame.payload(), self.nal_length_size)?;
+                    self.video_frame(frame, out)
+                }
+                false => return Err(Dropped::new("no_sequence_header", "AVC frame before its sequence header")),
+            },
+            (MediaKind::Audio, Codec::Aac) if frame.samples => match self.audio_config.is_some() {
+                true => self.audio_frame(frame, out),
+                false => return Err(Dropped::new("no_sequence_header", "AAC frame before its AudioSpecificConfig")),
+            },
+            (MediaKind::Video, Codec::Other(_)) => {
+                return Err(Dropped::new("unsupported_codec", "video codec is not H.264"));
             }
-            (MediaKind::Audio, Codec::Aac) if frame.samples && self.audio_config.is_some() => {
-                self.audio_frame(frame, out)
+            (MediaKind::Audio, Codec::Other(_)) => {
+                return Err(Dropped::new("unsupported_codec", "audio codec is not AAC"));
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// The stream ended (or its publisher left): the open part is closed with what it has.
     pub fn flush(&mut self, out: &mut Vec<Output>) {
         if let Some(last) = self.video_last.take() {
-            let duration = self.video_step as u32;
-            self.video.push(Sample { duration, cts_offset: last.cts, sync: last.sync, data: last.data });
-            let end = last.dts + self.video_step;
+            // The last frame's duration is not known: the mean of the recent ones, in whole ms.
+            let tick = u64::from(VIDEO_TIMESCALE / 1000);
+            let step = (self.predicted_step() + tick / 2) / tick * tick;
+            self.video.push(Sample { duration: step as u32, cts_offset: last.cts, sync: last.sync, data: last.data });
+            let end = last.dts + step;
             self.close_part(end, out);
         } else if !self.has_video() {
             if let Some(end) = self.audio_next {
@@ -159,18 +221,20 @@ impl Packager {
         self.new_segment = true;
     }
 
-    fn video_header(&mut self, record: Bytes) {
-        let Ok(cfg) = AvcConfig::parse(&record) else { return };
+    fn video_header(&mut self, record: Bytes) -> Result<(), Dropped> {
+        let cfg = AvcConfig::parse(&record).map_err(|e| Dropped::new("malformed", e.to_string()))?;
         let changed = self.video_config.as_ref().map(|c| &c.0) != Some(&record);
         if changed {
             let (w, h) = (cfg.width.min(u32::from(u16::MAX)) as u16, cfg.height.min(u32::from(u16::MAX)) as u16);
             self.video_config = Some((record, w, h));
+            self.nal_length_size = cfg.nal_length_size;
             self.config_changed |= self.init_made_of.is_some();
         }
+        Ok(())
     }
 
-    fn audio_header(&mut self, asc: Bytes) {
-        let Ok(cfg) = AacConfig::parse(&asc) else { return };
+    fn audio_header(&mut self, asc: Bytes) -> Result<(), Dropped> {
+        let cfg = AacConfig::parse(&asc).map_err(|e| Dropped::new("malformed", e.to_string()))?;
         let changed = self.audio_config.as_ref().map(|c| &c.0) != Some(&asc);
         if changed {
             let channels = match cfg.channel_config {
@@ -180,6 +244,7 @@ impl Packager {
             self.audio_config = Some((asc, cfg.sample_rate.max(1), channels));
             self.config_changed |= self.init_made_of.is_some();
         }
+        Ok(())
     }
 
     fn init(&mut self, out: &mut Vec<Output>) {
@@ -217,6 +282,11 @@ impl Packager {
         if let Some(last) = self.video_last.take() {
             let step = dts.saturating_sub(last.dts).max(1);
             self.video_step = step;
+            // A step above a second is a gap in the source, not the frame rate.
+            if step < u64::from(VIDEO_TIMESCALE) {
+                self.recent_steps[self.step_at % 8] = step;
+                self.step_at += 1;
+            }
             self.video_base.get_or_insert(last.dts);
             self.video.push(Sample {
                 duration: step.min(u64::from(u32::MAX)) as u32,
@@ -232,7 +302,11 @@ impl Packager {
                 || self.config_changed
                 || seg_elapsed >= u64::from(self.targets.segment_ms) * u64::from(VIDEO_TIMESCALE / 1000));
         let part_len = self.part_start.map_or(0, |s| dts.saturating_sub(s));
-        let part_due = part_len + self.video_step > u64::from(self.targets.part_ms) * u64::from(VIDEO_TIMESCALE / 1000);
+        let next_step = self.predicted_step();
+        // The part would end at the next frame after this one: in whole ms, as the timestamps are.
+        let tick = u64::from(VIDEO_TIMESCALE / 1000);
+        let predicted_end_ms = (part_len + next_step + tick / 2) / tick;
+        let part_due = predicted_end_ms > u64::from(self.targets.part_ms);
         if self.part_start.is_some() && (seg_due || part_due) {
             self.close_part(dts, out);
         }
@@ -243,6 +317,15 @@ impl Packager {
             self.open_part(dts, frame, out);
         }
         self.video_last = Some(Pending { dts, cts: frame.cts * 90, sync: frame.keyframe, data: frame.payload() });
+    }
+
+    /// The next video frame's duration, predicted: the mean of the recent ones (90 kHz).
+    fn predicted_step(&self) -> u64 {
+        let known = self.recent_steps.iter().filter(|s| **s > 0);
+        match known.clone().count() {
+            0 => self.video_step,
+            n => known.sum::<u64>() / n as u64,
+        }
     }
 
     fn audio_frame(&mut self, frame: &MediaFrame, out: &mut Vec<Output>) {
@@ -366,7 +449,7 @@ mod tests {
         let mut p = Packager::new(targets);
         let mut out = Vec::new();
         for f in frames {
-            p.push(&f, &mut out);
+            let _ = p.push(&f, &mut out);
         }
         p.flush(&mut out);
         out
@@ -419,6 +502,22 @@ mod tests {
         }
         let total: f64 = parts.iter().map(|p| p.duration).sum();
         assert!((total - 10.0).abs() < 0.05, "{total}");
+    }
+
+    #[test]
+    fn millisecond_timestamps_of_30_fps_make_parts_of_exactly_the_target() {
+        // As FLV carries them: 0, 33, 67, 100, ... (rounded), so steps alternate between 33 and 34 ms.
+        let mut frames = headers();
+        frames.extend((0..300u32).map(|i| video((i * 1000 + 15) / 30, i % 60 == 0)));
+        let out = run(frames, CmafTargets { segment_ms: 2000, part_ms: 200 });
+        let parts = parts(&out);
+        assert!(
+            parts.iter().all(|p| p.duration <= 0.2 + 1e-9),
+            "{:?}",
+            parts.iter().map(|p| p.duration).collect::<Vec<_>>()
+        );
+        let full = parts.iter().filter(|p| (p.duration - 0.2).abs() < 1e-9).count();
+        assert!(full + 1 >= parts.len(), "every part but the last is 200 ms: {full} of {}", parts.len());
     }
 
     #[test]

@@ -8,6 +8,15 @@
 //! - `EXT-X-DISCONTINUITY` precedes the first segment after a publisher reconnect or a codec change;
 //!   `EXT-X-DISCONTINUITY-SEQUENCE` counts the discontinuities that slid out of the window.
 //! - `EXT-X-PROGRAM-DATE-TIME` on every segment; `EXT-X-ENDLIST` once the stream has ended for good.
+//!
+//! With parts on ([`Playlist::enable_parts`]: LL-HLS, draft-pantos-hls-rfc8216bis), in fMP4:
+//! - `EXT-X-MAP` names the init segment, again after a discontinuity that changed it;
+//! - `EXT-X-SERVER-CONTROL` (`CAN-BLOCK-RELOAD=YES`, `PART-HOLD-BACK` = 3 × PART-TARGET, `CAN-SKIP-UNTIL` =
+//!   6 × TARGETDURATION) and `EXT-X-PART-INF`;
+//! - `EXT-X-PART` for the segments of the last three target durations and for the segment being made, then
+//!   `EXT-X-PRELOAD-HINT` for the next part;
+//! - a delta update ([`Playlist::render_skip`]) replaces the segments older than CAN-SKIP-UNTIL with
+//!   `EXT-X-SKIP`.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -28,8 +37,33 @@ pub struct Segment {
     pub program_date_time: SystemTime,
     /// A discontinuity precedes it.
     pub discontinuity: bool,
-    /// The MPEG-TS bytes.
+    /// The segment's bytes (MPEG-TS, or the fMP4 fragments of its parts).
     pub data: Bytes,
+    /// Its parts (LL-HLS), in order.
+    pub parts: Vec<PartInfo>,
+    /// The init segment it needs (fMP4).
+    pub map: Option<String>,
+}
+
+/// One partial segment as a playlist lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartInfo {
+    /// File name (relative URI).
+    pub name: String,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+/// The segment being made, with the parts it has so far (LL-HLS).
+#[derive(Debug, Clone)]
+struct OpenSegment {
+    msn: u64,
+    discontinuity: bool,
+    map: Option<String>,
+    program_date_time: SystemTime,
+    parts: Vec<PartInfo>,
 }
 
 /// The segment window of one stream.
@@ -43,6 +77,10 @@ pub struct Playlist {
     discontinuity_sequence: u64,
     ended: bool,
     independent: bool,
+    /// PART-TARGET in seconds when parts are on.
+    part_target: Option<f64>,
+    open: Option<OpenSegment>,
+    preload: Option<String>,
 }
 
 impl Playlist {
@@ -57,11 +95,46 @@ impl Playlist {
             discontinuity_sequence: 0,
             ended: false,
             independent: true,
+            part_target: None,
+            open: None,
+            preload: None,
         }
     }
 
-    /// Appends a finished segment and slides the window.
+    /// Lists parts of `part_target` seconds (LL-HLS).
+    pub fn enable_parts(&mut self, part_target: f64) {
+        self.part_target = Some(part_target);
+    }
+
+    /// The segment `msn` is being made (its parts follow with [`Playlist::push_part`]).
+    pub fn open_segment(&mut self, msn: u64, discontinuity: bool, map: Option<String>, program_date_time: SystemTime) {
+        self.open = Some(OpenSegment { msn, discontinuity, map, program_date_time, parts: Vec::new() });
+    }
+
+    /// A part of the open segment is complete.
+    pub fn push_part(&mut self, part: PartInfo) {
+        if let Some(o) = self.open.as_mut() {
+            o.parts.push(part);
+        }
+    }
+
+    /// The part a player may ask for next, before it exists (`EXT-X-PRELOAD-HINT`); `None` once the stream ends.
+    pub fn set_preload_hint(&mut self, name: Option<String>) {
+        self.preload = name;
+    }
+
+    /// Where the newest part stands: `(msn, part index)` of the part after the last complete one. A blocking
+    /// request for `(msn, part)` can be answered once it is below this.
+    pub fn next_part(&self) -> Option<(u64, u64)> {
+        match &self.open {
+            Some(o) => Some((o.msn, o.parts.len() as u64)),
+            None => self.segments.back().map(|s| (s.msn + 1, 0)),
+        }
+    }
+
+    /// Appends a finished segment (closing the open one) and slides the window.
     pub fn push(&mut self, seg: Segment) {
+        self.open = None;
         self.target = self.target.max(seg.duration.round().max(1.0) as u64);
         self.segments.push_back(seg);
         while self.segments.len() > self.window + self.retained {
@@ -111,6 +184,18 @@ impl Playlist {
 
     /// Renders the media playlist; `None` while no segment exists.
     pub fn render(&self) -> Option<String> {
+        self.render_with(false)
+    }
+
+    /// Renders the delta update of the media playlist (`_HLS_skip=YES`): the segments older than CAN-SKIP-UNTIL
+    /// become `EXT-X-SKIP`. `None` when there is nothing to skip (the full playlist is the answer) or parts are
+    /// off.
+    pub fn render_skip(&self) -> Option<String> {
+        self.part_target?;
+        self.render_with(true).filter(|t| t.contains("#EXT-X-SKIP:"))
+    }
+
+    fn render_with(&self, skip: bool) -> Option<String> {
         if self.segments.is_empty() {
             return None;
         }
@@ -120,29 +205,80 @@ impl Playlist {
         // Discontinuities before the first listed segment: those already dropped plus those retained but unlisted.
         let disc_seq =
             self.discontinuity_sequence + self.segments.iter().take(start).filter(|s| s.discontinuity).count() as u64;
-        let mut out = String::with_capacity(256 + listed.len() * 96);
-        let _ = write!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-            self.target, first.msn
-        );
+        let ll = self.part_target;
+        let target = self.target as f64;
+        let version = if ll.is_some() {
+            9
+        } else if first.map.is_some() {
+            7
+        } else {
+            3
+        };
+        let mut out = String::with_capacity(512 + listed.len() * 96 * if ll.is_some() { 8 } else { 1 });
+        let _ = write!(out, "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n", self.target);
+        if let Some(pt) = ll {
+            let _ = write!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={:.1},PART-HOLD-BACK={:.3}\n\
+                 #EXT-X-PART-INF:PART-TARGET={pt:.3}\n",
+                6.0 * target,
+                3.0 * pt
+            );
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.msn);
         if disc_seq > 0 {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
         }
         if self.independent {
             out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
-        for s in listed {
+        // Seconds from each listed segment's start to the live edge (the open segment's parts included).
+        let open_secs: f64 = self.open.as_ref().map_or(0.0, |o| o.parts.iter().map(|p| p.duration).sum());
+        let mut to_edge = Vec::with_capacity(listed.len());
+        let mut acc = open_secs;
+        for s in listed.iter().rev() {
+            acc += s.duration;
+            to_edge.push(acc);
+        }
+        to_edge.reverse();
+        // Skipped: segments that end more than CAN-SKIP-UNTIL before the live edge.
+        let skipped = match skip {
+            true => listed.iter().zip(&to_edge).take_while(|(s, &d)| d - s.duration > 6.0 * target).count(),
+            false => 0,
+        };
+        if skipped > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+        let mut map = if skipped > 0 { listed[skipped - 1].map.as_ref() } else { None };
+        for (s, edge) in listed.iter().zip(&to_edge).skip(skipped) {
             if s.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = write!(
-                out,
-                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\n{}\n",
-                rfc3339_millis(s.program_date_time),
-                s.duration,
-                s.name
-            );
+            if s.map.is_some() && s.map.as_ref() != map {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", s.map.as_deref().unwrap_or_default());
+                map = s.map.as_ref();
+            }
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(s.program_date_time));
+            // Parts are listed for the last three target durations only.
+            if ll.is_some() && *edge - s.duration < 3.0 * target {
+                write_parts(&mut out, &s.parts);
+            }
+            let _ = write!(out, "#EXTINF:{:.3},\n{}\n", s.duration, s.name);
+        }
+        if let (Some(_), Some(o)) = (ll, &self.open) {
+            if !o.parts.is_empty() || self.preload.is_some() {
+                if o.discontinuity {
+                    out.push_str("#EXT-X-DISCONTINUITY\n");
+                }
+                if o.map.is_some() && o.map.as_ref() != map {
+                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", o.map.as_deref().unwrap_or_default());
+                }
+                let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(o.program_date_time));
+                write_parts(&mut out, &o.parts);
+            }
+        }
+        if let (Some(_), Some(hint), false) = (ll, &self.preload, self.ended) {
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -168,6 +304,41 @@ impl Playlist {
             self.discontinuity_sequence += 1;
         }
         Some(s)
+    }
+}
+
+/// Where an LL-HLS playlist text stands: `(msn, part)` of the first part it does not list yet, and whether it
+/// has ended. What a node that serves another node's playlist needs to hold blocking requests; `None` for a
+/// playlist without parts.
+pub fn next_part_in(text: &str) -> Option<((u64, u64), bool)> {
+    let mut msn = None;
+    let mut skipped = 0;
+    let mut parts = 0u64;
+    let mut has_parts = false;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            skipped = v.split(',').next()?.trim().parse::<u64>().ok()?;
+        } else if line.starts_with("#EXT-X-PART-INF:") {
+            has_parts = true;
+        } else if line.starts_with("#EXT-X-PART:") {
+            parts += 1;
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            msn = msn.map(|m| m + 1);
+            parts = 0;
+        }
+    }
+    has_parts.then_some(((msn? + skipped, parts), text.contains("#EXT-X-ENDLIST")))
+}
+
+fn write_parts(out: &mut String, parts: &[PartInfo]) {
+    for p in parts {
+        let _ = write!(out, "#EXT-X-PART:DURATION={:.3},URI=\"{}\"", p.duration, p.name);
+        if p.independent {
+            out.push_str(",INDEPENDENT=YES");
+        }
+        out.push('\n');
     }
 }
 
@@ -205,6 +376,8 @@ mod tests {
             program_date_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + msn * 2),
             discontinuity: disc,
             data: Bytes::new(),
+            parts: Vec::new(),
+            map: None,
         }
     }
 
@@ -274,5 +447,71 @@ mod tests {
         assert_eq!(p.target_duration(), 5);
         p.set_ended(true);
         assert!(p.render().unwrap().ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    fn ll_playlist(segments: u64) -> Playlist {
+        let mut p = Playlist::new(10, 0, 2.0);
+        p.enable_parts(0.5);
+        let part = |msn: u64, i: u64| PartInfo { name: format!("x-{msn}.{i}.m4s"), duration: 0.5, independent: i == 0 };
+        for msn in 0..segments {
+            p.open_segment(msn, false, Some("x-init0.mp4".into()), UNIX_EPOCH);
+            for i in 0..4 {
+                p.push_part(part(msn, i));
+            }
+            let mut s = seg(msn, 2.0, false);
+            s.name = format!("x-{msn}.m4s");
+            s.parts = (0..4).map(|i| part(msn, i)).collect();
+            s.map = Some("x-init0.mp4".into());
+            p.push(s);
+        }
+        p.open_segment(segments, false, Some("x-init0.mp4".into()), UNIX_EPOCH);
+        p.push_part(part(segments, 0));
+        p.set_preload_hint(Some(format!("x-{segments}.1.m4s")));
+        p
+    }
+
+    #[test]
+    fn low_latency_playlists_list_recent_parts_a_preload_hint_and_server_control() {
+        let p = ll_playlist(8);
+        let text = p.render().unwrap();
+        assert!(text.contains("#EXT-X-VERSION:9\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.500\n"),
+            "{text}"
+        );
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
+        assert_eq!(text.matches("#EXT-X-MAP:URI=\"x-init0.mp4\"").count(), 1);
+        // Parts of the last three target durations (6 s): the open segment's 0.5 s, then 3 whole segments.
+        assert!(text.contains("x-7.0.m4s") && text.contains("x-5.3.m4s") && !text.contains("x-4.3.m4s"), "{text}");
+        assert!(text.contains("#EXT-X-PART:DURATION=0.500,URI=\"x-8.0.m4s\",INDEPENDENT=YES\n"));
+        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"x-8.1.m4s\"\n"), "{text}");
+        assert_eq!(p.next_part(), Some((8, 1)));
+    }
+
+    #[test]
+    fn delta_updates_skip_what_is_older_than_can_skip_until_and_keep_the_rest() {
+        let p = ll_playlist(10);
+        assert!(ll_playlist(5).render_skip().is_none(), "nothing older than 12 s: no delta update");
+        let full = p.render().unwrap();
+        let delta = p.render_skip().unwrap();
+        // 10 segments of 2 s plus 0.5 s open: the first 4 end more than 12 s before the edge.
+        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"), "{delta}");
+        assert!(!delta.contains("x-3.m4s") && delta.contains("x-4.m4s"), "{delta}");
+        assert!(!delta.contains("#EXT-X-MAP"), "the map of skipped segments is not repeated");
+        // What follows the skipped segments is the full playlist's tail, line for line.
+        let tail = |t: &str| t.lines().skip_while(|l| !l.contains("x-4.m4s")).collect::<Vec<_>>().join("\n");
+        assert_eq!(tail(&full), tail(&delta));
+    }
+
+    #[test]
+    fn the_position_of_a_rendered_playlist_reads_back_from_its_text() {
+        let p = ll_playlist(8);
+        let text = p.render().unwrap();
+        assert_eq!(next_part_in(&text), Some((p.next_part().unwrap(), false)));
+        let p = ll_playlist(10);
+        assert_eq!(next_part_in(&p.render_skip().unwrap()), Some((p.next_part().unwrap(), false)));
+        let mut ts = Playlist::new(3, 0, 2.0);
+        ts.push(seg(0, 2.0, false));
+        assert_eq!(next_part_in(&ts.render().unwrap()), None, "no parts: not LL-HLS");
     }
 }

@@ -13,6 +13,7 @@
 //!   of streams owned elsewhere) and [`ports::EncoderHost`] (a ladder hosted for another node's stream).
 
 pub mod actor;
+pub mod cmaf_segmenter;
 pub mod fanout;
 pub mod hls_viewers;
 pub mod ports;

@@ -13,6 +13,7 @@ use ractor::ActorCell;
 
 use super::fanout::ViewerCounts;
 use super::registry::{Publisher, StreamHandle};
+use super::segmenter::Blocking;
 use crate::formats::StreamKey;
 
 /// A boxed future, as the traits here return (they are used as trait objects).
@@ -64,6 +65,23 @@ pub trait RemoteHls: Send + Sync {
 
     /// One segment by file name.
     fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Bytes>>;
+
+    /// A blocking playlist reload (LL-HLS `_HLS_msn`, `_HLS_part`, `_HLS_skip`; see
+    /// [`super::segmenter::HlsReader::playlist_blocking`]). Without parts: the playlist as it is.
+    fn playlist_blocking(
+        &self,
+        _msn: u64,
+        _part: Option<u64>,
+        _skip: bool,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, Blocking>> {
+        Box::pin(async move { self.playlist(wait).await.ok_or(Blocking::NotFound) })
+    }
+
+    /// A file by name; a preload-hinted part is waited for up to `wait`. Without parts: [`RemoteHls::segment`].
+    fn file<'a>(&'a self, name: &'a str, _wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
+        self.segment(name)
+    }
 }
 
 /// Starts the ladder of stream `key` (owned by node `owner`) on this node; false if it cannot take it. The

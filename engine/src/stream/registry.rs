@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
 use super::ports::{Ownership, RelaySource, RemoteHls};
-use super::segmenter::HlsReader;
+use super::segmenter::{Blocking, HlsReader};
 use crate::config::Config;
 use crate::formats::MediaFrame;
 use crate::formats::StreamKey;
@@ -559,6 +559,38 @@ impl HlsSource {
         match self {
             HlsSource::Local(h) => h.segment(name).await,
             HlsSource::Remote(r) => r.segment(name).await,
+        }
+    }
+
+    /// A blocking playlist reload (LL-HLS, see [`super::segmenter::HlsReader::playlist_blocking`]).
+    pub async fn playlist_blocking(
+        &self,
+        msn: u64,
+        part: Option<u64>,
+        skip: bool,
+        wait: Duration,
+        metrics: &Metrics,
+    ) -> Result<Bytes, Blocking> {
+        match self {
+            HlsSource::Local(h) => match &h.hls {
+                Some(hls) => {
+                    h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
+                    hls.playlist_blocking(msn, part, skip, wait, metrics).await
+                }
+                None => Err(Blocking::NotFound),
+            },
+            HlsSource::Remote(r) => r.playlist_blocking(msn, part, skip, wait).await,
+        }
+    }
+
+    /// A segment, part or init segment by file name; a preload-hinted part is waited for up to `wait`.
+    pub async fn file(&self, name: &str, wait: Duration, metrics: &Metrics) -> Option<Bytes> {
+        match self {
+            HlsSource::Local(h) => {
+                h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
+                h.hls.as_ref()?.file(name, wait, metrics).await
+            }
+            HlsSource::Remote(r) => r.file(name, wait).await,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The segmenter actor: one per stream, fed every frame by its stream actor, cutting MPEG-TS segments on
-//! keyframes into an in-memory [`Playlist`].
+//! The segmenter actor: one per stream, fed every frame by its stream actor, cutting segments on keyframes into
+//! an in-memory [`Playlist`]: CMAF (fMP4) segments with LL-HLS parts by default
+//! ([`super::cmaf_segmenter::CmafSegmenter`]), or MPEG-TS segments (`hls.format = "ts"`, this file).
 //!
 //! Segments start at a keyframe once the open one reaches `hls.segment_duration_secs`, and every one begins with
 //! PAT/PMT, an AUD and the SPS/PPS, so each is independently decodable. A publisher reconnect or a codec change
@@ -14,8 +15,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::cmaf_segmenter::CmafSegmenter;
 use super::hls_viewers::PollMeter;
-use crate::config::HlsConfig;
+use crate::config::{HlsConfig, HlsFormat};
 use crate::formats::aac::AacConfig;
 use crate::formats::avc::{self, AvcConfig};
 use crate::formats::playlist::{Playlist, Segment};
@@ -62,15 +64,60 @@ pub struct HlsView {
     pub next_msn: u64,
     /// The discontinuity number of the newest segment.
     pub discontinuity: u64,
-    /// Every segment held (listed and retained), by file name.
+    /// The delta update of the playlist (`_HLS_skip=YES`), when it has segments to skip.
+    pub playlist_skip: Option<Bytes>,
+    /// LL-HLS: `(msn, part)` of the first part not complete yet (`None`: no parts, MPEG-TS).
+    pub next_part: Option<(u64, u64)>,
+    /// The playlist's target duration, seconds.
+    pub target_secs: u64,
+    /// Every file held (segments listed and retained, parts, init segments), by name.
     segments: Vec<(String, Bytes)>,
 }
 
 impl HlsView {
-    /// A segment's bytes by file name.
+    /// A view of what a segmenter holds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        playlist: Option<Bytes>,
+        playlist_skip: Option<Bytes>,
+        ended: bool,
+        next_msn: u64,
+        discontinuity: u64,
+        next_part: Option<(u64, u64)>,
+        target_secs: u64,
+        files: Vec<(String, Bytes)>,
+    ) -> HlsView {
+        HlsView { playlist, ended, next_msn, discontinuity, playlist_skip, next_part, target_secs, segments: files }
+    }
+
+    /// A segment's (or part's, or init segment's) bytes by file name.
     pub fn segment(&self, name: &str) -> Option<Bytes> {
         self.segments.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone())
     }
+
+    /// Whether a blocking playlist request for `(msn, part)` can be answered (rfc8216bis 6.2.5.2: the playlist
+    /// holds that part, or that segment when `part` is `None`, or a later one).
+    pub fn has(&self, msn: u64, part: Option<u64>) -> bool {
+        if self.ended {
+            return true;
+        }
+        match (self.next_part, part) {
+            (Some(next), Some(p)) => (msn, p) < next,
+            (Some((open, _)), None) => msn < open,
+            (None, _) => msn < self.next_msn,
+        }
+    }
+}
+
+/// Why a blocking playlist request gets no playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// No playlist (yet): the stream has no segment.
+    NotFound,
+    /// The request is too far ahead of the live edge (answered with 400).
+    TooFarAhead,
+    /// The part did not appear within the wait (answered with 503).
+    Timeout,
 }
 
 /// The readers' side of a segmenter (cheap to clone): its latest [`HlsView`] and the HLS viewer estimate.
@@ -94,6 +141,65 @@ impl HlsReader {
         view.playlist.clone()
     }
 
+    /// A blocking playlist reload (`_HLS_msn`, `_HLS_part`, `_HLS_skip`): waits until the playlist holds that part
+    /// (or segment), for at most `wait`. Requests more than two segments (or three parts) ahead of the live edge
+    /// are refused at once, as rfc8216bis asks.
+    pub async fn playlist_blocking(
+        &self,
+        msn: u64,
+        part: Option<u64>,
+        skip: bool,
+        wait: Duration,
+        metrics: &Metrics,
+    ) -> Result<Bytes, Blocking> {
+        self.meter.poll();
+        let now = self.view();
+        if now.playlist.is_none() && !now.ended {
+            return Err(Blocking::NotFound);
+        }
+        if too_far_ahead(&now, msn, part) {
+            return Err(Blocking::TooFarAhead);
+        }
+        let mut rx = self.view.clone();
+        let started = std::time::Instant::now();
+        metrics.hls_parked.inc();
+        let ready = tokio::time::timeout(wait, rx.wait_for(|v| v.has(msn, part))).await;
+        metrics.hls_parked.dec();
+        metrics.hls_block_wait.observe(started.elapsed().as_secs_f64());
+        let view = match ready {
+            Ok(Ok(v)) => v.clone(),
+            _ => return Err(Blocking::Timeout),
+        };
+        let text = if skip { view.playlist_skip.clone().or(view.playlist.clone()) } else { view.playlist.clone() };
+        text.ok_or(Blocking::NotFound)
+    }
+
+    /// A file by name; a part named by the preload hint (not complete yet) is waited for, up to `wait`.
+    pub async fn file(&self, name: &str, wait: Duration, metrics: &Metrics) -> Option<Bytes> {
+        if let Some(b) = self.view().segment(name) {
+            return Some(b);
+        }
+        let hinted = |v: &HlsView| {
+            v.playlist.as_ref().is_some_and(|p| {
+                std::str::from_utf8(p)
+                    .is_ok_and(|t| t.contains(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{name}\"")))
+            })
+        };
+        if !hinted(&self.view()) {
+            return None;
+        }
+        let mut rx = self.view.clone();
+        let started = std::time::Instant::now();
+        metrics.hls_parked.inc();
+        let got = match tokio::time::timeout(wait, rx.wait_for(|v| v.segment(name).is_some() || v.ended)).await {
+            Ok(Ok(v)) => v.segment(name),
+            _ => None,
+        };
+        metrics.hls_parked.dec();
+        metrics.hls_block_wait.observe(started.elapsed().as_secs_f64());
+        got
+    }
+
     /// The latest view.
     pub fn view(&self) -> Arc<HlsView> {
         self.view.borrow().clone()
@@ -107,6 +213,15 @@ impl HlsReader {
     /// Estimated HLS players.
     pub fn viewers(&self) -> i64 {
         self.meter.viewers()
+    }
+}
+
+/// rfc8216bis 6.2.5.2: `_HLS_msn` more than two segments past the last one, or `_HLS_part` more than the
+/// Advance Part Limit (3 parts, for part targets under a second) past the newest part.
+pub fn too_far_ahead(v: &HlsView, msn: u64, part: Option<u64>) -> bool {
+    match v.next_part {
+        Some((open, parts)) => msn > open + 1 || (msn == open && part.is_some_and(|p| p > parts + 3)),
+        None => msn > v.next_msn + 1,
     }
 }
 
@@ -209,26 +324,35 @@ impl Unwrap {
     }
 }
 
+/// A segmenter's state: one of its two backends.
+pub enum Backend {
+    /// MPEG-TS segments (`hls.format = "ts"`).
+    Ts(Box<SegmenterState>),
+    /// CMAF segments and LL-HLS parts.
+    Cmaf(Box<CmafSegmenter>),
+}
+
 impl Actor for Segmenter {
     type Msg = SegmenterMsg;
-    type State = SegmenterState;
+    type State = Backend;
     type Arguments = SegmenterArgs;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<SegmenterMsg>,
-        args: SegmenterArgs,
-    ) -> Result<SegmenterState, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<SegmenterMsg>, args: SegmenterArgs) -> Result<Backend, ActorProcessingErr> {
+        let next_msn = args.resume.map_or(0, |(msn, _)| msn);
+        let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
+        let target = args.hls.segment_duration_secs.round().max(1.0) as u64;
+        let meter = PollMeter::new(target, args.metrics.clone());
+        let _ = args.reader.set(HlsReader { view: rx, meter: meter.clone() });
+        if args.hls.format_for(args.key.app()) == HlsFormat::Fmp4 {
+            let cmaf = CmafSegmenter::new(args.key, &args.hls, args.metrics, args.resume, view, meter);
+            return Ok(Backend::Cmaf(Box::new(cmaf)));
+        }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let mut playlist = Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs);
         if let Some((_, discontinuity)) = args.resume {
             playlist.resume_after(discontinuity);
         }
-        let next_msn = args.resume.map_or(0, |(msn, _)| msn);
-        let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
-        let meter = PollMeter::new(playlist.target_duration(), args.metrics.clone());
-        let _ = args.reader.set(HlsReader { view: rx, meter: meter.clone() });
-        Ok(SegmenterState {
+        Ok(Backend::Ts(Box::new(SegmenterState {
             playlist,
             key: args.key,
             hls: args.hls,
@@ -253,11 +377,14 @@ impl Actor for Segmenter {
             view,
             meter,
             warned: false,
-        })
+        })))
     }
 
-    async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut SegmenterState) -> Result<(), ActorProcessingErr> {
-        st.meter.clear();
+    async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut Backend) -> Result<(), ActorProcessingErr> {
+        match st {
+            Backend::Ts(st) => st.meter.clear(),
+            Backend::Cmaf(st) => st.clear_meter(),
+        }
         Ok(())
     }
 
@@ -265,8 +392,20 @@ impl Actor for Segmenter {
         &self,
         _: ActorRef<SegmenterMsg>,
         msg: SegmenterMsg,
-        st: &mut SegmenterState,
+        st: &mut Backend,
     ) -> Result<(), ActorProcessingErr> {
+        let st = match st {
+            Backend::Ts(st) => st,
+            Backend::Cmaf(c) => {
+                match msg {
+                    SegmenterMsg::Frame(f) => c.on_frame(&f),
+                    SegmenterMsg::PublisherLeft => c.publisher_left(),
+                    SegmenterMsg::Discontinuity => c.discontinuity(),
+                    SegmenterMsg::EndList => c.end_list(),
+                }
+                return Ok(());
+            }
+        };
         match msg {
             SegmenterMsg::Frame(f) => st.on_frame(&f),
             SegmenterMsg::PublisherLeft => {
@@ -477,6 +616,8 @@ impl SegmenterState {
             program_date_time: cur.pdt,
             discontinuity: cur.discontinuity,
             data: Bytes::from(cur.buf),
+            parts: Vec::new(),
+            map: None,
         });
         self.metrics.hls_segments.inc();
         self.publish();
@@ -484,13 +625,16 @@ impl SegmenterState {
 
     /// Publishes the playlist and segments as they are now (a new [`HlsView`]), and refreshes the viewer estimate.
     fn publish(&mut self) {
-        let view = HlsView {
-            playlist: self.playlist.render().map(Bytes::from),
-            ended: self.playlist.ended(),
-            next_msn: self.next_msn,
-            discontinuity: self.playlist.discontinuity_count(),
-            segments: self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
-        };
+        let view = HlsView::new(
+            self.playlist.render().map(Bytes::from),
+            None,
+            self.playlist.ended(),
+            self.next_msn,
+            self.playlist.discontinuity_count(),
+            None,
+            self.playlist.target_duration(),
+            self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
+        );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());
     }

@@ -5,7 +5,11 @@
 //        [--seconds 15] [--expect-width W --expect-height H]
 //        [--first-frame-timeout 20] [--min-play-ratio 0.7] [--max-stall 2.5]
 //        [--wait-ready SECONDS] [--screenshot FILE.png]
-//        [--switch-levels [--level-timeout 20]]
+//        [--switch-levels [--level-timeout 20]] [--low-latency on|off]
+//
+// --low-latency (HLS): hls.js's lowLatencyMode (on by default, as in hls.js). Every sample also reads the live
+// latency: wall clock minus hls.playingDate (the PROGRAM-DATE-TIME of the frame on screen); the JSON line reports
+// latency_p50_ms / latency_p99_ms over the watch, and stalls (samples whose currentTime did not advance).
 //
 // --switch-levels (HLS with a master playlist): instead of watching for --seconds, forces
 // hls.js through every level in turn (hls.nextLevel: from the next fragment on, without
@@ -49,7 +53,7 @@ function usage(msg) {
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
     firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
-    switchLevels: false, levelTimeout: 20 };
+    switchLevels: false, levelTimeout: 20, lowLatency: true };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -77,6 +81,7 @@ function parseArgs(argv) {
       case '--screenshot': o.screenshot = next(); break;
       case '--switch-levels': o.switchLevels = true; break;
       case '--level-timeout': o.levelTimeout = num(a, next()); break;
+      case '--low-latency': { const v = next(); if (v !== 'on' && v !== 'off') throw new Error(`--low-latency is on or off, got ${v}`); o.lowLatency = v === 'on'; break; }
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
     }
@@ -102,7 +107,7 @@ const PAGE_HTML = `<!doctype html>
 const PROBE_JS = `(() => {
   'use strict';
   const q = new URLSearchParams(location.search);
-  const kind = q.get('kind'), url = q.get('url');
+  const kind = q.get('kind'), url = q.get('url'), lowLatency = q.get('ll') !== '0';
   const v = document.getElementById('v');
   v.muted = true; v.autoplay = true;
   const st = window.__state = {
@@ -164,6 +169,8 @@ const PROBE_JS = `(() => {
       rvfc: st.rvfc, rvfcPresented: st.rvfcPresented, rvfcSupported: st.rvfcSupported,
       hash: fh && fh.hash, mean: fh && fh.mean, hashError: fh && fh.error,
       firstFrameMs: st.firstFrameAt === null ? null : st.firstFrameAt - st.t0,
+      latencyMs: (window.__player && window.__player.playingDate) ? Date.now() - window.__player.playingDate.getTime() : null,
+      hlsLatency: window.__player && window.__player.latency, hlsTarget: window.__player && window.__player.targetLatency,
       fatal: st.fatal.slice(), warnings: st.warnings.slice(), ended: st.ended, setupError: st.setupError,
       videoError: v.error ? ('code=' + v.error.code + ' ' + (v.error.message || '')) : null,
     };
@@ -184,7 +191,7 @@ const PROBE_JS = `(() => {
 
   if (kind === 'hls') {
     if (!window.Hls || !Hls.isSupported()) { st.setupError = 'hls.js not loaded or not supported'; return; }
-    const hls = window.__player = new Hls({ debug: false, enableWorker: true });
+    const hls = window.__player = new Hls({ debug: false, enableWorker: true, lowLatencyMode: lowLatency });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       const s = 'hls.js ' + data.type + '/' + data.details + (data.response && data.response.code !== undefined ? ' http=' + data.response.code : '') + (data.reason ? ' ' + data.reason : '') + (data.error && data.error.message && data.error.message !== data.reason ? ' ' + data.error.message : '');
       if (data.fatal) fatal(s); else warn(s);
@@ -261,6 +268,11 @@ async function waitReady(opts) {
 
 class SetupError extends Error {}
 
+function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
 async function main() {
   let opts;
   try { opts = parseArgs(process.argv); } catch (e) { usage(e.message); return { code: EXIT_SETUP, out: { ok: false, setup_error: e.message } }; }
@@ -320,7 +332,7 @@ async function main() {
     page.on('crash', () => pageErrors.push('page crashed'));
     if (DEBUG) page.on('console', (m) => process.stderr.write(`[console.${m.type()}] ${m.text()}\n`));
 
-    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&url=${encodeURIComponent(opts.url)}`;
+    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&url=${encodeURIComponent(opts.url)}`;
     await page.goto(pageUrl, { waitUntil: 'load', timeout: 15000 });
     const probe = () => page.evaluate(() => window.__probe());
 
@@ -352,18 +364,20 @@ async function main() {
     // --- phase 2: watch for --seconds (or through every level)
     const start = s;
     const hashes = [start.hash];
-    let lastAdvanceAt = start.now, longestStall = 0, prevCt = start.currentTime;
+    let lastAdvanceAt = start.now, longestStall = 0, prevCt = start.currentTime, stalls = 0;
     let last = start;
+    const latencies = [];
     // One sample after `ms`: stall bookkeeping; false on a player error (fail fast).
     const sample = async (ms) => {
       await sleep(ms);
       last = await probe();
       hashes.push(last.hash);
       // stall = wall time since currentTime last moved forward (sample resolution = the sampling period)
-      if (last.currentTime <= prevCt + 0.05) longestStall = Math.max(longestStall, last.now - lastAdvanceAt);
+      if (last.currentTime <= prevCt + 0.05) { longestStall = Math.max(longestStall, last.now - lastAdvanceAt); stalls++; }
       else lastAdvanceAt = last.now;
+      if (last.latencyMs !== null) latencies.push(last.latencyMs);
       prevCt = last.currentTime;
-      if (DEBUG) process.stderr.write(`[sample] ct=${last.currentTime.toFixed(2)} rs=${last.readyState} ${last.videoWidth}x${last.videoHeight} hash=${last.hash} frames=${last.totalVideoFrames} rvfc=${last.rvfc} buf=${JSON.stringify(last.buffered)}\n`);
+      if (DEBUG) process.stderr.write(`[sample] lat=${last.latencyMs} hls.latency=${last.hlsLatency} target=${last.hlsTarget} ct=${last.currentTime.toFixed(2)} rs=${last.readyState} ${last.videoWidth}x${last.videoHeight} hash=${last.hash} frames=${last.totalVideoFrames} rvfc=${last.rvfc} buf=${JSON.stringify(last.buffered)}\n`);
       return !(last.fatal.length || last.videoError || pageErrors.length);
     };
     let levelFailure = null;
@@ -410,7 +424,10 @@ async function main() {
       total_video_frames: last.totalVideoFrames === null ? null : last.totalVideoFrames - start.totalVideoFrames,
       dropped_video_frames: last.droppedVideoFrames === null ? null : last.droppedVideoFrames - start.droppedVideoFrames,
       rvfc_frames: last.rvfcSupported ? last.rvfc - start.rvfc : null,
-      longest_stall_seconds: +(longestStall / 1000).toFixed(3),
+      longest_stall_seconds: +(longestStall / 1000).toFixed(3), stalls,
+      latency_samples: latencies.length,
+      latency_p50_ms: latencies.length ? Math.round(quantile(latencies, 0.5)) : null,
+      latency_p99_ms: latencies.length ? Math.round(quantile(latencies, 0.99)) : null,
       width: last.videoWidth || null, height: last.videoHeight || null,
     });
     result.warnings = last.warnings;

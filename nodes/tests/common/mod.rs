@@ -508,6 +508,8 @@ pub struct MediaPlaylist {
     pub ended: bool,
     pub version: u32,
     pub independent: bool,
+    /// `EXT-X-MAP` (fMP4 init segment), the last one listed.
+    pub map: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -516,6 +518,26 @@ pub struct PlaylistSegment {
     pub duration: f64,
     pub discontinuity: bool,
     pub program_date_time: Option<String>,
+    /// The init segment (`EXT-X-MAP`) this segment needs (fMP4).
+    pub map: Option<String>,
+}
+
+/// Where a player tool can read one segment of a media playlist at `playlist_path` (e.g. `/live/a/index.m3u8`)
+/// on its own: its URL for MPEG-TS; for fMP4, a scratch file holding the init segment (`EXT-X-MAP`) and the segment.
+pub fn segment_source(s: &Strom, playlist_path: &str, pl: &MediaPlaylist, uri: &str) -> String {
+    let base = playlist_path.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
+    let map = pl.segments.iter().find(|seg| seg.uri == uri).and_then(|seg| seg.map.clone()).or(pl.map.clone());
+    let Some(map) = map else {
+        return s.http_url(&format!("{base}/{uri}"));
+    };
+    let init = s.get(&format!("{base}/{map}"));
+    let seg = s.get(&format!("{base}/{uri}"));
+    let mut data = init.body;
+    data.extend_from_slice(&seg.body);
+    let dir = scratch("segments");
+    let file = dir.join(format!("{}-{}", base.replace('/', "_"), uri.replace(".m4s", ".mp4")));
+    std::fs::write(&file, &data).expect("segment file");
+    file.to_string_lossy().into_owned()
 }
 
 pub fn parse_playlist(text: &str) -> MediaPlaylist {
@@ -535,6 +557,9 @@ pub fn parse_playlist(text: &str) -> MediaPlaylist {
             cur.discontinuity = true;
         } else if line == "#EXT-X-ENDLIST" {
             p.ended = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
+            p.map = Some(v.trim_matches('"').to_string());
+            cur.map = p.map.clone();
         } else if line == "#EXT-X-INDEPENDENT-SEGMENTS" {
             p.independent = true;
         } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
@@ -543,6 +568,7 @@ pub fn parse_playlist(text: &str) -> MediaPlaylist {
             cur.duration = v.trim_end_matches(',').split(',').next().and_then(|d| d.parse().ok()).expect("extinf");
         } else if !line.starts_with('#') && !line.is_empty() {
             cur.uri = line.to_string();
+            cur.map = p.map.clone();
             p.segments.push(std::mem::take(&mut cur));
         }
     }

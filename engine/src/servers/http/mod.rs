@@ -5,7 +5,8 @@
 //! | `GET /{app}/{name}.flv` | HTTP-FLV live: header, metadata, sequence headers, GOP cache, then live tags (a plain `GET` of a live stream is played by the listener itself, see [`flv`]) |
 //! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node. With an ABR ladder: the master playlist (see [`crate::transcode::master`]) |
 //! | `GET /{app}/{name}/source.m3u8` | HLS media playlist of the published stream itself (the ladder's top variant) |
-//! | `GET /{app}/{name}/{segment}.ts` | HLS segment |
+//! | `GET /{app}/{name}/index.m3u8?_HLS_msn=M&_HLS_part=P&_HLS_skip=YES` | LL-HLS blocking playlist reload: held until part P of segment M exists (at most 3 target durations, then 503; 400 if too far ahead); `_HLS_skip=YES`: a delta update |
+//! | `GET /{app}/{name}/{file}.m4s`, `.mp4`, `.ts` | HLS segment, LL-HLS part (a preload-hinted part is held until complete), init segment; MPEG-TS segment with `hls.format = "ts"` |
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
 //! | `GET /metrics` | Prometheus text format |
@@ -32,6 +33,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::servers::NodeContext;
+use crate::stream::segmenter::Blocking;
 use crate::stream::StreamKey;
 
 /// Builds the router.
@@ -125,6 +127,7 @@ fn not_found() -> Response {
 async fn hls(
     State(node): State<Arc<NodeContext>>,
     Path((app, name, file)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let key = match StreamKey::new(&app, &name) {
         Ok(k) => k,
@@ -136,8 +139,44 @@ async fn hls(
     };
     if file == "index.m3u8" || file == "source.m3u8" {
         let wait = Duration::from_secs_f64((node.config.hls.segment_duration_secs * 3.0 + 1.0).min(15.0));
+        let playlist = |text: bytes::Bytes| {
+            // Playlists change every part: never cached (a blocking request's answer varies with its query anyway).
+            (
+                [
+                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                    (header::CACHE_CONTROL, "no-cache, no-store"),
+                ],
+                Body::from(text),
+            )
+                .into_response()
+        };
+        // LL-HLS delivery directives (rfc8216bis 6.2.5): a blocking reload is held until the part exists.
+        let msn = query.get("_HLS_msn").map(|v| v.parse::<u64>());
+        let part = query.get("_HLS_part").map(|v| v.parse::<u64>());
+        let skip = query.get("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
+        if let Some(msn) = msn {
+            let (Ok(msn), Ok(part)) = (msn, part.transpose()) else {
+                return bad_request("_HLS_msn and _HLS_part must be numbers".into());
+            };
+            let target = node.config.hls.segment_duration_secs.ceil().max(1.0);
+            let hold = Duration::from_secs_f64(3.0 * target);
+            return match stream.playlist_blocking(msn, part, skip, hold, &node.metrics).await {
+                Ok(text) => playlist(text),
+                Err(Blocking::NotFound) => not_found(),
+                Err(Blocking::TooFarAhead) => bad_request(format!("_HLS_msn={msn} is too far ahead of the live edge")),
+                Err(Blocking::Timeout) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time\n").into_response()
+                }
+            };
+        } else if part.is_some() {
+            return bad_request("_HLS_part needs _HLS_msn".into());
+        }
         let started = std::time::Instant::now();
-        let Some(media) = stream.playlist(wait).await else {
+        let text = match skip {
+            true => stream.playlist_blocking(0, None, true, wait, &node.metrics).await.ok(),
+            false => stream.playlist(wait).await,
+        };
+        let Some(media) = text else {
             return not_found();
         };
         // With a ladder, index.m3u8 is the master playlist and the source's media playlist is source.m3u8.
@@ -147,23 +186,27 @@ async fn hls(
                 text = master.into();
             }
         }
-        return (
-            [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache, no-store")],
-            Body::from(text),
-        )
-            .into_response();
+        return playlist(text);
     }
+    let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("ts") => "video/mp2t",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        _ => "",
+    };
     let valid = file.len() <= 96
-        && file.ends_with(".ts")
+        && !content_type.is_empty()
         && file.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !valid {
         return bad_request(format!("invalid segment name {:?}", file.chars().take(64).collect::<String>()));
     }
-    match stream.segment(&file).await {
+    // A preload-hinted part is held until it is complete (at most a few part targets).
+    let wait = Duration::from_millis(u64::from(node.config.hls.part_target_ms) * 6);
+    match stream.file(&file, wait, &node.metrics).await {
         Some(data) => {
             node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
             (
-                [(header::CONTENT_TYPE, "video/mp2t"), (header::CACHE_CONTROL, "public, max-age=3600, immutable")],
+                [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600, immutable")],
                 Body::from(data),
             )
                 .into_response()

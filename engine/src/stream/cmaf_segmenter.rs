@@ -1,0 +1,254 @@
+//! The segmenter's CMAF backend (`hls.format = "fmp4"`, the default): LL-HLS parts and fMP4 segments.
+//!
+//! The [`Packager`] turns frames into init segments and parts; this state names them, groups parts into segments,
+//! keeps the [`Playlist`] (with its parts, `EXT-X-MAP` and preload hint) and publishes an [`HlsView`] at every
+//! part, so blocking playlist requests wake as soon as the part they wait for exists.
+//!
+//! Names (unique per stream incarnation, identical on every node since non-owners serve the owner's):
+//! `<inc>-init<N>.mp4` (init segments), `<inc>-<msn>.m4s` (segments), `<inc>-p<seq>.m4s` (parts, numbered across
+//! segments, so the preload hint names the next part before it is known which segment it opens).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::hls_viewers::PollMeter;
+use super::segmenter::HlsView;
+use crate::config::HlsConfig;
+use crate::formats::cmaf::{CmafTargets, Output, Packager};
+use crate::formats::playlist::{PartInfo, Playlist, Segment};
+use crate::formats::{MediaFrame, StreamKey};
+use crate::metrics::Metrics;
+
+/// Init segments kept (the current one and those the listed segments still need).
+const INITS_KEPT: usize = 4;
+
+struct Open {
+    msn: u64,
+    parts: Vec<(PartInfo, Bytes)>,
+    pdt: SystemTime,
+    discontinuity: bool,
+    map: Option<String>,
+}
+
+/// State of a CMAF segmenter (see the module docs).
+pub struct CmafSegmenter {
+    key: StreamKey,
+    metrics: Arc<Metrics>,
+    playlist: Playlist,
+    incarnation: String,
+    next_msn: u64,
+    part_seq: u64,
+    packager: Packager,
+    targets: CmafTargets,
+    inits: VecDeque<(String, Bytes)>,
+    init_count: u32,
+    open: Option<Open>,
+    pending_discontinuity: bool,
+    /// Wall clock at a stream timestamp (ms), for PROGRAM-DATE-TIME.
+    anchor: Option<(SystemTime, u64)>,
+    /// Parts of completed segments still served (by name), oldest first.
+    parts: VecDeque<(u64, String, Bytes)>,
+    view: watch::Sender<Arc<HlsView>>,
+    meter: PollMeter,
+    warned: bool,
+}
+
+impl CmafSegmenter {
+    /// A CMAF segmenter publishing on `view`; `resume`: continue another node's playlist (see
+    /// [`super::segmenter::SegmenterArgs::resume`]).
+    pub fn new(
+        key: StreamKey,
+        hls: &HlsConfig,
+        metrics: Arc<Metrics>,
+        resume: Option<(u64, u64)>,
+        view: watch::Sender<Arc<HlsView>>,
+        meter: PollMeter,
+    ) -> CmafSegmenter {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let mut playlist = Playlist::new(hls.window, hls.retained_segments, hls.segment_duration_secs);
+        playlist.enable_parts(f64::from(hls.part_target_ms) / 1000.0);
+        if let Some((_, discontinuity)) = resume {
+            playlist.resume_after(discontinuity);
+        }
+        let targets = CmafTargets {
+            segment_ms: (hls.segment_duration_secs * 1000.0).round() as u32,
+            part_ms: hls.part_target_ms,
+        };
+        CmafSegmenter {
+            key,
+            metrics,
+            playlist,
+            incarnation: format!("{now_ms:x}"),
+            next_msn: resume.map_or(0, |(msn, _)| msn),
+            part_seq: 0,
+            packager: Packager::new(targets),
+            targets,
+            inits: VecDeque::new(),
+            init_count: 0,
+            open: None,
+            pending_discontinuity: resume.is_some(),
+            anchor: None,
+            parts: VecDeque::new(),
+            view,
+            meter,
+            warned: false,
+        }
+    }
+
+    /// The stream is gone here: its HLS viewers leave the metric.
+    pub fn clear_meter(&self) {
+        self.meter.clear();
+    }
+
+    /// A frame on the stream's timeline.
+    pub fn on_frame(&mut self, f: &MediaFrame) {
+        // PROGRAM-DATE-TIME is the wall clock at which frames reach the segmenter (not when their part is done).
+        self.anchor.get_or_insert((SystemTime::now(), u64::from(f.timestamp)));
+        let mut out = Vec::new();
+        if let Err(d) = self.packager.push(f, &mut out) {
+            self.metrics.frames_dropped.with_label_values(&[d.reason]).inc();
+            if !self.warned {
+                self.warned = true;
+                warn!(stream = %self.key, reason = d.reason, detail = %d.detail, "HLS segmenter dropped a frame (logged once per stream)");
+            }
+        }
+        self.take(out);
+    }
+
+    /// The publisher left: the open part and segment close.
+    pub fn publisher_left(&mut self) {
+        let mut out = Vec::new();
+        self.packager.flush(&mut out);
+        self.take(out);
+        self.close_segment();
+        self.publish();
+    }
+
+    /// The next segment starts a discontinuity (the publisher came back).
+    pub fn discontinuity(&mut self) {
+        self.pending_discontinuity = true;
+        self.anchor = None;
+        // A returning publisher's timeline is continuous, but its encoder starts over: a fresh packager starts at
+        // its first keyframe with a new init segment.
+        self.packager = Packager::new(self.targets);
+    }
+
+    /// The stream ended for good.
+    pub fn end_list(&mut self) {
+        self.publisher_left();
+        self.playlist.set_preload_hint(None);
+        self.playlist.set_ended(true);
+        self.publish();
+    }
+
+    fn take(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Init(data) => {
+                    self.init_count += 1;
+                    let name = format!("{}-init{}.mp4", self.incarnation, self.init_count);
+                    if self.init_count > 1 {
+                        self.pending_discontinuity = true;
+                    }
+                    self.inits.push_back((name, data));
+                    while self.inits.len() > INITS_KEPT {
+                        self.inits.pop_front();
+                    }
+                }
+                Output::Part(p) => {
+                    if p.segment_start || self.open.is_none() {
+                        self.close_segment();
+                        self.open_segment(p.start_ms);
+                    }
+                    self.part_seq += 1;
+                    let info = PartInfo {
+                        name: format!("{}-p{}.m4s", self.incarnation, self.part_seq),
+                        duration: p.duration,
+                        independent: p.independent,
+                    };
+                    self.playlist.push_part(info.clone());
+                    self.playlist.set_preload_hint(Some(format!("{}-p{}.m4s", self.incarnation, self.part_seq + 1)));
+                    if let Some(o) = self.open.as_mut() {
+                        o.parts.push((info, p.data));
+                    }
+                    self.metrics.hls_parts.inc();
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    fn open_segment(&mut self, start_ms: u64) {
+        let discontinuity = std::mem::take(&mut self.pending_discontinuity) && self.next_msn > 0;
+        let (wall, at) = *self.anchor.get_or_insert((SystemTime::now(), start_ms));
+        let pdt = if start_ms >= at {
+            wall + Duration::from_millis(start_ms - at)
+        } else {
+            wall - Duration::from_millis(at - start_ms)
+        };
+        let map = self.inits.back().map(|(n, _)| n.clone());
+        let msn = self.next_msn;
+        self.playlist.open_segment(msn, discontinuity, map.clone(), pdt);
+        self.open = Some(Open { msn, parts: Vec::new(), pdt, discontinuity, map });
+    }
+
+    fn close_segment(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        if open.parts.is_empty() {
+            return;
+        }
+        let duration: f64 = open.parts.iter().map(|(p, _)| p.duration).sum();
+        let mut data = BytesMut::with_capacity(open.parts.iter().map(|(_, b)| b.len()).sum());
+        for (_, b) in &open.parts {
+            data.extend_from_slice(b);
+        }
+        for (info, bytes) in &open.parts {
+            self.parts.push_back((open.msn, info.name.clone(), bytes.clone()));
+        }
+        self.next_msn = open.msn + 1;
+        self.playlist.push(Segment {
+            msn: open.msn,
+            name: format!("{}-{}.m4s", self.incarnation, open.msn),
+            duration: duration.max(0.001),
+            program_date_time: open.pdt,
+            discontinuity: open.discontinuity,
+            data: data.freeze(),
+            parts: open.parts.into_iter().map(|(p, _)| p).collect(),
+            map: open.map,
+        });
+        // Parts are served while their segment is listed with parts (three target durations) and a little longer.
+        let keep_from = self.next_msn.saturating_sub(6);
+        while self.parts.front().is_some_and(|(msn, _, _)| *msn < keep_from) {
+            self.parts.pop_front();
+        }
+        self.metrics.hls_segments.inc();
+        tracing::trace!(stream = %self.key, msn = self.next_msn - 1, "segment");
+    }
+
+    /// Publishes the playlist and every file it may name (a new [`HlsView`]).
+    fn publish(&mut self) {
+        let mut files: Vec<(String, Bytes)> = self.inits.iter().cloned().collect();
+        files.extend(self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())));
+        files.extend(self.parts.iter().map(|(_, n, b)| (n.clone(), b.clone())));
+        if let Some(o) = &self.open {
+            files.extend(o.parts.iter().map(|(p, b)| (p.name.clone(), b.clone())));
+        }
+        let view = HlsView::new(
+            self.playlist.render().map(Bytes::from),
+            self.playlist.render_skip().map(Bytes::from),
+            self.playlist.ended(),
+            self.next_msn,
+            self.playlist.discontinuity_count(),
+            self.playlist.next_part(),
+            self.playlist.target_duration(),
+            files,
+        );
+        self.view.send_replace(Arc::new(view));
+        self.meter.set_target(self.playlist.target_duration());
+    }
+}

@@ -1,0 +1,251 @@
+//! LL-HLS in fMP4 from a real strom and a real publisher (ffmpeg), checked the way a strict player would:
+//! playlist rules (rfc8216bis), blocking playlist reload and preload hints, delta updates, and decoding of what the
+//! parts carry (ffprobe).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A part: (uri, duration, independent).
+type Part = (String, f64, bool);
+/// A segment: (msn, its parts, its uri; `None` for the open segment).
+type Seg = (u64, Vec<Part>, Option<String>);
+
+/// One LL-HLS media playlist, parsed strictly.
+#[derive(Debug, Default)]
+struct Ll {
+    target: f64,
+    media_sequence: u64,
+    part_target: f64,
+    part_hold_back: f64,
+    can_skip_until: f64,
+    can_block: bool,
+    skipped: u64,
+    map: Option<String>,
+    segments: Vec<Seg>,
+    preload: Option<String>,
+}
+
+fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split([':', ',']).find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim_matches('"'))
+}
+
+fn parse_ll(text: &str) -> Ll {
+    let mut p = Ll::default();
+    let mut parts = Vec::new();
+    let mut msn = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            p.target = v.parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            p.media_sequence = v.parse().unwrap();
+        } else if line.starts_with("#EXT-X-SERVER-CONTROL:") {
+            p.can_block = attr(line, "CAN-BLOCK-RELOAD") == Some("YES");
+            p.part_hold_back = attr(line, "PART-HOLD-BACK").unwrap().parse().unwrap();
+            p.can_skip_until = attr(line, "CAN-SKIP-UNTIL").unwrap().parse().unwrap();
+        } else if line.starts_with("#EXT-X-PART-INF:") {
+            p.part_target = attr(line, "PART-TARGET").unwrap().parse().unwrap();
+        } else if line.starts_with("#EXT-X-SKIP:") {
+            p.skipped = attr(line, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
+        } else if line.starts_with("#EXT-X-MAP:") {
+            p.map = attr(line, "URI").map(String::from);
+        } else if line.starts_with("#EXT-X-PART:") {
+            let d: f64 = attr(line, "DURATION").unwrap().parse().unwrap();
+            parts.push((attr(line, "URI").unwrap().to_string(), d, line.contains("INDEPENDENT=YES")));
+        } else if line.starts_with("#EXT-X-PRELOAD-HINT:") {
+            assert_eq!(attr(line, "TYPE"), Some("PART"), "{line}");
+            p.preload = attr(line, "URI").map(String::from);
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let n = *msn.get_or_insert(p.media_sequence + p.skipped);
+            p.segments.push((n, std::mem::take(&mut parts), Some(line.to_string())));
+            msn = Some(n + 1);
+        }
+    }
+    let open = msn.unwrap_or(p.media_sequence + p.skipped);
+    p.segments.push((open, parts, None));
+    p
+}
+
+impl Ll {
+    /// (msn, part) of the first part not in this playlist.
+    fn next_part(&self) -> (u64, u64) {
+        let (msn, parts, uri) = self.segments.last().unwrap();
+        assert!(uri.is_none());
+        (*msn, parts.len() as u64)
+    }
+
+    /// Every rule a strict checker applies to one playlist.
+    fn check(&self, text: &str) {
+        assert!(text.contains("#EXT-X-VERSION:9\n"), "{text}");
+        assert!(self.can_block, "CAN-BLOCK-RELOAD=YES: {text}");
+        assert!(self.part_target > 0.0 && self.part_target <= 0.5, "PART-TARGET {}", self.part_target);
+        assert!(self.part_hold_back >= 3.0 * self.part_target - 1e-9, "PART-HOLD-BACK ≥ 3 × PART-TARGET: {text}");
+        assert!(self.can_skip_until >= 6.0 * self.target - 1e-9, "CAN-SKIP-UNTIL ≥ 6 × TARGETDURATION: {text}");
+        assert!(self.map.is_some() || self.skipped > 0, "EXT-X-MAP in a full playlist: {text}");
+        assert!(self.preload.is_some(), "a preload hint: {text}");
+        for (msn, parts, uri) in &self.segments {
+            for (i, (name, d, independent)) in parts.iter().enumerate() {
+                assert!(*d <= self.part_target + 1e-9, "part {name} of {d} s > PART-TARGET {}", self.part_target);
+                // The test stream's GOP is the segment: a keyframe starts each segment, and only there.
+                assert_eq!(*independent, i == 0, "segment {msn} part {i} ({name}): INDEPENDENT={independent}\n{text}");
+            }
+            if let Some(uri) = uri {
+                if !parts.is_empty() {
+                    let sum: f64 = parts.iter().map(|p| p.1).sum();
+                    let extinf = extinf_of(text, uri);
+                    assert!((sum - extinf).abs() < 0.002, "segment {uri}: parts sum {sum} vs EXTINF {extinf}");
+                }
+            }
+        }
+    }
+}
+
+fn extinf_of(text: &str, uri: &str) -> f64 {
+    let lines: Vec<&str> = text.lines().collect();
+    let i = lines.iter().position(|l| *l == uri).unwrap();
+    lines[i - 1].trim_start_matches("#EXTINF:").trim_end_matches(',').parse().unwrap()
+}
+
+#[test]
+fn ll_hls_playlists_parts_and_blocking_reloads_follow_the_spec() {
+    // A window longer than CAN-SKIP-UNTIL (12 s), so delta updates have something to skip.
+    let s = Strom::with_env(&[("STROM_HLS_WINDOW", "10")]);
+    let key = "live/ll";
+    let _p = publish(&s.rtmp_url(key), &Source { seconds: 60.0, ..Source::default() });
+    s.wait_live(key, Duration::from_secs(15));
+    s.wait_segments(key, 2, Duration::from_secs(20));
+    let path = format!("/{key}/index.m3u8");
+
+    // Follow the stream with blocking reloads for 20 s, as an LL-HLS client does.
+    let first = s.get(&path);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    let mut pl = parse_ll(&first.text());
+    pl.check(&first.text());
+    let mut parts_seen: HashMap<String, f64> = HashMap::new();
+    let mut waits = Vec::new();
+    let mut last_msn = pl.media_sequence;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let (msn, part) = pl.next_part();
+        let t = Instant::now();
+        let r = s.get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}"));
+        waits.push(t.elapsed());
+        assert_eq!(r.status, 200, "blocking reload for {msn}.{part}: {}", r.text());
+        let text = r.text();
+        let next = parse_ll(&text);
+        next.check(&text);
+        assert!(next.media_sequence >= last_msn, "MEDIA-SEQUENCE never goes back");
+        last_msn = next.media_sequence;
+        assert!(next.next_part() > (msn, part), "the answer holds {msn}.{part}: {text}");
+        for (_, parts, _) in &next.segments {
+            for (name, d, _) in parts {
+                if let Some(old) = parts_seen.insert(name.clone(), *d) {
+                    assert_eq!(old, *d, "part {name} changed its duration");
+                }
+            }
+        }
+        pl = next;
+    }
+    let n = waits.len();
+    waits.sort();
+    eprintln!("{n} blocking reloads in 20 s; wait p50 {:?}, max {:?}", waits[n / 2], waits[n - 1]);
+    assert!(n >= 50, "a part every ~200 ms: {n} reloads");
+    assert!(waits[n - 1] < Duration::from_secs(2), "no reload held longer than a part or two: {:?}", waits[n - 1]);
+
+    // A preload-hinted part and the blocking reload that lists it come back together, when the part is done.
+    let (msn, part) = pl.next_part();
+    let hint = pl.preload.clone().unwrap();
+    let hint_path = format!("/{key}/{hint}");
+    let addr = s.http_url("");
+    let t0 = Instant::now();
+    let fetch_hint = std::thread::spawn(move || {
+        let r = http_get(addr.trim_start_matches("http://").parse().unwrap(), &hint_path).unwrap();
+        (r, t0.elapsed())
+    });
+    let r = s.get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}"));
+    let playlist_at = t0.elapsed();
+    let (hinted, hint_at) = fetch_hint.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(hinted.status, 200, "the preload-hinted part is served once complete");
+    assert_eq!(hinted.header("content-type"), Some("video/iso.segment"));
+    assert!(parse_ll(&r.text()).segments.iter().any(|(_, p, _)| p.iter().any(|(n, _, _)| *n == hint)));
+    let gap = playlist_at.abs_diff(hint_at);
+    assert!(gap < Duration::from_millis(50), "part and playlist answered {gap:?} apart");
+
+    // Too far ahead: 400 at once. A delta update skips what is older than CAN-SKIP-UNTIL and keeps the rest.
+    let t = Instant::now();
+    assert_eq!(s.get(&format!("{path}?_HLS_msn={}", msn + 5)).status, 400);
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!(s.get(&format!("{path}?_HLS_part=1")).status, 400);
+    assert_eq!(s.get(&format!("{path}?_HLS_msn=x")).status, 400);
+    let full = s.get(&path).text();
+    let delta = s.get(&format!("{path}?_HLS_skip=YES")).text();
+    let d = parse_ll(&delta);
+    d.check(&delta);
+    assert!(d.skipped > 0, "a 20 s window skips segments in a delta update:\n{delta}");
+    let f = parse_ll(&full);
+    let tail = |p: &Ll| p.segments.iter().filter_map(|(m, _, u)| u.clone().map(|u| (*m, u))).collect::<Vec<_>>();
+    let (ft, dt) = (tail(&f), tail(&d));
+    assert!(ft.ends_with(&dt[..dt.len().saturating_sub(1)]) || dt.ends_with(&ft[ft.len().saturating_sub(dt.len())..]));
+
+    // What the parts carry decodes: init + the parts of two whole segments, to ffprobe.
+    let pl = parse_ll(&s.get(&path).text());
+    let init = s.get(&format!("/{key}/{}", pl.map.clone().unwrap()));
+    assert_eq!(init.status, 200);
+    assert_eq!(init.header("content-type"), Some("video/mp4"));
+    let mut file = init.body.clone();
+    let mut frames_expected = 0.0;
+    for (_, parts, uri) in pl.segments.iter().rev().skip(1).take(2).collect::<Vec<_>>().into_iter().rev() {
+        assert!(uri.is_some());
+        for (name, d, _) in parts {
+            let r = s.get(&format!("/{key}/{name}"));
+            assert_eq!(r.status, 200, "{name}");
+            assert!(r.header("cache-control").is_some_and(|c| c.contains("immutable")));
+            file.extend_from_slice(&r.body);
+            frames_expected += d * 30.0;
+        }
+    }
+    let dir = scratch("ll_hls_parts");
+    let f = dir.join("parts.mp4");
+    std::fs::write(&f, &file).unwrap();
+    let out = run_with_timeout(
+        std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries"])
+            .args(["stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+            .arg(&f),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: f64 = stdout.rsplit(',').next().unwrap().parse().unwrap();
+    assert!(stdout.starts_with("h264,") && (n - frames_expected).abs() <= 2.0, "{stdout}: expected ~{frames_expected}");
+    // The metrics say what happened.
+    assert!(s.metric("strom_hls_parts_total") >= 100.0);
+    assert!(s.metric("strom_hls_block_wait_seconds_count") >= 50.0);
+}
+
+#[test]
+fn legacy_mpeg_ts_per_app_and_players_that_ignore_parts() {
+    let s = Strom::with_env(&[("STROM_HLS_APPS", "{ legacy = { format = \"ts\" } }")]);
+    let ts = "legacy/box";
+    let ll = "live/any";
+    let _a = publish(&s.rtmp_url(ts), &Source { seconds: 30.0, ..Source::default() });
+    let _b = publish(&s.rtmp_url(ll), &Source { seconds: 30.0, ..Source::default() });
+    let text = s.wait_segments(ts, 2, Duration::from_secs(20));
+    assert!(text.contains(".ts\n") && !text.contains("#EXT-X-PART"), "{text}");
+    assert_eq!(s.get(&format!("/{ts}/index.m3u8?_HLS_msn=999")).status, 400, "TS: too far ahead, too");
+    s.wait_segments(ll, 2, Duration::from_secs(20));
+    // ffmpeg's HLS demuxer knows no LL-HLS: it plays the whole fMP4 segments.
+    for key in [ts, ll] {
+        let (frames, stderr) = probe_video(&s.http_url(&format!("/{key}/index.m3u8")), 4.0);
+        assert_playable(key, &frames, 60, 426, 240, &stderr);
+    }
+}
