@@ -161,6 +161,24 @@ fn a_720p_source_gets_an_aligned_ladder_and_a_master_playlist() {
             (path, pl)
         })
         .collect();
+    // LL-HLS rendition reports: each rendition's playlist reports every other one, at a part that rendition lists.
+    for (path, _) in &playlists {
+        let text = s.get(path).text();
+        let reports: Vec<&str> = text.lines().filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:")).collect();
+        assert_eq!(reports.len(), 3, "{path}: a report for each other rendition:\n{text}");
+        for r in reports {
+            let uri = r.split("URI=\"").nth(1).and_then(|u| u.split('"').next()).unwrap();
+            let other = resolve(path, uri);
+            assert_ne!(&other, path, "{path} reports itself");
+            let field = |f: &str| r.split(&format!("{f}=")).nth(1).and_then(|v| v.split(',').next()).unwrap();
+            let (msn, part): (u64, u64) = (field("LAST-MSN").parse().unwrap(), field("LAST-PART").parse().unwrap());
+            // That part exists: a blocking reload for it answers at once.
+            let t = std::time::Instant::now();
+            let r = s.get(&format!("{other}?_HLS_msn={msn}&_HLS_part={part}"));
+            assert_eq!(r.status, 200, "{path} reports {other} at {msn}.{part}: {}", r.text());
+            assert!(t.elapsed() < Duration::from_millis(500), "{other} {msn}.{part} was reported before it existed");
+        }
+    }
     // Take the playlists again at the same moment, now that every variant has segments.
     let playlists: Vec<(String, MediaPlaylist)> =
         playlists.into_iter().map(|(path, _)| (path.clone(), parse_playlist(&s.get(&path).text()))).collect();

@@ -123,6 +123,7 @@ fn ll_hls_playlists_parts_and_blocking_reloads_follow_the_spec() {
     let first = s.get(&path);
     assert_eq!(first.status, 200);
     assert_eq!(first.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert!(first.header("cache-control").is_some_and(|c| c.contains("no-cache")), "a plain playlist is not cached");
     let mut pl = parse_ll(&first.text());
     pl.check(&first.text());
     let mut parts_seen: HashMap<String, f64> = HashMap::new();
@@ -135,6 +136,7 @@ fn ll_hls_playlists_parts_and_blocking_reloads_follow_the_spec() {
         let r = s.get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}"));
         waits.push(t.elapsed());
         assert_eq!(r.status, 200, "blocking reload for {msn}.{part}: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("public, max-age=12"), "a blocking answer stays true: cacheable");
         let text = r.text();
         let next = parse_ll(&text);
         next.check(&text);

@@ -261,6 +261,10 @@ impl RemoteHls for Metered {
         self.hls.segment(name)
     }
 
+    fn current(&self) -> Option<Bytes> {
+        self.pushed()
+    }
+
     fn playlist_blocking(
         &self,
         msn: u64,

@@ -332,6 +332,29 @@ pub fn next_part_in(text: &str) -> Option<((u64, u64), bool)> {
     has_parts.then_some(((msn? + skipped, parts), text.contains("#EXT-X-ENDLIST")))
 }
 
+/// The newest part an LL-HLS playlist text lists, as `(msn, part index)` (`EXT-X-RENDITION-REPORT`'s LAST-MSN and
+/// LAST-PART); `None` without parts.
+pub fn last_part_in(text: &str) -> Option<(u64, u64)> {
+    let mut msn = None;
+    let mut part = 0u64;
+    let mut last = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            let skipped = v.split(',').next()?.trim().parse::<u64>().ok()?;
+            msn = msn.map(|m| m + skipped);
+        } else if line.starts_with("#EXT-X-PART:") {
+            last = Some((msn?, part));
+            part += 1;
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            msn = msn.map(|m| m + 1);
+            part = 0;
+        }
+    }
+    last
+}
+
 fn write_parts(out: &mut String, parts: &[PartInfo]) {
     for p in parts {
         let _ = write!(out, "#EXT-X-PART:DURATION={:.3},URI=\"{}\"", p.duration, p.name);
@@ -501,6 +524,16 @@ mod tests {
         // What follows the skipped segments is the full playlist's tail, line for line.
         let tail = |t: &str| t.lines().skip_while(|l| !l.contains("x-4.m4s")).collect::<Vec<_>>().join("\n");
         assert_eq!(tail(&full), tail(&delta));
+    }
+
+    #[test]
+    fn the_last_part_reads_back_for_rendition_reports() {
+        let p = ll_playlist(8);
+        assert_eq!(last_part_in(&p.render().unwrap()), Some((8, 0)), "the open segment's one part");
+        let mut q = ll_playlist(3);
+        q.open_segment(3, false, None, UNIX_EPOCH);
+        assert_eq!(last_part_in(&q.render().unwrap()), Some((2, 3)), "no part yet in the open segment");
+        assert_eq!(last_part_in(&ll_playlist(10).render_skip().unwrap()), Some((10, 0)));
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub trait RemoteHls: Send + Sync {
         Box::pin(async move { self.playlist(wait).await.ok_or(Blocking::NotFound) })
     }
 
+    /// The playlist as this node last learnt it, without waiting and without counting a viewer (rendition
+    /// reports of other renditions); `None` if there is none here yet.
+    fn current(&self) -> Option<Bytes> {
+        None
+    }
+
     /// A file by name; a preload-hinted part is waited for up to `wait`. Without parts: [`RemoteHls::segment`].
     fn file<'a>(&'a self, name: &'a str, _wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
         self.segment(name)

@@ -583,6 +583,15 @@ impl HlsSource {
         }
     }
 
+    /// The media playlist as it is now, without waiting and without counting a viewer (for the rendition reports
+    /// of the other renditions of a ladder).
+    pub fn current(&self) -> Option<Bytes> {
+        match self {
+            HlsSource::Local(h) => h.hls.as_ref()?.view().playlist.clone(),
+            HlsSource::Remote(r) => r.current(),
+        }
+    }
+
     /// A segment, part or init segment by file name; a preload-hinted part is waited for up to `wait`.
     pub async fn file(&self, name: &str, wait: Duration, metrics: &Metrics) -> Option<Bytes> {
         match self {

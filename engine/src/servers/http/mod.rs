@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::formats::playlist::last_part_in;
 use crate::servers::NodeContext;
 use crate::stream::segmenter::Blocking;
 use crate::stream::StreamKey;
@@ -120,6 +121,45 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, msg + "\n").into_response()
 }
 
+/// LL-HLS: a media playlist of a ladder's rendition (the source's `source.m3u8` or a rung's `index.m3u8`) gets an
+/// `EXT-X-RENDITION-REPORT` for every other rendition (its newest part), so a player switches without a
+/// round trip. Read from what this node holds of each rendition: no wait, no cluster call.
+async fn with_rendition_reports(node: &NodeContext, key: &StreamKey, file: &str, text: bytes::Bytes) -> bytes::Bytes {
+    let is_ll = text.windows(16).any(|w| w == b"#EXT-X-PART-INF:");
+    if !is_ll || text.windows(13).any(|w| w == b"#EXT-X-ENDLIST") {
+        return text;
+    }
+    let rungs = node.config.transcode.rungs_for(key.app());
+    let source = match node.transcode.reserved(key) {
+        true => match crate::transcode::ladder::source_of(key, rungs) {
+            Some(s) => s,
+            None => return text,
+        },
+        false => key.clone(),
+    };
+    let Some(master) = node.transcode.master(&source, Duration::ZERO).await else {
+        return text;
+    };
+    let mut out = String::from_utf8_lossy(&text).into_owned();
+    for uri in master.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        // Variant URIs are relative to the source's directory: `source.m3u8` or `../NAME/index.m3u8`.
+        let (name, f) = match uri.strip_prefix("../").and_then(|r| r.split_once('/')) {
+            Some((name, f)) => (name.to_string(), f.to_string()),
+            None => (source.name().to_string(), uri.to_string()),
+        };
+        let Ok(other) = StreamKey::new(key.app(), &name) else { continue };
+        if other == *key && (f == file || (f == "source.m3u8" && file == "index.m3u8")) {
+            continue;
+        }
+        let Some(hls) = node.streams.hls(&other).await else { continue };
+        let Some((msn, part)) = hls.current().and_then(|t| last_part_in(&String::from_utf8_lossy(&t))) else {
+            continue;
+        };
+        out.push_str(&format!("#EXT-X-RENDITION-REPORT:URI=\"../{name}/{f}\",LAST-MSN={msn},LAST-PART={part}\n"));
+    }
+    bytes::Bytes::from(out)
+}
+
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
@@ -139,13 +179,15 @@ async fn hls(
     };
     if file == "index.m3u8" || file == "source.m3u8" {
         let wait = Duration::from_secs_f64((node.config.hls.segment_duration_secs * 3.0 + 1.0).min(15.0));
-        let playlist = |text: bytes::Bytes| {
-            // Playlists change every part: never cached (a blocking request's answer varies with its query anyway).
+        let target = node.config.hls.segment_duration_secs.ceil().max(1.0);
+        // A plain playlist changes every part: never cached. The answer to a blocking reload is the playlist that
+        // holds part P of segment M, which stays true: a CDN may keep it, keyed by the query, for as long as the
+        // playlist could list that part.
+        let cache_blocked = format!("public, max-age={}", (6.0 * target) as u64);
+        let playlist = |text: bytes::Bytes, blocked: bool| {
+            let cache = if blocked { cache_blocked.as_str() } else { "no-cache, no-store" };
             (
-                [
-                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                    (header::CACHE_CONTROL, "no-cache, no-store"),
-                ],
+                [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, cache)],
                 Body::from(text),
             )
                 .into_response()
@@ -158,10 +200,9 @@ async fn hls(
             let (Ok(msn), Ok(part)) = (msn, part.transpose()) else {
                 return bad_request("_HLS_msn and _HLS_part must be numbers".into());
             };
-            let target = node.config.hls.segment_duration_secs.ceil().max(1.0);
             let hold = Duration::from_secs_f64(3.0 * target);
             return match stream.playlist_blocking(msn, part, skip, hold, &node.metrics).await {
-                Ok(text) => playlist(text),
+                Ok(text) => playlist(with_rendition_reports(&node, &key, &file, text).await, true),
                 Err(Blocking::NotFound) => not_found(),
                 Err(Blocking::TooFarAhead) => bad_request(format!("_HLS_msn={msn} is too far ahead of the live edge")),
                 Err(Blocking::Timeout) => {
@@ -180,13 +221,12 @@ async fn hls(
             return not_found();
         };
         // With a ladder, index.m3u8 is the master playlist and the source's media playlist is source.m3u8.
-        let mut text = media;
         if file == "index.m3u8" {
             if let Some(master) = node.transcode.master(&key, wait.saturating_sub(started.elapsed())).await {
-                text = master.into();
+                return playlist(master.into(), false);
             }
         }
-        return playlist(text);
+        return playlist(with_rendition_reports(&node, &key, &file, media).await, false);
     }
     let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
         Some("ts") => "video/mp2t",
