@@ -137,6 +137,63 @@ fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_anothe
     }
 }
 
+/// LL-HLS failover as a viewer on another pod sees it: hls.js (lowLatencyMode) plays from strom-2 while the owner,
+/// strom-0, is SIGKILLed mid-stream and the publisher comes back on strom-1. hls.js must report no fatal error and
+/// play on; every playlist strom-2 serves keeps its media sequence monotonic, with a discontinuity at the new owner.
+#[test]
+fn hls_js_on_another_node_plays_through_an_owner_kill() {
+    let _alone = alone();
+    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+        return;
+    }
+    let net = common::netns::Net::new(3);
+    let mut nodes: Vec<_> = (0..3).map(|i| net.spawn_cluster(i, "failover-cookie", &[])).collect();
+    let t = Instant::now();
+    while !nodes[2].get("/api/v1/cluster").text().contains("\"strom-0\"") {
+        assert!(t.elapsed() < Duration::from_secs(15), "strom-2 never saw strom-0\n{}", nodes[2].log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let key = "live/failover";
+    let src = Source { width: 640, height: 360, seconds: 120.0, bitrate_k: 800, ..Source::default() };
+    let p0 = publish(&nodes[0].rtmp_url(key), &src);
+    while !nodes[2].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
+        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-2\n{}", nodes[2].log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = nodes[2].http_url(&format!("/{key}/index.m3u8"));
+    let player = std::thread::spawn(move || {
+        play_with("hls", &url, &["--seconds", "40", "--low-latency", "on", "--max-stall", "15"])
+    });
+    // Watch strom-2's playlist throughout: the media sequence never goes back.
+    let mut sequences: Vec<(u64, bool)> = Vec::new();
+    let mut watch = |nodes: &[common::netns::NetNode], until: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < until {
+            let text = nodes[2].get(&format!("/{key}/index.m3u8")).text();
+            if let Some(msn) = text.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")) {
+                sequences.push((msn.trim().parse().unwrap_or(0), text.contains("#EXT-X-DISCONTINUITY")));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    watch(&nodes, Duration::from_secs(14));
+    drop(p0);
+    nodes[0].kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let _p1 = publish(&nodes[1].rtmp_url(key), &src);
+    watch(&nodes, Duration::from_secs(20));
+    let (ok, stdout, stderr) = player.join().unwrap();
+    eprintln!("hls.js through the failover: {}", stdout.trim());
+    assert!(ok, "hls.js on strom-2 failed through the owner kill: {stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "no fatal error: {v}");
+    assert!(v["played_seconds"].as_f64().unwrap_or(0.0) > 25.0, "played on after the failover: {v}");
+    let back = sequences.windows(2).filter(|w| w[1].0 < w[0].0).count();
+    assert_eq!(back, 0, "MEDIA-SEQUENCE went back on strom-2: {sequences:?}");
+    assert!(sequences.iter().any(|s| s.1), "a discontinuity at the new owner: {sequences:?}");
+}
+
 /// The ABR ladder as a viewer's player uses it: ffmpeg publishes 1280x720@30 with 2 s GOPs, strom builds the
 /// 480p/360p/240p rungs, hls.js plays the master playlist and is forced through every level (`hls.nextLevel`).
 /// The `<video>` must show each level's size, `currentTime` must keep advancing through every switch, and hls.js

@@ -200,6 +200,7 @@ impl Ownership for ClusterOwnership {
                 metrics: self.metrics.clone(),
                 key: key.clone(),
                 since_ms,
+                grace,
             };
             Some(Box::new(metered) as Box<dyn RemoteHls>)
         })
@@ -216,12 +217,18 @@ struct Metered {
     key: StreamKey,
     /// The owner's claim (which pushed playlist is its); `None` for a stale stream.
     since_ms: Option<u64>,
+    /// How long a stale stream's last playlist is served.
+    grace: Duration,
 }
 
 impl Metered {
-    /// The owner's latest pushed playlist.
+    /// The owner's latest pushed playlist; for a stream no node owns right now, the newest any owner pushed (a
+    /// new owner's, once a publisher is back: parked requests then wake into its playlist).
     fn pushed(&self) -> Option<Bytes> {
-        self.cluster.pushed_playlist(&self.key, self.since_ms?)
+        match self.since_ms {
+            Some(since) => self.cluster.pushed_playlist(&self.key, since),
+            None => self.cluster.last_playlist(&self.key, self.grace),
+        }
     }
 
     /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`.
