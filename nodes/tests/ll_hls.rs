@@ -251,3 +251,59 @@ fn legacy_mpeg_ts_per_app_and_players_that_ignore_parts() {
         assert_playable(key, &frames, 60, 426, 240, &stderr);
     }
 }
+
+/// The strict checker on a ladder for two minutes: the source's LL-HLS playlist followed with blocking reloads, every
+/// answer checked; every few seconds each rung's playlist is checked too, and every rendition report is
+/// followed to the part it names, which must exist (a blocking reload for it answers at once).
+#[test]
+fn a_ladder_under_the_strict_checker_for_two_minutes() {
+    let s = ladder_node();
+    let key = "live/llabr";
+    let src = Source { width: 854, height: 480, seconds: 150.0, bitrate_k: 900, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    let renditions = ["/live/llabr/source.m3u8", "/live/llabr_360p/index.m3u8", "/live/llabr_240p/index.m3u8"];
+    let t = Instant::now();
+    for r in renditions {
+        while !(s.get(r).status == 200 && s.get(r).text().contains("#EXT-X-RENDITION-REPORT")) {
+            assert!(t.elapsed() < Duration::from_secs(40), "{r}: no LL-HLS playlist with reports");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let source = renditions[0];
+    let mut pl = parse_ll(&s.get(source).text());
+    let (mut reloads, mut reports_followed, mut last_check) = (0, 0, Instant::now());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let (msn, part) = pl.next_part();
+        let r = s.get(&format!("{source}?_HLS_msn={msn}&_HLS_part={part}"));
+        assert_eq!(r.status, 200, "{source} {msn}.{part}: {}", r.text());
+        let text = r.text();
+        let next = parse_ll(&text);
+        next.check(&text);
+        assert!(next.next_part() > (msn, part));
+        assert!(next.media_sequence >= pl.media_sequence, "MEDIA-SEQUENCE never goes back");
+        reloads += 1;
+        if last_check.elapsed() > Duration::from_secs(5) {
+            last_check = Instant::now();
+            for rung in &renditions[1..] {
+                let text = s.get(rung).text();
+                parse_ll(&text).check(&text);
+            }
+            for report in text.lines().filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:")) {
+                let uri = attr(report, "URI").unwrap();
+                let other = format!("/live/{}", uri.trim_start_matches("../"));
+                let (m, p) = (attr(report, "LAST-MSN").unwrap(), attr(report, "LAST-PART").unwrap());
+                let t = Instant::now();
+                let r = s.get(&format!("{other}?_HLS_msn={m}&_HLS_part={p}"));
+                assert_eq!(r.status, 200, "{report}: {}", r.text());
+                assert!(t.elapsed() < Duration::from_millis(300), "{report} names a part {other} does not have yet");
+                reports_followed += 1;
+            }
+        }
+        pl = next;
+    }
+    eprintln!("{reloads} blocking reloads of the source over 120 s, {reports_followed} rendition reports followed");
+    assert!(reloads >= 400, "a part every ~200 ms: {reloads}");
+    assert!(reports_followed >= 40);
+}
