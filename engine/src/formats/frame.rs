@@ -166,12 +166,17 @@ impl MediaFrame {
     /// The frame's RTMP chunked body for `chunk_size`: `split` makes it the first time, and every clone of this
     /// frame shares that rendering afterwards (a node writes one chunk size; another size is split each time).
     pub fn rtmp_chunked(&self, chunk_size: usize, split: impl Fn(&Bytes) -> Bytes) -> Bytes {
-        let (size, body) = self.rendered.rtmp.get_or_init(|| (chunk_size, split(&self.body)));
-        if *size == chunk_size {
-            body.clone()
-        } else {
-            split(&self.body)
+        match self.rtmp_chunked_shared(chunk_size, &split) {
+            Some(body) => body.clone(),
+            None => split(&self.body),
         }
+    }
+
+    /// [`MediaFrame::rtmp_chunked`] without a reference count: the shared rendering, `None` when it was made for
+    /// another chunk size.
+    pub fn rtmp_chunked_shared(&self, chunk_size: usize, split: impl Fn(&Bytes) -> Bytes) -> Option<&Bytes> {
+        let (size, body) = self.rendered.rtmp.get_or_init(|| (chunk_size, split(&self.body)));
+        (*size == chunk_size).then_some(body)
     }
 }
 

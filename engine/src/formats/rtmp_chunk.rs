@@ -44,6 +44,12 @@ pub fn body(frame: &MediaFrame, chunk_size: usize) -> Bytes {
     frame.rtmp_chunked(chunk_size, |payload| chunk_body(payload, chunk_size, csid))
 }
 
+/// [`body`] by reference: the shared rendering, `None` when it was made for another chunk size.
+pub fn body_shared(frame: &MediaFrame, chunk_size: usize) -> Option<&Bytes> {
+    let csid = route(frame.kind).0;
+    frame.rtmp_chunked_shared(chunk_size, |payload| chunk_body(payload, chunk_size, csid))
+}
+
 /// Splits `payload` into chunks with type-3 headers between them. No copy when it fits in one chunk.
 pub fn chunk_body(payload: &Bytes, chunk_size: usize, csid: u8) -> Bytes {
     let chunk_size = chunk_size.max(1);
@@ -62,7 +68,7 @@ pub fn chunk_body(payload: &Bytes, chunk_size: usize, csid: u8) -> Bytes {
 
 /// Appends a type-0 chunk header (basic header + 11-byte message header) for a message whose timestamp is
 /// below 0xFFFFFF. Returns `false` (and writes nothing) when the timestamp needs the extended form.
-pub fn put_header(out: &mut BytesMut, csid: u8, timestamp: u32, len: usize, type_id: u8, stream_id: u32) -> bool {
+pub fn put_header(out: &mut impl BufMut, csid: u8, timestamp: u32, len: usize, type_id: u8, stream_id: u32) -> bool {
     if timestamp >= EXTENDED {
         return false;
     }

@@ -20,8 +20,9 @@
 //! once per frame; the ring's own per-frame wake-ups remain for the feeds that want every frame at once (relays
 //! and encoders).
 
+use std::any::Any;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
@@ -63,14 +64,25 @@ pub struct FanoutSender {
     bell: watch::Sender<u64>,
     clock: BatchClock,
     sent: u64,
+    slot: SharedSlot,
 }
+
+/// Per-stream state a protocol keeps next to the fan-out, shared by every receiver of the stream (the RTMP
+/// writer hub, `crate::servers::rtmp::hub`, keeps its handle here). The fan-out itself never looks inside.
+pub type SharedSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 
 impl FanoutSender {
     /// A ring of `capacity` events; coalescing players write once their batch spans `hold_ms` of stream time.
     pub fn new(capacity: usize, hold_ms: u32) -> FanoutSender {
         let (tx, _) = broadcast::channel(capacity);
         let (bell, _) = watch::channel(0);
-        FanoutSender { tx, bell, clock: BatchClock { hold_ms, ..Default::default() }, sent: 0 }
+        FanoutSender {
+            tx,
+            bell,
+            clock: BatchClock { hold_ms, ..Default::default() },
+            sent: 0,
+            slot: Default::default(),
+        }
     }
 
     /// Puts `ev` into the ring (no receivers is fine) and rings the doorbell if it completes a batch.
@@ -85,7 +97,12 @@ impl FanoutSender {
 
     /// A receiver positioned at the next event.
     pub fn subscribe(&self) -> FanoutReceiver {
-        FanoutReceiver { rx: self.tx.subscribe(), bell: self.bell.subscribe(), start: self.sent }
+        FanoutReceiver {
+            rx: self.tx.subscribe(),
+            bell: self.bell.subscribe(),
+            start: self.sent,
+            slot: self.slot.clone(),
+        }
     }
 }
 
@@ -95,6 +112,7 @@ pub struct FanoutReceiver {
     bell: watch::Receiver<u64>,
     /// Events sent before this receiver: its position in the ring.
     start: u64,
+    slot: SharedSlot,
 }
 
 /// When a coalescing batch is complete: the stream-wide form of a per-player hold. Every coalescing player of a
@@ -278,6 +296,7 @@ pub struct PlayerFeed {
     forwards_gaps: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
+    slot: SharedSlot,
     _guard: ViewerGuard,
 }
 
@@ -303,6 +322,7 @@ impl PlayerFeed {
             survives_reconnect: sub.guard.protocol != Protocol::Encoder,
             forwards_gaps: sub.guard.protocol == Protocol::Relay,
             max_bytes: usize::MAX,
+            slot: sub.rx.slot,
             _guard: sub.guard,
         };
         if let Some(m) = sub.metadata {
@@ -465,6 +485,35 @@ impl PlayerFeed {
             };
         }
         !(out.is_empty() && self.ended)
+    }
+
+    /// A coalescing feed's [`PlayerFeed::next_batch`] without waiting: takes what is ready into `out`; `None`
+    /// when nothing is (the feed is then in step with the stream: its next items come with the next ring of the
+    /// doorbell). `Some(false)` once the stream has ended (as `next_batch`).
+    pub fn try_next_batch(&mut self, out: &mut Vec<PlayerItem>, max: usize) -> Option<bool> {
+        debug_assert!(self.coalesce, "only a coalescing feed follows the doorbell");
+        let bytes: usize = out.iter().map(Self::item_len).sum();
+        match self.bell.has_changed() {
+            Ok(true) => self.complete = *self.bell.borrow_and_update(),
+            Ok(false) => {}
+            Err(_) => self.complete = u64::MAX,
+        }
+        self.take_ready(out, max, bytes);
+        if out.is_empty() && !self.ended {
+            return None;
+        }
+        Some(!(out.is_empty() && self.ended))
+    }
+
+    /// A doorbell receiver of this feed's stream: it changes whenever a batch completes (and errs once the stream
+    /// is gone).
+    pub fn doorbell(&self) -> watch::Receiver<u64> {
+        self.bell.clone()
+    }
+
+    /// The stream's [`SharedSlot`].
+    pub fn shared_slot(&self) -> &SharedSlot {
+        &self.slot
     }
 
     /// Waits for at least one item, then takes every item already available, up to `max`, into `out`.

@@ -22,6 +22,6 @@ pub mod segmenter;
 
 pub use crate::formats::StreamKey;
 pub use fanout::{
-    FanoutReceiver, FanoutSender, PlayerFeed, PlayerItem, Protocol, StreamEvent, Subscription, ViewerCounts,
+    FanoutReceiver, FanoutSender, PlayerFeed, PlayerItem, Protocol, SharedSlot, StreamEvent, Subscription, ViewerCounts,
 };
 pub use registry::{HlsSource, PublishError, Publisher, StreamHandle, StreamInfo, Streams};

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::chunk_guard::{ChunkGuard, GuardLimits, GuardViolation};
+use super::hub;
 use crate::bufqueue::BufQueue;
 use crate::config::secs;
 use crate::formats::rtmp_chunk::{self, DATA_CSID, MSG_DATA_AMF0};
@@ -30,7 +31,8 @@ use crate::formats::{MediaFrame, MediaKind};
 use crate::metrics::protocol;
 use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
-use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, StreamKey};
+use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, SharedSlot, StreamKey};
+use prometheus::IntCounter;
 
 /// Largest handshake input accepted (C0+C1+C2 are 3073 bytes; anything beyond is the session's).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
@@ -44,7 +46,7 @@ const PLAYER_BATCH: usize = 64;
 const PLAYER_BATCH_BYTES: usize = 256 * 1024;
 /// Frame bodies up to this size (audio) are copied next to their chunk header rather than sent as their own
 /// buffer: fewer, larger iovecs.
-const INLINE_BODY: usize = 1024;
+pub(super) const INLINE_BODY: usize = 1024;
 /// A batch vector grown beyond this (a join's GOP burst) is released after its write.
 const PLAYER_BATCH_KEEP: usize = 8;
 /// The message stream a publisher publishes on (see `on_publish`).
@@ -162,8 +164,17 @@ struct Connection {
     out: BytesMut,
     role: Role,
     feed: Option<PlayerFeed>,
+    /// The player while its stream's writer hub writes for it (`feed` is then `None`).
+    parked: Option<ParkedIn>,
     chunk_size: usize,
     close_after_flush: bool,
+}
+
+/// What a connection keeps of its player while the hub has it.
+struct ParkedIn {
+    id: u64,
+    back: tokio::sync::oneshot::Receiver<hub::Returned>,
+    slot: SharedSlot,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ConnError {
@@ -186,17 +197,20 @@ impl Connection {
             out: BytesMut::new(),
             role: Role::Idle,
             feed: None,
+            parked: None,
             close_after_flush: false,
         }
     }
 
     async fn run(&mut self, socket: TcpStream, mut shutdown: ShutdownSignal) -> Result<(), ConnError> {
         let _ = socket.set_nodelay(true);
-        let (mut rd, mut wr) = socket.into_split();
+        let (mut rd, wr) = socket.into_split();
+        // `None` while the player is parked in its stream's writer hub.
+        let mut wr = Some(wr);
         let hs_timeout = secs(self.node.config.rtmp.handshake_timeout_secs);
         // Boxed, like the other rare paths below (session input, shutdown): the connection's future then holds
         // only what a playing connection needs per frame, not the handshake's 1.5 KiB state for its lifetime.
-        let leftover = Box::pin(tokio::time::timeout(hs_timeout, handshake(&mut rd, &mut wr)))
+        let leftover = Box::pin(tokio::time::timeout(hs_timeout, handshake(&mut rd, wr.as_mut().expect("own"))))
             .await
             .map_err(|_| ConnError::HandshakeTimeout(hs_timeout))??;
 
@@ -207,7 +221,7 @@ impl Connection {
         self.session = Some(session);
         Box::pin(self.on_results(results)).await?;
         Box::pin(self.input(&leftover)).await?;
-        self.flush(&mut wr).await?;
+        self.flush(wr.as_mut().expect("own")).await?;
 
         let idle = secs(self.node.config.rtmp.idle_timeout_secs);
         let slow = secs(self.node.config.stream.slow_player_timeout_secs);
@@ -224,16 +238,25 @@ impl Connection {
         let mut stop_armed = false;
         loop {
             if self.close_after_flush {
-                self.flush(&mut wr).await?;
-                let _ = wr.shutdown().await;
+                self.unpark(&mut wr, slow, &egress).await?;
+                let w = wr.as_mut().expect("unparked");
+                self.flush(w).await?;
+                let _ = w.shutdown().await;
                 return Ok(());
             }
             let playing = self.feed.is_some();
+            let parked = self.parked.is_some();
             tokio::select! {
                 biased;
                 _ = &mut stop, if !stop_armed || probe.is_triggered() => {
-                    Box::pin(self.end_for_shutdown(&mut wr)).await;
+                    if self.unpark(&mut wr, slow, &egress).await.is_ok() {
+                        Box::pin(self.end_for_shutdown(wr.as_mut().expect("unparked"))).await;
+                    }
                     return Ok(());
+                }
+                back = async { (&mut self.parked.as_mut().expect("guarded by parked").back).await }, if parked => {
+                    self.parked = None;
+                    Box::pin(self.returned(back, &mut wr, slow, &egress)).await?;
                 }
                 more = async { self.feed.as_mut().expect("guarded by playing").next_batch(&mut batch, PLAYER_BATCH).await }, if playing => {
                     if !more {
@@ -243,116 +266,100 @@ impl Connection {
                     }
                     let q = self.render_batch(&mut batch);
                     let n = bytes::Buf::remaining(&q);
-                    write_queue(&mut wr, q, slow).await?;
+                    write_queue(wr.as_mut().expect("not parked while playing"), q, slow).await?;
                     egress.inc_by(n as u64);
                     if batch.capacity() > PLAYER_BATCH_KEEP {
                         batch = Vec::new(); // a join's GOP burst: do not keep its capacity per player
                     }
+                    // In step with the stream again: the hub writes its next batches.
+                    self.park(&mut wr, &egress);
                 }
                 r = rd.read(&mut buf) => {
                     let n = r.map_err(io("reading"))?;
+                    // The session may answer, or stop the play: the player comes back from the hub first.
+                    self.unpark(&mut wr, slow, &egress).await?;
                     if n == 0 {
                         return Ok(());
                     }
                     Box::pin(self.input(&buf[..n])).await?;
-                    self.flush(&mut wr).await?;
+                    self.flush(wr.as_mut().expect("unparked")).await?;
                     if buf.len() < PUBLISHER_READ_BUFFER && matches!(self.role, Role::Publishing { .. }) {
                         buf.resize(PUBLISHER_READ_BUFFER, 0);
                     }
                 }
-                _ = tokio::time::sleep(idle), if !playing => return Err(ConnError::Idle(idle)),
+                _ = tokio::time::sleep(idle), if !playing && !parked => return Err(ConnError::Idle(idle)),
             }
             stop_armed = true;
         }
     }
 
-    /// Builds the wire bytes of a batch: per-player bytes (chunk headers, small bodies such as audio, control
-    /// messages) go into one buffer; large bodies are the shared pre-chunked `Bytes`, between slices of it. One
-    /// vectored write then sends the whole batch.
+    /// Hands a caught-up player (its last batch written whole, nothing written or pending besides) to its
+    /// stream's writer hub.
+    fn park(&mut self, wr: &mut Option<OwnedWriteHalf>, egress: &IntCounter) {
+        let Role::Playing { stream_id } = self.role else { return };
+        if self.close_after_flush || !self.out.is_empty() || wr.is_none() {
+            return;
+        }
+        let Some(feed) = self.feed.take() else { return };
+        let slot = feed.shared_slot().clone();
+        let (back, rx) = tokio::sync::oneshot::channel();
+        let id = hub::next_id();
+        let w = wr.take().expect("checked");
+        hub::park(hub::Parked { id, feed, wr: w, stream_id, chunk_size: self.chunk_size, back }, egress);
+        self.parked = Some(ParkedIn { id, back: rx, slot });
+    }
+
+    /// Takes the player back from the hub (if it is there).
+    async fn unpark(
+        &mut self,
+        wr: &mut Option<OwnedWriteHalf>,
+        slow: Duration,
+        egress: &IntCounter,
+    ) -> Result<(), ConnError> {
+        let Some(p) = self.parked.take() else { return Ok(()) };
+        hub::recall(&p.slot, p.id);
+        Box::pin(self.returned(p.back.await, wr, slow, egress)).await
+    }
+
+    /// A player back from the hub: the rest of its last batch is written here, under the slow-player timeout.
+    async fn returned(
+        &mut self,
+        back: Result<hub::Returned, tokio::sync::oneshot::error::RecvError>,
+        wr: &mut Option<OwnedWriteHalf>,
+        slow: Duration,
+        egress: &IntCounter,
+    ) -> Result<(), ConnError> {
+        let Ok(r) = back else {
+            return Err(ConnError::Io { what: "writing media", source: std::io::Error::other("writer hub ended") });
+        };
+        let w = wr.insert(r.wr);
+        self.feed = Some(r.feed);
+        if r.ended {
+            self.close_after_flush = true;
+        }
+        let n = bytes::Buf::remaining(&r.rest);
+        if n > 0 {
+            write_queue(w, r.rest, slow).await?;
+            egress.inc_by(n as u64);
+        }
+        Ok(())
+    }
+
+    /// [`render_batch`] for this connection (an `End` item closes it once written).
     fn render_batch(&mut self, batch: &mut Vec<PlayerItem>) -> BufQueue {
-        let mut q = BufQueue::new();
         let Role::Playing { stream_id, .. } = self.role else {
             batch.clear();
-            return q;
+            return BufQueue::new();
         };
-        let mut hdr = BytesMut::with_capacity(batch.len() * 16 + INLINE_BODY);
-        let mut pieces: Vec<(usize, Bytes)> = Vec::new();
-        for item in batch.drain(..) {
-            match item {
-                PlayerItem::Frame(f, ts) => {
-                    let (csid, type_id) = rtmp_chunk::route(f.kind);
-                    let flv = f.flv_body();
-                    if rtmp_chunk::put_header(&mut hdr, csid, ts, flv.len(), type_id, stream_id) {
-                        if flv.len() <= INLINE_BODY.min(self.chunk_size) {
-                            hdr.extend_from_slice(flv); // one chunk: its body is the tag body
-                        } else {
-                            pieces.push((hdr.len(), rtmp_chunk::body(&f, self.chunk_size)));
-                        }
-                    } else {
-                        rtmp_chunk::write_message(&mut hdr, csid, ts, type_id, stream_id, flv, self.chunk_size);
-                    }
-                }
-                PlayerItem::Metadata(m) => {
-                    rtmp_chunk::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, self.chunk_size);
-                }
-                PlayerItem::PublisherLeft => {} // a player's feed never yields it (only a relay's)
-                PlayerItem::End => {
-                    self.write_end_of_stream(&mut hdr, stream_id);
-                    self.close_after_flush = true;
-                }
-            }
-        }
-        let hdr = hdr.freeze();
-        let mut cut = 0;
-        for (at, body) in pieces {
-            if at > cut {
-                q.push(hdr.slice(cut..at));
-            }
-            q.push(body);
-            cut = at;
-        }
-        if hdr.len() > cut {
-            q.push(hdr.slice(cut..));
-        }
+        let (q, ended) = render_batch(batch, stream_id, self.chunk_size);
+        self.close_after_flush |= ended;
         q
-    }
-
-    /// Appends an `onStatus` command (`level` "status" or "error") on message stream `msid`.
-    fn write_status(&self, out: &mut BytesMut, msid: u32, level: &str, code: &str, description: &str) {
-        let mut status = std::collections::HashMap::new();
-        status.insert("level".to_string(), Amf0Value::Utf8String(level.into()));
-        status.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
-        status.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
-        let msg = RtmpMessage::Amf0Command {
-            command_name: "onStatus".into(),
-            transaction_id: 0.0,
-            command_object: Amf0Value::Null,
-            additional_arguments: vec![Amf0Value::Object(status)],
-        };
-        if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
-            rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, self.chunk_size);
-        }
-    }
-
-    /// `onStatus NetStream.Play.UnpublishNotify` + stream EOF user control, as players expect when the publisher
-    /// leaves.
-    fn write_end_of_stream(&self, out: &mut BytesMut, stream_id: u32) {
-        self.write_status(out, stream_id, "status", "NetStream.Play.UnpublishNotify", "The publisher has left.");
-        let eof = RtmpMessage::UserControl {
-            event_type: UserControlEventType::StreamEof,
-            stream_id: Some(stream_id),
-            buffer_length: None,
-            timestamp: None,
-        };
-        if let Ok(p) = eof.into_message_payload(RtmpTimestamp::new(0), 0) {
-            rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, 0, &p.data, self.chunk_size);
-        }
     }
 
     async fn end_for_shutdown(&mut self, wr: &mut OwnedWriteHalf) {
         if let Role::Playing { stream_id, .. } = self.role {
             let mut b = BytesMut::new();
-            self.write_end_of_stream(&mut b, stream_id);
+            write_end_of_stream(&mut b, stream_id, self.chunk_size);
             self.out.extend_from_slice(&b);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(wr)).await;
@@ -439,7 +446,7 @@ impl Connection {
     fn reject(&mut self, msid: u32, code: &str, description: &str, reason: &'static str) -> Result<(), ConnError> {
         self.node.metrics.connections_rejected.with_label_values(&[reason]).inc();
         let mut b = BytesMut::new();
-        self.write_status(&mut b, msid, "error", code, description);
+        write_status(&mut b, self.chunk_size, msid, "error", code, description);
         self.out.extend_from_slice(&b);
         self.close_after_flush = true;
         Ok(())
@@ -577,6 +584,87 @@ impl Connection {
             wr.write_all(&data).await.map_err(io("writing"))?;
         }
         Ok(())
+    }
+}
+
+/// Builds the wire bytes of a batch: per-player bytes (chunk headers, small bodies such as audio, control
+/// messages) go into one buffer; large bodies are the shared pre-chunked `Bytes`, between slices of it. One
+/// vectored write then sends the whole batch.
+/// Returns it and whether it ends with the stream's end (an `End` item: end-of-stream messages written).
+pub(super) fn render_batch(batch: &mut Vec<PlayerItem>, stream_id: u32, chunk_size: usize) -> (BufQueue, bool) {
+    let mut q = BufQueue::new();
+    let mut ended = false;
+    let mut hdr = BytesMut::with_capacity(batch.len() * 16 + INLINE_BODY);
+    let mut pieces: Vec<(usize, Bytes)> = Vec::new();
+    for item in batch.drain(..) {
+        match item {
+            PlayerItem::Frame(f, ts) => {
+                let (csid, type_id) = rtmp_chunk::route(f.kind);
+                let flv = f.flv_body();
+                if rtmp_chunk::put_header(&mut hdr, csid, ts, flv.len(), type_id, stream_id) {
+                    if flv.len() <= INLINE_BODY.min(chunk_size) {
+                        hdr.extend_from_slice(flv); // one chunk: its body is the tag body
+                    } else {
+                        pieces.push((hdr.len(), rtmp_chunk::body(&f, chunk_size)));
+                    }
+                } else {
+                    rtmp_chunk::write_message(&mut hdr, csid, ts, type_id, stream_id, flv, chunk_size);
+                }
+            }
+            PlayerItem::Metadata(m) => {
+                rtmp_chunk::write_message(&mut hdr, DATA_CSID, 0, MSG_DATA_AMF0, stream_id, &m, chunk_size);
+            }
+            PlayerItem::PublisherLeft => {} // a player's feed never yields it (only a relay's)
+            PlayerItem::End => {
+                write_end_of_stream(&mut hdr, stream_id, chunk_size);
+                ended = true;
+            }
+        }
+    }
+    let hdr = hdr.freeze();
+    let mut cut = 0;
+    for (at, body) in pieces {
+        if at > cut {
+            q.push(hdr.slice(cut..at));
+        }
+        q.push(body);
+        cut = at;
+    }
+    if hdr.len() > cut {
+        q.push(hdr.slice(cut..));
+    }
+    (q, ended)
+}
+
+/// Appends an `onStatus` command (`level` "status" or "error") on message stream `msid`.
+fn write_status(out: &mut BytesMut, chunk_size: usize, msid: u32, level: &str, code: &str, description: &str) {
+    let mut status = std::collections::HashMap::new();
+    status.insert("level".to_string(), Amf0Value::Utf8String(level.into()));
+    status.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
+    status.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
+    let msg = RtmpMessage::Amf0Command {
+        command_name: "onStatus".into(),
+        transaction_id: 0.0,
+        command_object: Amf0Value::Null,
+        additional_arguments: vec![Amf0Value::Object(status)],
+    };
+    if let Ok(p) = msg.into_message_payload(RtmpTimestamp::new(0), msid) {
+        rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, msid, &p.data, chunk_size);
+    }
+}
+
+/// `onStatus NetStream.Play.UnpublishNotify` + stream EOF user control, as players expect when the publisher
+/// leaves.
+fn write_end_of_stream(out: &mut BytesMut, stream_id: u32, chunk_size: usize) {
+    write_status(out, chunk_size, stream_id, "status", "NetStream.Play.UnpublishNotify", "The publisher has left.");
+    let eof = RtmpMessage::UserControl {
+        event_type: UserControlEventType::StreamEof,
+        stream_id: Some(stream_id),
+        buffer_length: None,
+        timestamp: None,
+    };
+    if let Ok(p) = eof.into_message_payload(RtmpTimestamp::new(0), 0) {
+        rtmp_chunk::write_message(out, DATA_CSID, 0, p.type_id, 0, &p.data, chunk_size);
     }
 }
 
