@@ -106,32 +106,38 @@ impl OwnerHls {
         if let Some(b) = self.cache.get(&self.key, name) {
             return Some(b);
         }
-        let id = (self.key.clone(), name.to_string());
-        let transfer = {
-            let mut g = self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            g.entry(id.clone())
-                .or_insert_with(|| {
-                    let (owner, key, name, cache) =
-                        (self.owner.clone(), self.key.clone(), name.to_string(), self.cache.clone());
-                    async move {
-                        let data = tokio::time::timeout(SEGMENT_TIMEOUT, fetch(&owner, &key, &name)).await.ok()?;
-                        if let Some(d) = &data {
-                            cache.put(&key, &name, d.clone());
-                        }
-                        cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, name));
-                        data
-                    }
-                    .boxed()
-                    .shared()
-                })
-                .clone()
-        };
-        let data = transfer.await;
-        if data.is_none() {
-            // A failed or timed-out transfer: the next request starts a new one.
-            self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.transfer(name).await
+    }
+
+    /// Starts fetching `name` from the owner unless it is cached or already coming (LL-HLS: the part a player
+    /// will ask for next, fetched while the playlist that lists it travels to the player).
+    pub fn prefetch(&self, name: &str) {
+        if self.cache.get(&self.key, name).is_none() {
+            tokio::spawn(self.transfer(name));
         }
-        data
+    }
+
+    /// The transfer of `name` under way, or a new one.
+    fn transfer(&self, name: &str) -> Shared<BoxFuture<'static, Option<Bytes>>> {
+        let id = (self.key.clone(), name.to_string());
+        let mut g = self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(id)
+            .or_insert_with(|| {
+                let (owner, key, name, cache) =
+                    (self.owner.clone(), self.key.clone(), name.to_string(), self.cache.clone());
+                async move {
+                    let data = tokio::time::timeout(SEGMENT_TIMEOUT, fetch(&owner, &key, &name)).await.ok().flatten();
+                    if let Some(d) = &data {
+                        cache.put(&key, &name, d.clone());
+                    }
+                    // Done either way: a failed or timed-out transfer leaves room for a new one.
+                    cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, name));
+                    data
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
     }
 }
 
@@ -142,6 +148,10 @@ impl RemoteHls for OwnerHls {
 
     fn segment<'a>(&'a self, name: &'a str) -> PortFuture<'a, Option<Bytes>> {
         Box::pin(OwnerHls::segment(self, name))
+    }
+
+    fn prefetch(&self, name: &str) {
+        OwnerHls::prefetch(self, name);
     }
 }
 

@@ -260,12 +260,28 @@ impl Metered {
 
 impl RemoteHls for Metered {
     fn playlist(&self, wait: Duration) -> BoxFuture<'_, Option<Bytes>> {
-        self.meter.poll();
-        self.hls.playlist(wait)
+        Box::pin(async move {
+            self.meter.poll();
+            let text = self.hls.playlist(wait).await?;
+            // A player starting here loads the init segment and the newest parts next: bring them now.
+            let t = String::from_utf8_lossy(&text);
+            if let Some(map) = t.lines().rev().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=")) {
+                self.hls.prefetch(map.trim_matches('"'));
+            }
+            let parts = t.lines().rev().filter(|l| l.starts_with("#EXT-X-PART:")).take(6);
+            for name in parts.filter_map(|l| l.split("URI=\"").nth(1)).filter_map(|u| u.split('"').next()) {
+                self.hls.prefetch(name);
+            }
+            Some(text)
+        })
     }
 
     fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Bytes>> {
         self.hls.segment(name)
+    }
+
+    fn prefetch(&self, name: &str) {
+        self.hls.prefetch(name);
     }
 
     fn current(&self) -> Option<Bytes> {
@@ -286,23 +302,33 @@ impl RemoteHls for Metered {
                 return self.hls.playlist(wait).await.ok_or(Blocking::NotFound);
             }
             // Delta updates are the owner's to make: a non-owner answers with the full playlist (allowed).
-            self.park(wait, |text| {
-                let ((open, parts), ended) = next_part_in(&String::from_utf8_lossy(text))?;
-                let far = msn > open + 1 || (msn == open && part.is_some_and(|p| p > parts + 3));
-                let has = ended
-                    || match part {
-                        Some(p) => (msn, p) < (open, parts),
-                        None => msn < open,
-                    };
-                if has {
-                    Some(true)
-                } else if far {
-                    None
-                } else {
-                    Some(false)
+            let answer = self
+                .park(wait, |text| {
+                    let ((open, parts), ended) = next_part_in(&String::from_utf8_lossy(text))?;
+                    let far = msn > open + 1 || (msn == open && part.is_some_and(|p| p > parts + 3));
+                    let has = ended
+                        || match part {
+                            Some(p) => (msn, p) < (open, parts),
+                            None => msn < open,
+                        };
+                    if has {
+                        Some(true)
+                    } else if far {
+                        None
+                    } else {
+                        Some(false)
+                    }
+                })
+                .await;
+            // The player asks for the newest part next: fetch it from the owner while this answer travels.
+            if let Ok(text) = &answer {
+                let text = String::from_utf8_lossy(text);
+                let newest = text.lines().rev().find(|l| l.starts_with("#EXT-X-PART:"));
+                if let Some(name) = newest.and_then(|l| l.split("URI=\"").nth(1)).and_then(|u| u.split('"').next()) {
+                    self.hls.prefetch(name);
                 }
-            })
-            .await
+            }
+            answer
         })
     }
 

@@ -78,6 +78,10 @@ pub trait RemoteHls: Send + Sync {
         Box::pin(async move { self.playlist(wait).await.ok_or(Blocking::NotFound) })
     }
 
+    /// Starts bringing file `name` to this node before a player asks for it (LL-HLS: the newest part). Nothing by
+    /// default.
+    fn prefetch(&self, _name: &str) {}
+
     /// The playlist as this node last learnt it, without waiting and without counting a viewer (rendition
     /// reports of other renditions); `None` if there is none here yet.
     fn current(&self) -> Option<Bytes> {
