@@ -40,11 +40,45 @@ fn play_with(kind: &str, url: &str, extra: &[&str]) -> (bool, String, String) {
     (out.status.success(), stdout, stderr)
 }
 
+/// `n` namespaced nodes with a 640x360 stream `key` of `seconds` published on strom-0, once `viewer` lists its
+/// segments (its HLS comes from strom-0).
+fn cluster_with_stream(
+    n: usize,
+    cookie: &str,
+    key: &str,
+    seconds: f64,
+    viewer: usize,
+) -> (common::netns::Net, Vec<common::netns::NetNode>, Proc) {
+    let net = common::netns::Net::new(n);
+    let nodes: Vec<_> = (0..n).map(|i| net.spawn_cluster(i, cookie, &[])).collect();
+    let t = Instant::now();
+    while !nodes[viewer].get("/api/v1/cluster").text().contains("\"strom-0\"") {
+        let tail = nodes[viewer].log_tail(20);
+        assert!(t.elapsed() < Duration::from_secs(15), "strom-{viewer} never saw strom-0\n{tail}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let src = Source { width: 640, height: 360, seconds, bitrate_k: 800, ..Source::default() };
+    let p = publish(&nodes[0].rtmp_url(key), &src);
+    while !nodes[viewer].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
+        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-{viewer}\n{}", nodes[viewer].log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (net, nodes, p)
+}
+
+/// Whether browser tests are skipped (`STROM_SKIP_BROWSER=1`).
+fn skipped() -> bool {
+    let skip = std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    }
+    skip
+}
+
 #[test]
 fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
     let _alone = alone();
-    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    if skipped() {
         return;
     }
     let s = Strom::start();
@@ -73,24 +107,11 @@ fn hls_js_and_mpegts_js_play_the_live_stream_in_chromium() {
 #[test]
 fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
     let _alone = alone();
-    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    if skipped() {
         return;
     }
-    let net = common::netns::Net::new(2);
-    let nodes: Vec<_> = (0..2).map(|i| net.spawn_cluster(i, "browser-cookie", &[])).collect();
-    let t = Instant::now();
-    while !nodes[1].get("/api/v1/cluster").text().contains("\"strom-0\"") {
-        assert!(t.elapsed() < Duration::from_secs(15), "strom-1 never saw strom-0\n{}", nodes[1].log_tail(20));
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let key = "live/clustered";
-    let src = Source { width: 640, height: 360, seconds: 60.0, bitrate_k: 800, ..Source::default() };
-    let _p = publish(&nodes[0].rtmp_url(key), &src);
-    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
-        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-1\n{}", nodes[1].log_tail(20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (_net, nodes, _p) = cluster_with_stream(2, "browser-cookie", key, 60.0, 1);
     let (ok, stdout, stderr) = play("hls", &nodes[1].http_url(&format!("/{key}/index.m3u8")));
     eprintln!("hls.js on strom-1: {}", stdout.trim());
     assert!(ok, "hls.js playback from strom-1 failed: {stdout}\n{stderr}");
@@ -105,24 +126,11 @@ fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
 #[test]
 fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_another_node() {
     let _alone = alone();
-    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    if skipped() {
         return;
     }
-    let net = common::netns::Net::new(3);
-    let nodes: Vec<_> = (0..3).map(|i| net.spawn_cluster(i, "ll-cookie", &[])).collect();
-    let t = Instant::now();
-    while !nodes[1].get("/api/v1/cluster").text().contains("\"strom-0\"") {
-        assert!(t.elapsed() < Duration::from_secs(15), "strom-1 never saw strom-0\n{}", nodes[1].log_tail(20));
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let key = "live/low";
-    let src = Source { width: 640, height: 360, seconds: 170.0, bitrate_k: 800, ..Source::default() };
-    let _p = publish(&nodes[0].rtmp_url(key), &src);
-    while !nodes[1].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
-        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-1\n{}", nodes[1].log_tail(20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (_net, nodes, _p) = cluster_with_stream(3, "ll-cookie", key, 170.0, 1);
     for (what, node) in [("owner strom-0", &nodes[0]), ("strom-1, not the owner", &nodes[1])] {
         let url = node.http_url(&format!("/{key}/index.m3u8"));
         let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "60", "--low-latency", "on"]);
@@ -145,24 +153,12 @@ fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_anothe
             playlists but no fragment and stalls to the end (issue 12 note): run with --ignored"]
 fn hls_js_on_another_node_plays_through_an_owner_kill() {
     let _alone = alone();
-    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    if skipped() {
         return;
     }
-    let net = common::netns::Net::new(3);
-    let mut nodes: Vec<_> = (0..3).map(|i| net.spawn_cluster(i, "failover-cookie", &[])).collect();
-    let t = Instant::now();
-    while !nodes[2].get("/api/v1/cluster").text().contains("\"strom-0\"") {
-        assert!(t.elapsed() < Duration::from_secs(15), "strom-2 never saw strom-0\n{}", nodes[2].log_tail(20));
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let key = "live/failover";
+    let (_net, mut nodes, p0) = cluster_with_stream(3, "failover-cookie", key, 120.0, 2);
     let src = Source { width: 640, height: 360, seconds: 120.0, bitrate_k: 800, ..Source::default() };
-    let p0 = publish(&nodes[0].rtmp_url(key), &src);
-    while !nodes[2].get(&format!("/{key}/index.m3u8")).text().contains("#EXTINF") {
-        assert!(t.elapsed() < Duration::from_secs(40), "no HLS on strom-2\n{}", nodes[2].log_tail(20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let url = nodes[2].http_url(&format!("/{key}/index.m3u8"));
     let player = std::thread::spawn(move || {
         play_with("hls", &url, &["--seconds", "40", "--low-latency", "on", "--max-stall", "15"])
@@ -203,8 +199,7 @@ fn hls_js_on_another_node_plays_through_an_owner_kill() {
 #[test]
 fn hls_js_switches_through_every_level_of_the_abr_ladder() {
     let _alone = alone();
-    if std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("STROM_SKIP_BROWSER=1: skipped");
+    if skipped() {
         return;
     }
     let s = ladder_node();
