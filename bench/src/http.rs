@@ -367,23 +367,76 @@ impl Conn {
     }
 }
 
-struct Playlist {
+#[derive(Default)]
+pub struct Playlist {
     /// (media sequence number, uri)
-    segments: Vec<(u64, String)>,
+    pub segments: Vec<(u64, String)>,
+    /// LL-HLS parts: (msn, part index in its segment, uri)
+    pub parts: Vec<(u64, u64, String)>,
+    /// The newest `EXT-X-MAP` URI.
+    pub map: Option<String>,
+    /// `(msn, part)` of the first part not listed yet (what a blocking reload asks for), if the playlist has parts.
+    pub next_part: Option<(u64, u64)>,
 }
 
-fn parse_playlist(text: &str) -> Playlist {
+pub fn parse_playlist(text: &str) -> Playlist {
+    let mut pl = Playlist::default();
     let mut seq = 0u64;
-    let mut segments = Vec::new();
+    let mut part = 0u64;
+    let mut has_parts = false;
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             seq = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            seq += v.split(',').next().and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0);
+        } else if line.starts_with("#EXT-X-PART-INF:") {
+            has_parts = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            pl.map = attr(v, "URI");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
+            if let Some(uri) = attr(v, "URI") {
+                pl.parts.push((seq, part, uri));
+            }
+            part += 1;
         } else if !line.is_empty() && !line.starts_with('#') {
-            segments.push((seq, line.to_string()));
+            pl.segments.push((seq, line.to_string()));
             seq += 1;
+            part = 0;
         }
     }
-    Playlist { segments }
+    pl.next_part = has_parts.then_some((seq, part));
+    pl
+}
+
+/// A quoted or plain attribute of an HLS tag's attribute list.
+fn attr(list: &str, name: &str) -> Option<String> {
+    let at = list.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &list[at..];
+    match rest.strip_prefix('"') {
+        Some(q) => q.split('"').next().map(str::to_string),
+        None => rest.split(',').next().map(str::to_string),
+    }
+}
+
+/// The first video access unit of a segment or part: fMP4 (moof/mdat, AVCC samples) or MPEG-TS (Annex B).
+fn first_video_key(data: &[u8], video_track: u32) -> Option<u64> {
+    if data.first() == Some(&0x47) {
+        media::key_from_annexb(&media::first_video_es(data))
+    } else {
+        media::key_from_avcc(media::fmp4_first_sample(data, video_track)?)
+    }
+}
+
+/// Fetches an fMP4 init segment (`EXT-X-MAP`) and returns its video track id (CMAF's 1 when unknown).
+async fn video_track(conn: &mut Conn, url: &HttpUrl, map: Option<&str>, stats: &PlayerStats) -> Res<u32> {
+    let Some(map) = map else { return Ok(1) };
+    let mut wire = 0;
+    let (status, init) = conn.get(&url.join(map), &mut wire).await?;
+    stats.wire.fetch_add(wire, Relaxed);
+    if status != 200 {
+        return Err(format!("init segment HTTP {status}"));
+    }
+    Ok(media::fmp4_video_track(&init).unwrap_or(1))
 }
 
 /// One HLS player: loads the playlist, starts 3 segments from the live edge (like hls.js), then polls the playlist
@@ -400,6 +453,7 @@ pub async fn play_hls(
     let mut conn = Conn { url: url.clone(), sock: None };
     let mut seen: HashSet<u64> = HashSet::new();
     let mut first_load = true;
+    let mut track: Option<(String, u32)> = None;
     loop {
         let mut wire = 0;
         let (status, body) = conn.get(&url.path, &mut wire).await?;
@@ -407,6 +461,14 @@ pub async fn play_hls(
         stats.wire.fetch_add(wire, Relaxed);
         if status == 200 {
             let pl = parse_playlist(&String::from_utf8_lossy(&body));
+            // fMP4: the init segment names the video track (fetched again only when EXT-X-MAP changes).
+            if let Some(map) = &pl.map {
+                if track.as_ref().is_none_or(|(m, _)| m != map) {
+                    let id = video_track(&mut conn, &url, Some(map), &stats).await?;
+                    track = Some((map.clone(), id));
+                }
+            }
+            let video = track.as_ref().map_or(1, |t| t.1);
             let start = if first_load { pl.segments.len().saturating_sub(3) } else { 0 };
             for (i, (seq, uri)) in pl.segments.iter().enumerate() {
                 if !seen.insert(*seq) || i < start {
@@ -422,8 +484,7 @@ pub async fn play_hls(
                 stats.frames.fetch_add(1, Relaxed);
                 stats.joined(t0);
                 if !first_load {
-                    let es = media::first_video_es(&seg);
-                    if let Some(d) = media::key_from_annexb(&es).and_then(|k| src.delay_us(k, listed_at)) {
+                    if let Some(d) = first_video_key(&seg, video).and_then(|k| src.delay_us(k, listed_at)) {
                         delay.record_us(d);
                     }
                 }
@@ -435,6 +496,88 @@ pub async fn play_hls(
             return Err(format!("playlist HTTP {status}"));
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// One LL-HLS player, like hls.js in `lowLatencyMode`: loads the playlist and the init segment, starts at the part
+/// PART-HOLD-BACK (3 parts) behind the live edge, then loops: a blocking reload for the next part
+/// (`_HLS_msn`/`_HLS_part`, `_HLS_skip=YES` as hls.js asks for delta updates), then every newly listed part, all
+/// over one keep-alive connection. A probe (`probe`) measures each new part's live delay: the part's arrival (its
+/// download complete) − the publish instant of its first video frame; a reader only counts bytes.
+pub async fn play_llhls(
+    url: HttpUrl,
+    stats: Arc<PlayerStats>,
+    src: Arc<Source>,
+    delay: Arc<Hist>,
+    probe: bool,
+) -> Res<()> {
+    let t0 = now_ns();
+    let mut conn = Conn { url: url.clone(), sock: None };
+    let sep = if url.path.contains('?') { '&' } else { '?' };
+    let mut next: Option<(u64, u64)> = None;
+    // The newest part fetched, (msn, part index).
+    let mut last: Option<(u64, u64)> = None;
+    let mut track: Option<(String, u32)> = None;
+    loop {
+        let path = match next {
+            Some((m, p)) => format!("{}{sep}_HLS_msn={m}&_HLS_part={p}&_HLS_skip=YES", url.path),
+            None => url.path.clone(),
+        };
+        let mut wire = 0;
+        let (status, body) = conn.get(&path, &mut wire).await?;
+        stats.wire.fetch_add(wire, Relaxed);
+        match status {
+            200 => {}
+            503 => {
+                // The part did not appear within the hold: ask again.
+                stats.unavailable.fetch_add(1, Relaxed);
+                continue;
+            }
+            404 | 400 => {
+                // No playlist yet, or we fell too far behind/ahead: start again from a plain reload.
+                stats.bad_reloads.fetch_add(u64::from(status == 400), Relaxed);
+                next = None;
+                last = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            s => return Err(format!("playlist HTTP {s}")),
+        }
+        let pl = parse_playlist(&String::from_utf8_lossy(&body));
+        if pl.next_part.is_none() {
+            return Err("not an LL-HLS playlist (no EXT-X-PART-INF)".into());
+        }
+        if let Some(map) = &pl.map {
+            if track.as_ref().is_none_or(|(m, _)| m != map) {
+                let id = video_track(&mut conn, &url, Some(map), &stats).await?;
+                track = Some((map.clone(), id));
+            }
+        }
+        let video = track.as_ref().map_or(1, |t| t.1);
+        let joining = last.is_none();
+        let start = match last {
+            None => pl.parts.len().saturating_sub(3),
+            Some(l) => pl.parts.iter().position(|(m, p, _)| (*m, *p) > l).unwrap_or(pl.parts.len()),
+        };
+        for (m, p, uri) in &pl.parts[start..] {
+            let mut wire = 0;
+            let (status, part) = conn.get(&url.join(uri), &mut wire).await?;
+            let arrived = now_ns();
+            stats.wire.fetch_add(wire, Relaxed);
+            last = Some((*m, *p));
+            if status != 200 {
+                continue;
+            }
+            stats.media.fetch_add(part.len() as u64, Relaxed);
+            stats.frames.fetch_add(1, Relaxed);
+            stats.joined(t0);
+            if probe && !joining {
+                if let Some(d) = first_video_key(&part, video).and_then(|k| src.delay_us(k, arrived)) {
+                    delay.record_us(d);
+                }
+            }
+        }
+        next = pl.next_part;
     }
 }
 
@@ -473,6 +616,18 @@ mod tests {
     fn playlist_and_join() {
         let pl = parse_playlist("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\na.ts\n#EXTINF:2.0,\nb.ts\n");
         assert_eq!(pl.segments, vec![(7, "a.ts".to_string()), (8, "b.ts".to_string())]);
+        assert_eq!(pl.next_part, None);
+        let ll = parse_playlist(
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n\
+             #EXT-X-MAP:URI=\"1-init0.mp4\"\n#EXT-X-PART:DURATION=0.200,URI=\"1-p1.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PART:DURATION=0.200,URI=\"1-p2.m4s\"\n#EXTINF:0.400,\n1-5.m4s\n\
+             #EXT-X-PART:DURATION=0.200,URI=\"1-p3.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"1-p4.m4s\"\n",
+        );
+        assert_eq!(ll.segments, vec![(5, "1-5.m4s".to_string())]);
+        assert_eq!(ll.map.as_deref(), Some("1-init0.mp4"));
+        assert_eq!(ll.parts, vec![(5, 0, "1-p1.m4s".into()), (5, 1, "1-p2.m4s".into()), (6, 0, "1-p3.m4s".into())]);
+        assert_eq!(ll.next_part, Some((6, 1)));
         let u: HttpUrl = "http://127.0.0.1:8080/live/k/index.m3u8".parse().unwrap();
         assert_eq!(u.join("s1.ts"), "/live/k/s1.ts");
         assert_eq!(u.addr, "127.0.0.1:8080");

@@ -6,6 +6,7 @@
 
 mod http;
 mod media;
+mod park;
 mod procstat;
 mod report;
 mod rtmp;
@@ -33,6 +34,8 @@ struct Cli {
 enum Cmd {
     /// Publish, play, measure; print one JSON line.
     Run(Box<RunArgs>),
+    /// LL-HLS: park K blocking playlist reloads, measure RSS per parked request and how fast all are answered.
+    Park(Box<park::ParkArgs>),
     /// Markdown tables (and target ratios) from JSON lines.
     Report {
         /// Files of JSON lines written by `run`.
@@ -70,13 +73,20 @@ struct RunArgs {
     /// HTTP-FLV players (count or ladder, as --rtmp-players).
     #[arg(long, default_value = "0")]
     flv_players: String,
-    /// HLS players (count or ladder, as --rtmp-players).
+    /// HLS players (count or ladder, as --rtmp-players): plain playlist polling, whole segments.
     #[arg(long, default_value = "0")]
     hls_players: String,
+    /// LL-HLS players (count or ladder): blocking playlist reloads and parts, like hls.js in lowLatencyMode. They
+    /// use --llhls-url, or --hls-url when that is not given.
+    #[arg(long, default_value = "0")]
+    llhls_players: String,
+    /// LL-HLS playlist URL (default: --hls-url).
+    #[arg(long)]
+    llhls_url: Option<String>,
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     ramp_per_sec: f64,
-    /// RTMP and HTTP-FLV probe players per protocol: the first K parse every frame (media rate, join, live
+    /// RTMP, HTTP-FLV and LL-HLS probe players per protocol: the first K parse every frame (media rate, join, live
     /// delay); the others read like real players and count bytes only (as soon as readable, reads of at most
     /// 64 KiB, no parsing: the tool's CPU stays out of the server's way). Default: every player is a probe.
     #[arg(long)]
@@ -110,6 +120,7 @@ enum Proto {
     Rtmp,
     Flv,
     Hls,
+    LlHls,
 }
 
 impl Proto {
@@ -118,9 +129,12 @@ impl Proto {
             Proto::Rtmp => "rtmp",
             Proto::Flv => "flv",
             Proto::Hls => "hls",
+            Proto::LlHls => "llhls",
         }
     }
 }
+
+const PROTOS: [Proto; 4] = [Proto::Rtmp, Proto::Flv, Proto::Hls, Proto::LlHls];
 
 struct Player {
     proto: Proto,
@@ -140,6 +154,27 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Cmd::Park(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(park::run(&args));
+            rt.shutdown_timeout(Duration::from_secs(2));
+            match result {
+                Ok(line) => {
+                    println!("{line}");
+                    if let Some(path) = &args.json_out {
+                        append(path, &line);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("strom-load park: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(args.threads.max(1))
@@ -163,24 +198,28 @@ fn ladder(s: &str) -> Result<Vec<usize>, String> {
 fn emit(a: &RunArgs, line: &Value) {
     println!("{line}");
     if let Some(path) = &a.json_out {
-        use std::io::Write;
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(mut f) => {
-                let _ = writeln!(f, "{line}");
-            }
-            Err(e) => eprintln!("strom-load: {}: {e}", path.display()),
+        append(path, line);
+    }
+}
+
+fn append(path: &std::path::Path, line: &Value) {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(mut f) => {
+            let _ = writeln!(f, "{line}");
         }
+        Err(e) => eprintln!("strom-load: {}: {e}", path.display()),
     }
 }
 
 async fn run(a: RunArgs) -> Result<(), String> {
     now_ns();
     let src = Arc::new(source::Source::load(&a.publish)?);
-    let lists = [ladder(&a.rtmp_players)?, ladder(&a.flv_players)?, ladder(&a.hls_players)?];
+    let lists = [ladder(&a.rtmp_players)?, ladder(&a.flv_players)?, ladder(&a.hls_players)?, ladder(&a.llhls_players)?];
     let steps = lists.iter().map(Vec::len).max().unwrap_or(1);
-    // Per step: (rtmp, flv, hls) totals; a shorter list holds its last value.
-    let plan: Vec<[usize; 3]> =
-        (0..steps).map(|k| [0, 1, 2].map(|p| lists[p].get(k).or(lists[p].last()).copied().unwrap_or(0))).collect();
+    // Per step: (rtmp, flv, hls, llhls) totals; a shorter list holds its last value.
+    let plan: Vec<[usize; 4]> =
+        (0..steps).map(|k| [0, 1, 2, 3].map(|p| lists[p].get(k).or(lists[p].last()).copied().unwrap_or(0))).collect();
     let total = plan.last().map(|c| c.iter().sum::<usize>()).unwrap_or(0);
     let ramp_secs = total as f64 / a.ramp_per_sec.max(0.1);
     // Hard bound on the whole run.
@@ -190,7 +229,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         .map_err(|_| format!("run exceeded its {bound:.0} s bound"))?
 }
 
-async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 3]]) -> Result<(), String> {
+async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 4]]) -> Result<(), String> {
     let pids = procstat::family(&a.server_pids);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let publish_url: rtmp::RtmpUrl = a.publish_url.parse()?;
@@ -210,26 +249,27 @@ async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 3]]) -
     tokio::time::sleep(Duration::from_secs_f64(a.preroll_secs)).await;
     let base = procstat::sample(&pids);
 
-    let delay: Vec<Arc<Hist>> = (0..3).map(|_| Arc::new(Hist::default())).collect();
+    let delay: Vec<Arc<Hist>> = (0..PROTOS.len()).map(|_| Arc::new(Hist::default())).collect();
     let rtmp_url: Option<rtmp::RtmpUrl> = a.rtmp_url.as_deref().map(str::parse).transpose()?;
     let flv_url: Option<http::HttpUrl> = a.flv_url.as_deref().map(str::parse).transpose()?;
     let hls_url: Option<http::HttpUrl> = a.hls_url.as_deref().map(str::parse).transpose()?;
+    let llhls_url: Option<http::HttpUrl> = a.llhls_url.as_deref().map(str::parse).transpose()?.or(hls_url.clone());
     let mut players: Vec<Player> = Vec::new();
     let mut tasks = Vec::new();
-    let mut have = [0usize; 3];
+    let mut have = [0usize; 4];
     for (step, want) in plan.iter().enumerate() {
         // Interleave protocols so each sees the same load while joining.
         let mut order = Vec::new();
-        let mut left = [0, 1, 2].map(|p| want[p].saturating_sub(have[p]));
+        let mut left = [0, 1, 2, 3].map(|p| want[p].saturating_sub(have[p]));
         while left.iter().sum::<usize>() > 0 {
-            for (p, proto) in [Proto::Rtmp, Proto::Flv, Proto::Hls].into_iter().enumerate() {
+            for (p, proto) in PROTOS.into_iter().enumerate() {
                 if left[p] > 0 {
                     left[p] -= 1;
                     order.push(proto);
                 }
             }
         }
-        have = [0, 1, 2].map(|p| have[p].max(want[p]));
+        have = [0, 1, 2, 3].map(|p| have[p].max(want[p]));
         let interval = Duration::from_secs_f64(1.0 / a.ramp_per_sec.max(0.1));
         let mut tick = tokio::time::interval(interval);
         for proto in order {
@@ -258,6 +298,10 @@ async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 3]]) -
                     let url = hls_url.clone().ok_or("--hls-url needed")?;
                     let poll = Duration::from_millis(a.hls_poll_ms);
                     Box::pin(http::play_hls(url, poll, s.clone(), src, delay[2].clone()))
+                }
+                Proto::LlHls => {
+                    let url = llhls_url.clone().ok_or("--llhls-url or --hls-url needed")?;
+                    Box::pin(http::play_llhls(url, s.clone(), src, delay[3].clone(), !raw))
                 }
             };
             tasks.push(tokio::spawn(async move {
@@ -328,7 +372,7 @@ async fn measure(
     let tool_cpu = t1.cpu_s - t0.cpu_s;
     let gb = wire_total as f64 / 1e9;
     let mut protos = serde_json::Map::new();
-    for (pi, proto) in [Proto::Rtmp, Proto::Flv, Proto::Hls].into_iter().enumerate() {
+    for (pi, proto) in PROTOS.into_iter().enumerate() {
         let idx: Vec<usize> = (0..players.len()).filter(|&i| players[i].proto == proto).collect();
         if idx.is_empty() {
             continue;
@@ -380,6 +424,8 @@ async fn measure(
                 "delay_ms_p50": ms(0.5),
                 "delay_ms_p99": ms(0.99),
                 "delay_ms_max": ms(1.0),
+                "status_503": idx.iter().map(|&i| players[i].stats.unavailable.load(Relaxed)).sum::<u64>(),
+                "status_400": idx.iter().map(|&i| players[i].stats.bad_reloads.load(Relaxed)).sum::<u64>(),
             }),
         );
     }

@@ -29,19 +29,116 @@ pub fn key_from_flv_video(body: &[u8]) -> Option<u64> {
     if body.len() < 5 || body[0] & 0x0f != 7 || body[1] != 1 {
         return None;
     }
-    let mut p = 5;
-    while p + 5 <= body.len() {
-        let n = u32::from_be_bytes([body[p], body[p + 1], body[p + 2], body[p + 3]]) as usize;
+    key_from_avcc(&body[5..])
+}
+
+/// Key of an AVCC access unit (4-byte NAL lengths): an FLV video body after its 5-byte header, or an fMP4 sample.
+pub fn key_from_avcc(au: &[u8]) -> Option<u64> {
+    let mut p = 0;
+    while p + 5 <= au.len() {
+        let n = u32::from_be_bytes([au[p], au[p + 1], au[p + 2], au[p + 3]]) as usize;
         p += 4;
         if n == 0 {
             return None;
         }
-        let t = body[p] & 0x1f;
+        let t = au[p] & 0x1f;
         if t == 1 || t == 5 {
-            let end = (p + n).min(body.len());
-            return key_of_nal(&body[p..end], n);
+            let end = (p + n).min(au.len());
+            return key_of_nal(&au[p..end], n);
         }
         p += n;
+    }
+    None
+}
+
+/// ISO BMFF boxes directly inside `data`: (type, body, offset of the box in `data`).
+fn boxes(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8], usize)> {
+    let mut p = 0usize;
+    std::iter::from_fn(move || {
+        if p + 8 > data.len() {
+            return None;
+        }
+        let at = p;
+        let size32 = u32::from_be_bytes(data[p..p + 4].try_into().ok()?) as usize;
+        let kind: [u8; 4] = data[p + 4..p + 8].try_into().ok()?;
+        let (head, size) = match size32 {
+            0 => (8, data.len() - p),
+            1 if p + 16 <= data.len() => (16, u64::from_be_bytes(data[p + 8..p + 16].try_into().ok()?) as usize),
+            1 => return None,
+            n => (8, n),
+        };
+        if size < head || p + size > data.len() {
+            return None;
+        }
+        p += size;
+        Some((kind, &data[at + head..at + size], at))
+    })
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The track id of the video track (`hdlr` `vide`) in an fMP4 init segment (`ftyp` + `moov`).
+pub fn fmp4_video_track(init: &[u8]) -> Option<u32> {
+    let (_, moov, _) = boxes(init).find(|b| &b.0 == b"moov")?;
+    for (_, trak, _) in boxes(moov).filter(|b| &b.0 == b"trak") {
+        let mut id = None;
+        let mut video = false;
+        for (kind, body, _) in boxes(trak) {
+            match &kind {
+                // version 0: v/flags, creation, modification, track_id; version 1: 64-bit times.
+                b"tkhd" => id = be32(body, if body.first() == Some(&1) { 20 } else { 12 }),
+                b"mdia" => video |= boxes(body).any(|(k, b, _)| &k == b"hdlr" && b.get(8..12) == Some(b"vide")),
+                _ => {}
+            }
+        }
+        if video {
+            return id;
+        }
+    }
+    None
+}
+
+/// The first sample of track `track` in an fMP4 fragment sequence (`moof` + `mdat`, repeated): the `trun`'s first
+/// sample size (or the `tfhd` default) at the `trun` data offset from the base (the `moof`, or `tfhd`'s explicit
+/// base-data-offset). Enough of the box structure for what CMAF packagers write.
+pub fn fmp4_first_sample(frag: &[u8], track: u32) -> Option<&[u8]> {
+    for (_, moof, moof_at) in boxes(frag).filter(|b| &b.0 == b"moof") {
+        for (_, traf, _) in boxes(moof).filter(|b| &b.0 == b"traf") {
+            let (_, tfhd, _) = boxes(traf).find(|b| &b.0 == b"tfhd")?;
+            let flags = be32(tfhd, 0)? & 0x00ff_ffff;
+            if be32(tfhd, 4)? != track {
+                continue;
+            }
+            let mut p = 8;
+            let mut base = moof_at;
+            if flags & 0x1 != 0 {
+                base = u64::from_be_bytes(tfhd.get(p..p + 8)?.try_into().ok()?) as usize;
+                p += 8;
+            }
+            p += if flags & 0x2 != 0 { 4 } else { 0 };
+            p += if flags & 0x8 != 0 { 4 } else { 0 };
+            let default_size = if flags & 0x10 != 0 { be32(tfhd, p) } else { None };
+            for (_, trun, _) in boxes(traf).filter(|b| &b.0 == b"trun") {
+                let tf = be32(trun, 0)? & 0x00ff_ffff;
+                if be32(trun, 4)? == 0 {
+                    continue;
+                }
+                let mut q = 8;
+                let offset = if tf & 0x1 != 0 {
+                    q += 4;
+                    be32(trun, 8)? as i32 as i64
+                } else {
+                    0
+                };
+                q += if tf & 0x4 != 0 { 4 } else { 0 };
+                q += if tf & 0x100 != 0 { 4 } else { 0 };
+                let size = if tf & 0x200 != 0 { be32(trun, q)? } else { default_size? } as usize;
+                let start = usize::try_from(base as i64 + offset).ok()?;
+                return frag.get(start..start.checked_add(size)?);
+            }
+        }
     }
     None
 }
@@ -158,5 +255,43 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(key_from_flv_video(&flv[..60]), None);
         assert!(is_flv_keyframe(&flv));
+        // The same frame as an fMP4 sample (strom's own packager), audio track first in the init segment.
+        use bytes::Bytes;
+        use strom_engine::formats::fmp4::{fragment, init_segment, Run, Sample, Track, TrackKind};
+        let init = init_segment(&[
+            Track {
+                id: 2,
+                kind: TrackKind::Aac { config: Bytes::from_static(&[0x12, 0x10]), sample_rate: 44_100, channels: 2 },
+            },
+            Track {
+                id: 1,
+                kind: TrackKind::Avc {
+                    record: Bytes::from_static(&[
+                        1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 1, 0x68,
+                    ]),
+                    width: 1280,
+                    height: 720,
+                },
+            },
+        ]);
+        assert_eq!(fmp4_video_track(&init), Some(1));
+        let sample =
+            |data: &[u8], sync| Sample { duration: 3000, cts_offset: 0, sync, data: Bytes::copy_from_slice(data) };
+        let frag = fragment(
+            7,
+            &[
+                Run { track_id: 2, base_decode_time: 0, samples: vec![sample(&[0x21; 300], true)] },
+                Run {
+                    track_id: 1,
+                    base_decode_time: 0,
+                    samples: vec![sample(&flv[5..], true), sample(&[0; 40], false)],
+                },
+            ],
+        );
+        let mut two = frag.to_vec();
+        two.extend_from_slice(&frag);
+        assert_eq!(fmp4_first_sample(&two, 1), Some(&flv[5..]));
+        assert_eq!(key_from_avcc(fmp4_first_sample(&two, 1).unwrap()), Some(a));
+        assert_eq!(fmp4_first_sample(&two, 3), None);
     }
 }

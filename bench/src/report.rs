@@ -128,10 +128,58 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
     }
     let _ = writeln!(
         out,
-        "\nJoin: request (TCP connect) → first IDR frame (HLS: playlist request → first segment downloaded). \
-         Live delay: arrival of a frame − the instant the tool published it (HLS: a new segment first listed in the \
-         playlist − publish instant of its first frame)."
+        "\nJoin: request (TCP connect) → first IDR frame (HLS: playlist request → first segment downloaded; LL-HLS: \
+         playlist request → first part downloaded). Live delay: arrival of a frame − the instant the tool published \
+         it (HLS: a new segment first listed in the playlist − publish instant of its first frame; LL-HLS: a new \
+         part downloaded − publish instant of its first video frame)."
     );
+
+    // LL-HLS: parked blocking reloads.
+    let parks: Vec<&Value> = runs.iter().filter(|r| s(r, "scenario") == "park").collect();
+    if !parks.is_empty() {
+        let _ = writeln!(out, "\n### LL-HLS: parked blocking reloads\n");
+        let _ = writeln!(
+            out,
+            "| server | parked K | seen parked (gauge) | RSS base / K connected / K parked, MiB | KiB per parked request \
+             (incl. its connection) | KiB per request over an idle connection | answers 200 / other | answer after \
+             the first answer p50 / p99 / max, ms | all parked → first answer, ms | server CPU-s (send + wake) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &parks {
+            let st = r.get("statuses").and_then(Value::as_object);
+            let ok = st.and_then(|m| m.get("200")).and_then(Value::as_u64).unwrap_or(0);
+            let all: u64 = st.map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+            let other = all - ok
+                + r.get("errors").and_then(Value::as_u64).unwrap_or(0)
+                + r.get("unanswered").and_then(Value::as_u64).unwrap_or(0);
+            let mib = |k: &str| fmt(f(r, k).map(|x| x / 1024.0), 1);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} / {} | {} | {} | {} / {} | {} / {} / {} | {} | {} |",
+                s(r, "server"),
+                r.get("parked").and_then(Value::as_u64).unwrap_or(0),
+                fmt(f(r, "parked_gauge_max"), 0),
+                mib("rss_base_kib"),
+                mib("rss_connected_kib"),
+                mib("rss_parked_kib"),
+                fmt(f(r, "rss_per_parked_kib"), 2),
+                fmt(f(r, "rss_per_request_over_idle_connection_kib"), 2),
+                ok,
+                other,
+                fmt(f(r, "answer_after_first_ms_p50"), 2),
+                fmt(f(r, "answer_after_first_ms_p99"), 2),
+                fmt(f(r, "answer_after_first_ms_max"), 2),
+                fmt(f(r, "all_parked_to_first_answer_ms"), 0),
+                fmt(f(r, "server_cpu_s_send_and_wake"), 2),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nReference instant: the first answer's first byte (strom-load cannot see when the part completes inside \
+             strom; the first answer was parked like every other). Times include strom-load reading K sockets on 2 \
+             threads of the same 2-core machine."
+        );
+    }
 
     // Targets.
     let _ = writeln!(out, "\n### Targets (strom vs nginx-rtmp, same run)\n");
@@ -178,6 +226,34 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
     for (proto, limit) in [("rtmp", 20.0), ("flv", 5.0)] {
         if let Some(Some(p99)) = joins.get(&key("strom", proto)) {
             let _ = writeln!(out, "| {proto} join p99 ≤ {limit} ms | {p99:.1} ms | {} |", check(*p99 <= limit));
+        }
+    }
+    if let (Some(ll), Some(flv)) = (fan.get(&key("strom", "llhls")), fan.get(&key("strom", "flv"))) {
+        for (n, full, _, c, _) in ll {
+            if let (Some(c), Some((_, ffull, _, Some(fc), _))) = (c, flv.iter().find(|r| r.0 == *n)) {
+                let _ = writeln!(
+                    out,
+                    "| LL-HLS vs HTTP-FLV CPU per delivered GB (N = {n}) | {c:.2} vs {fc:.2} s/GB = {:.2}× ({:.0}% / \
+                     {:.0}% of players at full rate) | — |",
+                    c / fc,
+                    full * 100.0,
+                    ffull * 100.0
+                );
+            }
+        }
+    }
+    for r in &parks {
+        let k = r.get("parked").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(kib) = f(r, "rss_per_parked_kib") {
+            let _ =
+                writeln!(out, "| RSS per parked request ≤ 10 KiB (K = {k}) | {kib:.2} KiB | {} |", check(kib <= 10.0));
+        }
+        if let Some(p99) = f(r, "answer_after_first_ms_p99") {
+            let _ = writeln!(
+                out,
+                "| parked requests answered, p99 ≤ 5 ms after the first answer (K = {k}) | {p99:.2} ms | {} |",
+                check(p99 <= 5.0)
+            );
         }
     }
     for proto in ["rtmp", "flv"] {

@@ -29,6 +29,10 @@ pub struct PlayerStats {
     /// Request → first IDR (HLS: playlist request → first segment downloaded), ns; 0 = not yet.
     pub join_ns: AtomicU64,
     pub state: AtomicU8,
+    /// LL-HLS: blocking reloads answered 503 (the part did not appear within the hold).
+    pub unavailable: AtomicU64,
+    /// LL-HLS: blocking reloads answered 400 (too far ahead of the live edge).
+    pub bad_reloads: AtomicU64,
 }
 
 impl PlayerStats {
