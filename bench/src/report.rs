@@ -142,9 +142,10 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
             out,
             "| server | parked K | seen parked (gauge) | RSS base / K connected / K parked, MiB | KiB per parked request \
              (incl. its connection) | KiB per request over an idle connection | answers 200 / other | answer after \
-             the first answer p50 / p99 / max, ms | all parked → first answer, ms | server CPU-s (send + wake) |"
+             the first answer p50 / p99 / max, ms (kernel rx timestamps) | same, tool-side instants | all parked → \
+             first answer, ms | server CPU holding K (of a core) | server CPU-s answering K |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in &parks {
             let st = r.get("statuses").and_then(Value::as_object);
             let ok = st.and_then(|m| m.get("200")).and_then(Value::as_u64).unwrap_or(0);
@@ -155,7 +156,7 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
             let mib = |k: &str| fmt(f(r, k).map(|x| x / 1024.0), 1);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} / {} | {} | {} | {} / {} | {} / {} / {} | {} | {} |",
+                "| {} | {} | {} | {} / {} / {} | {} | {} | {} / {} | {} / {} / {} | {} / {} / {} | {} | {:.0}% | {} |",
                 s(r, "server"),
                 r.get("parked").and_then(Value::as_u64).unwrap_or(0),
                 fmt(f(r, "parked_gauge_max"), 0),
@@ -169,15 +170,21 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
                 fmt(f(r, "answer_after_first_ms_p50"), 2),
                 fmt(f(r, "answer_after_first_ms_p99"), 2),
                 fmt(f(r, "answer_after_first_ms_max"), 2),
+                fmt(f(r, "tool_answer_after_first_ms_p50"), 2),
+                fmt(f(r, "tool_answer_after_first_ms_p99"), 2),
+                fmt(f(r, "tool_answer_after_first_ms_max"), 2),
                 fmt(f(r, "all_parked_to_first_answer_ms"), 0),
-                fmt(f(r, "server_cpu_s_send_and_wake"), 2),
+                f(r, "server_cpu_util_holding").unwrap_or(0.0) * 100.0,
+                fmt(f(r, "server_cpu_s_answering"), 2),
             );
         }
         let _ = writeln!(
             out,
             "\nReference instant: the first answer's first byte (strom-load cannot see when the part completes inside \
-             strom; the first answer was parked like every other). Times include strom-load reading K sockets on 2 \
-             threads of the same 2-core machine."
+             strom; the first answer was parked like every other). Kernel rx timestamps (`SO_TIMESTAMPNS` on the \
+             tool's sockets) are when strom's write reached the socket on loopback, whatever the tool's scheduling; \
+             tool-side instants add strom-load's own reading of K sockets on 2 threads. CPU holding: while the gauge \
+             showed all K parked (parts kept being made meanwhile); answering: from then until every answer was in."
         );
     }
 
