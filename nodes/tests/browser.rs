@@ -122,7 +122,9 @@ fn hls_js_plays_from_a_cluster_node_that_does_not_own_the_stream() {
 
 /// LL-HLS as a viewer sees it: hls.js with `lowLatencyMode` in Chromium, 60 s on the owner and 60 s on a node
 /// that does not own the stream, in a 3-node cluster. Live latency is the wall clock minus the PROGRAM-DATE-TIME
-/// of the frame on screen (`hls.playingDate`; PDT is strom's ingest wall clock).
+/// of the frame on screen (`hls.playingDate`; PDT is strom's ingest wall clock). hls.js may catch up at 1.5×
+/// (`maxLiveSyncPlaybackRate`, as LL deployments set it): with hls.js's default of 1× a player keeps whatever
+/// latency its start-up left it with (1.1–1.6 s measured on this VM).
 #[test]
 fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_another_node() {
     let _alone = alone();
@@ -133,7 +135,8 @@ fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_anothe
     let (_net, nodes, _p) = cluster_with_stream(3, "ll-cookie", key, 170.0, 1);
     for (what, node) in [("owner strom-0", &nodes[0]), ("strom-1, not the owner", &nodes[1])] {
         let url = node.http_url(&format!("/{key}/index.m3u8"));
-        let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "60", "--low-latency", "on"]);
+        let (ok, stdout, stderr) =
+            play_with("hls", &url, &["--seconds", "60", "--low-latency", "on", "--catch-up", "1.5"]);
         eprintln!("hls.js LL on {what}: {}", stdout.trim());
         assert!(ok, "{what}: playback failed: {stdout}\n{stderr}");
         let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();

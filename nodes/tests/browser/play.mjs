@@ -5,11 +5,13 @@
 //        [--seconds 15] [--expect-width W --expect-height H]
 //        [--first-frame-timeout 20] [--min-play-ratio 0.7] [--max-stall 2.5]
 //        [--wait-ready SECONDS] [--screenshot FILE.png]
-//        [--switch-levels [--level-timeout 20]] [--low-latency on|off]
+//        [--switch-levels [--level-timeout 20]] [--low-latency on|off] [--catch-up RATE]
 //
 // --low-latency (HLS): hls.js's lowLatencyMode (on by default, as in hls.js). Every sample also reads the live
 // latency: wall clock minus hls.playingDate (the PROGRAM-DATE-TIME of the frame on screen); the JSON line reports
 // latency_p50_ms / latency_p99_ms over the watch, and stalls (samples whose currentTime did not advance).
+// --catch-up RATE (HLS): hls.js's maxLiveSyncPlaybackRate (1, hls.js's default: never speeds up, so a player keeps
+// the latency it started with; LL deployments set e.g. 1.5 so it converges on PART-HOLD-BACK).
 //
 // --switch-levels (HLS with a master playlist): instead of watching for --seconds, forces
 // hls.js through every level in turn (hls.nextLevel: from the next fragment on, without
@@ -53,7 +55,7 @@ function usage(msg) {
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
     firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
-    switchLevels: false, levelTimeout: 20, lowLatency: true };
+    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1 };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -81,6 +83,7 @@ function parseArgs(argv) {
       case '--screenshot': o.screenshot = next(); break;
       case '--switch-levels': o.switchLevels = true; break;
       case '--level-timeout': o.levelTimeout = num(a, next()); break;
+      case '--catch-up': o.catchUp = num(a, next()); break;
       case '--low-latency': { const v = next(); if (v !== 'on' && v !== 'off') throw new Error(`--low-latency is on or off, got ${v}`); o.lowLatency = v === 'on'; break; }
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
@@ -107,7 +110,7 @@ const PAGE_HTML = `<!doctype html>
 const PROBE_JS = `(() => {
   'use strict';
   const q = new URLSearchParams(location.search);
-  const kind = q.get('kind'), url = q.get('url'), lowLatency = q.get('ll') !== '0';
+  const kind = q.get('kind'), url = q.get('url'), lowLatency = q.get('ll') !== '0', catchUp = Number(q.get('catchup') || 1);
   const v = document.getElementById('v');
   v.muted = true; v.autoplay = true;
   const st = window.__state = {
@@ -191,7 +194,7 @@ const PROBE_JS = `(() => {
 
   if (kind === 'hls') {
     if (!window.Hls || !Hls.isSupported()) { st.setupError = 'hls.js not loaded or not supported'; return; }
-    const hls = window.__player = new Hls({ debug: false, enableWorker: true, lowLatencyMode: lowLatency });
+    const hls = window.__player = new Hls({ debug: false, enableWorker: true, lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: catchUp });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       const s = 'hls.js ' + data.type + '/' + data.details + (data.response && data.response.code !== undefined ? ' http=' + data.response.code : '') + (data.reason ? ' ' + data.reason : '') + (data.error && data.error.message && data.error.message !== data.reason ? ' ' + data.error.message : '');
       if (data.fatal) fatal(s); else warn(s);
@@ -332,7 +335,7 @@ async function main() {
     page.on('crash', () => pageErrors.push('page crashed'));
     if (DEBUG) page.on('console', (m) => process.stderr.write(`[console.${m.type()}] ${m.text()}\n`));
 
-    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&url=${encodeURIComponent(opts.url)}`;
+    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&catchup=${opts.catchUp}&url=${encodeURIComponent(opts.url)}`;
     await page.goto(pageUrl, { waitUntil: 'load', timeout: 15000 });
     const probe = () => page.evaluate(() => window.__probe());
 
