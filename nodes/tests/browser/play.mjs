@@ -25,7 +25,8 @@
 // stderr), 2 = setup problem (chromium / node_modules / codec support missing, bad args).
 //
 // Env: STROM_CHROMIUM   path of the browser (default /usr/bin/chromium)
-//      STROM_PLAY_DEBUG=1  echo the page's console and player events to stderr
+//      STROM_PLAY_DEBUG=1  echo the page's console and player events to stderr (the events are
+//                          also printed when a watch stalls or fails)
 
 import { createServer } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -118,7 +119,7 @@ const PROBE_JS = `(() => {
     events: [], rvfc: 0, rvfcPresented: null, rvfcSupported: 'requestVideoFrameCallback' in v,
     ended: false, setupError: null, sizes: [],
   };
-  const log = (s) => { if (st.events.length < 200) st.events.push(Math.round(performance.now() - st.t0) + 'ms ' + s); };
+  const log = (s) => { if (st.events.length < 5000) st.events.push(Math.round(performance.now() - st.t0) + 'ms ' + s); };
   const warn = (s) => { if (st.warnings.length < 50) st.warnings.push(String(s)); log('warn ' + s); };
   const fatal = (s) => { if (st.fatal.length < 20) st.fatal.push(String(s)); log('FATAL ' + s); };
 
@@ -203,6 +204,16 @@ const PROBE_JS = `(() => {
     hls.on(Hls.Events.LEVEL_LOADED, (_e, d) => log('level loaded live=' + d.details.live + ' frags=' + d.details.fragments.length));
     hls.on(Hls.Events.LEVEL_SWITCHING, (_e, d) => log('level switching to ' + d.level));
     hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => log('level switched to ' + d.level));
+    {
+      // Every fragment and part, as loaded and as buffered, and each playlist's live edge: printed when a watch
+      // stalls or fails, to tell a hole in what the server sent from one in what the player asked for.
+      const name = (f) => String(f.url || '').split('/').pop();
+      const what = (d) => 'sn=' + d.frag.sn + (d.part ? ' part=' + d.part.index + ' ' + name(d.part) : ' ' + name(d.frag)) +
+        ' start=' + (d.part || d.frag).start.toFixed(3) + ' dur=' + (d.part || d.frag).duration.toFixed(3);
+      hls.on(Hls.Events.FRAG_LOADED, (_e, d) => log('loaded ' + what(d)));
+      hls.on(Hls.Events.FRAG_BUFFERED, (_e, d) => log('buffered ' + what(d) + ' buf=' + JSON.stringify(Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i).toFixed(3), v.buffered.end(i).toFixed(3)]))));
+      hls.on(Hls.Events.LEVEL_UPDATED, (_e, d) => { const x = d.details; log('playlist msn=' + x.endSN + ' part=' + (x.partList ? x.partList.length : 0) + ' edge=' + x.edge.toFixed(3) + (x.skippedSegments ? ' skipped=' + x.skippedSegments : '')); });
+    }
     hls.attachMedia(v);
     hls.loadSource(url);
   } else {
@@ -451,7 +462,7 @@ async function main() {
     if (result.rvfc_frames !== null && !(result.rvfc_frames > 0)) reasons.push('requestVideoFrameCallback did not fire');
     if (opts.expectWidth !== null && result.width !== opts.expectWidth) reasons.push(`videoWidth ${result.width} != expected ${opts.expectWidth}`);
     if (opts.expectHeight !== null && result.height !== opts.expectHeight) reasons.push(`videoHeight ${result.height} != expected ${opts.expectHeight}`);
-    if (DEBUG) process.stderr.write(`[events]\n${(await page.evaluate(() => window.__events()).catch(() => [])).join('\n')}\n`);
+    if (DEBUG || stalls > 0 || reasons.length) process.stderr.write(`[events]\n${(await page.evaluate(() => window.__events()).catch(() => [])).join('\n')}\n`);
     if (reasons.length) { result.reason = reasons.join('; '); return { code: EXIT_FAIL, out: result }; }
     result.ok = true;
     return { code: EXIT_PASS, out: result };
