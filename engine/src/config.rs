@@ -58,6 +58,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The ABR ladder: encoders that turn each published stream into renditions (off by default).
     pub transcode: TranscodeConfig,
+    /// Where recordings (VOD assets) are kept: a local directory or S3-compatible object storage.
+    pub storage: StorageConfig,
+    /// Recording live streams to storage (off by default).
+    pub record: RecordConfig,
     /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
     #[serde(skip)]
     pub cluster_cookie: Option<String>,
@@ -167,6 +171,78 @@ pub struct StreamConfig {
     /// a 2.5 Mb/s stream at the default) before its writes block and it starts skipping to keyframes; without it
     /// autotuning grows to `tcp_wmem`'s maximum (4 MiB: 12 s of that stream, per player). 0: kernel autotuning.
     pub player_send_buffer_kib: u32,
+}
+
+/// Storage for recordings (see `strom_engine::storage`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The local directory, the default backend (created when missing). In Kubernetes: the StatefulSet's
+    /// persistent volume.
+    pub path: PathBuf,
+    /// S3-compatible object storage instead of `path`: `s3://bucket/prefix`. Endpoint, region and credentials come
+    /// from the environment (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`;
+    /// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint), e.g. from a mounted Secret.
+    pub url: Option<String>,
+}
+
+/// Recording: every rendition of a stream is written to storage as fMP4 (or MPEG-TS) segments with a VOD
+/// playlist, and listed as a VOD asset (`/api/v1/vod`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record every stream published to this node (per application: `[record.apps.<app>] enabled`). Recordings
+    /// can also be started and stopped through the API (`POST`/`DELETE /api/v1/streams/{app}/{key}/record`).
+    pub enabled: bool,
+    /// Finished recordings older than this are deleted, oldest first: e.g. `"30d"`, `"12h"`, `"90m"`, `"3600s"`.
+    /// Empty: kept until deleted.
+    pub max_age: String,
+    /// When the recordings on storage hold more than this many bytes, the oldest finished ones are deleted.
+    /// 0: no limit.
+    pub max_bytes: u64,
+    /// Per application: `[record.apps.<app>] enabled = true` (what is left out comes from `[record]`).
+    pub apps: std::collections::BTreeMap<String, AppRecord>,
+}
+
+/// One application's recording settings (see [`RecordConfig::apps`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppRecord {
+    /// Record this application's streams.
+    pub enabled: Option<bool>,
+}
+
+impl RecordConfig {
+    /// Whether streams of `app` are recorded from their publish on.
+    pub fn enabled_for(&self, app: &str) -> bool {
+        self.apps.get(app).and_then(|a| a.enabled).unwrap_or(self.enabled)
+    }
+
+    /// `max_age` as a duration (`None`: no limit).
+    pub fn max_age(&self) -> Option<Duration> {
+        parse_age(&self.max_age).ok().flatten()
+    }
+}
+
+/// `"30d"`, `"12h"`, `"90m"`, `"3600s"` or `"3600"` as a duration; empty: `None`.
+fn parse_age(v: &str) -> Result<Option<Duration>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{v}` is not a duration like 30d, 12h, 90m or 3600s"))?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{v}` is not a duration like 30d, 12h, 90m or 3600s")),
+    };
+    Ok(Some(Duration::from_secs(n.saturating_mul(mult))))
 }
 
 /// Node-wide limits.
@@ -479,6 +555,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             transcode: TranscodeConfig::default(),
             cluster: ClusterConfig::default(),
+            storage: StorageConfig::default(),
+            record: RecordConfig::default(),
             cluster_cookie: None,
         }
     }
@@ -517,6 +595,12 @@ impl Default for HlsConfig {
     }
 }
 
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { path: PathBuf::from("./data"), url: None }
+    }
+}
+
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
@@ -542,7 +626,8 @@ impl Default for LimitsConfig {
 }
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
-const SECTIONS: &[&str] = &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode"];
+const SECTIONS: &[&str] =
+    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record"];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -657,6 +742,8 @@ impl Config {
                 "auth" => section!(auth, AuthConfig),
                 "cluster" => section!(cluster, ClusterConfig),
                 "transcode" => section!(transcode, TranscodeConfig),
+                "storage" => section!(storage, StorageConfig),
+                "record" => section!(record, RecordConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
@@ -765,6 +852,23 @@ impl Config {
         if self.http.max_path_len < 64 {
             return err("http.max_path_len", "must be at least 64");
         }
+        if let Err(why) = parse_age(&self.record.max_age) {
+            return err("record.max_age", &why);
+        }
+        for app in self.record.apps.keys() {
+            if crate::formats::StreamKey::new(app, "x").is_err() {
+                return err(&format!("record.apps.{app}"), "not a valid application name");
+            }
+        }
+        if let Some(url) = &self.storage.url {
+            let rest = url.strip_prefix("s3://").unwrap_or("");
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return err("storage.url", &format!("`{url}` is not s3://bucket[/prefix]"));
+            }
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return err("storage.path", "must not be empty");
+        }
         self.transcode.validate()
     }
 
@@ -781,7 +885,7 @@ impl Config {
 
 /// Keys that are absent from a serialized default (optional values) but valid.
 fn optional_key(full: &str) -> bool {
-    matches!(full, "auth.publish_keys_file" | "cluster.cookie_file")
+    matches!(full, "auth.publish_keys_file" | "cluster.cookie_file" | "storage.url")
 }
 
 /// `STROM_*` variables that are not configuration keys: the log filter, the cluster cookie, and the service

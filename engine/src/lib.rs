@@ -12,6 +12,8 @@
 //!    API) and player fan-out. It calls out only through the traits in [`stream::ports`].
 //! 3. [`cluster`]: membership, cluster-wide ownership, relays and HLS from any node (ractor_cluster); it
 //!    implements [`stream::ports::Ownership`].
+//!    Beside it, [`storage`]: recordings and VOD assets on a local directory or S3-compatible object storage
+//!    (`object_store`).
 //! 4. [`transcode`]: the ABR ladder: encoder actors (FFmpeg, behind the `transcode` cargo feature) whose rungs are
 //!    streams of their own; the HLS master playlist; ladders placed across the cluster. It provides the
 //!    [`stream::ports::EncoderHost`] the cluster calls.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod node;
 pub mod servers;
 pub mod shutdown;
+pub mod storage;
 pub mod stream;
 pub mod transcode;
 

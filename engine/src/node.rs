@@ -22,6 +22,7 @@ use crate::config::{secs, Config};
 use crate::metrics::Metrics;
 pub use crate::servers::NodeContext;
 use crate::shutdown::Shutdown;
+use crate::storage::recorder::Recordings;
 use crate::stream::Streams;
 use crate::transcode::Transcoder;
 
@@ -116,7 +117,9 @@ impl Node {
         })?;
         let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp.listen);
         let http_addr = http.local_addr().unwrap_or(config.http.listen);
+        let recordings = Recordings::new(config.clone(), streams.clone(), metrics.clone());
         let context = Arc::new(NodeContext {
+            recordings,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config: config.clone(),
             metrics,
@@ -171,6 +174,8 @@ impl Node {
         }
         info!("ending streams");
         let n = ctx.streams.shutdown().await;
+        // Recordings write their last segments, playlists and states (the streams just ended).
+        ctx.recordings.finish(secs(ctx.config.shutdown_timeout_secs) / 2).await;
         // Give players a moment to receive end-of-stream before listeners and connections are told to stop.
         tokio::time::sleep(Duration::from_millis(if n > 0 { 200 } else { 0 })).await;
         self.shutdown.trigger();

@@ -8,6 +8,9 @@ ensure_packages "${BUILD_PACKAGES[@]}" ffmpeg procps ca-certificates "${NETNS_TE
 command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
 ensure_cargo
 bash nodes/tests/browser/setup.sh
+# A real S3 server for the recording tests (s3s-fs: S3 over a directory; 0.14.1 is the newest for rustc 1.95).
+command -v s3s-fs >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/s3s-fs" ] ||
+  cargo install s3s-fs@0.14.1 --features binary --locked --quiet
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 step "format"

@@ -19,6 +19,7 @@ use tracing::warn;
 use crate::cluster::ClusterHandle;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::storage::recorder::Recordings;
 use crate::stream::{StreamKey, Streams};
 use crate::transcode::Transcoder;
 
@@ -40,6 +41,8 @@ pub struct NodeContext {
     pub cluster: Option<ClusterHandle>,
     /// Connection slots (`limits.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// Recordings and VOD assets.
+    pub recordings: Recordings,
 }
 
 impl NodeContext {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::hls_viewers::PollMeter;
-use super::segmenter::HlsView;
+use super::segmenter::{finished_of, FinishedSegment, HlsView};
 use crate::config::HlsConfig;
 use crate::formats::cmaf::{CmafTargets, Output, Packager};
 use crate::formats::playlist::{PartInfo, Playlist, Segment};
@@ -53,6 +53,8 @@ pub struct CmafSegmenter {
     anchor: Option<(SystemTime, u64)>,
     /// Parts of completed segments still served (by name), oldest first.
     parts: VecDeque<(u64, String, Bytes)>,
+    /// The finished segments for recorders (see [`HlsView::finished`]).
+    finished: Arc<[Arc<FinishedSegment>]>,
     view: watch::Sender<Arc<HlsView>>,
     meter: PollMeter,
     warned: bool,
@@ -94,6 +96,7 @@ impl CmafSegmenter {
             pending_discontinuity: resume.is_some(),
             anchor: None,
             parts: VecDeque::new(),
+            finished: Arc::new([]),
             view,
             meter,
             warned: false,
@@ -227,6 +230,8 @@ impl CmafSegmenter {
             self.parts.pop_front();
         }
         self.metrics.hls_segments.inc();
+        let inits = &self.inits;
+        self.finished = finished_of(&self.playlist, |m| inits.iter().find(|(n, _)| n == m).map(|(_, b)| b.clone()));
         tracing::trace!(stream = %self.key, msn = self.next_msn - 1, "segment");
     }
 
@@ -247,6 +252,7 @@ impl CmafSegmenter {
             self.playlist.next_part(),
             self.playlist.target_duration(),
             files,
+            self.finished.clone(),
         );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());

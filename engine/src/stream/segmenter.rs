@@ -72,6 +72,46 @@ pub struct HlsView {
     pub target_secs: u64,
     /// Every file held (segments listed and retained, parts, init segments), by name.
     segments: Vec<(String, Bytes)>,
+    /// The finished segments held (listed and retained), oldest first, as a recorder reads them: it catches up
+    /// by media sequence number, so it misses none unless it falls a whole window behind.
+    pub finished: Arc<[Arc<FinishedSegment>]>,
+}
+
+/// A finished segment with what a recording needs to list it (see [`HlsView::finished`]).
+#[derive(Debug)]
+pub struct FinishedSegment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Wall-clock time of its first frame.
+    pub program_date_time: SystemTime,
+    /// A discontinuity precedes it (publisher reconnect, codec change).
+    pub discontinuity: bool,
+    /// Its bytes: fMP4 fragments or MPEG-TS.
+    pub data: Bytes,
+    /// The file extension its bytes need (`m4s` or `ts`).
+    pub ext: &'static str,
+    /// The init segment it needs (fMP4): name and bytes.
+    pub init: Option<(String, Bytes)>,
+}
+
+/// The finished segments of `playlist` for a view; `init` looks up an init segment by name.
+pub fn finished_of(playlist: &Playlist, init: impl Fn(&str) -> Option<Bytes>) -> Arc<[Arc<FinishedSegment>]> {
+    playlist
+        .segments()
+        .map(|s| {
+            Arc::new(FinishedSegment {
+                msn: s.msn,
+                duration: s.duration,
+                program_date_time: s.program_date_time,
+                discontinuity: s.discontinuity,
+                data: s.data.clone(),
+                ext: if s.map.is_some() { "m4s" } else { "ts" },
+                init: s.map.as_ref().and_then(|m| Some((m.clone(), init(m)?))),
+            })
+        })
+        .collect()
 }
 
 impl HlsView {
@@ -86,8 +126,19 @@ impl HlsView {
         next_part: Option<(u64, u64)>,
         target_secs: u64,
         files: Vec<(String, Bytes)>,
+        finished: Arc<[Arc<FinishedSegment>]>,
     ) -> HlsView {
-        HlsView { playlist, ended, next_msn, discontinuity, playlist_skip, next_part, target_secs, segments: files }
+        HlsView {
+            playlist,
+            ended,
+            next_msn,
+            discontinuity,
+            playlist_skip,
+            next_part,
+            target_secs,
+            segments: files,
+            finished,
+        }
     }
 
     /// A segment's (or part's, or init segment's) bytes by file name.
@@ -300,6 +351,7 @@ pub struct SegmenterState {
     audio_frames: usize,
     audio_without_video: u32,
     scratch: Vec<u8>,
+    finished: Arc<[Arc<FinishedSegment>]>,
     view: watch::Sender<Arc<HlsView>>,
     meter: PollMeter,
     warned: bool,
@@ -374,6 +426,7 @@ impl Actor for Segmenter {
             audio_frames: 0,
             audio_without_video: 0,
             scratch: Vec::new(),
+            finished: Arc::new([]),
             view,
             meter,
             warned: false,
@@ -620,6 +673,7 @@ impl SegmenterState {
             map: None,
         });
         self.metrics.hls_segments.inc();
+        self.finished = finished_of(&self.playlist, |_| None);
         self.publish();
     }
 
@@ -634,6 +688,7 @@ impl SegmenterState {
             None,
             self.playlist.target_duration(),
             self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
+            self.finished.clone(),
         );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());

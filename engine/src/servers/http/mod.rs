@@ -9,6 +9,7 @@
 //! | `GET /{app}/{name}/{file}.m4s`, `.mp4`, `.ts` | HLS segment, LL-HLS part (a preload-hinted part is held until complete), init segment; MPEG-TS segment with `hls.format = "ts"` |
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
+//! | `POST`/`DELETE /api/v1/streams/{app}/{name}/record`, `GET /api/v1/vod[/{id}]`, `DELETE /api/v1/vod/{id}`, `GET /vod/{id}/index.m3u8`, `GET /vod/{id}.mp4` | recordings and VOD (see [`vod`]); the application name `vod` is taken by these |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
 //!
@@ -18,6 +19,7 @@
 
 pub mod flv;
 pub mod listener;
+pub mod vod;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -29,7 +31,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::formats::playlist::last_part_in;
@@ -45,6 +47,12 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/streams/{app}/{name}/record", post(vod::record_start).delete(vod::record_stop))
+        .route("/api/v1/vod", get(vod::list))
+        .route("/api/v1/vod/{id}", get(vod::get).delete(vod::delete))
+        .route("/vod/{file}", get(vod::mp4))
+        .route("/vod/{id}/{file}", get(vod::top))
+        .route("/vod/{id}/{rendition}/{file}", get(vod::file))
         .route("/{app}/{file}", get(flv::serve))
         .route("/{app}/{name}/{file}", get(hls))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
@@ -66,7 +74,7 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
     } else if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"));
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
         r

@@ -541,6 +541,7 @@ impl Connection {
                 self.accept(request_id)?;
                 self.role = Role::Publishing { publisher };
                 self.node.transcode.source_published(&key);
+                self.node.recordings.published(&key);
                 Ok(())
             }
             Err(PublishError::Busy) => {

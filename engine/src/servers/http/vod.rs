@@ -1,0 +1,173 @@
+//! Recordings and VOD over HTTP (see [`crate::storage`]).
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /api/v1/streams/{app}/{name}/record` | start recording a live stream of this node: 201 and the asset; 409 if it is recorded already |
+//! | `DELETE /api/v1/streams/{app}/{name}/record` | stop it at its last finished segment: 200 and the asset |
+//! | `GET /api/v1/vod` | every asset on storage, newest first |
+//! | `GET /api/v1/vod/{id}`, `DELETE /api/v1/vod/{id}` | one asset; delete it (stopping its recording) |
+//! | `GET /vod/{id}/index.m3u8` | its playlist (`EVENT` while recording, `VOD` once done) |
+//! | `GET /vod/{id}/{rendition}/{file}` | its segments and init segments |
+//! | `GET /vod/{id}.mp4` | the recording as one fragmented MP4 file (remuxed, not re-encoded) |
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+
+use crate::servers::NodeContext;
+use crate::storage::recorder::RecordError;
+use crate::stream::StreamKey;
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+fn record_error(e: RecordError) -> Response {
+    let status = match &e {
+        RecordError::NoStorage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RecordError::NotLive(_) | RecordError::NotRecording(_) => StatusCode::NOT_FOUND,
+        RecordError::Already(_) => StatusCode::CONFLICT,
+        RecordError::Storage(_) => StatusCode::BAD_GATEWAY,
+    };
+    error(status, e.to_string())
+}
+
+fn key_of(app: &str, name: &str) -> Result<StreamKey, Box<Response>> {
+    StreamKey::new(app, name).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))
+}
+
+/// `POST /api/v1/streams/{app}/{name}/record`.
+pub async fn record_start(State(node): State<Arc<NodeContext>>, Path((app, name)): Path<(String, String)>) -> Response {
+    let key = match key_of(&app, &name) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    match node.recordings.start(&key).await {
+        Ok(asset) => (StatusCode::CREATED, Json(asset)).into_response(),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `DELETE /api/v1/streams/{app}/{name}/record`.
+pub async fn record_stop(State(node): State<Arc<NodeContext>>, Path((app, name)): Path<(String, String)>) -> Response {
+    let key = match key_of(&app, &name) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    match node.recordings.stop(&key).await {
+        Ok(asset) => Json(asset).into_response(),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `GET /api/v1/vod`.
+pub async fn list(State(node): State<Arc<NodeContext>>) -> Response {
+    match node.recordings.list().await {
+        Ok(assets) => Json(serde_json::json!({ "node": node.config.node_name, "assets": assets })).into_response(),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `GET /api/v1/vod/{id}`.
+pub async fn get(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -> Response {
+    match node.recordings.get(&id).await {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no asset {:?}", clip(&id))),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `DELETE /api/v1/vod/{id}`.
+pub async fn delete(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -> Response {
+    match node.recordings.delete(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no asset {:?}", clip(&id))),
+        Err(e) => record_error(e),
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn media(content_type: &'static str, cache: &'static str, data: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache)], Body::from(data)).into_response()
+}
+
+/// `GET /vod/{id}/{file}`: the playlist (`index.m3u8`).
+pub async fn top(State(node): State<Arc<NodeContext>>, Path((id, file)): Path<(String, String)>) -> Response {
+    if file != "index.m3u8" {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    match node.recordings.playlist(&id).await {
+        // A growing recording's playlist changes with each segment; a finished one never does.
+        Ok(Some(text)) => {
+            let cache =
+                if text.windows(14).any(|w| w == b"#EXT-X-ENDLIST") { "public, max-age=60" } else { "no-cache" };
+            media("application/vnd.apple.mpegurl", cache, text)
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `GET /vod/{id}/{rendition}/{file}`.
+pub async fn file(
+    State(node): State<Arc<NodeContext>>,
+    Path((id, rendition, file)): Path<(String, String, String)>,
+) -> Response {
+    let content_type = match file.rsplit_once('.').map(|(_, e)| e) {
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        Some("ts") => "video/mp2t",
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    };
+    let cache = if file.ends_with(".m3u8") { "no-cache" } else { "public, max-age=86400, immutable" };
+    match node.recordings.file(&id, &rendition, &file).await {
+        Ok(Some(data)) => {
+            node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
+            media(content_type, cache, data)
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => record_error(e),
+    }
+}
+
+/// `GET /vod/{id}.mp4`: streamed object by object (memory stays at one segment).
+pub async fn mp4(State(node): State<Arc<NodeContext>>, Path(file): Path<String>) -> Response {
+    let Some(id) = file.strip_suffix(".mp4") else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let parts = match node.recordings.mp4_parts(id).await {
+        Ok(Some(Ok(p))) => p,
+        Ok(Some(Err(why))) => return error(StatusCode::CONFLICT, why),
+        Ok(None) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => return record_error(e),
+    };
+    let total: u64 = parts.iter().map(|(_, s)| s).sum();
+    let recordings = node.recordings.clone();
+    let body = futures_util::stream::unfold((parts.into_iter(), recordings), |(mut it, rec)| async move {
+        let (key, _) = it.next()?;
+        let item = match rec.object(&key).await {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(std::io::Error::other(format!("{key} is gone"))),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        Some((item, (it, rec)))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "video/mp4".to_string()),
+            (header::CONTENT_LENGTH, total.to_string()),
+            (header::CACHE_CONTROL, "public, max-age=60".to_string()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
