@@ -273,3 +273,44 @@ fn hls_js_switches_through_every_level_of_the_abr_ladder() {
     assert!(v["play_ratio"].as_f64().is_some_and(|x| x >= 0.8), "{v}");
     assert_eq!(s.metric("strom_encoder_restarts_total"), 0.0);
 }
+
+/// A recording as a viewer sees it: 60 s of a stream recorded to storage (published faster than real time), then
+/// hls.js plays its VOD playlist, seeks to 50 % of it and plays on from there.
+#[test]
+fn hls_js_plays_a_recording_and_seeks_to_the_middle() {
+    let _alone = alone();
+    if skipped() {
+        return;
+    }
+    let dir = scratch("vod-browser");
+    let s = Strom::with_env(&[
+        ("STROM_RECORD_ENABLED", "true"),
+        ("STROM_STORAGE_PATH", dir.to_str().unwrap()),
+        ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
+    ]);
+    // Not `publish`: without -re ffmpeg sends the 60 s as fast as it encodes them.
+    let src = Source { width: 640, height: 360, seconds: 60.0, bitrate_k: 800, ..Source::default() };
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"]);
+    source_args(&mut cmd, &src);
+    let out = run_with_timeout(cmd.args(["-f", "flv"]).arg(s.rtmp_url("live/vod")), Duration::from_secs(120));
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    let id = loop {
+        let v: serde_json::Value = serde_json::from_slice(&s.get("/api/v1/vod").body).unwrap_or_default();
+        if let Some(a) = v["assets"].as_array().and_then(|a| a.first()).filter(|a| a["state"] == "done") {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no finished recording: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let url = s.http_url(&format!("/vod/{id}/index.m3u8"));
+    let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "8", "--seek", "0.5", "--low-latency", "off"]);
+    eprintln!("hls.js VOD: {}", stdout.trim());
+    assert!(ok, "VOD playback failed: {stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    let duration = v["duration_seconds"].as_f64().unwrap_or(0.0);
+    assert!((duration - 60.0).abs() < 0.5, "the player sees the whole recording: {v}");
+    assert!(v["seek_target_seconds"].as_f64().unwrap_or(0.0) >= 29.0, "{v}");
+    assert_eq!(v["stalls"], 0, "{v}\n{stderr}");
+}

@@ -50,13 +50,13 @@ function usage(msg) {
     'usage: node play.mjs --kind hls|flv --url URL [--seconds 15] ' +
     '[--expect-width W --expect-height H] [--first-frame-timeout 20] ' +
     '[--min-play-ratio 0.7] [--max-stall 2.5] [--wait-ready SECONDS] [--screenshot FILE.png] ' +
-    '[--switch-levels [--level-timeout 20]]\n');
+    '[--switch-levels [--level-timeout 20]] [--seek FRACTION (VOD: jump to that share of the duration first)]\n');
 }
 
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
     firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
-    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1 };
+    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1, seek: null };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -85,6 +85,7 @@ function parseArgs(argv) {
       case '--switch-levels': o.switchLevels = true; break;
       case '--level-timeout': o.levelTimeout = num(a, next()); break;
       case '--catch-up': o.catchUp = num(a, next()); break;
+      case '--seek': o.seek = num(a, next()); if (o.seek >= 1) throw new Error('--seek is a share of the duration, below 1'); break;
       case '--low-latency': { const v = next(); if (v !== 'on' && v !== 'off') throw new Error(`--low-latency is on or off, got ${v}`); o.lowLatency = v === 'on'; break; }
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
@@ -374,6 +375,22 @@ async function main() {
       return fail(`player error before first frame: ${[...s.fatal, s.videoError, ...pageErrors].filter(Boolean).join('; ')}`);
     if (s.firstFrameMs === null)
       return fail(`no first frame within ${opts.firstFrameTimeout}s (readyState=${s.readyState} videoWidth=${s.videoWidth})`);
+
+    // --- phase 1b (--seek, VOD): jump to that share of the duration; the watch starts where it landed
+    if (opts.seek !== null) {
+      const duration = await page.evaluate(() => document.getElementById('v').duration);
+      if (!Number.isFinite(duration) || duration <= 0) return fail(`--seek: the video has no finite duration (${duration}): not VOD?`);
+      const target = duration * opts.seek, t0 = Date.now();
+      await page.evaluate((t) => { document.getElementById('v').currentTime = t; }, target);
+      for (;;) {
+        await sleep(100);
+        s = await probe();
+        if (s.fatal.length || s.videoError) return fail(`player error after the seek: ${[...s.fatal, s.videoError].filter(Boolean).join('; ')}`);
+        if (s.currentTime >= target - 0.5 && s.readyState >= 3) break;
+        if (Date.now() - t0 > opts.firstFrameTimeout * 1000) return fail(`seek to ${target.toFixed(1)}s of ${duration.toFixed(1)}s did not land (currentTime ${s.currentTime.toFixed(2)}, readyState ${s.readyState})`);
+      }
+      Object.assign(result, { duration_seconds: +duration.toFixed(3), seek_target_seconds: +target.toFixed(3), seek_ms: Date.now() - t0 });
+    }
 
     // --- phase 2: watch for --seconds (or through every level)
     const start = s;
