@@ -2,7 +2,8 @@
 """Policy and consistency checks on the rendered overlays (kubectl kustomize output), the Dockerfile and the
 prometheus-adapter rule. Fails on what a schema cannot see: missing probes or resources, `:latest` or untagged
 images, root containers, a writable root filesystem, a grace period shorter than the drain, references that
-point nowhere (Service selectors and ports, Ingress backends, ServiceMonitor, HPA target and metric, PDB),
+point nowhere (Service selectors and ports, Ingress backends, ServiceMonitor, HPA target and metric, PDB,
+volume mounts), recordings (storage.path) that would land on the read-only root filesystem,
 and a strom configuration that strom itself refuses (the real binary checks each overlay's effective config).
 
 A self-test first mutates a rendered StatefulSet in each of the ways above and requires every mutation to be
@@ -155,10 +156,26 @@ def strom_checks(name, sts, docs, strom):
     # The real strom on the effective configuration: file + the container's STROM_* variables.
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
+        claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+        writable = []
         for mount in c.get("volumeMounts", []):
-            src = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            src = next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), None)
+            if src is None and mount["name"] in claims:
+                src = {"persistentVolumeClaim": {}}
+            if src is None:
+                errs.append(f"{name}: volumeMount {mount['name']} names no volume and no volumeClaimTemplate")
+                continue
             if "secret" in src:
                 paths[mount["mountPath"]] = tmp  # stand-in files for the Secret's keys
+            if not mount.get("readOnly") and ("persistentVolumeClaim" in src or "emptyDir" in src):
+                writable.append(mount["mountPath"].rstrip("/"))
+        # The root filesystem is read-only: recordings must land on a writable volume (unless they go to S3).
+        storage = conf.get("storage", {})
+        path = storage.get("path", "./data")
+        if "url" not in storage and not any(path == w or path.startswith(w + "/") for w in writable):
+            errs.append(f"{name}: storage.path {path!r} is on no writable volume (the root filesystem is read-only)")
+        if "url" not in storage:
+            paths[path] = os.path.join(tmp, "data")
         for key in ("cookie", "publish_keys"):
             with open(os.path.join(tmp, key), "w") as f:
                 f.write("policy-test\n")
@@ -320,6 +337,8 @@ def self_test(docs, strom):
         "short grace period": lambda d: pod(d).update(terminationGracePeriodSeconds=10),
         "replicas beside the HPA": lambda d: next(x for x in d if x["kind"] == "StatefulSet")["spec"].update(replicas=3),
         "unknown STROM_ variable": lambda d: sts_container(d)["env"].append({"name": "STROM_NO_SUCH_KEY", "value": "1"}),
+        "recordings on the read-only root": lambda d: sts_container(d).update(
+            volumeMounts=[m for m in sts_container(d)["volumeMounts"] if m["name"] != "data"]),
         "Service port typo": lambda d: next(x for x in d if x["kind"] == "Service")["spec"]["ports"][0].update(
             targetPort="htttp"),
     }
