@@ -118,6 +118,9 @@ impl Node {
         let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp.listen);
         let http_addr = http.local_addr().unwrap_or(config.http.listen);
         let recordings = Recordings::new(config.clone(), streams.clone(), metrics.clone());
+        if let Some(c) = &cluster {
+            recordings.attach_cluster(c.clone());
+        }
         let context = Arc::new(NodeContext {
             recordings,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),

@@ -395,3 +395,58 @@ fn nix_is_root() -> bool {
         .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
         .unwrap_or(false)
 }
+
+/// A cluster with a local volume per node, as the StatefulSet runs it: the API of any node starts and stops a
+/// recording of a stream another node owns, lists every node's assets, plays them (playlist, segments, MP4)
+/// through the node holding them, and deletes them there.
+#[test]
+fn in_a_cluster_any_node_records_lists_plays_and_deletes_another_node_s_recording() {
+    use common::netns::Net;
+    let net = Net::new(2);
+    let (d0, d1) = (scratch("cluster-rec-0"), scratch("cluster-rec-1"));
+    let n0 = net.spawn_cluster_with(0, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d0.to_str().unwrap())]);
+    let n1 = net.spawn_cluster_with(1, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d1.to_str().unwrap())]);
+    let t = Instant::now();
+    while !n1.get("/api/v1/cluster").text().contains("\"strom-0\"")
+        || !n0.get("/api/v1/cluster").text().contains("\"strom-1\"")
+    {
+        assert!(t.elapsed() < Duration::from_secs(15), "the nodes never met");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let req = |node: &common::netns::NetNode, method: &str, path: &str| {
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        http_request(node.http, &raw).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    };
+    let _publisher = publish(&n0.rtmp_url("live/c"), &Source { seconds: 40.0, ..Source::default() });
+    let t = Instant::now();
+    while !n0.get("/api/v1/streams").text().contains("\"live\"") {
+        assert!(t.elapsed() < Duration::from_secs(20), "not live on strom-0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Started through strom-1: it runs on strom-0, the owner.
+    let started = req(&n1, "POST", "/api/v1/streams/live/c/record");
+    assert_eq!(started.status, 201, "{}", started.text());
+    let asset = json(&started);
+    assert_eq!(asset["node"], "strom-0", "{asset}");
+    let id = asset["id"].as_str().unwrap().to_string();
+    assert_eq!(req(&n1, "POST", "/api/v1/streams/live/c/record").status, 409);
+    std::thread::sleep(Duration::from_secs(7));
+    let stopped = req(&n1, "DELETE", "/api/v1/streams/live/c/record");
+    assert_eq!(stopped.status, 200, "{}", stopped.text());
+    let done = json(&stopped);
+    assert_eq!(done["state"], "done", "{done}");
+    // strom-1 lists, describes and plays what strom-0's volume holds.
+    let list = json(&n1.get("/api/v1/vod"));
+    assert!(list["assets"].as_array().unwrap().iter().any(|a| a["id"] == id), "{list}");
+    assert_eq!(n1.get(&format!("/api/v1/vod/{id}")).status, 200);
+    let frames = (done["duration"].as_f64().unwrap() * 30.0).round() as u64;
+    assert!(frames >= 120, "{done}");
+    assert_eq!(count_frames(&n1.http_url(&format!("/vod/{id}/index.m3u8"))), frames, "HLS through strom-1");
+    assert_eq!(count_frames(&n1.http_url(&format!("/vod/{id}.mp4"))), frames, "MP4 through strom-1");
+    assert!(!d1.join("vod").exists(), "nothing was stored on strom-1");
+    assert!(d0.join(format!("vod/{id}/asset.json")).is_file());
+    // Deleted through strom-1, gone from strom-0.
+    assert_eq!(req(&n1, "DELETE", &format!("/api/v1/vod/{id}")).status, 204);
+    assert_eq!(n0.get(&format!("/api/v1/vod/{id}")).status, 404);
+    assert_eq!(n1.get(&format!("/api/v1/vod/{id}")).status, 404);
+}

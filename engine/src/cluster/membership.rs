@@ -26,7 +26,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeS
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::wire::{Cast, Load, Request, Response};
+use super::wire::{Cast, Load, Request, Response, VodRequest};
 use super::{call, RemoteMsg, NODE_GROUP};
 use crate::config::{ClusterConfig, Config};
 use crate::metrics::Metrics;
@@ -193,7 +193,12 @@ struct Shared {
     hls_waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
     encoder_host: std::sync::OnceLock<EncoderHost>,
+    /// Answers other nodes' requests about this node's recordings and assets ([`Request::Vod`]).
+    vod_host: std::sync::OnceLock<VodHost>,
 }
+
+/// Answers a [`VodRequest`] from this node's recordings (set by the storage layer, see [`Cluster::set_vod_host`]).
+pub type VodHost = Arc<dyn Fn(VodRequest) -> futures_util::future::BoxFuture<'static, Response> + Send + Sync>;
 
 pub use crate::stream::ports::EncoderHost;
 
@@ -250,6 +255,7 @@ impl Cluster {
             hls: Mutex::new(HashMap::new()),
             hls_waiters: Mutex::new(HashMap::new()),
             encoder_host: std::sync::OnceLock::new(),
+            vod_host: std::sync::OnceLock::new(),
         });
         let cm = ClusterMetrics::new(metrics);
         let (agent, _) = Actor::spawn(None, NodeAgent, AgentArgs { node: node.clone(), shared: shared.clone() })
@@ -365,6 +371,16 @@ impl Cluster {
             .map(ActorRef::from)
     }
 
+    /// Lets other nodes ask about this node's recordings (the storage layer registers itself once).
+    pub fn set_vod_host(&self, host: VodHost) {
+        let _ = self.shared.vod_host.set(host);
+    }
+
+    /// Every other node's agent (connected now).
+    pub fn agents(&self) -> Vec<ActorRef<RemoteMsg>> {
+        super::remote_members(NODE_GROUP)
+    }
+
     /// Lets other nodes place ladders here (the transcoder registers itself once).
     pub fn set_encoder_host(&self, host: EncoderHost) {
         let _ = self.shared.encoder_host.set(host);
@@ -443,6 +459,19 @@ impl Actor for NodeAgent {
                     };
                     let _ = reply.send(Response::Started(ok).encode());
                 }
+                Ok(Request::Vod(v)) => match st.shared.vod_host.get() {
+                    // Storage reads may take a while: answered off the agent's mailbox (heartbeats go on).
+                    Some(host) => {
+                        let answer = host(v);
+                        tokio::spawn(async move {
+                            let _ = reply.send(answer.await.encode());
+                        });
+                    }
+                    None => {
+                        let body = Bytes::from_static(b"{\"error\":\"recording is off on this node\"}");
+                        let _ = reply.send(Response::Api { status: 404, body }.encode());
+                    }
+                },
                 Ok(other) => debug!(request = ?other, "node agent: unexpected request"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed request"),
             }

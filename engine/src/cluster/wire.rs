@@ -186,6 +186,45 @@ pub enum Request {
         /// Milliseconds.
         wait_ms: u32,
     },
+    /// To a node agent: recordings and VOD assets of that node (see `crate::storage`).
+    Vod(VodRequest),
+}
+
+/// What [`Request::Vod`] asks of a node's recordings: the API of a recording runs on the stream's owner, and a
+/// recording on a node's local volume is read through that node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VodRequest {
+    /// Start (`on`) or stop recording stream `key`, if this node owns it: answered with [`Response::Api`].
+    Record {
+        /// `app/name`.
+        key: String,
+        /// Start or stop.
+        on: bool,
+    },
+    /// The assets this node holds: [`Response::Api`] with a JSON array.
+    List,
+    /// One asset: [`Response::Api`] (404 if this node does not hold it).
+    Asset {
+        /// Asset id.
+        id: String,
+    },
+    /// Up to `max` bytes from `offset` of an asset's file: [`Response::Segment`]. `path`: `index.m3u8` (the
+    /// asset's playlist), `<rendition>/<file>`, or `mp4` (a JSON list of the MP4 export's parts and sizes).
+    File {
+        /// Asset id.
+        id: String,
+        /// The file (see above).
+        path: String,
+        /// Byte offset.
+        offset: u32,
+        /// Most bytes wanted.
+        max: u32,
+    },
+    /// Delete an asset this node holds: [`Response::Api`].
+    Delete {
+        /// Asset id.
+        id: String,
+    },
 }
 
 /// Replies to [`Request`]s.
@@ -219,6 +258,13 @@ pub enum Response {
     Started(bool),
     /// To [`Request::Master`]: the master playlist, if the ladder has one.
     Master(Option<Bytes>),
+    /// An HTTP API answer made on another node: status and JSON body.
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// JSON.
+        body: Bytes,
+    },
 }
 
 // ---- encoding ---------------------------------------------------------------------------------------------------
@@ -382,6 +428,11 @@ impl Request {
             Request::Info => "info",
             Request::StartEncoder { .. } => "start_encoder",
             Request::Master { .. } => "master",
+            Request::Vod(VodRequest::Record { .. }) => "vod_record",
+            Request::Vod(VodRequest::List) => "vod_list",
+            Request::Vod(VodRequest::Asset { .. }) => "vod_asset",
+            Request::Vod(VodRequest::File { .. }) => "vod_file",
+            Request::Vod(VodRequest::Delete { .. }) => "vod_delete",
         }
     }
 
@@ -419,6 +470,33 @@ impl Request {
                 o.put_u32(*wait_ms);
                 o
             }
+            Request::Vod(v) => {
+                let mut o = header(8, 32);
+                match v {
+                    VodRequest::Record { key, on } => {
+                        o.put_u8(1);
+                        put_bytes(&mut o, key.as_bytes());
+                        o.put_u8(*on as u8);
+                    }
+                    VodRequest::List => o.put_u8(2),
+                    VodRequest::Asset { id } => {
+                        o.put_u8(3);
+                        put_bytes(&mut o, id.as_bytes());
+                    }
+                    VodRequest::File { id, path, offset, max } => {
+                        o.put_u8(4);
+                        put_bytes(&mut o, id.as_bytes());
+                        put_bytes(&mut o, path.as_bytes());
+                        o.put_u32(*offset);
+                        o.put_u32(*max);
+                    }
+                    VodRequest::Delete { id } => {
+                        o.put_u8(5);
+                        put_bytes(&mut o, id.as_bytes());
+                    }
+                }
+                o
+            }
         }
     }
 
@@ -433,6 +511,19 @@ impl Request {
             5 => Request::Info,
             6 => Request::StartEncoder { key: r.string("key")?, owner: r.string("owner")? },
             7 => Request::Master { wait_ms: r.u32("wait_ms")? },
+            8 => Request::Vod(match r.u8("vod op")? {
+                1 => VodRequest::Record { key: r.string("key")?, on: r.bool("on")? },
+                2 => VodRequest::List,
+                3 => VodRequest::Asset { id: r.string("id")? },
+                4 => VodRequest::File {
+                    id: r.string("id")?,
+                    path: r.string("path")?,
+                    offset: r.u32("offset")?,
+                    max: r.u32("max")?,
+                },
+                5 => VodRequest::Delete { id: r.string("id")? },
+                _ => return Err(WireError { what: "vod op", offset: 2 }),
+            }),
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -497,6 +588,12 @@ impl Response {
                 opt(&mut o, m);
                 o
             }
+            Response::Api { status, body } => {
+                let mut o = header(8, 6 + body.len());
+                o.put_u16(*status);
+                put_bytes(&mut o, body);
+                o
+            }
         }
     }
 
@@ -531,6 +628,7 @@ impl Response {
             5 => Response::Info(r.opt_bytes("info")?),
             6 => Response::Started(r.bool("started")?),
             7 => Response::Master(r.opt_bytes("master")?),
+            8 => Response::Api { status: r.u16("status")?, body: r.bytes("body")? },
             _ => return Err(r.error("response tag")),
         };
         r.finish(s)
@@ -586,6 +684,11 @@ impl Reader {
             1 => Ok(true),
             _ => Err(WireError { what, offset: self.offset() - 1 }),
         }
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+        self.need(2, what)?;
+        Ok(self.buf.get_u16())
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
@@ -680,6 +783,11 @@ mod tests {
             Request::Info,
             Request::StartEncoder { key: "live/a".into(), owner: "strom-2".into() },
             Request::Master { wait_ms: 900 },
+            Request::Vod(VodRequest::Record { key: "live/a".into(), on: true }),
+            Request::Vod(VodRequest::List),
+            Request::Vod(VodRequest::Asset { id: "live-a-20261205T000000000Z".into() }),
+            Request::Vod(VodRequest::File { id: "x".into(), path: "source/init1.mp4".into(), offset: 3, max: 9 }),
+            Request::Vod(VodRequest::Delete { id: "x".into() }),
         ] {
             assert_eq!(Request::decode(q.encode()).unwrap(), q);
         }
@@ -703,6 +811,7 @@ mod tests {
             Response::Info(Some(Bytes::from_static(b"{}"))),
             Response::Started(true),
             Response::Master(Some(Bytes::from_static(b"#EXTM3U\n"))),
+            Response::Api { status: 409, body: Bytes::from_static(b"{\"error\":\"x\"}") },
             Response::Master(None),
         ] {
             assert_eq!(Response::decode(s.encode()).unwrap(), s);

@@ -8,10 +8,13 @@
 //!   `asset.json`, and how a recording cut short is listed again from its objects alone.
 //! - [`recorder`]: the recordings of this node: one tokio task per recorded stream that follows the segmenter's
 //!   published view and writes each finished segment; the asset API's reads; retention.
+//! - [`api`]: the same API from any node of a cluster: recordings started on the stream's owner, assets on
+//!   local volumes listed from every node and read through the node holding them.
 //!
 //! A recording never touches the live path: it reads segments the segmenter has already published (shared
 //! `Bytes`), so a slow or unreachable store delays nothing but the recording itself.
 
+pub mod api;
 pub mod asset;
 pub mod recorder;
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use ractor::ActorRef;
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
@@ -28,6 +29,7 @@ use super::asset::{
     SegmentEntry,
 };
 use super::{Storage, StorageError};
+use crate::cluster::{ClusterHandle, RemoteMsg};
 use crate::config::Config;
 use crate::formats::playlist::rfc3339_millis;
 use crate::formats::StreamKey;
@@ -91,6 +93,10 @@ struct Inner {
     streams: Streams,
     metrics: RecordMetrics,
     active: Mutex<HashMap<StreamKey, Active>>,
+    /// The cluster, when clustering is on (see [`super::api`]).
+    cluster: std::sync::OnceLock<ClusterHandle>,
+    /// Which node's agent holds an asset on its local volume (learnt by asking every node).
+    holders: Mutex<HashMap<String, ActorRef<RemoteMsg>>>,
 }
 
 /// The recordings of this node and its view of the assets on storage (cheap to clone).
@@ -131,6 +137,8 @@ impl Recordings {
                 streams,
                 metrics: m,
                 active: Mutex::new(HashMap::new()),
+                cluster: std::sync::OnceLock::new(),
+                holders: Mutex::new(HashMap::new()),
             }),
         };
         let record = &rec.inner.config.record;
@@ -148,6 +156,48 @@ impl Recordings {
             });
         }
         rec
+    }
+
+    /// Clustering is on: other nodes' API requests and VOD reads are answered from here, and this node's go to
+    /// the stream's owner or the asset's holder.
+    pub fn attach_cluster(&self, cluster: ClusterHandle) {
+        let me = self.clone();
+        cluster.set_vod_host(Arc::new(move |req| {
+            let me = me.clone();
+            Box::pin(async move { me.answer(req).await })
+        }));
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// The cluster, if clustering is on.
+    pub(super) fn cluster(&self) -> Option<&ClusterHandle> {
+        self.inner.cluster.get()
+    }
+
+    /// Every node reads the same store (S3): no node needs another to read an asset.
+    pub(super) fn shared_storage(&self) -> bool {
+        self.inner.config.storage.url.is_some()
+    }
+
+    /// The holder of an asset learnt earlier.
+    pub(super) fn holder(&self, id: &str) -> Option<ActorRef<RemoteMsg>> {
+        self.inner.holders.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Remembers (or, with `None`, forgets) the node holding an asset.
+    pub(super) fn set_holder(&self, id: &str, agent: Option<ActorRef<RemoteMsg>>) {
+        let mut h = self.inner.holders.lock().unwrap_or_else(|e| e.into_inner());
+        match agent {
+            Some(a) => {
+                if h.len() > 10_000 {
+                    h.clear();
+                }
+                h.insert(id.to_string(), a);
+            }
+            None => {
+                h.remove(id);
+            }
+        }
     }
 
     fn storage(&self) -> Result<&Storage, RecordError> {
@@ -338,7 +388,7 @@ impl Recordings {
     }
 
     /// The source rendition as one fragmented MP4 file (its init segment, then every segment: a remux, no
-    /// re-encode), as the objects to send in order with their sizes; `Err` text when there is none to make (no
+    /// re-encode), as the files to send in order (`<rendition>/<name>`) with their sizes; `Err` text when there is none to make (no
     /// segment, MPEG-TS, or codec changes that need several init segments).
     pub async fn mp4_parts(&self, id: &str) -> Result<Option<Result<Vec<(String, u64)>, String>>, RecordError> {
         let Some(a) = self.get(id).await? else { return Ok(None) };
@@ -354,8 +404,8 @@ impl Recordings {
             [0] => Ok(Some(Err("an MPEG-TS recording has no MP4 export; play its playlist".into()))),
             [n] => {
                 let init = init_name(*n);
-                let mut out = vec![(format!("{dir}/{init}"), size(&init))];
-                out.extend(entries.iter().map(|e| (format!("{dir}/{}", e.name()), size(&e.name()))));
+                let mut out = vec![(format!("{}/{init}", r.name), size(&init))];
+                out.extend(entries.iter().map(|e| (format!("{}/{}", r.name, e.name()), size(&e.name()))));
                 Ok(Some(Ok(out)))
             }
             _ => Ok(Some(Err(format!(
@@ -363,11 +413,6 @@ impl Recordings {
                 inits.len() - 1
             )))),
         }
-    }
-
-    /// An object by its full key (for [`Recordings::mp4_parts`]).
-    pub async fn object(&self, key: &str) -> Result<Option<Bytes>, RecordError> {
-        Ok(self.storage()?.get(key).await?)
     }
 
     /// Deletes finished assets older than `record.max_age`, then the oldest finished ones while all assets

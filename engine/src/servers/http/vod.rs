@@ -20,6 +20,7 @@ use axum::Json;
 use bytes::Bytes;
 
 use crate::servers::NodeContext;
+use crate::storage::api::ApiAnswer;
 use crate::storage::recorder::RecordError;
 use crate::stream::StreamKey;
 
@@ -37,62 +38,48 @@ fn record_error(e: RecordError) -> Response {
     error(status, e.to_string())
 }
 
+/// An answer made by the storage layer (here or on another node), sent as it is.
+fn answer(a: ApiAnswer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if a.body.is_empty() {
+        return status.into_response();
+    }
+    (status, [(header::CONTENT_TYPE, "application/json")], Body::from(a.body)).into_response()
+}
+
 fn key_of(app: &str, name: &str) -> Result<StreamKey, Box<Response>> {
     StreamKey::new(app, name).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))
 }
 
 /// `POST /api/v1/streams/{app}/{name}/record`.
 pub async fn record_start(State(node): State<Arc<NodeContext>>, Path((app, name)): Path<(String, String)>) -> Response {
-    let key = match key_of(&app, &name) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    match node.recordings.start(&key).await {
-        Ok(asset) => (StatusCode::CREATED, Json(asset)).into_response(),
-        Err(e) => record_error(e),
+    match key_of(&app, &name) {
+        Ok(key) => answer(node.recordings.record_api(&key, true).await),
+        Err(r) => *r,
     }
 }
 
 /// `DELETE /api/v1/streams/{app}/{name}/record`.
 pub async fn record_stop(State(node): State<Arc<NodeContext>>, Path((app, name)): Path<(String, String)>) -> Response {
-    let key = match key_of(&app, &name) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    match node.recordings.stop(&key).await {
-        Ok(asset) => Json(asset).into_response(),
-        Err(e) => record_error(e),
+    match key_of(&app, &name) {
+        Ok(key) => answer(node.recordings.record_api(&key, false).await),
+        Err(r) => *r,
     }
 }
 
 /// `GET /api/v1/vod`.
 pub async fn list(State(node): State<Arc<NodeContext>>) -> Response {
-    match node.recordings.list().await {
-        Ok(assets) => Json(serde_json::json!({ "node": node.config.node_name, "assets": assets })).into_response(),
-        Err(e) => record_error(e),
-    }
+    answer(node.recordings.list_api().await)
 }
 
 /// `GET /api/v1/vod/{id}`.
 pub async fn get(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -> Response {
-    match node.recordings.get(&id).await {
-        Ok(Some(a)) => Json(a).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no asset {:?}", clip(&id))),
-        Err(e) => record_error(e),
-    }
+    answer(node.recordings.asset_api(&id).await)
 }
 
 /// `DELETE /api/v1/vod/{id}`.
 pub async fn delete(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -> Response {
-    match node.recordings.delete(&id).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no asset {:?}", clip(&id))),
-        Err(e) => record_error(e),
-    }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
+    answer(node.recordings.delete_api(&id).await)
 }
 
 fn media(content_type: &'static str, cache: &'static str, data: Bytes) -> Response {
@@ -104,7 +91,7 @@ pub async fn top(State(node): State<Arc<NodeContext>>, Path((id, file)): Path<(S
     if file != "index.m3u8" {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
-    match node.recordings.playlist(&id).await {
+    match node.recordings.vod_file(&id, "index.m3u8").await {
         // A growing recording's playlist changes with each segment; a finished one never does.
         Ok(Some(text)) => {
             let cache =
@@ -129,7 +116,7 @@ pub async fn file(
         _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
     };
     let cache = if file.ends_with(".m3u8") { "no-cache" } else { "public, max-age=86400, immutable" };
-    match node.recordings.file(&id, &rendition, &file).await {
+    match node.recordings.vod_file(&id, &format!("{rendition}/{file}")).await {
         Ok(Some(data)) => {
             node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
             media(content_type, cache, data)
@@ -144,22 +131,27 @@ pub async fn mp4(State(node): State<Arc<NodeContext>>, Path(file): Path<String>)
     let Some(id) = file.strip_suffix(".mp4") else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let parts = match node.recordings.mp4_parts(id).await {
-        Ok(Some(Ok(p))) => p,
-        Ok(Some(Err(why))) => return error(StatusCode::CONFLICT, why),
+    // The parts, as JSON (made where the asset is, see `Recordings::vod_file`).
+    let listed = match node.recordings.vod_file(id, "mp4").await {
+        Ok(Some(json)) => serde_json::from_slice::<Result<Vec<(String, u64)>, String>>(&json),
         Ok(None) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Err(e) => return record_error(e),
     };
+    let parts = match listed {
+        Ok(Ok(p)) => p,
+        Ok(Err(why)) => return error(StatusCode::CONFLICT, why),
+        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("unreadable MP4 part list: {e}")),
+    };
     let total: u64 = parts.iter().map(|(_, s)| s).sum();
-    let recordings = node.recordings.clone();
-    let body = futures_util::stream::unfold((parts.into_iter(), recordings), |(mut it, rec)| async move {
-        let (key, _) = it.next()?;
-        let item = match rec.object(&key).await {
+    let state = (parts.into_iter(), node.recordings.clone(), id.to_string());
+    let body = futures_util::stream::unfold(state, |(mut it, rec, id)| async move {
+        let (path, _) = it.next()?;
+        let item = match rec.vod_file(&id, &path).await {
             Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(std::io::Error::other(format!("{key} is gone"))),
+            Ok(None) => Err(std::io::Error::other(format!("{path} is gone"))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
-        Some((item, (it, rec)))
+        Some((item, (it, rec, id)))
     });
     (
         [
