@@ -97,6 +97,13 @@ fn record_and_check(s: &Strom, name: &str, secs: f64) -> serde_json::Value {
     assert_eq!(count_frames(&s.http_url(&format!("/vod/{id}/index.m3u8"))), frames, "every published frame over HLS");
     let mp4 = s.http_url(&format!("/vod/{id}.mp4"));
     assert_eq!(count_frames(&mp4), frames, "every published frame in the MP4 export");
+    // The export declares its length (mvhd and mehd), as a player shows it before reading the fragments.
+    let out = run_with_timeout(
+        Command::new("ffprobe").args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", &mp4]),
+        Duration::from_secs(60),
+    );
+    let probed: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0.0);
+    assert!((probed - secs).abs() <= 0.1, "the MP4 export says it lasts {probed} s of {secs} s");
     asset
 }
 

@@ -197,6 +197,88 @@ pub fn init_segment(tracks: &[Track]) -> Bytes {
     w.finish()
 }
 
+/// An init segment that declares the whole presentation's `duration` (a recording exported as one fragmented MP4
+/// file): the durations of `mvhd`, of each track's `tkhd` and `mdhd` (in their timescales), and a `mehd` in
+/// `mvex`, so players and ffprobe show the length and can seek without reading every fragment. `None` when `init` is not an init segment this can edit (no
+/// `moov`/`mvhd`/`mvex`, 64-bit box sizes, a `mehd` already there).
+pub fn with_duration(init: &[u8], duration_secs: f64) -> Option<Bytes> {
+    /// (offset, size, type) of the boxes in `data[from..to]`.
+    fn children(data: &[u8], from: usize, to: usize) -> Option<Vec<(usize, usize, [u8; 4])>> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < to {
+            let size = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+            let kind: [u8; 4] = data.get(at + 4..at + 8)?.try_into().ok()?;
+            if size < 8 || at + size > to {
+                return None;
+            }
+            out.push((at, size, kind));
+            at += size;
+        }
+        Some(out)
+    }
+    let top = children(init, 0, init.len())?;
+    let &(moov, moov_size, _) = top.iter().find(|(_, _, k)| k == b"moov")?;
+    let inner = children(init, moov + 8, moov + moov_size)?;
+    let &(mvhd, _, _) = inner.iter().find(|(_, _, k)| k == b"mvhd")?;
+    let &(mvex, mvex_size, _) = inner.iter().find(|(_, _, k)| k == b"mvex")?;
+    if children(init, mvex + 8, mvex + mvex_size)?.iter().any(|(_, _, k)| k == b"mehd") {
+        return None;
+    }
+    // (offset of the duration field, its width, timescale) of a version 0/1 `mvhd`/`mdhd` or `tkhd` at `at`.
+    let field = |at: usize, tkhd: bool, timescale: Option<u32>| -> Option<(usize, usize, u32)> {
+        let v1 = match *init.get(at + 8)? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let times = if v1 { 16 } else { 8 }; // creation and modification times
+        if tkhd {
+            // tkhd: times, track id, reserved, then the duration in the movie timescale.
+            return Some((at + 12 + times + 8, if v1 { 8 } else { 4 }, timescale?));
+        }
+        let ts_at = at + 12 + times;
+        let ts = u32::from_be_bytes(init.get(ts_at..ts_at + 4)?.try_into().ok()?);
+        Some((ts_at + 4, if v1 { 8 } else { 4 }, ts))
+    };
+    let (mvhd_duration, mvhd_width, movie_ts) = field(mvhd, false, None)?;
+    let mut patches = vec![(mvhd_duration, mvhd_width, movie_ts)];
+    for &(trak, size, _) in inner.iter().filter(|(_, _, k)| k == b"trak") {
+        let in_trak = children(init, trak + 8, trak + size)?;
+        let &(tkhd, _, _) = in_trak.iter().find(|(_, _, k)| k == b"tkhd")?;
+        patches.push(field(tkhd, true, Some(movie_ts))?);
+        let &(mdia, mdia_size, _) = in_trak.iter().find(|(_, _, k)| k == b"mdia")?;
+        let &(mdhd, _, _) = children(init, mdia + 8, mdia + mdia_size)?.iter().find(|(_, _, k)| k == b"mdhd")?;
+        patches.push(field(mdhd, false, None)?);
+    }
+    let ticks = |ts: u32| (duration_secs.max(0.0) * f64::from(ts)).round() as u64;
+    const MEHD: usize = 20; // a version-1 full box: size, type, version and flags, a 64-bit duration
+    let mut out = BytesMut::with_capacity(init.len() + MEHD);
+    out.put_slice(&init[..mvex + 8]);
+    out.put_u32(MEHD as u32);
+    out.put_slice(b"mehd");
+    out.put_u32(0x0100_0000);
+    out.put_u64(ticks(movie_ts));
+    out.put_slice(&init[mvex + 8..]);
+    let grow = |out: &mut BytesMut, at: usize, size: usize| {
+        out[at..at + 4].copy_from_slice(&((size + MEHD) as u32).to_be_bytes());
+    };
+    grow(&mut out, moov, moov_size);
+    grow(&mut out, mvex, mvex_size);
+    // Every patched field lies before mvex (mvhd and the traks precede it in a moov this writes), so the
+    // inserted mehd has not moved them; one that does not is refused.
+    for (at, width, ts) in patches {
+        if at + width > mvex {
+            return None;
+        }
+        match width {
+            4 => out[at..at + 4].copy_from_slice(&(ticks(ts).min(u64::from(u32::MAX)) as u32).to_be_bytes()),
+            _ => out[at..at + 8].copy_from_slice(&ticks(ts).to_be_bytes()),
+        }
+    }
+    Some(out.freeze())
+}
+
 fn trak(w: &mut BoxWriter, t: &Track) {
     let video = t.is_video();
     w.start(b"trak");
@@ -450,6 +532,26 @@ mod tests {
             out.push(Any::decode(&mut b).expect("a box mp4-atom can decode"));
         }
         out
+    }
+
+    #[test]
+    fn an_init_segment_can_declare_the_whole_duration() {
+        let init = init_segment(&tracks());
+        let long = with_duration(&init, 61.234).expect("our init segment");
+        assert_eq!(long.len(), init.len() + 20);
+        let all = boxes(&long);
+        let Any::Moov(moov) = &all[1] else { panic!("moov second") };
+        assert_eq!(moov.mvhd.duration, 61_234);
+        for t in &moov.trak {
+            assert_eq!(t.tkhd.duration, 61_234, "movie timescale");
+            let ts = u64::from(t.mdia.mdhd.timescale);
+            assert_eq!(t.mdia.mdhd.duration, (61.234 * ts as f64).round() as u64, "track timescale {ts}");
+        }
+        assert_eq!(moov.mvex.as_ref().and_then(|m| m.mehd.as_ref()).map(|m| m.fragment_duration), Some(61_234));
+        assert_eq!(moov.trak.len(), 2, "the rest is intact");
+        assert_eq!(with_duration(&long, 1.0), None, "a mehd is there already");
+        assert_eq!(with_duration(&init[..init.len() - 3], 1.0), None, "cut short");
+        assert_eq!(with_duration(b"not an mp4", 1.0), None);
     }
 
     #[test]

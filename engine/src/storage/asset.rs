@@ -159,10 +159,15 @@ impl SegmentEntry {
             Some(s) => (s, true),
             None => (stem, false),
         };
+        // Plain decimal numbers only (no sign, no leading zero): one name per entry.
+        fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
+            let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+            plain.then(|| s.parse().ok()).flatten()
+        }
         let mut f = stem.split('-');
-        let index = f.next()?.parse().ok()?;
-        let duration_us = f.next()?.parse().ok()?;
-        let init: u32 = f.next()?.strip_prefix('i')?.parse().ok()?;
+        let index = num(f.next()?)?;
+        let duration_us = num(f.next()?)?;
+        let init: u32 = num(f.next()?.strip_prefix('i')?)?;
         if f.next().is_some() || (ext == "ts") != (init == 0) || !matches!(ext, "ts" | "m4s") {
             return None;
         }
@@ -256,7 +261,16 @@ mod tests {
         ] {
             assert_eq!(SegmentEntry::parse(&e.name()), Some(e), "{}", e.name());
         }
-        for bad in ["index.m3u8", "init1.mp4", "seg1-2-i1.ts", "seg1-2-i0.m4s", "seg-1-2-i1.m4s", "seg1-2-i1-x.m4s"] {
+        for bad in [
+            "index.m3u8",
+            "init1.mp4",
+            "seg1-2-i1.ts",
+            "seg1-2-i0.m4s",
+            "seg-1-2-i1.m4s",
+            "seg1-2-i1-x.m4s",
+            "seg01-2-i1.m4s",
+            "seg+1-2-i1.m4s",
+        ] {
             assert_eq!(SegmentEntry::parse(bad), None, "{bad}");
         }
     }

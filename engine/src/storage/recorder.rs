@@ -390,7 +390,7 @@ impl Recordings {
     /// The source rendition as one fragmented MP4 file (its init segment, then every segment: a remux, no
     /// re-encode), as the files to send in order (`<rendition>/<name>`) with their sizes; `Err` text when there is none to make (no
     /// segment, MPEG-TS, or codec changes that need several init segments).
-    pub async fn mp4_parts(&self, id: &str) -> Result<Option<Result<Vec<(String, u64)>, String>>, RecordError> {
+    pub async fn mp4_parts(&self, id: &str) -> Result<Option<Result<Mp4Export, String>>, RecordError> {
         let Some(a) = self.get(id).await? else { return Ok(None) };
         let Some(r) = a.renditions.first() else { return Ok(None) };
         let dir = format!("{}/{}", asset_dir(id), r.name);
@@ -404,9 +404,10 @@ impl Recordings {
             [0] => Ok(Some(Err("an MPEG-TS recording has no MP4 export; play its playlist".into()))),
             [n] => {
                 let init = init_name(*n);
-                let mut out = vec![(format!("{}/{init}", r.name), size(&init))];
-                out.extend(entries.iter().map(|e| (format!("{}/{}", r.name, e.name()), size(&e.name()))));
-                Ok(Some(Ok(out)))
+                let mut parts = vec![(format!("{}/{init}", r.name), size(&init))];
+                parts.extend(entries.iter().map(|e| (format!("{}/{}", r.name, e.name()), size(&e.name()))));
+                let duration = entries.iter().map(|e| e.duration_us).sum::<u64>() as f64 / 1e6;
+                Ok(Some(Ok(Mp4Export { parts, duration })))
             }
             _ => Ok(Some(Err(format!(
                 "the recording changed codec configuration {} times; play its playlist instead",
@@ -441,6 +442,16 @@ impl Recordings {
             }
         }
     }
+}
+
+/// What `GET /vod/{id}.mp4` sends: the files, in order (`<rendition>/<name>`, the init segment first), with their
+/// sizes, and the duration the init segment is made to declare ([`crate::formats::fmp4::with_duration`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Mp4Export {
+    /// Files and sizes.
+    pub parts: Vec<(String, u64)>,
+    /// Seconds.
+    pub duration: f64,
 }
 
 /// File names a rendition folder holds.

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use crate::servers::NodeContext;
 use crate::storage::api::ApiAnswer;
-use crate::storage::recorder::RecordError;
+use crate::storage::recorder::{Mp4Export, RecordError};
 use crate::stream::StreamKey;
 
 fn error(status: StatusCode, msg: String) -> Response {
@@ -133,26 +133,43 @@ pub async fn mp4(State(node): State<Arc<NodeContext>>, Path(file): Path<String>)
     };
     // The parts, as JSON (made where the asset is, see `Recordings::vod_file`).
     let listed = match node.recordings.vod_file(id, "mp4").await {
-        Ok(Some(json)) => serde_json::from_slice::<Result<Vec<(String, u64)>, String>>(&json),
+        Ok(Some(json)) => serde_json::from_slice::<Result<Mp4Export, String>>(&json),
         Ok(None) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Err(e) => return record_error(e),
     };
-    let parts = match listed {
+    let export = match listed {
         Ok(Ok(p)) => p,
         Ok(Err(why)) => return error(StatusCode::CONFLICT, why),
         Err(e) => return error(StatusCode::BAD_GATEWAY, format!("unreadable MP4 part list: {e}")),
     };
-    let total: u64 = parts.iter().map(|(_, s)| s).sum();
-    let state = (parts.into_iter(), node.recordings.clone(), id.to_string());
-    let body = futures_util::stream::unfold(state, |(mut it, rec, id)| async move {
-        let (path, _) = it.next()?;
-        let item = match rec.vod_file(&id, &path).await {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(std::io::Error::other(format!("{path} is gone"))),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        Some((item, (it, rec, id)))
+    // The init segment goes first, made to declare the whole duration (players show it and seek at once).
+    let Some((init_path, _)) = export.parts.first().cloned() else {
+        return error(StatusCode::CONFLICT, "the recording has no segment".into());
+    };
+    let init = match node.recordings.vod_file(id, &init_path).await {
+        Ok(Some(b)) => crate::formats::fmp4::with_duration(&b, export.duration).unwrap_or(b),
+        Ok(None) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => return record_error(e),
+    };
+    let total: u64 = init.len() as u64 + export.parts.iter().skip(1).map(|(_, s)| s).sum::<u64>();
+    let mut rest = export.parts.into_iter().skip(1);
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(init) });
+    let rec = node.recordings.clone();
+    let id = id.to_string();
+    let segments = futures_util::stream::unfold((), move |()| {
+        let next = rest.next();
+        let (rec, id) = (rec.clone(), id.clone());
+        async move {
+            let (path, _) = next?;
+            let item = match rec.vod_file(&id, &path).await {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => Err(std::io::Error::other(format!("{path} is gone"))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            Some((item, ()))
+        }
     });
+    let body = futures_util::StreamExt::chain(first, segments);
     (
         [
             (header::CONTENT_TYPE, "video/mp4".to_string()),
