@@ -457,3 +457,26 @@ fn in_a_cluster_any_node_records_lists_plays_and_deletes_another_node_s_recordin
     assert_eq!(n0.get(&format!("/api/v1/vod/{id}")).status, 404);
     assert_eq!(n1.get(&format!("/api/v1/vod/{id}")).status, 404);
 }
+
+/// An application set to MPEG-TS HLS records MPEG-TS segments: a VOD playlist without `EXT-X-MAP` that plays every
+/// frame; its MP4 export is refused with a reason (there is no fMP4 to remux).
+#[test]
+fn an_mpeg_ts_application_records_mpeg_ts() {
+    let dir = scratch("rec-ts");
+    let s = Strom::with_env(&[
+        ("STROM_RECORD_ENABLED", "true"),
+        ("STROM_STORAGE_PATH", dir.to_str().unwrap()),
+        ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
+        ("STROM_HLS_APPS", "{legacy = {format = \"ts\"}}"),
+    ]);
+    let mut p = publish(&s.rtmp_url("legacy/box"), &Source { seconds: 8.0, ..Source::default() });
+    assert!(p.wait(Duration::from_secs(40)).is_some_and(|st| st.success()), "{}", p.log_text());
+    let asset = wait_asset(&s, "legacy/box", "done", Duration::from_secs(30));
+    let id = asset["id"].as_str().unwrap();
+    let text = s.get(&format!("/vod/{id}/index.m3u8")).text();
+    assert!(!text.contains("#EXT-X-MAP") && text.contains(".ts\n") && text.contains("#EXT-X-ENDLIST"), "{text}");
+    assert_eq!(count_frames(&s.http_url(&format!("/vod/{id}/index.m3u8"))), 240);
+    let mp4 = s.get(&format!("/vod/{id}.mp4"));
+    assert_eq!(mp4.status, 409, "{}", mp4.text());
+    assert!(mp4.text().contains("MPEG-TS"), "{}", mp4.text());
+}
