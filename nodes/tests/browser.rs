@@ -275,7 +275,8 @@ fn hls_js_switches_through_every_level_of_the_abr_ladder() {
 }
 
 /// A recording as a viewer sees it: 60 s of a stream recorded to storage (published faster than real time), then
-/// hls.js plays its VOD playlist, seeks to 50 % of it and plays on from there.
+/// hls.js plays its VOD playlist, seeks to 50 % of it and plays on from there; on a local directory and on S3 (a
+/// real `s3s-fs` process).
 #[test]
 fn hls_js_plays_a_recording_and_seeks_to_the_middle() {
     let _alone = alone();
@@ -283,11 +284,21 @@ fn hls_js_plays_a_recording_and_seeks_to_the_middle() {
         return;
     }
     let dir = scratch("vod-browser");
-    let s = Strom::with_env(&[
-        ("STROM_RECORD_ENABLED", "true"),
-        ("STROM_STORAGE_PATH", dir.to_str().unwrap()),
-        ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
-    ]);
+    let local = [("STROM_STORAGE_PATH".to_string(), dir.to_str().unwrap().to_string())];
+    vod_play_and_seek("local", &local);
+    if common::s3::S3::binary().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("S3 part skipped: s3s-fs is not installed (nodes/scripts/test.sh installs it)");
+        return;
+    }
+    let root = scratch("vod-browser-s3");
+    let s3 = common::s3::S3::start(&root, common::s3::free_port());
+    vod_play_and_seek("S3", &s3.env());
+}
+
+fn vod_play_and_seek(backend: &str, storage: &[(String, String)]) {
+    let mut env: Vec<(&str, &str)> = storage.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([("STROM_RECORD_ENABLED", "true"), ("STROM_STREAM_RECONNECT_GRACE_SECS", "1")]);
+    let s = Strom::with_env(&env);
     // Not `publish`: without -re ffmpeg sends the 60 s as fast as it encodes them.
     let src = Source { width: 640, height: 360, seconds: 60.0, bitrate_k: 800, ..Source::default() };
     let mut cmd = Command::new("ffmpeg");
@@ -301,16 +312,16 @@ fn hls_js_plays_a_recording_and_seeks_to_the_middle() {
         if let Some(a) = v["assets"].as_array().and_then(|a| a.first()).filter(|a| a["state"] == "done") {
             break a["id"].as_str().unwrap().to_string();
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "no finished recording: {v}");
+        assert!(t.elapsed() < Duration::from_secs(30), "{backend}: no finished recording: {v}");
         std::thread::sleep(Duration::from_millis(200));
     };
     let url = s.http_url(&format!("/vod/{id}/index.m3u8"));
     let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "8", "--seek", "0.5", "--low-latency", "off"]);
-    eprintln!("hls.js VOD: {}", stdout.trim());
-    assert!(ok, "VOD playback failed: {stdout}\n{stderr}");
+    eprintln!("hls.js VOD ({backend}): {}", stdout.trim());
+    assert!(ok, "{backend}: VOD playback failed: {stdout}\n{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     let duration = v["duration_seconds"].as_f64().unwrap_or(0.0);
-    assert!((duration - 60.0).abs() < 0.5, "the player sees the whole recording: {v}");
-    assert!(v["seek_target_seconds"].as_f64().unwrap_or(0.0) >= 29.0, "{v}");
-    assert_eq!(v["stalls"], 0, "{v}\n{stderr}");
+    assert!((duration - 60.0).abs() < 0.5, "{backend}: the player sees the whole recording: {v}");
+    assert!(v["seek_target_seconds"].as_f64().unwrap_or(0.0) >= 29.0, "{backend}: {v}");
+    assert_eq!(v["stalls"], 0, "{backend}: {v}\n{stderr}");
 }

@@ -6,6 +6,7 @@
 pub mod flv;
 pub mod netns;
 pub mod rtmp;
+pub mod s3;
 pub mod ts;
 
 use std::io::{BufRead, BufReader, Read, Write};
