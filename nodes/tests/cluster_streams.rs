@@ -698,3 +698,31 @@ fn players_on_another_node_stay_attached_through_a_publisher_reconnect() {
         assert_eq!(back, 0, "{what}: timestamps went back or stood still {back} times");
     }
 }
+
+/// LL-HLS delta updates (`_HLS_skip=YES`) from a node that does not own the stream are the owner's, byte for byte
+/// (made from the owner's pushed playlist text, with no cluster call).
+#[test]
+fn delta_updates_on_a_node_that_does_not_own_the_stream_are_the_owner_s() {
+    let key = "live/delta";
+    let env: &[(&str, &str)] = &[("STROM_HLS_WINDOW", "10"), ("STROM_HLS_SEGMENT_DURATION_SECS", "1")];
+    let net = Net::new(2);
+    let nodes: Vec<NetNode> = (0..2).map(|i| net.spawn_cluster_with(i, COOKIE, &[], env)).collect();
+    for n in &nodes {
+        wait_peers(n, 1, Duration::from_secs(15));
+    }
+    let _p = publish(&nodes[0].rtmp_url(key), &Source { seconds: 40.0, gop_secs: 1.0, ..Source::default() });
+    let delta = |node: &NetNode| node.get(&format!("/{key}/index.m3u8?_HLS_skip=YES")).text();
+    wait_until("a delta update with skipped segments on the owner", Duration::from_secs(30), || {
+        delta(&nodes[0]).contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=")
+    });
+    wait_segments(&nodes[1], key, 2, Duration::from_secs(10));
+    let before = poll_requests(&nodes[1]);
+    // A request can straddle a new part: retry.
+    let same = (0..20).any(|_| {
+        let (owner, here) = (delta(&nodes[0]), delta(&nodes[1]));
+        std::thread::sleep(Duration::from_millis(30));
+        owner == here && here.contains("#EXT-X-SKIP:")
+    });
+    assert!(same, "strom-1's delta update is not the owner's\n{}\n{}", delta(&nodes[0]), delta(&nodes[1]));
+    assert_eq!(poll_requests(&nodes[1]) - before, 0.0, "no cluster call for a delta update");
+}

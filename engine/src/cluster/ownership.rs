@@ -23,7 +23,7 @@ use super::wire::{Request, Response};
 use super::{remote_members, stream_group, ClusterHandle, RemoteMsg};
 use bytes::Bytes;
 
-use crate::formats::playlist::next_part_in;
+use crate::formats::playlist::{next_part_in, skip_of};
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::hls_viewers::PollMeter;
@@ -292,7 +292,7 @@ impl RemoteHls for Metered {
         &self,
         msn: u64,
         part: Option<u64>,
-        _skip: bool,
+        skip: bool,
         wait: Duration,
     ) -> BoxFuture<'_, Result<Bytes, Blocking>> {
         Box::pin(async move {
@@ -301,7 +301,6 @@ impl RemoteHls for Metered {
             if self.pushed().and_then(|t| next_part_in(&String::from_utf8_lossy(&t))).is_none() {
                 return self.hls.playlist(wait).await.ok_or(Blocking::NotFound);
             }
-            // Delta updates are the owner's to make: a non-owner answers with the full playlist (allowed).
             let answer = self
                 .park(wait, |text| {
                     let ((open, parts), ended) = next_part_in(&String::from_utf8_lossy(text))?;
@@ -328,7 +327,11 @@ impl RemoteHls for Metered {
                     self.hls.prefetch(name);
                 }
             }
-            answer
+            // A delta update made from the owner's pushed text: the same bytes the owner answers.
+            match answer {
+                Ok(text) if skip => Ok(skip_of(&String::from_utf8_lossy(&text)).map(Bytes::from).unwrap_or(text)),
+                other => other,
+            }
         })
     }
 

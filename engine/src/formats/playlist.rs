@@ -332,6 +332,78 @@ pub fn next_part_in(text: &str) -> Option<((u64, u64), bool)> {
     has_parts.then_some(((msn? + skipped, parts), text.contains("#EXT-X-ENDLIST")))
 }
 
+/// The delta update (`_HLS_skip=YES`) of a full LL-HLS playlist text, made from the text alone, as
+/// [`Playlist::render_skip`] makes it from the segments: a node serving another node's playlist answers delta
+/// requests with the same bytes as the owner (up to the rounding of durations to milliseconds at the very
+/// boundary). `None` when there is nothing to skip, or the text is not an LL-HLS playlist with CAN-SKIP-UNTIL.
+pub fn skip_of(full: &str) -> Option<String> {
+    let until: f64 = full
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SERVER-CONTROL:"))?
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("CAN-SKIP-UNTIL="))?
+        .parse()
+        .ok()?;
+    let lines: Vec<&str> = full.lines().collect();
+    // Each segment's block: from the line after the previous segment's URI to its own URI.
+    let is_uri = |l: &str| !l.starts_with('#') && !l.trim().is_empty();
+    let first_block = lines.iter().position(|l| {
+        *l == "#EXT-X-DISCONTINUITY"
+            || l.starts_with("#EXT-X-MAP:")
+            || l.starts_with("#EXT-X-PROGRAM-DATE-TIME:")
+            || l.starts_with("#EXT-X-PART:")
+            || l.starts_with("#EXTINF:")
+    })?;
+    let mut blocks = Vec::new(); // (start, end inclusive, duration)
+    let mut start = first_block;
+    let mut duration = None;
+    for (i, l) in lines.iter().enumerate().skip(first_block) {
+        if let Some(v) = l.strip_prefix("#EXTINF:") {
+            duration = v.split(',').next()?.trim().parse::<f64>().ok();
+        } else if is_uri(l) {
+            blocks.push((start, i, duration.take()?));
+            start = i + 1;
+        }
+    }
+    // The open segment's parts count towards the live edge.
+    let open: f64 = lines[start..]
+        .iter()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .filter_map(|v| v.split(',').next()?.parse::<f64>().ok())
+        .sum();
+    let mut acc = open;
+    let mut to_edge = vec![0.0; blocks.len()];
+    for (i, b) in blocks.iter().enumerate().rev() {
+        acc += b.2;
+        to_edge[i] = acc;
+    }
+    let skipped = blocks.iter().zip(&to_edge).take_while(|(b, &d)| d - b.2 > until).count();
+    if skipped == 0 {
+        return None;
+    }
+    let mut out = String::with_capacity(full.len());
+    for l in &lines[..first_block] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    // The init segment in force stays implied (the player has it from its last full playlist), as the owner's
+    // delta does: a MAP line is kept only where it changes after the skipped segments.
+    let map_of = |upto: usize| lines[first_block..upto].iter().rev().find(|l| l.starts_with("#EXT-X-MAP:")).copied();
+    let mut map = map_of(blocks[skipped - 1].1);
+    for l in &lines[blocks[skipped - 1].1 + 1..] {
+        if l.starts_with("#EXT-X-MAP:") {
+            if Some(*l) == map {
+                continue;
+            }
+            map = Some(l);
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    Some(out)
+}
+
 /// The newest part an LL-HLS playlist text lists, as `(msn, part index)` (`EXT-X-RENDITION-REPORT`'s LAST-MSN and
 /// LAST-PART); `None` without parts.
 pub fn last_part_in(text: &str) -> Option<(u64, u64)> {
@@ -491,6 +563,30 @@ mod tests {
         p.push_part(part(segments, 0));
         p.set_preload_hint(Some(format!("x-{segments}.1.m4s")));
         p
+    }
+
+    #[test]
+    fn a_delta_update_made_from_the_text_is_the_owner_s() {
+        for n in [3, 7, 8, 10, 14] {
+            let p = ll_playlist(n);
+            let full = p.render().unwrap();
+            assert_eq!(skip_of(&full), p.render_skip(), "{n} segments:\n{full}");
+        }
+        // A discontinuity with a new init segment among the skipped and the kept ones.
+        let mut p = ll_playlist(9);
+        let mut s = seg(9, 2.0, true);
+        s.name = "y-9.m4s".into();
+        s.map = Some("y-init1.mp4".into());
+        p.push(s);
+        let mut s = seg(10, 2.0, false);
+        s.name = "y-10.m4s".into();
+        s.map = Some("y-init1.mp4".into());
+        p.push(s);
+        let full = p.render().unwrap();
+        assert!(p.render_skip().is_some());
+        assert_eq!(skip_of(&full), p.render_skip(), "{full}");
+        assert_eq!(skip_of("#EXTM3U\n#EXTINF:2.000,\na.ts\n"), None, "not LL-HLS");
+        assert_eq!(skip_of("#EXTM3U\n#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL=x\n"), None);
     }
 
     #[test]
