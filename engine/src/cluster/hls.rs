@@ -11,10 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use ractor::ActorRef;
-use tracing::warn;
+use tracing::debug;
 
 use super::export::SEGMENT_PART;
 use super::wire::{Request, Response};
@@ -185,25 +185,12 @@ impl RemoteHls for StaleHls {
 
 /// Fetches a segment from its owner, part by part.
 async fn fetch(owner: &ActorRef<RemoteMsg>, key: &StreamKey, name: &str) -> Option<Bytes> {
-    let mut out = BytesMut::new();
-    loop {
-        let req = Request::Segment { name: name.to_string(), offset: out.len() as u32, max: SEGMENT_PART };
-        let (total, part) = match call(owner, &req, SEGMENT_TIMEOUT).await? {
-            Response::Segment(s) => s?,
-            _ => return None,
-        };
-        if total > MAX_SEGMENT || part.is_empty() && (out.len() as u32) < total {
-            warn!(stream = %key, segment = name, total, "owner sent an unusable segment");
-            return None;
-        }
-        if out.is_empty() && part.len() as u32 == total {
-            return Some(part); // one part: no copy
-        }
-        out.extend_from_slice(&part);
-        if out.len() as u32 >= total {
-            return Some(out.freeze());
-        }
+    let request = |offset| Request::Segment { name: name.to_string(), offset, max: SEGMENT_PART };
+    let got = super::fetch_in_parts(owner, SEGMENT_TIMEOUT, MAX_SEGMENT, request).await;
+    if got.is_none() {
+        debug!(stream = %key, segment = name, "no segment from the owner (none by that name, no answer, or unusable)");
     }
+    got
 }
 
 #[cfg(test)]

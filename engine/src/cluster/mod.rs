@@ -119,6 +119,34 @@ pub async fn call(actor: &ActorRef<RemoteMsg>, req: &Request, timeout: Duration)
     }
 }
 
+/// A file another node holds, fetched in parts: `request(offset)` asks for the part at `offset`, answered with
+/// [`Response::Segment`] (total size and the part). `None` when the node has none, does not answer, or says the
+/// file is larger than `max_total`.
+pub async fn fetch_in_parts(
+    actor: &ActorRef<RemoteMsg>,
+    timeout: Duration,
+    max_total: u32,
+    request: impl Fn(u32) -> Request,
+) -> Option<bytes::Bytes> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let (total, part) = match call(actor, &request(out.len() as u32), timeout).await? {
+            Response::Segment(s) => s?,
+            _ => return None,
+        };
+        if total > max_total || part.is_empty() && (out.len() as u32) < total {
+            return None;
+        }
+        if out.is_empty() && part.len() as u32 == total {
+            return Some(part); // one part: no copy
+        }
+        out.extend_from_slice(&part);
+        if out.len() as u32 >= total {
+            return Some(out.freeze());
+        }
+    }
+}
+
 /// Sends a cast; false if the actor is gone.
 pub fn cast(actor: &ActorRef<RemoteMsg>, msg: &wire::Cast) -> bool {
     actor.cast(RemoteMsg::Cast(msg.encode())).is_ok()

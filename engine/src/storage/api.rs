@@ -11,8 +11,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::future::BoxFuture;
+use bytes::Bytes;
 use ractor::ActorRef;
 use serde::Serialize;
 
@@ -42,7 +41,8 @@ impl ApiAnswer {
         ApiAnswer { status, body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()) }
     }
 
-    fn error(e: &RecordError) -> ApiAnswer {
+    /// A recording error as the API answers it.
+    pub fn error(e: &RecordError) -> ApiAnswer {
         let status = match e {
             RecordError::NoStorage(_) => 503,
             RecordError::NotLive(_) | RecordError::NotRecording(_) => 404,
@@ -249,30 +249,7 @@ fn api(r: Option<Response>) -> Option<ApiAnswer> {
 }
 
 /// A whole file from the node holding it, part by part.
-fn fetch<'a>(agent: &'a ActorRef<RemoteMsg>, id: &'a str, path: &'a str) -> BoxFuture<'a, Option<Bytes>> {
-    Box::pin(async move {
-        let mut out = BytesMut::new();
-        loop {
-            let req = Request::Vod(VodRequest::File {
-                id: id.into(),
-                path: path.into(),
-                offset: out.len() as u32,
-                max: FILE_PART,
-            });
-            let (total, part) = match call(agent, &req, CALL_TIMEOUT).await? {
-                Response::Segment(s) => s?,
-                _ => return None,
-            };
-            if total > MAX_FILE || part.is_empty() && (out.len() as u32) < total {
-                return None;
-            }
-            if out.is_empty() && part.len() as u32 == total {
-                return Some(part);
-            }
-            out.extend_from_slice(&part);
-            if out.len() as u32 >= total {
-                return Some(out.freeze());
-            }
-        }
-    })
+async fn fetch(agent: &ActorRef<RemoteMsg>, id: &str, path: &str) -> Option<Bytes> {
+    let request = |offset| Request::Vod(VodRequest::File { id: id.into(), path: path.into(), offset, max: FILE_PART });
+    crate::cluster::fetch_in_parts(agent, CALL_TIMEOUT, MAX_FILE, request).await
 }

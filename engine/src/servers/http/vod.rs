@@ -29,13 +29,7 @@ fn error(status: StatusCode, msg: String) -> Response {
 }
 
 fn record_error(e: RecordError) -> Response {
-    let status = match &e {
-        RecordError::NoStorage(_) => StatusCode::SERVICE_UNAVAILABLE,
-        RecordError::NotLive(_) | RecordError::NotRecording(_) => StatusCode::NOT_FOUND,
-        RecordError::Already(_) => StatusCode::CONFLICT,
-        RecordError::Storage(_) => StatusCode::BAD_GATEWAY,
-    };
-    error(status, e.to_string())
+    answer(ApiAnswer::error(&e))
 }
 
 /// An answer made by the storage layer (here or on another node), sent as it is.
