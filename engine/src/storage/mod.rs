@@ -35,6 +35,10 @@ use crate::metrics::Metrics;
 const PUT_ATTEMPTS: u32 = 3;
 /// Longest one storage operation may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Part size of a streamed upload ([`Storage::put_stream`]).
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts of one streamed upload sent at once.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// A storage failure, with the operation and object it concerns.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -167,6 +171,57 @@ impl Storage {
         }
     }
 
+    /// Writes a large object streamed from `body` as a multipart upload: parts of [`PART_SIZE`], at most
+    /// [`PARTS_IN_FLIGHT`] sent at once, so memory stays at a few parts whatever the object's size. Atomic: the
+    /// object appears whole when the upload completes (a local file is written aside and renamed); a body that
+    /// fails (an `Err` item: a client gone, a size cap passed) or a failed part aborts it and leaves nothing.
+    /// Not retried (the body cannot be read twice): the caller reports the error. Returns the bytes written.
+    pub async fn put_stream<S, E>(&self, key: &str, mut body: S) -> Result<u64, StorageError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.path(key)?;
+        let started = Instant::now();
+        let fail = |reason: String| StorageError { op: "put", object: key.into(), reason };
+        let r = async {
+            let upload = match tokio::time::timeout(OP_TIMEOUT, self.store.put_multipart(&path)).await {
+                Ok(r) => r.map_err(|e| fail(e.to_string()))?,
+                Err(_) => return Err(fail("timed out".into())),
+            };
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut total = 0u64;
+            loop {
+                let item = match tokio::time::timeout(OP_TIMEOUT, body.next()).await {
+                    Ok(Some(Ok(b))) => b,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        let _ = writer.abort().await;
+                        return Err(fail(format!("the body failed after {total} bytes: {e}")));
+                    }
+                    Err(_) => {
+                        let _ = writer.abort().await;
+                        return Err(fail(format!("the body stalled after {total} bytes")));
+                    }
+                };
+                if let Err(e) = tokio::time::timeout(OP_TIMEOUT, writer.wait_for_capacity(PARTS_IN_FLIGHT)).await {
+                    let _ = writer.abort().await;
+                    return Err(fail(format!("a part timed out: {e}")));
+                }
+                total += item.len() as u64;
+                writer.put(item);
+            }
+            match tokio::time::timeout(OP_TIMEOUT, writer.finish()).await {
+                Ok(Ok(_)) => Ok(total),
+                Ok(Err(e)) => Err(fail(e.to_string())),
+                Err(_) => Err(fail("completing the upload timed out".into())),
+            }
+        }
+        .await;
+        self.timed("put", started, &r);
+        r
+    }
+
     /// The object at `key`; `Ok(None)` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         let path = self.path(key)?;
@@ -288,6 +343,30 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test]
+    async fn a_streamed_put_is_whole_or_nothing() {
+        let dir = std::env::temp_dir().join(format!("strom-storage-stream-{}", std::process::id()));
+        let s = local(&dir);
+        // 20 MiB in 64 KiB pieces: three parts.
+        let piece = |i: usize| Bytes::from(vec![(i % 251) as u8; 64 << 10]);
+        let body = futures_util::stream::iter((0..320).map(|i| Ok::<_, String>(piece(i))));
+        assert_eq!(s.put_stream("uploads/big.mp4", body).await.unwrap(), 320 * (64 << 10));
+        let got = s.get("uploads/big.mp4").await.unwrap().unwrap();
+        assert_eq!(got.len(), 320 * (64 << 10));
+        assert!(got.chunks(64 << 10).enumerate().all(|(i, c)| c == &piece(i)[..]));
+        // A body that fails half-way leaves no object (and no temporary file).
+        let failing = futures_util::stream::iter((0..200).map(|i| match i {
+            150 => Err("client went away".to_string()),
+            i => Ok(piece(i)),
+        }));
+        let e = s.put_stream("uploads/cut.mp4", failing).await.unwrap_err();
+        assert!(e.reason.contains("client went away") && e.object == "uploads/cut.mp4", "{e}");
+        assert_eq!(s.get("uploads/cut.mp4").await.unwrap(), None);
+        let names: Vec<String> = s.list("uploads").await.unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["big.mp4".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
