@@ -117,6 +117,11 @@ pub struct HlsConfig {
     /// three parts behind live (`PART-HOLD-BACK`). The default, 200 ms (as MediaMTX), put hls.js 1.3 s behind live
     /// where 333 ms put it 2.4 s behind (same run, `lowLatencyMode` on; 6.8 s without it).
     pub part_target_ms: u32,
+    /// DVR: seconds of history a live playlist lists, so players can seek back while the stream is live (0, the
+    /// default: off). The node keeps only `window + retained_segments` segments in memory; older ones are
+    /// served from the stream's recording, so a DVR window records every stream (to `[storage]`, as a VOD asset
+    /// under `record.max_age`/`max_bytes` retention).
+    pub dvr_window_secs: f64,
     /// Per application: `[hls.apps.<app>] format = "ts"` (what is left out comes from `[hls]`).
     pub apps: std::collections::BTreeMap<String, AppHls>,
 }
@@ -590,6 +595,7 @@ impl Default for HlsConfig {
             retained_segments: 4,
             format: HlsFormat::Fmp4,
             part_target_ms: 200,
+            dvr_window_secs: 0.0,
             apps: Default::default(),
         }
     }
@@ -807,6 +813,9 @@ impl Config {
         }
         if self.hls.retained_segments > 1000 {
             return err("hls.retained_segments", "must be at most 1000");
+        }
+        if !(0.0..=86_400.0).contains(&self.hls.dvr_window_secs) {
+            return err("hls.dvr_window_secs", "must be 0..86400 seconds (0: no DVR)");
         }
         if self.stream.player_send_buffer_kib > 65536 {
             return err("stream.player_send_buffer_kib", "must be at most 65536 (64 MiB)");

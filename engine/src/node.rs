@@ -118,6 +118,7 @@ impl Node {
         let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp.listen);
         let http_addr = http.local_addr().unwrap_or(config.http.listen);
         let recordings = Recordings::new(config.clone(), streams.clone(), metrics.clone());
+        streams.attach_dvr(Arc::new(recordings.clone()));
         if let Some(c) = &cluster {
             recordings.attach_cluster(c.clone());
         }

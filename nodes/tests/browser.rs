@@ -49,8 +49,20 @@ fn cluster_with_stream(
     seconds: f64,
     viewer: usize,
 ) -> (common::netns::Net, Vec<common::netns::NetNode>, Proc) {
+    cluster_with_stream_env(n, cookie, key, seconds, viewer, &[])
+}
+
+/// [`cluster_with_stream`] with `STROM_*` settings on every node.
+fn cluster_with_stream_env(
+    n: usize,
+    cookie: &str,
+    key: &str,
+    seconds: f64,
+    viewer: usize,
+    env: &[(&str, &str)],
+) -> (common::netns::Net, Vec<common::netns::NetNode>, Proc) {
     let net = common::netns::Net::new(n);
-    let nodes: Vec<_> = (0..n).map(|i| net.spawn_cluster(i, cookie, &[])).collect();
+    let nodes: Vec<_> = (0..n).map(|i| net.spawn_cluster_with(i, cookie, &[], env)).collect();
     let t = Instant::now();
     while !nodes[viewer].get("/api/v1/cluster").text().contains("\"strom-0\"") {
         let tail = nodes[viewer].log_tail(20);
@@ -324,4 +336,70 @@ fn vod_play_and_seek(backend: &str, storage: &[(String, String)]) {
     assert!((duration - 60.0).abs() < 0.5, "{backend}: the player sees the whole recording: {v}");
     assert!(v["seek_target_seconds"].as_f64().unwrap_or(0.0) >= 29.0, "{backend}: {v}");
     assert_eq!(v["stalls"], 0, "{backend}: {v}\n{stderr}");
+}
+
+/// DVR as a viewer sees it: with `hls.dvr_window_secs = 300`, a stream live for 80 s on strom-0 lists its whole
+/// history; hls.js on strom-1 (which does not own the stream) seeks back 60 s and plays on from there. Those
+/// segments left strom-0's memory long ago: they come from its recording on storage, through the cluster.
+#[test]
+fn hls_js_seeks_back_a_minute_in_a_live_stream_with_a_dvr_window_from_a_node_that_does_not_own_it() {
+    let _alone = alone();
+    if skipped() {
+        return;
+    }
+    let dir = scratch("dvr-browser");
+    let (dirs, key) = ([dir.join("0"), dir.join("1")], "live/dvr");
+    let env0 = [("STROM_HLS_DVR_WINDOW_SECS", "300"), ("STROM_STORAGE_PATH", dirs[0].to_str().unwrap())];
+    let net = common::netns::Net::new(2);
+    let mut nodes = vec![net.spawn_cluster_with(0, "dvr-cookie", &[], &env0)];
+    let env1 = [("STROM_HLS_DVR_WINDOW_SECS", "300"), ("STROM_STORAGE_PATH", dirs[1].to_str().unwrap())];
+    nodes.push(net.spawn_cluster_with(1, "dvr-cookie", &[], &env1));
+    let t = Instant::now();
+    while !nodes[1].get("/api/v1/cluster").text().contains("\"strom-0\"") {
+        assert!(t.elapsed() < Duration::from_secs(15), "strom-1 never saw strom-0\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let src = Source { width: 640, height: 360, seconds: 150.0, bitrate_k: 800, ..Source::default() };
+    let _p = publish(&nodes[0].rtmp_url(key), &src);
+    // 80 s of history listed on strom-1 (the owner's playlist, pushed to it).
+    let listed = |text: &str| -> f64 {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .filter_map(|v| v.trim_end_matches(',').parse::<f64>().ok())
+            .sum()
+    };
+    loop {
+        let secs = listed(&nodes[1].get(&format!("/{key}/index.m3u8")).text());
+        if secs >= 80.0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "the playlist lists only {secs} s\n{}", nodes[1].log_tail(20));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let gets_before = storage_gets(&nodes[0]);
+    let url = nodes[1].http_url(&format!("/{key}/index.m3u8"));
+    let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "10", "--seek-back", "60"]);
+    eprintln!("hls.js DVR on strom-1: {}", stdout.trim());
+    assert!(ok, "DVR playback failed: {stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    assert!(
+        v["seekable_start_seconds"].as_f64().unwrap_or(f64::MAX) <= v["seek_target_seconds"].as_f64().unwrap_or(0.0)
+    );
+    // The frames on screen are a minute old (wall clock minus their PROGRAM-DATE-TIME), and stay so.
+    assert!(v["latency_p50_ms"].as_u64().unwrap_or(0) >= 55_000, "{v}");
+    assert!(
+        v["end_current_time"].as_f64().unwrap_or(0.0) < v["seek_from_seconds"].as_f64().unwrap_or(0.0) - 40.0,
+        "{v}"
+    );
+    assert!(storage_gets(&nodes[0]) > gets_before, "the old segments came from strom-0's storage");
+}
+
+/// Storage reads a node made (`strom_storage_seconds_count{op="get"}`).
+fn storage_gets(node: &common::netns::NetNode) -> f64 {
+    let text = node.get("/metrics").text();
+    text.lines()
+        .find(|l| l.starts_with("strom_storage_seconds_count{op=\"get\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -193,6 +193,36 @@ fn a_recording_on_s3_survives_the_server_going_away_for_a_while() {
     drop(s3);
 }
 
+/// A store that hangs (the S3 server frozen for 30 s, longer than the segments the live window holds) only
+/// delays the recording: its segments wait in the recording's queue, nothing is lost, and the asset ends `done`
+/// with every frame.
+#[test]
+fn a_hanging_s3_server_delays_the_recording_and_loses_nothing() {
+    if S3::binary().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: s3s-fs is not installed (nodes/scripts/test.sh installs it)");
+        return;
+    }
+    let root = scratch("s3-hang");
+    let s3 = S3::start(&root, free_port());
+    let env = s3.env();
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.extend([("STROM_RECORD_ENABLED", "true"), ("STROM_STREAM_RECONNECT_GRACE_SECS", "1")]);
+    let s = Strom::with_env(&vars);
+    let asset = std::thread::scope(|scope| {
+        let h = scope.spawn(|| record_and_check(&s, "hang", 50.0));
+        s.wait_live("live/hang", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(6));
+        s3.freeze(true);
+        std::thread::sleep(Duration::from_secs(30));
+        assert_eq!(s.get("/live/hang/index.m3u8").status, 200, "live HLS while storage hangs");
+        s3.freeze(false);
+        h.join()
+    })
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert!(asset["reason"].is_null(), "nothing lost: {asset}");
+    assert_eq!(s.metric("strom_record_segments_total{result=\"lost\"}"), 0.0);
+}
+
 /// Recording through the API: start, a second start refused, stop (the asset is done at its last finished
 /// segment), delete; bad requests get a clear 4xx.
 #[test]
@@ -414,4 +444,54 @@ fn an_mpeg_ts_application_records_mpeg_ts() {
     let mp4 = s.get(&format!("/vod/{id}.mp4"));
     assert_eq!(mp4.status, 409, "{}", mp4.text());
     assert!(mp4.text().contains("MPEG-TS"), "{}", mp4.text());
+}
+
+/// A stream with a ladder records every rendition into one asset: `/vod/{id}/index.m3u8` is a master playlist
+/// over the source and its rung (the source first), and each rendition plays at its own size over the same time.
+#[test]
+fn a_ladder_is_recorded_rendition_by_rendition_behind_a_master_playlist() {
+    let dir = scratch("rec-ladder");
+    let s = Strom::with_env(&[
+        ("STROM_RECORD_ENABLED", "true"),
+        ("STROM_STORAGE_PATH", dir.to_str().unwrap()),
+        ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
+        ("STROM_TRANSCODE_MODE", "off"),
+        (
+            "STROM_TRANSCODE_APPS",
+            "{live = {mode = \"always\", rungs = [{height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]}}",
+        ),
+        ("STROM_TRANSCODE_THREADS", "1"),
+    ]);
+    let secs = 20.0;
+    let mut publisher = publish(&s.rtmp_url("live/ladder"), &Source { seconds: secs, ..Source::default() });
+    assert!(publisher.wait(Duration::from_secs(90)).is_some_and(|st| st.success()), "{}", publisher.log_text());
+    let asset = wait_asset(&s, "live/ladder", "done", Duration::from_secs(40));
+    let id = asset["id"].as_str().unwrap();
+    let renditions = asset["renditions"].as_array().unwrap();
+    let names: Vec<&str> = renditions.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["source", "160p"], "{asset}");
+    let master = s.get(&format!("/vod/{id}/index.m3u8")).text();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF:").count(), 2, "{master}");
+    let source_at = master.find("\nsource/index.m3u8\n").expect("the source variant");
+    let rung_at = master.find("\n160p/index.m3u8\n").expect("the rung variant");
+    assert!(source_at < rung_at, "players start with the source: {master}");
+    assert!(master.contains("RESOLUTION=284x160") && master.contains("CODECS=\"avc1."), "{master}");
+    // Every source frame; the rung over the same time (it starts at the source's first segment).
+    let frames = (secs * 30.0).round() as u64;
+    assert_eq!(count_frames(&s.http_url(&format!("/vod/{id}/source/index.m3u8"))), frames);
+    let rung_url = s.http_url(&format!("/vod/{id}/160p/index.m3u8"));
+    let rung_frames = count_frames(&rung_url);
+    assert!(rung_frames + 60 >= frames && rung_frames <= frames + 2, "rung {rung_frames} frames, source {frames}");
+    let d = |r: &serde_json::Value| r["duration"].as_f64().unwrap_or(0.0);
+    assert!((d(&renditions[0]) - d(&renditions[1])).abs() <= 2.1, "{asset}");
+    assert_eq!(renditions[1]["height"], 160, "{asset}");
+    let probe = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=height"])
+            .args(["-of", "csv=p=0", &rung_url]),
+        Duration::from_secs(60),
+    );
+    assert!(String::from_utf8_lossy(&probe.stdout).lines().any(|l| l.trim().trim_end_matches(',') == "160"));
+    // The whole asset plays as a player picks it: through the master playlist.
+    assert!(count_frames(&s.http_url(&format!("/vod/{id}/index.m3u8"))) >= frames - 60);
 }

@@ -55,6 +55,12 @@ impl StreamKey {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The key of this stream's ABR rung at `height`: `app/NAME_<height>p` (see `transcode::ladder`), if the
+    /// name fits the rules.
+    pub fn rung(&self, height: u32) -> Option<StreamKey> {
+        StreamKey::new(&self.app, &format!("{}_{height}p", self.name)).ok()
+    }
 }
 
 impl fmt::Display for StreamKey {

@@ -11,6 +11,7 @@
 //! - [`ts`]: the MPEG-TS muxer.
 //! - [`playlist`]: the HLS segment window and media playlist rendering: TARGETDURATION, MEDIA-SEQUENCE,
 //!   DISCONTINUITY(-SEQUENCE), PROGRAM-DATE-TIME, ENDLIST.
+//! - [`master`]: the HLS master (multivariant) playlist.
 //! - [`key`]: [`StreamKey`], a validated `app/name`.
 
 pub mod aac;
@@ -20,6 +21,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod frame;
 pub mod key;
+pub mod master;
 pub mod playlist;
 pub mod rtmp_chunk;
 pub mod ts;

@@ -17,6 +17,10 @@
 //!   `EXT-X-PRELOAD-HINT` for the next part;
 //! - a delta update ([`Playlist::render_skip`]) replaces the segments older than CAN-SKIP-UNTIL with
 //!   `EXT-X-SKIP`.
+//!
+//! With a DVR window ([`Playlist::set_dvr`]: `hls.dvr_window_secs`), the playlist lists that much history: the
+//! segments beyond the window and the retained ones keep their entry (name, duration, date, discontinuity) but
+//! not their bytes, which the recording serves from storage ([`crate::stream::ports::DvrStore`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -81,6 +85,8 @@ pub struct Playlist {
     part_target: Option<f64>,
     open: Option<OpenSegment>,
     preload: Option<String>,
+    /// DVR: seconds of history listed (0: off).
+    dvr_secs: f64,
 }
 
 impl Playlist {
@@ -98,7 +104,13 @@ impl Playlist {
             part_target: None,
             open: None,
             preload: None,
+            dvr_secs: 0.0,
         }
+    }
+
+    /// Lists `secs` of history (DVR, see the module docs); 0 turns it off.
+    pub fn set_dvr(&mut self, secs: f64) {
+        self.dvr_secs = secs.max(0.0);
     }
 
     /// Lists parts of `part_target` seconds (LL-HLS).
@@ -137,7 +149,26 @@ impl Playlist {
         self.open = None;
         self.target = self.target.max(seg.duration.round().max(1.0) as u64);
         self.segments.push_back(seg);
-        while self.segments.len() > self.window + self.retained {
+        let held = self.window + self.retained;
+        if self.dvr_secs <= 0.0 {
+            while self.segments.len() > held {
+                self.pop_front();
+            }
+            return;
+        }
+        // DVR: the segment that just left the held ones keeps its entry, not its bytes; entries go once the rest
+        // still covers the DVR window.
+        if let Some(old) = self.segments.len().checked_sub(held + 1).and_then(|i| self.segments.get_mut(i)) {
+            old.data = Bytes::new();
+            old.parts = Vec::new();
+        }
+        let mut listed_secs: f64 = self.segments.iter().map(|s| s.duration).sum();
+        while self.segments.len() > held {
+            let Some(front) = self.segments.front() else { break };
+            if listed_secs - front.duration < self.dvr_secs {
+                break;
+            }
+            listed_secs -= front.duration;
             self.pop_front();
         }
     }
@@ -159,17 +190,26 @@ impl Playlist {
 
     /// Number of segments listed.
     pub fn listed(&self) -> usize {
-        self.segments.len().min(self.window)
+        self.segments.len().min(self.listed_max())
     }
 
-    /// Every segment held (listed and retained), oldest first.
+    /// How many segments may be listed: the window, or every entry held with a DVR window.
+    fn listed_max(&self) -> usize {
+        if self.dvr_secs > 0.0 {
+            usize::MAX
+        } else {
+            self.window
+        }
+    }
+
+    /// Every segment held with its bytes (listed and retained), oldest first (DVR entries without bytes are not).
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.iter()
+        self.segments.iter().filter(|s| !s.data.is_empty())
     }
 
-    /// Looks up a segment (listed or retained) by file name.
+    /// Looks up a segment held with its bytes (listed or retained) by file name.
     pub fn segment(&self, name: &str) -> Option<&Segment> {
-        self.segments.iter().find(|s| s.name == name)
+        self.segments.iter().find(|s| s.name == name && !s.data.is_empty())
     }
 
     /// The most recent segment.
@@ -199,7 +239,7 @@ impl Playlist {
         if self.segments.is_empty() {
             return None;
         }
-        let start = self.segments.len().saturating_sub(self.window);
+        let start = self.segments.len().saturating_sub(self.listed_max());
         let listed: Vec<&Segment> = self.segments.iter().skip(start).collect();
         let first = listed.first()?;
         // Discontinuities before the first listed segment: those already dropped plus those retained but unlisted.
@@ -470,10 +510,35 @@ mod tests {
             duration: dur,
             program_date_time: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + msn * 2),
             discontinuity: disc,
-            data: Bytes::new(),
+            data: Bytes::from_static(b"media"),
             parts: Vec::new(),
             map: None,
         }
+    }
+
+    #[test]
+    fn a_dvr_window_lists_its_history_without_holding_its_bytes() {
+        let mut p = Playlist::new(3, 2, 2.0);
+        p.set_dvr(20.0);
+        for i in 0..30 {
+            p.push(seg(i, 2.0, i == 4));
+        }
+        let text = p.render().unwrap();
+        // 20 s of history: the ten newest segments are listed, the oldest of them first.
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:20\n"), "{text}");
+        assert_eq!(text.matches("#EXTINF:").count(), 10, "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        // Only the window and the retained segments keep their bytes (the rest is served from storage).
+        let held: Vec<u64> = p.segments().map(|s| s.msn).collect();
+        assert_eq!(held, vec![25, 26, 27, 28, 29]);
+        assert!(p.segment("x-24.ts").is_none() && p.segment("x-25.ts").is_some());
+        // Never fewer than the window, even with a DVR window shorter than it.
+        let mut short = Playlist::new(3, 0, 2.0);
+        short.set_dvr(1.0);
+        for i in 0..6 {
+            short.push(seg(i, 2.0, false));
+        }
+        assert_eq!(short.render().unwrap().matches("#EXTINF:").count(), 3);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::formats::master::{render, Variant};
 use crate::formats::playlist::rfc3339_millis;
 use crate::formats::StreamKey;
 
@@ -41,7 +42,7 @@ pub enum AssetState {
 /// One rendition of an asset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rendition {
-    /// Folder name under the asset: `source`, or the rung's stream name.
+    /// Folder name under the asset: `source`, or the rung's name (`480p`).
     pub name: String,
     /// Picture size, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +56,54 @@ pub struct Rendition {
     pub bytes: u64,
     /// Seconds of media written.
     pub duration: f64,
+    /// RFC 6381 codecs, e.g. `avc1.64001f,mp4a.40.2`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<String>,
+    /// Frames per second, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<f64>,
+    /// The highest bitrate of one segment, bits per second (the master playlist's `BANDWIDTH`).
+    #[serde(default)]
+    pub peak_bps: u64,
+}
+
+impl Rendition {
+    /// An empty rendition named `name`.
+    pub fn new(name: &str) -> Rendition {
+        Rendition {
+            name: name.into(),
+            width: None,
+            height: None,
+            segments: 0,
+            bytes: 0,
+            duration: 0.0,
+            codecs: None,
+            frame_rate: None,
+            peak_bps: 0,
+        }
+    }
+}
+
+/// The master playlist of an asset with several renditions (the source first, where players start): each
+/// rendition's playlist is `<name>/index.m3u8` beside it. Renditions without a segment are left out.
+pub fn render_master(renditions: &[Rendition]) -> String {
+    let variants: Vec<Variant> = renditions
+        .iter()
+        .filter(|r| r.segments > 0)
+        .map(|r| {
+            let average = if r.duration > 0.0 { (r.bytes as f64 * 8.0 / r.duration) as u64 } else { 0 };
+            Variant {
+                uri: format!("{}/index.m3u8", r.name),
+                bandwidth: r.peak_bps.max(average),
+                average_bandwidth: average,
+                width: r.width.unwrap_or(0),
+                height: r.height.unwrap_or(0),
+                frame_rate: r.frame_rate.unwrap_or(0.0),
+                codecs: r.codecs.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    render(&variants)
 }
 
 /// A VOD asset: what `GET /api/v1/vod/{id}` returns and `asset.json` holds.
@@ -290,6 +339,27 @@ mod tests {
         assert_eq!(text, want);
         let live = render_playlist(&entries[..1], false, "", None);
         assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n") && !live.contains("ENDLIST"), "{live}");
+    }
+
+    #[test]
+    fn a_master_lists_the_renditions_that_have_segments_source_first() {
+        let mut source = Rendition::new("source");
+        (source.width, source.height, source.segments, source.bytes, source.duration) =
+            (Some(1280), Some(720), 30, 7_500_000, 60.0);
+        (source.codecs, source.frame_rate, source.peak_bps) =
+            (Some("avc1.64001f,mp4a.40.2".into()), Some(30.0), 1_200_000);
+        let mut r480 = Rendition::new("480p");
+        (r480.width, r480.height, r480.segments, r480.bytes, r480.duration) =
+            (Some(854), Some(480), 30, 3_750_000, 60.0);
+        let empty = Rendition::new("240p");
+        let text = render_master(&[source, r480, empty]);
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=1200000,AVERAGE-BANDWIDTH=1000000,RESOLUTION=1280x720,FRAME-RATE=30.000,\
+             CODECS=\"avc1.64001f,mp4a.40.2\"\nsource/index.m3u8\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=500000,AVERAGE-BANDWIDTH=500000,RESOLUTION=854x480\n480p/index.m3u8\n"
+        );
     }
 
     #[test]

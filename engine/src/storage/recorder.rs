@@ -1,32 +1,43 @@
 //! The recordings of one node, and the VOD assets on storage.
 //!
 //! A recording is a tokio task per recorded stream (not an actor: it owns nothing another part of strom sends
-//! to; it only reads). It follows the stream's published [`HlsView`] from the segment being made when it
-//! starts, and writes every finished segment (and each new init segment) to storage under the names of
-//! [`super::asset`]. Its VOD playlist is rewritten as segments land (less often once it is long: at most 2 % of
-//! the media bytes), its `asset.json` at least every [`ASSET_EVERY`]. A reconnect within the grace is the same
-//! stream, so the same recording goes on, with a discontinuity.
+//! to; it only reads), with one *track* per rendition: the source, and each rung of the stream's ladder that runs
+//! on this node (found as the rung streams appear, `app/KEY_<h>p`; a rung that comes back after a shed continues
+//! its rendition with a discontinuity). A rung's track starts at its segment of the instant the source's first
+//! recorded segment began, so every rendition covers the same time; with several renditions
+//! `/vod/{id}/index.m3u8` is a master playlist over `<rendition>/index.m3u8`.
 //!
-//! Faults: a write that fails after its retries leaves the segment queued ([`MAX_PENDING_BYTES`] at most; the
-//! oldest are dropped beyond that and the asset ends `partial`, with the reason); the queue is retried every
-//! [`RETRY_EVERY`], so recording resumes when storage comes back. The live stream never waits for any of this.
-//! A recording whose node died stays `recording` in its `asset.json`; readers list it as `partial` (its node is
-//! this one and it is not running, or it has not written for [`STALE_AFTER`]) and its playlist is rebuilt from
-//! the segment objects.
+//! A track follows its stream's published [`HlsView`] from the segment being made when it starts: a collector
+//! task copies every finished segment into the track's queue (never waiting for storage), and the track writes
+//! from it, under the names of [`super::asset`]. Each rendition's VOD playlist is rewritten as segments land (less
+//! often once it is long: at most 2 % of the media bytes), `asset.json` at least every [`ASSET_EVERY`]. A
+//! reconnect within the grace is the same stream, so the same recording goes on, with a discontinuity.
+//!
+//! Faults: a write that fails after its retries (or hangs) leaves the segment queued ([`MAX_PENDING_BYTES`] at
+//! most; the oldest are dropped beyond that and the asset ends `partial`, with the reason); the queue is retried
+//! every [`RETRY_EVERY`], so recording resumes when storage comes back. The live stream never waits for any of
+//! this. A recording whose node died stays `recording` in its `asset.json`; readers list it as `partial` (its
+//! node is this one and it is not running, or it has not written for [`STALE_AFTER`]) and its playlist is
+//! rebuilt from the segment objects.
+//!
+//! DVR (`hls.dvr_window_secs`): the live playlist lists that much history, and every stream is recorded; the
+//! tracks remember which object each live file name became, and serve as the registry's
+//! [`DvrStore`] for the segments the segmenter no longer holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use ractor::ActorRef;
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use super::asset::{
-    self, asset_dir, asset_json, entries_of, init_name, parse_rfc3339, render_playlist, Asset, AssetState, Rendition,
-    SegmentEntry,
+    self, asset_dir, asset_json, entries_of, init_name, parse_rfc3339, render_master, render_playlist, Asset,
+    AssetState, Rendition, SegmentEntry,
 };
 use super::{Storage, StorageError};
 use crate::cluster::{ClusterHandle, RemoteMsg};
@@ -34,6 +45,7 @@ use crate::config::Config;
 use crate::formats::playlist::rfc3339_millis;
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
+use crate::stream::ports::{BoxFuture as PortFuture, DvrStore};
 use crate::stream::segmenter::{FinishedSegment, HlsView};
 use crate::stream::{StreamHandle, Streams};
 
@@ -97,6 +109,8 @@ struct Inner {
     cluster: std::sync::OnceLock<ClusterHandle>,
     /// Which node's agent holds an asset on its local volume (learnt by asking every node).
     holders: Mutex<HashMap<String, ActorRef<RemoteMsg>>>,
+    /// The recorded streams' live names → objects, for DVR windows.
+    dvr: Mutex<HashMap<StreamKey, Arc<Mutex<DvrNames>>>>,
 }
 
 /// The recordings of this node and its view of the assets on storage (cheap to clone).
@@ -139,6 +153,7 @@ impl Recordings {
                 active: Mutex::new(HashMap::new()),
                 cluster: std::sync::OnceLock::new(),
                 holders: Mutex::new(HashMap::new()),
+                dvr: Mutex::new(HashMap::new()),
             }),
         };
         let record = &rec.inner.config.record;
@@ -213,7 +228,8 @@ impl Recordings {
 
     /// A publish of `key` started on this node: recorded when `record` says so for its application.
     pub fn published(&self, key: &StreamKey) {
-        if !self.inner.config.record.enabled_for(key.app()) {
+        let dvr = self.inner.config.hls.dvr_window_secs > 0.0;
+        if !self.inner.config.record.enabled_for(key.app()) && !dvr {
             return;
         }
         let r = self.clone();
@@ -243,25 +259,12 @@ impl Recordings {
             }
         }
         let mut asset = Asset::new(key, &self.inner.config.node_name, SystemTime::now());
-        asset.renditions.push(Rendition {
-            name: SOURCE.into(),
-            width: None,
-            height: None,
-            segments: 0,
-            bytes: 0,
-            duration: 0.0,
-        });
+        asset.renditions.push(Rendition::new(SOURCE));
         let shared = Arc::new(Mutex::new(asset.clone()));
         let (stop, stop_rx) = watch::channel(false);
-        let job = Job {
-            storage,
-            handle,
-            asset: shared.clone(),
-            metrics: RecordMetricsRef(self.inner.clone()),
-            dir: format!("{}/{SOURCE}", asset_dir(&asset.id)),
-        };
+        let job = Job { storage, inner: self.inner.clone(), key: key.clone(), source: handle, asset: shared.clone() };
         let span = tracing::info_span!("record", stream = %key, asset = %asset.id, node = %self.inner.config.node_name);
-        let task = tokio::spawn(job.run(view, stop_rx).instrument(span));
+        let task = tokio::spawn(job.run(stop_rx).instrument(span));
         active.insert(key.clone(), Active { asset: shared, stop, task });
         self.inner.metrics.active.inc();
         Ok(asset)
@@ -356,33 +359,48 @@ impl Recordings {
         Ok(true)
     }
 
-    /// The playlist players load at `/vod/{id}/index.m3u8`: the source rendition's, with URIs into its folder;
-    /// for a recording cut short, rebuilt from its segment objects and ended.
+    /// The playlist players load at `/vod/{id}/index.m3u8`: a master playlist over the renditions when there
+    /// are several with segments (the source first); else the source rendition's, with URIs into its folder.
     pub async fn playlist(&self, id: &str) -> Result<Option<Bytes>, RecordError> {
         let Some(a) = self.get(id).await? else { return Ok(None) };
+        if a.renditions.iter().filter(|r| r.segments > 0).count() > 1 {
+            return Ok(Some(Bytes::from(render_master(&a.renditions))));
+        }
         let Some(r) = a.renditions.first() else { return Ok(None) };
+        let text = self.rendition_playlist(&a, &r.name).await?;
+        Ok(text.map(|t| Bytes::from(prefixed(&t, &format!("{}/", r.name)))))
+    }
+
+    /// A rendition's playlist (URIs beside it); for a recording cut short, rebuilt from its segment objects and
+    /// ended.
+    async fn rendition_playlist(&self, a: &Asset, rendition: &str) -> Result<Option<String>, RecordError> {
+        if !a.renditions.iter().any(|r| r.name == rendition) {
+            return Ok(None);
+        }
         let storage = self.storage()?;
-        let dir = format!("{}/{}", asset_dir(id), r.name);
-        let prefix = format!("{}/", r.name);
+        let dir = format!("{}/{rendition}", asset_dir(&a.id));
         let started = parse_rfc3339(&a.started);
-        let text = match a.state {
+        Ok(match a.state {
             AssetState::Recording | AssetState::Done => match storage.get(&format!("{dir}/index.m3u8")).await? {
-                Some(t) => prefixed(&String::from_utf8_lossy(&t), &prefix),
-                None if a.state == AssetState::Recording => render_playlist(&[], false, &prefix, started),
-                None => return Ok(None),
+                Some(t) => Some(String::from_utf8_lossy(&t).into_owned()),
+                None if a.state == AssetState::Recording => Some(render_playlist(&[], false, "", started)),
+                None => None,
             },
             AssetState::Partial | AssetState::Failed => {
                 let names = storage.list(&dir).await?;
-                render_playlist(&entries_of(names.iter().map(|(n, _)| n.as_str())), true, &prefix, started)
+                Some(render_playlist(&entries_of(names.iter().map(|(n, _)| n.as_str())), true, "", started))
             }
-        };
-        Ok(Some(Bytes::from(text)))
+        })
     }
 
     /// A file of an asset's rendition (segment, init segment, playlist).
     pub async fn file(&self, id: &str, rendition: &str, name: &str) -> Result<Option<Bytes>, RecordError> {
         if !asset::valid_id(id) || !asset::valid_id(rendition) || !valid_file(name) {
             return Ok(None);
+        }
+        if name == "index.m3u8" {
+            let Some(a) = self.get(id).await? else { return Ok(None) };
+            return Ok(self.rendition_playlist(&a, rendition).await?.map(Bytes::from));
         }
         Ok(self.storage()?.get(&format!("{}/{rendition}/{name}", asset_dir(id))).await?)
     }
@@ -480,101 +498,333 @@ fn prefixed(text: &str, prefix: &str) -> String {
     out
 }
 
-/// The recording metrics, reached through the node's recordings.
-struct RecordMetricsRef(Arc<Inner>);
-
-/// One recording's task state.
-struct Job {
-    storage: Storage,
-    handle: StreamHandle,
-    asset: Arc<Mutex<Asset>>,
-    metrics: RecordMetricsRef,
-    /// `vod/<id>/source`.
-    dir: String,
+/// Live file names of a recorded stream → their objects, for its DVR window ([`DvrStore`]): the newest
+/// [`DVR_NAMES`] only.
+#[derive(Default)]
+struct DvrNames {
+    map: HashMap<String, String>,
+    order: VecDeque<String>,
 }
 
-/// What the task has written and what waits.
+/// Live names remembered per recorded stream (a 24 h DVR window of 2 s segments, with their init segments).
+const DVR_NAMES: usize = 50_000;
+
+impl DvrNames {
+    fn insert(&mut self, live: &str, object: String) {
+        if self.map.insert(live.to_string(), object).is_none() {
+            self.order.push_back(live.to_string());
+        }
+        while self.order.len() > DVR_NAMES {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+impl DvrStore for Recordings {
+    fn file<'a>(&'a self, key: &'a StreamKey, name: &'a str) -> PortFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let names = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
+            let object = names.lock().unwrap_or_else(|e| e.into_inner()).map.get(name).cloned()?;
+            self.storage().ok()?.get(&object).await.ok().flatten()
+        })
+    }
+}
+
+/// One recording: its source track, and a track per rung of its ladder found on this node.
+struct Job {
+    storage: Storage,
+    inner: Arc<Inner>,
+    key: StreamKey,
+    source: StreamHandle,
+    asset: Arc<Mutex<Asset>>,
+}
+
+/// A rung of the ladder being recorded (or that was, until its stream went away).
+struct RungTrack {
+    height: u32,
+    /// The rung stream's claim time: a new stream of the same rung (after a shed) is a new track.
+    claimed_ms: u64,
+    task: Option<tokio::task::JoinHandle<Progress>>,
+    done: Option<Progress>,
+}
+
+impl Job {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let (track_stop, track_stop_rx) = watch::channel(false);
+        let start: Arc<Mutex<Option<SystemTime>>> = Arc::default();
+        let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
+        let mut source_task =
+            self.track(SOURCE, self.source.clone(), start.clone(), Progress::default(), &track_stop_rx);
+        let mut rungs: Vec<RungTrack> = Vec::new();
+        let mut asset_written = Instant::now() - ASSET_EVERY;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut source: Option<Progress> = None;
+        let stopped = loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break true,
+                p = &mut source_task => {
+                    source = Some(p.unwrap_or_default());
+                    break false;
+                }
+            }
+            self.find_rungs(&mut rungs, &start, &track_stop_rx).await;
+            if asset_written.elapsed() >= ASSET_EVERY {
+                self.write_asset(&id, None).await;
+                asset_written = Instant::now();
+            }
+        };
+        if !stopped {
+            // The source ended: its rungs end moments later (their encoder flushes); give them that long.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && rungs.iter().any(|r| r.task.as_ref().is_some_and(|t| !t.is_finished())) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let _ = track_stop.send(true);
+        let source = match source {
+            Some(p) => p,
+            None => source_task.await.unwrap_or_default(),
+        };
+        let mut all = vec![source];
+        for r in rungs {
+            match (r.task, r.done) {
+                (Some(t), _) => all.push(t.await.unwrap_or_default()),
+                (None, Some(p)) => all.push(p),
+                (None, None) => {}
+            }
+        }
+        let lost: u64 = all.iter().map(|p| p.lost).sum();
+        let last_error = all.iter().find_map(|p| p.last_error.clone());
+        let (state, reason) = if all[0].entries.is_empty() {
+            (AssetState::Failed, Some(last_error.unwrap_or_else(|| "no segment was finished".into())))
+        } else if lost > 0 {
+            let why = last_error.unwrap_or_else(|| "the recording fell behind".into());
+            (AssetState::Partial, Some(format!("{lost} segments not stored: {why}")))
+        } else if !all[0].ended {
+            (AssetState::Partial, Some("the stream stopped unexpectedly".into()))
+        } else {
+            (AssetState::Done, None)
+        };
+        self.write_asset(&id, Some((state, reason.clone()))).await;
+        self.inner.metrics.active.dec();
+        let segments: usize = all.iter().map(|p| p.entries.len()).sum();
+        info!(state = ?state, reason = reason.as_deref().unwrap_or(""), segments, renditions = all.len(), "recording finished");
+    }
+
+    /// Starts a track recording `handle`'s segments as rendition `name`.
+    fn track(
+        &self,
+        name: &str,
+        handle: StreamHandle,
+        start: Arc<Mutex<Option<SystemTime>>>,
+        progress: Progress,
+        stop: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Progress> {
+        let names = Arc::new(Mutex::new(DvrNames::default()));
+        self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).insert(handle.key().clone(), names.clone());
+        let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
+        let track = Track {
+            storage: self.storage.clone(),
+            inner: self.inner.clone(),
+            view: handle.hls_watch(),
+            handle,
+            asset: self.asset.clone(),
+            rendition: name.to_string(),
+            dir: format!("{}/{name}", asset_dir(&id)),
+            names,
+            start,
+            source: name == SOURCE,
+        };
+        let span = tracing::info_span!("track", rendition = name);
+        tokio::spawn(track.run(stop.clone(), progress).instrument(span))
+    }
+
+    /// Starts a track for every rung of the ladder that this node has and that is not recorded yet (again
+    /// after a rung stream came back, continuing its rendition with a discontinuity).
+    async fn find_rungs(
+        &self,
+        rungs: &mut Vec<RungTrack>,
+        start: &Arc<Mutex<Option<SystemTime>>>,
+        stop: &watch::Receiver<bool>,
+    ) {
+        for rung in self.inner.config.transcode.rungs_for(self.key.app()) {
+            let Some(key) = self.key.rung(rung.height) else { continue };
+            let existing = rungs.iter().position(|r| r.height == rung.height);
+            if existing.is_some_and(|i| rungs[i].task.as_ref().is_some_and(|t| !t.is_finished())) {
+                continue;
+            }
+            let Some(handle) = self.inner.streams.find_local(&key).await else { continue };
+            if handle.relay_from().is_some() || handle.hls_watch().is_none() {
+                continue;
+            }
+            if existing.is_some_and(|i| rungs[i].claimed_ms == handle.claimed_ms()) {
+                continue; // the stream whose track ended: it ended, or lingers ended
+            }
+            let name = format!("{}p", rung.height);
+            let mut progress = Progress::default();
+            if let Some(i) = existing {
+                let r = &mut rungs[i];
+                if let Some(t) = r.task.take() {
+                    // Finished (checked above): its progress is ready.
+                    r.done = t.now_or_never().and_then(Result::ok);
+                }
+                progress = r.done.take().unwrap_or_default();
+                progress.gap = true;
+                progress.ended = false;
+                r.claimed_ms = handle.claimed_ms();
+            } else {
+                let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
+                if !a.renditions.iter().any(|r| r.name == name) {
+                    a.renditions.push(Rendition::new(&name));
+                    // The source first, then the rungs tallest first.
+                    a.renditions[1..].sort_by_key(|r| std::cmp::Reverse(rendition_height(&r.name)));
+                }
+            }
+            info!(rung = %key, "recording the rung too");
+            let task = self.track(&name, handle.clone(), start.clone(), progress, stop);
+            match existing {
+                Some(i) => rungs[i].task = Some(task),
+                None => rungs.push(RungTrack {
+                    height: rung.height,
+                    claimed_ms: handle.claimed_ms(),
+                    task: Some(task),
+                    done: None,
+                }),
+            }
+        }
+        // Tracks that ended keep their progress for the final state.
+        for r in rungs.iter_mut() {
+            if r.task.as_ref().is_some_and(|t| t.is_finished()) {
+                r.done = r.task.take().and_then(|t| t.now_or_never()).and_then(Result::ok);
+            }
+        }
+    }
+
+    /// Writes `asset.json` (with its final state and reason, at the end).
+    async fn write_asset(&self, id: &str, end: Option<(AssetState, Option<String>)>) {
+        let json = {
+            let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
+            a.updated = rfc3339_millis(SystemTime::now());
+            if let Some((state, reason)) = end {
+                a.state = state;
+                a.reason = reason;
+            }
+            a.to_json()
+        };
+        if let Err(e) = self.storage.put(&asset_json(id), Bytes::from(json)).await {
+            warn!(error = %e, "cannot write asset.json");
+        }
+    }
+}
+
+/// `480p` → 480 (`source`: above every rung).
+fn rendition_height(name: &str) -> u32 {
+    name.strip_suffix('p').and_then(|h| h.parse().ok()).unwrap_or(u32::MAX)
+}
+
+/// One rendition being recorded: a stream's finished segments into `vod/<id>/<rendition>/`. A collector task
+/// follows the segmenter's view into a bounded queue ([`MAX_PENDING_BYTES`]) while the track writes from it, so a
+/// store that hangs loses nothing that fits the queue: the collector never waits for storage.
+struct Track {
+    storage: Storage,
+    inner: Arc<Inner>,
+    handle: StreamHandle,
+    view: Option<watch::Receiver<Arc<HlsView>>>,
+    asset: Arc<Mutex<Asset>>,
+    rendition: String,
+    /// `vod/<id>/<rendition>`.
+    dir: String,
+    names: Arc<Mutex<DvrNames>>,
+    /// When the source's first recorded segment began: a rung starts at its segment of that instant, so every
+    /// rendition covers the same time.
+    start: Arc<Mutex<Option<SystemTime>>>,
+    source: bool,
+}
+
+/// What a track has written.
 #[derive(Default)]
 struct Progress {
     entries: Vec<SegmentEntry>,
     /// Init segments written: live name and bytes, with their number here.
     inits: Vec<(Bytes, u32)>,
-    pending: VecDeque<Arc<FinishedSegment>>,
-    pending_bytes: usize,
-    /// The next segment written gets a discontinuity (segments were lost before it).
+    /// The next segment written gets a discontinuity (the rung's stream is new).
     gap: bool,
+    /// Segments not stored (missed, dropped from a full queue, or still queued at the end).
     lost: u64,
     last_error: Option<String>,
     bytes: u64,
     duration_us: u64,
+    peak_bps: u64,
     since_playlist: usize,
     playlist_len: usize,
+    /// The stream ended (rather than the recording being stopped or the stream failing).
+    ended: bool,
+    /// Picture size, codecs and frame rate were read.
+    described: bool,
 }
 
-impl Job {
-    async fn run(self, mut view: watch::Receiver<Arc<HlsView>>, mut stop: watch::Receiver<bool>) {
-        let mut p = Progress::default();
-        let mut next_msn = view.borrow().next_msn;
-        let mut asset_written = Instant::now() - ASSET_EVERY;
-        let ended = loop {
-            let now = view.borrow_and_update().clone();
-            let from = next_msn;
-            for f in now.finished.iter().filter(|f| f.msn >= from) {
-                if f.msn > next_msn && !p.entries.is_empty() {
-                    p.lost += f.msn - next_msn;
-                    p.gap = true;
-                    self.metrics.0.metrics.segments.with_label_values(&["lost"]).inc_by(f.msn - next_msn);
+/// Finished segments waiting to be written (shared by a track's collector and writer).
+#[derive(Default)]
+struct Queue {
+    /// Each with whether segments are missing before it.
+    pending: VecDeque<(Arc<FinishedSegment>, bool)>,
+    bytes: usize,
+    lost: u64,
+    /// The collector stopped: `Some(whether the stream ended)`.
+    closed: Option<bool>,
+}
+
+type SharedQueue = Arc<(Mutex<Queue>, tokio::sync::Notify)>;
+
+fn lock_queue(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
+    q.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Track {
+    async fn run(self, stop: watch::Receiver<bool>, mut p: Progress) -> Progress {
+        let Some(view) = self.view.clone() else { return p };
+        let queue: SharedQueue = Arc::default();
+        let rung = (!self.source).then(|| self.start.clone());
+        let collector = tokio::spawn(collect(view, stop, queue.clone(), rung, self.inner.clone()));
+        let mut last_tries = 0;
+        loop {
+            self.flush(&mut p, &queue).await;
+            let (closed, empty) = {
+                let q = lock_queue(&queue);
+                (q.closed, q.pending.is_empty())
+            };
+            if let Some(ended) = closed {
+                // Closed: what is queued gets a few more tries.
+                if empty || last_tries == 3 {
+                    p.ended = ended;
+                    break;
                 }
-                p.pending_bytes += f.data.len();
-                p.pending.push_back(f.clone());
-                next_msn = f.msn + 1;
+                last_tries += 1;
+                tokio::time::sleep(RETRY_EVERY).await;
+                continue;
             }
-            self.flush(&mut p).await;
-            if now.ended && p.pending.is_empty() {
-                break true;
-            }
-            if asset_written.elapsed() >= ASSET_EVERY {
-                self.write_asset(&p, AssetState::Recording, None).await;
-                asset_written = Instant::now();
-            }
-            let wait = if p.pending.is_empty() { ASSET_EVERY } else { RETRY_EVERY };
-            tokio::select! {
-                r = view.changed() => if r.is_err() {
-                    // The segmenter is gone (its stream stopped): what it finished is all there is.
-                    break now.ended;
-                },
-                _ = stop.changed() => break true,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        };
-        // A last try for what is queued, then the final playlist and state.
-        for _ in 0..3 {
-            self.flush(&mut p).await;
-            if p.pending.is_empty() {
-                break;
-            }
-            tokio::time::sleep(RETRY_EVERY).await;
+            let wait = if p.last_error.is_some() { RETRY_EVERY } else { ASSET_EVERY };
+            let _ = tokio::time::timeout(wait, queue.1.notified()).await;
         }
-        let lost = p.lost + p.pending.len() as u64;
-        let (state, reason) = if p.entries.is_empty() {
-            (AssetState::Failed, Some(p.last_error.clone().unwrap_or_else(|| "no segment was finished".into())))
-        } else if lost > 0 {
-            let why = p.last_error.clone().unwrap_or_else(|| "the recording fell behind".into());
-            (AssetState::Partial, Some(format!("{lost} segments not stored: {why}")))
-        } else if !ended {
-            (AssetState::Partial, Some("the stream stopped unexpectedly".into()))
-        } else {
-            (AssetState::Done, None)
-        };
+        let _ = collector.await;
+        {
+            let q = lock_queue(&queue);
+            p.lost += q.lost + q.pending.len() as u64;
+        }
         if !p.entries.is_empty() {
             let text = render_playlist(&p.entries, true, "", self.started());
             if let Err(e) = self.storage.put(&format!("{}/index.m3u8", self.dir), Bytes::from(text)).await {
                 warn!(error = %e, "cannot write the final playlist (readers rebuild it from the segments)");
             }
         }
-        self.write_asset(&p, state, reason.clone()).await;
-        self.metrics.0.metrics.active.dec();
-        info!(state = ?state, reason = reason.as_deref().unwrap_or(""), segments = p.entries.len(), "recording finished");
+        let mut dvr = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner());
+        if dvr.get(self.handle.key()).is_some_and(|n| Arc::ptr_eq(n, &self.names)) {
+            dvr.remove(self.handle.key());
+        }
+        p
     }
 
     fn started(&self) -> Option<SystemTime> {
@@ -582,21 +832,20 @@ impl Job {
     }
 
     /// Writes what is queued, oldest first; stops at the first failure (tried again later).
-    async fn flush(&self, p: &mut Progress) {
-        let m = &self.metrics.0.metrics;
-        while p.pending_bytes > MAX_PENDING_BYTES {
-            let Some(f) = p.pending.pop_front() else { break };
-            p.pending_bytes -= f.data.len();
-            p.lost += 1;
-            p.gap = true;
-            m.segments.with_label_values(&["lost"]).inc();
-        }
+    async fn flush(&self, p: &mut Progress, queue: &SharedQueue) {
+        let m = &self.inner.metrics;
         let mut wrote = false;
-        while let Some(f) = p.pending.front().cloned() {
-            match self.write_segment(p, &f).await {
+        loop {
+            let Some((f, gap)) = lock_queue(queue).pending.front().cloned() else { break };
+            match self.write_segment(p, &f, gap).await {
                 Ok(()) => {
-                    p.pending.pop_front();
-                    p.pending_bytes -= f.data.len();
+                    let mut q = lock_queue(queue);
+                    // The collector may have dropped it meanwhile (a full queue).
+                    if q.pending.front().is_some_and(|(g, _)| Arc::ptr_eq(g, &f)) {
+                        q.pending.pop_front();
+                        q.bytes -= f.data.len();
+                    }
+                    drop(q);
                     m.segments.with_label_values(&["written"]).inc();
                     wrote = true;
                     if p.last_error.take().is_some() {
@@ -606,10 +855,22 @@ impl Job {
                 Err(e) => {
                     m.segments.with_label_values(&["failed"]).inc();
                     if p.last_error.is_none() {
-                        warn!(error = %e, queued = p.pending.len(), "cannot store a segment; it stays queued");
+                        let queued = lock_queue(queue).pending.len();
+                        warn!(error = %e, queued, "cannot store a segment; it stays queued");
                     }
                     p.last_error = Some(e.to_string());
                     break;
+                }
+            }
+        }
+        if wrote && !p.described {
+            p.described = true;
+            if let Some(i) = self.handle.info().await {
+                let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(r) = a.renditions.iter_mut().find(|r| r.name == self.rendition) {
+                    (r.width, r.height, r.frame_rate) = (i.width, i.height, i.fps);
+                    let codecs: Vec<String> = [i.video_codec, i.audio_codec].into_iter().flatten().collect();
+                    r.codecs = (!codecs.is_empty()).then(|| codecs.join(","));
                 }
             }
         }
@@ -622,23 +883,28 @@ impl Job {
                 p.playlist_len = len;
             }
         }
+        let queued = lock_queue(queue).pending.len();
         let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
-        a.reason = p.last_error.as_ref().map(|e| format!("storage failing, {} segments queued: {e}", p.pending.len()));
+        a.reason = p.last_error.as_ref().map(|e| format!("storage failing, {queued} segments queued: {e}"));
     }
 
-    async fn write_segment(&self, p: &mut Progress, f: &FinishedSegment) -> Result<(), StorageError> {
+    async fn write_segment(&self, p: &mut Progress, f: &FinishedSegment, gap: bool) -> Result<(), StorageError> {
         // The init segment this one needs: the same bytes keep their number (a reconnect with the same encoder
         // settings needs no new EXT-X-MAP).
         let init = match &f.init {
             None => 0,
-            Some((_, bytes)) => match p.inits.iter().find(|(b, _)| b == bytes) {
-                Some((_, n)) => *n,
+            Some((live, bytes)) => match p.inits.iter().find(|(b, _)| b == bytes) {
+                Some((_, n)) => {
+                    self.remember(live, init_name(*n));
+                    *n
+                }
                 None => {
                     let n = p.inits.len() as u32 + 1;
                     self.storage.put(&format!("{}/{}", self.dir, init_name(n)), bytes.clone()).await?;
                     p.bytes += bytes.len() as u64;
-                    self.metrics.0.metrics.bytes.inc_by(bytes.len() as u64);
+                    self.inner.metrics.bytes.inc_by(bytes.len() as u64);
                     p.inits.push((bytes.clone(), n));
+                    self.remember(live, init_name(n));
                     n
                 }
             },
@@ -647,49 +913,118 @@ impl Job {
             index: p.entries.len() as u64,
             duration_us: (f.duration * 1e6).round() as u64,
             init,
-            discontinuity: (f.discontinuity || p.gap) && !p.entries.is_empty(),
+            discontinuity: (f.discontinuity || gap || p.gap) && !p.entries.is_empty(),
         };
         self.storage.put(&format!("{}/{}", self.dir, entry.name()), f.data.clone()).await?;
+        self.remember(&f.name, entry.name());
+        if self.source && p.entries.is_empty() {
+            let mut start = self.start.lock().unwrap_or_else(|e| e.into_inner());
+            start.get_or_insert(f.program_date_time);
+        }
         p.gap = false;
         p.entries.push(entry);
         p.bytes += f.data.len() as u64;
         p.duration_us += entry.duration_us;
         p.since_playlist += f.data.len();
-        self.metrics.0.metrics.bytes.inc_by(f.data.len() as u64);
+        if f.duration > 0.1 {
+            p.peak_bps = p.peak_bps.max((f.data.len() as f64 * 8.0 / f.duration) as u64);
+        }
+        self.inner.metrics.bytes.inc_by(f.data.len() as u64);
         let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
         let duration = p.duration_us as f64 / 1e6;
-        a.duration = duration;
-        a.bytes = p.bytes;
-        if let Some(r) = a.renditions.first_mut() {
-            r.segments = p.entries.len() as u64;
-            r.bytes = p.bytes;
-            r.duration = duration;
+        if let Some(r) = a.renditions.iter_mut().find(|r| r.name == self.rendition) {
+            (r.segments, r.bytes, r.duration, r.peak_bps) = (p.entries.len() as u64, p.bytes, duration, p.peak_bps);
         }
+        if self.source {
+            a.duration = duration;
+        }
+        a.bytes = a.renditions.iter().map(|r| r.bytes).sum();
         Ok(())
     }
 
-    async fn write_asset(&self, p: &Progress, state: AssetState, reason: Option<String>) {
-        let need_size =
-            self.asset.lock().unwrap_or_else(|e| e.into_inner()).renditions.first().is_some_and(|r| r.width.is_none());
-        let info = if need_size { self.handle.info().await } else { None };
-        let json = {
-            let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
-            if let (Some(i), Some(r)) = (info, a.renditions.first_mut()) {
-                (r.width, r.height) = (i.width, i.height);
+    /// The live file `live` is now the object `name` of this rendition (for the DVR window).
+    fn remember(&self, live: &str, name: String) {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(live, format!("{}/{name}", self.dir));
+    }
+}
+
+/// A track's collector: follows the segmenter's view into the queue (the oldest dropped beyond
+/// [`MAX_PENDING_BYTES`]) until the stream ends, its segmenter goes, or the recording stops. `rung_at`: for a
+/// rung, where the source's recording began (see [`rung_start`]).
+async fn collect(
+    mut view: watch::Receiver<Arc<HlsView>>,
+    mut stop: watch::Receiver<bool>,
+    queue: SharedQueue,
+    rung_at: Option<Arc<Mutex<Option<SystemTime>>>>,
+    inner: Arc<Inner>,
+) {
+    let lost = inner.metrics.segments.with_label_values(&["lost"]);
+    // The source from the segment being made now; a rung from its segment of the source's first instant.
+    let mut next_msn = view.borrow().next_msn;
+    let mut started = rung_at.is_none();
+    let mut seen = false;
+    let ended = loop {
+        let now = view.borrow_and_update().clone();
+        if !started {
+            if let Some(at) = rung_at.as_ref().and_then(|s| *s.lock().unwrap_or_else(|e| e.into_inner())) {
+                if let Some(msn) = rung_start(&now, at) {
+                    (next_msn, started) = (msn, true);
+                }
             }
-            a.updated = rfc3339_millis(SystemTime::now());
-            if state != AssetState::Recording {
-                a.state = state;
-                a.reason = reason;
-            } else if p.last_error.is_none() {
-                a.reason = None;
-            }
-            a.to_json()
-        };
-        let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
-        if let Err(e) = self.storage.put(&asset_json(&id), Bytes::from(json)).await {
-            warn!(error = %e, "cannot write asset.json");
         }
+        if started {
+            let mut q = lock_queue(&queue);
+            let from = next_msn;
+            for f in now.finished.iter().filter(|f| f.msn >= from) {
+                let missed = if seen { f.msn - next_msn } else { 0 };
+                if missed > 0 {
+                    q.lost += missed;
+                    lost.inc_by(missed);
+                }
+                q.bytes += f.data.len();
+                q.pending.push_back((f.clone(), missed > 0));
+                next_msn = f.msn + 1;
+                seen = true;
+            }
+            while q.bytes > MAX_PENDING_BYTES {
+                let Some((f, _)) = q.pending.pop_front() else { break };
+                q.bytes -= f.data.len();
+                q.lost += 1;
+                lost.inc();
+                if let Some(next) = q.pending.front_mut() {
+                    next.1 = true;
+                }
+            }
+        }
+        queue.1.notify_one();
+        if now.ended {
+            break true;
+        }
+        let wait = if started { Duration::from_secs(3600) } else { Duration::from_millis(500) };
+        tokio::select! {
+            r = view.changed() => if r.is_err() {
+                // The segmenter is gone (its stream stopped): what it finished is all there is.
+                break now.ended;
+            },
+            _ = stop.changed() => break true,
+            // A rung waits for the source's first segment too.
+            _ = tokio::time::sleep(wait) => {}
+        }
+    };
+    lock_queue(&queue).closed = Some(ended);
+    queue.1.notify_one();
+}
+
+/// Where a rung's recording starts: its segment of the instant `at` the source's recording began (the first
+/// whose middle is after it), or the next one if none finished after it yet; `None` while the rung has not reached
+/// that instant.
+fn rung_start(now: &HlsView, at: SystemTime) -> Option<u64> {
+    let after =
+        |f: &FinishedSegment, share: f64| f.program_date_time + Duration::from_secs_f64(f.duration * share) > at;
+    match now.finished.iter().find(|f| after(f, 0.5)) {
+        Some(f) => Some(f.msn),
+        None if now.finished.last().is_some_and(|f| after(f, 1.0)) => Some(now.next_msn),
+        None => None,
     }
 }
 

@@ -74,6 +74,7 @@ impl CmafSegmenter {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let mut playlist = Playlist::new(hls.window, hls.retained_segments, hls.segment_duration_secs);
         playlist.enable_parts(f64::from(hls.part_target_ms) / 1000.0);
+        playlist.set_dvr(hls.dvr_window_secs);
         if let Some((_, discontinuity)) = resume {
             playlist.resume_after(discontinuity);
         }

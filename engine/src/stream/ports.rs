@@ -1,6 +1,6 @@
 //! The traits the core calls out through. The core (streams, fan-out, segmenter) knows nothing of ractor_cluster
 //! or FFmpeg: [`crate::cluster`] implements [`Ownership`], [`RelaySource`] and [`RemoteHls`];
-//! [`crate::transcode`] provides the [`EncoderHost`]; [`crate::node`] wires them together. A node without
+//! [`crate::transcode`] provides the [`EncoderHost`]; [`crate::storage`] the [`DvrStore`]; [`crate::node`] wires them together. A node without
 //! clustering has no [`Ownership`] at all, and everything stays local.
 
 use std::future::Future;
@@ -92,6 +92,13 @@ pub trait RemoteHls: Send + Sync {
     fn file<'a>(&'a self, name: &'a str, _wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
         self.segment(name)
     }
+}
+
+/// Where the segments of a DVR window that the segmenter no longer holds come from: the stream's recording
+/// ([`crate::storage`] provides it). The stream's owner asks it; other nodes fetch from the owner as usual.
+pub trait DvrStore: Send + Sync + 'static {
+    /// The file `name` (a live segment or init segment name) of stream `key`, if its recording has it.
+    fn file<'a>(&'a self, key: &'a StreamKey, name: &'a str) -> BoxFuture<'a, Option<Bytes>>;
 }
 
 /// Starts the ladder of stream `key` (owned by node `owner`) on this node; false if it cannot take it. The

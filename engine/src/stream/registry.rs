@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
-use super::ports::{Ownership, RelaySource, RemoteHls};
+use super::ports::{DvrStore, Ownership, RelaySource, RemoteHls};
 use super::segmenter::{Blocking, HlsReader};
 use crate::config::Config;
 use crate::formats::MediaFrame;
@@ -97,7 +97,12 @@ pub struct StreamHandle {
     claimed_ms: u64,
     /// When HLS was last asked of this stream here (unix ms; 0: never), for on-demand transcoding.
     hls_asked_ms: Arc<AtomicU64>,
+    /// Where segments older than the segmenter holds come from (DVR), once the node attached it.
+    dvr: DvrSlot,
 }
+
+/// The node's [`DvrStore`], once attached ([`Streams::attach_dvr`]).
+pub type DvrSlot = Arc<std::sync::OnceLock<Arc<dyn DvrStore>>>;
 
 impl StreamHandle {
     /// For a relay of another node's stream: that node.
@@ -137,10 +142,19 @@ impl StreamHandle {
         hls.playlist(wait).await
     }
 
-    /// One HLS segment by file name (read from what the segmenter published, no message to it).
+    /// One HLS segment by file name (read from what the segmenter published, no message to it); one older than
+    /// it holds, from the DVR store.
     pub async fn segment(&self, name: &str) -> Option<Bytes> {
         self.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
-        self.hls.as_ref()?.view().segment(name)
+        match self.hls.as_ref()?.view().segment(name) {
+            Some(b) => Some(b),
+            None => self.dvr_file(name).await,
+        }
+    }
+
+    /// A file the segmenter no longer holds, from the DVR store (a stream with a DVR window).
+    async fn dvr_file(&self, name: &str) -> Option<Bytes> {
+        self.dvr.get()?.file(&self.key, name).await
     }
 
     /// A snapshot for the API.
@@ -284,6 +298,8 @@ pub struct RegistryArgs {
     pub metrics: Arc<Metrics>,
     /// The read side of the registry's map, shared with [`Streams`].
     pub index: Index,
+    /// The DVR store, shared with [`Streams`] and every handle.
+    pub dvr: DvrSlot,
 }
 
 /// Every stream of this node by key: written only by the registry actor (in step with its own map), read by
@@ -313,6 +329,7 @@ pub struct RegistryState {
     ownership: Option<Arc<dyn Ownership>>,
     streams: HashMap<StreamKey, Entry>,
     index: Index,
+    dvr: DvrSlot,
     shutting_down: bool,
 }
 
@@ -368,6 +385,7 @@ impl RegistryState {
             relay_from,
             claimed_ms: crate::clock::unix_ms(),
             hls_asked_ms: Arc::default(),
+            dvr: self.dvr.clone(),
         })
     }
 
@@ -450,6 +468,7 @@ impl Actor for Registry {
             ownership: None,
             streams: HashMap::new(),
             index: args.index,
+            dvr: args.dvr,
             shutting_down: false,
         })
     }
@@ -535,6 +554,7 @@ pub struct Streams {
     index: Index,
     grace: Duration,
     ownership: Arc<std::sync::OnceLock<Arc<dyn Ownership>>>,
+    dvr: DvrSlot,
 }
 
 /// Where a stream's HLS comes from: this node's segmenter, or another node's over the cluster.
@@ -597,7 +617,10 @@ impl HlsSource {
         match self {
             HlsSource::Local(h) => {
                 h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
-                h.hls.as_ref()?.file(name, wait, metrics).await
+                match h.hls.as_ref()?.file(name, wait, metrics).await {
+                    Some(b) => Some(b),
+                    None => h.dvr_file(name).await,
+                }
             }
             HlsSource::Remote(r) => r.file(name, wait).await,
         }
@@ -609,9 +632,15 @@ impl Streams {
     pub async fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Streams, ActorProcessingErr> {
         let grace = config.reconnect_grace();
         let index = Index::default();
-        let (registry, _) =
-            Actor::spawn(None, Registry, RegistryArgs { config, metrics, index: index.clone() }).await?;
-        Ok(Streams { registry, index, grace, ownership: Arc::new(std::sync::OnceLock::new()) })
+        let dvr = DvrSlot::default();
+        let args = RegistryArgs { config, metrics, index: index.clone(), dvr: dvr.clone() };
+        let (registry, _) = Actor::spawn(None, Registry, args).await?;
+        Ok(Streams { registry, index, grace, ownership: Arc::new(std::sync::OnceLock::new()), dvr })
+    }
+
+    /// Serves the segments of DVR windows that the segmenters no longer hold (called once, by the node).
+    pub fn attach_dvr(&self, dvr: Arc<dyn DvrStore>) {
+        let _ = self.dvr.set(dvr);
     }
 
     /// Makes lookups and claims cluster-wide (called once, when clustering starts).

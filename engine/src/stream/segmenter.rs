@@ -82,6 +82,8 @@ pub struct HlsView {
 pub struct FinishedSegment {
     /// Media sequence number.
     pub msn: u64,
+    /// Its live file name.
+    pub name: String,
     /// Duration in seconds.
     pub duration: f64,
     /// Wall-clock time of its first frame.
@@ -103,6 +105,7 @@ pub fn finished_of(playlist: &Playlist, init: impl Fn(&str) -> Option<Bytes>) ->
         .map(|s| {
             Arc::new(FinishedSegment {
                 msn: s.msn,
+                name: s.name.clone(),
                 duration: s.duration,
                 program_date_time: s.program_date_time,
                 discontinuity: s.discontinuity,
@@ -401,6 +404,7 @@ impl Actor for Segmenter {
         }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let mut playlist = Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs);
+        playlist.set_dvr(args.hls.dvr_window_secs);
         if let Some((_, discontinuity)) = args.resume {
             playlist.resume_after(discontinuity);
         }

@@ -47,7 +47,7 @@ impl RungPlan {
 
 /// The stream key of `source`'s rung at `height`, if the name fits [`StreamKey`]'s rules.
 pub fn rung_key(source: &StreamKey, height: u32) -> Option<StreamKey> {
-    StreamKey::new(source.app(), &format!("{}_{height}p", source.name())).ok()
+    source.rung(height)
 }
 
 /// Whether `key` names a rung of some source under `rungs` (reserved for the ladder while transcoding is on).

@@ -7,45 +7,7 @@
 //! level, and the AAC object type). Segments start with an IDR in every variant, hence
 //! `EXT-X-INDEPENDENT-SEGMENTS`.
 
-use std::fmt::Write;
-
-/// One `EXT-X-STREAM-INF` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Variant {
-    /// The media playlist's URI, relative to the master playlist.
-    pub uri: String,
-    /// Peak bits per second (video + audio).
-    pub bandwidth: u64,
-    /// Average bits per second (video + audio).
-    pub average_bandwidth: u64,
-    /// Picture width.
-    pub width: u32,
-    /// Picture height.
-    pub height: u32,
-    /// Frames per second.
-    pub frame_rate: f64,
-    /// RFC 6381 codecs, e.g. `avc1.4d401e,mp4a.40.2`.
-    pub codecs: String,
-}
-
-/// Renders a master playlist listing `variants` in the given order (the first is where players start).
-pub fn render(variants: &[Variant]) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for v in variants {
-        let _ = write!(
-            out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},FRAME-RATE={:.3},CODECS=\"{}\"\n{}\n",
-            v.bandwidth.max(1),
-            v.average_bandwidth.max(1),
-            v.width,
-            v.height,
-            v.frame_rate,
-            v.codecs,
-            v.uri
-        );
-    }
-    out
-}
+pub use crate::formats::master::{render, Variant};
 
 /// Length of the windows over which the peak bitrate is taken (media time).
 const PEAK_WINDOW_MS: i64 = 2000;

@@ -50,13 +50,14 @@ function usage(msg) {
     'usage: node play.mjs --kind hls|flv --url URL [--seconds 15] ' +
     '[--expect-width W --expect-height H] [--first-frame-timeout 20] ' +
     '[--min-play-ratio 0.7] [--max-stall 2.5] [--wait-ready SECONDS] [--screenshot FILE.png] ' +
-    '[--switch-levels [--level-timeout 20]] [--seek FRACTION (VOD: jump to that share of the duration first)]\n');
+    '[--switch-levels [--level-timeout 20]] [--seek FRACTION (VOD: jump to that share of the duration first)] ' +
+    '[--seek-back SECONDS (live with a DVR window: jump that far back from where playback started)]\n');
 }
 
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
     firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
-    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1, seek: null };
+    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1, seek: null, seekBack: null };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -86,6 +87,7 @@ function parseArgs(argv) {
       case '--level-timeout': o.levelTimeout = num(a, next()); break;
       case '--catch-up': o.catchUp = num(a, next()); break;
       case '--seek': o.seek = num(a, next()); if (o.seek >= 1) throw new Error('--seek is a share of the duration, below 1'); break;
+      case '--seek-back': o.seekBack = num(a, next()); break;
       case '--low-latency': { const v = next(); if (v !== 'on' && v !== 'off') throw new Error(`--low-latency is on or off, got ${v}`); o.lowLatency = v === 'on'; break; }
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
@@ -392,6 +394,27 @@ async function main() {
       Object.assign(result, { duration_seconds: +duration.toFixed(3), seek_target_seconds: +target.toFixed(3), seek_ms: Date.now() - t0 });
     }
 
+    // --- phase 1c (--seek-back, live with DVR): jump back that far from the first frame's position; it must land
+    // inside the seekable range, on media older than the live window, and play on from there
+    if (opts.seekBack !== null) {
+      const range = await page.evaluate(() => {
+        const v = document.getElementById('v');
+        return v.seekable.length ? [v.seekable.start(0), v.seekable.end(v.seekable.length - 1)] : null;
+      });
+      const from = s.currentTime, target = from - opts.seekBack, t0 = Date.now();
+      if (!range || target < range[0]) return fail(`--seek-back: ${target.toFixed(1)}s is outside the seekable range ${JSON.stringify(range)}`);
+      await page.evaluate((t) => { document.getElementById('v').currentTime = t; }, target);
+      for (;;) {
+        await sleep(100);
+        s = await probe();
+        if (s.fatal.length || s.videoError) return fail(`player error after the seek back: ${[...s.fatal, s.videoError].filter(Boolean).join('; ')}`);
+        if (Math.abs(s.currentTime - target) < 5 && s.readyState >= 3) break;
+        if (Date.now() - t0 > opts.firstFrameTimeout * 1000) return fail(`seek back to ${target.toFixed(1)}s did not land (currentTime ${s.currentTime.toFixed(2)}, readyState ${s.readyState})`);
+      }
+      Object.assign(result, { seek_from_seconds: +from.toFixed(3), seek_target_seconds: +target.toFixed(3), seek_ms: Date.now() - t0,
+        seekable_start_seconds: +range[0].toFixed(3), seekable_end_seconds: +range[1].toFixed(3) });
+    }
+
     // --- phase 2: watch for --seconds (or through every level)
     const start = s;
     const hashes = [start.hash];
@@ -460,6 +483,7 @@ async function main() {
       latency_p50_ms: latencies.length ? Math.round(quantile(latencies, 0.5)) : null,
       latency_p99_ms: latencies.length ? Math.round(quantile(latencies, 0.99)) : null,
       width: last.videoWidth || null, height: last.videoHeight || null,
+      end_current_time: +last.currentTime.toFixed(3),
     });
     result.warnings = last.warnings;
     const errs = [...last.fatal, ...(last.videoError ? [`video.error ${last.videoError}`] : []), ...pageErrors.map((e) => `pageerror ${e}`)];

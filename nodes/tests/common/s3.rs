@@ -43,6 +43,13 @@ impl S3 {
         S3 { child, port }
     }
 
+    /// Freezes (`true`: SIGSTOP) or thaws (SIGCONT) the server: a store that hangs instead of refusing.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {sig}");
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
