@@ -376,7 +376,7 @@ fn hls_js_seeks_back_a_minute_in_a_live_stream_with_a_dvr_window_from_a_node_tha
         assert!(t.elapsed() < Duration::from_secs(120), "the playlist lists only {secs} s\n{}", nodes[1].log_tail(20));
         std::thread::sleep(Duration::from_millis(500));
     }
-    let gets_before = storage_gets(&nodes[0]);
+    let gets_before = nodes[0].metric("strom_storage_seconds_count{op=\"get\"}");
     let url = nodes[1].http_url(&format!("/{key}/index.m3u8"));
     let (ok, stdout, stderr) = play_with("hls", &url, &["--seconds", "10", "--seek-back", "60"]);
     eprintln!("hls.js DVR on strom-1: {}", stdout.trim());
@@ -391,15 +391,8 @@ fn hls_js_seeks_back_a_minute_in_a_live_stream_with_a_dvr_window_from_a_node_tha
         v["end_current_time"].as_f64().unwrap_or(0.0) < v["seek_from_seconds"].as_f64().unwrap_or(0.0) - 40.0,
         "{v}"
     );
-    assert!(storage_gets(&nodes[0]) > gets_before, "the old segments came from strom-0's storage");
-}
-
-/// Storage reads a node made (`strom_storage_seconds_count{op="get"}`).
-fn storage_gets(node: &common::netns::NetNode) -> f64 {
-    let text = node.get("/metrics").text();
-    text.lines()
-        .find(|l| l.starts_with("strom_storage_seconds_count{op=\"get\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    assert!(
+        nodes[0].metric("strom_storage_seconds_count{op=\"get\"}") > gets_before,
+        "the old segments came from strom-0's storage"
+    );
 }

@@ -495,3 +495,92 @@ fn a_ladder_is_recorded_rendition_by_rendition_behind_a_master_playlist() {
     // The whole asset plays as a player picks it: through the master playlist.
     assert!(count_frames(&s.http_url(&format!("/vod/{id}/index.m3u8"))) >= frames - 60);
 }
+
+/// In a cluster the ladder may run on another node than the stream's owner: the owner still records every
+/// rendition into its asset, the rung read from the playlist that node pushes and its segments fetched as any
+/// player's through the owner would be. Nothing is written on the ladder's node.
+#[test]
+fn in_a_cluster_a_ladder_running_on_another_node_is_recorded_by_the_owner_with_its_rung() {
+    use common::netns::Net;
+    let net = Net::new(2);
+    let (d0, d1) = (scratch("cluster-ladder-0"), scratch("cluster-ladder-1"));
+    let rungs = "[{height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]";
+    let env = |dir: &Path| -> Vec<(&'static str, String)> {
+        let mut e: Vec<(&'static str, String)> = [
+            ("STROM_RECORD_ENABLED", "true"),
+            ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
+            ("STROM_TRANSCODE_MODE", "always"),
+            ("STROM_TRANSCODE_RUNGS", rungs),
+            ("STROM_TRANSCODE_THREADS", "1"),
+            ("STROM_TRANSCODE_MAX_STREAMS", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+        e.push(("STROM_STORAGE_PATH", dir.to_str().unwrap().to_string()));
+        e
+    };
+    let (e0, e1) = (env(&d0), env(&d1));
+    let e0: Vec<(&str, &str)> = e0.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let e1: Vec<(&str, &str)> = e1.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let n0 = net.spawn_cluster_with(0, "ladder-rec", &[], &e0);
+    let n1 = net.spawn_cluster_with(1, "ladder-rec", &[], &e1);
+    let t = Instant::now();
+    // Both nodes know each other's load (placement skips a peer whose load it does not know).
+    while !json(&n0.get("/api/v1/cluster"))["peers"]
+        .as_array()
+        .is_some_and(|p| p.len() == 1 && p[0]["load"].is_object())
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One ladder per node: a first stream's ladder fills a node, so the next stream published to that node gets
+    // its ladder on the other one.
+    let nodes = [&n0, &n1];
+    let dirs = [&d0, &d1];
+    let _warm = publish(&n0.rtmp_url("live/warm"), &Source { seconds: 120.0, ..Source::default() });
+    let full = loop {
+        if let Some(i) = (0..2).find(|&i| nodes[i].metric("strom_encoder_rungs_active") >= 1.0) {
+            break i;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "no ladder for live/warm\n{}", n0.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (owner, host) = (nodes[full], nodes[1 - full]);
+    let secs = 30.0;
+    let mut publisher = publish(&owner.rtmp_url("live/lr"), &Source { seconds: secs, ..Source::default() });
+    while host.metric("strom_encoder_rungs_active") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no ladder on {}\n{}", host.name(), owner.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(owner.log().contains("placed the ladder on another node"), "{}", owner.log_tail(20));
+    // The owner records the rung from the other node's playlist.
+    let t = Instant::now();
+    while !owner.log().contains("recording the rung too rung=live/lr_160p remote=true") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", owner.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(publisher.wait(Duration::from_secs(90)).is_some_and(|st| st.success()), "{}", publisher.log_text());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let asset = loop {
+        let list = json(&owner.get("/api/v1/vod"));
+        let lr = list["assets"].as_array().and_then(|a| a.iter().find(|a| a["stream"] == "live/lr").cloned());
+        if let Some(a) = lr.filter(|a| a["state"] == "done") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no finished asset: {list}\n{}", owner.log_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = asset["id"].as_str().unwrap();
+    let names: Vec<&str> = asset["renditions"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["source", "160p"], "{asset}");
+    assert_eq!(asset["renditions"][1]["height"], 160, "{asset}");
+    let frames = (secs * 30.0).round() as u64;
+    let rung = count_frames(&owner.http_url(&format!("/vod/{id}/160p/index.m3u8")));
+    assert!(rung + 90 >= frames && rung <= frames + 2, "rung {rung} frames of {frames}");
+    let master = host.get(&format!("/vod/{id}/index.m3u8")).text();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF:").count(), 2, "the master through the other node: {master}");
+    let (owner_dir, host_dir) = (dirs[full], dirs[1 - full]);
+    assert!(owner_dir.join(format!("vod/{id}/160p/init1.mp4")).is_file());
+    assert!(!host_dir.join(format!("vod/{id}")).exists(), "nothing of it was stored on the ladder's node");
+}

@@ -467,6 +467,89 @@ pub fn last_part_in(text: &str) -> Option<(u64, u64)> {
     last
 }
 
+/// One segment a media playlist text lists (see [`segments_in`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedSegment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Its URI.
+    pub uri: String,
+    /// `EXTINF` seconds.
+    pub duration: f64,
+    /// Its `EXT-X-PROGRAM-DATE-TIME`, when the playlist gives one.
+    pub program_date_time: Option<SystemTime>,
+    /// An `EXT-X-DISCONTINUITY` precedes it.
+    pub discontinuity: bool,
+    /// The `EXT-X-MAP` URI in force for it.
+    pub map: Option<String>,
+}
+
+/// The whole segments a media playlist text lists, with their sequence numbers (after `EXT-X-SKIP`, too), and
+/// whether it has ended (`EXT-X-ENDLIST`); parts of the segment being made are not segments. What a node recording
+/// a stream that another node owns reads from the owner's pushed playlist. A segment without `EXTINF` or with a
+/// malformed one is left out.
+pub fn segments_in(text: &str) -> (Vec<ListedSegment>, bool) {
+    let mut out = Vec::new();
+    let mut msn = 0u64;
+    let (mut duration, mut pdt, mut discontinuity, mut map) = (None, None, false, None::<String>);
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            msn = msn.saturating_add(v.split(',').next().and_then(|n| n.trim().parse().ok()).unwrap_or(0));
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration =
+                v.split(',').next().and_then(|d| d.trim().parse::<f64>().ok()).filter(|d| d.is_finite() && *d >= 0.0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = parse_rfc3339(v.trim());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            map = v.split('"').next().map(String::from);
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if let Some(d) = duration.take() {
+                out.push(ListedSegment {
+                    msn,
+                    uri: line.to_string(),
+                    duration: d,
+                    program_date_time: pdt,
+                    discontinuity,
+                    map: map.clone(),
+                });
+            }
+            msn = msn.saturating_add(1);
+            (pdt, discontinuity) = (None, false);
+        }
+    }
+    (out, text.contains("#EXT-X-ENDLIST"))
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time as [`rfc3339_millis`] writes it (`None` for anything else).
+pub fn parse_rfc3339(t: &str) -> Option<SystemTime> {
+    // 2026-12-05T07:23:44.123Z
+    let b = t.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms_total = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1000 + ms).max(0) as u64;
+    Some(UNIX_EPOCH + std::time::Duration::from_millis(ms_total))
+}
+
 fn write_parts(out: &mut String, parts: &[PartInfo]) {
     for p in parts {
         let _ = write!(out, "#EXT-X-PART:DURATION={:.3},URI=\"{}\"", p.duration, p.name);
@@ -514,6 +597,37 @@ mod tests {
             parts: Vec::new(),
             map: None,
         }
+    }
+
+    #[test]
+    fn the_segments_of_a_rendered_playlist_read_back_from_its_text() {
+        let mut p = ll_playlist(8);
+        p.segments
+            .iter_mut()
+            .for_each(|s| s.program_date_time = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s.msn * 2));
+        p.segments[5].discontinuity = true;
+        p.segments.iter_mut().skip(5).for_each(|s| s.map = Some("x-init1.mp4".into()));
+        p.open_segment(8, false, Some("x-init1.mp4".into()), UNIX_EPOCH);
+        p.push_part(PartInfo { name: "x-8.0.m4s".into(), duration: 0.5, independent: true });
+        let full = p.render().unwrap();
+        let (listed, ended) = segments_in(&full);
+        assert!(!ended);
+        let msns: Vec<u64> = listed.iter().map(|s| s.msn).collect();
+        assert_eq!(msns, (0..8).collect::<Vec<_>>(), "the open segment's part is not a segment:\n{full}");
+        for s in &listed {
+            assert_eq!(s.uri, format!("x-{}.m4s", s.msn));
+            assert_eq!(s.duration, 2.0);
+            assert_eq!(s.discontinuity, s.msn == 5);
+            assert_eq!(s.map.as_deref(), Some(if s.msn >= 5 { "x-init1.mp4" } else { "x-init0.mp4" }));
+            assert_eq!(s.program_date_time, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s.msn * 2)));
+        }
+        // A delta update numbers its segments after the skipped ones.
+        let (delta, _) = segments_in(&p.render_skip().unwrap());
+        assert_eq!(delta.first().map(|s| s.msn), listed.iter().rev().nth(delta.len() - 1).map(|s| s.msn));
+        p.set_ended(true);
+        assert!(segments_in(&p.render().unwrap()).1);
+        // Garbage lists nothing and does not panic.
+        assert_eq!(segments_in("#EXTINF:nan,\nx.ts\n#EXTINF:-1,\ny.ts\nz.ts\n").0, vec![]);
     }
 
     #[test]

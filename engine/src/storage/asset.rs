@@ -14,11 +14,12 @@
 //! even if the playlist object is older than the last segment.
 
 use std::fmt::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::formats::master::{render, Variant};
+pub use crate::formats::playlist::parse_rfc3339;
 use crate::formats::playlist::rfc3339_millis;
 use crate::formats::StreamKey;
 
@@ -271,35 +272,10 @@ pub fn entries_of<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<SegmentEn
     out
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 time as [`rfc3339_millis`] writes it (`None` for anything else).
-pub fn parse_rfc3339(t: &str) -> Option<SystemTime> {
-    // 2026-12-05T07:23:44.123Z
-    let b = t.as_bytes();
-    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (h, mi, s, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms_total = ((days * 86_400 + h * 3600 + mi * 60 + s) * 1000 + ms).max(0) as u64;
-    Some(UNIX_EPOCH + std::time::Duration::from_millis(ms_total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn segment_names_round_trip() {

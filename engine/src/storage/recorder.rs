@@ -40,14 +40,15 @@ use super::asset::{
     AssetState, Rendition, SegmentEntry,
 };
 use super::{Storage, StorageError};
-use crate::cluster::{ClusterHandle, RemoteMsg};
+use crate::cluster::wire::{Request, Response};
+use crate::cluster::{call, remote_members, stream_group, ClusterHandle, RemoteMsg};
 use crate::config::Config;
-use crate::formats::playlist::rfc3339_millis;
+use crate::formats::playlist::{rfc3339_millis, segments_in};
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::ports::{BoxFuture as PortFuture, DvrStore};
 use crate::stream::segmenter::{FinishedSegment, HlsView};
-use crate::stream::{StreamHandle, Streams};
+use crate::stream::{StreamHandle, StreamInfo, Streams};
 
 /// Segment bytes a recording may hold while storage fails; beyond it the oldest are dropped.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
@@ -555,8 +556,8 @@ impl Job {
         let (track_stop, track_stop_rx) = watch::channel(false);
         let start: Arc<Mutex<Option<SystemTime>>> = Arc::default();
         let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
-        let mut source_task =
-            self.track(SOURCE, self.source.clone(), start.clone(), Progress::default(), &track_stop_rx);
+        let follow = Follow::Local(self.source.clone());
+        let mut source_task = self.track(SOURCE, &self.key, follow, start.clone(), Progress::default(), &track_stop_rx);
         let mut rungs: Vec<RungTrack> = Vec::new();
         let mut asset_written = Instant::now() - ASSET_EVERY;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -614,23 +615,26 @@ impl Job {
         info!(state = ?state, reason = reason.as_deref().unwrap_or(""), segments, renditions = all.len(), "recording finished");
     }
 
-    /// Starts a track recording `handle`'s segments as rendition `name`.
+    /// Starts a track recording `follow`'s segments (stream `key`) as rendition `name`.
     fn track(
         &self,
         name: &str,
-        handle: StreamHandle,
+        key: &StreamKey,
+        follow: Follow,
         start: Arc<Mutex<Option<SystemTime>>>,
         progress: Progress,
         stop: &watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<Progress> {
         let names = Arc::new(Mutex::new(DvrNames::default()));
-        self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).insert(handle.key().clone(), names.clone());
+        if matches!(follow, Follow::Local(_)) {
+            self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), names.clone());
+        }
         let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
         let track = Track {
             storage: self.storage.clone(),
             inner: self.inner.clone(),
-            view: handle.hls_watch(),
-            handle,
+            key: key.clone(),
+            follow,
             asset: self.asset.clone(),
             rendition: name.to_string(),
             dir: format!("{}/{name}", asset_dir(&id)),
@@ -642,63 +646,68 @@ impl Job {
         tokio::spawn(track.run(stop.clone(), progress).instrument(span))
     }
 
-    /// Starts a track for every rung of the ladder that this node has and that is not recorded yet (again
-    /// after a rung stream came back, continuing its rendition with a discontinuity).
+    /// Starts a track for every rung of the ladder that is not recorded yet: from this node's segmenter when the
+    /// ladder runs here, else from the pushed playlist of the node running it (clustering on). A rung stream that
+    /// comes back (after a shed, or its ladder moved) continues its rendition with a discontinuity.
     async fn find_rungs(
         &self,
         rungs: &mut Vec<RungTrack>,
         start: &Arc<Mutex<Option<SystemTime>>>,
         stop: &watch::Receiver<bool>,
     ) {
-        for rung in self.inner.config.transcode.rungs_for(self.key.app()) {
-            let Some(key) = self.key.rung(rung.height) else { continue };
-            let existing = rungs.iter().position(|r| r.height == rung.height);
-            if existing.is_some_and(|i| rungs[i].task.as_ref().is_some_and(|t| !t.is_finished())) {
-                continue;
-            }
-            let Some(handle) = self.inner.streams.find_local(&key).await else { continue };
-            if handle.relay_from().is_some() || handle.hls_watch().is_none() {
-                continue;
-            }
-            if existing.is_some_and(|i| rungs[i].claimed_ms == handle.claimed_ms()) {
-                continue; // the stream whose track ended: it ended, or lingers ended
-            }
-            let name = format!("{}p", rung.height);
-            let mut progress = Progress::default();
-            if let Some(i) = existing {
-                let r = &mut rungs[i];
-                if let Some(t) = r.task.take() {
-                    // Finished (checked above): its progress is ready.
-                    r.done = t.now_or_never().and_then(Result::ok);
-                }
-                progress = r.done.take().unwrap_or_default();
-                progress.gap = true;
-                progress.ended = false;
-                r.claimed_ms = handle.claimed_ms();
-            } else {
-                let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
-                if !a.renditions.iter().any(|r| r.name == name) {
-                    a.renditions.push(Rendition::new(&name));
-                    // The source first, then the rungs tallest first.
-                    a.renditions[1..].sort_by_key(|r| std::cmp::Reverse(rendition_height(&r.name)));
-                }
-            }
-            info!(rung = %key, "recording the rung too");
-            let task = self.track(&name, handle.clone(), start.clone(), progress, stop);
-            match existing {
-                Some(i) => rungs[i].task = Some(task),
-                None => rungs.push(RungTrack {
-                    height: rung.height,
-                    claimed_ms: handle.claimed_ms(),
-                    task: Some(task),
-                    done: None,
-                }),
-            }
-        }
-        // Tracks that ended keep their progress for the final state.
+        // Tracks that ended keep their progress for the final state (and for a rung that comes back).
         for r in rungs.iter_mut() {
             if r.task.as_ref().is_some_and(|t| t.is_finished()) {
                 r.done = r.task.take().and_then(|t| t.now_or_never()).and_then(Result::ok);
+            }
+        }
+        for rung in self.inner.config.transcode.rungs_for(self.key.app()) {
+            let Some(key) = self.key.rung(rung.height) else { continue };
+            let existing = rungs.iter().position(|r| r.height == rung.height);
+            if existing.is_some_and(|i| rungs[i].task.is_some()) {
+                continue; // being recorded
+            }
+            let local = self.inner.streams.find_local(&key).await.filter(|h| h.relay_from().is_none());
+            let (follow, claimed_ms) = match local {
+                Some(h) if h.hls_watch().is_some() => {
+                    if existing.is_some_and(|i| rungs[i].claimed_ms == h.claimed_ms()) {
+                        continue; // the stream whose track ended: it ended, or lingers ended
+                    }
+                    let claimed = h.claimed_ms();
+                    (Follow::Local(h), claimed)
+                }
+                Some(_) => continue,
+                // Another node runs the ladder: its rung's playlist, while it is live.
+                None => match self.inner.streams.hls(&key).await.and_then(|h| h.current()) {
+                    Some(text) if !segments_in(&String::from_utf8_lossy(&text)).1 => (Follow::Remote, 0),
+                    _ => continue,
+                },
+            };
+            let name = format!("{}p", rung.height);
+            let progress = match existing {
+                Some(i) => {
+                    let r = &mut rungs[i];
+                    r.claimed_ms = claimed_ms;
+                    let mut p = r.done.take().unwrap_or_default();
+                    (p.gap, p.ended) = (true, false);
+                    p
+                }
+                None => {
+                    let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
+                    if !a.renditions.iter().any(|r| r.name == name) {
+                        a.renditions.push(Rendition::new(&name));
+                        // The source first, then the rungs tallest first.
+                        a.renditions[1..].sort_by_key(|r| std::cmp::Reverse(rendition_height(&r.name)));
+                    }
+                    Progress::default()
+                }
+            };
+            let remote = matches!(follow, Follow::Remote);
+            info!(rung = %key, remote, "recording the rung too");
+            let task = self.track(&name, &key, follow, start.clone(), progress, stop);
+            match existing {
+                Some(i) => rungs[i].task = Some(task),
+                None => rungs.push(RungTrack { height: rung.height, claimed_ms, task: Some(task), done: None }),
             }
         }
     }
@@ -725,14 +734,22 @@ fn rendition_height(name: &str) -> u32 {
     name.strip_suffix('p').and_then(|h| h.parse().ok()).unwrap_or(u32::MAX)
 }
 
+/// Where a track's segments come from.
+enum Follow {
+    /// This node's segmenter (the stream is owned here).
+    Local(StreamHandle),
+    /// The playlist another node pushes (a rung of a ladder running there): see [`collect_remote`].
+    Remote,
+}
+
 /// One rendition being recorded: a stream's finished segments into `vod/<id>/<rendition>/`. A collector task
 /// follows the segmenter's view into a bounded queue ([`MAX_PENDING_BYTES`]) while the track writes from it, so a
 /// store that hangs loses nothing that fits the queue: the collector never waits for storage.
 struct Track {
     storage: Storage,
     inner: Arc<Inner>,
-    handle: StreamHandle,
-    view: Option<watch::Receiver<Arc<HlsView>>>,
+    key: StreamKey,
+    follow: Follow,
     asset: Arc<Mutex<Asset>>,
     rendition: String,
     /// `vod/<id>/<rendition>`.
@@ -785,10 +802,16 @@ fn lock_queue(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
 
 impl Track {
     async fn run(self, stop: watch::Receiver<bool>, mut p: Progress) -> Progress {
-        let Some(view) = self.view.clone() else { return p };
         let queue: SharedQueue = Arc::default();
         let rung = (!self.source).then(|| self.start.clone());
-        let collector = tokio::spawn(collect(view, stop, queue.clone(), rung, self.inner.clone()));
+        let (q, inner) = (queue.clone(), self.inner.clone());
+        let collector = match &self.follow {
+            Follow::Local(h) => match h.hls_watch() {
+                Some(view) => tokio::spawn(collect(view, stop, q, rung, inner)),
+                None => return p,
+            },
+            Follow::Remote => tokio::spawn(collect_remote(self.key.clone(), stop, q, rung, inner)),
+        };
         let mut last_tries = 0;
         loop {
             self.flush(&mut p, &queue).await;
@@ -821,8 +844,8 @@ impl Track {
             }
         }
         let mut dvr = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner());
-        if dvr.get(self.handle.key()).is_some_and(|n| Arc::ptr_eq(n, &self.names)) {
-            dvr.remove(self.handle.key());
+        if dvr.get(&self.key).is_some_and(|n| Arc::ptr_eq(n, &self.names)) {
+            dvr.remove(&self.key);
         }
         p
     }
@@ -865,7 +888,11 @@ impl Track {
         }
         if wrote && !p.described {
             p.described = true;
-            if let Some(i) = self.handle.info().await {
+            let info = match &self.follow {
+                Follow::Local(h) => h.info().await,
+                Follow::Remote => remote_info(&self.key).await,
+            };
+            if let Some(i) = info {
                 let mut a = self.asset.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(r) = a.renditions.iter_mut().find(|r| r.name == self.rendition) {
                     (r.width, r.height, r.frame_rate) = (i.width, i.height, i.fps);
@@ -950,7 +977,7 @@ impl Track {
 
 /// A track's collector: follows the segmenter's view into the queue (the oldest dropped beyond
 /// [`MAX_PENDING_BYTES`]) until the stream ends, its segmenter goes, or the recording stops. `rung_at`: for a
-/// rung, where the source's recording began (see [`rung_start`]).
+/// rung, where the source's recording began (see [`start_at`]).
 async fn collect(
     mut view: watch::Receiver<Arc<HlsView>>,
     mut stop: watch::Receiver<bool>,
@@ -967,7 +994,8 @@ async fn collect(
         let now = view.borrow_and_update().clone();
         if !started {
             if let Some(at) = rung_at.as_ref().and_then(|s| *s.lock().unwrap_or_else(|e| e.into_inner())) {
-                if let Some(msn) = rung_start(&now, at) {
+                let times = now.finished.iter().map(|f| (f.msn, Some(f.program_date_time), f.duration));
+                if let Some(msn) = start_at(times, now.next_msn, at) {
                     (next_msn, started) = (msn, true);
                 }
             }
@@ -1015,17 +1043,143 @@ async fn collect(
     queue.1.notify_one();
 }
 
-/// Where a rung's recording starts: its segment of the instant `at` the source's recording began (the first
-/// whose middle is after it), or the next one if none finished after it yet; `None` while the rung has not reached
-/// that instant.
-fn rung_start(now: &HlsView, at: SystemTime) -> Option<u64> {
-    let after =
-        |f: &FinishedSegment, share: f64| f.program_date_time + Duration::from_secs_f64(f.duration * share) > at;
-    match now.finished.iter().find(|f| after(f, 0.5)) {
-        Some(f) => Some(f.msn),
-        None if now.finished.last().is_some_and(|f| after(f, 1.0)) => Some(now.next_msn),
-        None => None,
+/// How often a remote track reads the owner's pushed playlist.
+const REMOTE_POLL: Duration = Duration::from_millis(500);
+/// A remote track ends when the stream has had no playlist on any node for this long.
+const REMOTE_GONE: Duration = Duration::from_secs(30);
+/// Longest fetch of one segment or init segment from its owner.
+const REMOTE_FETCH: Duration = Duration::from_secs(15);
+
+/// A remote track's collector: reads the playlist the stream's owner pushes to this node (no cluster call per
+/// poll), fetches each new segment (and init segment) from the owner as HLS players through this node do, and
+/// queues it like [`collect`]. It follows the stream across an owner change (the ladder moved: a discontinuity,
+/// the sequence goes on) and ends at `EXT-X-ENDLIST`, when no node has the stream for [`REMOTE_GONE`], or when
+/// the recording stops. A fetch that fails is tried again at the next poll.
+async fn collect_remote(
+    key: StreamKey,
+    mut stop: watch::Receiver<bool>,
+    queue: SharedQueue,
+    rung_at: Option<Arc<Mutex<Option<SystemTime>>>>,
+    inner: Arc<Inner>,
+) {
+    let lost = inner.metrics.segments.with_label_values(&["lost"]);
+    let mut next_msn: Option<u64> = None;
+    let mut init: Option<(String, Bytes)> = None;
+    let mut seen = false;
+    let mut last_seen = Instant::now();
+    let ended = 'follow: loop {
+        let listed = match inner.streams.hls(&key).await {
+            Some(hls) => hls.current().map(|text| (hls, segments_in(&String::from_utf8_lossy(&text)))),
+            None => None,
+        };
+        if let Some((hls, (segments, ended))) = listed {
+            last_seen = Instant::now();
+            if next_msn.is_none() {
+                let at = rung_at.as_ref().and_then(|s| *s.lock().unwrap_or_else(|e| e.into_inner()));
+                next_msn = at.and_then(|at| {
+                    let times = segments.iter().map(|s| (s.msn, s.program_date_time, s.duration));
+                    start_at(times, segments.last().map_or(0, |s| s.msn + 1), at)
+                });
+            }
+            if let Some(mut next) = next_msn {
+                let from = next;
+                for s in segments.iter().filter(|s| s.msn >= from) {
+                    let needs_init = s.map.as_ref().is_some_and(|m| init.as_ref().is_none_or(|(n, _)| n != m));
+                    if needs_init {
+                        let name = s.map.clone().unwrap_or_default();
+                        match tokio::time::timeout(REMOTE_FETCH, hls.file(&name, Duration::ZERO, &inner.node_metrics))
+                            .await
+                        {
+                            Ok(Some(b)) => init = Some((name, b)),
+                            _ => break,
+                        }
+                    }
+                    let Ok(Some(data)) = tokio::time::timeout(REMOTE_FETCH, hls.segment(&s.uri)).await else { break };
+                    let missed = if seen { s.msn - next } else { 0 };
+                    let mut q = lock_queue(&queue);
+                    if missed > 0 {
+                        q.lost += missed;
+                        lost.inc_by(missed);
+                    }
+                    q.bytes += data.len();
+                    let f = FinishedSegment {
+                        msn: s.msn,
+                        name: s.uri.clone(),
+                        duration: s.duration,
+                        program_date_time: s.program_date_time.unwrap_or_else(SystemTime::now),
+                        discontinuity: s.discontinuity,
+                        data,
+                        ext: if s.map.is_some() { "m4s" } else { "ts" },
+                        init: s.map.as_ref().and(init.clone()),
+                    };
+                    q.pending.push_back((Arc::new(f), missed > 0));
+                    while q.bytes > MAX_PENDING_BYTES {
+                        let Some((f, _)) = q.pending.pop_front() else { break };
+                        q.bytes -= f.data.len();
+                        q.lost += 1;
+                        lost.inc();
+                        if let Some(n) = q.pending.front_mut() {
+                            n.1 = true;
+                        }
+                    }
+                    drop(q);
+                    queue.1.notify_one();
+                    (next, seen) = (s.msn + 1, true);
+                }
+                next_msn = Some(next);
+                if ended && segments.last().is_none_or(|s| s.msn < next) {
+                    break 'follow true;
+                }
+            }
+        } else if last_seen.elapsed() > REMOTE_GONE {
+            break false;
+        }
+        tokio::select! {
+            _ = stop.changed() => break true,
+            _ = tokio::time::sleep(REMOTE_POLL) => {}
+        }
+    };
+    lock_queue(&queue).closed = Some(ended);
+    queue.1.notify_one();
+}
+
+/// A stream's picture size, codecs and frame rate from the node that owns it.
+async fn remote_info(key: &StreamKey) -> Option<StreamInfo> {
+    let owner = remote_members(&stream_group(key)).into_iter().next()?;
+    let Some(Response::Info(Some(json))) = call(&owner, &Request::Info, Duration::from_secs(2)).await else {
+        return None;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let num = |k: &str| v[k].as_u64().and_then(|n| u32::try_from(n).ok());
+    let text = |k: &str| v[k].as_str().map(String::from);
+    Some(StreamInfo {
+        width: num("width"),
+        height: num("height"),
+        fps: v["fps"].as_f64(),
+        video_codec: text("video_codec"),
+        audio_codec: text("audio_codec"),
+        ..StreamInfo::default()
+    })
+}
+
+/// Where a rung's recording starts, from its segments' `(msn, start time, duration)`: its segment of the instant
+/// `at` the source's recording began (the first whose middle is after it), or `next_msn` (the segment being made)
+/// if none finished after it yet; `None` while the rung has not reached that instant.
+fn start_at(
+    segments: impl Iterator<Item = (u64, Option<SystemTime>, f64)>,
+    next_msn: u64,
+    at: SystemTime,
+) -> Option<u64> {
+    let mut last_ends_after = false;
+    for (msn, start, duration) in segments {
+        let Some(start) = start else { continue };
+        let share = |k: f64| start + Duration::from_secs_f64((duration * k).clamp(0.0, 86_400.0));
+        if share(0.5) > at {
+            return Some(msn);
+        }
+        last_ends_after = share(1.0) > at;
     }
+    last_ends_after.then_some(next_msn)
 }
 
 #[cfg(test)]
@@ -1040,6 +1194,23 @@ mod tests {
             "#EXTM3U\n#EXT-X-MAP:URI=\"source/init1.mp4\"\n#EXTINF:2.000000,\nsource/seg0-2000000-i1.m4s\n\
              #EXT-X-ENDLIST\n"
         );
+    }
+
+    #[test]
+    fn a_rung_starts_at_its_segment_of_the_source_s_first_instant() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: f64| if s >= 0.0 { t0 + Duration::from_secs_f64(s) } else { t0 - Duration::from_secs_f64(-s) };
+        // Rung segments of 2 s from t0 - 4 s; the encoder lags, so its times are 0.1 s late.
+        let rung: Vec<(u64, Option<SystemTime>, f64)> =
+            (0..6).map(|i| (10 + i, Some(at(i as f64 * 2.0 - 3.9)), 2.0)).collect();
+        // The source's recording began at t0: the rung segment that starts 0.1 s after it.
+        assert_eq!(start_at(rung.iter().copied(), 16, at(0.0)), Some(12));
+        // Before any rung segment reached that instant: not yet.
+        assert_eq!(start_at(rung[..1].iter().copied(), 11, at(0.0)), None);
+        // The newest finished one ends after it but started well before: the segment being made.
+        assert_eq!(start_at(rung[..2].iter().copied(), 12, at(-0.5)), Some(12));
+        // Times unknown (a playlist without dates): not started.
+        assert_eq!(start_at([(1, None, 2.0)].into_iter(), 2, at(0.0)), None);
     }
 
     #[test]
