@@ -229,6 +229,18 @@ fn a_hanging_s3_server_delays_the_recording_and_loses_nothing() {
 fn the_api_starts_stops_and_deletes_recordings() {
     let dir = scratch("rec-api");
     let s = Strom::with_env(&[("STROM_STORAGE_PATH", dir.to_str().unwrap())]);
+    // Every recording and storage series is there from the first scrape, before storage is ever used.
+    let metrics = s.get("/metrics").text();
+    for series in [
+        "strom_storage_errors_total{op=\"put\"} 0",
+        "strom_storage_seconds_count{op=\"get\"} 0",
+        "strom_record_segments_total{result=\"lost\"} 0",
+        "strom_record_bytes_total 0",
+        "strom_recordings_active 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series} missing");
+    }
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "a node that has not recorded writes nothing");
     assert_eq!(request(&s, "POST", "/api/v1/streams/live/nobody/record").status, 404, "no such stream");
     assert_eq!(request(&s, "POST", "/api/v1/streams/live/bad%20name/record").status, 400);
     assert_eq!(request(&s, "DELETE", "/api/v1/streams/live/api/record").status, 404, "not recording");

@@ -11,7 +11,7 @@ use common::s3::{free_port, S3};
 use common::scratch;
 use strom_engine::config::StorageConfig;
 use strom_engine::metrics::Metrics;
-use strom_engine::storage::{Storage, PARTS_IN_FLIGHT, PART_SIZE};
+use strom_engine::storage::{Storage, StorageMetrics, PARTS_IN_FLIGHT, PART_SIZE};
 
 /// Peak resident memory of this process so far (kB).
 fn vm_hwm_kb() -> u64 {
@@ -37,7 +37,7 @@ fn a_large_object_streams_to_s3_in_parts_with_bounded_memory() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let config = StorageConfig { url: Some("s3://strom/uploads-test".into()), ..StorageConfig::default() };
-        let storage = Storage::open(&config, &Metrics::new()).expect("S3 storage");
+        let storage = Storage::open(&config, StorageMetrics::new(&Metrics::new())).expect("S3 storage");
         // 256 MiB made on the fly in 1 MiB pieces (never held whole).
         const PIECES: usize = 256;
         let piece = |i: usize| Bytes::from(vec![(i % 253) as u8; 1 << 20]);

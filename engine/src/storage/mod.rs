@@ -52,11 +52,38 @@ pub struct StorageError {
     pub reason: String,
 }
 
-/// Storage metrics.
+/// Storage metrics: registered when the node starts (every series is there for Prometheus from the first
+/// scrape, storage used or not), shared by the [`Storage`] opened later.
 #[derive(Clone)]
-struct StorageMetrics {
+pub struct StorageMetrics {
     seconds: HistogramVec,
     errors: IntCounterVec,
+}
+
+impl StorageMetrics {
+    /// Registers `strom_storage_seconds{op}` and `strom_storage_errors_total{op}`.
+    pub fn new(metrics: &Metrics) -> StorageMetrics {
+        let seconds = metrics.register(
+            HistogramVec::new(
+                HistogramOpts::new("strom_storage_seconds", "Storage operations' latency, by operation.")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                &["op"],
+            )
+            .expect("valid metric"),
+        );
+        let errors = metrics.register(
+            IntCounterVec::new(
+                Opts::new("strom_storage_errors_total", "Storage operations that failed, by operation."),
+                &["op"],
+            )
+            .expect("valid metric"),
+        );
+        for op in ["put", "get", "list", "delete"] {
+            errors.with_label_values(&[op]);
+            seconds.with_label_values(&[op]);
+        }
+        StorageMetrics { seconds, errors }
+    }
 }
 
 /// The node's storage (see the module docs); cheap to clone.
@@ -72,7 +99,7 @@ pub struct Storage {
 
 impl Storage {
     /// Opens the configured backend (creating the local directory when missing).
-    pub fn open(config: &StorageConfig, metrics: &Metrics) -> Result<Storage, StorageError> {
+    pub fn open(config: &StorageConfig, metrics: StorageMetrics) -> Result<Storage, StorageError> {
         let fail =
             |object: String, e: &dyn std::fmt::Display| StorageError { op: "open", object, reason: e.to_string() };
         let (store, prefix, describe): (Arc<dyn ObjectStore>, String, String) = match &config.url {
@@ -107,26 +134,8 @@ impl Storage {
                 (Arc::new(local), String::new(), config.path.display().to_string())
             }
         };
-        let seconds = metrics.register(
-            HistogramVec::new(
-                HistogramOpts::new("strom_storage_seconds", "Storage operations' latency, by operation.")
-                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                &["op"],
-            )
-            .expect("valid metric"),
-        );
-        let errors = metrics.register(
-            IntCounterVec::new(
-                Opts::new("strom_storage_errors_total", "Storage operations that failed, by operation."),
-                &["op"],
-            )
-            .expect("valid metric"),
-        );
-        for op in ["put", "get", "list", "delete"] {
-            errors.with_label_values(&[op]);
-        }
         info!(storage = %describe, "storage opened");
-        Ok(Storage { store, prefix, describe, metrics: StorageMetrics { seconds, errors } })
+        Ok(Storage { store, prefix, describe, metrics })
     }
 
     /// The directory or URL, for logs and the API.
@@ -304,7 +313,7 @@ mod tests {
 
     fn local(dir: &std::path::Path) -> Storage {
         let config = StorageConfig { path: dir.to_path_buf(), url: None };
-        Storage::open(&config, &Metrics::new()).unwrap()
+        Storage::open(&config, StorageMetrics::new(&Metrics::new())).unwrap()
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ use super::asset::{
     self, asset_dir, asset_json, entries_of, init_name, parse_rfc3339, render_master, render_playlist, Asset,
     AssetState, Rendition, SegmentEntry,
 };
-use super::{Storage, StorageError};
+use super::{Storage, StorageError, StorageMetrics};
 use crate::cluster::wire::{Request, Response};
 use crate::cluster::{call, remote_members, stream_group, ClusterHandle, RemoteMsg};
 use crate::config::Config;
@@ -101,6 +101,7 @@ struct Inner {
     /// Opened at the first use (at start when recording is configured), so a node that never records creates
     /// no directory.
     storage: std::sync::OnceLock<Result<Storage, String>>,
+    storage_metrics: StorageMetrics,
     node_metrics: Arc<Metrics>,
     config: Arc<Config>,
     streams: Streams,
@@ -147,6 +148,7 @@ impl Recordings {
         let rec = Recordings {
             inner: Arc::new(Inner {
                 storage: std::sync::OnceLock::new(),
+                storage_metrics: StorageMetrics::new(&metrics),
                 node_metrics: metrics,
                 config,
                 streams,
@@ -219,7 +221,7 @@ impl Recordings {
     fn storage(&self) -> Result<&Storage, RecordError> {
         let inner = &self.inner;
         let opened = inner.storage.get_or_init(|| {
-            Storage::open(&inner.config.storage, &inner.node_metrics).map_err(|e| {
+            Storage::open(&inner.config.storage, inner.storage_metrics.clone()).map_err(|e| {
                 warn!(error = %e, "storage unavailable: recording and VOD are off");
                 e.to_string()
             })
