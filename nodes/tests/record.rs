@@ -510,7 +510,8 @@ fn a_ladder_is_recorded_rendition_by_rendition_behind_a_master_playlist() {
 
 /// In a cluster the ladder may run on another node than the stream's owner: the owner still records every
 /// rendition into its asset, the rung read from the playlist that node pushes and its segments fetched as any
-/// player's through the owner would be. Nothing is written on the ladder's node.
+/// player's through the owner would be. Nothing is written on the ladder's node. With a DVR window, the rung's
+/// old segments (gone from the ladder node's memory) are served from that recording, through the cluster.
 #[test]
 fn in_a_cluster_a_ladder_running_on_another_node_is_recorded_by_the_owner_with_its_rung() {
     use common::netns::Net;
@@ -525,6 +526,7 @@ fn in_a_cluster_a_ladder_running_on_another_node_is_recorded_by_the_owner_with_i
             ("STROM_TRANSCODE_RUNGS", rungs),
             ("STROM_TRANSCODE_THREADS", "1"),
             ("STROM_TRANSCODE_MAX_STREAMS", "1"),
+            ("STROM_HLS_DVR_WINDOW_SECS", "120"),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.to_string()))
@@ -572,6 +574,23 @@ fn in_a_cluster_a_ladder_running_on_another_node_is_recorded_by_the_owner_with_i
         assert!(t.elapsed() < Duration::from_secs(20), "{}", owner.log_tail(20));
         std::thread::sleep(Duration::from_millis(200));
     }
+    // DVR: once the rung lists 12 segments, its first left the ladder node's memory (window 6 + retained 4): asked
+    // of the owner, which fetches it from the ladder node, which reads it from the owner's recording.
+    let rung_playlist = loop {
+        let text = owner.get("/live/lr_160p/index.m3u8").text();
+        if text.matches("#EXTINF:").count() >= 12 {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "the rung lists {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let oldest = rung_playlist.lines().find(|l| !l.starts_with('#') && !l.is_empty()).unwrap();
+    for node in [owner, host] {
+        let got = node.get(&format!("/live/lr_160p/{oldest}"));
+        assert_eq!(got.status, 200, "{oldest} from {}\n{}", node.name(), host.log_tail(20));
+        assert!(got.body.len() > 1000 && got.body.windows(4).any(|w| w == b"moof"), "a media segment");
+    }
+    assert!(host.metric("strom_cluster_requests_total{request=\"vod_dvr\"}") >= 1.0, "read from the recording");
     assert!(publisher.wait(Duration::from_secs(90)).is_some_and(|st| st.success()), "{}", publisher.log_text());
     let deadline = Instant::now() + Duration::from_secs(40);
     let asset = loop {

@@ -225,6 +225,19 @@ pub enum VodRequest {
         /// Asset id.
         id: String,
     },
+    /// Up to `max` bytes from `offset` of a DVR window's file that this node's recording of stream `key` holds
+    /// (`name`: the live segment or init segment name): [`Response::Segment`]. Asked by the owner of a rung whose
+    /// recording runs on the source's owner.
+    Dvr {
+        /// `app/name`.
+        key: String,
+        /// The live file name.
+        name: String,
+        /// Byte offset.
+        offset: u32,
+        /// Most bytes wanted.
+        max: u32,
+    },
 }
 
 /// Replies to [`Request`]s.
@@ -433,6 +446,7 @@ impl Request {
             Request::Vod(VodRequest::Asset { .. }) => "vod_asset",
             Request::Vod(VodRequest::File { .. }) => "vod_file",
             Request::Vod(VodRequest::Delete { .. }) => "vod_delete",
+            Request::Vod(VodRequest::Dvr { .. }) => "vod_dvr",
         }
     }
 
@@ -494,6 +508,13 @@ impl Request {
                         o.put_u8(5);
                         put_bytes(&mut o, id.as_bytes());
                     }
+                    VodRequest::Dvr { key, name, offset, max } => {
+                        o.put_u8(6);
+                        put_bytes(&mut o, key.as_bytes());
+                        put_bytes(&mut o, name.as_bytes());
+                        o.put_u32(*offset);
+                        o.put_u32(*max);
+                    }
                 }
                 o
             }
@@ -522,6 +543,12 @@ impl Request {
                     max: r.u32("max")?,
                 },
                 5 => VodRequest::Delete { id: r.string("id")? },
+                6 => VodRequest::Dvr {
+                    key: r.string("key")?,
+                    name: r.string("name")?,
+                    offset: r.u32("offset")?,
+                    max: r.u32("max")?,
+                },
                 _ => return Err(WireError { what: "vod op", offset: 2 }),
             }),
             _ => return Err(r.error("request tag")),
@@ -788,6 +815,7 @@ mod tests {
             Request::Vod(VodRequest::Asset { id: "live-a-20261205T000000000Z".into() }),
             Request::Vod(VodRequest::File { id: "x".into(), path: "source/init1.mp4".into(), offset: 3, max: 9 }),
             Request::Vod(VodRequest::Delete { id: "x".into() }),
+            Request::Vod(VodRequest::Dvr { key: "live/a_160p".into(), name: "a-3-17.m4s".into(), offset: 0, max: 9 }),
         ] {
             assert_eq!(Request::decode(q.encode()).unwrap(), q);
         }

@@ -7,6 +7,9 @@
 //!   ([`VodRequest::File`], in parts of at most [`FILE_PART`]), learnt once by asking every node
 //!   ([`VodRequest::Asset`]). With S3 every node reads the store itself and asks no other node.
 //!
+//! - DVR: a rung's owner whose segments of a DVR window are recorded on the source's owner (the ladder runs on
+//!   another node than the source) reads them from the node recording them ([`VodRequest::Dvr`]).
+//!
 //! Answers are HTTP answers ([`ApiAnswer`]: status and JSON), made where the data is and passed on unchanged.
 
 use std::time::Duration;
@@ -192,14 +195,37 @@ impl Recordings {
                 Err(e) => api(ApiAnswer::error(&e)),
             },
             VodRequest::File { id, path, offset, max } => {
-                let part = self.file_here(&id, &path).await.ok().flatten().and_then(|data| {
-                    let start = (offset as usize).min(data.len());
-                    let end = start.saturating_add(max.min(FILE_PART) as usize).min(data.len());
-                    Some((u32::try_from(data.len()).ok()?, data.slice(start..end)))
-                });
-                Response::Segment(part)
+                Response::Segment(part_of(self.file_here(&id, &path).await.ok().flatten(), offset, max))
+            }
+            VodRequest::Dvr { key, name, offset, max } => {
+                let data = match StreamKey::parse(&key) {
+                    Ok(k) => self.dvr_here(&k, &name).await,
+                    Err(_) => None,
+                };
+                Response::Segment(part_of(data, offset, max))
             }
         }
+    }
+
+    /// A DVR file of stream `key` from the node whose recording holds it (clustering on, local volumes or S3
+    /// alike: only that node knows which object a live name became). The node is remembered per stream.
+    pub(super) async fn dvr_elsewhere(&self, key: &StreamKey, name: &str) -> Option<Bytes> {
+        self.cluster()?;
+        let request =
+            |offset| Request::Vod(VodRequest::Dvr { key: key.to_string(), name: name.into(), offset, max: FILE_PART });
+        let remembered = format!("dvr:{key}");
+        if let Some(agent) = self.holder(&remembered) {
+            if let Some(b) = crate::cluster::fetch_in_parts(&agent, CALL_TIMEOUT, MAX_FILE, request).await {
+                return Some(b);
+            }
+        }
+        let agent = self
+            .ask_others(&request(0))
+            .await
+            .into_iter()
+            .find_map(|(agent, r)| matches!(r, Some(Response::Segment(Some(_)))).then_some(agent))?;
+        self.set_holder(&remembered, Some(agent.clone()));
+        crate::cluster::fetch_in_parts(&agent, CALL_TIMEOUT, MAX_FILE, request).await
     }
 
     /// The node agent holding asset `id` (not this node): remembered, else asked of every node.
@@ -239,6 +265,14 @@ impl Recordings {
         }
         out
     }
+}
+
+/// Up to `max` bytes (at most [`FILE_PART`]) of `data` from `offset`, with its whole length.
+fn part_of(data: Option<Bytes>, offset: u32, max: u32) -> Option<(u32, Bytes)> {
+    let data = data?;
+    let start = (offset as usize).min(data.len());
+    let end = start.saturating_add(max.min(FILE_PART) as usize).min(data.len());
+    Some((u32::try_from(data.len()).ok()?, data.slice(start..end)))
 }
 
 fn api(r: Option<Response>) -> Option<ApiAnswer> {

@@ -525,12 +525,24 @@ impl DvrNames {
     }
 }
 
+impl Recordings {
+    /// A DVR file of stream `key` that a recording running here holds (see [`DvrStore`]).
+    pub(super) async fn dvr_here(&self, key: &StreamKey, name: &str) -> Option<Bytes> {
+        let names = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
+        let object = names.lock().unwrap_or_else(|e| e.into_inner()).map.get(name).cloned()?;
+        self.storage().ok()?.get(&object).await.ok().flatten()
+    }
+}
+
 impl DvrStore for Recordings {
+    /// From a recording running here; else (clustering on) from the node recording the stream: the owner of a
+    /// rung's source records the rung when the ladder runs on another node (see [`super::api`]).
     fn file<'a>(&'a self, key: &'a StreamKey, name: &'a str) -> PortFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let names = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
-            let object = names.lock().unwrap_or_else(|e| e.into_inner()).map.get(name).cloned()?;
-            self.storage().ok()?.get(&object).await.ok().flatten()
+            match self.dvr_here(key, name).await {
+                Some(b) => Some(b),
+                None => self.dvr_elsewhere(key, name).await,
+            }
         })
     }
 }
@@ -628,9 +640,7 @@ impl Job {
         stop: &watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<Progress> {
         let names = Arc::new(Mutex::new(DvrNames::default()));
-        if matches!(follow, Follow::Local(_)) {
-            self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), names.clone());
-        }
+        self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), names.clone());
         let id = self.asset.lock().unwrap_or_else(|e| e.into_inner()).id.clone();
         let track = Track {
             storage: self.storage.clone(),

@@ -152,9 +152,17 @@ impl StreamHandle {
         }
     }
 
-    /// A file the segmenter no longer holds, from the DVR store (a stream with a DVR window).
+    /// A file the segmenter no longer holds, from the DVR store: only one the playlist still lists (a DVR
+    /// window's entry), so a request for any other name costs no storage read or cluster call.
     async fn dvr_file(&self, name: &str) -> Option<Bytes> {
-        self.dvr.get()?.file(&self.key, name).await
+        let store = self.dvr.get()?;
+        let view = self.hls.as_ref()?.view();
+        let text = std::str::from_utf8(view.playlist.as_deref()?).ok()?;
+        let listed = text.lines().any(|l| l == name) || text.contains(&format!("#EXT-X-MAP:URI=\"{name}\""));
+        if !listed {
+            return None;
+        }
+        store.file(&self.key, name).await
     }
 
     /// A snapshot for the API.
