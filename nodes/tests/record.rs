@@ -146,8 +146,7 @@ fn du(dir: &Path) -> u64 {
 /// the server is back, with nothing lost.
 #[test]
 fn a_recording_on_s3_survives_the_server_going_away_for_a_while() {
-    if S3::binary().is_none() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: s3s-fs is not installed (nodes/scripts/test.sh installs it)");
+    if S3::skip("this test") {
         return;
     }
     let root = scratch("s3");
@@ -198,8 +197,7 @@ fn a_recording_on_s3_survives_the_server_going_away_for_a_while() {
 /// with every frame.
 #[test]
 fn a_hanging_s3_server_delays_the_recording_and_loses_nothing() {
-    if S3::binary().is_none() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: s3s-fs is not installed (nodes/scripts/test.sh installs it)");
+    if S3::skip("this test") {
         return;
     }
     let root = scratch("s3-hang");

@@ -61,6 +61,11 @@ impl StreamKey {
     pub fn rung(&self, height: u32) -> Option<StreamKey> {
         StreamKey::new(&self.app, &format!("{}_{height}p", self.name)).ok()
     }
+
+    /// Whether this names a rung (`NAME_<h>p`, NAME not empty) at one of `heights`.
+    pub fn is_rung_at(&self, mut heights: impl Iterator<Item = u32>) -> bool {
+        heights.any(|h| self.name.strip_suffix(&format!("_{h}p")).is_some_and(|base| !base.is_empty()))
+    }
 }
 
 impl fmt::Display for StreamKey {

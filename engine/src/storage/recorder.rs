@@ -526,6 +526,11 @@ impl DvrNames {
 }
 
 impl Recordings {
+    /// Whether `key` names a rung of the ladder under the configuration (`app/KEY_<h>p`).
+    fn is_rung(&self, key: &StreamKey) -> bool {
+        key.is_rung_at(self.inner.config.transcode.rungs_for(key.app()).iter().map(|r| r.height))
+    }
+
     /// A DVR file of stream `key` that a recording running here holds (see [`DvrStore`]).
     pub(super) async fn dvr_here(&self, key: &StreamKey, name: &str) -> Option<Bytes> {
         let names = self.inner.dvr.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
@@ -541,7 +546,9 @@ impl DvrStore for Recordings {
         Box::pin(async move {
             match self.dvr_here(key, name).await {
                 Some(b) => Some(b),
-                None => self.dvr_elsewhere(key, name).await,
+                // Only a rung is recorded elsewhere (by its source's owner, when its ladder runs here).
+                None if self.is_rung(key) => self.dvr_elsewhere(key, name).await,
+                None => None,
             }
         })
     }
@@ -806,6 +813,28 @@ struct Queue {
     closed: Option<bool>,
 }
 
+impl Queue {
+    /// Queues `f` (`missed` segments were not seen before it), then drops the oldest beyond
+    /// [`MAX_PENDING_BYTES`], marking the next one as following a gap. `lost` counts what was missed or dropped.
+    fn push(&mut self, f: Arc<FinishedSegment>, missed: u64, lost: &IntCounter) {
+        if missed > 0 {
+            self.lost += missed;
+            lost.inc_by(missed);
+        }
+        self.bytes += f.data.len();
+        self.pending.push_back((f, missed > 0));
+        while self.bytes > MAX_PENDING_BYTES {
+            let Some((f, _)) = self.pending.pop_front() else { break };
+            self.bytes -= f.data.len();
+            self.lost += 1;
+            lost.inc();
+            if let Some(next) = self.pending.front_mut() {
+                next.1 = true;
+            }
+        }
+    }
+}
+
 type SharedQueue = Arc<(Mutex<Queue>, tokio::sync::Notify)>;
 
 fn lock_queue(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
@@ -1016,24 +1045,8 @@ async fn collect(
             let mut q = lock_queue(&queue);
             let from = next_msn;
             for f in now.finished.iter().filter(|f| f.msn >= from) {
-                let missed = if seen { f.msn - next_msn } else { 0 };
-                if missed > 0 {
-                    q.lost += missed;
-                    lost.inc_by(missed);
-                }
-                q.bytes += f.data.len();
-                q.pending.push_back((f.clone(), missed > 0));
-                next_msn = f.msn + 1;
-                seen = true;
-            }
-            while q.bytes > MAX_PENDING_BYTES {
-                let Some((f, _)) = q.pending.pop_front() else { break };
-                q.bytes -= f.data.len();
-                q.lost += 1;
-                lost.inc();
-                if let Some(next) = q.pending.front_mut() {
-                    next.1 = true;
-                }
+                q.push(f.clone(), if seen { f.msn - next_msn } else { 0 }, &lost);
+                (next_msn, seen) = (f.msn + 1, true);
             }
         }
         queue.1.notify_one();
@@ -1107,13 +1120,6 @@ async fn collect_remote(
                         }
                     }
                     let Ok(Some(data)) = tokio::time::timeout(REMOTE_FETCH, hls.segment(&s.uri)).await else { break };
-                    let missed = if seen { s.msn - next } else { 0 };
-                    let mut q = lock_queue(&queue);
-                    if missed > 0 {
-                        q.lost += missed;
-                        lost.inc_by(missed);
-                    }
-                    q.bytes += data.len();
                     let f = FinishedSegment {
                         msn: s.msn,
                         name: s.uri.clone(),
@@ -1124,17 +1130,7 @@ async fn collect_remote(
                         ext: if s.map.is_some() { "m4s" } else { "ts" },
                         init: s.map.as_ref().and(init.clone()),
                     };
-                    q.pending.push_back((Arc::new(f), missed > 0));
-                    while q.bytes > MAX_PENDING_BYTES {
-                        let Some((f, _)) = q.pending.pop_front() else { break };
-                        q.bytes -= f.data.len();
-                        q.lost += 1;
-                        lost.inc();
-                        if let Some(n) = q.pending.front_mut() {
-                            n.1 = true;
-                        }
-                    }
-                    drop(q);
+                    lock_queue(&queue).push(Arc::new(f), if seen { s.msn - next } else { 0 }, &lost);
                     queue.1.notify_one();
                     (next, seen) = (s.msn + 1, true);
                 }

@@ -52,7 +52,7 @@ pub fn rung_key(source: &StreamKey, height: u32) -> Option<StreamKey> {
 
 /// Whether `key` names a rung of some source under `rungs` (reserved for the ladder while transcoding is on).
 pub fn is_rung_name(key: &StreamKey, rungs: &[RungConfig]) -> bool {
-    rungs.iter().any(|r| key.name().strip_suffix(&format!("_{}p", r.height)).is_some_and(|base| !base.is_empty()))
+    key.is_rung_at(rungs.iter().map(|r| r.height))
 }
 
 /// The source of rung `key` under `rungs` (`live/KEY_480p` → `live/KEY`), if `key` names a rung.

@@ -27,6 +27,14 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The value of one metric series (`name{labels}`) in a `/metrics` text; 0 when absent, NaN when unreadable.
+pub fn metric_in(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap_or(f64::NAN))
+        .unwrap_or(0.0)
+}
+
 /// A running `strom` process on ephemeral loopback ports.
 pub struct Strom {
     child: Option<Child>,
@@ -108,11 +116,7 @@ impl Strom {
 
     /// Reads one sample of a metric from `/metrics` (exact series text, e.g. `strom_viewers{protocol="rtmp"}`).
     pub fn metric(&self, series: &str) -> f64 {
-        let body = self.get("/metrics").text();
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap_or(f64::NAN))
-            .unwrap_or(0.0)
+        metric_in(&self.get("/metrics").text(), series)
     }
 
     /// The `/api/v1/streams` entry of `key`, if any.

@@ -385,11 +385,7 @@ pub struct NetNode {
 impl NetNode {
     /// The value of one metric series (`name{labels}`) on this node; 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
-        let body = self.get("/metrics").text();
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap_or(f64::NAN))
-            .unwrap_or(0.0)
+        super::metric_in(&self.get("/metrics").text(), series)
     }
 
     fn start(&mut self) {

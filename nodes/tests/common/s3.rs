@@ -23,6 +23,16 @@ impl S3 {
         .find(|p| p.is_file())
     }
 
+    /// Whether an S3 test must be skipped (said on stderr): `s3s-fs` is not installed and this is not CI, where
+    /// `nodes/scripts/test.sh` installs it (a CI run without it fails rather than skips).
+    pub fn skip(what: &str) -> bool {
+        let skip = S3::binary().is_none() && std::env::var_os("CI").is_none();
+        if skip {
+            eprintln!("{what} skipped: s3s-fs is not installed (nodes/scripts/test.sh installs it)");
+        }
+        skip
+    }
+
     pub fn start(root: &Path, port: u16) -> S3 {
         let bin = S3::binary().expect("s3s-fs is not installed (nodes/scripts/test.sh installs it)");
         std::fs::create_dir_all(root.join("strom")).unwrap(); // the bucket
