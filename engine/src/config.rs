@@ -85,6 +85,10 @@ pub struct RtmpConfig {
     pub handshake_timeout_secs: f64,
     /// Seconds without any byte from a client before its connection is closed.
     pub idle_timeout_secs: f64,
+    /// Seconds one write of control or command answers (not media: players have
+    /// `stream.slow_player_timeout_secs`) may stay blocked before the connection is closed: a peer that sends and
+    /// never reads (pings, commands) cannot hold its connection and task forever.
+    pub write_timeout_secs: f64,
 }
 
 /// HTTP listener settings.
@@ -97,6 +101,11 @@ pub struct HttpConfig {
     pub max_path_len: usize,
     /// Value of `Access-Control-Allow-Origin` on media and API responses.
     pub cors_origin: String,
+    /// Seconds a new connection has to send its whole first request head (a head dribbled slower is closed).
+    pub header_timeout_secs: f64,
+    /// Seconds a connection may stay silent: a keep-alive connection waiting for its next request (whose head
+    /// must then come within it), or a request body that stalls. Responses being written are not idle.
+    pub idle_timeout_secs: f64,
 }
 
 /// HLS settings.
@@ -577,13 +586,20 @@ impl Default for RtmpConfig {
             max_command_size: 16 << 10,
             handshake_timeout_secs: 10.0,
             idle_timeout_secs: 30.0,
+            write_timeout_secs: 10.0,
         }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), max_path_len: 1024, cors_origin: "*".into() }
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_path_len: 1024,
+            cors_origin: "*".into(),
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
+        }
     }
 }
 
@@ -779,6 +795,9 @@ impl Config {
         secs("drain_secs", self.drain_secs, 0.0)?;
         secs("rtmp.handshake_timeout_secs", self.rtmp.handshake_timeout_secs, 0.1)?;
         secs("rtmp.idle_timeout_secs", self.rtmp.idle_timeout_secs, 0.1)?;
+        secs("rtmp.write_timeout_secs", self.rtmp.write_timeout_secs, 0.1)?;
+        secs("http.header_timeout_secs", self.http.header_timeout_secs, 0.1)?;
+        secs("http.idle_timeout_secs", self.http.idle_timeout_secs, 0.1)?;
         secs("hls.segment_duration_secs", self.hls.segment_duration_secs, 0.1)?;
         if !(100..=5000).contains(&self.hls.part_target_ms)
             || f64::from(self.hls.part_target_ms) > self.hls.segment_duration_secs * 1000.0

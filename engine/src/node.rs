@@ -143,13 +143,8 @@ impl Node {
             shutdown.signal(),
         );
         let app = crate::servers::http::router(context.clone());
-        let mut http_signal = shutdown.signal();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_signal.recv().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "http server stopped");
-            }
-        }));
+        let idle = secs(config.http.idle_timeout_secs);
+        tasks.push(tokio::spawn(crate::servers::http::listener::serve(listener, app, idle, shutdown.signal())));
         context.ready.store(true, Ordering::Relaxed);
         info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
         Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, tasks })

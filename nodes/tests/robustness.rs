@@ -412,9 +412,138 @@ fn rtmp_play_of_an_unknown_stream_is_refused_with_stream_not_found() {
     assert_eq!(s.get("/healthz").status, 200);
 }
 
+/// A peer that sends pings and never reads the answers: once they fill the socket buffers, a write of them stays
+/// blocked and `rtmp.write_timeout_secs` closes the connection (it used to hold its task forever, escaping the
+/// idle timeout and shutdown). Counted as `write_timeout`; the node goes on.
+#[test]
+fn an_rtmp_peer_that_sends_pings_and_never_reads_is_closed_by_the_write_timeout() {
+    let s = Strom::with_env(&[("STROM_RTMP_WRITE_TIMEOUT_SECS", "2"), ("STROM_RTMP_IDLE_TIMEOUT_SECS", "120")]);
+    let (mut c, _) = RtmpClient::handshake(s.rtmp).expect("handshake");
+    c.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    // 10,000 user control PingRequests (type 4, event 6) per write.
+    let mut pings = Vec::new();
+    for i in 0..10_000u32 {
+        let t = i.to_be_bytes();
+        pings.extend(message(2, 4, 0, &[0, 6, t[0], t[1], t[2], t[3]], 128));
+    }
+    let t0 = Instant::now();
+    let (mut sent, mut off) = (0usize, 0usize);
+    let closed_after = loop {
+        match std::io::Write::write(&mut c, &pings[off..]) {
+            Ok(0) => break t0.elapsed(),
+            Ok(n) => {
+                sent += n;
+                off = (off + n) % pings.len();
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break t0.elapsed(),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "still open after {sent} bytes of pings");
+    };
+    eprintln!("closed after {closed_after:?} and {sent} bytes of pings");
+    assert_eq!(
+        wait_metric(&s, "strom_connections_rejected_total{reason=\"write_timeout\"}", 1.0, Duration::from_secs(5)),
+        1.0
+    );
+    wait_metric_at_most(&s, "strom_connections_open{listener=\"rtmp\"}", 0.0, Duration::from_secs(5));
+    assert_eq!(s.get("/healthz").status, 200);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 2. HTTP
 // ---------------------------------------------------------------------------------------------------------------
+
+/// Time limits on what HTTP clients send (`http.header_timeout_secs` 2 s, `http.idle_timeout_secs` 3 s here):
+/// an idle keep-alive connection, a first head dribbled a byte a second, a later head dribbled the same way and a
+/// request body that stalls are each closed within their limit, and `strom_connections_open{listener="http"}`
+/// is back to 0 (before, the first three were held forever). A request whose handler waits longer than the idle
+/// limit (a blocking LL-HLS reload held 4 s) is answered, not cut.
+#[test]
+fn http_connections_that_idle_dribble_or_stall_are_closed_within_their_timeouts() {
+    let mut s = Strom::with_env(&[
+        ("STROM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+        ("STROM_HTTP_IDLE_TIMEOUT_SECS", "3"),
+        ("STROM_HLS_SEGMENT_DURATION_SECS", "2"),
+    ]);
+    let mut good = publish(&s.rtmp_url(GOOD), &good_source());
+    s.wait_live(GOOD, Duration::from_secs(20));
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answered = |c: &mut TcpStream| {
+        let mut buf = [0u8; 512];
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = std::io::Read::read(c, &mut buf).unwrap_or(0);
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    };
+    // Each case on its own thread: (what, limit, how long it took to be closed).
+    let dribble = |c: &mut TcpStream, bytes: &'static [u8]| {
+        let mut w = c.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in bytes {
+                if std::io::Write::write_all(&mut w, &[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    };
+    let http = s.http;
+    let cases: Vec<std::thread::JoinHandle<(&str, f64, Option<Duration>)>> = vec![
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            send(&mut c, head);
+            answered(&mut c);
+            ("idle keep-alive", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            dribble(&mut c, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            ("first head dribbled", 2.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            send(&mut c, head);
+            answered(&mut c);
+            dribble(&mut c, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            ("later head dribbled", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            send(
+                &mut c,
+                b"POST /api/v1/streams/live/x/record HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+            );
+            ("stalled body", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+    ];
+    for case in cases {
+        let (what, limit, closed) = case.join().unwrap();
+        eprintln!("{what}: closed after {closed:?} (limit {limit} s)");
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 20 s"));
+        assert!(closed <= Duration::from_secs_f64(limit + 2.0), "{what}: closed after {closed:?}, limit {limit} s");
+    }
+    wait_metric_at_most(&s, "strom_connections_open{listener=\"http\"}", 0.0, Duration::from_secs(5));
+    // A handler that waits past the idle limit: right after a segment opens, a blocking reload for the one after
+    // it (about 4 s).
+    let open = |s: &Strom| {
+        let text = s.get(&format!("/{GOOD}/index.m3u8")).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|first| first + text.matches("#EXTINF").count() as u64)
+            .expect("a media sequence")
+    };
+    let before = open(&s);
+    while open(&s) == before {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let next = open(&s) + 1;
+    let t = Instant::now();
+    let r = s.get(&format!("/{GOOD}/index.m3u8?_HLS_msn={next}"));
+    assert_eq!(r.status, 200, "held {:?}: {}", t.elapsed(), r.text());
+    eprintln!("blocking reload answered after {:?}", t.elapsed());
+    assert!(t.elapsed() > Duration::from_secs(3), "the reload waited past the idle limit");
+    assert_good_stream_plays(&mut s, &mut good, "flv");
+}
 
 #[test]
 fn http_traversal_bad_names_and_overlong_paths_get_4xx() {

@@ -1,6 +1,6 @@
 //! The HTTP listener: a node-wide connection limit, `TCP_NODELAY`, a write timeout, and the HTTP-FLV fast path.
 //!
-//! Every accepted connection is sniffed first: its request head is read (within [`HEAD_TIMEOUT`], at most
+//! Every accepted connection is sniffed first: its request head is read (within `http.header_timeout_secs`, at most
 //! [`SNIFF_MAX`] bytes) and parsed with httparse, hyper's own parser ([`classify`]). A plain `GET
 //! /{app}/{name}.flv` of a live stream is then played right here ([`crate::servers::http::flv::play_direct`]): a
 //! long-lived player costs its feed and socket, not hyper's connection buffers (two fixed 8 KiB buffers) and an
@@ -10,9 +10,16 @@
 //! A player that stops reading leaves its socket's send buffer full; every write then stays pending. The write
 //! timeout (`stream.slow_player_timeout_secs`) turns that into an error, so hyper closes the connection and the
 //! player's feed is dropped. Its frames never queued anywhere but in the shared ring, which it has left.
+//!
+//! Time limits on what a client sends: the first request head within `http.header_timeout_secs` (the sniffer's
+//! deadline, however slowly it is dribbled); then, for a connection served by hyper ([`serve`]), every later
+//! request head within `http.idle_timeout_secs` of the connection going idle (hyper's header timer, which axum's
+//! own `serve` leaves without a timer), and no silence in either direction longer than that (a request body
+//! that stalls; a response being written is activity).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,8 +35,6 @@ use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{Protocol, StreamKey};
 
-/// A new connection must send its request head within this (hyper's own header timeout is the same).
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of a request head the sniffer reads at most before it leaves the connection to axum.
 pub const SNIFF_MAX: usize = 8 * 1024;
 /// Sniffed connections waiting for axum to take them.
@@ -100,8 +105,16 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let open = node.metrics.connections_open.with_label_values(&["http"]);
         open.inc();
-        let conn =
-            GuardedStream { inner: stream, _permit: permit, open, write_timeout, stalled: None, prefix: Bytes::new() };
+        let conn = GuardedStream {
+            inner: stream,
+            _permit: permit,
+            open,
+            write_timeout,
+            stalled: None,
+            prefix: Bytes::new(),
+            idle: None,
+            busy: Arc::default(),
+        };
         tokio::spawn(sniff(conn, addr, node.clone(), tx.clone(), shutdown.clone()));
     }
 }
@@ -115,7 +128,8 @@ async fn sniff(
     mut shutdown: ShutdownSignal,
 ) {
     let mut head = BytesMut::with_capacity(2048);
-    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let head_timeout = crate::config::secs(node.config.http.header_timeout_secs);
+    let deadline = tokio::time::Instant::now() + head_timeout;
     let verdict = loop {
         if head.len() == head.capacity() {
             head.reserve(2048);
@@ -126,7 +140,7 @@ async fn sniff(
         };
         match read {
             Err(_) => {
-                debug!(peer = %addr, timeout = ?HEAD_TIMEOUT, "http connection closed: no request head in time");
+                debug!(peer = %addr, timeout = ?head_timeout, "http connection closed: no request head in time");
                 return;
             }
             Ok(Ok(0)) | Ok(Err(_)) => return,
@@ -150,7 +164,88 @@ async fn sniff(
     }
     drop(shutdown);
     conn.prefix = head.freeze();
+    let idle = crate::config::secs(node.config.http.idle_timeout_secs);
+    conn.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
     let _ = tx.send((conn, addr)).await;
+}
+
+/// Serves `app` on the connections `listener` hands over, with hyper's HTTP/1.1 (keep-alive), every request head
+/// after the first due within `http.idle_timeout_secs` of the connection going idle (see the module docs). At
+/// `shutdown` the listener stops accepting, every connection finishes the response it is writing and closes, and
+/// this returns once all have.
+pub async fn serve(mut listener: LimitedListener, app: axum::Router, idle: Duration, mut shutdown: ShutdownSignal) {
+    use axum::serve::Listener;
+    let (close_tx, close_rx) = tokio::sync::watch::channel(());
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (io, _) = tokio::select! {
+            _ = shutdown.recv() => break,
+            c = listener.accept() => c,
+        };
+        let busy = io.busy.clone();
+        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app.clone()), busy };
+        let (mut close, open) = (close_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "http connection ended");
+                        }
+                        break;
+                    }
+                    _ = close.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop((close_tx, open_rx));
+    open_tx.closed().await;
+}
+
+/// A connection's service that counts its requests being handled (see [`GuardedStream`]'s `busy`).
+struct Counted<S> {
+    inner: S,
+    busy: Arc<AtomicUsize>,
+}
+
+/// Uncounts a request when its handling ends (or is dropped).
+struct Handling(Arc<AtomicUsize>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for Counted<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let handling = Handling(self.busy.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(handling);
+            r
+        })
+    }
 }
 
 /// What a connection's first bytes are.
@@ -215,6 +310,12 @@ pub struct GuardedStream {
     stalled: Option<Pin<Box<Sleep>>>,
     /// Bytes the sniffer read, replayed before the socket's.
     prefix: Bytes,
+    /// For a connection served by hyper: the longest silence (no byte read or written) allowed while a read
+    /// waits, and its timer.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Requests of this connection being handled (set by [`serve`]): a handler that waits (a blocking playlist
+    /// reload, a storage read) is not a silent client, though hyper reads meanwhile to notice a close.
+    busy: Arc<AtomicUsize>,
 }
 
 impl Drop for GuardedStream {
@@ -224,6 +325,13 @@ impl Drop for GuardedStream {
 }
 
 impl GuardedStream {
+    /// Bytes moved: the silence starts again.
+    fn active(&mut self) {
+        if let Some((limit, timer)) = self.idle.as_mut() {
+            timer.as_mut().reset(tokio::time::Instant::now() + *limit);
+        }
+    }
+
     fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let timeout = self.write_timeout;
         let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -248,9 +356,32 @@ impl AsyncRead for GuardedStream {
             if self.prefix.is_empty() {
                 self.prefix = Bytes::new(); // release the sniffed head
             }
+            self.active();
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.busy.load(Ordering::Relaxed) > 0 {
+                    self.active();
+                    return Poll::Pending;
+                }
+                let Some((limit, timer)) = self.idle.as_mut() else { return Poll::Pending };
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing sent or received for {limit:?}: idle connection closed"),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 }
 
@@ -259,6 +390,7 @@ impl AsyncWrite for GuardedStream {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 self.stalled = None;
+                self.active();
                 Poll::Ready(r)
             }
             Poll::Pending => self.check_stall(cx).map(Err),
@@ -273,6 +405,7 @@ impl AsyncWrite for GuardedStream {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
                 self.stalled = None;
+                self.active();
                 Poll::Ready(r)
             }
             Poll::Pending => self.check_stall(cx).map(Err),
@@ -354,6 +487,8 @@ mod tests {
             write_timeout: Duration::from_secs(1),
             stalled: None,
             prefix: Bytes::from_static(b"hello "),
+            idle: None,
+            busy: Arc::default(),
         };
         client.await.unwrap();
         let mut got = Vec::new();

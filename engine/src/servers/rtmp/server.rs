@@ -83,6 +83,9 @@ pub enum ConnError {
     /// A player could not keep up.
     #[error("player blocked a write for {0:?}: disconnected as too slow")]
     SlowPlayer(Duration),
+    /// The peer does not read what it is answered.
+    #[error("a write stayed blocked for {0:?}: the peer does not read")]
+    WriteTimeout(Duration),
 }
 
 impl ConnError {
@@ -96,6 +99,7 @@ impl ConnError {
             ConnError::Protocol(_) => "protocol",
             ConnError::Idle(_) => "idle_timeout",
             ConnError::SlowPlayer(_) => "slow_player",
+            ConnError::WriteTimeout(_) => "write_timeout",
         }
     }
 }
@@ -578,11 +582,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes what the session answered, within `rtmp.write_timeout_secs`.
     async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), ConnError> {
         if !self.out.is_empty() {
             // Take the buffer whole: an idle player keeps no output allocation.
             let data = std::mem::take(&mut self.out).freeze();
-            wr.write_all(&data).await.map_err(io("writing"))?;
+            let limit = secs(self.node.config.rtmp.write_timeout_secs);
+            match tokio::time::timeout(limit, wr.write_all(&data)).await {
+                Ok(r) => r.map_err(io("writing"))?,
+                Err(_) => return Err(ConnError::WriteTimeout(limit)),
+            }
         }
         Ok(())
     }
