@@ -265,6 +265,9 @@ fn parse_age(v: &str) -> Result<Option<Duration>, String> {
 pub struct LimitsConfig {
     /// Open connections (RTMP and HTTP together) beyond which new ones are refused.
     pub max_connections: usize,
+    /// Open connections (RTMP and HTTP together) from one IP address beyond which its new ones are refused, so
+    /// one client cannot take the node's slots from everyone else (or from the kubelet's probes).
+    pub max_connections_per_ip: usize,
     /// CPU cores this node may use (its container's CPU limit): the CPU side of `strom_load_ratio`.
     pub capacity_cores: f64,
     /// Egress this node is sized for, in Mb/s: the network side of `strom_load_ratio`.
@@ -641,6 +644,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 20_000,
+            max_connections_per_ip: 1000,
             capacity_cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
             capacity_egress_mbps: 1000.0,
         }
@@ -850,6 +854,9 @@ impl Config {
         }
         if !(self.limits.capacity_egress_mbps > 0.0 && self.limits.capacity_egress_mbps <= 1e7) {
             return err("limits.capacity_egress_mbps", "must be more than 0");
+        }
+        if self.limits.max_connections_per_ip == 0 {
+            return err("limits.max_connections_per_ip", "must be at least 1");
         }
         if self.limits.max_connections == 0 {
             return err("limits.max_connections", "must be at least 1");

@@ -125,6 +125,8 @@ impl Node {
         let context = Arc::new(NodeContext {
             recordings,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            per_ip: Default::default(),
+            refusal_logged_ms: Default::default(),
             config: config.clone(),
             metrics,
             streams,

@@ -9,9 +9,12 @@
 pub mod http;
 pub mod rtmp;
 
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
@@ -41,19 +44,82 @@ pub struct NodeContext {
     pub cluster: Option<ClusterHandle>,
     /// Connection slots (`limits.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// Open connections per client address (`limits.max_connections_per_ip`).
+    pub per_ip: Arc<DashMap<IpAddr, u32>>,
+    /// When a refused connection was last logged (Unix ms): a flood is logged once per [`REFUSAL_LOG_EVERY_MS`].
+    pub refusal_logged_ms: AtomicU64,
     /// Recordings and VOD assets.
     pub recordings: Recordings,
 }
 
+/// A refused connection is logged at most this often (every one is counted).
+pub const REFUSAL_LOG_EVERY_MS: u64 = 10_000;
+
+/// A connection's slots: one of `limits.max_connections` and one of its address's
+/// `limits.max_connections_per_ip`, given back when it is dropped.
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+}
+
+/// One of an address's connection slots.
+struct IpSlot {
+    ip: IpAddr,
+    per_ip: Arc<DashMap<IpAddr, u32>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_ip.remove_if(&self.ip, |_, n| *n == 0);
+    }
+}
+
+impl ConnectionSlot {
+    /// A slot outside any node's accounting (tests).
+    pub fn detached(permit: OwnedSemaphorePermit) -> ConnectionSlot {
+        ConnectionSlot { _permit: permit, _ip: IpSlot { ip: IpAddr::from([0, 0, 0, 0]), per_ip: Arc::default() } }
+    }
+}
+
 impl NodeContext {
-    /// Takes a connection slot; `None` (counted as a rejection) when `limits.max_connections` is reached.
-    pub fn try_connection(&self) -> Option<OwnedSemaphorePermit> {
+    /// Takes a connection slot for a client at `peer`; `None` (counted as a rejection, logged at most every
+    /// [`REFUSAL_LOG_EVERY_MS`]) when its address has `limits.max_connections_per_ip` open or the node
+    /// `limits.max_connections`.
+    pub fn try_connection(&self, peer: IpAddr, listener: &str) -> Option<ConnectionSlot> {
+        let max_per_ip = self.config.limits.max_connections_per_ip as u32;
+        let admitted = {
+            let mut n = self.per_ip.entry(peer).or_insert(0);
+            let ok = *n < max_per_ip;
+            if ok {
+                *n += 1;
+            }
+            ok
+        };
+        if !admitted {
+            self.refused(peer, listener, "max_connections_per_ip");
+            return None;
+        }
+        let ip = IpSlot { ip: peer, per_ip: self.per_ip.clone() };
         match self.connections.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
+            Ok(permit) => Some(ConnectionSlot { _permit: permit, _ip: ip }),
             Err(_) => {
-                self.metrics.connections_rejected.with_label_values(&["max_connections"]).inc();
+                self.refused(peer, listener, "max_connections");
                 None
             }
+        }
+    }
+
+    fn refused(&self, peer: IpAddr, listener: &str, reason: &str) {
+        self.metrics.connections_rejected.with_label_values(&[reason]).inc();
+        let now = crate::clock::unix_ms();
+        let last = self.refusal_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= REFUSAL_LOG_EVERY_MS
+            && self.refusal_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            warn!(%peer, listener, reason, "connection refused: limits.{reason} reached (further refusals are counted in strom_connections_rejected_total, logged every 10 s)");
         }
     }
 

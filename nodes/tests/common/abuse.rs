@@ -155,6 +155,16 @@ pub fn assert_logged_once(s: &Strom, local_port: u16, reason: &str) -> String {
 /// no extra crates): a peer that stops reading then fills both ends' buffers within a few hundred KiB, as a
 /// phone on a bad network does, instead of the megabytes a loopback connection would otherwise absorb.
 pub fn small_window_tcp(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
+    raw_tcp(addr, None, Some(rcvbuf))
+}
+
+/// A TCP connection to `addr` from the local address `src` (any 127.x.y.z is loopback on Linux): a client at
+/// another address, for per-address limits.
+pub fn tcp_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    raw_tcp(addr, Some(src), None)
+}
+
+fn raw_tcp(addr: SocketAddr, src: Option<std::net::Ipv4Addr>, rcvbuf: Option<i32>) -> TcpStream {
     use std::os::fd::FromRawFd;
     #[repr(C)]
     struct SockAddrIn {
@@ -166,6 +176,7 @@ pub fn small_window_tcp(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
     extern "C" {
         fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
         fn setsockopt(fd: i32, level: i32, name: i32, value: *const std::ffi::c_void, len: u32) -> i32;
+        fn bind(fd: i32, addr: *const SockAddrIn, len: u32) -> i32;
         fn connect(fd: i32, addr: *const SockAddrIn, len: u32) -> i32;
     }
     const AF_INET: i32 = 2;
@@ -175,22 +186,28 @@ pub fn small_window_tcp(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
     const IPPROTO_TCP: i32 = 6;
     const TCP_MAXSEG: i32 = 2;
     let SocketAddr::V4(v4) = addr else { panic!("IPv4 only") };
-    // SAFETY: plain socket syscalls on a descriptor this function owns; the address struct outlives the call.
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| SockAddrIn {
+        family: AF_INET as u16,
+        port: port.to_be(),
+        addr: u32::from(ip).to_be(),
+        zero: [0; 8],
+    };
+    let len = std::mem::size_of::<SockAddrIn>() as u32;
+    // SAFETY: plain socket syscalls on a descriptor this function owns; the address structs outlive the calls.
     unsafe {
         let fd = socket(AF_INET, SOCK_STREAM, 0);
         assert!(fd >= 0, "socket() failed");
-        let mss: i32 = 1400;
-        let int = std::mem::size_of::<i32>() as u32;
-        assert_eq!(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, (&rcvbuf as *const i32).cast(), int), 0);
-        assert_eq!(setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, (&mss as *const i32).cast(), int), 0);
-        let sa = SockAddrIn {
-            family: AF_INET as u16,
-            port: v4.port().to_be(),
-            addr: u32::from(*v4.ip()).to_be(),
-            zero: [0; 8],
-        };
         let stream = TcpStream::from_raw_fd(fd);
-        assert_eq!(connect(fd, &sa, std::mem::size_of::<SockAddrIn>() as u32), 0, "connect() failed");
+        if let Some(rcvbuf) = rcvbuf {
+            let mss: i32 = 1400;
+            let int = std::mem::size_of::<i32>() as u32;
+            assert_eq!(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, (&rcvbuf as *const i32).cast(), int), 0);
+            assert_eq!(setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, (&mss as *const i32).cast(), int), 0);
+        }
+        if let Some(src) = src {
+            assert_eq!(bind(fd, &sockaddr(src, 0), len), 0, "bind() to {src} failed");
+        }
+        assert_eq!(connect(fd, &sockaddr(*v4.ip(), v4.port()), len), 0, "connect() failed");
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         stream

@@ -27,11 +27,11 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
-use crate::servers::NodeContext;
+use crate::servers::{ConnectionSlot, NodeContext};
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{Protocol, StreamKey};
 
@@ -98,10 +98,7 @@ async fn accept_loop(
                 }
             },
         };
-        let Some(permit) = node.try_connection() else {
-            warn!(peer = %addr, "http connection refused: limits.max_connections reached");
-            continue;
-        };
+        let Some(permit) = node.try_connection(addr.ip(), "http") else { continue };
         let _ = stream.set_nodelay(true);
         let open = node.metrics.connections_open.with_label_values(&["http"]);
         open.inc();
@@ -304,7 +301,7 @@ pub fn classify(head: &[u8], max_path_len: usize) -> Sniffed {
 /// A TCP stream holding a connection permit, with a write timeout.
 pub struct GuardedStream {
     inner: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    _permit: ConnectionSlot,
     open: prometheus::IntGauge,
     write_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
@@ -482,7 +479,7 @@ mod tests {
         let (inner, _) = listener.accept().await.unwrap();
         let mut conn = GuardedStream {
             inner,
-            _permit: Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap(),
+            _permit: ConnectionSlot::detached(Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap()),
             open: prometheus::IntGauge::new("open", "open").unwrap(),
             write_timeout: Duration::from_secs(1),
             stalled: None,

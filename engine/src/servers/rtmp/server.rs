@@ -120,10 +120,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, mut shutdown: 
             _ = shutdown.recv() => break,
         };
         next_id += 1;
-        let Some(permit) = node.try_connection() else {
-            warn!(peer = %peer, "rtmp connection refused: limits.max_connections reached");
-            continue;
-        };
+        let Some(permit) = node.try_connection(peer.ip(), "rtmp") else { continue };
         let node = node.clone();
         let signal = shutdown.clone();
         let span = info_span!("rtmp", conn = next_id, %peer, node = %node.config.node_name);
