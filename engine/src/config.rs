@@ -62,6 +62,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Recording live streams to storage (off by default).
     pub record: RecordConfig,
+    /// VOD jobs: uploaded files transcoded into an ABR ladder (`POST /api/v1/vod`).
+    pub vod: VodConfig,
     /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
     #[serde(skip)]
     pub cluster_cookie: Option<String>,
@@ -257,6 +259,113 @@ fn parse_age(v: &str) -> Result<Option<Duration>, String> {
         _ => return Err(format!("`{v}` is not a duration like 30d, 12h, 90m or 3600s")),
     };
     Ok(Some(Duration::from_secs(n.saturating_mul(mult))))
+}
+
+/// VOD jobs: an uploaded file is split at keyframes into chunks, each chunk encoded into every rung, and the
+/// outputs joined into an HLS VOD (see `strom_engine::transcode::vod`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VodConfig {
+    /// Largest upload in bytes; a larger body is refused with 413.
+    pub max_upload_bytes: u64,
+    /// Target chunk length in seconds: chunks start at the source's keyframes, the first keyframe at least this
+    /// long after the chunk's start ends it.
+    pub chunk_secs: f64,
+    /// Target segment length of the output in seconds (a chunk is cut into equal segments near this length, with
+    /// keyframes forced at the same instants in every rung).
+    pub segment_secs: f64,
+    /// Chunks encoded at once on this node; 0: one per available core.
+    pub parallel_chunks: usize,
+    /// Attempts per chunk before the job fails.
+    pub chunk_attempts: u32,
+    /// The default ladder of an upload, by height (a rung above the source's height is skipped; a source lower
+    /// than every rung gets one rung at its own height).
+    pub rungs: Vec<RungConfig>,
+    /// Named ladders an upload may ask for (`profile=<name>`), e.g. `[[vod.profiles.mobile]] height = 360 ...`.
+    pub profiles: std::collections::BTreeMap<String, Vec<RungConfig>>,
+}
+
+impl Default for VodConfig {
+    fn default() -> Self {
+        VodConfig {
+            max_upload_bytes: 8 << 30,
+            chunk_secs: 10.0,
+            segment_secs: 4.0,
+            parallel_chunks: 0,
+            chunk_attempts: 3,
+            rungs: vec![
+                RungConfig::new(1080, 5000, "high"),
+                RungConfig::new(720, 2800, "high"),
+                RungConfig::new(480, 1400, "main"),
+                RungConfig::new(360, 800, "main"),
+                RungConfig::new(240, 400, "baseline"),
+                RungConfig::new(144, 200, "baseline"),
+            ],
+            profiles: Default::default(),
+        }
+    }
+}
+
+impl VodConfig {
+    /// `parallel_chunks` with 0 resolved: the available cores.
+    pub fn parallel_chunks(&self) -> usize {
+        match self.parallel_chunks {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// The rung config for `height`: from the default ladder or a profile when one has it, else a bitrate scaled
+    /// from the nearest configured rung by pixels.
+    pub fn rung_for_height(&self, height: u32) -> RungConfig {
+        let all = self.rungs.iter().chain(self.profiles.values().flatten());
+        if let Some(r) = all.clone().find(|r| r.height == height) {
+            return r.clone();
+        }
+        let nearest = all.min_by_key(|r| r.height.abs_diff(height));
+        let (h0, kbps0) = nearest.map_or((720, 2800), |r| (r.height, r.bitrate_kbps));
+        let scale = (f64::from(height) / f64::from(h0)).powi(2);
+        let kbps = ((f64::from(kbps0) * scale) as u32).clamp(100, 50_000);
+        let profile = if height <= 240 {
+            "baseline"
+        } else if height <= 480 {
+            "main"
+        } else {
+            "high"
+        };
+        RungConfig::new(height, kbps, profile)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |k: &str, why: String| Err(ConfigError(format!("invalid config key `{k}`: {why}")));
+        if !(1.0..=600.0).contains(&self.chunk_secs) {
+            return err("vod.chunk_secs", "must be 1..600".into());
+        }
+        if !(1.0..=60.0).contains(&self.segment_secs) {
+            return err("vod.segment_secs", "must be 1..60".into());
+        }
+        if self.parallel_chunks > 256 {
+            return err("vod.parallel_chunks", "must be at most 256".into());
+        }
+        if !(1..=20).contains(&self.chunk_attempts) {
+            return err("vod.chunk_attempts", "must be 1..20".into());
+        }
+        if self.max_upload_bytes == 0 {
+            return err("vod.max_upload_bytes", "must be above 0".into());
+        }
+        if self.rungs.is_empty() {
+            return err("vod.rungs", "needs at least one rung".into());
+        }
+        validate_rungs("vod.rungs", &self.rungs)?;
+        for (name, rungs) in &self.profiles {
+            let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok || rungs.is_empty() {
+                return err(&format!("vod.profiles.{name}"), "a name of letters, digits, - or _, and rungs".into());
+            }
+            validate_rungs(&format!("vod.profiles.{name}"), rungs)?;
+        }
+        Ok(())
+    }
 }
 
 /// Node-wide limits.
@@ -574,6 +683,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             storage: StorageConfig::default(),
             record: RecordConfig::default(),
+            vod: VodConfig::default(),
             cluster_cookie: None,
         }
     }
@@ -653,7 +763,7 @@ impl Default for LimitsConfig {
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
 const SECTIONS: &[&str] =
-    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record"];
+    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record", "vod"];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -770,6 +880,7 @@ impl Config {
                 "transcode" => section!(transcode, TranscodeConfig),
                 "storage" => section!(storage, StorageConfig),
                 "record" => section!(record, RecordConfig),
+                "vod" => section!(vod, VodConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
@@ -904,6 +1015,7 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return err("storage.path", "must not be empty");
         }
+        self.vod.validate()?;
         self.transcode.validate()
     }
 

@@ -206,10 +206,24 @@ impl Packager {
 
     /// The stream ended (or its publisher left): the open part is closed with what it has.
     pub fn flush(&mut self, out: &mut Vec<Output>) {
+        self.flush_until(None, out)
+    }
+
+    /// Like [`Packager::flush`], with the last video frame lasting until `end_ms` (a VOD chunk knows where the
+    /// next chunk starts, so the join has no gap and no overlap).
+    pub fn flush_at(&mut self, end_ms: u64, out: &mut Vec<Output>) {
+        self.flush_until(Some(end_ms), out)
+    }
+
+    fn flush_until(&mut self, end_ms: Option<u64>, out: &mut Vec<Output>) {
         if let Some(last) = self.video_last.take() {
-            // The last frame's duration is not known: the mean of the recent ones, in whole ms.
+            // The last frame's duration is not known: up to `end_ms`, else the mean of the recent ones, in whole
+            // ms.
             let tick = u64::from(VIDEO_TIMESCALE / 1000);
-            let step = (self.predicted_step() + tick / 2) / tick * tick;
+            let step = match end_ms.map(|e| e * tick) {
+                Some(end) if end > last.dts => end - last.dts,
+                _ => (self.predicted_step() + tick / 2) / tick * tick,
+            };
             self.video.push(Sample { duration: step as u32, cts_offset: last.cts, sync: last.sync, data: last.data });
             let end = last.dts + step;
             self.close_part(end, out);

@@ -38,6 +38,8 @@ pub enum AssetState {
     Partial,
     /// Nothing usable was written.
     Failed,
+    /// An upload whose VOD job is still making its renditions.
+    Processing,
 }
 
 /// One rendition of an asset.
@@ -112,9 +114,10 @@ pub fn render_master(renditions: &[Rendition]) -> String {
 pub struct Asset {
     /// `<app>-<name>-<UTC start, yyyymmddThhmmssmmmZ>`: unique per stream and start, URL-safe.
     pub id: String,
-    /// `recording` (uploads come later).
+    /// `recording` or `upload`.
     pub kind: String,
-    /// The recorded stream, `app/name`.
+    /// The recorded stream, `app/name` (empty for an upload).
+    #[serde(default)]
     pub stream: String,
     /// The node that recorded it.
     pub node: String,
@@ -133,6 +136,12 @@ pub struct Asset {
     /// Why a recording is `partial` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An upload's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The VOD job making an upload's renditions (`/api/v1/jobs/{job}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl Asset {
@@ -150,6 +159,27 @@ impl Asset {
             renditions: Vec::new(),
             state: AssetState::Recording,
             reason: None,
+            name: None,
+            job: None,
+        }
+    }
+
+    /// A new upload of file `name` as asset `id` on `node`, to be made playable by job `id`.
+    pub fn upload(id: &str, name: &str, node: &str, started: SystemTime) -> Asset {
+        Asset {
+            id: id.into(),
+            kind: "upload".into(),
+            stream: String::new(),
+            node: node.into(),
+            started: rfc3339_millis(started),
+            updated: rfc3339_millis(started),
+            duration: 0.0,
+            bytes: 0,
+            renditions: Vec::new(),
+            state: AssetState::Processing,
+            reason: None,
+            name: Some(name.into()),
+            job: Some(id.into()),
         }
     }
 

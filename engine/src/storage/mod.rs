@@ -95,6 +95,17 @@ pub struct Storage {
     /// For logs: the directory or URL.
     describe: String,
     metrics: StorageMetrics,
+    /// Where objects are read from outside object_store ([`Storage::read_url`]).
+    reader: Reader,
+}
+
+/// How FFmpeg (or any reader outside object_store) reaches an object.
+#[derive(Clone)]
+enum Reader {
+    /// A local directory: the file itself.
+    Local(std::path::PathBuf),
+    /// S3: a presigned GET URL (range requests read only what is needed).
+    S3(Arc<object_store::aws::AmazonS3>),
 }
 
 impl Storage {
@@ -102,7 +113,7 @@ impl Storage {
     pub fn open(config: &StorageConfig, metrics: StorageMetrics) -> Result<Storage, StorageError> {
         let fail =
             |object: String, e: &dyn std::fmt::Display| StorageError { op: "open", object, reason: e.to_string() };
-        let (store, prefix, describe): (Arc<dyn ObjectStore>, String, String) = match &config.url {
+        let (store, prefix, describe, reader): (Arc<dyn ObjectStore>, String, String, Reader) = match &config.url {
             Some(url) => {
                 let rest = url.strip_prefix("s3://").unwrap_or(url);
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -124,23 +135,43 @@ impl Storage {
                     .with_client_options(options)
                     .build()
                     .map_err(|e| fail(url.clone(), &e))?;
-                (Arc::new(s3), prefix.trim_matches('/').to_string(), url.clone())
+                let s3 = Arc::new(s3);
+                (s3.clone(), prefix.trim_matches('/').to_string(), url.clone(), Reader::S3(s3))
             }
             None => {
                 std::fs::create_dir_all(&config.path).map_err(|e| fail(config.path.display().to_string(), &e))?;
                 let local = object_store::local::LocalFileSystem::new_with_prefix(&config.path)
                     .map_err(|e| fail(config.path.display().to_string(), &e))?
                     .with_automatic_cleanup(true);
-                (Arc::new(local), String::new(), config.path.display().to_string())
+                let base = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+                (Arc::new(local), String::new(), config.path.display().to_string(), Reader::Local(base))
             }
         };
         info!(storage = %describe, "storage opened");
-        Ok(Storage { store, prefix, describe, metrics })
+        Ok(Storage { store, prefix, describe, metrics, reader })
     }
 
     /// The directory or URL, for logs and the API.
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// What a reader outside object_store (FFmpeg) opens to read `key`: the local file's path, or a presigned
+    /// S3 URL valid for `valid_for` (FFmpeg reads it with range requests, so a reader of one chunk fetches
+    /// that chunk's bytes, not the object).
+    pub async fn read_url(&self, key: &str, valid_for: Duration) -> Result<String, StorageError> {
+        let path = self.path(key)?;
+        match &self.reader {
+            Reader::Local(base) => Ok(base.join(path.as_ref()).display().to_string()),
+            Reader::S3(s3) => {
+                use object_store::signer::Signer;
+                let url = s3
+                    .signed_url(object_store::signer::Method::GET, &path, valid_for)
+                    .await
+                    .map_err(|e| StorageError { op: "sign", object: key.into(), reason: e.to_string() })?;
+                Ok(url.to_string())
+            }
+        }
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath, StorageError> {

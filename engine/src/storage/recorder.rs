@@ -218,6 +218,11 @@ impl Recordings {
         }
     }
 
+    /// The node's storage (opened at the first use), for the VOD jobs.
+    pub fn store(&self) -> Result<Storage, RecordError> {
+        self.storage().cloned()
+    }
+
     fn storage(&self) -> Result<&Storage, RecordError> {
         let inner = &self.inner;
         let opened = inner.storage.get_or_init(|| {
@@ -389,6 +394,8 @@ impl Recordings {
                 None if a.state == AssetState::Recording => Some(render_playlist(&[], false, "", started)),
                 None => None,
             },
+            // An upload's renditions play once its job has written them all.
+            AssetState::Processing => None,
             AssetState::Partial | AssetState::Failed => {
                 let names = storage.list(&dir).await?;
                 Some(render_playlist(&entries_of(names.iter().map(|(n, _)| n.as_str())), true, "", started))
@@ -446,7 +453,8 @@ impl Recordings {
         let mut total: u64 = assets.iter().map(|a| a.bytes).sum();
         // Oldest first.
         for a in assets.iter().rev() {
-            if a.state == AssetState::Recording {
+            // Retention is for recordings: uploads stay until deleted.
+            if a.state == AssetState::Recording || a.kind != "recording" {
                 continue;
             }
             let age = parse_rfc3339(&a.started).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();

@@ -111,6 +111,12 @@ mod unavailable {
             None
         }
 
+        /// No keyframes to force.
+        pub fn force_keyframes(&mut self, _: impl IntoIterator<Item = i64>) {}
+
+        /// No window.
+        pub fn set_window(&mut self, _: i64, _: i64) {}
+
         /// Nothing to pause.
         pub fn pause(&mut self, _: usize) {}
 

@@ -48,6 +48,10 @@ pub struct Pipeline {
     decoded: frame::Video,
     /// Presentation times of source keyframes not yet decoded.
     key_pts: VecDeque<i64>,
+    /// Keyframes are where [`Pipeline::force_keyframes`] says, not where the source has them.
+    explicit_keys: bool,
+    /// Only pictures presenting in `[start, end)` are encoded ([`Pipeline::set_window`]).
+    window: Option<(i64, i64)>,
     source_size: Option<(u32, u32, Pixel)>,
 }
 
@@ -133,12 +137,33 @@ impl Pipeline {
                 min_pts: None,
             });
         }
-        Ok(Pipeline { decoder, rungs, decoded: frame::Video::empty(), key_pts: VecDeque::new(), source_size: None })
+        Ok(Pipeline {
+            decoder,
+            rungs,
+            decoded: frame::Video::empty(),
+            key_pts: VecDeque::new(),
+            explicit_keys: false,
+            window: None,
+            source_size: None,
+        })
     }
 
     /// The `AVCDecoderConfigurationRecord` of rung `i` (its FLV sequence header payload).
     pub fn config_record(&self, i: usize) -> Option<&[u8]> {
         self.rungs.get(i).map(|r| r.record.as_slice())
+    }
+
+    /// Forces IDRs on the pictures presenting at exactly these times (ms, ascending) instead of at the source's
+    /// keyframes (a VOD chunk's segment starts: every rung cuts at the same instants).
+    pub fn force_keyframes(&mut self, pts: impl IntoIterator<Item = i64>) {
+        self.explicit_keys = true;
+        self.key_pts.extend(pts);
+    }
+
+    /// Encodes only the pictures presenting in `[start, end)` ms: a VOD chunk decodes from its keyframe and past
+    /// its end (pictures a later keyframe's references need), and keeps its own pictures.
+    pub fn set_window(&mut self, start: i64, end: i64) {
+        self.window = Some((start, end));
     }
 
     /// Stops scaling and encoding rung `i` (it was shed): the rest of the ladder goes on.
@@ -166,7 +191,7 @@ impl Pipeline {
         keyframe: bool,
         out: &mut Vec<Encoded>,
     ) -> Result<(), PipelineError> {
-        if keyframe {
+        if keyframe && !self.explicit_keys {
             self.key_pts.push_back(pts);
             if self.key_pts.len() > 64 {
                 self.key_pts.pop_front();
@@ -227,6 +252,9 @@ impl Pipeline {
         let Some(pts) = f.pts().or(f.timestamp()) else {
             return Ok(()); // a picture without a time cannot be placed: skip it
         };
+        if self.window.is_some_and(|(start, end)| pts < start || pts >= end) {
+            return Ok(());
+        }
         while self.key_pts.front().is_some_and(|&k| k < pts) {
             self.key_pts.pop_front();
         }
