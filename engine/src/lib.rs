@@ -16,7 +16,8 @@
 //!    (`object_store`).
 //! 4. [`transcode`]: the ABR ladder: encoder actors (FFmpeg, behind the `transcode` cargo feature) whose rungs are
 //!    streams of their own; the HLS master playlist; ladders placed across the cluster. It provides the
-//!    [`stream::ports::EncoderHost`] the cluster calls.
+//!    [`stream::ports::EncoderHost`] the cluster calls. Its [`transcode::vod`] jobs turn uploaded files into
+//!    ABR VOD assets in [`storage`].
 //! 5. [`servers`]: RTMP and HTTP (HLS, HTTP-FLV, API, metrics, probes); [`load`]: the node's load
 //!    (`strom_load_ratio`, for the HPA and the cluster).
 //! 6. [`node`]: wires one node together: listeners, registry, cluster, transcoder, graceful shutdown.

@@ -122,7 +122,13 @@ impl Node {
         if let Some(c) = &cluster {
             recordings.attach_cluster(c.clone());
         }
+        let jobs = crate::transcode::vod::Jobs::new(config.clone(), recordings.clone(), &metrics);
+        {
+            let jobs = jobs.clone();
+            tokio::spawn(async move { jobs.resume().await });
+        }
         let context = Arc::new(NodeContext {
+            jobs,
             recordings,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             per_ip: Default::default(),

@@ -12,7 +12,7 @@ declare -A allowed=(
     [stream]="formats $plumbing"
     [cluster]="stream formats $plumbing"
     [storage]="cluster stream formats $plumbing"
-    [transcode]="cluster stream formats $plumbing"
+    [transcode]="storage cluster stream formats $plumbing"
     [load]="cluster $plumbing"
     [servers]="storage transcode cluster stream formats load $plumbing"
     [node]="servers load storage transcode cluster stream formats $plumbing"
@@ -36,5 +36,5 @@ modules=$(ls | sed 's/\.rs$//' | grep -v '^lib$' | sort)
 for m in $modules; do
     [ -n "${allowed[$m]+x}" ] || { echo "layers: module $m has no layer in nodes/scripts/layers.sh" >&2; bad=1; }
 done
-[ $bad = 0 ] && echo "layers: ok (formats → stream → cluster → storage / transcode → servers → node)"
+[ $bad = 0 ] && echo "layers: ok (formats → stream → cluster / storage → transcode → servers → node)"
 exit $bad

@@ -50,6 +50,8 @@ pub struct NodeContext {
     pub refusal_logged_ms: AtomicU64,
     /// Recordings and VOD assets.
     pub recordings: Recordings,
+    /// VOD jobs (uploads transcoded into a ladder).
+    pub jobs: crate::transcode::vod::Jobs,
 }
 
 /// A refused connection is logged at most this often (every one is counted).

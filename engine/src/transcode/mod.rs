@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod remote;
 pub mod shed;
 pub mod supervisor;
+pub mod vod;
 pub mod worker;
 
 use std::collections::HashMap;

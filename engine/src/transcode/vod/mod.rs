@@ -1,0 +1,639 @@
+//! VOD jobs: an uploaded file becomes an ABR HLS VOD asset.
+//!
+//! - [`plan`] (pure): chunks at the source's keyframes, equal segments inside each chunk, the job manifest
+//!   (`vod/<id>/job.json`), upload names and ids.
+//! - `source` (FFmpeg): probing the source (every packet's time and keyframe flag, no decoding) and reading
+//!   one chunk's packets from its keyframe, by URL: a local file, or a presigned S3 URL read with range requests.
+//! - `chunk` (FFmpeg, blocking): one chunk decoded once and encoded into every rung (the live ladder's
+//!   pipeline, IDRs forced on the planned segment starts), packaged as fMP4 segments and written as they
+//!   complete.
+//! - [`job`]: the job actor: probe → plan → chunks on worker threads (retries with backoff) → join (a VOD
+//!   playlist per rung, the asset's renditions) → `done`.
+//! - [`Jobs`]: this node's jobs: uploads, the jobs API, resuming unfinished jobs at start.
+//!
+//! Storage layout of an upload (beside a recording's, see [`crate::storage::asset`]):
+//!
+//! | object | what |
+//! |---|---|
+//! | `vod/<id>/asset.json` | the asset (`kind: "upload"`, `state: "processing"` until its job is done) |
+//! | `vod/<id>/job.json` | the job manifest (versioned, a revision bumped at each write) |
+//! | `vod/<id>/original.<ext>` | the uploaded file |
+//! | `vod/<id>/<rung>/init1.mp4`, `seg<N>-<µs>-i1.m4s`, `index.m3u8` | each rung's HLS VOD |
+//!
+//! The asset plays at `/vod/{id}/index.m3u8` (a master over the rungs) once the job is done, from every node,
+//! like a recording.
+
+#[cfg(feature = "transcode")]
+pub mod chunk;
+pub mod job;
+pub mod plan;
+#[cfg(feature = "transcode")]
+pub mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::{Config, VodConfig};
+use crate::formats::playlist::rfc3339_millis;
+use crate::metrics::Metrics;
+use crate::storage::asset::{asset_dir, asset_json, valid_id, Asset, AssetState};
+use crate::storage::recorder::Recordings;
+use job::{JobActor, JobArgs, JobMsg};
+use plan::{ChunkOutput, ChunkPlan, ChunkState, Job, JobRung, JobSource, JobState, MANIFEST_VERSION};
+
+/// `vod/<id>/job.json`.
+pub fn job_json(id: &str) -> String {
+    format!("{}/job.json", asset_dir(id))
+}
+
+/// What a chunk worker needs (everything a node other than the job's could be sent).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ChunkTask {
+    /// The asset its segments go to.
+    pub asset: String,
+    /// Where FFmpeg reads the source.
+    pub url: String,
+    /// The chunk.
+    pub plan: ChunkPlan,
+    /// The probe's timeline offset.
+    pub offset_ms: i64,
+    /// The source's frame rate.
+    pub fps: f64,
+    /// The rungs.
+    pub rungs: Vec<JobRung>,
+}
+
+/// An upload on storage, not yet a job ([`Jobs::store`]).
+pub struct Stored {
+    id: String,
+    name: String,
+    object: String,
+    bytes: u64,
+    at: SystemTime,
+}
+
+/// Why an upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The body passed `vod.max_upload_bytes` (413).
+    #[error("the upload is larger than vod.max_upload_bytes ({0} bytes)")]
+    TooLarge(u64),
+    /// A file name that is not plain (400).
+    #[error("bad file name {0:?}: use 1..200 letters, digits, '.', '-', '_' or spaces, not starting with a dot")]
+    BadName(String),
+    /// Nothing was sent (400).
+    #[error("the upload is empty")]
+    Empty,
+    /// A ladder that cannot be made (400).
+    #[error("{0}")]
+    BadLadder(String),
+    /// The request itself is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No storage (503).
+    #[error("no storage: {0}")]
+    NoStorage(String),
+    /// Storage failed, or the body broke off (502 / 400).
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl UploadError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            UploadError::TooLarge(_) => 413,
+            UploadError::BadName(_) | UploadError::Empty | UploadError::BadLadder(_) | UploadError::BadRequest(_) => {
+                400
+            }
+            UploadError::NoStorage(_) => 503,
+            UploadError::Storage(_) => 502,
+        }
+    }
+}
+
+/// Heights of the ladder a request asks for: `rungs=1080,720,...`, or `profile=<name>` from `vod.profiles`, or
+/// the default `vod.rungs`.
+pub fn ladder_of(rungs: Option<&str>, profile: Option<&str>, vod: &VodConfig) -> Result<Vec<u32>, UploadError> {
+    let mut heights = match (rungs.map(str::trim).filter(|r| !r.is_empty()), profile) {
+        (Some(list), _) => {
+            let mut out = Vec::new();
+            for part in list.split(',') {
+                let h: u32 = part.trim().parse().map_err(|_| {
+                    UploadError::BadLadder(format!("rungs: {part:?} is not a height (e.g. rungs=1080,720,480)"))
+                })?;
+                if !(64..=4320).contains(&h) || h % 2 != 0 {
+                    return Err(UploadError::BadLadder(format!("rungs: {h} must be even and 64..4320")));
+                }
+                out.push(h);
+            }
+            out
+        }
+        (None, Some(p)) => vod
+            .profiles
+            .get(p)
+            .ok_or_else(|| UploadError::BadLadder(format!("no profile {p:?} in vod.profiles")))?
+            .iter()
+            .map(|r| r.height)
+            .collect(),
+        (None, None) => vod.rungs.iter().map(|r| r.height).collect(),
+    };
+    heights.sort_unstable_by(|a, b| b.cmp(a));
+    heights.dedup();
+    if heights.is_empty() || heights.len() > 8 {
+        return Err(UploadError::BadLadder("a ladder has 1..8 rungs".into()));
+    }
+    Ok(heights)
+}
+
+/// The VOD metrics.
+pub struct VodMetrics {
+    jobs: IntGaugeVec,
+    chunks: IntCounterVec,
+    queued: IntGauge,
+    /// Source pictures encoded into every rung by this node's chunks (its rate is the VOD encode fps).
+    pub frames: IntCounter,
+    /// Per job this node ran since it started: its state and queued chunks.
+    known: Mutex<HashMap<String, (JobState, usize)>>,
+}
+
+const STATES: [(JobState, &str); 6] = [
+    (JobState::Pending, "pending"),
+    (JobState::Probing, "probing"),
+    (JobState::Running, "running"),
+    (JobState::Done, "done"),
+    (JobState::Failed, "failed"),
+    (JobState::Cancelled, "cancelled"),
+];
+
+impl VodMetrics {
+    fn new(metrics: &Metrics) -> VodMetrics {
+        let m = VodMetrics {
+            jobs: metrics.register(
+                IntGaugeVec::new(
+                    Opts::new("strom_vod_jobs", "VOD jobs this node ran since it started, by their state."),
+                    &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            chunks: metrics.register(
+                IntCounterVec::new(
+                    Opts::new("strom_vod_chunks_total", "VOD chunk attempts by outcome: done, failed."),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            queued: metrics.register(
+                IntGauge::new("strom_vod_chunks_queued", "VOD chunks waiting to be encoded by this node's jobs.")
+                    .expect("valid metric"),
+            ),
+            frames: metrics.register(
+                IntCounter::new(
+                    "strom_vod_frames_total",
+                    "Source pictures encoded into every rung by VOD chunks on this node (rate(): the VOD encode fps).",
+                )
+                .expect("valid metric"),
+            ),
+            known: Mutex::new(HashMap::new()),
+        };
+        for (_, s) in STATES {
+            m.jobs.with_label_values(&[s]);
+        }
+        for o in ["done", "failed"] {
+            m.chunks.with_label_values(&[o]);
+        }
+        m
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut (JobState, usize))) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() > 10_000 {
+            known.retain(|_, (s, _)| !s.finished());
+        }
+        f(known.entry(id.to_string()).or_insert((JobState::Pending, 0)));
+        for (state, label) in STATES {
+            self.jobs.with_label_values(&[label]).set(known.values().filter(|(s, _)| *s == state).count() as i64);
+        }
+        self.queued.set(known.values().map(|(_, q)| *q as i64).sum());
+    }
+
+    fn set_job(&self, id: &str, state: JobState) {
+        self.update(id, |e| e.0 = state);
+    }
+
+    pub(crate) fn set_queued(&self, id: &str, queued: usize) {
+        self.update(id, |e| e.1 = queued);
+    }
+
+    pub(crate) fn moved(&self, _before: JobState, _after: JobState) {}
+
+    pub(crate) fn chunk(&self, outcome: &str) {
+        self.chunks.with_label_values(&[outcome]).inc();
+    }
+}
+
+struct Running {
+    status: Arc<Mutex<Job>>,
+    actor: ActorRef<JobMsg>,
+}
+
+/// What this node's jobs share.
+pub struct JobsInner {
+    pub(crate) config: Arc<Config>,
+    pub(crate) recordings: Recordings,
+    pub(crate) metrics: VodMetrics,
+    /// The node's chunk slots (`vod.parallel_chunks`), shared by its jobs.
+    slots: Arc<tokio::sync::Semaphore>,
+    running: Mutex<HashMap<String, Running>>,
+    salt: AtomicU64,
+}
+
+/// This node's VOD jobs (cheap to clone).
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<JobsInner>,
+}
+
+impl Jobs {
+    /// The node's jobs; nothing runs until an upload or [`Jobs::resume`].
+    pub fn new(config: Arc<Config>, recordings: Recordings, metrics: &Metrics) -> Jobs {
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.vod.parallel_chunks()));
+        Jobs {
+            inner: Arc::new(JobsInner {
+                metrics: VodMetrics::new(metrics),
+                config,
+                recordings,
+                slots,
+                running: Mutex::new(HashMap::new()),
+                salt: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Goes on with the jobs this node left unfinished (its pod restarted with its volume).
+    pub async fn resume(&self) {
+        let storage_config = &self.inner.config.storage;
+        if storage_config.url.is_none() && !storage_config.path.exists() {
+            return; // nothing was ever stored here (and no directory is made for it)
+        }
+        let Ok(storage) = self.inner.recordings.store() else { return };
+        let Ok(ids) = storage.folders(crate::storage::asset::ROOT).await else { return };
+        for id in ids {
+            let Some(mut job) = self.read(&id).await else { continue };
+            if job.state.finished() || job.node != self.inner.config.node_name {
+                continue;
+            }
+            job.attempts += 1;
+            for c in &mut job.chunk_status {
+                if c.state != ChunkState::Done {
+                    c.state = ChunkState::Pending;
+                }
+            }
+            info!(job = %id, chunks_done = job.chunk_status.iter().filter(|c| c.state == ChunkState::Done).count(),
+                  "resuming a job this node left unfinished");
+            self.spawn(job).await;
+        }
+    }
+
+    async fn spawn(&self, job: Job) {
+        let id = job.id.clone();
+        self.inner.metrics.set_job(&id, job.state);
+        let status = Arc::new(Mutex::new(job.clone()));
+        let args = JobArgs { jobs: self.inner.clone(), job, status: status.clone() };
+        match Actor::spawn(None, JobActor, args).await {
+            Ok((actor, _)) => {
+                self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Running { status, actor });
+            }
+            Err(e) => warn!(job = %id, error = %e, "cannot start the job actor"),
+        }
+    }
+
+    /// Stores an upload: `body` streamed to `vod/<id>/original.<ext>` (at most `vod.max_upload_bytes`). Then
+    /// [`Jobs::accept`] makes its asset and job (the ladder may be known only after the body, as with a form
+    /// field after the file).
+    pub async fn store<S, E>(&self, name: &str, body: S) -> Result<Stored, UploadError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if !plan::valid_upload_name(name) {
+            return Err(UploadError::BadName(name.chars().take(100).collect()));
+        }
+        let storage = self.inner.recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
+        let now = SystemTime::now();
+        let salt = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.inner.salt.fetch_add(1, Ordering::Relaxed));
+            h.finish() as u32
+        };
+        let id = plan::upload_id(name, now, salt);
+        let ext: String = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .filter(|e| (1..=8).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or_else(|| "bin".into());
+        let object = format!("{}/original.{ext}", asset_dir(&id));
+        let max = self.inner.config.vod.max_upload_bytes;
+        let mut body = Box::pin(body);
+        let mut seen = 0u64;
+        let capped = body.as_mut().map(|item| {
+            let b = item.map_err(|e| e.to_string())?;
+            seen += b.len() as u64;
+            if seen > max {
+                return Err(format!("more than {max} bytes"));
+            }
+            Ok(b)
+        });
+        let bytes = match storage.put_stream(&object, capped).await {
+            Ok(n) => n,
+            Err(_) if seen > max => {
+                linger(body.as_mut()).await;
+                return Err(UploadError::TooLarge(max));
+            }
+            Err(e) => return Err(UploadError::Storage(e.to_string())),
+        };
+        if bytes == 0 {
+            let _ = storage.delete_prefix(&asset_dir(&id)).await;
+            return Err(UploadError::Empty);
+        }
+        Ok(Stored { id, name: name.into(), object, bytes, at: now })
+    }
+
+    /// Makes a stored upload's asset (`processing`) and job, and starts the job.
+    pub async fn accept(&self, stored: Stored, ladder: Vec<u32>) -> Result<(Asset, Job), UploadError> {
+        let storage = self.inner.recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
+        let Stored { id, name, object, bytes, at } = stored;
+        let node = self.inner.config.node_name.clone();
+        let mut asset = Asset::upload(&id, &name, &node, at);
+        asset.bytes = bytes;
+        storage
+            .put(&asset_json(&id), Bytes::from(asset.to_json()))
+            .await
+            .map_err(|e| UploadError::Storage(e.to_string()))?;
+        let job = Job {
+            version: MANIFEST_VERSION,
+            revision: 0,
+            id: id.clone(),
+            asset: id.clone(),
+            node,
+            state: JobState::Pending,
+            reason: None,
+            attempts: 1,
+            created: rfc3339_millis(at),
+            updated: rfc3339_millis(at),
+            source: JobSource { object, name: name.clone(), bytes },
+            info: None,
+            ladder,
+            rungs: Vec::new(),
+            chunks_done: 0,
+            chunks_total: 0,
+            frames_done: 0,
+            frames_total: 0,
+            fps: None,
+            eta_secs: None,
+            chunks: Vec::new(),
+            chunk_status: Vec::new(),
+        };
+        storage
+            .put(&job_json(&id), Bytes::from(serde_json::to_vec_pretty(&job).unwrap_or_default()))
+            .await
+            .map_err(|e| UploadError::Storage(e.to_string()))?;
+        info!(job = %id, name, bytes, "upload stored; job accepted");
+        self.spawn(job.clone()).await;
+        Ok((asset, job))
+    }
+
+    /// Deletes a stored upload that will get no job (the request turned out bad after its body).
+    pub async fn discard(&self, stored: Stored) {
+        if let Ok(storage) = self.inner.recordings.store() {
+            let _ = storage.delete_prefix(&asset_dir(&stored.id)).await;
+        }
+    }
+
+    async fn read(&self, id: &str) -> Option<Job> {
+        if !valid_id(id) {
+            return None;
+        }
+        let storage = self.inner.recordings.store().ok()?;
+        let bytes = storage.get(&job_json(id)).await.ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn live(&self, id: &str) -> Option<(Job, ActorRef<JobMsg>)> {
+        let running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(id).map(|r| (r.status.lock().unwrap_or_else(|e| e.into_inner()).clone(), r.actor.clone()))
+    }
+
+    /// One job: live from its actor when it runs here, else its manifest.
+    pub async fn get(&self, id: &str) -> Option<Job> {
+        match self.live(id) {
+            Some((job, _)) => Some(job),
+            None => self.read(id).await,
+        }
+    }
+
+    /// Every job on storage (summaries, without chunk tables), newest first.
+    pub async fn list(&self) -> Result<Vec<Job>, UploadError> {
+        let storage = self.inner.recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
+        let ids =
+            storage.folders(crate::storage::asset::ROOT).await.map_err(|e| UploadError::Storage(e.to_string()))?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(j) = self.get(&id).await {
+                out.push(j.summary());
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Cancels a running job: `Ok` with the job once cancelled; `Err` with the status and why not.
+    pub async fn cancel(&self, id: &str) -> Result<Job, (u16, String)> {
+        let Some((_, actor)) = self.live(id) else {
+            return match self.read(id).await {
+                Some(j) => Err((409, format!("job {id} is {:?}, not running", j.state).to_lowercase())),
+                None => Err((404, format!("no job {:?}", id.chars().take(64).collect::<String>()))),
+            };
+        };
+        let _ = actor.cast(JobMsg::Cancel);
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(j) = self.read(id).await.filter(|j| j.state == JobState::Cancelled) {
+                return Ok(j);
+            }
+        }
+        Err((504, "the job did not confirm the cancel in time".into()))
+    }
+
+    /// Cancels the job if it runs on this node (its asset is being deleted).
+    pub async fn cancel_if_running(&self, id: &str) {
+        if self.live(id).is_some() {
+            let _ = self.cancel(id).await;
+        }
+    }
+
+    /// Starts a failed or cancelled job again (chunks already done are kept).
+    pub async fn retry(&self, id: &str) -> Result<Job, (u16, String)> {
+        if self.live(id).is_some() {
+            return Err((409, format!("job {id} is running")));
+        }
+        let Some(mut job) = self.read(id).await else {
+            return Err((404, format!("no job {:?}", id.chars().take(64).collect::<String>())));
+        };
+        if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+            return Err((409, format!("job {id} is {:?}: only a failed or cancelled job is retried", job.state)));
+        }
+        job.attempts += 1;
+        job.state = JobState::Pending;
+        job.reason = None;
+        job.node = self.inner.config.node_name.clone();
+        for c in &mut job.chunk_status {
+            if c.state != ChunkState::Done {
+                c.state = ChunkState::Pending;
+                c.attempts = 0;
+            }
+        }
+        if job.info.is_some() && job.chunks.is_empty() {
+            job.info = None; // probed, but nothing planned: probe again
+        }
+        let _ = self
+            .inner
+            .update_asset(&job.asset, |a| {
+                a.state = AssetState::Processing;
+                a.reason = None;
+            })
+            .await;
+        info!(job = %id, attempt = job.attempts, "job retried");
+        self.spawn(job.clone()).await;
+        Ok(job)
+    }
+}
+
+impl JobsInner {
+    /// A job ended (done, failed, cancelled): its actor is no longer asked.
+    pub(crate) fn finished(&self, job: &Job) {
+        self.metrics.set_job(&job.id, job.state);
+        self.metrics.set_queued(&job.id, 0);
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.id);
+    }
+
+    /// Reads `asset.json`, changes it, writes it back.
+    pub(crate) async fn update_asset(&self, id: &str, f: impl FnOnce(&mut Asset)) -> Result<(), String> {
+        let storage = self.recordings.store().map_err(|e| e.to_string())?;
+        let bytes = storage.get(&asset_json(id)).await.map_err(|e| e.to_string())?.ok_or("the asset is gone")?;
+        let mut asset: Asset = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        f(&mut asset);
+        asset.updated = rfc3339_millis(SystemTime::now());
+        storage.put(&asset_json(id), Bytes::from(asset.to_json())).await.map_err(|e| e.to_string())
+    }
+
+    /// Runs one chunk on a worker thread of its own (lower CPU priority than live encoding), once a node slot is
+    /// free; its segments are written to storage as they complete.
+    pub(crate) async fn run_chunk(
+        self: &Arc<Self>,
+        task: ChunkTask,
+        cancel: Arc<AtomicBool>,
+        progress: Arc<AtomicU64>,
+    ) -> Result<ChunkOutput, String> {
+        let _permit = self.slots.clone().acquire_owned().await.map_err(|_| "the node is shutting down")?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err("cancelled".into());
+        }
+        let storage = self.recordings.store().map_err(|e| e.to_string())?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = (cores / self.config.vod.parallel_chunks()).max(1);
+        let handle = tokio::runtime::Handle::current();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let frames = self.metrics.frames.clone();
+        let spawned = std::thread::Builder::new().name("vod-chunk".into()).spawn(move || {
+            lower_priority();
+            let r = encode(&task, &storage, &handle, threads, &cancel, &progress);
+            if let Ok(o) = &r {
+                frames.inc_by(o.frames);
+            }
+            let _ = tx.send(r);
+        });
+        spawned.map_err(|e| format!("cannot start a thread: {e}"))?;
+        rx.await.unwrap_or_else(|_| Err("the chunk's worker thread panicked".into()))
+    }
+}
+
+#[cfg(feature = "transcode")]
+fn encode(
+    task: &ChunkTask,
+    storage: &crate::storage::Storage,
+    handle: &tokio::runtime::Handle,
+    threads: usize,
+    cancel: &AtomicBool,
+    progress: &AtomicU64,
+) -> Result<ChunkOutput, String> {
+    let dir = asset_dir(&task.asset);
+    let mut write = |path: String, data: Bytes| -> Result<(), String> {
+        handle.block_on(storage.put(&format!("{dir}/{path}"), data)).map_err(|e| e.to_string())
+    };
+    chunk::encode_chunk(
+        &task.url,
+        &task.plan,
+        task.offset_ms,
+        task.fps,
+        &task.rungs,
+        threads,
+        cancel,
+        progress,
+        &mut write,
+    )
+}
+
+#[cfg(not(feature = "transcode"))]
+fn encode(
+    _: &ChunkTask,
+    _: &crate::storage::Storage,
+    _: &tokio::runtime::Handle,
+    _: usize,
+    _: &AtomicBool,
+    _: &AtomicU64,
+) -> Result<ChunkOutput, String> {
+    Err("this strom was built without the `transcode` feature (no FFmpeg)".into())
+}
+
+/// Reads and drops what is left of a refused body, for at most [`LINGER`] and [`LINGER_BYTES`] (nginx's lingering
+/// close): a client still sending when the 413 is answered would otherwise get a connection reset instead of it.
+async fn linger<S, E>(mut body: std::pin::Pin<&mut S>)
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>>,
+{
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(b)) = body.next().await {
+            left = left.saturating_sub(b.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The longest a refused upload's rest is read and dropped.
+const LINGER: Duration = Duration::from_secs(5);
+/// The most of a refused upload's rest that is read and dropped.
+const LINGER_BYTES: u64 = 64 << 20;
+
+/// This thread yields the CPU to live work: nice 10 (Linux applies it to the calling thread only).
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
