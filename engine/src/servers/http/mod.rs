@@ -19,6 +19,7 @@
 
 pub mod flv;
 pub mod listener;
+pub mod upload;
 pub mod vod;
 
 use std::collections::HashMap;
@@ -48,7 +49,14 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/streams/{app}/{name}/record", post(vod::record_start).delete(vod::record_stop))
-        .route("/api/v1/vod", get(vod::list))
+        .route("/api/v1/vod", get(vod::list).post(upload::post).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route(
+            "/api/v1/vod/upload/{name}",
+            axum::routing::put(upload::put).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/jobs", get(upload::list))
+        .route("/api/v1/jobs/{id}", get(upload::get))
+        .route("/api/v1/jobs/{id}/{action}", post(upload::action))
         .route("/api/v1/vod/{id}", get(vod::get).delete(vod::delete))
         .route("/vod/{file}", get(vod::mp4))
         .route("/vod/{id}/{file}", get(vod::top))
@@ -74,7 +82,10 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
     } else if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+        );
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
         r

@@ -73,6 +73,8 @@ pub async fn get(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -
 
 /// `DELETE /api/v1/vod/{id}`.
 pub async fn delete(State(node): State<Arc<NodeContext>>, Path(id): Path<String>) -> Response {
+    // An upload whose job runs here: the job stops first (its chunks write nothing more).
+    let _ = node.jobs.cancel_if_running(&id).await;
     answer(node.recordings.delete_api(&id).await)
 }
 

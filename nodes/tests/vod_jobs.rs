@@ -1,0 +1,361 @@
+//! VOD jobs as users see them: a file made by ffmpeg is uploaded with curl (`curl -F file=@...`), strom splits it
+//! at keyframes, encodes the chunks into every rung and serves an ABR HLS VOD; ffprobe checks every rung against
+//! the source (frame counts, segment boundaries, seamless joins). Bad uploads get clear answers while a live
+//! stream plays on; a job is cancelled and retried; a job whose node is SIGKILLed finishes when the node comes
+//! back with its volume.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Fast rungs for 2 cores (the default ladder uses `veryfast`).
+const VOD_RUNGS: &str = "[{height = 1080, bitrate_kbps = 3000, preset = \"ultrafast\", profile = \"high\"}, \
+                         {height = 720, bitrate_kbps = 1500, preset = \"ultrafast\", profile = \"high\"}, \
+                         {height = 360, bitrate_kbps = 600, preset = \"ultrafast\", profile = \"main\"}, \
+                         {height = 144, bitrate_kbps = 150, preset = \"ultrafast\", profile = \"baseline\"}]";
+
+fn vod_node(storage: &Path, extra: &[(&str, &str)]) -> Strom {
+    let mut env = vec![
+        ("STROM_STORAGE_PATH", storage.to_str().unwrap()),
+        ("STROM_VOD_RUNGS", VOD_RUNGS),
+        ("STROM_VOD_CHUNK_SECS", "10"),
+    ];
+    env.extend_from_slice(extra);
+    Strom::with_env(&env)
+}
+
+/// A `seconds` long `width`x`height`@30 H.264 (B-frames, ffmpeg's default GOP) + AAC MP4 file, made once.
+fn media_file(width: u32, height: u32, seconds: u32) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("strom-vod-src-{width}x{height}-{seconds}s.mp4"));
+    if path.exists() {
+        return path;
+    }
+    // Tests made in parallel may make the same file: each writes its own, the rename is atomic.
+    static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{n}.mp4", std::process::id()));
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={width}x{height}:rate=30"))
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-bf", "2", "-c:a", "aac"])
+            .args(["-b:a", "96k"])
+            .arg(&tmp),
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&tmp, &path).expect("rename");
+    path
+}
+
+/// `curl` with `args` against `s`; (status, body).
+fn curl(s: &Strom, args: &[&str], path: &str) -> (u16, String) {
+    let out = run_with_timeout(
+        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).arg(s.http_url(path)),
+        Duration::from_secs(120),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `curl -F file=@PATH [-F rungs=..]`: the accepted job's id.
+fn upload(s: &Strom, file: &Path, rungs: Option<&str>) -> String {
+    let form = format!("file=@{}", file.display());
+    let mut args = vec!["-F", form.as_str()];
+    let r = rungs.map(|r| format!("rungs={r}"));
+    if let Some(r) = &r {
+        args.extend(["-F", r.as_str()]);
+    }
+    args.extend(["-D", "/dev/stderr"]);
+    let (status, body) = curl(s, &args, "/api/v1/vod");
+    assert_eq!(status, 202, "{body}");
+    let v = json(&body);
+    assert_eq!(v["asset"]["state"], "processing", "{v}");
+    assert_eq!(v["job_id"], v["asset_id"], "{v}");
+    v["job_id"].as_str().expect("job id").to_string()
+}
+
+/// Polls the job until it is finished; asserts its progress never goes backwards; returns it.
+fn wait_job(s: &Strom, id: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    let (mut frames, mut chunks) = (0u64, 0u64);
+    loop {
+        let r = s.get(&format!("/api/v1/jobs/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = json(&r.text());
+        let (f, c) = (j["frames_done"].as_u64().unwrap_or(0), j["chunks_done"].as_u64().unwrap_or(0));
+        assert!(f >= frames && c >= chunks, "progress went backwards: {frames}/{chunks} then {f}/{c}: {j}");
+        (frames, chunks) = (f, c);
+        if ["done", "failed", "cancelled"].contains(&j["state"].as_str().unwrap_or("")) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id} not finished after {timeout:?}: {j}\n{}", s.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ffprobe(args: &[&str], url: &str) -> String {
+    let out =
+        run_with_timeout(Command::new("ffprobe").args(["-v", "error"]).args(args).arg(url), Duration::from_secs(120));
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn numbers(text: &str) -> Vec<f64> {
+    text.split_whitespace().filter_map(|l| l.trim_end_matches(',').parse().ok()).collect()
+}
+
+/// The EXTINF durations of a media playlist.
+fn extinfs(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.strip_prefix("#EXTINF:")).map(String::from).collect()
+}
+
+/// Checks every rung of a done job against its source file: frame count, size, identical segment boundaries,
+/// continuous video timestamps, audio joins within one AAC frame.
+fn check_rungs(s: &Strom, job: &serde_json::Value, source: &Path, want: &[(u64, u64)]) {
+    let id = job["id"].as_str().unwrap();
+    let src_frames = ffprobe(
+        &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"],
+        source.to_str().unwrap(),
+    );
+    let src_frames = numbers(&src_frames)[0] as u64;
+    let src_audio = numbers(&ffprobe(
+        &["-count_packets", "-select_streams", "a:0", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"],
+        source.to_str().unwrap(),
+    ))[0] as u64;
+    assert_eq!(job["frames_total"].as_u64(), Some(src_frames), "{job}");
+    let master = s.get(&format!("/vod/{id}/index.m3u8")).text();
+    let rungs: Vec<&str> = master.lines().filter(|l| l.ends_with("/index.m3u8")).collect();
+    let sizes: Vec<(u64, u64)> = job["rungs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes, want, "{job}");
+    assert_eq!(rungs.len(), want.len(), "the master lists every rung:\n{master}");
+    let chunks = job["chunks_total"].as_u64().unwrap();
+    let mut boundaries = None;
+    for (rung, (w, h)) in rungs.iter().zip(want) {
+        let url = s.http_url(&format!("/vod/{id}/{rung}"));
+        let playlist = s.get(&format!("/vod/{id}/{rung}")).text();
+        assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+        let durations = extinfs(&playlist);
+        match &boundaries {
+            None => boundaries = Some(durations),
+            Some(b) => assert_eq!(b, &durations, "{rung}: segment boundaries differ from the first rung's"),
+        }
+        let frames = ffprobe(
+            &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,width,height"],
+            &url,
+        );
+        assert!(frames.contains(&format!("width={w}")) && frames.contains(&format!("height={h}")), "{rung}: {frames}");
+        assert!(frames.contains(&format!("nb_read_frames={src_frames}")), "{rung}: every source picture: {frames}");
+        // Video: one picture every 33 or 34 ms across every join (no gap, no duplicate).
+        let pts =
+            numbers(&ffprobe(&["-select_streams", "v:0", "-show_entries", "frame=pts_time", "-of", "csv=p=0"], &url));
+        for w in pts.windows(2) {
+            let d = w[1] - w[0];
+            assert!((0.032..=0.035).contains(&d), "{rung}: video jumps {d:.4} s at {:.3}", w[0]);
+        }
+        // Audio: 1024 samples apart, a join within one AAC frame; every source frame but at most one per chunk.
+        let apts =
+            numbers(&ffprobe(&["-select_streams", "a:0", "-show_entries", "packet=pts", "-of", "csv=p=0"], &url));
+        let odd: Vec<f64> = apts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d != 1024.0).collect();
+        assert!(odd.len() as u64 <= chunks, "{rung}: {} audio joins for {chunks} chunks: {odd:?}", odd.len());
+        assert!(odd.iter().all(|d| (*d - 1024.0).abs() < 1024.0), "{rung}: audio join off by a frame: {odd:?}");
+        assert!(src_audio.abs_diff(apts.len() as u64) <= chunks, "{rung}: {} of {src_audio} AAC frames", apts.len());
+    }
+}
+
+/// The acceptance's main case on one node: a 60 s 720p30 H.264/AAC file and a 1080p one, uploaded with curl,
+/// end `done`; every rung has every source picture, the same segment boundaries, seamless joins.
+#[test]
+fn uploads_become_abr_vods_whose_rungs_match_the_source() {
+    let storage = scratch("vod-store");
+    let s = vod_node(&storage, &[]);
+    let src = media_file(1280, 720, 60);
+    let started = Instant::now();
+    let id = upload(&s, &src, None);
+    let job = wait_job(&s, &id, Duration::from_secs(300));
+    eprintln!("720p 60 s job: {:.1} s, {} chunks", started.elapsed().as_secs_f64(), job["chunks_total"]);
+    assert_eq!(job["state"], "done", "{job}");
+    assert!(job["chunks_total"].as_u64().unwrap() >= 4, "60 s in chunks of about 10 s: {job}");
+    assert_eq!(job["frames_done"], job["frames_total"], "{job}");
+    // The default ladder below the source's height: 720, 360 and 144 (1080 would upscale).
+    check_rungs(&s, &job, &src, &[(1280, 720), (640, 360), (256, 144)]);
+    let asset = json(&s.get(&format!("/api/v1/vod/{id}")).text());
+    assert_eq!((asset["kind"].as_str(), asset["state"].as_str()), (Some("upload"), Some("done")), "{asset}");
+    assert!((asset["duration"].as_f64().unwrap() - 60.0).abs() < 0.1, "{asset}");
+    assert_eq!(asset["renditions"].as_array().map(Vec::len), Some(3), "{asset}");
+    // Chunks ran here; the metrics say so.
+    assert!(job["chunk_status"].as_array().unwrap().iter().all(|c| c["node"] == "test-node"), "{job}");
+    assert_eq!(s.metric("strom_vod_jobs{state=\"done\"}"), 1.0);
+    assert_eq!(s.metric("strom_vod_chunks_total{outcome=\"done\"}"), job["chunks_total"].as_f64().unwrap());
+    assert_eq!(s.metric("strom_vod_frames_total"), 1800.0);
+
+    // 1080p, with a ladder asked for by the request (a form field after the file, as curl users write it).
+    let src = media_file(1920, 1080, 20);
+    let id = upload(&s, &src, Some("1080,360"));
+    let job = wait_job(&s, &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    check_rungs(&s, &job, &src, &[(1920, 1080), (640, 360)]);
+    let list = json(&s.get("/api/v1/jobs").text());
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list["jobs"][0]["id"], id, "newest first: {list}");
+}
+
+/// Bad uploads each get a clear answer (a 4xx, or a failed job that says why); a live stream published meanwhile
+/// plays on without a gap.
+#[test]
+fn bad_uploads_get_clear_answers_while_a_live_stream_plays_on() {
+    let storage = scratch("vod-bad");
+    let s = vod_node(&storage, &[("STROM_VOD_MAX_UPLOAD_BYTES", "3000000")]);
+    let key = "live/during";
+    let src = Source { seconds: 60.0, ..Source::default() };
+    let _p = publish(&s.rtmp_url(key), &src);
+    s.wait_live(key, Duration::from_secs(15));
+    let dir = scratch("vod-bad-files");
+
+    // Not a media file: accepted (it is bytes), then the job fails and says why.
+    let text = dir.join("notes.mp4");
+    std::fs::write(&text, "this is not a video\n".repeat(500)).unwrap();
+    let id = upload(&s, &text, None);
+    let job = wait_job(&s, &id, Duration::from_secs(30));
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["reason"].as_str().unwrap().contains("not a readable media file"), "{job}");
+    let asset = json(&s.get(&format!("/api/v1/vod/{id}")).text());
+    assert_eq!(asset["state"], "failed", "{asset}");
+    assert_eq!(s.get(&format!("/vod/{id}/index.m3u8")).status, 404);
+
+    // A truncated file (its first half: no index) and an unsupported codec: failed jobs with their reasons.
+    let good = media_file(426, 240, 8);
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let job = wait_job(&s, &upload(&s, &cut, None), Duration::from_secs(30));
+    assert_eq!(job["state"], "failed", "{job}");
+    let mpeg4 = dir.join("mpeg4.mp4");
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-t", "2", "-c:v", "mpeg4"])
+            .arg(&mpeg4),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let job = wait_job(&s, &upload(&s, &mpeg4, None), Duration::from_secs(30));
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["reason"].as_str().unwrap().contains("unsupported video codec"), "{job}");
+
+    // Zero bytes, a body over vod.max_upload_bytes, names with ../ or odd bytes, a bad ladder: 4xx at once.
+    let empty = dir.join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let (status, body) = curl(&s, &["-F", &format!("file=@{}", empty.display())], "/api/v1/vod");
+    assert_eq!(status, 400, "{body}");
+    let big = dir.join("big.mp4");
+    std::fs::write(&big, vec![0u8; 4_000_000]).unwrap();
+    let (status, body) = curl(&s, &["-F", &format!("file=@{}", big.display())], "/api/v1/vod");
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = curl(&s, &["-T", big.to_str().unwrap()], "/api/v1/vod/upload/big.mp4");
+    assert_eq!(status, 413, "{body}");
+    // Chunked, so no Content-Length gives it away: refused once past the limit.
+    let (status, body) =
+        curl(&s, &["-T", big.to_str().unwrap(), "-H", "Transfer-Encoding: chunked"], "/api/v1/vod/upload/big.mp4");
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = curl(&s, &["-T", good.to_str().unwrap()], "/api/v1/vod/upload/..%2F..%2Fetc%2Fpasswd");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = curl(&s, &["-F", &format!("file=@{};filename=../../x.mp4", good.display())], "/api/v1/vod");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        curl(&s, &["-F", &format!("file=@{};filename=caf\u{e9}\u{1}.mp4", good.display())], "/api/v1/vod");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = curl(&s, &["-F", &format!("file=@{}", good.display()), "-F", "rungs=abc"], "/api/v1/vod");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rungs"), "{body}");
+    let (status, _) = curl(&s, &["-X", "POST", "-H", "Content-Type: text/plain", "-d", "x"], "/api/v1/vod");
+    assert_eq!(status, 415);
+    // Nothing of the refused uploads is left on storage: only the three failed jobs' assets.
+    let assets = json(&s.get("/api/v1/vod").text());
+    assert_eq!(assets["assets"].as_array().map(Vec::len), Some(3), "{assets}");
+
+    // A good upload by PUT still works, and the live stream played on throughout.
+    let id = {
+        let (status, body) = curl(&s, &["-T", good.to_str().unwrap()], "/api/v1/vod/upload/good.mp4?rungs=240");
+        assert_eq!(status, 202, "{body}");
+        json(&body)["job_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(wait_job(&s, &id, Duration::from_secs(60))["state"], "done");
+    let (frames, stderr) = probe_video(&s.http_url("/live/during.flv"), 3.0);
+    assert_playable("live during bad uploads", &frames, 60, 426, 240, &stderr);
+    assert_eq!(s.metric("strom_stream_failures_total"), 0.0);
+}
+
+/// A running job is cancelled (its asset says so), then retried: it ends `done`, every picture in every rung.
+#[test]
+fn a_cancelled_job_is_retried_to_done() {
+    let storage = scratch("vod-cancel");
+    let s = vod_node(&storage, &[("STROM_VOD_PARALLEL_CHUNKS", "1")]);
+    let src = media_file(1280, 720, 60);
+    let id = upload(&s, &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while json(&s.get(&format!("/api/v1/jobs/{id}")).text())["state"] != "running" {
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = curl(&s, &["-X", "POST"], &format!("/api/v1/jobs/{id}/cancel"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "cancelled");
+    let asset = json(&s.get(&format!("/api/v1/vod/{id}")).text());
+    assert_eq!(asset["state"], "failed", "{asset}");
+    let (status, _) = curl(&s, &["-X", "POST"], &format!("/api/v1/jobs/{id}/cancel"));
+    assert_eq!(status, 409, "a cancelled job is not running");
+    let (status, body) = curl(&s, &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
+    assert_eq!(status, 202, "{body}");
+    let job = wait_job(&s, &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    check_rungs(&s, &job, &src, &[(1280, 720), (256, 144)]);
+    let (status, _) = curl(&s, &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
+    assert_eq!(status, 409, "a done job is not retried");
+    let (status, _) = curl(&s, &["-X", "POST"], "/api/v1/jobs/nope/cancel");
+    assert_eq!(status, 404);
+}
+
+/// With local storage, a job whose node is SIGKILLed mid-job goes on when the node comes back with its volume,
+/// from the chunks it had done, and ends `done` with every picture.
+#[test]
+fn a_job_resumes_when_its_node_returns_after_a_kill() {
+    let storage = scratch("vod-resume");
+    let extra = [("STROM_VOD_PARALLEL_CHUNKS", "1")];
+    let s = vod_node(&storage, &extra);
+    let src = media_file(1280, 720, 60);
+    let id = upload(&s, &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = json(&s.get(&format!("/api/v1/jobs/{id}")).text());
+        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
+            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk done: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-9", &s.pid().to_string()]).status();
+    std::thread::sleep(Duration::from_millis(300));
+    let s = vod_node(&storage, &extra);
+    let job = wait_job(&s, &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["attempts"], 2, "resumed once: {job}");
+    check_rungs(&s, &job, &src, &[(1280, 720), (256, 144)]);
+}
