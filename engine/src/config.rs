@@ -278,6 +278,10 @@ pub struct VodConfig {
     pub parallel_chunks: usize,
     /// Attempts per chunk before the job fails.
     pub chunk_attempts: u32,
+    /// The circuit breaker: a node whose chunks fail this many times in a row gets none for `breaker_secs`.
+    pub breaker_failures: u32,
+    /// How long a node whose breaker opened gets no chunks, in seconds.
+    pub breaker_secs: f64,
     /// The default ladder of an upload, by height (a rung above the source's height is skipped; a source lower
     /// than every rung gets one rung at its own height).
     pub rungs: Vec<RungConfig>,
@@ -293,6 +297,8 @@ impl Default for VodConfig {
             segment_secs: 4.0,
             parallel_chunks: 0,
             chunk_attempts: 3,
+            breaker_failures: 3,
+            breaker_secs: 60.0,
             rungs: vec![
                 RungConfig::new(1080, 5000, "high"),
                 RungConfig::new(720, 2800, "high"),
@@ -349,6 +355,12 @@ impl VodConfig {
         }
         if !(1..=20).contains(&self.chunk_attempts) {
             return err("vod.chunk_attempts", "must be 1..20".into());
+        }
+        if self.breaker_failures == 0 {
+            return err("vod.breaker_failures", "must be at least 1".into());
+        }
+        if !(self.breaker_secs >= 0.0 && self.breaker_secs <= 86_400.0) {
+            return err("vod.breaker_secs", "must be 0..86400".into());
         }
         if self.max_upload_bytes == 0 {
             return err("vod.max_upload_bytes", "must be above 0".into());

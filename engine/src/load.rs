@@ -3,8 +3,8 @@
 //!
 //! `strom_load_ratio` is the busiest of the node's resources against its configured capacity:
 //! `max(CPU cores used / limits.capacity_cores, egress bits per second / limits.capacity_egress_mbps)`.
-//! 1.0 means "at capacity"; an HPA targeting 0.7 adds pods before viewers notice. Encoder cost joins the
-//! maximum when encoders exist (the ABR issue).
+//! 1.0 means "at capacity"; an HPA targeting 0.7 adds pods before viewers notice. VOD work joins the maximum as
+//! chunks (encoding, waiting, or not yet started by this node's jobs) per chunk slot, so a backlog scales out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,11 +38,15 @@ impl LoadShared {
     }
 }
 
+/// The VOD side of the load: chunks encoding, waiting for a slot or not yet started; the node's chunk slots.
+pub type VodLoad = Box<dyn Fn() -> (u32, u32) + Send>;
+
 /// Starts the once-a-second measurement; stops when the returned handle is aborted.
 pub fn start(
     config: &Config,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
+    vod: VodLoad,
 ) -> (LoadShared, tokio::task::JoinHandle<()>) {
     let lm = LoadMetrics {
         ratio: metrics.register(
@@ -80,7 +84,11 @@ pub fn start(
             let cpu = ((now.1 - last.1) / secs).max(0.0);
             let bps = (now.2.saturating_sub(last.2) as f64 * 8.0 / secs).max(0.0);
             last = now;
-            let ratio = (cpu / cores).max(bps / egress_cap);
+            // VOD work counts as its chunks per slot: a backlog (more chunks than slots) reads above 1.0, so the
+            // HPA adds pods for it, which then take chunks.
+            let (vod_chunks, vod_slots) = vod();
+            let backlog = if vod_slots > 0 { f64::from(vod_chunks) / f64::from(vod_slots) } else { 0.0 };
+            let ratio = (cpu / cores).max(bps / egress_cap).max(backlog);
             lm.cpu.set((cpu * 1000.0).round() / 1000.0);
             lm.egress_bps.set(bps as i64);
             lm.ratio.set((ratio * 1000.0).round() / 1000.0);
@@ -95,6 +103,8 @@ pub fn start(
                 // Filled in by the transcoder's view (see `Node::start`).
                 encoders: 0,
                 encoder_slots: 0,
+                vod_chunks,
+                vod_slots,
             };
         }
     });

@@ -78,7 +78,13 @@ impl Node {
         let streams =
             Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
         let draining = Arc::new(AtomicBool::new(false));
-        let (load, load_task) = crate::load::start(&config, metrics.clone(), draining.clone());
+        // The VOD jobs are made once storage is; the load reads their backlog from then on.
+        let vod: Arc<std::sync::OnceLock<crate::transcode::vod::Jobs>> = Default::default();
+        let vod_load = {
+            let vod = vod.clone();
+            Box::new(move || vod.get().map_or((0, 0), |j| j.load()))
+        };
+        let (load, load_task) = crate::load::start(&config, metrics.clone(), draining.clone(), vod_load);
         let transcode = Transcoder::start(config.clone(), streams.clone(), metrics.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -123,6 +129,10 @@ impl Node {
             recordings.attach_cluster(c.clone());
         }
         let jobs = crate::transcode::vod::Jobs::new(config.clone(), recordings.clone(), &metrics);
+        let _ = vod.set(jobs.clone());
+        if let Some(c) = &cluster {
+            jobs.attach_cluster(c.clone());
+        }
         {
             let jobs = jobs.clone();
             tokio::spawn(async move { jobs.resume().await });
@@ -166,6 +176,7 @@ impl Node {
         info!("shutting down: readiness off");
         // Ladders this node runs move to other nodes now, while the cluster is still up.
         ctx.transcode.drain().await;
+        ctx.jobs.drain();
         let drain = Duration::from_secs_f64(ctx.config.drain_secs);
         let started = std::time::Instant::now();
         while ctx.metrics.publishers.get() > 0 && started.elapsed() < drain {

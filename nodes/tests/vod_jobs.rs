@@ -12,6 +12,37 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A node the helpers talk to: a local [`Strom`] or a namespaced cluster node.
+trait Node {
+    fn http_url(&self, path: &str) -> String;
+    fn get(&self, path: &str) -> HttpResponse;
+    fn log_tail(&self, n: usize) -> String;
+}
+
+impl Node for Strom {
+    fn http_url(&self, path: &str) -> String {
+        Strom::http_url(self, path)
+    }
+    fn get(&self, path: &str) -> HttpResponse {
+        Strom::get(self, path)
+    }
+    fn log_tail(&self, n: usize) -> String {
+        Strom::log_tail(self, n)
+    }
+}
+
+impl Node for common::netns::NetNode {
+    fn http_url(&self, path: &str) -> String {
+        common::netns::NetNode::http_url(self, path)
+    }
+    fn get(&self, path: &str) -> HttpResponse {
+        common::netns::NetNode::get(self, path)
+    }
+    fn log_tail(&self, n: usize) -> String {
+        common::netns::NetNode::log_tail(self, n)
+    }
+}
+
 /// Fast rungs for 2 cores (the default ladder uses `veryfast`).
 const VOD_RUNGS: &str = "[{height = 1080, bitrate_kbps = 3000, preset = \"ultrafast\", profile = \"high\"}, \
                          {height = 720, bitrate_kbps = 1500, preset = \"ultrafast\", profile = \"high\"}, \
@@ -54,7 +85,7 @@ fn media_file(width: u32, height: u32, seconds: u32) -> PathBuf {
 }
 
 /// `curl` with `args` against `s`; (status, body).
-fn curl(s: &Strom, args: &[&str], path: &str) -> (u16, String) {
+fn curl(s: &impl Node, args: &[&str], path: &str) -> (u16, String) {
     let out = run_with_timeout(
         Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).arg(s.http_url(path)),
         Duration::from_secs(120),
@@ -69,7 +100,7 @@ fn json(text: &str) -> serde_json::Value {
 }
 
 /// `curl -F file=@PATH [-F rungs=..]`: the accepted job's id.
-fn upload(s: &Strom, file: &Path, rungs: Option<&str>) -> String {
+fn upload(s: &impl Node, file: &Path, rungs: Option<&str>) -> String {
     let form = format!("file=@{}", file.display());
     let mut args = vec!["-F", form.as_str()];
     let r = rungs.map(|r| format!("rungs={r}"));
@@ -86,7 +117,7 @@ fn upload(s: &Strom, file: &Path, rungs: Option<&str>) -> String {
 }
 
 /// Polls the job until it is finished; asserts its progress never goes backwards; returns it.
-fn wait_job(s: &Strom, id: &str, timeout: Duration) -> serde_json::Value {
+fn wait_job(s: &impl Node, id: &str, timeout: Duration) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     let (mut frames, mut chunks) = (0u64, 0u64);
     loop {
@@ -122,7 +153,7 @@ fn extinfs(text: &str) -> Vec<String> {
 
 /// Checks every rung of a done job against its source file: frame count, size, identical segment boundaries,
 /// continuous video timestamps, audio joins within one AAC frame.
-fn check_rungs(s: &Strom, job: &serde_json::Value, source: &Path, want: &[(u64, u64)]) {
+fn check_rungs(s: &impl Node, job: &serde_json::Value, source: &Path, want: &[(u64, u64)]) {
     let id = job["id"].as_str().unwrap();
     let src_frames = ffprobe(
         &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"],
@@ -358,4 +389,85 @@ fn a_job_resumes_when_its_node_returns_after_a_kill() {
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["attempts"], 2, "resumed once: {job}");
     check_rungs(&s, &job, &src, &[(1280, 720), (256, 144)]);
+}
+
+/// Three namespaced nodes with a local volume each, as the StatefulSet runs them: an upload to one node is
+/// encoded on all three (each worker reads only its chunks' ranges of the source from the job's node and writes
+/// its segments back there); then a worker SIGKILLed mid-job loses its chunks to the others, and the job still
+/// ends `done` with every picture in every rung.
+#[test]
+fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
+    use common::netns::Net;
+    let net = Net::new(3);
+    let dirs: Vec<PathBuf> = (0..3).map(|i| scratch(&format!("vod-cluster-{i}"))).collect();
+    let spawn = |i: usize| {
+        let env = [
+            ("STROM_STORAGE_PATH", dirs[i].to_str().unwrap()),
+            ("STROM_VOD_RUNGS", VOD_RUNGS),
+            ("STROM_VOD_CHUNK_SECS", "10"),
+            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+        ];
+        net.spawn_cluster_with(i, "vod-cookie", &[], &env)
+    };
+    let nodes: Vec<_> = (0..3).map(spawn).collect();
+    let t = Instant::now();
+    while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1)); // a heartbeat or two: every node knows the others' load
+    let src = media_file(1280, 720, 60);
+    let size = std::fs::metadata(&src).unwrap().len();
+
+    // One upload to strom-0: its chunks run on all three nodes.
+    let id = upload(&nodes[0], &src, Some("720,360,144"));
+    let job = wait_job(&nodes[0], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    let ran: std::collections::BTreeSet<&str> =
+        job["chunk_status"].as_array().unwrap().iter().filter_map(|c| c["node"].as_str()).collect();
+    assert_eq!(ran.len(), 3, "chunks ran on all 3 nodes: {ran:?}");
+    check_rungs(&nodes[0], &job, &src, &[(1280, 720), (640, 360), (256, 144)]);
+    // Another node serves the same master (through strom-0's volume).
+    assert_eq!(
+        nodes[1].get(&format!("/vod/{id}/index.m3u8")).text(),
+        nodes[0].get(&format!("/vod/{id}/index.m3u8")).text()
+    );
+    // Workers read their chunks' ranges, never a whole copy, and kept nothing on their own volumes.
+    for n in &nodes[1..] {
+        let reads = n.metric("strom_cluster_requests_total{request=\"job_read\"}");
+        assert!(
+            reads >= 1.0 && reads * 1048576.0 < 0.8 * size as f64,
+            "{}: {reads} MiB read of {size} bytes",
+            n.name()
+        );
+        assert!(n.metric("strom_cluster_requests_total{request=\"job_put\"}") >= 1.0);
+    }
+    assert!(dirs[1..].iter().all(|d| !d.join("vod").exists()), "nothing stored on the workers");
+
+    // A worker SIGKILLed while it encodes a chunk: the chunk is sent elsewhere, the job ends done.
+    let mut nodes = nodes;
+    let id = upload(&nodes[0], &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = json(&nodes[0].get(&format!("/api/v1/jobs/{id}")).text());
+        let on_2 = j["chunk_status"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["state"] == "running" && c["node"] == "strom-2"));
+        if on_2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "strom-2 never got a chunk: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[2].kill();
+    let killed_at = Instant::now();
+    let job = wait_job(&nodes[0], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    eprintln!("done {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
+    let chunks = job["chunk_status"].as_array().unwrap();
+    assert!(chunks.iter().all(|c| c["node"] != "strom-2"), "every chunk ended on a live node: {job}");
+    assert!(chunks.iter().any(|c| c["attempts"].as_u64() >= Some(2)), "a chunk was sent again: {job}");
+    check_rungs(&nodes[0], &job, &src, &[(1280, 720), (256, 144)]);
+    assert!(nodes[0].metric("strom_vod_chunks_total{outcome=\"failed\"}") >= 1.0);
 }

@@ -212,7 +212,9 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
         // Asked of the node agent and of a ladder's export, not of a stream's owner.
         Request::StartEncoder { .. } => Response::Started(false),
         Request::Master { .. } => Response::Master(None),
-        Request::Vod(_) => Response::Api { status: 404, body: Bytes::from_static(b"{\"error\":\"not here\"}") },
+        Request::Vod(_) | Request::Job(_) => {
+            Response::Api { status: 404, body: Bytes::from_static(b"{\"error\":\"not here\"}") }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeS
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::wire::{Cast, Load, Request, Response, VodRequest};
+use super::wire::{Cast, JobRequest, Load, Request, Response, VodRequest};
 use super::{call, RemoteMsg, NODE_GROUP};
 use crate::config::{ClusterConfig, Config};
 use crate::metrics::Metrics;
@@ -195,7 +195,12 @@ struct Shared {
     encoder_host: std::sync::OnceLock<EncoderHost>,
     /// Answers other nodes' requests about this node's recordings and assets ([`Request::Vod`]).
     vod_host: std::sync::OnceLock<VodHost>,
+    /// Does VOD job work for other nodes ([`Request::Job`]).
+    job_host: std::sync::OnceLock<JobHost>,
 }
+
+/// Answers a [`JobRequest`] (set by the VOD jobs, see [`Cluster::set_job_host`]).
+pub type JobHost = Arc<dyn Fn(JobRequest) -> futures_util::future::BoxFuture<'static, Response> + Send + Sync>;
 
 /// Answers a [`VodRequest`] from this node's recordings (set by the storage layer, see [`Cluster::set_vod_host`]).
 pub type VodHost = Arc<dyn Fn(VodRequest) -> futures_util::future::BoxFuture<'static, Response> + Send + Sync>;
@@ -256,6 +261,7 @@ impl Cluster {
             hls_waiters: Mutex::new(HashMap::new()),
             encoder_host: std::sync::OnceLock::new(),
             vod_host: std::sync::OnceLock::new(),
+            job_host: std::sync::OnceLock::new(),
         });
         let cm = ClusterMetrics::new(metrics);
         let (agent, _) = Actor::spawn(None, NodeAgent, AgentArgs { node: node.clone(), shared: shared.clone() })
@@ -376,6 +382,11 @@ impl Cluster {
         let _ = self.shared.vod_host.set(host);
     }
 
+    /// Lets other nodes send VOD job work here (the VOD jobs register themselves once).
+    pub fn set_job_host(&self, host: JobHost) {
+        let _ = self.shared.job_host.set(host);
+    }
+
     /// Every other node's agent (connected now).
     pub fn agents(&self) -> Vec<ActorRef<RemoteMsg>> {
         super::remote_members(NODE_GROUP)
@@ -459,6 +470,19 @@ impl Actor for NodeAgent {
                     };
                     let _ = reply.send(Response::Started(ok).encode());
                 }
+                Ok(Request::Job(j)) => match st.shared.job_host.get() {
+                    // A chunk is answered when it is encoded: off the agent's mailbox.
+                    Some(host) => {
+                        let answer = host(j);
+                        tokio::spawn(async move {
+                            let _ = reply.send(answer.await.encode());
+                        });
+                    }
+                    None => {
+                        let body = Bytes::from_static(b"{\"error\":\"VOD jobs are off on this node\"}");
+                        let _ = reply.send(Response::Api { status: 503, body }.encode());
+                    }
+                },
                 Ok(Request::Vod(v)) => match st.shared.vod_host.get() {
                     // Storage reads may take a while: answered off the agent's mailbox (heartbeats go on).
                     Some(host) => {

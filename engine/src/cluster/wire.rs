@@ -144,6 +144,10 @@ pub struct Load {
     pub encoders: u32,
     /// Ladders it could still take (`transcode.max_streams` minus running; 0 with transcoding off).
     pub encoder_slots: u32,
+    /// VOD chunks it encodes or has queued (a trailing field: 0 from a node of an earlier release).
+    pub vod_chunks: u32,
+    /// VOD chunks it encodes at once (`vod.parallel_chunks`; 0 from a node of an earlier release).
+    pub vod_slots: u32,
 }
 
 /// Requests (remote procedure calls).
@@ -188,6 +192,55 @@ pub enum Request {
     },
     /// To a node agent: recordings and VOD assets of that node (see `crate::storage`).
     Vod(VodRequest),
+    /// To a node agent: VOD job work (see `crate::transcode::vod`).
+    Job(JobRequest),
+}
+
+/// What [`Request::Job`] asks: a job's node sends chunks to workers; a worker reads the job's source from it and,
+/// with local volumes, writes the chunk's output to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobRequest {
+    /// To a worker: encode a chunk (`task`: the JSON `ChunkTask`). Answered when it is done, with
+    /// [`Response::Api`]: 200 and the chunk's outputs (JSON), or an error status and why.
+    Chunk {
+        /// JSON.
+        task: Bytes,
+    },
+    /// To a worker: pictures done by attempt `attempt` of chunk `index` of job `job`: [`Response::Api`] with
+    /// `{"frames": N}`, 404 when the worker does not run it.
+    Progress {
+        /// Job id.
+        job: String,
+        /// Chunk index.
+        index: u32,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// To a worker: stop that chunk (the job was cancelled or gave the chunk to another node).
+    Cancel {
+        /// Job id.
+        job: String,
+        /// Chunk index.
+        index: u32,
+    },
+    /// To the job's node: up to `max` bytes from `offset` of the source object of a job it runs:
+    /// [`Response::Range`].
+    Read {
+        /// The source's storage key (`vod/<id>/original.<ext>`).
+        object: String,
+        /// Byte offset.
+        offset: u64,
+        /// Most bytes wanted.
+        max: u32,
+    },
+    /// To the job's node: store a chunk's output object (`vod/<id>/<rung>/<file>` of a job it runs) on its
+    /// storage: [`Response::Api`].
+    Put {
+        /// Storage key.
+        object: String,
+        /// The object.
+        data: Bytes,
+    },
 }
 
 /// What [`Request::Vod`] asks of a node's recordings: the API of a recording runs on the stream's owner, and a
@@ -278,6 +331,9 @@ pub enum Response {
         /// JSON.
         body: Bytes,
     },
+    /// To [`JobRequest::Read`]: the object's total size and the bytes asked for; `None` if there is no such
+    /// object.
+    Range(Option<(u64, Bytes)>),
 }
 
 // ---- encoding ---------------------------------------------------------------------------------------------------
@@ -447,6 +503,11 @@ impl Request {
             Request::Vod(VodRequest::File { .. }) => "vod_file",
             Request::Vod(VodRequest::Delete { .. }) => "vod_delete",
             Request::Vod(VodRequest::Dvr { .. }) => "vod_dvr",
+            Request::Job(JobRequest::Chunk { .. }) => "job_chunk",
+            Request::Job(JobRequest::Progress { .. }) => "job_progress",
+            Request::Job(JobRequest::Cancel { .. }) => "job_cancel",
+            Request::Job(JobRequest::Read { .. }) => "job_read",
+            Request::Job(JobRequest::Put { .. }) => "job_put",
         }
     }
 
@@ -518,6 +579,43 @@ impl Request {
                 }
                 o
             }
+            Request::Job(j) => {
+                let size = match j {
+                    JobRequest::Chunk { task } => task.len(),
+                    JobRequest::Put { object, data } => object.len() + data.len(),
+                    _ => 0,
+                };
+                let mut o = header(9, 32 + size);
+                match j {
+                    JobRequest::Chunk { task } => {
+                        o.put_u8(1);
+                        put_bytes(&mut o, task);
+                    }
+                    JobRequest::Progress { job, index, attempt } => {
+                        o.put_u8(2);
+                        put_bytes(&mut o, job.as_bytes());
+                        o.put_u32(*index);
+                        o.put_u32(*attempt);
+                    }
+                    JobRequest::Cancel { job, index } => {
+                        o.put_u8(3);
+                        put_bytes(&mut o, job.as_bytes());
+                        o.put_u32(*index);
+                    }
+                    JobRequest::Read { object, offset, max } => {
+                        o.put_u8(4);
+                        put_bytes(&mut o, object.as_bytes());
+                        o.put_u64(*offset);
+                        o.put_u32(*max);
+                    }
+                    JobRequest::Put { object, data } => {
+                        o.put_u8(5);
+                        put_bytes(&mut o, object.as_bytes());
+                        put_bytes(&mut o, data);
+                    }
+                }
+                o
+            }
         }
     }
 
@@ -551,6 +649,14 @@ impl Request {
                 },
                 _ => return Err(WireError { what: "vod op", offset: 2 }),
             }),
+            9 => Request::Job(match r.u8("job op")? {
+                1 => JobRequest::Chunk { task: r.bytes("task")? },
+                2 => JobRequest::Progress { job: r.string("job")?, index: r.u32("index")?, attempt: r.u32("attempt")? },
+                3 => JobRequest::Cancel { job: r.string("job")?, index: r.u32("index")? },
+                4 => JobRequest::Read { object: r.string("object")?, offset: r.u64("offset")?, max: r.u32("max")? },
+                5 => JobRequest::Put { object: r.string("object")?, data: r.bytes("data")? },
+                _ => return Err(WireError { what: "job op", offset: 2 }),
+            }),
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -574,6 +680,8 @@ impl Response {
                 o.put_f32(load.ratio);
                 o.put_u32(load.encoders);
                 o.put_u32(load.encoder_slots);
+                o.put_u32(load.vod_chunks);
+                o.put_u32(load.vod_slots);
                 o
             }
             Response::Claim { node, live, since_ms } => {
@@ -621,6 +729,18 @@ impl Response {
                 put_bytes(&mut o, body);
                 o
             }
+            Response::Range(r) => {
+                let mut o = header(9, 16 + r.as_ref().map_or(0, |(_, b)| b.len()));
+                match r {
+                    Some((total, data)) => {
+                        o.put_u8(1);
+                        o.put_u64(*total);
+                        put_bytes(&mut o, data);
+                    }
+                    None => o.put_u8(0),
+                }
+                o
+            }
         }
     }
 
@@ -644,6 +764,10 @@ impl Response {
                     load.encoders = r.u32("encoders")?;
                     load.encoder_slots = r.u32("encoder_slots")?;
                 }
+                if r.buf.has_remaining() {
+                    load.vod_chunks = r.u32("vod_chunks")?;
+                    load.vod_slots = r.u32("vod_slots")?;
+                }
                 Response::Pong { nonce, node, load }
             }
             2 => Response::Claim { node: r.string("node")?, live: r.bool("live")?, since_ms: r.u64("since_ms")? },
@@ -656,6 +780,10 @@ impl Response {
             6 => Response::Started(r.bool("started")?),
             7 => Response::Master(r.opt_bytes("master")?),
             8 => Response::Api { status: r.u16("status")?, body: r.bytes("body")? },
+            9 => Response::Range(match r.bool("range present")? {
+                true => Some((r.u64("total")?, r.bytes("data")?)),
+                false => None,
+            }),
             _ => return Err(r.error("response tag")),
         };
         r.finish(s)
@@ -816,6 +944,14 @@ mod tests {
             Request::Vod(VodRequest::File { id: "x".into(), path: "source/init1.mp4".into(), offset: 3, max: 9 }),
             Request::Vod(VodRequest::Delete { id: "x".into() }),
             Request::Vod(VodRequest::Dvr { key: "live/a_160p".into(), name: "a-3-17.m4s".into(), offset: 0, max: 9 }),
+            Request::Job(JobRequest::Chunk { task: Bytes::from_static(b"{\"job\":\"x\"}") }),
+            Request::Job(JobRequest::Progress { job: "x".into(), index: 3, attempt: 2 }),
+            Request::Job(JobRequest::Cancel { job: "x".into(), index: 3 }),
+            Request::Job(JobRequest::Read { object: "vod/x/original.mp4".into(), offset: 5 << 32, max: 1 << 20 }),
+            Request::Job(JobRequest::Put {
+                object: "vod/x/720p/seg0-4000000-i1.m4s".into(),
+                data: Bytes::from_static(b"moof"),
+            }),
         ] {
             assert_eq!(Request::decode(q.encode()).unwrap(), q);
         }
@@ -828,6 +964,8 @@ mod tests {
             ratio: 0.25,
             encoders: 1,
             encoder_slots: 2,
+            vod_chunks: 4,
+            vod_slots: 2,
         };
         for s in [
             Response::Pong { nonce: 9, node: "strom-1".into(), load },
@@ -840,6 +978,8 @@ mod tests {
             Response::Started(true),
             Response::Master(Some(Bytes::from_static(b"#EXTM3U\n"))),
             Response::Api { status: 409, body: Bytes::from_static(b"{\"error\":\"x\"}") },
+            Response::Range(Some((5 << 32, Bytes::from_static(b"mdat")))),
+            Response::Range(None),
             Response::Master(None),
         ] {
             assert_eq!(Response::decode(s.encode()).unwrap(), s);
@@ -850,7 +990,13 @@ mod tests {
     fn a_pong_of_the_previous_release_decodes_with_a_default_ladder_load() {
         let load = Load { cpu: 0.5, streams: 2, players: 3, relays_out: 1, draining: false, ..Load::default() };
         let mut old = Response::Pong { nonce: 1, node: "n".into(), load }.encode();
-        old.truncate(old.len() - 12);
+        old.truncate(old.len() - 20);
+        assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load });
+        // A node of the release before VOD jobs: its load has no VOD fields.
+        let load = Load { ratio: 0.5, encoders: 1, encoder_slots: 2, ..load };
+        let mut old =
+            Response::Pong { nonce: 1, node: "n".into(), load: Load { vod_chunks: 3, vod_slots: 2, ..load } }.encode();
+        old.truncate(old.len() - 8);
         assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load });
     }
 

@@ -281,6 +281,31 @@ impl Storage {
         r
     }
 
+    /// Up to `max` bytes of the object at `key` from `offset`, with the object's size; `Ok(None)` when there is
+    /// no such object. An offset at or past the end gives no bytes.
+    pub async fn get_range(&self, key: &str, offset: u64, max: u64) -> Result<Option<(u64, Bytes)>, StorageError> {
+        let path = self.path(key)?;
+        let started = Instant::now();
+        let fetch = async {
+            let size = match self.store.head(&path).await {
+                Ok(meta) => meta.size,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let end = offset.saturating_add(max).min(size);
+            if offset >= end {
+                return Ok(Some((size, Bytes::new())));
+            }
+            self.store.get_range(&path, offset..end).await.map(|b| Some((size, b)))
+        };
+        let r = match tokio::time::timeout(OP_TIMEOUT, fetch).await {
+            Ok(r) => r.map_err(|e| StorageError { op: "get", object: key.into(), reason: e.to_string() }),
+            Err(_) => Err(StorageError { op: "get", object: key.into(), reason: "timed out".into() }),
+        };
+        self.timed("get", started, &r);
+        r
+    }
+
     /// Every object under `prefix` (a folder, without a trailing slash): names relative to it, and sizes.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
         let path = self.path(prefix)?;

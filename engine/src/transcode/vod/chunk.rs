@@ -127,11 +127,11 @@ fn spec(r: &JobRung) -> RungSpec {
     }
 }
 
-/// Encodes chunk `plan` of the source at `url` into `rungs` (`fps`: the source's; `offset_ms`: the probe's),
+/// Encodes chunk `plan` of the source at `source` into `rungs` (`fps`: the source's; `offset_ms`: the probe's),
 /// writing every segment through `write`. `progress` counts the source pictures done; `cancel` stops it.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_chunk(
-    url: &str,
+    source: super::source::SourceAt,
     plan: &ChunkPlan,
     offset_ms: i64,
     fps: f64,
@@ -142,7 +142,7 @@ pub fn encode_chunk(
     write: &mut Write<'_>,
 ) -> Result<ChunkOutput, String> {
     let started = Instant::now();
-    let mut source = super::source::Source::open(url)?;
+    let mut source = super::source::Source::open(source)?;
     let specs: Vec<RungSpec> = rungs.iter().map(spec).collect();
     let mut pipeline = Pipeline::new(&source.avc_record, &specs, fps, threads).map_err(|e| e.to_string())?;
     pipeline.force_keyframes(plan.segments.iter().copied());

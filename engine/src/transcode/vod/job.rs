@@ -7,7 +7,6 @@
 //! job whose node restarts goes on from its done chunks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,12 +16,11 @@ use tracing::{info, warn, Instrument};
 
 use super::plan::{plan_chunks, ChunkOutput, ChunkState, ChunkStatus, Job, JobRung, JobState};
 use super::JobsInner;
+use crate::cluster::wire::Load;
 use crate::formats::playlist::rfc3339_millis;
 use crate::storage::asset::{render_playlist, AssetState, Rendition, SegmentEntry};
 use crate::transcode::ladder::scaled_width;
 
-/// How long FFmpeg may read the source through one presigned URL.
-const URL_VALID: Duration = Duration::from_secs(6 * 3600);
 /// Progress is refreshed this often.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -30,16 +28,20 @@ const TICK: Duration = Duration::from_secs(1);
 pub enum JobMsg {
     /// The probe ended: the source's summary and chunk plan, or why the source is unusable.
     Probed(Result<Box<Probed>, String>),
-    /// A chunk attempt ended.
+    /// A chunk attempt ended (here or on another node).
     ChunkEnded {
         /// The chunk.
         index: u32,
+        /// The attempt.
+        attempt: u32,
         /// Its result.
         result: Result<ChunkOutput, String>,
     },
-    /// Start what may start (a retry's backoff is over).
+    /// Pictures done by chunks on other nodes, per (chunk, attempt); `None`: the node did not answer.
+    Progress(Vec<(u32, u32, Option<u64>)>),
+    /// Start what may start (a retry's backoff is over, a node may have room).
     Dispatch,
-    /// Refresh progress.
+    /// Refresh progress, check time limits.
     Tick,
     /// Stop the job (`POST /api/v1/jobs/{id}/cancel`).
     Cancel,
@@ -63,22 +65,42 @@ pub struct JobArgs {
     pub(super) status: Arc<Mutex<Job>>,
 }
 
+/// A chunk attempt under way.
+struct Inflight {
+    node: String,
+    attempt: u32,
+    started: Instant,
+    /// When its picture count last grew.
+    moved: Instant,
+    frames: u64,
+    /// Progress polls in a row its node did not answer.
+    misses: u32,
+    task: tokio::task::AbortHandle,
+}
+
 /// The job actor's state.
 pub struct JobRun {
     jobs: Arc<JobsInner>,
     job: Job,
     status: Arc<Mutex<Job>>,
-    cancel: Arc<AtomicBool>,
-    /// Per chunk: pictures done by the running attempt.
-    progress: Vec<Arc<AtomicU64>>,
+    /// Chunk attempts under way, by chunk index.
+    inflight: HashMap<u32, Inflight>,
     /// Per chunk: the most pictures any attempt reported (progress never goes backwards).
     best: Vec<u64>,
-    running: usize,
     /// Chunks waiting for their retry's backoff.
     backoff: HashMap<u32, Instant>,
+    /// Seconds of encoding per second of media, the slowest done chunk's: the time limit of a chunk.
+    speed: Option<f64>,
+    /// A progress poll of other nodes is under way.
+    polling: bool,
     started: Instant,
     frames_at_start: u64,
 }
+
+/// No picture for this long from a chunk that had started encoding: it is stuck.
+const STALL: Duration = Duration::from_secs(60);
+/// A node that misses this many progress polls in a row has lost the chunk.
+const MISSES: u32 = 3;
 
 impl Actor for JobActor {
     type Msg = JobMsg;
@@ -93,11 +115,11 @@ impl Actor for JobActor {
             frames_at_start: 0,
             job: args.job,
             status: args.status,
-            cancel: Arc::new(AtomicBool::new(false)),
-            progress: (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+            inflight: HashMap::new(),
             best: vec![0; n],
-            running: 0,
             backoff: HashMap::new(),
+            speed: None,
+            polling: false,
             started: Instant::now(),
         };
         for (i, (plan, status)) in run.job.chunks.iter().zip(&run.job.chunk_status).enumerate() {
@@ -131,11 +153,12 @@ impl Actor for JobActor {
                 run.persist().await;
                 run.dispatch(&myself).await;
             }
-            JobMsg::ChunkEnded { index, result } => run.chunk_ended(&myself, index, result).await,
+            JobMsg::ChunkEnded { index, attempt, result } => run.chunk_ended(&myself, index, attempt, result).await,
+            JobMsg::Progress(polled) => run.polled(&myself, polled).await,
             JobMsg::Dispatch => run.dispatch(&myself).await,
-            JobMsg::Tick => run.refresh(),
+            JobMsg::Tick => run.tick(&myself).await,
             JobMsg::Cancel => {
-                run.cancel.store(true, Ordering::Relaxed);
+                run.stop_chunks();
                 run.set_state(JobState::Cancelled, Some("cancelled through the API".into()));
                 run.persist().await;
                 run.asset_state(AssetState::Failed, Some("its job was cancelled".into())).await;
@@ -147,8 +170,7 @@ impl Actor for JobActor {
     }
 
     async fn post_stop(&self, _: ActorRef<JobMsg>, run: &mut JobRun) -> Result<(), ActorProcessingErr> {
-        // Running chunk threads see this and end at their next packet.
-        run.cancel.store(true, Ordering::Relaxed);
+        run.stop_chunks();
         Ok(())
     }
 }
@@ -203,7 +225,7 @@ impl JobRun {
 
     async fn source_url(&self) -> Result<String, String> {
         let storage = self.jobs.recordings.store().map_err(|e| e.to_string())?;
-        storage.read_url(&self.job.source.object, URL_VALID).await.map_err(|e| e.to_string())
+        storage.read_url(&self.job.source.object, super::URL_VALID).await.map_err(|e| e.to_string())
     }
 
     /// The probe's summary and plan, and the rungs that fit the source.
@@ -233,7 +255,6 @@ impl JobRun {
             })
             .collect();
         self.job.chunk_status = p.chunks.iter().map(|_| ChunkStatus::new()).collect();
-        self.progress = p.chunks.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
         self.best = vec![0; p.chunks.len()];
         self.job.chunks = p.chunks;
         info!(job = %self.job.id, chunks = self.job.chunks.len(), frames = info.frames,
@@ -241,79 +262,170 @@ impl JobRun {
         self.job.info = Some(info);
     }
 
-    /// Starts pending chunks, up to `vod.parallel_chunks` of this job at once (the node's chunk slots are shared
-    /// by its jobs).
+    /// Where chunks may run now: this node (unless it drains) and every peer that is up, not draining, and not
+    /// behind an open breaker; each with its chunk slots and load.
+    fn candidates(&self) -> Vec<(String, u32, Load)> {
+        let me = &self.jobs.config.node_name;
+        let local_slots = self.jobs.config.vod.parallel_chunks() as u32;
+        let draining = self.jobs.draining.load(std::sync::atomic::Ordering::Relaxed);
+        let nodes = match self.jobs.cluster.get() {
+            Some(c) => c.nodes_with_load(),
+            None => vec![(me.clone(), Load::default())],
+        };
+        nodes
+            .into_iter()
+            .filter(|(n, l)| if n == me { !draining } else { !l.draining })
+            .filter(|(n, _)| self.jobs.breakers.closed(n))
+            .map(|(n, l)| {
+                let slots = if n == *me || l.vod_slots == 0 { local_slots } else { l.vod_slots };
+                (n, slots.max(1), l)
+            })
+            .collect()
+    }
+
+    /// The node for the next chunk: one with a free slot for this job, the fewest of this job's chunks per slot
+    /// first, then the least live work (ladders: live comes first), then the least other VOD work, then CPU;
+    /// never `avoid` (where the chunk just failed) while another node can take it.
+    fn pick(&self, candidates: &[(String, u32, Load)], avoid: Option<&str>) -> Option<String> {
+        type Rank = (u64, u32, u32, u32);
+        let mut best: Option<(Rank, &str)> = None;
+        let mut fallback = None;
+        for (node, slots, load) in candidates {
+            let mine = self.inflight.values().filter(|f| f.node == *node).count() as u32;
+            if mine >= *slots {
+                continue;
+            }
+            if Some(node.as_str()) == avoid {
+                fallback = Some(node.clone());
+                continue;
+            }
+            let key = (
+                (u64::from(mine) << 16) / u64::from(*slots),
+                load.encoders,
+                load.vod_chunks,
+                (load.ratio * 100.0) as u32,
+            );
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, node));
+            }
+        }
+        best.map(|(_, n)| n.to_string()).or(fallback)
+    }
+
+    /// Starts pending chunks on the nodes that have room for them.
     async fn dispatch(&mut self, myself: &ActorRef<JobMsg>) {
         if self.job.state != JobState::Running {
             return;
         }
-        let limit = self.jobs.config.vod.parallel_chunks();
-        let now = Instant::now();
         let Some(info) = self.job.info.clone() else { return };
-        let mut url = None;
+        let now = Instant::now();
+        let candidates = self.candidates();
+        let me = self.jobs.config.node_name.clone();
+        let mut waiting = false;
         for i in 0..self.job.chunks.len() {
-            if self.running >= limit {
-                break;
-            }
-            if self.job.chunk_status[i].state != ChunkState::Pending
-                || self.backoff.get(&(i as u32)).is_some_and(|t| *t > now)
-            {
+            let index = i as u32;
+            if self.job.chunk_status[i].state != ChunkState::Pending || self.inflight.contains_key(&index) {
                 continue;
             }
-            if url.is_none() {
-                match self.source_url().await {
-                    Ok(u) => url = Some(u),
-                    Err(e) => {
-                        warn!(job = %self.job.id, error = %e, "cannot reach the source; trying again");
-                        myself.send_after(Duration::from_secs(2), || JobMsg::Dispatch);
-                        return;
-                    }
-                }
+            if self.backoff.get(&index).is_some_and(|t| *t > now) {
+                continue;
             }
-            self.backoff.remove(&(i as u32));
+            let status = &self.job.chunk_status[i];
+            let avoid = status.error.as_ref().and(status.node.clone());
+            let Some(node) = self.pick(&candidates, avoid.as_deref()) else {
+                waiting = true;
+                break;
+            };
+            self.backoff.remove(&index);
             let status = &mut self.job.chunk_status[i];
             status.state = ChunkState::Running;
             status.attempts += 1;
-            status.node = Some(self.jobs.config.node_name.clone());
+            status.node = Some(node.clone());
             status.error = None;
-            self.running += 1;
-            self.progress[i].store(0, Ordering::Relaxed);
+            let attempt = status.attempts;
             let task = super::ChunkTask {
+                job: self.job.id.clone(),
+                index,
+                attempt,
+                owner: me.clone(),
                 asset: self.job.asset.clone(),
-                url: url.clone().unwrap_or_default(),
+                object: self.job.source.object.clone(),
                 plan: self.job.chunks[i].clone(),
                 offset_ms: info.offset_ms,
                 fps: info.fps,
                 rungs: self.job.rungs.clone(),
             };
-            let (jobs, me, cancel, progress) =
-                (self.jobs.clone(), myself.clone(), self.cancel.clone(), self.progress[i].clone());
-            let span = tracing::info_span!(parent: None, "vod_chunk", job = %self.job.id, chunk = i, node = %self.jobs.config.node_name);
-            tokio::spawn(
+            let limit = self.limit(i);
+            let (jobs, me_ref) = (self.jobs.clone(), myself.clone());
+            let span = tracing::info_span!(parent: None, "vod_chunk", job = %self.job.id, chunk = i, attempt,
+                                           worker = %node, node = %me);
+            let target = node.clone();
+            let local = node == me;
+            let task = tokio::spawn(
                 async move {
-                    let result = jobs.run_chunk(task, cancel, progress).await;
-                    let _ = me.cast(JobMsg::ChunkEnded { index: i as u32, result });
+                    let result = if local {
+                        jobs.run_chunk(task).await
+                    } else {
+                        match jobs.cluster.get() {
+                            Some(c) => super::remote::send_chunk(c, &target, &task, limit).await,
+                            None => Err("clustering is off".into()),
+                        }
+                    };
+                    let _ = me_ref.cast(JobMsg::ChunkEnded { index, attempt, result });
                 }
                 .instrument(span),
             );
+            info!(job = %self.job.id, chunk = index, attempt, worker = %node, "chunk dispatched");
+            let now = Instant::now();
+            let f =
+                Inflight { node, attempt, started: now, moved: now, frames: 0, misses: 0, task: task.abort_handle() };
+            self.inflight.insert(index, f);
         }
-        self.publish();
+        if waiting && self.inflight.is_empty() {
+            // No node can take a chunk now (breakers open, every node draining): look again shortly.
+            myself.send_after(Duration::from_secs(1), || JobMsg::Dispatch);
+        }
+        self.persist().await;
     }
 
-    async fn chunk_ended(&mut self, myself: &ActorRef<JobMsg>, index: u32, result: Result<ChunkOutput, String>) {
+    /// The time limit of chunk `i`: six times what the slowest done chunk took per media second (at least 2
+    /// minutes); before any chunk is done, 30 times its media duration (at least 10 minutes).
+    fn limit(&self, i: usize) -> Duration {
+        let plan = &self.job.chunks[i];
+        let media = (plan.end_ms - plan.start_ms).max(1) as f64 / 1000.0;
+        match self.speed {
+            Some(s) => Duration::from_secs_f64((6.0 * s * media).max(120.0)),
+            None => Duration::from_secs_f64((30.0 * media).max(600.0)),
+        }
+    }
+
+    async fn chunk_ended(
+        &mut self,
+        myself: &ActorRef<JobMsg>,
+        index: u32,
+        attempt: u32,
+        result: Result<ChunkOutput, String>,
+    ) {
         let i = index as usize;
-        self.running = self.running.saturating_sub(1);
+        if self.inflight.get(&index).is_none_or(|f| f.attempt != attempt) {
+            return; // an attempt given up on already
+        }
+        let Some(f) = self.inflight.remove(&index) else { return };
         if self.job.state != JobState::Running || i >= self.job.chunk_status.len() {
             return;
         }
         match result {
             Ok(out) => {
                 self.jobs.metrics.chunk("done");
+                self.jobs.breakers.success(&f.node);
+                let plan = &self.job.chunks[i];
+                let media = (plan.end_ms - plan.start_ms).max(1) as f64 / 1000.0;
+                self.speed = Some(self.speed.unwrap_or(0.0).max(out.seconds / media));
                 self.best[i] = self.job.chunks[i].frames;
                 let status = &mut self.job.chunk_status[i];
                 status.state = ChunkState::Done;
                 status.error = None;
-                info!(job = %self.job.id, chunk = index, seconds = out.seconds, frames = out.frames, "chunk done");
+                info!(job = %self.job.id, chunk = index, worker = %f.node, seconds = out.seconds, frames = out.frames, "chunk done");
                 status.output = Some(out);
                 self.persist().await;
                 if self.job.chunk_status.iter().all(|c| c.state == ChunkState::Done) {
@@ -322,25 +434,153 @@ impl JobRun {
                 }
             }
             Err(why) => {
-                self.jobs.metrics.chunk("failed");
-                let max = self.jobs.config.vod.chunk_attempts;
-                let status = &mut self.job.chunk_status[i];
-                status.error = Some(why.clone());
-                warn!(job = %self.job.id, chunk = index, attempt = status.attempts, error = %why, "chunk failed");
-                if status.attempts >= max {
-                    status.state = ChunkState::Failed;
-                    let reason = format!("chunk {index} failed {max} times; last: {why}");
-                    self.fail(myself, reason).await;
+                if !self.failed(myself, index, &f.node, why).await {
                     return;
                 }
-                status.state = ChunkState::Pending;
-                let wait = Duration::from_millis(500 * 2u64.pow(status.attempts.min(6)));
-                self.backoff.insert(index, Instant::now() + wait);
-                myself.send_after(wait, || JobMsg::Dispatch);
-                self.persist().await;
             }
         }
         self.dispatch(myself).await;
+    }
+
+    /// A chunk attempt on `node` failed (or was lost): back to pending with backoff, on another node if one can
+    /// take it; the job fails when the chunk has no attempt left. `false` when the job ended.
+    async fn failed(&mut self, myself: &ActorRef<JobMsg>, index: u32, node: &str, why: String) -> bool {
+        let i = index as usize;
+        let status = &mut self.job.chunk_status[i];
+        if why == super::remote::DRAINING {
+            // Handed back by a node shutting down: not the chunk's fault nor the node's.
+            info!(job = %self.job.id, chunk = index, worker = node, "chunk handed back by a draining node");
+            status.state = ChunkState::Pending;
+            status.attempts = status.attempts.saturating_sub(1);
+            return true;
+        }
+        self.jobs.metrics.chunk("failed");
+        let vod = &self.jobs.config.vod;
+        self.jobs.breakers.failure(node, vod.breaker_failures, Duration::from_secs_f64(vod.breaker_secs), &why);
+        let max = vod.chunk_attempts;
+        status.error = Some(why.clone());
+        warn!(job = %self.job.id, chunk = index, worker = node, attempt = status.attempts, error = %why, "chunk failed");
+        if status.attempts >= max {
+            status.state = ChunkState::Failed;
+            let reason = format!("chunk {index} failed {max} times; last, on {node}: {why}");
+            self.fail(myself, reason).await;
+            return false;
+        }
+        status.state = ChunkState::Pending;
+        let wait = Duration::from_millis(500 * 2u64.pow(status.attempts.min(6)));
+        self.backoff.insert(index, Instant::now() + wait);
+        myself.send_after(wait, || JobMsg::Dispatch);
+        self.persist().await;
+        true
+    }
+
+    /// Gives up on the running attempt of chunk `index` (its node is lost, or it ran past its time limit).
+    async fn lost(&mut self, myself: &ActorRef<JobMsg>, index: u32, why: String) -> bool {
+        let Some(f) = self.inflight.remove(&index) else { return true };
+        f.task.abort();
+        self.stop_on(&f.node, index);
+        self.failed(myself, index, &f.node, why).await
+    }
+
+    /// Stops chunk `index` on `node` (best effort).
+    fn stop_on(&self, node: &str, index: u32) {
+        if node == self.jobs.config.node_name {
+            self.jobs.cancel_chunk(&self.job.id, index);
+        } else if let Some(c) = self.jobs.cluster.get().cloned() {
+            let (node, job) = (node.to_string(), self.job.id.clone());
+            tokio::spawn(async move { super::remote::cancel_on(&c, &node, &job, index).await });
+        }
+    }
+
+    /// Stops every running chunk (the job ended).
+    fn stop_chunks(&mut self) {
+        for (index, f) in std::mem::take(&mut self.inflight) {
+            f.task.abort();
+            self.stop_on(&f.node, index);
+        }
+    }
+
+    /// Every second: local progress, a poll of other nodes' chunks, time limits.
+    async fn tick(&mut self, myself: &ActorRef<JobMsg>) {
+        if self.job.state != JobState::Running {
+            return;
+        }
+        let me = self.jobs.config.node_name.clone();
+        let mut remote = Vec::new();
+        for (index, f) in &mut self.inflight {
+            if f.node == me {
+                if let Some(n) = self.jobs.progress_of(&self.job.id, *index, f.attempt) {
+                    if n > f.frames {
+                        (f.frames, f.moved) = (n, Instant::now());
+                    }
+                }
+            } else {
+                remote.push((*index, f.attempt, f.node.clone()));
+            }
+        }
+        if !remote.is_empty() && !self.polling {
+            if let Some(c) = self.jobs.cluster.get().cloned() {
+                self.polling = true;
+                let (job, me_ref) = (self.job.id.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let polls =
+                        remote.into_iter().map(|(index, attempt, node)| {
+                            let (c, job) = (c.clone(), job.clone());
+                            async move {
+                                (index, attempt, super::remote::progress_on(&c, &node, &job, index, attempt).await)
+                            }
+                        });
+                    let _ = me_ref.cast(JobMsg::Progress(futures_util::future::join_all(polls).await));
+                });
+            }
+        }
+        let mut over = Vec::new();
+        for (index, f) in &self.inflight {
+            let limit = self.limit(*index as usize);
+            if f.started.elapsed() > limit {
+                over.push((*index, format!("no result from {} within the chunk's time limit of {limit:?}", f.node)));
+            } else if f.frames > 0 && f.moved.elapsed() > STALL {
+                over.push((*index, format!("stuck on {}: no picture for {STALL:?}", f.node)));
+            }
+        }
+        for (index, why) in over {
+            if !self.lost(myself, index, why).await {
+                return;
+            }
+        }
+        self.refresh();
+    }
+
+    /// The answers of a progress poll.
+    async fn polled(&mut self, myself: &ActorRef<JobMsg>, polled: Vec<(u32, u32, Option<u64>)>) {
+        self.polling = false;
+        let mut lost = Vec::new();
+        for (index, attempt, frames) in polled {
+            let Some(f) = self.inflight.get_mut(&index).filter(|f| f.attempt == attempt) else { continue };
+            match frames {
+                Some(n) => {
+                    f.misses = 0;
+                    if n > f.frames {
+                        (f.frames, f.moved) = (n, Instant::now());
+                    }
+                }
+                None => {
+                    f.misses += 1;
+                    if f.misses >= MISSES {
+                        lost.push((index, format!("node {} lost the chunk (no answer to {MISSES} polls)", f.node)));
+                    }
+                }
+            }
+        }
+        let any = !lost.is_empty();
+        for (index, why) in lost {
+            if !self.lost(myself, index, why).await {
+                return;
+            }
+        }
+        if any {
+            self.dispatch(myself).await;
+        }
     }
 
     /// Every chunk is done: each rung's playlist, then the asset's renditions and state.
@@ -408,7 +648,7 @@ impl JobRun {
 
     async fn fail(&mut self, myself: &ActorRef<JobMsg>, reason: String) {
         warn!(job = %self.job.id, reason = %reason, "job failed");
-        self.cancel.store(true, Ordering::Relaxed);
+        self.stop_chunks();
         self.set_state(JobState::Failed, Some(reason.clone()));
         self.persist().await;
         self.asset_state(AssetState::Failed, Some(reason)).await;
@@ -434,11 +674,9 @@ impl JobRun {
         if self.job.state != JobState::Running {
             return;
         }
-        for (i, p) in self.progress.iter().enumerate() {
-            if self.job.chunk_status[i].state == ChunkState::Running {
-                let n = p.load(Ordering::Relaxed).min(self.job.chunks[i].frames);
-                self.best[i] = self.best[i].max(n);
-            }
+        for (index, f) in &self.inflight {
+            let i = *index as usize;
+            self.best[i] = self.best[i].max(f.frames.min(self.job.chunks[i].frames));
         }
         let done: u64 = self.best.iter().sum();
         let secs = self.started.elapsed().as_secs_f64();
@@ -455,7 +693,7 @@ impl JobRun {
 fn probe(url: &str, vod: &crate::config::VodConfig) -> Result<Probed, String> {
     #[cfg(feature = "transcode")]
     {
-        let mut source = super::source::Source::open(url)?;
+        let mut source = super::source::Source::open(super::source::SourceAt::Url(url.into()))?;
         let p = source.probe()?;
         let chunks =
             plan_chunks(&p.pictures, p.end_ms, (vod.chunk_secs * 1000.0) as i64, (vod.segment_secs * 1000.0) as i64);

@@ -27,6 +27,7 @@
 pub mod chunk;
 pub mod job;
 pub mod plan;
+pub mod remote;
 #[cfg(feature = "transcode")]
 pub mod source;
 
@@ -55,13 +56,21 @@ pub fn job_json(id: &str) -> String {
     format!("{}/job.json", asset_dir(id))
 }
 
-/// What a chunk worker needs (everything a node other than the job's could be sent).
+/// What a chunk worker needs: all of it travels to another node as JSON ([`crate::cluster::wire::JobRequest`]).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ChunkTask {
+    /// The job.
+    pub job: String,
+    /// The chunk's index.
+    pub index: u32,
+    /// The attempt (from 1): a worker's answer for an older attempt is ignored.
+    pub attempt: u32,
+    /// The job's node: with local volumes the worker reads the source from it and writes the output to it.
+    pub owner: String,
     /// The asset its segments go to.
     pub asset: String,
-    /// Where FFmpeg reads the source.
-    pub url: String,
+    /// The source's storage key.
+    pub object: String,
     /// The chunk.
     pub plan: ChunkPlan,
     /// The probe's timeline offset.
@@ -246,15 +255,32 @@ struct Running {
     actor: ActorRef<JobMsg>,
 }
 
+/// A chunk this node encodes (for one of its jobs or another node's).
+struct Worked {
+    attempt: u32,
+    cancel: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+}
+
 /// What this node's jobs share.
 pub struct JobsInner {
     pub(crate) config: Arc<Config>,
     pub(crate) recordings: Recordings,
     pub(crate) metrics: VodMetrics,
-    /// The node's chunk slots (`vod.parallel_chunks`), shared by its jobs.
+    /// The node's chunk slots (`vod.parallel_chunks`), shared by its jobs and other nodes' chunks.
     slots: Arc<tokio::sync::Semaphore>,
     running: Mutex<HashMap<String, Running>>,
     salt: AtomicU64,
+    /// The cluster, when clustering is on: chunks go to other nodes.
+    pub(crate) cluster: std::sync::OnceLock<crate::cluster::ClusterHandle>,
+    /// The chunks this node encodes, by (job, chunk index).
+    worked: Mutex<HashMap<(String, u32), Worked>>,
+    /// Chunks encoding or waiting for a slot here.
+    busy: std::sync::atomic::AtomicUsize,
+    /// The circuit breaker: per node, chunk failures in a row and until when it gets none.
+    pub(crate) breakers: remote::Breakers,
+    /// The node is shutting down: it takes no chunk, and its running ones are handed back.
+    pub(crate) draining: AtomicBool,
 }
 
 /// This node's VOD jobs (cheap to clone).
@@ -275,6 +301,11 @@ impl Jobs {
                 slots,
                 running: Mutex::new(HashMap::new()),
                 salt: AtomicU64::new(0),
+                cluster: std::sync::OnceLock::new(),
+                worked: Mutex::new(HashMap::new()),
+                busy: Default::default(),
+                breakers: remote::Breakers::new(metrics),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -537,19 +568,89 @@ impl JobsInner {
         storage.put(&asset_json(id), Bytes::from(asset.to_json())).await.map_err(|e| e.to_string())
     }
 
-    /// Runs one chunk on a worker thread of its own (lower CPU priority than live encoding), once a node slot is
-    /// free; its segments are written to storage as they complete.
-    pub(crate) async fn run_chunk(
+    /// Chunks encoding or waiting here, and the chunks this node's jobs have not started yet: the VOD side of
+    /// the node's load, and its chunk slots.
+    pub(crate) fn vod_load(&self) -> (u32, u32) {
+        let queued = self.metrics.queued.get().max(0) as usize;
+        ((self.busy.load(Ordering::Relaxed) + queued) as u32, self.config.vod.parallel_chunks() as u32)
+    }
+
+    /// Pictures done by attempt `attempt` of chunk `index` of `job` on this node, if it encodes it.
+    pub(crate) fn progress_of(&self, job: &str, index: u32, attempt: u32) -> Option<u64> {
+        let worked = self.worked.lock().unwrap_or_else(|e| e.into_inner());
+        worked
+            .get(&(job.to_string(), index))
+            .filter(|w| w.attempt == attempt)
+            .map(|w| w.progress.load(Ordering::Relaxed))
+    }
+
+    /// Stops chunk `index` of `job` if this node encodes it.
+    pub(crate) fn cancel_chunk(&self, job: &str, index: u32) {
+        if let Some(w) = self.worked.lock().unwrap_or_else(|e| e.into_inner()).get(&(job.to_string(), index)) {
+            w.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands back every chunk this node encodes for another node (it is shutting down): they end at once with
+    /// [`remote::DRAINING`], and their jobs send them elsewhere.
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        for w in self.worked.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            w.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Encodes one chunk here, for this node's job or another node's, on a worker thread of its own (nice 10:
+    /// live encoders come first), once a node slot is free. The source is read by URL (this node's storage: a
+    /// local file or a presigned S3 URL) or, for another node's job with local volumes, from that node over the
+    /// cluster; the segments go to storage as they complete (to the job's node, likewise).
+    pub(crate) async fn run_chunk(self: &Arc<Self>, task: ChunkTask) -> Result<ChunkOutput, String> {
+        let key = (task.job.clone(), task.index);
+        let (cancel, progress) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        {
+            let mut worked = self.worked.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = worked.get(&key) {
+                old.cancel.store(true, Ordering::Relaxed); // an older attempt still running here
+            }
+            let w = Worked { attempt: task.attempt, cancel: cancel.clone(), progress: progress.clone() };
+            worked.insert(key.clone(), w);
+        }
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let r = self.encode_here(task, cancel.clone(), progress).await;
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        let mut worked = self.worked.lock().unwrap_or_else(|e| e.into_inner());
+        if worked.get(&key).is_some_and(|w| Arc::ptr_eq(&w.cancel, &cancel)) {
+            worked.remove(&key);
+        }
+        match r {
+            Err(_) if self.draining.load(Ordering::Relaxed) => Err(remote::DRAINING.into()),
+            r => r,
+        }
+    }
+
+    async fn encode_here(
         self: &Arc<Self>,
         task: ChunkTask,
         cancel: Arc<AtomicBool>,
         progress: Arc<AtomicU64>,
     ) -> Result<ChunkOutput, String> {
-        let _permit = self.slots.clone().acquire_owned().await.map_err(|_| "the node is shutting down")?;
+        let _permit = self.slots.clone().acquire_owned().await.map_err(|_| remote::DRAINING)?;
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(remote::DRAINING.into());
+        }
         if cancel.load(Ordering::Relaxed) {
             return Err("cancelled".into());
         }
         let storage = self.recordings.store().map_err(|e| e.to_string())?;
+        let mine = task.owner == self.config.node_name;
+        let shared = self.config.storage.url.is_some();
+        let io = if mine || shared {
+            let url = storage.read_url(&task.object, URL_VALID).await.map_err(|e| e.to_string())?;
+            ChunkIo::Storage { url, storage }
+        } else {
+            let cluster = self.cluster.get().cloned().ok_or("clustering is off on this node")?;
+            ChunkIo::Owner { cluster, owner: task.owner.clone() }
+        };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let threads = (cores / self.config.vod.parallel_chunks()).max(1);
         let handle = tokio::runtime::Handle::current();
@@ -557,7 +658,7 @@ impl JobsInner {
         let frames = self.metrics.frames.clone();
         let spawned = std::thread::Builder::new().name("vod-chunk".into()).spawn(move || {
             lower_priority();
-            let r = encode(&task, &storage, &handle, threads, &cancel, &progress);
+            let r = encode(&task, io, &handle, threads, &cancel, &progress);
             if let Ok(o) = &r {
                 frames.inc_by(o.frames);
             }
@@ -568,21 +669,57 @@ impl JobsInner {
     }
 }
 
+/// How long FFmpeg may read the source through one presigned URL.
+pub(crate) const URL_VALID: Duration = Duration::from_secs(6 * 3600);
+
+/// Where a chunk reads its source and writes its output.
+#[cfg_attr(not(feature = "transcode"), allow(dead_code))]
+enum ChunkIo {
+    /// This node's storage: the source by URL (a local file or a presigned S3 URL), the output put there.
+    Storage {
+        /// The source.
+        url: String,
+        /// Where the output goes.
+        storage: crate::storage::Storage,
+    },
+    /// The job's node, over the cluster (local volumes): its source by ranges, the output put to it.
+    Owner {
+        /// The cluster.
+        cluster: crate::cluster::ClusterHandle,
+        /// The job's node.
+        owner: String,
+    },
+}
+
 #[cfg(feature = "transcode")]
 fn encode(
     task: &ChunkTask,
-    storage: &crate::storage::Storage,
+    io: ChunkIo,
     handle: &tokio::runtime::Handle,
     threads: usize,
     cancel: &AtomicBool,
     progress: &AtomicU64,
 ) -> Result<ChunkOutput, String> {
     let dir = asset_dir(&task.asset);
-    let mut write = |path: String, data: Bytes| -> Result<(), String> {
-        handle.block_on(storage.put(&format!("{dir}/{path}"), data)).map_err(|e| e.to_string())
+    let (source, mut write): (source::SourceAt, Box<chunk::Write<'_>>) = match io {
+        ChunkIo::Storage { url, storage } => (
+            source::SourceAt::Url(url),
+            Box::new(move |path: String, data: Bytes| -> Result<(), String> {
+                handle.block_on(storage.put(&format!("{dir}/{path}"), data)).map_err(|e| e.to_string())
+            }),
+        ),
+        ChunkIo::Owner { cluster, owner } => {
+            let file = remote::OwnerFile::new(cluster.clone(), owner.clone(), task.object.clone(), handle.clone());
+            (
+                source::SourceAt::Stream(Box::new(file)),
+                Box::new(move |path: String, data: Bytes| -> Result<(), String> {
+                    handle.block_on(remote::put_to(&cluster, &owner, format!("{dir}/{path}"), data))
+                }),
+            )
+        }
     };
     chunk::encode_chunk(
-        &task.url,
+        source,
         &task.plan,
         task.offset_ms,
         task.fps,
@@ -590,14 +727,14 @@ fn encode(
         threads,
         cancel,
         progress,
-        &mut write,
+        &mut *write,
     )
 }
 
 #[cfg(not(feature = "transcode"))]
 fn encode(
     _: &ChunkTask,
-    _: &crate::storage::Storage,
+    _: ChunkIo,
     _: &tokio::runtime::Handle,
     _: usize,
     _: &AtomicBool,

@@ -1,7 +1,8 @@
 //! Reading a VOD source with FFmpeg (the `transcode` feature): probing it, and reading one chunk's packets.
 //!
 //! The source is opened by URL: a local file path (local storage) or an HTTP(S) URL FFmpeg reads with range
-//! requests (a presigned S3 URL), so a chunk reads its own byte range, never a whole copy. H.264 with an `avcC`
+//! requests (a presigned S3 URL); or through any `Read + Seek` (the job's node, over the cluster). A chunk reads
+//! its own byte range (and the container's index), never a whole copy. H.264 with an `avcC`
 //! record (MP4, MOV, Matroska, FLV) and AAC (or no audio) are read; anything else is refused with the reason.
 
 use ff::format::context::Input;
@@ -10,6 +11,19 @@ use ff::{Packet, Rational};
 use ffmpeg_next as ff;
 
 use super::plan::{ChunkPlan, SourceInfo};
+
+/// Where a source is read.
+pub enum SourceAt {
+    /// A local path or an HTTP(S) URL.
+    Url(String),
+    /// A seekable byte stream (see [`super::remote::OwnerFile`]).
+    Stream(Box<dyn ReadSeek>),
+}
+
+/// A seekable byte stream FFmpeg can read from another thread.
+pub trait ReadSeek: std::io::Read + std::io::Seek + Send {}
+
+impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
 
 /// What a chunk reads, in file order.
 pub enum SourcePacket<'a> {
@@ -90,10 +104,15 @@ fn rate(r: Rational) -> Option<f64> {
 }
 
 impl Source {
-    /// Opens `url` and checks its streams: H.264 video with an `avcC` record, AAC or no audio.
-    pub fn open(url: &str) -> Result<Source, String> {
+    /// Opens the source and checks its streams: H.264 video with an `avcC` record, AAC or no audio.
+    pub fn open(at: SourceAt) -> Result<Source, String> {
         crate::transcode::pipeline::init();
-        let input = ff::format::input(url).map_err(|e| format!("not a readable media file: {e}"))?;
+        let input = match at {
+            SourceAt::Url(url) => ff::format::input(&url),
+            SourceAt::Stream(stream) => ff::format::context::StreamIo::from_read_seek(stream)
+                .and_then(|io| ff::format::input_from_stream(io, None, None)),
+        };
+        let input = input.map_err(|e| format!("not a readable media file: {e}"))?;
         let container = input.format().name().to_string();
         let v = input.streams().best(Type::Video).ok_or("the file has no video stream")?;
         let vpar = v.parameters();
