@@ -132,6 +132,7 @@ impl Node {
         let _ = vod.set(jobs.clone());
         if let Some(c) = &cluster {
             jobs.attach_cluster(c.clone());
+            jobs.start_takeover();
         }
         {
             let jobs = jobs.clone();

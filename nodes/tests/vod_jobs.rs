@@ -471,3 +471,56 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     check_rungs(&nodes[0], &job, &src, &[(1280, 720), (256, 144)]);
     assert!(nodes[0].metric("strom_vod_chunks_total{outcome=\"failed\"}") >= 1.0);
 }
+
+/// With S3 storage, the job's own node SIGKILLed mid-job: once its lease runs out, another node takes the job
+/// over (it is gone from the cluster) and finishes it from the chunks done; the asset plays from any node.
+#[test]
+fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
+    use common::netns::Net;
+    use common::s3::S3;
+    if S3::skip("this test") {
+        return;
+    }
+    let net = Net::new(3);
+    let s3 = S3::start_on(&scratch("vod-s3"), &net.host_ip().to_string(), common::s3::free_port());
+    let env = s3.env();
+    let spawn = |i: usize| {
+        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        vars.extend([
+            ("STROM_VOD_RUNGS", VOD_RUNGS),
+            ("STROM_VOD_CHUNK_SECS", "10"),
+            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+        ]);
+        net.spawn_cluster_with(i, "vod-s3-cookie", &[], &vars)
+    };
+    let mut nodes: Vec<_> = (0..3).map(spawn).collect();
+    let t = Instant::now();
+    while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let src = media_file(1280, 720, 60);
+    let id = upload(&nodes[0], &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = json(&nodes[0].get(&format!("/api/v1/jobs/{id}")).text());
+        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
+            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk done: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nodes[0].kill();
+    let killed = Instant::now();
+    // Any node reads the job from the bucket.
+    let job = wait_job(&nodes[1], &id, Duration::from_secs(300));
+    eprintln!("taken over and done {:.1} s after the kill", killed.elapsed().as_secs_f64());
+    assert_eq!(job["state"], "done", "{job}");
+    assert_ne!(job["node"], "strom-0", "{job}");
+    assert_eq!(job["attempts"], 2, "taken over once: {job}");
+    check_rungs(&nodes[2], &job, &src, &[(1280, 720), (256, 144)]);
+    let asset = json(&nodes[1].get(&format!("/api/v1/vod/{id}")).text());
+    assert_eq!(asset["state"], "done", "{asset}");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 /// A real S3 server: `s3s-fs` over a directory (installed by `nodes/scripts/test.sh`).
 pub struct S3 {
     child: std::process::Child,
+    host: String,
     port: u16,
 }
 
@@ -34,10 +35,15 @@ impl S3 {
     }
 
     pub fn start(root: &Path, port: u16) -> S3 {
+        S3::start_on(root, "127.0.0.1", port)
+    }
+
+    /// [`S3::start`] on another address of this host (e.g. a namespaced net's bridge address, which its nodes reach).
+    pub fn start_on(root: &Path, host: &str, port: u16) -> S3 {
         let bin = S3::binary().expect("s3s-fs is not installed (nodes/scripts/test.sh installs it)");
         std::fs::create_dir_all(root.join("strom")).unwrap(); // the bucket
         let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "strom", "--secret-key"])
+            .args(["--host", host, "--port", &port.to_string(), "--access-key", "strom", "--secret-key"])
             .arg("strom-secret")
             .arg(root)
             .stdin(Stdio::null())
@@ -46,11 +52,11 @@ impl S3 {
             .spawn()
             .expect("spawn s3s-fs");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((host, port)).is_err() {
             assert!(Instant::now() < deadline, "s3s-fs did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        S3 { child, port }
+        S3 { child, host: host.to_string(), port }
     }
 
     /// Freezes (`true`: SIGSTOP) or thaws (SIGCONT) the server: a store that hangs instead of refusing.
@@ -68,7 +74,7 @@ impl S3 {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("STROM_STORAGE_URL".into(), "s3://strom/recordings".into()),
-            ("AWS_ENDPOINT".into(), format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ENDPOINT".into(), format!("http://{}:{}", self.host, self.port)),
             ("AWS_ALLOW_HTTP".into(), "true".into()),
             ("AWS_ACCESS_KEY_ID".into(), "strom".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "strom-secret".into()),

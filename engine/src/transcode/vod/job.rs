@@ -93,6 +93,8 @@ pub struct JobRun {
     speed: Option<f64>,
     /// A progress poll of other nodes is under way.
     polling: bool,
+    /// When the lease was last renewed.
+    renewed: Instant,
     started: Instant,
     frames_at_start: u64,
 }
@@ -120,6 +122,7 @@ impl Actor for JobActor {
             backoff: HashMap::new(),
             speed: None,
             polling: false,
+            renewed: Instant::now(),
             started: Instant::now(),
         };
         for (i, (plan, status)) in run.job.chunks.iter().zip(&run.job.chunk_status).enumerate() {
@@ -192,9 +195,12 @@ impl JobRun {
         self.jobs.metrics.set_queued(&self.job.id, if self.job.state.finished() { 0 } else { queued });
     }
 
-    /// Writes `job.json` (a failure is logged; the job goes on, and the next change writes it again).
+    /// Writes `job.json` (a failure is logged; the job goes on, and the next change writes it again), renewing
+    /// the lease.
     async fn persist(&mut self) {
         self.job.revision += 1;
+        self.job.lease_until_ms = super::unix_ms() + super::LEASE.as_millis() as u64;
+        self.renewed = Instant::now();
         self.job.updated = rfc3339_millis(SystemTime::now());
         self.publish();
         let Ok(storage) = self.jobs.recordings.store() else { return };
@@ -500,9 +506,31 @@ impl JobRun {
         }
     }
 
-    /// Every second: local progress, a poll of other nodes' chunks, time limits.
+    /// With shared storage, a third of the lease after the last write: is the job still ours (another node
+    /// takes over a job whose lease ran out)? If so, renew the lease; if not, stop (no write: the job is theirs).
+    async fn renew(&mut self, myself: &ActorRef<JobMsg>) -> bool {
+        if self.jobs.config.storage.url.is_none() || self.renewed.elapsed() < super::LEASE / 3 {
+            return true;
+        }
+        let Ok(storage) = self.jobs.recordings.store() else { return true };
+        if let Ok(Some(bytes)) = storage.get(&super::job_json(&self.job.id)).await {
+            if let Ok(stored) = serde_json::from_slice::<Job>(&bytes) {
+                if stored.node != self.job.node && stored.revision >= self.job.revision {
+                    warn!(job = %self.job.id, node = %stored.node, "the job was taken over by another node; stopping here");
+                    self.stop_chunks();
+                    self.jobs.forget(&self.job.id);
+                    myself.stop(None);
+                    return false;
+                }
+            }
+        }
+        self.persist().await;
+        true
+    }
+
+    /// Every second: the lease; local progress, a poll of other nodes' chunks, time limits.
     async fn tick(&mut self, myself: &ActorRef<JobMsg>) {
-        if self.job.state != JobState::Running {
+        if self.job.state.finished() || !self.renew(myself).await || self.job.state != JobState::Running {
             return;
         }
         let me = self.jobs.config.node_name.clone();

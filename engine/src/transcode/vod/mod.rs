@@ -417,6 +417,7 @@ impl Jobs {
             id: id.clone(),
             asset: id.clone(),
             node,
+            lease_until_ms: 0,
             state: JobState::Pending,
             reason: None,
             attempts: 1,
@@ -550,7 +551,107 @@ impl Jobs {
     }
 }
 
+/// How long a job's lease lasts without renewal (its node renews it every third of this).
+pub(crate) const LEASE: Duration = Duration::from_secs(15);
+/// How often a node with shared storage looks for jobs to take over.
+const TAKEOVER_SCAN: Duration = Duration::from_secs(5);
+
+/// Now, in Unix ms.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Jobs {
+    /// With shared storage (S3) and clustering on: every few seconds, take over the unfinished jobs whose node is
+    /// gone from the cluster and whose lease ran out. Of the nodes that are up, one takes each job (the same
+    /// choice on every node: by the job id's hash), writes itself into the manifest, reads it back a second
+    /// later, and goes on from the chunks done.
+    pub fn start_takeover(&self) {
+        if self.inner.config.storage.url.is_none() {
+            return;
+        }
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let mut finished = std::collections::HashSet::new();
+            let mut tick = tokio::time::interval(TAKEOVER_SCAN);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if jobs.inner.draining.load(Ordering::Relaxed) {
+                    return;
+                }
+                jobs.takeover_scan(&mut finished).await;
+            }
+        });
+    }
+
+    async fn takeover_scan(&self, finished: &mut std::collections::HashSet<String>) {
+        let Some(cluster) = self.inner.cluster.get() else { return };
+        let Ok(storage) = self.inner.recordings.store() else { return };
+        let Ok(ids) = storage.folders(crate::storage::asset::ROOT).await else { return };
+        let me = self.inner.config.node_name.clone();
+        let mut up: Vec<String> =
+            cluster.nodes_with_load().into_iter().filter(|(n, l)| *n == me || !l.draining).map(|(n, _)| n).collect();
+        up.sort();
+        for id in ids {
+            if finished.contains(&id) || self.live(&id).is_some() {
+                continue;
+            }
+            let Some(job) = self.read(&id).await else {
+                finished.insert(id); // a recording, or an asset without a job
+                continue;
+            };
+            if job.state.finished() {
+                finished.insert(id);
+                continue;
+            }
+            if job.node == me || up.contains(&job.node) || job.lease_until_ms > unix_ms() || up.is_empty() {
+                continue;
+            }
+            let chosen = &up[(plan::fnv1a(id.as_bytes()) % up.len() as u64) as usize];
+            if *chosen != me {
+                continue;
+            }
+            self.take_over(job).await;
+        }
+    }
+
+    async fn take_over(&self, mut job: Job) {
+        let Ok(storage) = self.inner.recordings.store() else { return };
+        let from = std::mem::replace(&mut job.node, self.inner.config.node_name.clone());
+        job.attempts += 1;
+        job.revision += 1;
+        job.lease_until_ms = unix_ms() + LEASE.as_millis() as u64;
+        for c in &mut job.chunk_status {
+            if c.state != ChunkState::Done {
+                c.state = ChunkState::Pending;
+            }
+        }
+        let data = Bytes::from(serde_json::to_vec_pretty(&job).unwrap_or_default());
+        if storage.put(&job_json(&job.id), data).await.is_err() {
+            return;
+        }
+        // Another node that chose differently (it saw other members) may have written too: the manifest read a
+        // second later says who has it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match self.read(&job.id).await {
+            Some(j) if j.node == job.node && j.revision == job.revision => {
+                warn!(job = %job.id, from = %from, chunks_done = job.chunk_status.iter().filter(|c| c.state == ChunkState::Done).count(),
+                      "taking over a job whose node is gone and whose lease ran out");
+                self.spawn(job).await;
+            }
+            _ => info!(job = %job.id, "another node took the job over"),
+        }
+    }
+}
+
 impl JobsInner {
+    /// The job stopped running here without finishing (another node took it over).
+    pub(crate) fn forget(&self, id: &str) {
+        self.metrics.set_queued(id, 0);
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
     /// A job ended (done, failed, cancelled): its actor is no longer asked.
     pub(crate) fn finished(&self, job: &Job) {
         self.metrics.set_job(&job.id, job.state);

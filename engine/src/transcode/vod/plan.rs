@@ -250,6 +250,10 @@ pub struct Job {
     pub asset: String,
     /// The node running it.
     pub node: String,
+    /// Until when (Unix ms) `node` holds the job: it renews this while it runs the job. With shared storage (S3),
+    /// another node takes over an unfinished job whose lease ran out while `node` is gone from the cluster.
+    #[serde(default)]
+    pub lease_until_ms: u64,
     /// Its state.
     pub state: JobState,
     /// Why it failed or was cancelled.
@@ -438,6 +442,7 @@ mod tests {
             id: "x".into(),
             asset: "x".into(),
             node: "n".into(),
+            lease_until_ms: 0,
             state: JobState::Running,
             reason: None,
             attempts: 1,
