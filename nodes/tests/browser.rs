@@ -395,3 +395,85 @@ fn hls_js_seeks_back_a_minute_in_a_live_stream_with_a_dvr_window_from_a_node_tha
         "the old segments came from strom-0's storage"
     );
 }
+
+/// An uploaded file as a viewer sees it once its VOD job is done: a 40 s 1280x720 H.264/AAC MP4 made by ffmpeg,
+/// uploaded with curl and transcoded to 720p/360p/144p; hls.js plays the asset's master playlist and is forced
+/// through every level: the `<video>` shows each rung's size, playback keeps advancing, no fatal error.
+#[test]
+fn hls_js_switches_through_every_level_of_an_uploaded_vod() {
+    let _alone = alone();
+    if skipped() {
+        return;
+    }
+    let dir = scratch("vod-upload-browser");
+    let rungs = "[{height = 720, bitrate_kbps = 1500, preset = \"ultrafast\"}, \
+                 {height = 360, bitrate_kbps = 600, preset = \"ultrafast\"}, \
+                 {height = 144, bitrate_kbps = 150, preset = \"ultrafast\"}]";
+    let s = Strom::with_env(&[("STROM_STORAGE_PATH", dir.to_str().unwrap()), ("STROM_VOD_RUNGS", rungs)]);
+    let file = dir.join("clip.mp4");
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine=frequency=440"])
+            .args(["-t", "40", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .arg(&file),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "-F"])
+            .arg(format!("file=@{}", file.display()))
+            .arg(s.http_url("/api/v1/vod")),
+        Duration::from_secs(60),
+    );
+    let accepted: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON answer");
+    let id = accepted["job_id"].as_str().unwrap_or_else(|| panic!("no job: {accepted}")).to_string();
+    let t = Instant::now();
+    loop {
+        let job: serde_json::Value = serde_json::from_slice(&s.get(&format!("/api/v1/jobs/{id}")).body).unwrap();
+        match job["state"].as_str() {
+            Some("done") => break,
+            Some("failed" | "cancelled") => panic!("the job ended: {job}"),
+            _ => {}
+        }
+        assert!(t.elapsed() < Duration::from_secs(180), "the job is not done: {job}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(script)
+            .args(["--kind", "hls", "--url"])
+            .arg(s.http_url(&format!("/vod/{id}/index.m3u8")))
+            .args(["--switch-levels", "--level-timeout", "12", "--low-latency", "off", "--max-stall", "1.5"]),
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(2), "browser harness not set up (run nodes/tests/browser/setup.sh): {stderr}");
+    eprintln!("hls.js through an uploaded VOD's levels: {}", stdout.trim());
+    assert!(out.status.success(), "playback failed: {stdout}\n{stderr}\n{}", s.log_tail(20));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
+    assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "{v}");
+    let mut shown: Vec<(u64, u64)> = v["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["shown"], true, "{l}");
+            (l["width"].as_u64().unwrap_or(0), l["height"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    shown.sort();
+    assert_eq!(shown, vec![(256, 144), (640, 360), (1280, 720)], "{v}");
+    let sizes: Vec<(u64, u64)> = v["sizes_shown"]
+        .as_array()
+        .expect("sizes")
+        .iter()
+        .map(|s| (s[1].as_u64().unwrap_or(0), s[2].as_u64().unwrap_or(0)))
+        .collect();
+    for size in &shown {
+        assert!(sizes.contains(size), "the video never showed {size:?}: {sizes:?}");
+    }
+}
