@@ -524,3 +524,67 @@ fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
     let asset = json(&nodes[1].get(&format!("/api/v1/vod/{id}")).text());
     assert_eq!(asset["state"], "done", "{asset}");
 }
+
+/// A recording transcoded (`POST /api/v1/vod` with `{"source": "recording:<id>"}`): the new asset's rungs hold
+/// every picture of the recording, with aligned segments; a recording that does not exist is a 404, a body
+/// without a source a 400.
+#[test]
+fn a_recording_is_transcoded_into_a_ladder() {
+    let storage = scratch("vod-from-rec");
+    let s = vod_node(&storage, &[("STROM_RECORD_ENABLED", "true"), ("STROM_STREAM_RECONNECT_GRACE_SECS", "1")]);
+    // Not `publish`: without -re ffmpeg sends the 30 s as fast as it encodes them.
+    let src = Source { width: 1280, height: 720, seconds: 30.0, bitrate_k: 1500, ..Source::default() };
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"]);
+    source_args(&mut cmd, &src);
+    let out = run_with_timeout(cmd.args(["-f", "flv"]).arg(s.rtmp_url("live/rec")), Duration::from_secs(120));
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    let rec = loop {
+        let v = json(&s.get("/api/v1/vod").text());
+        if let Some(a) = v["assets"].as_array().and_then(|a| a.first()).filter(|a| a["state"] == "done") {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no finished recording: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rec_frames = numbers(&ffprobe(
+        &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"],
+        &s.http_url(&format!("/vod/{rec}.mp4")),
+    ))[0] as u64;
+    assert!(rec_frames >= 600, "{rec_frames}");
+
+    let post =
+        |body: &str| curl(&s, &["-X", "POST", "-H", "Content-Type: application/json", "-d", body], "/api/v1/vod");
+    let (status, body) = post(&format!("{{\"source\": \"recording:{rec}\", \"rungs\": [360, 144]}}"));
+    assert_eq!(status, 202, "{body}");
+    let accepted = json(&body);
+    assert_eq!(accepted["asset"]["stream"], "live/rec", "{accepted}");
+    let id = accepted["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(&s, &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["frames_total"].as_u64(), Some(rec_frames), "{job}");
+    let master = s.get(&format!("/vod/{id}/index.m3u8")).text();
+    let rungs: Vec<&str> = master.lines().filter(|l| l.ends_with("/index.m3u8")).collect();
+    assert_eq!(rungs.len(), 2, "{master}");
+    let mut boundaries = None;
+    for rung in rungs {
+        let url = s.http_url(&format!("/vod/{id}/{rung}"));
+        let frames =
+            ffprobe(&["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"], &url);
+        assert!(frames.contains(&format!("nb_read_frames={rec_frames}")), "{rung}: {frames}");
+        let durations = extinfs(&s.get(&format!("/vod/{id}/{rung}")).text());
+        match &boundaries {
+            None => boundaries = Some(durations),
+            Some(b) => assert_eq!(b, &durations, "{rung}: segment boundaries differ"),
+        }
+    }
+
+    let (status, body) = post("{\"source\": \"recording:live-nope-20260101T000000000Z\"}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post("{\"url\": \"http://example.invalid/x.mp4\"}");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("recording:"), "{body}");
+    let (status, body) = post("{not json");
+    assert_eq!(status, 400, "{body}");
+}

@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /api/v1/vod` | `multipart/form-data` with a field `file` (`curl -F file=@bunny.mp4`); text fields `rungs` (`1080,720,480`) or `profile`, or the same as query parameters: 202, the asset and the job, `Location: /api/v1/jobs/{id}` |
+//! | `POST /api/v1/vod` | `multipart/form-data` with a field `file` (`curl -F file=@bunny.mp4`); text fields `rungs` (`1080,720,480`) or `profile`, or the same as query parameters: 202, the asset and the job, `Location: /api/v1/jobs/{id}`; or JSON `{"source": "recording:<id>", "rungs": ...}`: a recording transcoded the same way |
 //! | `PUT /api/v1/vod/upload/{name}` | the file as the raw body (`curl -T bunny.mp4`), `?rungs=` or `?profile=`: the same answer |
 //! | `GET /api/v1/jobs`, `GET /api/v1/jobs/{id}` | the jobs (newest first, without chunk tables); one job with its chunks |
 //! | `POST /api/v1/jobs/{id}/cancel`, `POST /api/v1/jobs/{id}/retry` | stop a running job; start a failed or cancelled one again |
@@ -86,12 +86,7 @@ pub async fn post(
     }
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.starts_with("application/json") {
-        return error(
-            501,
-            "transcoding an existing recording ({\"source\": \"recording:<id>\"}) is not available yet; upload the \
-             file (GET /vod/<id>.mp4 exports a recording)"
-                .into(),
-        );
+        return from_recording(&node, &q, req).await;
     }
     if !content_type.starts_with("multipart/form-data") {
         return error(415, "send multipart/form-data with a field `file` (curl -F file=@video.mp4)".into());
@@ -150,6 +145,35 @@ pub async fn post(
         }
     };
     match node.jobs.accept(stored, ladder).await {
+        Ok((asset, job)) => accepted(asset, job),
+        Err(e) => upload_error(e),
+    }
+}
+
+/// `POST /api/v1/vod` with JSON `{"source": "recording:<id>", "rungs": "720,360" | [720, 360], "profile": ...}`.
+async fn from_recording(node: &NodeContext, q: &HashMap<String, String>, req: Request) -> Response {
+    let body = match axum::body::to_bytes(req.into_body(), 64 << 10).await {
+        Ok(b) => b,
+        Err(e) => return error(400, format!("the JSON body is unreadable or over 64 KiB: {e}")),
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(400, format!("not JSON: {e}")),
+    };
+    let Some(id) = v["source"].as_str().and_then(|s| s.strip_prefix("recording:")) else {
+        return error(400, "give {\"source\": \"recording:<asset id>\"} (or upload a file as multipart)".into());
+    };
+    let rungs = match &v["rungs"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => Some(a.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")),
+        _ => q.get("rungs").cloned(),
+    };
+    let profile = v["profile"].as_str().map(str::to_string).or_else(|| q.get("profile").cloned());
+    let ladder = match ladder_of(rungs.as_deref(), profile.as_deref(), &node.config.vod) {
+        Ok(l) => l,
+        Err(e) => return upload_error(e),
+    };
+    match node.jobs.from_recording(id, ladder).await {
         Ok((asset, job)) => accepted(asset, job),
         Err(e) => upload_error(e),
     }

@@ -88,6 +88,8 @@ pub struct Stored {
     object: String,
     bytes: u64,
     at: SystemTime,
+    /// The stream it was recorded from (a recording transcoded), else empty.
+    stream: String,
 }
 
 /// Why an upload was refused.
@@ -111,6 +113,12 @@ pub enum UploadError {
     /// No storage (503).
     #[error("no storage: {0}")]
     NoStorage(String),
+    /// No such source (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The source is not ready (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed, or the body broke off (502 / 400).
     #[error("{0}")]
     Storage(String),
@@ -125,6 +133,8 @@ impl UploadError {
                 400
             }
             UploadError::NoStorage(_) => 503,
+            UploadError::NotFound(_) => 404,
+            UploadError::Conflict(_) => 409,
             UploadError::Storage(_) => 502,
         }
     }
@@ -397,16 +407,17 @@ impl Jobs {
             let _ = storage.delete_prefix(&asset_dir(&id)).await;
             return Err(UploadError::Empty);
         }
-        Ok(Stored { id, name: name.into(), object, bytes, at: now })
+        Ok(Stored { id, name: name.into(), object, bytes, at: now, stream: String::new() })
     }
 
     /// Makes a stored upload's asset (`processing`) and job, and starts the job.
     pub async fn accept(&self, stored: Stored, ladder: Vec<u32>) -> Result<(Asset, Job), UploadError> {
         let storage = self.inner.recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
-        let Stored { id, name, object, bytes, at } = stored;
+        let Stored { id, name, object, bytes, at, stream } = stored;
         let node = self.inner.config.node_name.clone();
         let mut asset = Asset::upload(&id, &name, &node, at);
         asset.bytes = bytes;
+        asset.stream = stream;
         storage
             .put(&asset_json(&id), Bytes::from(asset.to_json()))
             .await
@@ -443,6 +454,54 @@ impl Jobs {
         info!(job = %id, name, bytes, "upload stored; job accepted");
         self.spawn(job.clone()).await;
         Ok((asset, job))
+    }
+
+    /// Transcodes recording `id` (`POST /api/v1/vod` with `{"source": "recording:<id>"}`): its source rendition,
+    /// remuxed into one fragmented MP4 (the `GET /vod/{id}.mp4` export, a copy without re-encoding) as the new
+    /// asset's original, then a job like an upload's. The recording must be on this node's storage (any node with
+    /// S3) and finished.
+    pub async fn from_recording(&self, id: &str, ladder: Vec<u32>) -> Result<(Asset, Job), UploadError> {
+        let not_found = || {
+            UploadError::NotFound(format!(
+                "no recording {:?} on this node's storage",
+                id.chars().take(64).collect::<String>()
+            ))
+        };
+        if !valid_id(id) {
+            return Err(not_found());
+        }
+        let recordings = &self.inner.recordings;
+        let rec = recordings.get(id).await.map_err(|e| UploadError::Storage(e.to_string()))?.ok_or_else(not_found)?;
+        if rec.kind != "recording" {
+            return Err(UploadError::BadRequest(format!("{id} is an upload, not a recording: its job made its rungs")));
+        }
+        if rec.state == AssetState::Recording {
+            return Err(UploadError::Conflict(format!("{id} is still recording: stop it first")));
+        }
+        let export = match recordings.mp4_parts(id).await.map_err(|e| UploadError::Storage(e.to_string()))? {
+            Some(Ok(e)) => e,
+            Some(Err(why)) => {
+                return Err(UploadError::BadRequest(format!("recording {id} cannot be transcoded: {why}")))
+            }
+            None => return Err(not_found()),
+        };
+        let storage = recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
+        let dir = asset_dir(id);
+        let duration = export.duration;
+        let body = futures_util::stream::iter(export.parts.into_iter().enumerate()).then(move |(i, (name, _))| {
+            let (storage, key) = (storage.clone(), format!("{dir}/{name}"));
+            async move {
+                let data = storage.get(&key).await.map_err(|e| e.to_string())?.ok_or(format!("{key} is gone"))?;
+                Ok::<Bytes, String>(if i == 0 {
+                    crate::formats::fmp4::with_duration(&data, duration).unwrap_or(data)
+                } else {
+                    data
+                })
+            }
+        });
+        let mut stored = self.store(&format!("{id}.mp4"), Box::pin(body)).await?;
+        stored.stream = rec.stream;
+        self.accept(stored, ladder).await
     }
 
     /// Deletes a stored upload that will get no job (the request turned out bad after its body).
