@@ -177,7 +177,7 @@ impl Node {
         info!("shutting down: readiness off");
         // Ladders this node runs move to other nodes now, while the cluster is still up.
         ctx.transcode.drain().await;
-        ctx.jobs.drain();
+        ctx.jobs.drain().await;
         let drain = Duration::from_secs_f64(ctx.config.drain_secs);
         let started = std::time::Instant::now();
         while ctx.metrics.publishers.get() > 0 && started.elapsed() < drain {

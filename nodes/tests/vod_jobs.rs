@@ -443,6 +443,13 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
         assert!(n.metric("strom_cluster_requests_total{request=\"job_put\"}") >= 1.0);
     }
     assert!(dirs[1..].iter().all(|d| !d.join("vod").exists()), "nothing stored on the workers");
+    // Behind a load balancer any node answers for the job: the others ask the node holding it.
+    let via_2 = json(&nodes[2].get(&format!("/api/v1/jobs/{id}")).text());
+    assert_eq!((via_2["state"].as_str(), via_2["revision"].as_u64()), (Some("done"), job["revision"].as_u64()));
+    let list = json(&nodes[1].get("/api/v1/jobs").text());
+    assert!(list["jobs"].as_array().unwrap().iter().any(|j| j["id"] == id), "{list}");
+    let (status, _) = curl(&nodes[2], &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
+    assert_eq!(status, 409, "a done job is not retried, whichever node is asked");
 
     // A worker SIGKILLed while it encodes a chunk: the chunk is sent elsewhere, the job ends done.
     let mut nodes = nodes;
@@ -587,4 +594,96 @@ fn a_recording_is_transcoded_into_a_ladder() {
     assert!(body.contains("recording:"), "{body}");
     let (status, body) = post("{not json");
     assert_eq!(status, 400, "{body}");
+}
+
+/// The cluster's other faults, with local volumes: a worker shut down (SIGTERM) while it encodes hands its chunk
+/// back at once (not a failure: the chunk's attempt is not counted), and the job's own node SIGKILLed mid-job
+/// finishes the job when it restarts with its volume, using the other nodes again. A job cancelled through a node
+/// that does not run it is cancelled on its node.
+#[test]
+fn in_a_cluster_a_draining_worker_hands_chunks_back_and_a_killed_job_node_resumes() {
+    use common::netns::Net;
+    let net = Net::new(3);
+    let dirs: Vec<PathBuf> = (0..3).map(|i| scratch(&format!("vod-drain-{i}"))).collect();
+    let spawn = |i: usize| {
+        let env = [
+            ("STROM_STORAGE_PATH", dirs[i].to_str().unwrap()),
+            ("STROM_VOD_RUNGS", VOD_RUNGS),
+            ("STROM_VOD_CHUNK_SECS", "10"),
+            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+        ];
+        net.spawn_cluster_with(i, "vod-drain-cookie", &[], &env)
+    };
+    let mut nodes: Vec<_> = (0..3).map(spawn).collect();
+    let met = |nodes: &[common::netns::NetNode]| {
+        let t = Instant::now();
+        while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
+            assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    met(&nodes);
+    let src = media_file(1280, 720, 60);
+    let running_on = |n: &common::netns::NetNode, id: &str, worker: &str| {
+        let j = json(&n.get(&format!("/api/v1/jobs/{id}")).text());
+        j["chunk_status"].as_array().is_some_and(|c| c.iter().any(|c| c["state"] == "running" && c["node"] == worker))
+    };
+
+    // A worker drains while it encodes a chunk.
+    let id = upload(&nodes[0], &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running_on(&nodes[0], &id, "strom-1") {
+        assert!(Instant::now() < deadline, "strom-1 never got a chunk");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let failed_before = nodes[0].metric("strom_vod_chunks_total{outcome=\"failed\"}");
+    assert!(nodes[1].term(Duration::from_secs(20)).is_some(), "strom-1 did not stop");
+    let job = wait_job(&nodes[0], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    let chunks = job["chunk_status"].as_array().unwrap();
+    assert!(
+        chunks.iter().all(|c| c["node"] != "strom-1" && c["attempts"] == 1),
+        "handed back, not failed: {job}\n{}\n{}",
+        nodes[0].log_tail(40),
+        nodes[1].log_tail(40)
+    );
+    assert_eq!(nodes[0].metric("strom_vod_chunks_total{outcome=\"failed\"}"), failed_before);
+    check_rungs(&nodes[0], &job, &src, &[(1280, 720), (256, 144)]);
+
+    // Cancelled through strom-2 (strom-0 runs the job), then retried through strom-2: done on strom-0.
+    nodes[1].restart();
+    met(&nodes);
+    let id = upload(&nodes[0], &src, Some("720,144"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while json(&nodes[2].get(&format!("/api/v1/jobs/{id}")).text())["state"] != "running" {
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = curl(&nodes[2], &["-X", "POST"], &format!("/api/v1/jobs/{id}/cancel"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "cancelled", "{body}");
+    let (status, body) = curl(&nodes[2], &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(json(&body)["node"], "strom-0", "retried where its manifest is: {body}");
+
+    // The job's node SIGKILLed once a chunk is done, then restarted with its volume: the job resumes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = json(&nodes[0].get(&format!("/api/v1/jobs/{id}")).text());
+        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
+            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk done: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nodes[0].kill();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[0].restart();
+    let job = wait_job(&nodes[0], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["attempts"], 3, "retried once, resumed once: {job}");
+    check_rungs(&nodes[0], &job, &src, &[(1280, 720), (256, 144)]);
 }

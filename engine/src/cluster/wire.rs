@@ -233,6 +233,22 @@ pub enum JobRequest {
         /// Most bytes wanted.
         max: u32,
     },
+    /// To every node: job `id` as this node knows it: [`Response::Api`] with `{"live": bool, "job": {...}}` (live:
+    /// it runs here), 404 when it neither runs it nor holds its manifest.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// To every node: the jobs it runs or holds: [`Response::Api`] with a JSON array of `{"live", "job"}`.
+    List,
+    /// To every node: `cancel` or `retry` job `id` if it runs it (cancel) or holds it (retry): [`Response::Api`]
+    /// with the HTTP answer; 404 when it does not.
+    Action {
+        /// Job id.
+        id: String,
+        /// `cancel` or `retry`.
+        action: String,
+    },
     /// To the job's node: store a chunk's output object (`vod/<id>/<rung>/<file>` of a job it runs) on its
     /// storage: [`Response::Api`].
     Put {
@@ -508,6 +524,9 @@ impl Request {
             Request::Job(JobRequest::Cancel { .. }) => "job_cancel",
             Request::Job(JobRequest::Read { .. }) => "job_read",
             Request::Job(JobRequest::Put { .. }) => "job_put",
+            Request::Job(JobRequest::Get { .. }) => "job_get",
+            Request::Job(JobRequest::List) => "job_list",
+            Request::Job(JobRequest::Action { .. }) => "job_action",
         }
     }
 
@@ -613,6 +632,16 @@ impl Request {
                         put_bytes(&mut o, object.as_bytes());
                         put_bytes(&mut o, data);
                     }
+                    JobRequest::Get { id } => {
+                        o.put_u8(6);
+                        put_bytes(&mut o, id.as_bytes());
+                    }
+                    JobRequest::List => o.put_u8(7),
+                    JobRequest::Action { id, action } => {
+                        o.put_u8(8);
+                        put_bytes(&mut o, id.as_bytes());
+                        put_bytes(&mut o, action.as_bytes());
+                    }
                 }
                 o
             }
@@ -655,6 +684,9 @@ impl Request {
                 3 => JobRequest::Cancel { job: r.string("job")?, index: r.u32("index")? },
                 4 => JobRequest::Read { object: r.string("object")?, offset: r.u64("offset")?, max: r.u32("max")? },
                 5 => JobRequest::Put { object: r.string("object")?, data: r.bytes("data")? },
+                6 => JobRequest::Get { id: r.string("id")? },
+                7 => JobRequest::List,
+                8 => JobRequest::Action { id: r.string("id")?, action: r.string("action")? },
                 _ => return Err(WireError { what: "job op", offset: 2 }),
             }),
             _ => return Err(r.error("request tag")),
@@ -947,6 +979,9 @@ mod tests {
             Request::Job(JobRequest::Chunk { task: Bytes::from_static(b"{\"job\":\"x\"}") }),
             Request::Job(JobRequest::Progress { job: "x".into(), index: 3, attempt: 2 }),
             Request::Job(JobRequest::Cancel { job: "x".into(), index: 3 }),
+            Request::Job(JobRequest::Get { id: "x".into() }),
+            Request::Job(JobRequest::List),
+            Request::Job(JobRequest::Action { id: "x".into(), action: "retry".into() }),
             Request::Job(JobRequest::Read { object: "vod/x/original.mp4".into(), offset: 5 << 32, max: 1 << 20 }),
             Request::Job(JobRequest::Put {
                 object: "vod/x/720p/seg0-4000000-i1.m4s".into(),

@@ -95,12 +95,17 @@ pub struct JobRun {
     polling: bool,
     /// When the lease was last renewed.
     renewed: Instant,
+    /// Nodes that handed a chunk back because they drain, and when (they get no chunk for a while, even before
+    /// their heartbeat says they drain).
+    drained: HashMap<String, Instant>,
     started: Instant,
     frames_at_start: u64,
 }
 
 /// No picture for this long from a chunk that had started encoding: it is stuck.
 const STALL: Duration = Duration::from_secs(60);
+/// A node that handed a chunk back (it drains) gets none for this long.
+const DRAINED: Duration = Duration::from_secs(30);
 /// A node that misses this many progress polls in a row has lost the chunk.
 const MISSES: u32 = 3;
 
@@ -123,6 +128,7 @@ impl Actor for JobActor {
             speed: None,
             polling: false,
             renewed: Instant::now(),
+            drained: HashMap::new(),
             started: Instant::now(),
         };
         for (i, (plan, status)) in run.job.chunks.iter().zip(&run.job.chunk_status).enumerate() {
@@ -282,6 +288,7 @@ impl JobRun {
             .into_iter()
             .filter(|(n, l)| if n == me { !draining } else { !l.draining })
             .filter(|(n, _)| self.jobs.breakers.closed(n))
+            .filter(|(n, _)| self.drained.get(n).is_none_or(|t| t.elapsed() > DRAINED))
             .map(|(n, l)| {
                 let slots = if n == *me || l.vod_slots == 0 { local_slots } else { l.vod_slots };
                 (n, slots.max(1), l)
@@ -456,6 +463,7 @@ impl JobRun {
         if why == super::remote::DRAINING {
             // Handed back by a node shutting down: not the chunk's fault nor the node's.
             info!(job = %self.job.id, chunk = index, worker = node, "chunk handed back by a draining node");
+            self.drained.insert(node.to_string(), Instant::now());
             status.state = ChunkState::Pending;
             status.attempts = status.attempts.saturating_sub(1);
             return true;

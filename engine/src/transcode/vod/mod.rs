@@ -43,6 +43,7 @@ use ractor::{Actor, ActorRef};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::cluster::wire::JobRequest;
 use crate::config::{Config, VodConfig};
 use crate::formats::playlist::rfc3339_millis;
 use crate::metrics::Metrics;
@@ -525,31 +526,72 @@ impl Jobs {
         running.get(id).map(|r| (r.status.lock().unwrap_or_else(|e| e.into_inner()).clone(), r.actor.clone()))
     }
 
-    /// One job: live from its actor when it runs here, else its manifest.
-    pub async fn get(&self, id: &str) -> Option<Job> {
+    /// One job as this node knows it: (it runs here, the job), live from its actor or from its manifest.
+    pub(crate) async fn local_get(&self, id: &str) -> Option<(bool, Job)> {
         match self.live(id) {
-            Some((job, _)) => Some(job),
-            None => self.read(id).await,
+            Some((job, _)) => Some((true, job)),
+            None => self.read(id).await.map(|j| (false, j)),
         }
     }
 
-    /// Every job on storage (summaries, without chunk tables), newest first.
-    pub async fn list(&self) -> Result<Vec<Job>, UploadError> {
+    /// One job, from any node: live from the node running it, else its manifest (here, or on the node holding
+    /// it with local volumes).
+    pub async fn get(&self, id: &str) -> Option<Job> {
+        if let Some((true, job)) = self.local_get(id).await {
+            return Some(job);
+        }
+        let remote = remote::ask_all(&self.inner, JobRequest::Get { id: id.to_string() }).await;
+        let mut found: Vec<(bool, Job)> = remote.iter().filter_map(|(_, body)| remote::live_job(body)).collect();
+        if let Some(local) = self.local_get(id).await {
+            found.push(local);
+        }
+        found.sort_by_key(|(live, j)| (!*live, std::cmp::Reverse(j.revision)));
+        found.into_iter().next().map(|(_, j)| j)
+    }
+
+    /// The jobs this node runs or holds: (runs here, summary).
+    pub(crate) async fn local_list(&self) -> Result<Vec<(bool, Job)>, UploadError> {
         let storage = self.inner.recordings.store().map_err(|e| UploadError::NoStorage(e.to_string()))?;
         let ids =
             storage.folders(crate::storage::asset::ROOT).await.map_err(|e| UploadError::Storage(e.to_string()))?;
         let mut out = Vec::new();
         for id in ids {
-            if let Some(j) = self.get(&id).await {
-                out.push(j.summary());
+            if let Some((live, j)) = self.local_get(&id).await {
+                out.push((live, j.summary()));
             }
         }
+        Ok(out)
+    }
+
+    /// Every job of the cluster (summaries, without chunk tables), newest first: each as the node running it
+    /// sees it, else from its manifest.
+    pub async fn list(&self) -> Result<Vec<Job>, UploadError> {
+        let mut all = self.local_list().await?;
+        for (_, body) in remote::ask_all(&self.inner, JobRequest::List).await {
+            if let Ok(v) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) {
+                all.extend(v.iter().filter_map(|e| remote::live_job(&Bytes::from(e.to_string()))));
+            }
+        }
+        all.sort_by(|(la, a), (lb, b)| a.id.cmp(&b.id).then(lb.cmp(la)).then(b.revision.cmp(&a.revision)));
+        all.dedup_by(|b, a| a.1.id == b.1.id);
+        let mut out: Vec<Job> = all.into_iter().map(|(_, j)| j).collect();
         out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
     }
 
-    /// Cancels a running job: `Ok` with the job once cancelled; `Err` with the status and why not.
+    /// Cancels a running job, on whichever node runs it: `Ok` with the job once cancelled; `Err` with the status
+    /// and why not.
     pub async fn cancel(&self, id: &str) -> Result<Job, (u16, String)> {
+        if self.live(id).is_none() {
+            if let Some(r) = remote::act_elsewhere(&self.inner, id, "cancel").await {
+                return r;
+            }
+        }
+        self.local_cancel(id).await
+    }
+
+    /// Cancels a job running here.
+    pub(crate) async fn local_cancel(&self, id: &str) -> Result<Job, (u16, String)> {
         let Some((_, actor)) = self.live(id) else {
             return match self.read(id).await {
                 Some(j) => Err((409, format!("job {id} is {:?}, not running", j.state).to_lowercase())),
@@ -573,8 +615,26 @@ impl Jobs {
         }
     }
 
-    /// Starts a failed or cancelled job again (chunks already done are kept).
+    /// Starts a failed or cancelled job again (chunks already done are kept), here if this node holds its
+    /// manifest (any node with S3), else on the node holding it.
     pub async fn retry(&self, id: &str) -> Result<Job, (u16, String)> {
+        if self.live(id).is_some() {
+            return Err((409, format!("job {id} is running")));
+        }
+        let remote = remote::ask_all(&self.inner, JobRequest::Get { id: id.to_string() }).await;
+        if remote.iter().filter_map(|(_, b)| remote::live_job(b)).any(|(live, _)| live) {
+            return Err((409, format!("job {id} is running on another node")));
+        }
+        if self.read(id).await.is_none() {
+            if let Some(r) = remote::act_elsewhere(&self.inner, id, "retry").await {
+                return r;
+            }
+        }
+        self.local_retry(id).await
+    }
+
+    /// Retries a job whose manifest this node holds.
+    pub(crate) async fn local_retry(&self, id: &str) -> Result<Job, (u16, String)> {
         if self.live(id).is_some() {
             return Err((409, format!("job {id} is running")));
         }

@@ -60,17 +60,100 @@ impl Jobs {
         self.inner.vod_load()
     }
 
-    /// The node is shutting down: chunks it encodes for other nodes are handed back to them, and it takes no
-    /// more.
-    pub fn drain(&self) {
+    /// The node is shutting down: chunks it encodes (for other nodes or its own jobs) are handed back, and it
+    /// takes no more; waits (at most 3 s) until they have ended, so the answers reach their jobs before the
+    /// node leaves the cluster.
+    pub async fn drain(&self) {
         self.inner.drain();
+        let started = Instant::now();
+        while self.inner.busy.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && started.elapsed() < Duration::from_secs(3)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // the answers on their way out
     }
+}
+
+/// Asks every other node (concurrently, 3 s each); the 2xx answers' bodies, by node agent.
+pub(super) async fn ask_all(inner: &JobsInner, req: JobRequest) -> Vec<(String, Bytes)> {
+    let Some(cluster) = inner.cluster.get() else { return Vec::new() };
+    let req = Request::Job(req);
+    let asks = cluster.agents().into_iter().map(|agent| {
+        let req = req.clone();
+        async move {
+            match call(&agent, &req, Duration::from_secs(3)).await {
+                Some(Response::Api { status: 200..=299, body }) => Some((agent.get_id().to_string(), body)),
+                _ => None,
+            }
+        }
+    });
+    futures_util::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// `{"live": bool, "job": {...}}` read back.
+pub(super) fn live_job(body: &Bytes) -> Option<(bool, super::plan::Job)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some((v["live"].as_bool().unwrap_or(false), serde_json::from_value(v["job"].clone()).ok()?))
+}
+
+fn live_json(live: bool, job: &super::plan::Job) -> serde_json::Value {
+    serde_json::json!({ "live": live, "job": job })
+}
+
+/// `cancel` or `retry` job `id` on the node that runs or holds it: `None` when no other node does.
+pub(super) async fn act_elsewhere(
+    inner: &JobsInner,
+    id: &str,
+    action: &str,
+) -> Option<Result<super::plan::Job, (u16, String)>> {
+    let cluster = inner.cluster.get()?;
+    let req = Request::Job(JobRequest::Action { id: id.to_string(), action: action.to_string() });
+    let asks = cluster.agents().into_iter().map(|agent| {
+        let req = req.clone();
+        async move { call(&agent, &req, Duration::from_secs(5)).await }
+    });
+    for answer in futures_util::future::join_all(asks).await.into_iter().flatten() {
+        let Response::Api { status, body } = answer else { continue };
+        if status == 404 {
+            continue;
+        }
+        return Some(if (200..300).contains(&status) {
+            serde_json::from_slice(&body).map_err(|e| (502, format!("a malformed answer from another node: {e}")))
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            Err((status, v["error"].as_str().unwrap_or("refused by another node").to_string()))
+        });
+    }
+    None
 }
 
 impl JobsInner {
     /// Answers another node's [`JobRequest`].
     async fn answer(self: Arc<Self>, req: JobRequest) -> Response {
+        let jobs = Jobs { inner: self.clone() };
         match req {
+            JobRequest::Get { id } => match jobs.local_get(&id).await {
+                Some((live, job)) => api(200, live_json(live, &job)),
+                None => error(404, "no such job here"),
+            },
+            JobRequest::List => match jobs.local_list().await {
+                Ok(list) => api(200, serde_json::Value::Array(list.iter().map(|(l, j)| live_json(*l, j)).collect())),
+                Err(e) => error(503, e),
+            },
+            JobRequest::Action { id, action } => {
+                let r = match action.as_str() {
+                    "cancel" if jobs.live(&id).is_some() => jobs.local_cancel(&id).await,
+                    "retry" if jobs.live(&id).is_some() || jobs.read(&id).await.is_some() => {
+                        jobs.local_retry(&id).await
+                    }
+                    _ => return error(404, "not here"),
+                };
+                match r {
+                    Ok(job) => api(200, serde_json::to_value(job.summary()).unwrap_or_default()),
+                    Err((status, why)) => error(status, why),
+                }
+            }
             JobRequest::Chunk { task } => {
                 let task: ChunkTask = match serde_json::from_slice(&task) {
                     Ok(t) => t,

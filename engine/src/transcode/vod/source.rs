@@ -223,8 +223,11 @@ impl Source {
         f: &mut dyn FnMut(SourcePacket<'_>) -> Result<(), String>,
     ) -> Result<(), String> {
         if plan.index > 0 {
-            // A second early: the demuxer lands on a keyframe at or before it, with the audio around it.
-            let at_us = (plan.start_ms - offset_ms - 1000).max(0) * 1000;
+            // MP4/MOV: to the chunk's keyframe itself (the demuxer places every track there, audio included, so
+            // the chunk reads its own bytes and not the GOP before it). Other containers seek by file position:
+            // a second early, so the audio stored before the keyframe comes along.
+            let early = if self.container.starts_with("mov") { 0 } else { 1000 };
+            let at_us = (plan.start_ms - offset_ms - early).max(0) * 1000 + 999;
             self.input.seek(at_us, ..at_us).map_err(|e| format!("seeking to {} ms: {e}", plan.start_ms))?;
         }
         let (mut started, mut past_end_key, mut video_done, mut audio_done) =
