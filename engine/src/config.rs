@@ -389,6 +389,9 @@ pub struct LimitsConfig {
     /// Open connections (RTMP and HTTP together) from one IP address beyond which its new ones are refused, so
     /// one client cannot take the node's slots from everyone else (or from the kubelet's probes).
     pub max_connections_per_ip: usize,
+    /// Streams this node carries at most (published here, relayed from other nodes, ladder rungs); the next
+    /// publish is refused with a clear error, the next relay is not made (its players get 404). 0: no limit.
+    pub max_streams: usize,
     /// CPU cores this node may use (its container's CPU limit): the CPU side of `strom_load_ratio`.
     pub capacity_cores: f64,
     /// Egress this node is sized for, in Mb/s: the network side of `strom_load_ratio`.
@@ -767,6 +770,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 20_000,
             max_connections_per_ip: 1000,
+            max_streams: 1000,
             capacity_cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
             capacity_egress_mbps: 1000.0,
         }

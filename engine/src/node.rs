@@ -142,6 +142,7 @@ impl Node {
             jobs,
             recordings,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            probe_connections: Arc::new(Semaphore::new(crate::servers::PROBE_SLOTS)),
             per_ip: Default::default(),
             refusal_logged_ms: Default::default(),
             config: config.clone(),

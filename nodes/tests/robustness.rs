@@ -856,11 +856,14 @@ fn max_connections_refuses_the_sixth_and_recovers() {
     eprintln!("6th connection closed after {took:?}");
     assert!(took < Duration::from_secs(2), "closed at once, not after a timeout: {took:?}");
     assert!(RtmpClient::connect(s.rtmp, "live").is_err(), "a full RTMP session is refused too");
-    // HTTP shares the limit.
-    match http_get(s.http, "/healthz") {
-        Ok(r) => assert_eq!(r.status, 0, "HTTP refused while full, got {}", r.status),
-        Err(e) => eprintln!("HTTP while full: {e}"),
+    // HTTP shares the limit, but probes have slots of their own: the kubelet's probes still pass, anything else
+    // gets 503.
+    for _ in 0..3 {
+        assert_eq!(http_get(s.http, "/healthz").expect("healthz while full").status, 200);
+        assert_eq!(http_get(s.http, "/readyz").expect("readyz while full").status, 200);
     }
+    let r = http_get(s.http, "/api/v1/streams").expect("an answer while full");
+    assert_eq!(r.status, 503, "not a probe: refused while full");
     // The held connections are unaffected: one still gets an answer to a play request (which then closes it).
     let err = held[0].play("nope").unwrap_err();
     assert!(err.contains("StreamNotFound"), "{err}");
@@ -878,4 +881,37 @@ fn max_connections_refuses_the_sixth_and_recovers() {
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     assert_good_stream_plays(&mut s, &mut good, "flv");
+}
+
+/// `limits.max_streams`: the stream one past the node's maximum is refused with a clear error (the publisher gets
+/// `NetStream.Publish.Failed`, the log and `strom_connections_rejected_total{reason="max_streams"}` say why);
+/// once a stream ends and is retired, a new one is accepted again.
+#[test]
+fn the_stream_one_past_max_streams_is_refused() {
+    let s = Strom::with_env(&[
+        ("STROM_LIMITS_MAX_STREAMS", "2"),
+        ("STROM_STREAM_RECONNECT_GRACE_SECS", "0.2"),
+        ("STROM_STREAM_ENDED_LINGER_SECS", "0.2"),
+    ]);
+    let mut a = connected(&s);
+    a.publish("one").expect("first stream");
+    let mut b = connected(&s);
+    b.publish("two").expect("second stream");
+    let mut c = connected(&s);
+    let err = c.publish("three").unwrap_err();
+    assert!(err.contains("NetStream.Publish.Failed"), "{err}");
+    assert_eq!(rejected(&s, "max_streams"), 1.0);
+    assert_eq!(log_lines(&s, &["limits.max_streams reached"]).len(), 1, "said once, with the limit");
+    // The first two are untouched; when one ends, the third may publish.
+    drop(a);
+    let t = Instant::now();
+    loop {
+        let mut d = connected(&s);
+        match d.publish("three") {
+            Ok(()) => break,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(10), "never admitted: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(b);
 }

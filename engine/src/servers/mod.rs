@@ -44,6 +44,9 @@ pub struct NodeContext {
     pub cluster: Option<ClusterHandle>,
     /// Connection slots (`limits.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// HTTP connections admitted past `limits.max_connections` that may only ask `/healthz` or `/readyz`
+    /// ([`PROBE_SLOTS`]): a flood cannot fail the kubelet's probes.
+    pub probe_connections: Arc<Semaphore>,
     /// Open connections per client address (`limits.max_connections_per_ip`).
     pub per_ip: Arc<DashMap<IpAddr, u32>>,
     /// When a refused connection was last logged (Unix ms): a flood is logged once per [`REFUSAL_LOG_EVERY_MS`].
@@ -54,6 +57,10 @@ pub struct NodeContext {
     pub jobs: crate::transcode::vod::Jobs,
 }
 
+/// HTTP connections kept for probes when `limits.max_connections` is reached (see
+/// [`NodeContext::probe_connections`]).
+pub const PROBE_SLOTS: usize = 32;
+
 /// A refused connection is logged at most this often (every one is counted).
 pub const REFUSAL_LOG_EVERY_MS: u64 = 10_000;
 
@@ -62,6 +69,8 @@ pub const REFUSAL_LOG_EVERY_MS: u64 = 10_000;
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     _ip: IpSlot,
+    /// A probe slot: the connection may only ask `/healthz` or `/readyz`.
+    pub probe_only: bool,
 }
 
 /// One of an address's connection slots.
@@ -82,7 +91,11 @@ impl Drop for IpSlot {
 impl ConnectionSlot {
     /// A slot outside any node's accounting (tests).
     pub fn detached(permit: OwnedSemaphorePermit) -> ConnectionSlot {
-        ConnectionSlot { _permit: permit, _ip: IpSlot { ip: IpAddr::from([0, 0, 0, 0]), per_ip: Arc::default() } }
+        ConnectionSlot {
+            _permit: permit,
+            _ip: IpSlot { ip: IpAddr::from([0, 0, 0, 0]), per_ip: Arc::default() },
+            probe_only: false,
+        }
     }
 }
 
@@ -91,6 +104,16 @@ impl NodeContext {
     /// [`REFUSAL_LOG_EVERY_MS`]) when its address has `limits.max_connections_per_ip` open or the node
     /// `limits.max_connections`.
     pub fn try_connection(&self, peer: IpAddr, listener: &str) -> Option<ConnectionSlot> {
+        self.try_slot(peer, listener, false)
+    }
+
+    /// [`NodeContext::try_connection`] for HTTP: past `limits.max_connections`, one of the [`PROBE_SLOTS`]
+    /// (a connection that may only ask `/healthz` or `/readyz`).
+    pub fn try_http_connection(&self, peer: IpAddr) -> Option<ConnectionSlot> {
+        self.try_slot(peer, "http", true)
+    }
+
+    fn try_slot(&self, peer: IpAddr, listener: &str, probes: bool) -> Option<ConnectionSlot> {
         let max_per_ip = self.config.limits.max_connections_per_ip as u32;
         let admitted = {
             let mut n = self.per_ip.entry(peer).or_insert(0);
@@ -106,7 +129,11 @@ impl NodeContext {
         }
         let ip = IpSlot { ip: peer, per_ip: self.per_ip.clone() };
         match self.connections.clone().try_acquire_owned() {
-            Ok(permit) => Some(ConnectionSlot { _permit: permit, _ip: ip }),
+            Ok(permit) => Some(ConnectionSlot { _permit: permit, _ip: ip, probe_only: false }),
+            Err(_) if probes && self.probe_connections.available_permits() > 0 => {
+                let permit = self.probe_connections.clone().try_acquire_owned().ok()?;
+                Some(ConnectionSlot { _permit: permit, _ip: ip, probe_only: true })
+            }
             Err(_) => {
                 self.refused(peer, listener, "max_connections");
                 None

@@ -41,6 +41,9 @@ pub enum PublishError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node carries `limits.max_streams` streams already.
+    #[error("this node carries its maximum of {0} streams (limits.max_streams)")]
+    TooManyStreams(usize),
     /// An internal failure (actor gone).
     #[error("internal error: {0}")]
     Internal(String),
@@ -348,6 +351,17 @@ impl RegistryState {
         self.streams.insert(key, entry);
     }
 
+    /// A new stream would pass `limits.max_streams` (relays and ladder rungs count too).
+    fn full(&self, key: &StreamKey) -> Result<(), PublishError> {
+        let max = self.config.limits.max_streams;
+        if max > 0 && self.streams.len() >= max {
+            self.metrics.connections_rejected.with_label_values(&["max_streams"]).inc();
+            warn!(stream = %key, max, "stream refused: limits.max_streams reached");
+            return Err(PublishError::TooManyStreams(max));
+        }
+        Ok(())
+    }
+
     /// Unregisters a stream (and removes it from the index).
     fn take(&mut self, key: &StreamKey) -> Option<Entry> {
         self.index.remove(key);
@@ -413,6 +427,7 @@ impl RegistryState {
                 e.stop("replaced by a local publisher");
             }
         }
+        self.full(&key)?;
         // The stream was live on another node moments ago (that node died or the publisher moved): continue its
         // HLS playlist, so players keep the same URL and see a discontinuity.
         let resume = self.ownership.as_ref().and_then(|c| c.hls_resume(&key, self.config.reconnect_grace()));
@@ -437,6 +452,7 @@ impl RegistryState {
         if let Some(e) = self.streams.get(&key) {
             return Ok(e.handle.clone());
         }
+        self.full(&key)?;
         let viewers = Arc::new(ViewerCounts::default());
         let handle = self.spawn_stream(myself, &key, Some(source.node().to_string()), viewers.clone(), None).await?;
         let id = NEXT_PUBLISHER.fetch_add(1, Ordering::Relaxed);

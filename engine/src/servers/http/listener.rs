@@ -98,7 +98,7 @@ async fn accept_loop(
                 }
             },
         };
-        let Some(permit) = node.try_connection(addr.ip(), "http") else { continue };
+        let Some(permit) = node.try_http_connection(addr.ip()) else { continue };
         let _ = stream.set_nodelay(true);
         let open = node.metrics.connections_open.with_label_values(&["http"]);
         open.inc();
@@ -148,6 +148,26 @@ async fn sniff(
             v => break v,
         }
     };
+    if conn._permit.probe_only {
+        // Admitted past limits.max_connections for a probe only: answered here, then closed.
+        let path = head[..].split(|b| *b == b' ').nth(1).unwrap_or_default();
+        let ready = node.ready.load(Ordering::Relaxed) && !node.draining.load(Ordering::Relaxed);
+        let answer: &[u8] = match path {
+            b"/healthz" => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+            b"/readyz" if ready => b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nready\n",
+            b"/readyz" => {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\nconnection: close\r\n\r\nnot ready\n"
+            }
+            _ => {
+                node.refused(addr.ip(), "http", "max_connections");
+                b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            }
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncWriteExt::write_all(&mut conn.inner, answer))
+                .await;
+        return;
+    }
     if let Sniffed::Flv { key, chunked } = verdict {
         let sub = match node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Flv).await,
