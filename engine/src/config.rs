@@ -406,7 +406,48 @@ pub struct AuthConfig {
     pub publish_keys: Vec<String>,
     /// A file with one allowed stream name per line (`#` comments), re-read at each publish.
     pub publish_keys_file: Option<PathBuf>,
+    /// Publish secrets, `"app/name" = "secret"`: a publish of a listed stream must show its secret (OBS's
+    /// Stream Key `name?secret=SECRET`); once any secret is configured, unlisted streams are refused too. Env:
+    /// `STROM_AUTH_PUBLISH_SECRETS='{"live/cam" = "..."}'`. Never printed.
+    #[serde(skip_serializing)]
+    pub publish_secrets: std::collections::BTreeMap<String, String>,
+    /// A file with one `app/name secret` pair per line (`#` comments), re-read at each publish (rotation
+    /// without a restart; a Kubernetes Secret mount).
+    pub publish_secrets_file: Option<PathBuf>,
+    /// The bearer token of the mutating API endpoints (`Authorization: Bearer TOKEN`; env
+    /// `STROM_AUTH_ADMIN_TOKEN`). Unset: they answer only to loopback clients. Never printed.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
 }
+
+impl AuthConfig {
+    /// Publishing needs a secret.
+    pub fn secrets_on(&self) -> bool {
+        !self.publish_secrets.is_empty() || self.publish_secrets_file.is_some()
+    }
+}
+
+/// A rough strength of a shared secret in bits: its length times the bits of the character classes it uses
+/// (lower case, upper case, digits, others), and no more than a string of its distinct characters could hold.
+pub fn secret_bits(secret: &str) -> f64 {
+    let mut alphabet = 0u32;
+    for (present, size) in [
+        (secret.bytes().any(|b| b.is_ascii_lowercase()), 26),
+        (secret.bytes().any(|b| b.is_ascii_uppercase()), 26),
+        (secret.bytes().any(|b| b.is_ascii_digit()), 10),
+        (secret.bytes().any(|b| !b.is_ascii_alphanumeric()), 33),
+    ] {
+        if present {
+            alphabet += size;
+        }
+    }
+    let distinct = secret.bytes().collect::<std::collections::BTreeSet<u8>>().len() as f64;
+    let per_char = f64::from(alphabet.max(1)).log2().min(distinct.max(1.0).log2() * 1.5);
+    secret.len() as f64 * per_char.max(0.0)
+}
+
+/// The least [`secret_bits`] a cluster cookie must have.
+pub const MIN_COOKIE_BITS: f64 = 128.0;
 
 /// Clustering: the nodes find each other and act as one server (see `strom_engine::cluster`).
 ///
@@ -843,6 +884,16 @@ impl Config {
             }
             (None, c) => c,
         };
+        if let Some(c) = &config.cluster_cookie {
+            let bits = secret_bits(c);
+            if bits < MIN_COOKIE_BITS {
+                return Err(ConfigError(format!(
+                    "the cluster cookie (STROM_CLUSTER_COOKIE or cluster.cookie_file) is too weak: about {bits:.0} bits, \
+                     at least {MIN_COOKIE_BITS:.0} needed (anyone who captures the cluster handshake could guess it); \
+                     make one with `openssl rand -hex 32`"
+                )));
+            }
+        }
         if config.cluster_cookie.is_none() && (!config.cluster.seeds.is_empty() || !config.cluster.dns.is_empty()) {
             return Err(ConfigError(
                 "invalid config key `cluster.seeds`/`cluster.dns`: joining a cluster needs a cookie \
@@ -1048,7 +1099,15 @@ impl Config {
 
 /// Keys that are absent from a serialized default (optional values) but valid.
 fn optional_key(full: &str) -> bool {
-    matches!(full, "auth.publish_keys_file" | "cluster.cookie_file" | "storage.url")
+    matches!(
+        full,
+        "auth.publish_keys_file"
+            | "auth.publish_secrets"
+            | "auth.publish_secrets_file"
+            | "auth.admin_token"
+            | "cluster.cookie_file"
+            | "storage.url"
+    )
 }
 
 /// `STROM_*` variables that are not configuration keys: the log filter, the cluster cookie, and the service
@@ -1129,6 +1188,7 @@ mod tests {
 
     #[test]
     fn clustering_needs_a_cookie_and_keeps_it_secret() {
+        const STRONG: &str = "from-file-5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
         let c = Config::load(None, env(&[])).unwrap();
         assert!(c.cluster_cookie.is_none(), "standalone by default");
         let e = Config::load(None, env(&[("STROM_CLUSTER_SEEDS", "[\"strom-0:4697\"]")])).unwrap_err().0;
@@ -1136,25 +1196,33 @@ mod tests {
         let c = Config::load(
             None,
             env(&[
-                ("STROM_CLUSTER_COOKIE", "s3cret"),
+                ("STROM_CLUSTER_COOKIE", STRONG),
                 ("STROM_CLUSTER_SEEDS", "[\"strom-0:4697\", \"strom-1:4697\"]"),
                 ("STROM_CLUSTER_DNS", "strom-headless:4697"),
             ]),
         )
         .unwrap();
-        assert_eq!(c.cluster_cookie.as_deref(), Some("s3cret"));
+        assert_eq!(c.cluster_cookie.as_deref(), Some(STRONG));
         assert_eq!(c.cluster.seeds.len(), 2);
-        assert!(!c.to_toml().contains("s3cret"), "the cookie is never printed");
-        let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE", "x"), ("STROM_CLUSTER_SEEDS", "[\"nohost\"]")]))
+        assert!(!c.to_toml().contains(STRONG), "the cookie is never printed");
+        // A weak cookie: refused with one clear line.
+        for weak in ["change-me", "s3cret", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "0123456789abcdef"] {
+            let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE", weak)])).unwrap_err().0;
+            assert!(e.contains("too weak") && e.contains("openssl rand -hex 32") && !e.contains(weak), "{e}");
+        }
+        // `openssl rand -hex 32` and `-base64 24` are strong enough.
+        assert!(secret_bits("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") > 200.0);
+        assert!(secret_bits("q3Kx8Z1vN0bT+d9L/eR2mW7yA4hC5jPf") >= MIN_COOKIE_BITS);
+        let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE", STRONG), ("STROM_CLUSTER_SEEDS", "[\"nohost\"]")]))
             .unwrap_err()
             .0;
         assert!(e.contains("cluster.seeds") && e.contains("nohost"), "{e}");
         let e = Config::load(None, env(&[("STROM_CLUSTER_HEARTBEAT_DEADLINE_SECS", "0.2")])).unwrap_err().0;
         assert!(e.contains("cluster.heartbeat_deadline_secs"), "{e}");
         let dir = std::env::temp_dir().join(format!("strom-cookie-{}", std::process::id()));
-        std::fs::write(&dir, "from-file\n").unwrap();
+        std::fs::write(&dir, format!("{STRONG}\n")).unwrap();
         let c = Config::load(None, env(&[("STROM_CLUSTER_COOKIE_FILE", dir.to_str().unwrap())])).unwrap();
-        assert_eq!(c.cluster_cookie.as_deref(), Some("from-file"));
+        assert_eq!(c.cluster_cookie.as_deref(), Some(STRONG));
         let _ = std::fs::remove_file(&dir);
         let e = Config::load(None, env(&[("STROM_CLUSTER_COOKIE_FILE", "/nonexistent/cookie")])).unwrap_err().0;
         assert!(e.contains("cluster.cookie_file"), "{e}");

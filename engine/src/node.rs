@@ -77,6 +77,13 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let streams =
             Streams::start(config.clone(), metrics.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
+        let auth = &config.auth;
+        if !auth.secrets_on() && auth.publish_keys.is_empty() && auth.publish_keys_file.is_none() {
+            warn!(
+                "publishing is open: anyone who reaches rtmp.listen may publish any stream name (set \
+                 auth.publish_secrets or auth.publish_secrets_file to require a secret per stream)"
+            );
+        }
         let draining = Arc::new(AtomicBool::new(false));
         // The VOD jobs are made once storage is; the load reads their backlog from then on.
         let vod: Arc<std::sync::OnceLock<crate::transcode::vod::Jobs>> = Default::default();

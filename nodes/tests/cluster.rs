@@ -75,7 +75,12 @@ fn publish_by_name_from_another_namespace_and_play_hls_from_the_host() {
         assert!(Instant::now() < deadline, "no HLS segments on strom-0:\n{}", n0.log_tail(30));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let publishing = n0.log().lines().find(|l| l.contains("publishing")).map(String::from).unwrap_or_default();
+    let publishing = n0
+        .log()
+        .lines()
+        .find(|l| l.contains("publishing") && l.contains("peer="))
+        .map(String::from)
+        .unwrap_or_default();
     assert!(publishing.contains(&format!("peer={}:", net.ip(1))), "publisher came from node 1: {publishing}");
     let (frames, stderr) = probe_video(&n0.http_url(&format!("/{KEY}/index.m3u8")), 2.0);
     assert_playable("hls via the bridge", &frames, 40, 320, 240, &stderr);

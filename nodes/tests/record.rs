@@ -386,8 +386,9 @@ fn in_a_cluster_any_node_records_lists_plays_and_deletes_another_node_s_recordin
     use common::netns::Net;
     let net = Net::new(2);
     let (d0, d1) = (scratch("cluster-rec-0"), scratch("cluster-rec-1"));
-    let n0 = net.spawn_cluster_with(0, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d0.to_str().unwrap())]);
-    let n1 = net.spawn_cluster_with(1, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d1.to_str().unwrap())]);
+    let admin = ("STROM_AUTH_ADMIN_TOKEN", "rec-admin-token");
+    let n0 = net.spawn_cluster_with(0, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d0.to_str().unwrap()), admin]);
+    let n1 = net.spawn_cluster_with(1, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d1.to_str().unwrap()), admin]);
     let t = Instant::now();
     while !n1.get("/api/v1/cluster").text().contains("\"strom-0\"")
         || !n0.get("/api/v1/cluster").text().contains("\"strom-1\"")
@@ -396,7 +397,10 @@ fn in_a_cluster_any_node_records_lists_plays_and_deletes_another_node_s_recordin
         std::thread::sleep(Duration::from_millis(100));
     }
     let req = |node: &common::netns::NetNode, method: &str, path: &str| {
-        let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer rec-admin-token\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
         http_request(node.http, &raw).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     };
     let _publisher = publish(&n0.rtmp_url("live/c"), &Source { seconds: 40.0, ..Source::default() });

@@ -84,10 +84,17 @@ fn media_file(width: u32, height: u32, seconds: u32) -> PathBuf {
     path
 }
 
-/// `curl` with `args` against `s`; (status, body).
+/// The admin token the cluster tests' nodes get (a local node has none: its API answers loopback clients).
+const ADMIN: &str = "vod-test-admin-token";
+
+/// `curl` with `args` against `s` (with the admin token, which a node without one ignores); (status, body).
 fn curl(s: &impl Node, args: &[&str], path: &str) -> (u16, String) {
+    let bearer = format!("Authorization: Bearer {ADMIN}");
     let out = run_with_timeout(
-        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).arg(s.http_url(path)),
+        Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-H", &bearer])
+            .args(args)
+            .arg(s.http_url(path)),
         Duration::from_secs(120),
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -406,6 +413,7 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
             ("STROM_VOD_RUNGS", VOD_RUNGS),
             ("STROM_VOD_CHUNK_SECS", "10"),
             ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
         ];
         net.spawn_cluster_with(i, "vod-cookie", &[], &env)
     };
@@ -418,6 +426,24 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     std::thread::sleep(Duration::from_secs(1)); // a heartbeat or two: every node knows the others' load
     let src = media_file(1280, 720, 60);
     let size = std::fs::metadata(&src).unwrap().len();
+
+    // The API's mutating calls need the admin token.
+    let no_token = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-F"])
+            .arg(format!("file=@{}", src.display()))
+            .arg(nodes[0].http_url("/api/v1/vod")),
+        Duration::from_secs(60),
+    );
+    assert_eq!(String::from_utf8_lossy(&no_token.stdout), "401", "an upload without the admin token");
+    let wrong = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer nope"])
+            .arg(nodes[0].http_url("/api/v1/jobs/x/cancel")),
+        Duration::from_secs(60),
+    );
+    assert_eq!(String::from_utf8_lossy(&wrong.stdout), "401", "a wrong admin token");
+    assert_eq!(nodes[0].metric("strom_connections_rejected_total{reason=\"unauthorized\"}"), 2.0);
 
     // One upload to strom-0: its chunks run on all three nodes.
     let id = upload(&nodes[0], &src, Some("720,360,144"));
@@ -497,6 +523,7 @@ fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
             ("STROM_VOD_RUNGS", VOD_RUNGS),
             ("STROM_VOD_CHUNK_SECS", "10"),
             ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
         ]);
         net.spawn_cluster_with(i, "vod-s3-cookie", &[], &vars)
     };
@@ -611,6 +638,7 @@ fn in_a_cluster_a_draining_worker_hands_chunks_back_and_a_killed_job_node_resume
             ("STROM_VOD_RUNGS", VOD_RUNGS),
             ("STROM_VOD_CHUNK_SECS", "10"),
             ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
         ];
         net.spawn_cluster_with(i, "vod-drain-cookie", &[], &env)
     };

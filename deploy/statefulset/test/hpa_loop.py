@@ -296,10 +296,11 @@ def run(args, work, procs):
             "name": f"strom-{i}", "rtmp_port": free_port(), "http_port": free_port(),
             "cluster_port": free_port(), "labels": tmpl["labels"], "annotations": tmpl["annotations"],
         })
+    cookie = "hpa-loop-test-" + os.urandom(32).hex()  # one for all nodes; strom wants at least 128 bits
     for i, pod in enumerate(pods):
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "STROM_CLUSTER_COOKIE": "hpa-loop-test",
+            "STROM_CLUSTER_COOKIE": cookie,
             "STROM_LIMITS_CAPACITY_CORES": "1",
             "STROM_LIMITS_CAPACITY_EGRESS_MBPS": EGRESS_MBPS,
             # A tiny fan-out ring so the stalled reader below is skipped to keyframes (strom_frames_dropped_total).

@@ -176,9 +176,9 @@ def strom_checks(name, sts, docs, strom):
             errs.append(f"{name}: storage.path {path!r} is on no writable volume (the root filesystem is read-only)")
         if "url" not in storage:
             paths[path] = os.path.join(tmp, "data")
-        for key in ("cookie", "publish_keys"):
+        for key, value in (("cookie", "policy-test-" + "ab12" * 16), ("publish_secrets", "live/test policy-secret")):
             with open(os.path.join(tmp, key), "w") as f:
-                f.write("policy-test\n")
+                f.write(value + "\n")
         text = toml_text
         for mount_path, local in paths.items():
             text = text.replace(mount_path, local)
@@ -191,7 +191,10 @@ def strom_checks(name, sts, docs, strom):
             v = e.get("value")
             if v is None:
                 fr = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-                v = values["POD_NAME"] if fr == "metadata.name" else env_value(c, e["name"], res)
+                if e.get("valueFrom", {}).get("secretKeyRef"):
+                    v = "policy-test-secret-value"
+                else:
+                    v = values["POD_NAME"] if fr == "metadata.name" else env_value(c, e["name"], res)
             if v is None:
                 errs.append(f"{name}: cannot compute variable {e['name']}")
                 continue

@@ -58,11 +58,11 @@ cp "$D/secret.example.env" "$OUT/tree/overlays/dev/secret.env"
 printf 'secretGenerator:\n  - name: strom-secrets\n    envs: [secret.env]\n' >>"$OUT/tree/overlays/dev/kustomization.yaml"
 $KUBECTL kustomize "$OUT/tree/overlays/dev" >"$OUT/dev-secret.yaml"
 grep -q 'secretName: strom-secrets-' "$OUT/dev-secret.yaml" && grep -q '^  cookie: ' "$OUT/dev-secret.yaml" &&
-  grep -q '^  publish_keys: ' "$OUT/dev-secret.yaml" || {
+  grep -q '^  publish_secrets: ' "$OUT/dev-secret.yaml" && grep -q '^  admin_token: ' "$OUT/dev-secret.yaml" || {
   echo "FAIL: the secretGenerator recipe of secret.example.env does not produce the Secret the pods mount" >&2
   exit 1
 }
-ok "the secretGenerator recipe yields strom-secrets (cookie, publish_keys) and the pods mount it"
+ok "the secretGenerator recipe yields strom-secrets (cookie, admin_token, publish_secrets) and the pods mount it"
 
 step "kubernetes-validate $KV_VERSION (strict; Kubernetes 1.30 and 1.37)"
 validate() {

@@ -40,6 +40,13 @@ impl StreamKey {
         Ok(StreamKey { app: app.to_string(), name: name.to_string() })
     }
 
+    /// The value of `param` in the query string of a publish or play name (`KEY?secret=S&x=y`), percent-decoding
+    /// not applied (secrets and tokens are URL-safe).
+    pub fn query_value<'a>(name: &'a str, param: &str) -> Option<&'a str> {
+        let (_, query) = name.split_once('?')?;
+        query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == param).map(|(_, v)| v))
+    }
+
     /// Parses `app/name`.
     pub fn parse(s: &str) -> Result<StreamKey, KeyError> {
         let (app, name) = s.split_once('/').unwrap_or((s, ""));
@@ -82,6 +89,10 @@ mod tests {
     fn accepts_and_refuses() {
         assert_eq!(StreamKey::new("live", "test").unwrap().to_string(), "live/test");
         assert_eq!(StreamKey::new("live", "k?secret=1").unwrap().name(), "k");
+        assert_eq!(StreamKey::query_value("k?secret=1", "secret"), Some("1"));
+        assert_eq!(StreamKey::query_value("k?a=b&secret=s%2F&c", "secret"), Some("s%2F"));
+        assert_eq!(StreamKey::query_value("k?secretx=1", "secret"), None);
+        assert_eq!(StreamKey::query_value("k", "secret"), None);
         assert_eq!(StreamKey::parse("live/a.b-c_d").unwrap().name(), "a.b-c_d");
         for bad in ["", "..", ".x", "a/b", "a b", "%2e%2e", &"x".repeat(129)] {
             assert!(StreamKey::new("live", bad).is_err(), "{bad}");

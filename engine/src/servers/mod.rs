@@ -152,9 +152,23 @@ impl NodeContext {
         }
     }
 
-    /// Whether `key` may be published under the `auth` settings.
-    pub fn publish_allowed(&self, key: &StreamKey) -> bool {
+    /// Whether `key` may be published with `secret` (from `name?secret=`) under the `auth` settings: with
+    /// publish secrets configured, only a listed stream with its secret (compared in constant time).
+    pub fn publish_allowed(&self, key: &StreamKey, secret: Option<&str>) -> bool {
         let auth = &self.config.auth;
+        if auth.secrets_on() {
+            let full = key.to_string();
+            let mut expected = auth.publish_secrets.get(&full).cloned();
+            if let Some(path) = &auth.publish_secrets_file {
+                if let Some(s) = read_secrets(path).remove(&full) {
+                    expected = Some(s); // the file wins: it is what rotation changes
+                }
+            }
+            let ok = matches!((expected, secret), (Some(e), Some(s)) if constant_time_eq(e.as_bytes(), s.as_bytes()));
+            if !ok {
+                return false;
+            }
+        }
         if auth.publish_keys.is_empty() && auth.publish_keys_file.is_none() {
             return true;
         }
@@ -166,6 +180,28 @@ impl NodeContext {
         match &auth.publish_keys_file {
             Some(path) => read_keys(path).iter().any(|k| matches(k)),
             None => false,
+        }
+    }
+}
+
+/// Compares two secrets without leaking through timing where they differ (only whether their lengths do).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// `auth.publish_secrets_file`: `app/name secret` per line, `#` comments. Unreadable: no secret (every publish of
+/// a stream it should list is refused, and said so).
+fn read_secrets(path: &Path) -> std::collections::HashMap<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once(char::is_whitespace).map(|(k, v)| (k.to_string(), v.trim().to_string())))
+            .collect(),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read auth.publish_secrets_file: its streams are refused");
+            Default::default()
         }
     }
 }

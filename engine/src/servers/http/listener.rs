@@ -195,12 +195,13 @@ pub async fn serve(mut listener: LimitedListener, app: axum::Router, idle: Durat
     let (close_tx, close_rx) = tokio::sync::watch::channel(());
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     loop {
-        let (io, _) = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = shutdown.recv() => break,
             c = listener.accept() => c,
         };
         let busy = io.busy.clone();
-        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app.clone()), busy };
+        let app = app.clone().layer(axum::Extension(super::PeerAddr(peer)));
+        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app), busy };
         let (mut close, open) = (close_rx.clone(), open_rx.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -68,7 +68,57 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .with_state(node)
 }
 
-/// Path length limit, CORS, and preflight answers, for every request.
+/// The client's address, set on every request by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// A mutating API call (`POST`, `PUT`, `DELETE`, `PATCH` under `/api/`) needs `Authorization: Bearer
+/// <auth.admin_token>`: 401 without it or with another. With no token configured, only loopback clients may
+/// make them (403 for others, saying how to allow them).
+#[allow(clippy::result_large_err)]
+fn admin(node: &NodeContext, req: &Request) -> Result<(), Response> {
+    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE | Method::PATCH);
+    if !mutating || !req.uri().path().starts_with("/api/") {
+        return Ok(());
+    }
+    let deny = |status: StatusCode, why: &str| {
+        node.metrics.connections_rejected.with_label_values(&["unauthorized"]).inc();
+        let mut r = (status, Json(serde_json::json!({ "error": why }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strom\""));
+        }
+        Err(r)
+    };
+    match &node.config.auth.admin_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match given {
+                Some(g) if crate::servers::constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+                Some(_) => deny(StatusCode::UNAUTHORIZED, "wrong admin token"),
+                None => deny(StatusCode::UNAUTHORIZED, "this call needs Authorization: Bearer <auth.admin_token>"),
+            }
+        }
+        None => {
+            let loopback = req.extensions().get::<PeerAddr>().is_some_and(|p| p.0.ip().is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                deny(
+                    StatusCode::FORBIDDEN,
+                    "no auth.admin_token is set: this call is only accepted from this host (set auth.admin_token, \
+                     STROM_AUTH_ADMIN_TOKEN, to call it from elsewhere with Authorization: Bearer)",
+                )
+            }
+        }
+    }
+}
+
+/// Path length limit, CORS, preflight answers and the admin check, for every request.
 async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) -> Response {
     let origin = HeaderValue::from_str(&node.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
     let mut resp = if req.uri().path().len() > node.config.http.max_path_len {
@@ -86,9 +136,12 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
         );
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+        // `*` does not cover Authorization (Fetch spec): it is named.
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, *"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
         r
+    } else if let Err(refused) = admin(&node, &req) {
+        refused
     } else {
         next.run(req).await
     };

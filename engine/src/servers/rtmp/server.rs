@@ -532,8 +532,8 @@ impl Connection {
             warn!(stream = %key, peer = %self.peer, "publish refused: the name is reserved for an ABR rung");
             return self.reject(msid, "NetStream.Publish.BadName", "name reserved for the ABR ladder", "bad_name");
         }
-        if !self.node.publish_allowed(&key) {
-            warn!(stream = %key, peer = %self.peer, "publish refused: stream key not authorised");
+        if !self.node.publish_allowed(&key, StreamKey::query_value(name, "secret")) {
+            warn!(stream = %key, peer = %self.peer, "publish refused: stream key or secret not authorised");
             return self.reject(msid, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
         }
         match self.node.streams.publish(&key).await {
