@@ -418,9 +418,38 @@ pub struct AuthConfig {
     /// `STROM_AUTH_ADMIN_TOKEN`). Unset: they answer only to loopback clients. Never printed.
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
+    /// The HMAC key of signed play URLs for every application (`?token=`, see
+    /// `strom_engine::formats::token`); unset: playing is open. Never printed.
+    #[serde(skip_serializing)]
+    pub play_key: Option<String>,
+    /// A file holding the play key instead (a mounted Secret; re-read within a second of a change).
+    pub play_key_file: Option<PathBuf>,
+    /// Per application: `[auth.apps.<app>] play = "key"`, that application's play key (over `play_key`).
+    pub apps: std::collections::BTreeMap<String, AppAuth>,
+}
+
+/// One application's access settings (`[auth.apps.<app>]`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppAuth {
+    /// The HMAC key of this application's signed play URLs. Never printed.
+    #[serde(skip_serializing)]
+    pub play: Option<String>,
 }
 
 impl AuthConfig {
+    /// The play key of `app` as configured (the file read now): `Ok(None)` when playing it is open.
+    pub fn play_key_for(&self, app: &str) -> Result<Option<Vec<u8>>, String> {
+        if let Some(k) = self.apps.get(app).and_then(|a| a.play.as_ref()) {
+            return Ok(Some(k.as_bytes().to_vec()));
+        }
+        if let Some(path) = &self.play_key_file {
+            let k = std::fs::read_to_string(path).map_err(|e| format!("auth.play_key_file {}: {e}", path.display()))?;
+            return Ok(Some(k.trim().as_bytes().to_vec()));
+        }
+        Ok(self.play_key.as_ref().map(|k| k.as_bytes().to_vec()))
+    }
+
     /// Publishing needs a secret.
     pub fn secrets_on(&self) -> bool {
         !self.publish_secrets.is_empty() || self.publish_secrets_file.is_some()
@@ -1105,6 +1134,8 @@ fn optional_key(full: &str) -> bool {
             | "auth.publish_secrets"
             | "auth.publish_secrets_file"
             | "auth.admin_token"
+            | "auth.play_key"
+            | "auth.play_key_file"
             | "cluster.cookie_file"
             | "storage.url"
     )

@@ -45,6 +45,35 @@ struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print the query string that lets a player play a stream (signed play URLs): `token=...`, to append to
+    /// its playlist, FLV or RTMP URL. The key is the stream application's play key from the configuration.
+    Sign {
+        /// The stream's path prefix, `/APP/NAME` (covers its playlists, segments, FLV, RTMP and ABR rungs).
+        #[arg(long, value_name = "PATH")]
+        path: String,
+        /// Seconds the token stays valid.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+fn sign(config: &Config, path: &str, ttl: u64) -> Result<String, String> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (Some(app), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("--path must be /APP/NAME, not {path:?}"));
+    };
+    strom_engine::stream::StreamKey::new(app, name).map_err(|e| e.to_string())?;
+    let key = config.auth.play_key_for(app)?.ok_or_else(|| {
+        format!("no play key for application {app:?}: set auth.play_key, auth.play_key_file or [auth.apps.{app}] play")
+    })?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(format!("token={}", strom_engine::formats::token::sign(&key, &format!("/{app}/{name}"), now + ttl)))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -126,6 +155,18 @@ fn main() -> ExitCode {
     if cli.print_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Sign { path, ttl }) = &cli.command {
+        return match sign(&config, path, *ttl) {
+            Ok(query) => {
+                println!("{query}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("strom sign: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -125,3 +125,85 @@ fn the_admin_token_guards_mutating_calls() {
     assert!(r.text().contains("auth.admin_token"), "says how to allow it: {}", r.text());
     assert_eq!(n.get("/api/v1/streams").status, 200);
 }
+
+/// A token for `prefix` valid until `expires`, made the way the README tells a backend to (openssl).
+fn openssl_token(key: &str, prefix: &str, expires: u64) -> String {
+    let out = run_with_timeout(
+        std::process::Command::new("sh").arg("-c").arg(format!(
+            "printf '%s\\n%s' '{prefix}' '{expires}' | openssl dgst -sha256 -hmac '{key}' | sed 's/^.*= //'"
+        )),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    format!("{expires}.{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Signed play URLs: with a play key for the application, a valid token (from `strom sign`, or minted by a
+/// backend with openssl) plays HLS (the playlist lists its segments with the token), HTTP-FLV and RTMP; no token,
+/// an expired one, a tampered one and one for another stream get 403 (RTMP: a refusal).
+#[test]
+fn signed_play_urls_play_and_bad_tokens_are_refused() {
+    let apps = "{live = {play = \"play-key-for-tests\"}}";
+    let s = Strom::with_env(&[("STROM_AUTH_APPS", apps)]);
+    let _p = publish(&s.rtmp_url("live/cam"), &Source { seconds: 60.0, ..Source::default() });
+    s.wait_live("live/cam", Duration::from_secs(15));
+
+    let out = run_with_timeout(
+        std::process::Command::new(env!("CARGO_BIN_EXE_strom")).env("STROM_AUTH_APPS", apps).args([
+            "sign",
+            "--path",
+            "/live/cam",
+            "--ttl",
+            "600",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "strom sign: {}", String::from_utf8_lossy(&out.stderr));
+    let query = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = query.strip_prefix("token=").expect("token=...").to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let minted = openssl_token("play-key-for-tests", "/live/cam", now + 600);
+    let t = Instant::now();
+    while s.get(&format!("/live/cam/index.m3u8?{query}")).text().matches("#EXTINF").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no segments");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // HLS: the playlist lists its URIs with the token; ffprobe plays it; no token: 403 on playlist and segment.
+    assert_eq!(s.get("/live/cam/index.m3u8").status, 403);
+    let signed = s.get(&format!("/live/cam/index.m3u8?{query}"));
+    assert_eq!(signed.status, 200);
+    let text = signed.text();
+    let segment = text.lines().find(|l| l.ends_with(&format!("?token={token}")) && !l.starts_with('#'));
+    let segment = segment.unwrap_or_else(|| panic!("segments carry the token:\n{text}"));
+    assert!(text.contains(&format!("init1.mp4?token={token}\"")), "the init segment too: {text}");
+    assert_eq!(s.get(&format!("/live/cam/{segment}")).status, 200);
+    let bare = segment.split('?').next().unwrap();
+    assert_eq!(s.get(&format!("/live/cam/{bare}")).status, 403, "a segment without the token");
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/live/cam/index.m3u8?token={minted}")), 2.0);
+    assert_playable("signed HLS (openssl-minted token)", &frames, 30, 426, 240, &stderr);
+
+    // HTTP-FLV and RTMP.
+    assert_eq!(s.get("/live/cam.flv").status, 403);
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/live/cam.flv?{query}")), 2.0);
+    assert_playable("signed HTTP-FLV", &frames, 30, 426, 240, &stderr);
+    let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
+    assert!(c.play("cam").is_err(), "RTMP without a token");
+    let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
+    c.play(&format!("cam?{query}")).expect("RTMP with the token");
+
+    // Expired, tampered, another stream's: 403.
+    let expired = openssl_token("play-key-for-tests", "/live/cam", now - 1);
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let other = openssl_token("play-key-for-tests", "/live/other", now + 600);
+    for bad in [&expired, &tampered, &other] {
+        for path in ["/live/cam/index.m3u8", "/live/cam.flv"] {
+            let r = s.get(&format!("{path}?token={bad}"));
+            assert_eq!(r.status, 403, "{path} with {bad}: {}", r.text());
+        }
+    }
+    assert!(s.get(&format!("/live/cam.flv?token={expired}")).text().contains("expired"));
+    assert!(rejected(&s, "play_token") >= 10.0);
+}

@@ -13,6 +13,7 @@
 //!   DISCONTINUITY(-SEQUENCE), PROGRAM-DATE-TIME, ENDLIST.
 //! - [`master`]: the HLS master (multivariant) playlist.
 //! - [`key`]: [`StreamKey`], a validated `app/name`.
+//! - [`token`]: signed play URLs (HMAC-SHA256 over a stream's path prefix and an expiry).
 
 pub mod aac;
 pub mod avc;
@@ -24,6 +25,7 @@ pub mod key;
 pub mod master;
 pub mod playlist;
 pub mod rtmp_chunk;
+pub mod token;
 pub mod ts;
 
 pub use frame::{Codec, MediaFrame, MediaKind};

@@ -581,9 +581,69 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
+/// `text` (a media or master playlist) with `query` (e.g. `token=...`) added to every URI it lists: URI lines
+/// and `URI="..."` attributes (`EXT-X-MAP`, `EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`,
+/// `EXT-X-MEDIA`), so a player that got a signed playlist fetches everything it lists with the same token.
+pub fn with_query(text: &str, query: &str) -> String {
+    fn add(uri: &str, query: &str) -> String {
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}{query}")
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if body.is_empty() {
+            out.push_str(line);
+        } else if !body.starts_with('#') {
+            out.push_str(&add(body, query));
+            out.push_str(end);
+        } else {
+            let mut rest = body;
+            while let Some(at) = rest.find("URI=\"") {
+                let (head, tail) = rest.split_at(at + 5);
+                out.push_str(head);
+                match tail.find('"') {
+                    Some(close) => {
+                        out.push_str(&add(&tail[..close], query));
+                        rest = &tail[close..];
+                    }
+                    None => {
+                        rest = tail;
+                        break;
+                    }
+                }
+            }
+            out.push_str(rest);
+            out.push_str(end);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_goes_on_every_uri() {
+        let text =
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXT-X-PART:DURATION=0.2,URI=\"p-3.0.m4s\",INDEPENDENT=YES\n\
+                    #EXTINF:2.0,\nseg-3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p-4.1.m4s\"\n\
+                    #EXT-X-RENDITION-REPORT:URI=\"../cam_480p/index.m3u8?x=1\",LAST-MSN=3\n";
+        let out = with_query(text, "token=T");
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init-1.mp4?token=T\"\n\
+             #EXT-X-PART:DURATION=0.2,URI=\"p-3.0.m4s?token=T\",INDEPENDENT=YES\n#EXTINF:2.0,\nseg-3.m4s?token=T\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p-4.1.m4s?token=T\"\n\
+             #EXT-X-RENDITION-REPORT:URI=\"../cam_480p/index.m3u8?x=1&token=T\",LAST-MSN=3\n"
+        );
+        assert_eq!(with_query("#EXTM3U\nlast", "a=b"), "#EXTM3U\nlast?a=b", "no final newline");
+        assert_eq!(with_query("#X:URI=\"unclosed", "a=b"), "#X:URI=\"unclosed");
+    }
     use std::time::Duration;
 
     fn seg(msn: u64, dur: f64, disc: bool) -> Segment {

@@ -55,6 +55,8 @@ pub struct NodeContext {
     pub recordings: Recordings,
     /// VOD jobs (uploads transcoded into a ladder).
     pub jobs: crate::transcode::vod::Jobs,
+    /// `auth.play_key_file`'s key and when it was read.
+    pub play_key_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<u8>)>>,
 }
 
 /// HTTP connections kept for probes when `limits.max_connections` is reached (see
@@ -150,6 +152,44 @@ impl NodeContext {
         {
             warn!(%peer, listener, reason, "connection refused: limits.{reason} reached (further refusals are counted in strom_connections_rejected_total, logged every 10 s)");
         }
+    }
+
+    /// The play key of application `app` (`auth.apps.<app>.play`, else `auth.play_key_file`, else
+    /// `auth.play_key`): `None` when playing it is open.
+    pub fn play_key(&self, app: &str) -> Option<Vec<u8>> {
+        let auth = &self.config.auth;
+        if let Some(k) = auth.apps.get(app).and_then(|a| a.play.as_ref()) {
+            return Some(k.as_bytes().to_vec());
+        }
+        if let Some(path) = &auth.play_key_file {
+            let mut cached = self.play_key_cache.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+            if !fresh {
+                let key = std::fs::read_to_string(path).map(|k| k.trim().as_bytes().to_vec()).unwrap_or_else(|e| {
+                    // Fail closed: a key no token matches.
+                    warn!(file = %path.display(), error = %e, "cannot read auth.play_key_file: refusing plays");
+                    crate::clock::unix_ms().to_be_bytes().to_vec()
+                });
+                *cached = Some((std::time::Instant::now(), key));
+            }
+            return cached.as_ref().map(|(_, k)| k.clone());
+        }
+        auth.play_key.as_ref().map(|k| k.as_bytes().to_vec())
+    }
+
+    /// Whether playing `path` (`/APP/NAME/...`, `/APP/NAME.flv`; the query may follow) is allowed: open apps
+    /// always, signed ones with a valid `token` (see [`crate::formats::token`]).
+    pub fn play_allowed(
+        &self,
+        app: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(), crate::formats::token::TokenError> {
+        let Some(key) = self.play_key(app) else { return Ok(()) };
+        let now = crate::clock::unix_ms() / 1000;
+        crate::formats::token::verify(&key, token, path, now).inspect_err(|_| {
+            self.metrics.connections_rejected.with_label_values(&["play_token"]).inc();
+        })
     }
 
     /// Whether `key` may be published with `secret` (from `name?secret=`) under the `auth` settings: with

@@ -168,7 +168,8 @@ async fn sniff(
                 .await;
         return;
     }
-    if let Sniffed::Flv { key, chunked } = verdict {
+    let signed = matches!(&verdict, Sniffed::Flv { key, .. } if node.play_key(key.app()).is_some());
+    if let (Sniffed::Flv { key, chunked }, false) = (verdict, signed) {
         let sub = match node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Flv).await,
             None => None,

@@ -68,6 +68,42 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .with_state(node)
 }
 
+/// A request to play a live stream (`GET /APP/NAME/FILE`, `GET /APP/NAME.flv`): its application and `token`.
+fn live_play(req: &Request) -> Option<(String, Option<String>)> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let path = req.uri().path();
+    let mut parts = path.trim_start_matches('/').split('/');
+    let app = parts.next()?;
+    let second = parts.next()?;
+    let third = parts.next();
+    if parts.next().is_some() || matches!(app, "api" | "vod") || (third.is_none() && !second.ends_with(".flv")) {
+        return None;
+    }
+    let token =
+        req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_string));
+    Some((app.to_string(), token))
+}
+
+/// A playlist answered to a signed request lists its URIs with the same token, so the player needs nothing else.
+async fn sign_playlist(resp: Response, token: &str) -> Response {
+    let is_playlist = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"));
+    if !is_playlist || !resp.status().is_success() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "playlist too large\n").into_response();
+    };
+    let text = crate::formats::playlist::with_query(&String::from_utf8_lossy(&bytes), &format!("token={token}"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
+}
+
 /// The client's address, set on every request by the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
@@ -143,7 +179,19 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
     } else if let Err(refused) = admin(&node, &req) {
         refused
     } else {
-        next.run(req).await
+        match live_play(&req) {
+            Some((app, token)) => match node.play_allowed(&app, req.uri().path(), token.as_deref()) {
+                Err(e) => (StatusCode::FORBIDDEN, format!("{e}\n")).into_response(),
+                Ok(()) => {
+                    let resp = next.run(req).await;
+                    match token {
+                        Some(t) if node.play_key(&app).is_some() => sign_playlist(resp, &t).await,
+                        _ => resp,
+                    }
+                }
+            },
+            None => next.run(req).await,
+        }
     };
     resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     resp
