@@ -344,6 +344,12 @@ pub struct ChunkGuard {
 }
 
 impl ChunkGuard {
+    /// Raises (or lowers) the largest message length the peer may declare from now on (a message already being
+    /// received keeps the limit it was checked against).
+    pub fn set_max_message_size(&mut self, max: u32) {
+        self.limits.max_message_size = max;
+    }
+
     /// Creates a guard for a fresh connection, expecting the initial chunk size of 128.
     pub fn new(limits: GuardLimits) -> Self {
         ChunkGuard {

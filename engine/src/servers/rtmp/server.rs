@@ -34,6 +34,8 @@ use crate::shutdown::ShutdownSignal;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, SharedSlot, StreamKey};
 use prometheus::IntCounter;
 
+/// The largest message a connection may send before it publishes (commands are far smaller; media comes after).
+const PRE_PUBLISH_MAX_MESSAGE: u32 = 64 * 1024;
 /// Largest handshake input accepted (C0+C1+C2 are 3073 bytes; anything beyond is the session's).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 /// Read buffer of a publishing connection.
@@ -186,7 +188,9 @@ impl Connection {
     fn new(node: Arc<NodeContext>, peer: SocketAddr) -> Connection {
         let guard = ChunkGuard::new(GuardLimits {
             max_chunk_size: node.config.rtmp.max_chunk_size,
-            max_message_size: node.config.rtmp.max_message_size,
+            // Until the connection publishes, no message may exceed 64 KiB: a peer that never authenticates
+            // cannot make the session reserve megabytes (the full limit is for publishers' keyframes).
+            max_message_size: node.config.rtmp.max_message_size.min(PRE_PUBLISH_MAX_MESSAGE),
             max_command_size: node.config.rtmp.max_command_size,
         });
         Connection {
@@ -541,6 +545,7 @@ impl Connection {
                 info!(stream = %key, "publishing");
                 self.accept(request_id)?;
                 self.role = Role::Publishing { publisher };
+                self.guard.set_max_message_size(self.node.config.rtmp.max_message_size);
                 self.node.transcode.source_published(&key);
                 self.node.recordings.published(&key);
                 Ok(())
