@@ -79,6 +79,31 @@ fn cluster_with_stream_env(
 }
 
 /// Whether browser tests are skipped (`STROM_SKIP_BROWSER=1`).
+/// `play.mjs --switch-levels` showed every level of `want` (sorted by size): hls.js switched to each, and the
+/// video element itself reported each size (its `resize` events), not only the player's level list.
+fn assert_every_level_shown(v: &serde_json::Value, want: &[(u64, u64)]) {
+    let mut shown: Vec<(u64, u64)> = v["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["shown"], true, "{l}");
+            (l["width"].as_u64().unwrap_or(0), l["height"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    shown.sort();
+    assert_eq!(shown, want, "{v}");
+    let sizes: Vec<(u64, u64)> = v["sizes_shown"]
+        .as_array()
+        .expect("sizes")
+        .iter()
+        .map(|s| (s[1].as_u64().unwrap_or(0), s[2].as_u64().unwrap_or(0)))
+        .collect();
+    for size in &shown {
+        assert!(sizes.contains(size), "the video never showed {size:?}: {sizes:?}");
+    }
+}
+
 fn skipped() -> bool {
     let skip = std::env::var("STROM_SKIP_BROWSER").is_ok_and(|v| v == "1");
     if skip {
@@ -260,27 +285,7 @@ fn hls_js_switches_through_every_level_of_the_abr_ladder() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     assert_eq!(v["ok"], true);
     assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "{v}");
-    let mut shown: Vec<(u64, u64)> = v["levels"]
-        .as_array()
-        .expect("levels")
-        .iter()
-        .map(|l| {
-            assert_eq!(l["shown"], true, "{l}");
-            (l["width"].as_u64().unwrap_or(0), l["height"].as_u64().unwrap_or(0))
-        })
-        .collect();
-    shown.sort();
-    assert_eq!(shown, vec![(426, 240), (640, 360), (854, 480), (1280, 720)], "{v}");
-    // The video element itself reported every size (its `resize` events), not only the player's level list.
-    let sizes: Vec<(u64, u64)> = v["sizes_shown"]
-        .as_array()
-        .expect("sizes")
-        .iter()
-        .map(|s| (s[1].as_u64().unwrap_or(0), s[2].as_u64().unwrap_or(0)))
-        .collect();
-    for size in &shown {
-        assert!(sizes.contains(size), "the video never showed {size:?}: {sizes:?}");
-    }
+    assert_every_level_shown(&v, &[(426, 240), (640, 360), (854, 480), (1280, 720)]);
     assert!(v["longest_stall_seconds"].as_f64().is_some_and(|x| x <= 1.5), "{v}");
     assert!(v["play_ratio"].as_f64().is_some_and(|x| x >= 0.8), "{v}");
     assert_eq!(s.metric("strom_encoder_restarts_total"), 0.0);
@@ -456,24 +461,5 @@ fn hls_js_switches_through_every_level_of_an_uploaded_vod() {
     assert!(out.status.success(), "playback failed: {stdout}\n{stderr}\n{}", s.log_tail(20));
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "{v}");
-    let mut shown: Vec<(u64, u64)> = v["levels"]
-        .as_array()
-        .expect("levels")
-        .iter()
-        .map(|l| {
-            assert_eq!(l["shown"], true, "{l}");
-            (l["width"].as_u64().unwrap_or(0), l["height"].as_u64().unwrap_or(0))
-        })
-        .collect();
-    shown.sort();
-    assert_eq!(shown, vec![(256, 144), (640, 360), (1280, 720)], "{v}");
-    let sizes: Vec<(u64, u64)> = v["sizes_shown"]
-        .as_array()
-        .expect("sizes")
-        .iter()
-        .map(|s| (s[1].as_u64().unwrap_or(0), s[2].as_u64().unwrap_or(0)))
-        .collect();
-    for size in &shown {
-        assert!(sizes.contains(size), "the video never showed {size:?}: {sizes:?}");
-    }
+    assert_every_level_shown(&v, &[(256, 144), (640, 360), (1280, 720)]);
 }

@@ -398,32 +398,51 @@ fn a_job_resumes_when_its_node_returns_after_a_kill() {
     check_rungs(&s, &job, &src, &[(1280, 720), (256, 144)]);
 }
 
+/// Three namespaced VOD nodes with the admin token and one chunk slot each, on `s3` (its `STROM_STORAGE_URL` and
+/// `AWS_*` variables) or else each on a local volume (`vod-<tag>-<i>`); returns once they all see each other.
+fn vod_cluster(
+    net: &common::netns::Net,
+    tag: &str,
+    s3: Option<&[(String, String)]>,
+) -> (Vec<common::netns::NetNode>, Vec<PathBuf>) {
+    let dirs: Vec<PathBuf> = (0..3).map(|i| scratch(&format!("vod-{tag}-{i}"))).collect();
+    let nodes = (0..3)
+        .map(|i| {
+            let mut env: Vec<(&str, &str)> = match s3 {
+                Some(vars) => vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                None => vec![("STROM_STORAGE_PATH", dirs[i].to_str().unwrap())],
+            };
+            env.extend([
+                ("STROM_VOD_RUNGS", VOD_RUNGS),
+                ("STROM_VOD_CHUNK_SECS", "10"),
+                ("STROM_VOD_PARALLEL_CHUNKS", "1"),
+                ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
+            ]);
+            net.spawn_cluster_with(i, &format!("vod-{tag}"), &[], &env)
+        })
+        .collect::<Vec<_>>();
+    met(&nodes);
+    (nodes, dirs)
+}
+
+/// Waits until every node sees the two others up, then a second for their loads to travel.
+fn met(nodes: &[common::netns::NetNode]) {
+    let t = Instant::now();
+    while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// Three namespaced nodes with a local volume each, as the StatefulSet runs them: an upload to one node is
 /// encoded on all three (each worker reads only its chunks' ranges of the source from the job's node and writes
 /// its segments back there); then a worker SIGKILLed mid-job loses its chunks to the others, and the job still
 /// ends `done` with every picture in every rung.
 #[test]
 fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
-    use common::netns::Net;
-    let net = Net::new(3);
-    let dirs: Vec<PathBuf> = (0..3).map(|i| scratch(&format!("vod-cluster-{i}"))).collect();
-    let spawn = |i: usize| {
-        let env = [
-            ("STROM_STORAGE_PATH", dirs[i].to_str().unwrap()),
-            ("STROM_VOD_RUNGS", VOD_RUNGS),
-            ("STROM_VOD_CHUNK_SECS", "10"),
-            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
-            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
-        ];
-        net.spawn_cluster_with(i, "vod-cookie", &[], &env)
-    };
-    let nodes: Vec<_> = (0..3).map(spawn).collect();
-    let t = Instant::now();
-    while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
-        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1)); // a heartbeat or two: every node knows the others' load
+    let net = common::netns::Net::new(3);
+    let (nodes, dirs) = vod_cluster(&net, "cluster", None);
     let src = media_file(1280, 720, 60);
     let size = std::fs::metadata(&src).unwrap().len();
 
@@ -509,31 +528,13 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
 /// over (it is gone from the cluster) and finishes it from the chunks done; the asset plays from any node.
 #[test]
 fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
-    use common::netns::Net;
     use common::s3::S3;
     if S3::skip("this test") {
         return;
     }
-    let net = Net::new(3);
+    let net = common::netns::Net::new(3);
     let s3 = S3::start_on(&scratch("vod-s3"), &net.host_ip().to_string(), common::s3::free_port());
-    let env = s3.env();
-    let spawn = |i: usize| {
-        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        vars.extend([
-            ("STROM_VOD_RUNGS", VOD_RUNGS),
-            ("STROM_VOD_CHUNK_SECS", "10"),
-            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
-            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
-        ]);
-        net.spawn_cluster_with(i, "vod-s3-cookie", &[], &vars)
-    };
-    let mut nodes: Vec<_> = (0..3).map(spawn).collect();
-    let t = Instant::now();
-    while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
-        assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    let (mut nodes, _) = vod_cluster(&net, "s3", Some(&s3.env()));
     let src = media_file(1280, 720, 60);
     let id = upload(&nodes[0], &src, Some("720,144"));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -629,29 +630,8 @@ fn a_recording_is_transcoded_into_a_ladder() {
 /// that does not run it is cancelled on its node.
 #[test]
 fn in_a_cluster_a_draining_worker_hands_chunks_back_and_a_killed_job_node_resumes() {
-    use common::netns::Net;
-    let net = Net::new(3);
-    let dirs: Vec<PathBuf> = (0..3).map(|i| scratch(&format!("vod-drain-{i}"))).collect();
-    let spawn = |i: usize| {
-        let env = [
-            ("STROM_STORAGE_PATH", dirs[i].to_str().unwrap()),
-            ("STROM_VOD_RUNGS", VOD_RUNGS),
-            ("STROM_VOD_CHUNK_SECS", "10"),
-            ("STROM_VOD_PARALLEL_CHUNKS", "1"),
-            ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
-        ];
-        net.spawn_cluster_with(i, "vod-drain-cookie", &[], &env)
-    };
-    let mut nodes: Vec<_> = (0..3).map(spawn).collect();
-    let met = |nodes: &[common::netns::NetNode]| {
-        let t = Instant::now();
-        while !nodes.iter().all(|n| n.get("/api/v1/cluster").text().matches("\"state\":\"up\"").count() >= 2) {
-            assert!(t.elapsed() < Duration::from_secs(20), "the nodes never met");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    met(&nodes);
+    let net = common::netns::Net::new(3);
+    let (mut nodes, _dirs) = vod_cluster(&net, "drain", None);
     let src = media_file(1280, 720, 60);
     let running_on = |n: &common::netns::NetNode, id: &str, worker: &str| {
         let j = json(&n.get(&format!("/api/v1/jobs/{id}")).text());
