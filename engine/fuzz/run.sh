@@ -58,7 +58,7 @@ fi
 t1=$(date +%s)
 echo "build: $((t1 - t0)) s"
 
-bin_dir="target/x86_64-unknown-linux-gnu/release"
+bin_dir="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"  # cargo fuzz builds there
 failed=()
 for t in "${targets[@]}"; do
     exe="$bin_dir/$t"
