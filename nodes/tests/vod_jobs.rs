@@ -142,6 +142,20 @@ fn wait_job(s: &impl Node, id: &str, timeout: Duration) -> serde_json::Value {
     }
 }
 
+/// Waits until job `id` has a chunk done (and not all of them): the moment the fault tests strike.
+fn wait_first_chunk(s: &impl Node, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = json(&s.get(&format!("/api/v1/jobs/{id}")).text());
+        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
+            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no chunk done: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn ffprobe(args: &[&str], url: &str) -> String {
     let out =
         run_with_timeout(Command::new("ffprobe").args(["-v", "error"]).args(args).arg(url), Duration::from_secs(120));
@@ -379,16 +393,7 @@ fn a_job_resumes_when_its_node_returns_after_a_kill() {
     let s = vod_node(&storage, &extra);
     let src = media_file(1280, 720, 60);
     let id = upload(&s, &src, Some("720,144"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = json(&s.get(&format!("/api/v1/jobs/{id}")).text());
-        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
-            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk done: {j}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_first_chunk(&s, &id);
     let _ = Command::new("kill").args(["-9", &s.pid().to_string()]).status();
     std::thread::sleep(Duration::from_millis(300));
     let s = vod_node(&storage, &extra);
@@ -537,16 +542,7 @@ fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
     let (mut nodes, _) = vod_cluster(&net, "s3", Some(&s3.env()));
     let src = media_file(1280, 720, 60);
     let id = upload(&nodes[0], &src, Some("720,144"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = json(&nodes[0].get(&format!("/api/v1/jobs/{id}")).text());
-        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
-            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk done: {j}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_first_chunk(&nodes[0], &id);
     nodes[0].kill();
     let killed = Instant::now();
     // Any node reads the job from the bucket.
@@ -677,16 +673,7 @@ fn in_a_cluster_a_draining_worker_hands_chunks_back_and_a_killed_job_node_resume
     assert_eq!(json(&body)["node"], "strom-0", "retried where its manifest is: {body}");
 
     // The job's node SIGKILLed once a chunk is done, then restarted with its volume: the job resumes.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = json(&nodes[0].get(&format!("/api/v1/jobs/{id}")).text());
-        if j["chunks_done"].as_u64().unwrap_or(0) >= 1 {
-            assert!(j["chunks_done"].as_u64() < j["chunks_total"].as_u64(), "{j}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk done: {j}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_first_chunk(&nodes[0], &id);
     nodes[0].kill();
     std::thread::sleep(Duration::from_millis(500));
     nodes[0].restart();
