@@ -64,6 +64,8 @@ pub struct Config {
     pub record: RecordConfig,
     /// VOD jobs: uploaded files transcoded into an ABR ladder (`POST /api/v1/vod`).
     pub vod: VodConfig,
+    /// HTTP hooks: an outside service allows or denies publishes and plays and hears about ends.
+    pub hooks: HooksConfig,
     /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
     #[serde(skip)]
     pub cluster_cookie: Option<String>,
@@ -398,6 +400,62 @@ pub struct LimitsConfig {
     pub capacity_egress_mbps: f64,
 }
 
+/// HTTP hooks (`[hooks]`): each event is a `POST` of JSON (`event`, `app`, `stream`, `client`, `protocol`, `node`,
+/// `query`, `time`, and per event more) to its URL. `on_publish` and `on_play` decide: a 2xx answer allows, any
+/// other answer denies; a hook that cannot be reached (or answers 5xx) is retried, then
+/// `publish_when_down`/`play_when_down` decide. The other events are notices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Asked before a publish is accepted (RTMP).
+    pub on_publish: Option<String>,
+    /// Told when a publisher leaves.
+    pub on_unpublish: Option<String>,
+    /// Asked before a play is accepted (RTMP, HTTP-FLV, HLS playlists; HLS segments ride on the cached answer).
+    pub on_play: Option<String>,
+    /// Told when an RTMP or HTTP-FLV player leaves (HLS players have no connection to leave).
+    pub on_stop: Option<String>,
+    /// Told when a recording is finished (its asset `done` or `partial`).
+    pub on_record_done: Option<String>,
+    /// Time limit of one attempt, milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts after the first when the hook cannot be reached or answers 5xx.
+    pub retries: u32,
+    /// How long an `on_play` answer is reused for the same client, stream and query (HLS polls), seconds.
+    pub cache_secs: f64,
+    /// A publish when `on_publish` cannot be reached: `deny` (the default: fail closed) or `allow`.
+    pub publish_when_down: HookFallback,
+    /// A play when `on_play` cannot be reached: `allow` (the default) or `deny`.
+    pub play_when_down: HookFallback,
+}
+
+/// What an unreachable deciding hook means ([`HooksConfig::publish_when_down`], [`HooksConfig::play_when_down`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFallback {
+    /// Allow.
+    Allow,
+    /// Deny.
+    Deny,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            on_publish: None,
+            on_unpublish: None,
+            on_play: None,
+            on_stop: None,
+            on_record_done: None,
+            timeout_ms: 2000,
+            retries: 2,
+            cache_secs: 10.0,
+            publish_when_down: HookFallback::Deny,
+            play_when_down: HookFallback::Allow,
+        }
+    }
+}
+
 /// Publish authorisation.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -426,6 +484,21 @@ pub struct AuthConfig {
     pub play_key_file: Option<PathBuf>,
     /// Per application: `[auth.apps.<app>] play = "key"`, that application's play key (over `play_key`).
     pub apps: std::collections::BTreeMap<String, AppAuth>,
+    /// Who may read the API (`GET /api/...`: the stream list, cluster, assets, jobs): `public` (anyone) or
+    /// `private` (the admin token, as for the mutating calls). Unset: `private` when `admin_token` is set, else
+    /// `public`. `/api/v1/events` (the console's feed) always needs the admin token.
+    pub read_api: Option<ReadApi>,
+}
+
+/// Who may read the API ([`AuthConfig::read_api`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadApi {
+    /// Anyone.
+    #[default]
+    Public,
+    /// Holders of the admin token (loopback clients when none is set).
+    Private,
 }
 
 /// One application's access settings (`[auth.apps.<app>]`).
@@ -448,6 +521,14 @@ impl AuthConfig {
             return Ok(Some(k.trim().as_bytes().to_vec()));
         }
         Ok(self.play_key.as_ref().map(|k| k.as_bytes().to_vec()))
+    }
+
+    /// Reading the API needs the admin token ([`AuthConfig::read_api`]).
+    pub fn read_api_private(&self) -> bool {
+        match self.read_api {
+            Some(r) => r == ReadApi::Private,
+            None => self.admin_token.is_some(),
+        }
     }
 
     /// Publishing needs a secret.
@@ -769,6 +850,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             record: RecordConfig::default(),
             vod: VodConfig::default(),
+            hooks: HooksConfig::default(),
             cluster_cookie: None,
         }
     }
@@ -849,7 +931,7 @@ impl Default for LimitsConfig {
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
 const SECTIONS: &[&str] =
-    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record", "vod"];
+    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record", "vod", "hooks"];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -977,6 +1059,7 @@ impl Config {
                 "storage" => section!(storage, StorageConfig),
                 "record" => section!(record, RecordConfig),
                 "vod" => section!(vod, VodConfig),
+                "hooks" => section!(hooks, HooksConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
@@ -1004,6 +1087,25 @@ impl Config {
         }
         secs("shutdown_timeout_secs", self.shutdown_timeout_secs, 0.0)?;
         secs("drain_secs", self.drain_secs, 0.0)?;
+        secs("hooks.cache_secs", self.hooks.cache_secs, 0.0)?;
+        if !(1..=60_000).contains(&self.hooks.timeout_ms) {
+            return err("hooks.timeout_ms", "must be 1..60000");
+        }
+        if self.hooks.retries > 10 {
+            return err("hooks.retries", "must be at most 10");
+        }
+        let h = &self.hooks;
+        for (k, url) in [
+            ("hooks.on_publish", &h.on_publish),
+            ("hooks.on_unpublish", &h.on_unpublish),
+            ("hooks.on_play", &h.on_play),
+            ("hooks.on_stop", &h.on_stop),
+            ("hooks.on_record_done", &h.on_record_done),
+        ] {
+            if url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                return err(k, "must be an http:// or https:// URL");
+            }
+        }
         secs("rtmp.handshake_timeout_secs", self.rtmp.handshake_timeout_secs, 0.1)?;
         secs("rtmp.idle_timeout_secs", self.rtmp.idle_timeout_secs, 0.1)?;
         secs("rtmp.write_timeout_secs", self.rtmp.write_timeout_secs, 0.1)?;
@@ -1136,6 +1238,12 @@ fn optional_key(full: &str) -> bool {
             | "auth.admin_token"
             | "auth.play_key"
             | "auth.play_key_file"
+            | "auth.read_api"
+            | "hooks.on_publish"
+            | "hooks.on_unpublish"
+            | "hooks.on_play"
+            | "hooks.on_stop"
+            | "hooks.on_record_done"
             | "cluster.cookie_file"
             | "storage.url"
     )
@@ -1145,7 +1253,7 @@ fn optional_key(full: &str) -> bool {
 /// links Kubernetes injects for a Service named `strom…` (`STROM_PORT`, `STROM_HTTP_SERVICE_HOST`,
 /// `STROM_PORT_1935_TCP_ADDR`, …).
 fn is_foreign_variable(rest: &str) -> bool {
-    if matches!(rest, "LOG" | "CHROMIUM" | "PLAY_DEBUG") {
+    if matches!(rest, "LOG" | "CHROMIUM" | "PLAY_DEBUG" | "SKIP_BROWSER" | "CONSOLE_SHOTS") {
         return true;
     }
     let parts: Vec<&str> = rest.split('_').collect();

@@ -105,8 +105,108 @@ pub fn start(
                 encoder_slots: 0,
                 vod_chunks,
                 vod_slots,
+                egress_bps: bps as u64,
             };
         }
     });
     (out, task)
+}
+
+/// One sample of a node's load, for the console's sparklines.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// When it was taken (Unix ms).
+    pub t: u64,
+    /// `strom_load_ratio`.
+    pub ratio: f32,
+    /// CPU cores used.
+    pub cpu: f32,
+    /// Bits per second sent.
+    pub egress_bps: u64,
+    /// Streams owned.
+    pub streams: u32,
+    /// Players connected.
+    pub players: u32,
+}
+
+impl Sample {
+    /// The sample of `load` at `t` (Unix ms).
+    pub fn of(t: u64, load: &Load) -> Sample {
+        Sample {
+            t,
+            ratio: load.ratio,
+            cpu: load.cpu,
+            egress_bps: load.egress_bps,
+            streams: load.streams,
+            players: load.players,
+        }
+    }
+}
+
+/// The last 15 minutes of every node's load as this node heard it (its own measurement, its peers' heartbeats),
+/// sampled every [`History::INTERVAL`]: what the console draws its sparklines from, with no Prometheus. In
+/// memory only; a node that starts has no history of the time before.
+#[derive(Default)]
+pub struct History {
+    rings: Mutex<std::collections::BTreeMap<String, std::collections::VecDeque<Sample>>>,
+}
+
+impl History {
+    /// Time between two samples.
+    pub const INTERVAL: Duration = Duration::from_secs(5);
+    /// Samples kept per node: 15 minutes.
+    pub const LEN: usize = 180;
+
+    /// Adds one sample per node (`(name, load)`) at `t` (Unix ms); forgets nodes last heard of more than 15
+    /// minutes ago.
+    pub fn push<'a>(&self, t: u64, loads: impl IntoIterator<Item = (&'a str, Load)>) {
+        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, load) in loads {
+            let ring = rings.entry(name.to_string()).or_default();
+            if ring.len() == Self::LEN {
+                ring.pop_front();
+            }
+            ring.push_back(Sample::of(t, &load));
+        }
+        let horizon = Self::INTERVAL.as_millis() as u64 * Self::LEN as u64;
+        rings.retain(|_, r| r.back().is_some_and(|s| t.saturating_sub(s.t) <= horizon));
+    }
+
+    /// Every node's samples, oldest first.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<Sample>> {
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        rings.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect()
+    }
+
+    /// When the newest sample was taken (Unix ms; 0: none yet).
+    pub fn newest(&self) -> u64 {
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        rings.values().filter_map(|r| r.back().map(|s| s.t)).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_fifteen_minutes_per_node_and_forgets_gone_nodes() {
+        let h = History::default();
+        let step = History::INTERVAL.as_millis() as u64;
+        for i in 0..200u64 {
+            let mut loads = vec![("a", Load { streams: i as u32, ..Load::default() })];
+            if i < 5 {
+                loads.push(("b", Load::default()));
+            }
+            h.push(1_000_000 + i * step, loads);
+        }
+        let snap = h.snapshot();
+        let a = &snap["a"];
+        assert_eq!(a.len(), History::LEN);
+        assert_eq!(a.first().map(|s| s.streams), Some(20), "the oldest 20 fell out");
+        assert_eq!(a.last().map(|s| s.streams), Some(199));
+        assert!(a.windows(2).all(|w| w[0].t < w[1].t), "oldest first");
+        assert!(!snap.contains_key("b"), "a node unheard of for 15 minutes is forgotten");
+        assert_eq!(h.newest(), 1_000_000 + 199 * step);
+    }
 }

@@ -20,6 +20,7 @@ use crate::cluster::ownership::ClusterOwnership;
 use crate::cluster::{Cluster, ClusterHandle};
 use crate::config::{secs, Config};
 use crate::metrics::Metrics;
+use crate::servers::hooks::{HookCall, HookEvent};
 pub use crate::servers::NodeContext;
 use crate::shutdown::Shutdown;
 use crate::storage::recorder::Recordings;
@@ -92,6 +93,7 @@ impl Node {
             Box::new(move || vod.get().map_or((0, 0), |j| j.load()))
         };
         let (load, load_task) = crate::load::start(&config, metrics.clone(), draining.clone(), vod_load);
+        let own_load = load.clone();
         let transcode = Transcoder::start(config.clone(), streams.clone(), metrics.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -145,6 +147,27 @@ impl Node {
             let jobs = jobs.clone();
             tokio::spawn(async move { jobs.resume().await });
         }
+        let hooks = crate::servers::hooks::Hooks::new(&config.hooks, &config.node_name, &metrics);
+        if hooks.has(HookEvent::RecordDone) {
+            let hooks = hooks.clone();
+            recordings.on_finished(Box::new(move |key, asset| {
+                let extra = serde_json::json!({
+                    "asset": asset.id,
+                    "state": asset.state,
+                    "reason": asset.reason,
+                    "duration": asset.duration,
+                    "bytes": asset.bytes,
+                    "playlist": format!("/vod/{}/index.m3u8", asset.id),
+                });
+                let call = HookCall {
+                    app: key.app().to_string(),
+                    stream: key.name().to_string(),
+                    extra: Some(extra),
+                    ..HookCall::default()
+                };
+                hooks.notify(HookEvent::RecordDone, call);
+            }));
+        }
         let context = Arc::new(NodeContext {
             jobs,
             recordings,
@@ -160,9 +183,14 @@ impl Node {
             cluster: cluster.clone(),
             ready: AtomicBool::new(false),
             draining,
+            load: own_load,
+            history: Default::default(),
+            rtmp_addr,
+            http_addr,
+            hooks,
         });
         let shutdown = Shutdown::new();
-        let mut tasks = vec![load_task];
+        let mut tasks = vec![load_task, context.start_history()];
         tasks.push(tokio::spawn(crate::servers::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
         let listener = crate::servers::http::listener::LimitedListener::new(
             http,

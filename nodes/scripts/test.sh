@@ -17,8 +17,9 @@ step "format"
 cargo fmt --all -- --check
 step "lint"
 cargo clippy --locked --workspace --all-targets -- -D warnings
-step "layers and docs (no module uses a layer above it; every intra-doc link resolves)"
+step "layers, vendored players and docs (no module uses a layer above it; hls.js/mpegts.js match their pinned hashes; every intra-doc link resolves)"
 bash nodes/scripts/layers.sh
+bash engine/console/vendor/vendor.sh check
 RUSTDOCFLAGS="-D warnings" cargo doc --locked -p strom-engine --no-deps --quiet
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.

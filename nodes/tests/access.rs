@@ -100,6 +100,7 @@ fn the_admin_token_guards_mutating_calls() {
         ("PUT", "/api/v1/vod/upload/a.mp4"),
         ("POST", "/api/v1/jobs/x/cancel"),
         ("POST", "/api/v1/jobs/x/retry"),
+        ("DELETE", "/api/v1/streams/live/x/publisher"),
     ] {
         let r = request(&s, method, path, None);
         assert_eq!(r.status, 401, "{method} {path}: {}", r.text());
@@ -108,9 +109,11 @@ fn the_admin_token_guards_mutating_calls() {
     }
     assert_eq!(request(&s, "POST", "/api/v1/streams/live/x/record", Some("admin-token-for-tests")).status, 404);
     assert_eq!(request(&s, "POST", "/api/v1/jobs/x/cancel", Some("admin-token-for-tests")).status, 404);
-    assert_eq!(s.get("/api/v1/vod").status, 200, "reading stays public");
-    assert_eq!(s.get("/api/v1/jobs").status, 200);
-    assert_eq!(rejected(&s, "unauthorized"), 14.0);
+    // With a token set, reading the API (stream names included) needs it too (`auth.read_api` unset).
+    assert_eq!(s.get("/api/v1/vod").status, 401, "reading is private once a token is set");
+    assert_eq!(s.get("/api/v1/streams").status, 401);
+    assert_eq!(request(&s, "GET", "/api/v1/jobs", Some("admin-token-for-tests")).status, 200);
+    assert_eq!(rejected(&s, "unauthorized"), 18.0);
     // A preflight lets a browser send the token.
     let r = request(&s, "OPTIONS", "/api/v1/vod", None);
     assert!(r.header("access-control-allow-headers").is_some_and(|h| h.contains("Authorization")), "{:?}", r.text());

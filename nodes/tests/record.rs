@@ -387,8 +387,11 @@ fn in_a_cluster_any_node_records_lists_plays_and_deletes_another_node_s_recordin
     let net = Net::new(2);
     let (d0, d1) = (scratch("cluster-rec-0"), scratch("cluster-rec-1"));
     let admin = ("STROM_AUTH_ADMIN_TOKEN", "rec-admin-token");
-    let n0 = net.spawn_cluster_with(0, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d0.to_str().unwrap()), admin]);
-    let n1 = net.spawn_cluster_with(1, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d1.to_str().unwrap()), admin]);
+    let public = ("STROM_AUTH_READ_API", "public"); // the test reads the API without the token
+    let n0 =
+        net.spawn_cluster_with(0, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d0.to_str().unwrap()), admin, public]);
+    let n1 =
+        net.spawn_cluster_with(1, "rec-cookie", &[], &[("STROM_STORAGE_PATH", d1.to_str().unwrap()), admin, public]);
     let t = Instant::now();
     while !n1.get("/api/v1/cluster").text().contains("\"strom-0\"")
         || !n0.get("/api/v1/cluster").text().contains("\"strom-1\"")

@@ -422,6 +422,8 @@ fn vod_cluster(
                 ("STROM_VOD_CHUNK_SECS", "10"),
                 ("STROM_VOD_PARALLEL_CHUNKS", "1"),
                 ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
+                // The tests read the API without the token.
+                ("STROM_AUTH_READ_API", "public"),
             ]);
             net.spawn_cluster_with(i, &format!("vod-{tag}"), &[], &env)
         })

@@ -146,11 +146,22 @@ impl Actor for StreamExport {
                         return Ok(());
                     }
                 };
+                if req == Request::Disconnect {
+                    // Answered here: the stream ends (and, after its linger, this export stops with it).
+                    let done = Response::Api { status: 200, body: Bytes::from_static(b"{\"disconnected\":true}") };
+                    let _ = reply.send(done.encode());
+                    st.args.handle.disconnect("publisher disconnected through the API (asked by another node)");
+                    return Ok(());
+                }
                 let handle = st.args.handle.clone();
                 let node = st.args.cluster.node.clone();
                 let since_ms = st.args.since_ms;
+                // The nodes this stream is relayed to, for `Info`.
+                let mut relays: Vec<String> =
+                    st.senders.iter().filter(|(_, s)| !s.task.is_finished()).map(|(n, _)| n.clone()).collect();
+                relays.sort();
                 tokio::spawn(async move {
-                    let resp = answer(req, &handle, node, since_ms).await;
+                    let resp = answer(req, &handle, node, since_ms, relays).await;
                     let _ = reply.send(resp.encode());
                 });
             }
@@ -182,7 +193,7 @@ impl Actor for StreamExport {
     }
 }
 
-async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64) -> Response {
+async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64, relays: Vec<String>) -> Response {
     match req {
         Request::Claim => {
             let live = handle.info().await.is_some_and(|i| i.state == "live");
@@ -201,13 +212,16 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
             Response::Segment(part)
         }
         Request::Info => {
-            // The stream's entry as this owner sees it, with the owner's name.
+            // The stream's entry as this owner sees it, with the owner's name and the nodes it relays it to.
             let info = handle.info().await.and_then(|i| serde_json::to_value(i).ok()).map(|mut v| {
                 v["node"] = serde_json::Value::String(node);
+                v["relays"] = serde_json::json!(relays);
                 Bytes::from(v.to_string())
             });
             Response::Info(info)
         }
+        // Answered in `handle`, before the stream (and this export) stops.
+        Request::Disconnect => Response::Api { status: 409, body: Bytes::new() },
         Request::Ping { nonce, .. } => Response::Pong { nonce, node, load: Default::default() },
         // Asked of the node agent and of a ladder's export, not of a stream's owner.
         Request::StartEncoder { .. } => Response::Started(false),

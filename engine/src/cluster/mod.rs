@@ -72,13 +72,14 @@ pub fn encoder_group(key: &StreamKey) -> String {
     format!("strom.encoder.v1:{key}")
 }
 
-/// The `/api/v1/streams` entries of every stream other nodes own (each with its owner's `node`), asked of their
-/// owners concurrently; an owner that does not answer within `timeout` is left out.
-pub async fn remote_streams(timeout: Duration) -> Vec<serde_json::Value> {
+/// The `/api/v1/streams` entries of every stream of the cluster, this node's included (each with its owner's
+/// `node` and the nodes it is relayed to, `relays`), asked of their owners' exports concurrently; an owner that
+/// does not answer within `timeout` is left out.
+pub async fn cluster_streams(timeout: Duration) -> Vec<serde_json::Value> {
     let prefix = "strom.stream.v1:";
     let mut tasks = tokio::task::JoinSet::new();
     for group in pg::which_groups().into_iter().filter(|g| g.starts_with(prefix)) {
-        for owner in remote_members(&group) {
+        for owner in pg::get_members(&group).into_iter().map(ActorRef::<RemoteMsg>::from) {
             tasks.spawn(async move {
                 match call(&owner, &Request::Info, timeout).await {
                     Some(Response::Info(Some(json))) => serde_json::from_slice::<serde_json::Value>(&json).ok(),
@@ -94,6 +95,16 @@ pub async fn remote_streams(timeout: Duration) -> Vec<serde_json::Value> {
         }
     }
     out
+}
+
+/// Asks the owner of `key` on another node to disconnect its publisher and end the stream: `false` when no other
+/// node owns it (or none answered within `timeout`).
+pub async fn disconnect(key: &StreamKey, timeout: Duration) -> bool {
+    let mut done = false;
+    for owner in remote_members(&stream_group(key)) {
+        done |= matches!(call(&owner, &Request::Disconnect, timeout).await, Some(Response::Api { status: 200, .. }));
+    }
+    done
 }
 
 /// Remote (other nodes') members of a group.

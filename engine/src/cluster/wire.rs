@@ -148,6 +148,9 @@ pub struct Load {
     pub vod_chunks: u32,
     /// VOD chunks it encodes at once (`vod.parallel_chunks`; 0 from a node of an earlier release).
     pub vod_slots: u32,
+    /// Bits per second it sent to players and other nodes over the last second (0 from a node of an earlier
+    /// release).
+    pub egress_bps: u64,
 }
 
 /// Requests (remote procedure calls).
@@ -194,6 +197,9 @@ pub enum Request {
     Vod(VodRequest),
     /// To a node agent: VOD job work (see `crate::transcode::vod`).
     Job(JobRequest),
+    /// To a stream's owner: disconnect the publisher and end the stream now (the API's
+    /// `DELETE /api/v1/streams/{app}/{name}/publisher`): [`Response::Api`], 200 or 404.
+    Disconnect,
 }
 
 /// What [`Request::Job`] asks: a job's node sends chunks to workers; a worker reads the job's source from it and,
@@ -527,6 +533,7 @@ impl Request {
             Request::Job(JobRequest::Get { .. }) => "job_get",
             Request::Job(JobRequest::List) => "job_list",
             Request::Job(JobRequest::Action { .. }) => "job_action",
+            Request::Disconnect => "disconnect",
         }
     }
 
@@ -645,6 +652,7 @@ impl Request {
                 }
                 o
             }
+            Request::Disconnect => header(10, 0),
         }
     }
 
@@ -689,6 +697,7 @@ impl Request {
                 8 => JobRequest::Action { id: r.string("id")?, action: r.string("action")? },
                 _ => return Err(WireError { what: "job op", offset: 2 }),
             }),
+            10 => Request::Disconnect,
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -714,6 +723,7 @@ impl Response {
                 o.put_u32(load.encoder_slots);
                 o.put_u32(load.vod_chunks);
                 o.put_u32(load.vod_slots);
+                o.put_u64(load.egress_bps);
                 o
             }
             Response::Claim { node, live, since_ms } => {
@@ -799,6 +809,9 @@ impl Response {
                 if r.buf.has_remaining() {
                     load.vod_chunks = r.u32("vod_chunks")?;
                     load.vod_slots = r.u32("vod_slots")?;
+                }
+                if r.buf.has_remaining() {
+                    load.egress_bps = r.u64("egress_bps")?;
                 }
                 Response::Pong { nonce, node, load }
             }
@@ -968,6 +981,7 @@ mod tests {
             Request::Playlist { wait_ms: 1500 },
             Request::Segment { name: "seg-3.ts".into(), offset: 10, max: 1 << 20 },
             Request::Info,
+            Request::Disconnect,
             Request::StartEncoder { key: "live/a".into(), owner: "strom-2".into() },
             Request::Master { wait_ms: 900 },
             Request::Vod(VodRequest::Record { key: "live/a".into(), on: true }),
@@ -1001,6 +1015,7 @@ mod tests {
             encoder_slots: 2,
             vod_chunks: 4,
             vod_slots: 2,
+            egress_bps: 12_000_000,
         };
         for s in [
             Response::Pong { nonce: 9, node: "strom-1".into(), load },
@@ -1025,14 +1040,19 @@ mod tests {
     fn a_pong_of_the_previous_release_decodes_with_a_default_ladder_load() {
         let load = Load { cpu: 0.5, streams: 2, players: 3, relays_out: 1, draining: false, ..Load::default() };
         let mut old = Response::Pong { nonce: 1, node: "n".into(), load }.encode();
-        old.truncate(old.len() - 20);
+        old.truncate(old.len() - 28);
         assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load });
         // A node of the release before VOD jobs: its load has no VOD fields.
         let load = Load { ratio: 0.5, encoders: 1, encoder_slots: 2, ..load };
         let mut old =
             Response::Pong { nonce: 1, node: "n".into(), load: Load { vod_chunks: 3, vod_slots: 2, ..load } }.encode();
-        old.truncate(old.len() - 8);
+        old.truncate(old.len() - 8 - 8);
         assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load });
+        // A node of the release before the console: its load has no egress.
+        let with_vod = Load { vod_chunks: 3, vod_slots: 2, ..load };
+        let mut old = Response::Pong { nonce: 1, node: "n".into(), load: Load { egress_bps: 5, ..with_vod } }.encode();
+        old.truncate(old.len() - 8);
+        assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load: with_vod });
     }
 
     #[test]

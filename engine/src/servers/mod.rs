@@ -6,6 +6,7 @@
 //!
 //! [`NodeContext`] is what every connection handler shares; [`crate::node`] builds it.
 
+pub mod hooks;
 pub mod http;
 pub mod rtmp;
 
@@ -57,6 +58,16 @@ pub struct NodeContext {
     pub jobs: crate::transcode::vod::Jobs,
     /// `auth.play_key_file`'s key and when it was read.
     pub play_key_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<u8>)>>,
+    /// This node's load, measured every second.
+    pub load: crate::load::LoadShared,
+    /// Every node's load over the last 15 minutes (the console's sparklines).
+    pub history: Arc<crate::load::History>,
+    /// Where the RTMP listener is bound.
+    pub rtmp_addr: std::net::SocketAddr,
+    /// Where the HTTP listener is bound.
+    pub http_addr: std::net::SocketAddr,
+    /// HTTP hooks (`[hooks]`).
+    pub hooks: Arc<hooks::Hooks>,
 }
 
 /// HTTP connections kept for probes when `limits.max_connections` is reached (see
@@ -102,6 +113,31 @@ impl ConnectionSlot {
 }
 
 impl NodeContext {
+    /// This node's load as it shares it with the cluster (with its ladders).
+    pub fn own_load(&self) -> crate::cluster::wire::Load {
+        let mut l = self.load.get();
+        (l.encoders, l.encoder_slots) = self.transcode.encoder_load();
+        l
+    }
+
+    /// Samples every node's load into [`NodeContext::history`] every [`crate::load::History::INTERVAL`]: its own
+    /// and, clustering on, each peer's from its last heartbeat.
+    pub fn start_history(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::load::History::INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let peers = node.cluster.as_ref().map(|c| c.status().peers).unwrap_or_default();
+                let own = node.own_load();
+                let loads = std::iter::once((node.config.node_name.as_str(), own))
+                    .chain(peers.iter().filter_map(|p| Some((p.name.as_str(), p.load?))));
+                node.history.push(crate::clock::unix_ms(), loads);
+            }
+        })
+    }
+
     /// Takes a connection slot for a client at `peer`; `None` (counted as a rejection, logged at most every
     /// [`REFUSAL_LOG_EVERY_MS`]) when its address has `limits.max_connections_per_ip` open or the node
     /// `limits.max_connections`.

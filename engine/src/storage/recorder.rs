@@ -113,7 +113,12 @@ struct Inner {
     holders: Mutex<HashMap<String, ActorRef<RemoteMsg>>>,
     /// The recorded streams' live names → objects, for DVR windows.
     dvr: Mutex<HashMap<StreamKey, Arc<Mutex<DvrNames>>>>,
+    /// Told each finished recording's asset (the `on_record_done` hook; see [`Recordings::on_finished`]).
+    finished: std::sync::OnceLock<FinishedHook>,
 }
+
+/// What is told about each finished recording (see [`Recordings::on_finished`]).
+pub type FinishedHook = Box<dyn Fn(&StreamKey, &Asset) + Send + Sync>;
 
 /// The recordings of this node and its view of the assets on storage (cheap to clone).
 #[derive(Clone)]
@@ -157,6 +162,7 @@ impl Recordings {
                 cluster: std::sync::OnceLock::new(),
                 holders: Mutex::new(HashMap::new()),
                 dvr: Mutex::new(HashMap::new()),
+                finished: std::sync::OnceLock::new(),
             }),
         };
         let record = &rec.inner.config.record;
@@ -174,6 +180,11 @@ impl Recordings {
             });
         }
         rec
+    }
+
+    /// Calls `hook` with the asset of every recording that finishes (`done`, `partial` or `failed`), once.
+    pub fn on_finished(&self, hook: FinishedHook) {
+        let _ = self.inner.finished.set(hook);
     }
 
     /// Clustering is on: other nodes' API requests and VOD reads are answered from here, and this node's go to
@@ -640,6 +651,10 @@ impl Job {
         };
         self.write_asset(&id, Some((state, reason.clone()))).await;
         self.inner.metrics.active.dec();
+        if let Some(hook) = self.inner.finished.get() {
+            let asset = self.asset.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            hook(&self.key, &asset);
+        }
         let segments: usize = all.iter().map(|p| p.entries.len()).sum();
         info!(state = ?state, reason = reason.as_deref().unwrap_or(""), segments, renditions = all.len(), "recording finished");
     }

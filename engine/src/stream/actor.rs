@@ -95,6 +95,10 @@ pub enum StreamMsg {
     },
     /// The node is shutting down: end the stream now.
     Shutdown,
+    /// The API disconnects the publisher: end the stream now, as if its grace had run out (players get `End`,
+    /// HLS `EXT-X-ENDLIST`, a recording ends `done`). The publisher learns it at its next frame (see
+    /// [`super::registry::StreamHandle::disconnect`]).
+    Disconnect,
 }
 
 impl ractor::Message for StreamMsg {}
@@ -397,6 +401,17 @@ impl Actor for StreamActor {
             }
             StreamMsg::Info(reply) => {
                 let _ = reply.send(st.info());
+            }
+            StreamMsg::Disconnect => {
+                if st.phase != Phase::Ended {
+                    if st.publisher.take().is_some() {
+                        st.metrics.publishers.dec();
+                    }
+                    st.reset_gop();
+                    st.to_segmenter(SegmenterMsg::PublisherLeft);
+                    info!(stream = %st.key, "publisher disconnected: the stream ends");
+                    st.end(&myself);
+                }
             }
             StreamMsg::EndIfWaiting => {
                 if st.phase == Phase::Waiting {

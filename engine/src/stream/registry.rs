@@ -100,6 +100,8 @@ pub struct StreamHandle {
     claimed_ms: u64,
     /// When HLS was last asked of this stream here (unix ms; 0: never), for on-demand transcoding.
     hls_asked_ms: Arc<AtomicU64>,
+    /// The API disconnected the publisher ([`StreamHandle::disconnect`]): its next frame fails.
+    disconnected: Arc<std::sync::atomic::AtomicBool>,
     /// Where segments older than the segmenter holds come from (DVR), once the node attached it.
     dvr: DvrSlot,
 }
@@ -188,6 +190,15 @@ impl StreamHandle {
         let _ = self.actor.cast(StreamMsg::EndIfWaiting);
     }
 
+    /// Disconnects the publisher and ends the stream as if its reconnect grace had run out: players get
+    /// end-of-stream, HLS `EXT-X-ENDLIST`, a recording ends `done`; the publisher's connection is closed at its next
+    /// frame ([`Publisher::send`] fails). A new publish of the name starts a new stream. `reason` is logged.
+    pub fn disconnect(&self, reason: &str) {
+        info!(stream = %self.key, reason, "disconnecting the publisher");
+        self.disconnected.store(true, Ordering::Relaxed);
+        let _ = self.actor.cast(StreamMsg::Disconnect);
+    }
+
     /// Ends the stream at once (its publisher is disconnected, its players get end-of-stream); `reason` is logged.
     pub fn evict(&self, reason: &str) {
         info!(stream = %self.key, reason, "stream evicted");
@@ -229,8 +240,12 @@ impl Publisher {
         &self.handle.key
     }
 
-    /// Sends one frame (publisher timeline); fails once the stream actor is gone.
+    /// Sends one frame (publisher timeline); fails once the stream actor is gone or the publisher was
+    /// disconnected ([`StreamHandle::disconnect`]).
     pub fn send(&self, frame: MediaFrame) -> Result<(), StreamGone> {
+        if self.handle.disconnected.load(Ordering::Relaxed) {
+            return Err(StreamGone(self.handle.key.to_string()));
+        }
         self.handle
             .actor
             .cast(StreamMsg::Media { publisher: self.id, frame })
@@ -407,6 +422,7 @@ impl RegistryState {
             relay_from,
             claimed_ms: crate::clock::unix_ms(),
             hls_asked_ms: Arc::default(),
+            disconnected: Arc::default(),
             dvr: self.dvr.clone(),
         })
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup for the browser playback harness (nodes/tests/browser/play.mjs).
+# Idempotent setup for the browser harness (nodes/tests/browser/play.mjs, console.mjs).
 # - installs Debian's chromium if /usr/bin/chromium is missing (needs root + apt)
 # - runs `npm ci` here if node_modules is missing or older than package-lock.json
 # Never downloads a browser build through playwright.
@@ -32,7 +32,7 @@ if [ ! -d "$here/node_modules" ] || [ ! -f "$stamp" ]; then
 elif [ "$here/package-lock.json" -nt "$stamp" ] || [ "$here/package.json" -nt "$stamp" ]; then
   need_ci=1
 else
-  for m in playwright-core/package.json hls.js/dist/hls.min.js mpegts.js/dist/mpegts.js; do
+  for m in playwright-core/package.json hls.js/dist/hls.min.js mpegts.js/dist/mpegts.js axe-core/axe.min.js; do
     [ -f "$here/node_modules/$m" ] || need_ci=1
   done
 fi

@@ -39,7 +39,12 @@ const INLINE_PAYLOAD: usize = 1024;
 const KEEP: usize = 8;
 
 /// The HTTP-FLV handler.
-pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path<(String, String)>) -> Response {
+pub async fn serve(
+    State(node): State<Arc<NodeContext>>,
+    Path((app, file)): Path<(String, String)>,
+    peer: Option<axum::Extension<super::PeerAddr>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     let Some(name) = file.strip_suffix(".flv") else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
@@ -58,11 +63,21 @@ pub async fn serve(State(node): State<Arc<NodeContext>>, Path((app, file)): Path
     span.in_scope(|| debug!("HTTP-FLV player attached"));
     let state = FlvBody::new(sub, &node);
     let queue = VecDeque::from([state.file_header()]);
-    let stream = futures_util::stream::unfold((state, queue), |(mut st, mut q)| async move {
+    // The on_stop hook hears when the body is dropped: the player left or the stream ended.
+    let call = crate::servers::hooks::HookCall {
+        app: key.app().to_string(),
+        stream: key.name().to_string(),
+        client: peer.map(|p| p.0 .0),
+        protocol: "flv",
+        query,
+        extra: None,
+    };
+    let stop = node.hooks.on_drop(crate::servers::hooks::HookEvent::Stop, call);
+    let stream = futures_util::stream::unfold((state, queue, stop), |(mut st, mut q, stop)| async move {
         loop {
             if let Some(b) = q.pop_front() {
                 st.egress.inc_by(b.len() as u64);
-                return Some((Ok::<Bytes, std::io::Error>(b), (st, q)));
+                return Some((Ok::<Bytes, std::io::Error>(b), (st, q, stop)));
             }
             if q.capacity() > KEEP {
                 q = VecDeque::new(); // a join's GOP burst: do not keep its capacity per player

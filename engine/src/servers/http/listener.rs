@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
+use crate::servers::hooks::HookEvent;
 use crate::servers::{ConnectionSlot, NodeContext};
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{Protocol, StreamKey};
@@ -168,7 +169,9 @@ async fn sniff(
                 .await;
         return;
     }
-    let signed = matches!(&verdict, Sniffed::Flv { key, .. } if node.play_key(key.app()).is_some());
+    // Signed play and play hooks are checked by the axum handlers: such a request takes the usual path.
+    let hooked = node.hooks.has(HookEvent::Play) || node.hooks.has(HookEvent::Stop);
+    let signed = hooked || matches!(&verdict, Sniffed::Flv { key, .. } if node.play_key(key.app()).is_some());
     if let (Sniffed::Flv { key, chunked }, false) = (verdict, signed) {
         let sub = match node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Flv).await,

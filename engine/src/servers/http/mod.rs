@@ -9,6 +9,9 @@
 //! | `GET /{app}/{name}/{file}.m4s`, `.mp4`, `.ts` | HLS segment, LL-HLS part (a preload-hinted part is held until complete), init segment; MPEG-TS segment with `hls.format = "ts"` |
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
+//! | `DELETE /api/v1/streams/{app}/{name}/publisher` | disconnect the publisher and end the stream, on whichever node owns it |
+//! | `GET /api/v1/events` | the console's live feed (Server-Sent Events, admin token; see [`events`]) |
+//! | `GET /console/` | the web console (see [`console`]) |
 //! | `POST`/`DELETE /api/v1/streams/{app}/{name}/record`, `GET /api/v1/vod[/{id}]`, `DELETE /api/v1/vod/{id}`, `GET /vod/{id}/index.m3u8`, `GET /vod/{id}.mp4` | recordings and VOD (see [`vod`]); the application name `vod` is taken by these |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
@@ -17,6 +20,8 @@
 //! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit, the
 //! write timeout that disconnects stalled players, and the HTTP-FLV fast path.
 
+pub mod console;
+pub mod events;
 pub mod flv;
 pub mod listener;
 pub mod upload;
@@ -36,6 +41,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::formats::playlist::last_part_in;
+use crate::servers::hooks::{HookCall, HookEvent};
 use crate::servers::NodeContext;
 use crate::stream::segmenter::Blocking;
 use crate::stream::StreamKey;
@@ -48,7 +54,12 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/events", get(events::events))
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*file}", get(console::asset))
         .route("/api/v1/streams/{app}/{name}/record", post(vod::record_start).delete(vod::record_stop))
+        .route("/api/v1/streams/{app}/{name}/publisher", axum::routing::delete(disconnect))
         .route("/api/v1/vod", get(vod::list).post(upload::post).layer(axum::extract::DefaultBodyLimit::disable()))
         .route(
             "/api/v1/vod/upload/{name}",
@@ -78,12 +89,43 @@ fn live_play(req: &Request) -> Option<(String, Option<String>)> {
     let app = parts.next()?;
     let second = parts.next()?;
     let third = parts.next();
-    if parts.next().is_some() || matches!(app, "api" | "vod") || (third.is_none() && !second.ends_with(".flv")) {
+    if parts.next().is_some()
+        || matches!(app, "api" | "vod" | "console")
+        || (third.is_none() && !second.ends_with(".flv"))
+    {
         return None;
     }
     let token =
         req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_string));
     Some((app.to_string(), token))
+}
+
+/// What the `on_play` hook is told about a live GET.
+fn play_call(req: &Request, app: &str) -> HookCall {
+    let path = req.uri().path().trim_start_matches('/');
+    let rest = path.strip_prefix(app).unwrap_or(path).trim_start_matches('/');
+    let (stream, protocol) = match rest.strip_suffix(".flv") {
+        Some(name) => (name, "flv"),
+        None => (rest.split('/').next().unwrap_or(rest), "hls"),
+    };
+    HookCall {
+        app: app.to_string(),
+        stream: stream.to_string(),
+        client: req.extensions().get::<PeerAddr>().map(|p| p.0),
+        protocol,
+        query: req.uri().query().map(str::to_string),
+        extra: None,
+    }
+}
+
+/// Asks the `on_play` hook (its answer is cached: an HLS player is asked about once, not per poll).
+async fn play_hook(node: &NodeContext, call: HookCall) -> Result<(), String> {
+    let r = node.hooks.decide(HookEvent::Play, &call).await;
+    if let Err(why) = &r {
+        tracing::info!(app = %call.app, stream = %call.stream, protocol = call.protocol, reason = %why,
+            "play refused by the on_play hook");
+    }
+    r
 }
 
 /// A playlist answered to a signed request lists its URIs with the same token, so the player needs nothing else.
@@ -108,13 +150,17 @@ async fn sign_playlist(resp: Response, token: &str) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
-/// A mutating API call (`POST`, `PUT`, `DELETE`, `PATCH` under `/api/`) needs `Authorization: Bearer
+/// A mutating API call (`POST`, `PUT`, `DELETE`, `PATCH` under `/api/`), the console's feed
+/// (`/api/v1/events`) and, when reads are private (`auth.read_api`; by default when a token is set), every API
+/// read, need `Authorization: Bearer
 /// <auth.admin_token>`: 401 without it or with another. With no token configured, only loopback clients may
 /// make them (403 for others, saying how to allow them).
 #[allow(clippy::result_large_err)]
 fn admin(node: &NodeContext, req: &Request) -> Result<(), Response> {
+    let path = req.uri().path();
     let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE | Method::PATCH);
-    if !mutating || !req.uri().path().starts_with("/api/") {
+    let private = mutating || path == "/api/v1/events" || node.config.auth.read_api_private();
+    if !private || !path.starts_with("/api/") {
         return Ok(());
     }
     let deny = |status: StatusCode, why: &str| {
@@ -182,6 +228,9 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
         match live_play(&req) {
             Some((app, token)) => match node.play_allowed(&app, req.uri().path(), token.as_deref()) {
                 Err(e) => (StatusCode::FORBIDDEN, format!("{e}\n")).into_response(),
+                Ok(()) if node.hooks.has(HookEvent::Play) && play_hook(&node, play_call(&req, &app)).await.is_err() => {
+                    (StatusCode::FORBIDDEN, "refused by the on_play hook\n").into_response()
+                }
                 Ok(()) => {
                     let resp = next.run(req).await;
                     match token {
@@ -215,26 +264,67 @@ async fn streams(State(node): State<Arc<NodeContext>>, Query(q): Query<HashMap<S
         Some("cluster") => true,
         Some(other) => return bad_request(format!("unknown scope {:?}: `node` or `cluster`", other)),
     };
+    let out = stream_list(&node, cluster_wide).await;
+    Json(serde_json::json!({ "node": node.config.node_name, "streams": out })).into_response()
+}
+
+/// The `/api/v1/streams` entries: this node's streams (relays of other nodes' streams carry `relay_from`), or,
+/// `cluster_wide`, every stream of the cluster from its owner, each with its `node` and the nodes relaying it
+/// (`relays`). A rung of an ABR ladder carries its source's key (`rung_of`) and its name (`rung`, e.g. `720p`).
+pub async fn stream_list(node: &NodeContext, cluster_wide: bool) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for h in node.streams.list().await {
-        // Cluster-wide, a relay is listed by its owner instead.
-        if cluster_wide && h.relay_from().is_some() {
+    if cluster_wide && node.cluster.is_some() {
+        // Every owner answers for its stream (this node's through its own export).
+        out = crate::cluster::cluster_streams(Duration::from_secs(2)).await;
+    } else {
+        for h in node.streams.list().await {
+            // Cluster-wide, a relay is listed by its owner instead.
+            if cluster_wide && h.relay_from().is_some() {
+                continue;
+            }
+            if let Some(mut info) = h.info().await.and_then(|i| serde_json::to_value(i).ok()) {
+                if cluster_wide {
+                    info["node"] = serde_json::Value::String(node.config.node_name.clone());
+                    info["relays"] = serde_json::json!([]);
+                }
+                out.push(info);
+            }
+        }
+    }
+    for v in out.iter_mut() {
+        let Some(key) = v["key"].as_str().and_then(|k| StreamKey::parse(k).ok()) else { continue };
+        if !node.transcode.reserved(&key) {
             continue;
         }
-        if let Some(info) = h.info().await.and_then(|i| serde_json::to_value(i).ok()) {
-            out.push(info);
+        if let Some(source) = crate::transcode::ladder::source_of(&key, node.config.transcode.rungs_for(key.app())) {
+            let rung = key.name().strip_prefix(source.name()).unwrap_or_default().trim_start_matches('_');
+            v["rung"] = serde_json::Value::String(rung.to_string());
+            v["rung_of"] = serde_json::Value::String(source.to_string());
         }
     }
     if cluster_wide {
-        for v in out.iter_mut() {
-            v["node"] = serde_json::Value::String(node.config.node_name.clone());
-        }
-        if node.cluster.is_some() {
-            out.extend(crate::cluster::remote_streams(Duration::from_secs(2)).await);
-        }
         out.sort_by(|a, b| (a["key"].as_str(), a["node"].as_str()).cmp(&(b["key"].as_str(), b["node"].as_str())));
     }
-    Json(serde_json::json!({ "node": node.config.node_name, "streams": out })).into_response()
+    out
+}
+
+/// `DELETE /api/v1/streams/{app}/{name}/publisher`: disconnects the publisher and ends the stream now (players
+/// get end-of-stream, HLS `EXT-X-ENDLIST`), on whichever node owns it. 200, or 404 if no node has it live.
+async fn disconnect(State(node): State<Arc<NodeContext>>, Path((app, name)): Path<(String, String)>) -> Response {
+    let key = match StreamKey::new(&app, &name) {
+        Ok(k) => k,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Some(h) = node.streams.find_local(&key).await.filter(|h| h.relay_from().is_none()) {
+        h.disconnect("publisher disconnected through the API");
+        return Json(serde_json::json!({ "disconnected": key.to_string(), "node": node.config.node_name }))
+            .into_response();
+    }
+    if node.cluster.is_some() && crate::cluster::disconnect(&key, Duration::from_secs(2)).await {
+        return Json(serde_json::json!({ "disconnected": key.to_string() })).into_response();
+    }
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no live stream {key} in the cluster") })))
+        .into_response()
 }
 
 fn bad_request(msg: String) -> Response {

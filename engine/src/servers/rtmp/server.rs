@@ -29,6 +29,7 @@ use crate::config::secs;
 use crate::formats::rtmp_chunk::{self, DATA_CSID, MSG_DATA_AMF0};
 use crate::formats::{MediaFrame, MediaKind};
 use crate::metrics::protocol;
+use crate::servers::hooks::{HookCall, HookEvent};
 use crate::servers::NodeContext;
 use crate::shutdown::ShutdownSignal;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, PublishError, Publisher, SharedSlot, StreamKey};
@@ -88,6 +89,9 @@ pub enum ConnError {
     /// The peer does not read what it is answered.
     #[error("a write stayed blocked for {0:?}: the peer does not read")]
     WriteTimeout(Duration),
+    /// The stream it publishes ended under it (disconnected through the API, evicted, or the node stopping).
+    #[error("{0}: publisher disconnected")]
+    StreamGone(#[from] crate::stream::registry::StreamGone),
 }
 
 impl ConnError {
@@ -102,6 +106,7 @@ impl ConnError {
             ConnError::Idle(_) => "idle_timeout",
             ConnError::SlowPlayer(_) => "slow_player",
             ConnError::WriteTimeout(_) => "write_timeout",
+            ConnError::StreamGone(_) => "stream_gone",
         }
     }
 }
@@ -137,7 +142,8 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, mut shutdown: 
                 match result {
                     Ok(()) => debug!("connection closed"),
                     Err(e) => {
-                        if !matches!(e, ConnError::Io { .. }) {
+                        // A publisher whose stream ended under it was not refused.
+                        if !matches!(e, ConnError::Io { .. } | ConnError::StreamGone(_)) {
                             node.metrics.connections_rejected.with_label_values(&[e.reason()]).inc();
                         }
                         if matches!(e, ConnError::SlowPlayer(_)) {
@@ -162,6 +168,8 @@ enum Role {
 struct Connection {
     node: Arc<NodeContext>,
     peer: SocketAddr,
+    /// Tells the `on_unpublish` or `on_stop` hook when the publish or play ends (dropped).
+    hook_end: Option<crate::servers::hooks::HookOnDrop>,
     session: Option<ServerSession>,
     guard: ChunkGuard,
     out: BytesMut,
@@ -201,6 +209,7 @@ impl Connection {
             guard,
             out: BytesMut::new(),
             role: Role::Idle,
+            hook_end: None,
             feed: None,
             parked: None,
             close_after_flush: false,
@@ -471,6 +480,7 @@ impl Connection {
                     info!(stream = %publisher.key(), "publisher finished");
                 }
                 self.role = Role::Idle;
+                self.hook_end = None;
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 if let Role::Publishing { publisher } = &self.role {
@@ -491,6 +501,7 @@ impl Connection {
             ServerSessionEvent::PlayStreamFinished { .. } => {
                 self.feed = None;
                 self.role = Role::Idle;
+                self.hook_end = None;
             }
             ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
                 // releaseStream, FCPublish, FCUnpublish, _checkbw, getStreamLength: nothing to do, no reply needed
@@ -515,7 +526,7 @@ impl Connection {
                 return Ok(());
             }
         };
-        publisher.send(frame).map_err(|e| ConnError::Protocol(format!("{e}: publisher disconnected")))
+        publisher.send(frame).map_err(ConnError::StreamGone)
     }
 
     async fn on_publish(&mut self, request_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
@@ -540,11 +551,17 @@ impl Connection {
             warn!(stream = %key, peer = %self.peer, "publish refused: stream key or secret not authorised");
             return self.reject(msid, "NetStream.Publish.Unauthorized", "stream key not authorised", "unauthorized");
         }
+        let call = self.hook_call(&key, name);
+        if let Err(why) = self.node.hooks.decide(HookEvent::Publish, &call).await {
+            warn!(stream = %key, peer = %self.peer, reason = %why, "publish refused by the on_publish hook");
+            return self.reject(msid, "NetStream.Publish.Unauthorized", &why, "hook");
+        }
         match self.node.streams.publish(&key).await {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
                 self.accept(request_id)?;
                 self.role = Role::Publishing { publisher };
+                self.hook_end = self.node.hooks.on_drop(HookEvent::Unpublish, call);
                 self.guard.set_max_message_size(self.node.config.rtmp.max_message_size);
                 self.node.transcode.source_published(&key);
                 self.node.recordings.published(&key);
@@ -571,6 +588,11 @@ impl Connection {
             warn!(stream = %key, peer = %self.peer, error = %e, "play refused: no valid token");
             return self.reject(stream_id, "NetStream.Play.Failed", &e.to_string(), "unauthorized");
         }
+        let call = self.hook_call(&key, name);
+        if let Err(why) = self.node.hooks.decide(HookEvent::Play, &call).await {
+            warn!(stream = %key, peer = %self.peer, reason = %why, "play refused by the on_play hook");
+            return self.reject(stream_id, "NetStream.Play.Failed", &why, "hook");
+        }
         let sub = match self.node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Rtmp).await,
             None => None,
@@ -586,7 +608,20 @@ impl Connection {
         feed.set_batch_bytes(PLAYER_BATCH_BYTES);
         self.feed = Some(feed);
         self.role = Role::Playing { stream_id };
+        self.hook_end = self.node.hooks.on_drop(HookEvent::Stop, call);
         Ok(())
+    }
+
+    /// What the hooks are told about this connection's publish or play of `key` (named `name`, with its query).
+    fn hook_call(&self, key: &StreamKey, name: &str) -> HookCall {
+        HookCall {
+            app: key.app().to_string(),
+            stream: key.name().to_string(),
+            client: Some(self.peer),
+            protocol: "rtmp",
+            query: name.split_once('?').map(|(_, q)| q.to_string()),
+            extra: None,
+        }
     }
 
     /// Writes what the session answered, within `rtmp.write_timeout_secs`.
