@@ -242,6 +242,21 @@ async function api(method, path, body) {
   const text = await res.text();
   try { return text ? JSON.parse(text) : null; } catch { return text; }
 }
+/**
+ * The URL to play `url` with: as it is, or, when the node signs play URLs (hello.auth.signed_play), with a token
+ * for `prefix` (`/APP/NAME` or `/vod/ID`) from POST /api/v1/sign (admin token). An application without a play
+ * key answers 404 there: its URLs stay as they are.
+ */
+async function playUrl(prefix, url) {
+  if (!(S.hello && S.hello.auth && S.hello.auth.signed_play)) return url;
+  try {
+    const r = await api('POST', '/api/v1/sign', { path: prefix, ttl: 6 * 3600 });
+    return r && r.token ? `${url}?token=${encodeURIComponent(r.token)}` : url;
+  } catch (e) {
+    if (!/not signed/.test(e.message || '')) toast(`No play token: ${e.message || e}`, 'error');
+    return url;
+  }
+}
 /** Runs an action from a button: disables it meanwhile, toasts the outcome. */
 async function act(btn, fn, okMsg) {
   if (btn) btn.disabled = true;
@@ -880,11 +895,14 @@ function streamDetailView(key) {
   let player = null, playing = null, proto = sessionStorage.getItem('strom.proto') || 'llhls';
   const [app, name] = splitKey(key);
 
-  function startPlayer() {
+  async function startPlayer() {
     const url = proto === 'flv' ? `/${encodeURIComponent(app)}/${encodeURIComponent(name)}.flv`
       : `/${encodeURIComponent(app)}/${encodeURIComponent(name)}/index.m3u8`;
+    const want = proto;
     playing = proto;
-    player.play(proto, url);
+    const signed = await playUrl(`/${app}/${name}`, url);
+    if (playing !== want) return; // stopped or switched meanwhile
+    player.play(proto, signed);
   }
   function stopPlayer(msg) {
     if (playing) { player.stop(); playing = null; }
@@ -1103,12 +1121,14 @@ function vodView() {
     x.send(fd);
   }
 
-  function playAsset(a) {
+  async function playAsset(a) {
     playingId = a.id;
     playerBox.hidden = false;
     setText(playerTitle, `Playing ${a.name || a.id}`);
     fillLevels([], -1, true);
-    player.play('vod', `/vod/${encodeURIComponent(a.id)}/index.m3u8`);
+    const url = await playUrl(`/vod/${a.id}`, `/vod/${encodeURIComponent(a.id)}/index.m3u8`);
+    if (playingId !== a.id) return;
+    player.play('vod', url);
     playerBox.scrollIntoView({ block: 'nearest' });
     vodVideo.focus({ preventScroll: true });
   }
@@ -1178,6 +1198,16 @@ function vodView() {
     const dl = h('a', { class: 'btn btn-secondary btn-small', 'data-testid': 'asset-download', href: `/vod/${encodeURIComponent(a.id)}.mp4`, download: `${a.id}.mp4`, 'aria-label': `Download ${label} as MP4` }, 'MP4');
     const del = h('button', { type: 'button', class: 'btn btn-danger btn-small', 'data-testid': 'asset-delete', 'aria-label': `Delete ${label}` }, 'Delete');
     play.addEventListener('click', () => playAsset(tr._a));
+    // A signed node: the download gets its token when clicked.
+    dl.addEventListener('click', async (e) => {
+      if (!(S.hello && S.hello.auth && S.hello.auth.signed_play) || dl.dataset.signed) return;
+      e.preventDefault();
+      const id = tr._a.id;
+      dl.href = await playUrl(`/vod/${id}`, `/vod/${encodeURIComponent(id)}.mp4`);
+      dl.dataset.signed = '1';
+      dl.click();
+      delete dl.dataset.signed;
+    });
     del.addEventListener('click', async () => {
       if (!window.confirm(`Delete ${label}? Its files are removed from storage.`)) return;
       const r = await act(del, () => api('DELETE', `/api/v1/vod/${encodeURIComponent(a.id)}`), `Deleted ${label}`);

@@ -60,20 +60,23 @@ enum Command {
         /// Seconds the token stays valid.
         #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
         ttl: u64,
+        /// Bind the token to this client address: it plays from nowhere else.
+        #[arg(long, value_name = "ADDRESS")]
+        ip: Option<std::net::IpAddr>,
     },
 }
 
-fn sign(config: &Config, path: &str, ttl: u64) -> Result<String, String> {
+fn sign(config: &Config, path: &str, ttl: u64, ip: Option<std::net::IpAddr>) -> Result<String, String> {
     let mut parts = path.trim_start_matches('/').split('/');
     let (Some(app), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("--path must be /APP/NAME, not {path:?}"));
+        return Err(format!("--path must be /APP/NAME or /vod/ID, not {path:?}"));
     };
     strom_engine::stream::StreamKey::new(app, name).map_err(|e| e.to_string())?;
     let key = config.auth.play_key_for(app)?.ok_or_else(|| {
         format!("no play key for application {app:?}: set auth.play_key, auth.play_key_file or [auth.apps.{app}] play")
     })?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Ok(format!("token={}", strom_engine::formats::token::sign(&key, &format!("/{app}/{name}"), now + ttl)))
+    Ok(format!("token={}", strom_engine::formats::token::sign(&key, &format!("/{app}/{name}"), now + ttl, ip)))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -156,8 +159,8 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Sign { path, ttl }) = &cli.command {
-        return match sign(&config, path, *ttl) {
+    if let Some(Command::Sign { path, ttl, ip }) = &cli.command {
+        return match sign(&config, path, *ttl, *ip) {
             Ok(query) => {
                 println!("{query}");
                 ExitCode::SUCCESS

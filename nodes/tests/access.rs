@@ -210,3 +210,94 @@ fn signed_play_urls_play_and_bad_tokens_are_refused() {
     assert!(s.get(&format!("/live/cam.flv?token={expired}")).text().contains("expired"));
     assert!(rejected(&s, "play_token") >= 10.0);
 }
+
+/// `strom sign` with the environment a test gives it.
+fn strom_sign(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strom"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("STROM_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = run_with_timeout(cmd.envs(env.iter().copied()).arg("sign").args(args), Duration::from_secs(20));
+    assert!(out.status.success(), "strom sign: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `GET` from a chosen loopback source address (`curl --interface`): (status, body).
+fn get_from(source: &str, url: &str) -> (u16, String) {
+    let out = run_with_timeout(
+        std::process::Command::new("curl").args(["-sS", "--interface", source, "-o", "-", "-w", "\n%{http_code}", url]),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A token bound to a client address plays from that address only; VOD assets (`/vod/ID`) are signed like live
+/// streams, their playlists list their URIs with the token; `POST /api/v1/sign` makes the same tokens.
+#[test]
+fn bound_tokens_play_from_their_address_only_and_vod_assets_are_signed() {
+    let data = scratch("signed-vod");
+    let env = [("STROM_AUTH_PLAY_KEY", "play-key-for-vod"), ("STROM_STORAGE_PATH", data.to_str().unwrap())];
+    let s = Strom::with_env(&env);
+    let _p = publish(&s.rtmp_url("live/cam"), &Source { seconds: 60.0, ..Source::default() });
+    let query = strom_sign(&env, &["--path", "/live/cam"]);
+    let t = Instant::now();
+    while s.get(&format!("/live/cam/index.m3u8?{query}")).text().matches("#EXTINF").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no segments");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Bound to 127.0.0.2: refused from 127.0.0.1, played from 127.0.0.2.
+    let bound = strom_sign(&env, &["--path", "/live/cam", "--ip", "127.0.0.2"]);
+    let url = s.http_url(&format!("/live/cam/index.m3u8?{bound}"));
+    assert_eq!(get_from("127.0.0.1", &url).0, 403, "a bound token from another address");
+    let (status, playlist) = get_from("127.0.0.2", &url);
+    assert_eq!(status, 200, "{playlist}");
+    let segment = playlist.lines().find(|l| !l.starts_with('#') && !l.is_empty()).expect("a segment");
+    assert_eq!(get_from("127.0.0.2", &s.http_url(&format!("/live/cam/{segment}"))).0, 200);
+    assert_eq!(get_from("127.0.0.1", &s.http_url(&format!("/live/cam/{segment}"))).0, 403);
+
+    // A recording: its VOD playlist, rendition playlist, segments and MP4 need a token for /vod/ID.
+    let r = http_request(
+        s.http,
+        "POST /api/v1/streams/live/cam/record HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(5));
+    let r = http_request(
+        s.http,
+        "DELETE /api/v1/streams/live/cam/record HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.get(&format!("/vod/{id}/index.m3u8")).status, 403);
+    assert_eq!(s.get(&format!("/vod/{id}.mp4")).status, 403);
+    let vod = strom_sign(&env, &["--path", &format!("/vod/{id}")]);
+    let r = s.get(&format!("/vod/{id}/index.m3u8?{vod}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let uri = text.lines().find(|l| !l.starts_with('#') && !l.is_empty()).expect("a URI").to_string();
+    assert!(uri.ends_with(&vod), "the VOD playlist lists its URIs with the token: {text}");
+    let first = s.get(&format!("/vod/{id}/{uri}"));
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(s.get(&format!("/vod/{id}.mp4?{vod}")).status, 200);
+    let other = strom_sign(&env, &["--path", "/vod/another-asset"]);
+    assert_eq!(s.get(&format!("/vod/{id}/index.m3u8?{other}")).status, 403, "another asset's token");
+
+    // The API makes the same tokens (loopback: no admin token configured).
+    let body = format!("{{\"path\": \"/vod/{id}\", \"ttl\": 60}}");
+    let raw = format!(
+        "POST /api/v1/sign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let r = http_request(s.http, &raw).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["query"].as_str().unwrap().to_string();
+    assert_eq!(s.get(&format!("/vod/{id}/index.m3u8?{q}")).status, 200);
+}

@@ -96,8 +96,10 @@ fn the_console_shows_a_live_stream_records_it_disconnects_it_and_uploads_a_file_
         return;
     }
     let data = scratch("console-data");
+    // Signed play: the console asks the API for a token before each preview and VOD play.
     let s = Strom::with_env(&[
         ("STROM_AUTH_ADMIN_TOKEN", TOKEN),
+        ("STROM_AUTH_PLAY_KEY", "console-play-key"),
         ("STROM_STORAGE_PATH", data.to_str().unwrap()),
         (
             "STROM_VOD_RUNGS",

@@ -1,5 +1,5 @@
 //! Signed play tokens and playlist signing on arbitrary input: `token::verify` never panics and accepts only a
-//! token it made itself for a covered path; `playlist::with_query` never panics, never drops a line, and every
+//! token it made itself for a covered path (unbound, or bound to the client's address); `playlist::with_query` never panics, never drops a line, and every
 //! URI line of its output ends with the query.
 #![no_main]
 
@@ -11,15 +11,18 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (token, path) = text.split_once('|').unwrap_or((&text, "/live/cam/index.m3u8"));
     let now = data.first().map_or(0, |b| u64::from(*b) * 1000);
-    if verify(b"fuzz-key", Some(token), path, now).is_ok() {
-        // Only possible when the input holds a real signature: check it is one for a prefix of the path.
+    let client = data.get(1..5).map(|b| std::net::IpAddr::from([b[0], b[1], b[2], b[3]]));
+    if verify(b"fuzz-key", Some(token), path, now, client).is_ok() {
+        // Only possible when the input holds a real signature: check it is one for a prefix of the path, unbound
+        // or bound to the client's address.
         let (exp, _) = token.split_once('.').expect("a verified token has a dot");
         let exp: u64 = exp.parse().expect("a verified expiry is a number");
-        assert!(prefixes_of(path).iter().any(|p| sign(b"fuzz-key", p, exp) == token));
+        let made = |p: &String| sign(b"fuzz-key", p, exp, None) == token || sign(b"fuzz-key", p, exp, client) == token;
+        assert!(prefixes_of(path).iter().any(made));
     }
     let _ = prefixes_of(path);
-    let good = sign(b"fuzz-key", "/live/cam", u64::MAX);
-    assert!(verify(b"fuzz-key", Some(&good), "/live/cam/x.m4s", now).is_ok());
+    let good = sign(b"fuzz-key", "/live/cam", u64::MAX, client);
+    assert!(verify(b"fuzz-key", Some(&good), "/live/cam/x.m4s", now, client).is_ok());
 
     let out = with_query(&text, "token=T");
     assert_eq!(out.lines().count(), text.lines().count(), "a line was added or dropped");

@@ -213,17 +213,18 @@ impl NodeContext {
         auth.play_key.as_ref().map(|k| k.as_bytes().to_vec())
     }
 
-    /// Whether playing `path` (`/APP/NAME/...`, `/APP/NAME.flv`; the query may follow) is allowed: open apps
-    /// always, signed ones with a valid `token` (see [`crate::formats::token`]).
+    /// Whether playing `path` (`/APP/NAME/...`, `/APP/NAME.flv`, `/vod/ID/...`; the query may follow) from
+    /// `client` is allowed: open apps always, signed ones with a valid `token` (see [`crate::formats::token`]).
     pub fn play_allowed(
         &self,
         app: &str,
         path: &str,
         token: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<(), crate::formats::token::TokenError> {
         let Some(key) = self.play_key(app) else { return Ok(()) };
         let now = crate::clock::unix_ms() / 1000;
-        crate::formats::token::verify(&key, token, path, now).inspect_err(|_| {
+        crate::formats::token::verify(&key, token, path, now, client).inspect_err(|_| {
             self.metrics.connections_rejected.with_label_values(&["play_token"]).inc();
         })
     }

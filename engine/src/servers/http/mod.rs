@@ -10,6 +10,7 @@
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
 //! | `DELETE /api/v1/streams/{app}/{name}/publisher` | disconnect the publisher and end the stream, on whichever node owns it |
+//! | `POST /api/v1/sign` | a signed play token for `{"path": "/live/NAME" or "/vod/ID", "ttl", "ip"}` (admin token) |
 //! | `GET /api/v1/events` | the console's live feed (Server-Sent Events, admin token; see [`events`]) |
 //! | `GET /console/` | the web console (see [`console`]) |
 //! | `POST`/`DELETE /api/v1/streams/{app}/{name}/record`, `GET /api/v1/vod[/{id}]`, `DELETE /api/v1/vod/{id}`, `GET /vod/{id}/index.m3u8`, `GET /vod/{id}.mp4` | recordings and VOD (see [`vod`]); the application name `vod` is taken by these |
@@ -55,6 +56,7 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/events", get(events::events))
+        .route("/api/v1/sign", post(sign))
         .route("/console", get(console::redirect))
         .route("/console/", get(console::index))
         .route("/console/{*file}", get(console::asset))
@@ -79,7 +81,8 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .with_state(node)
 }
 
-/// A request to play a live stream (`GET /APP/NAME/FILE`, `GET /APP/NAME.flv`): its application and `token`.
+/// A request to play a live stream (`GET /APP/NAME/FILE`, `GET /APP/NAME.flv`) or a VOD asset (`GET /vod/...`,
+/// application `vod`): its application and `token`.
 fn live_play(req: &Request) -> Option<(String, Option<String>)> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
@@ -89,10 +92,12 @@ fn live_play(req: &Request) -> Option<(String, Option<String>)> {
     let app = parts.next()?;
     let second = parts.next()?;
     let third = parts.next();
-    if parts.next().is_some()
-        || matches!(app, "api" | "vod" | "console")
-        || (third.is_none() && !second.ends_with(".flv"))
-    {
+    let fourth = parts.next();
+    // VOD assets (`/vod/ID.mp4`, `/vod/ID/index.m3u8`, `/vod/ID/RENDITION/FILE`) are played as application `vod`.
+    let vod = app == "vod" && parts.next().is_none() && (third.is_some() || second.ends_with(".mp4"));
+    let live =
+        fourth.is_none() && !matches!(app, "api" | "vod" | "console") && (third.is_some() || second.ends_with(".flv"));
+    if !(vod || live) {
         return None;
     }
     let token =
@@ -149,6 +154,39 @@ async fn sign_playlist(resp: Response, token: &str) -> Response {
 /// The client's address, set on every request by the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
+
+fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
+}
+
+/// `POST /api/v1/sign` (admin token): `{"path": "/live/NAME" | "/vod/ID", "ttl": 3600, "ip": "203.0.113.7"}` →
+/// `{"token", "query", "expires"}`, a play token made with the application's key, as `strom sign` prints it
+/// (the console uses it to play signed streams). 404 when the application has no play key.
+async fn sign(State(node): State<Arc<NodeContext>>, Json(q): Json<SignRequest>) -> Response {
+    let mut parts = q.path.trim_start_matches('/').split('/');
+    let (Some(app), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return bad_request(format!("path must be /APP/NAME or /vod/ID, not {:?}", q.path));
+    };
+    if let Err(e) = StreamKey::new(app, name) {
+        return bad_request(e.to_string());
+    }
+    let Some(key) = node.play_key(app) else {
+        let why = format!("playing {app} is not signed: no play key for it");
+        return (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": why }))).into_response();
+    };
+    let ttl = q.ttl.unwrap_or(3600).clamp(1, 7 * 86_400);
+    let expires = crate::clock::unix_ms() / 1000 + ttl;
+    let token = crate::formats::token::sign(&key, &format!("/{app}/{name}"), expires, q.ip);
+    Json(serde_json::json!({ "token": token, "query": format!("token={token}"), "expires": expires })).into_response()
+}
+
+/// The body of `POST /api/v1/sign`.
+#[derive(serde::Deserialize)]
+struct SignRequest {
+    path: String,
+    ttl: Option<u64>,
+    ip: Option<std::net::IpAddr>,
+}
 
 /// A mutating API call (`POST`, `PUT`, `DELETE`, `PATCH` under `/api/`), the console's feed
 /// (`/api/v1/events`) and, when reads are private (`auth.read_api`; by default when a token is set), every API
@@ -226,7 +264,7 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
         refused
     } else {
         match live_play(&req) {
-            Some((app, token)) => match node.play_allowed(&app, req.uri().path(), token.as_deref()) {
+            Some((app, token)) => match node.play_allowed(&app, req.uri().path(), token.as_deref(), peer_ip(&req)) {
                 Err(e) => (StatusCode::FORBIDDEN, format!("{e}\n")).into_response(),
                 Ok(()) if node.hooks.has(HookEvent::Play) && play_hook(&node, play_call(&req, &app)).await.is_err() => {
                     (StatusCode::FORBIDDEN, "refused by the on_play hook\n").into_response()

@@ -584,7 +584,9 @@ impl Connection {
             Err(e) => return self.reject(stream_id, "NetStream.Play.StreamNotFound", &e.to_string(), "bad_name"),
         };
         let path = format!("/{}/{}", key.app(), key.name());
-        if let Err(e) = self.node.play_allowed(key.app(), &path, StreamKey::query_value(name, "token")) {
+        if let Err(e) =
+            self.node.play_allowed(key.app(), &path, StreamKey::query_value(name, "token"), Some(self.peer.ip()))
+        {
             warn!(stream = %key, peer = %self.peer, error = %e, "play refused: no valid token");
             return self.reject(stream_id, "NetStream.Play.Failed", &e.to_string(), "unauthorized");
         }
