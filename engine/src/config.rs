@@ -110,6 +110,10 @@ pub struct HttpConfig {
     /// Seconds a connection may stay silent: a keep-alive connection waiting for its next request (whose head
     /// must then come within it), or a request body that stalls. Responses being written are not idle.
     pub idle_timeout_secs: f64,
+    /// Serve `/metrics` on this address of its own instead (with `/healthz` and `/readyz`), e.g. `0.0.0.0:9090`:
+    /// Prometheus scrapes a port players cannot reach, and the public listener answers `/metrics` with 404.
+    /// Unset: `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// HLS settings.
@@ -879,6 +883,7 @@ impl Default for HttpConfig {
             cors_origin: "*".into(),
             header_timeout_secs: 10.0,
             idle_timeout_secs: 60.0,
+            metrics_listen: None,
         }
     }
 }
@@ -1239,6 +1244,7 @@ fn optional_key(full: &str) -> bool {
             | "auth.play_key"
             | "auth.play_key_file"
             | "auth.read_api"
+            | "http.metrics_listen"
             | "hooks.on_publish"
             | "hooks.on_unpublish"
             | "hooks.on_play"

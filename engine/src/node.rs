@@ -201,6 +201,22 @@ impl Node {
         let app = crate::servers::http::router(context.clone());
         let idle = secs(config.http.idle_timeout_secs);
         tasks.push(tokio::spawn(crate::servers::http::listener::serve(listener, app, idle, shutdown.signal())));
+        if let Some(addr) = config.http.metrics_listen {
+            let l = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind {
+                what: "http.metrics_listen",
+                addr,
+                source,
+            })?;
+            info!(metrics = %l.local_addr().unwrap_or(addr), "metrics on their own listener");
+            let app = crate::servers::http::metrics_router(context.clone());
+            let mut stop = shutdown.signal();
+            tasks.push(tokio::spawn(async move {
+                let served = axum::serve(l, app).with_graceful_shutdown(async move { stop.recv().await });
+                if let Err(e) = served.await {
+                    warn!(error = %e, "the metrics listener failed");
+                }
+            }));
+        }
         context.ready.store(true, Ordering::Relaxed);
         info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
         Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, tasks })

@@ -301,3 +301,22 @@ fn bound_tokens_play_from_their_address_only_and_vod_assets_are_signed() {
     let q = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["query"].as_str().unwrap().to_string();
     assert_eq!(s.get(&format!("/vod/{id}/index.m3u8?{q}")).status, 200);
 }
+
+/// `http.metrics_listen`: `/metrics` moves to a listener of its own (with the probes); the public one answers 404.
+#[test]
+fn metrics_move_to_their_own_listener() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let s = Strom::with_env(&[("STROM_HTTP_METRICS_LISTEN", addr.to_string().as_str())]);
+    let public = s.get("/metrics");
+    assert_eq!(public.status, 404);
+    assert!(public.text().contains("http.metrics_listen"), "{}", public.text());
+    let m = http_get(addr, "/metrics").expect("the metrics listener answers");
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("strom_load_ratio"), "{}", m.text());
+    assert_eq!(http_get(addr, "/healthz").unwrap().status, 200);
+    assert_eq!(http_get(addr, "/readyz").unwrap().status, 200);
+    assert_eq!(http_get(addr, "/api/v1/streams").unwrap().status, 404, "nothing else there");
+    assert_eq!(s.get("/healthz").status, 200, "the public probes stay");
+}

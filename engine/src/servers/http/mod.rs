@@ -14,7 +14,7 @@
 //! | `GET /api/v1/events` | the console's live feed (Server-Sent Events, admin token; see [`events`]) |
 //! | `GET /console/` | the web console (see [`console`]) |
 //! | `POST`/`DELETE /api/v1/streams/{app}/{name}/record`, `GET /api/v1/vod[/{id}]`, `DELETE /api/v1/vod/{id}`, `GET /vod/{id}/index.m3u8`, `GET /vod/{id}.mp4` | recordings and VOD (see [`vod`]); the application name `vod` is taken by these |
-//! | `GET /metrics` | Prometheus text format |
+//! | `GET /metrics` | Prometheus text format (with `http.metrics_listen` set: on that address only, see [`metrics_router`]) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
 //!
 //! Media and API responses carry CORS headers; playlists are not cached, segments are. Paths longer than
@@ -293,7 +293,25 @@ async fn readyz(State(node): State<Arc<NodeContext>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<NodeContext>>) -> Response {
+    if let Some(addr) = node.config.http.metrics_listen {
+        return (StatusCode::NOT_FOUND, format!("metrics are served on http.metrics_listen ({addr})\n"))
+            .into_response();
+    }
+    render_metrics(&node)
+}
+
+fn render_metrics(node: &NodeContext) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], node.metrics.render()).into_response()
+}
+
+/// The router of `http.metrics_listen`: `/metrics`, `/healthz` and `/readyz` only.
+pub fn metrics_router(node: Arc<NodeContext>) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(node): State<Arc<NodeContext>>| async move { render_metrics(&node) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(node)
 }
 
 async fn streams(State(node): State<Arc<NodeContext>>, Query(q): Query<HashMap<String, String>>) -> Response {
