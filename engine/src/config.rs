@@ -488,6 +488,10 @@ pub struct AuthConfig {
     pub play_key_file: Option<PathBuf>,
     /// Per application: `[auth.apps.<app>] play = "key"`, that application's play key (over `play_key`).
     pub apps: std::collections::BTreeMap<String, AppAuth>,
+    /// A JWKS file (an identity provider's public keys): playing then needs a JWT signed by one of them, passed
+    /// as `?token=` (see `strom_engine::formats::jwt`), or a signed URL where a play key is set too. Re-read
+    /// within a second of a change.
+    pub jwks_file: Option<PathBuf>,
     /// Who may read the API (`GET /api/...`: the stream list, cluster, assets, jobs): `public` (anyone) or
     /// `private` (the admin token, as for the mutating calls). Unset: `private` when `admin_token` is set, else
     /// `public`. `/api/v1/events` (the console's feed) always needs the admin token.
@@ -1244,6 +1248,7 @@ fn optional_key(full: &str) -> bool {
             | "auth.play_key"
             | "auth.play_key_file"
             | "auth.read_api"
+            | "auth.jwks_file"
             | "http.metrics_listen"
             | "hooks.on_publish"
             | "hooks.on_unpublish"

@@ -174,6 +174,7 @@ impl Node {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             probe_connections: Arc::new(Semaphore::new(crate::servers::PROBE_SLOTS)),
             play_key_cache: Default::default(),
+            jwks_cache: Default::default(),
             per_ip: Default::default(),
             refusal_logged_ms: Default::default(),
             config: config.clone(),

@@ -320,3 +320,101 @@ fn metrics_move_to_their_own_listener() {
     assert_eq!(http_get(addr, "/api/v1/streams").unwrap().status, 404, "nothing else there");
     assert_eq!(s.get("/healthz").status, 200, "the public probes stay");
 }
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An Ed25519 key made by openssl: (private key file, JWK of its public half).
+fn ed25519_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let pem = dir.join(format!("{name}.pem"));
+    let run = |args: &[&str]| {
+        let out = run_with_timeout(std::process::Command::new("openssl").args(args), Duration::from_secs(20));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    run(&["genpkey", "-algorithm", "ed25519", "-out", pem.to_str().unwrap()]);
+    let der = run(&["pkey", "-in", pem.to_str().unwrap(), "-pubout", "-outform", "DER"]);
+    let x = base64url(&der[der.len() - 32..]);
+    (pem, format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"{name}"}}"#))
+}
+
+/// A JWT with `claims`, signed by `pem` (openssl, EdDSA).
+fn jwt(pem: &std::path::Path, kid: &str, claims: &serde_json::Value) -> String {
+    let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": kid });
+    let signing = format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()));
+    let msg = pem.with_extension("msg");
+    std::fs::write(&msg, &signing).unwrap();
+    let out = run_with_timeout(
+        std::process::Command::new("openssl").args([
+            "pkeyutl",
+            "-sign",
+            "-rawin",
+            "-inkey",
+            pem.to_str().unwrap(),
+            "-in",
+            msg.to_str().unwrap(),
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "openssl pkeyutl: {}", String::from_utf8_lossy(&out.stderr));
+    format!("{signing}.{}", base64url(&out.stdout))
+}
+
+/// `auth.jwks_file`: a JWT signed by a key of the set plays HLS (its playlists carry it), HTTP-FLV and RTMP; one
+/// signed by another key, for another stream, expired, or none, is refused; replacing the file rotates the keys.
+#[test]
+fn jwts_from_the_jwks_keys_play_and_others_do_not() {
+    let dir = scratch("jwks");
+    let (good, good_jwk) = ed25519_key(&dir, "idp-1");
+    let (other, other_jwk) = ed25519_key(&dir, "idp-2");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, format!(r#"{{"keys":[{good_jwk}]}}"#)).unwrap();
+    let s = Strom::with_env(&[("STROM_AUTH_JWKS_FILE", jwks.to_str().unwrap())]);
+    let _p = publish(&s.rtmp_url("live/cam"), &Source { seconds: 60.0, ..Source::default() });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({ "exp": now + 600, "path": "/live/cam" });
+    let token = jwt(&good, "idp-1", &claims);
+    let t = Instant::now();
+    while s.get(&format!("/live/cam/index.m3u8?token={token}")).text().matches("#EXTINF").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no segments: {}", s.log_tail(10));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = s.get(&format!("/live/cam/index.m3u8?token={token}")).text();
+    let segment = text.lines().find(|l| !l.starts_with('#') && !l.is_empty()).expect("a segment").to_string();
+    assert!(segment.ends_with(&format!("token={token}")), "the playlist carries the JWT: {text}");
+    assert_eq!(s.get(&format!("/live/cam/{segment}")).status, 200);
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/live/cam.flv?token={token}")), 2.0);
+    assert!(!frames.is_empty(), "HTTP-FLV with the JWT: {stderr}");
+    let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
+    c.play(&format!("cam?token={token}")).expect("RTMP with the JWT");
+
+    let forged = jwt(&other, "idp-1", &claims);
+    let elsewhere = jwt(&good, "idp-1", &serde_json::json!({ "exp": now + 600, "path": "/live/other" }));
+    let expired = jwt(&good, "idp-1", &serde_json::json!({ "exp": now - 5, "path": "/live/cam" }));
+    for bad in [&forged, &elsewhere, &expired] {
+        assert_eq!(s.get(&format!("/live/cam/index.m3u8?token={bad}")).status, 403);
+        assert_eq!(s.get(&format!("/live/cam.flv?token={bad}")).status, 403);
+    }
+    assert_eq!(s.get("/live/cam/index.m3u8").status, 403);
+    let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
+    assert!(c.play(&format!("cam?token={forged}")).is_err(), "RTMP with another key's JWT");
+
+    // Rotation: the file now holds the second key only.
+    std::fs::write(&jwks, format!(r#"{{"keys":[{other_jwk}]}}"#)).unwrap();
+    let rotated = jwt(&other, "idp-2", &claims);
+    let t = Instant::now();
+    while s.get(&format!("/live/cam/index.m3u8?token={rotated}")).status != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the new key never took effect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.get(&format!("/live/cam/index.m3u8?token={token}")).status, 403, "the old key is gone");
+}

@@ -1,5 +1,6 @@
 //! Signed play tokens and playlist signing on arbitrary input: `token::verify` never panics and accepts only a
-//! token it made itself for a covered path (unbound, or bound to the client's address); `playlist::with_query` never panics, never drops a line, and every
+//! token it made itself for a covered path (unbound, or bound to the client's address); `jwt::verify` and
+//! `Jwks::parse` never panic, and no input plays as a JWT (the fuzzer holds no private key); `playlist::with_query` never panics, never drops a line, and every
 //! URI line of its output ends with the query.
 #![no_main]
 
@@ -23,6 +24,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = prefixes_of(path);
     let good = sign(b"fuzz-key", "/live/cam", u64::MAX, client);
     assert!(verify(b"fuzz-key", Some(&good), "/live/cam/x.m4s", now, client).is_ok());
+
+    // JWTs: the parser and verifier never panic on any token and path, and garbage never plays.
+    let jwks = strom_engine::formats::jwt::Jwks::parse(
+        r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+    )
+    .expect("a valid set");
+    assert!(strom_engine::formats::jwt::verify(&jwks, token, path, now).is_err(), "an unsigned input played");
+    let _ = strom_engine::formats::jwt::Jwks::parse(&text);
 
     let out = with_query(&text, "token=T");
     assert_eq!(out.lines().count(), text.lines().count(), "a line was added or dropped");

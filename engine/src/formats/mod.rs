@@ -21,6 +21,7 @@ pub mod cmaf;
 pub mod flv;
 pub mod fmp4;
 pub mod frame;
+pub mod jwt;
 pub mod key;
 pub mod master;
 pub mod playlist;

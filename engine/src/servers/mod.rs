@@ -58,6 +58,8 @@ pub struct NodeContext {
     pub jobs: crate::transcode::vod::Jobs,
     /// `auth.play_key_file`'s key and when it was read.
     pub play_key_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<u8>)>>,
+    /// `auth.jwks_file`'s keys (`None`: unreadable or invalid, which refuses JWTs) and when they were read.
+    pub jwks_cache: std::sync::Mutex<Option<(std::time::Instant, Option<Arc<crate::formats::jwt::Jwks>>)>>,
     /// This node's load, measured every second.
     pub load: crate::load::LoadShared,
     /// Every node's load over the last 15 minutes (the console's sparklines).
@@ -213,8 +215,31 @@ impl NodeContext {
         auth.play_key.as_ref().map(|k| k.as_bytes().to_vec())
     }
 
+    /// Playing `app` needs a token: it has a play key, or a JWKS file is set.
+    pub fn play_signed(&self, app: &str) -> bool {
+        self.config.auth.jwks_file.is_some() || self.play_key(app).is_some()
+    }
+
+    /// `auth.jwks_file`'s keys, re-read at most once a second; `None` when unset, unreadable or invalid (logged).
+    fn jwks(&self) -> Option<Arc<crate::formats::jwt::Jwks>> {
+        let path = self.config.auth.jwks_file.as_ref()?;
+        let mut cached = self.jwks_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+        if !fresh {
+            let keys = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| crate::formats::jwt::Jwks::parse(&text))
+                .map(Arc::new)
+                .inspect_err(|e| warn!(file = %path.display(), error = %e, "cannot use auth.jwks_file: refusing JWTs"))
+                .ok();
+            *cached = Some((std::time::Instant::now(), keys));
+        }
+        cached.as_ref().and_then(|(_, k)| k.clone())
+    }
+
     /// Whether playing `path` (`/APP/NAME/...`, `/APP/NAME.flv`, `/vod/ID/...`; the query may follow) from
-    /// `client` is allowed: open apps always, signed ones with a valid `token` (see [`crate::formats::token`]).
+    /// `client` is allowed: open apps always, signed ones with a valid `token`: a signed URL's (see
+    /// [`crate::formats::token`]) or, with `auth.jwks_file`, a JWT (see [`crate::formats::jwt`]).
     pub fn play_allowed(
         &self,
         app: &str,
@@ -222,9 +247,24 @@ impl NodeContext {
         token: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<(), crate::formats::token::TokenError> {
-        let Some(key) = self.play_key(app) else { return Ok(()) };
+        use crate::formats::token::TokenError;
+        let key = self.play_key(app);
+        if key.is_none() && self.config.auth.jwks_file.is_none() {
+            return Ok(());
+        }
         let now = crate::clock::unix_ms() / 1000;
-        crate::formats::token::verify(&key, token, path, now, client).inspect_err(|_| {
+        let verdict = match (token, key) {
+            (Some(t), _) if crate::formats::jwt::looks_like_jwt(t) && self.config.auth.jwks_file.is_some() => {
+                match self.jwks() {
+                    Some(jwks) => crate::formats::jwt::verify(&jwks, t, path, now),
+                    None => Err(TokenError::BadSignature),
+                }
+            }
+            (_, Some(key)) => crate::formats::token::verify(&key, token, path, now, client),
+            (None, None) => Err(TokenError::Missing),
+            (Some(_), None) => Err(TokenError::Malformed),
+        };
+        verdict.inspect_err(|_| {
             self.metrics.connections_rejected.with_label_values(&["play_token"]).inc();
         })
     }

@@ -132,6 +132,7 @@ fn hello(node: &NodeContext) -> Value {
             "admin_token": auth.admin_token.is_some(),
             "publish_secrets": auth.secrets_on(),
             "signed_play": auth.play_key.is_some() || auth.play_key_file.is_some() || !auth.apps.is_empty(),
+            "jwt_play": auth.jwks_file.is_some(),
             "read_api": if auth.read_api_private() { "private" } else { "public" },
         },
     })

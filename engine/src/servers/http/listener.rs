@@ -171,7 +171,7 @@ async fn sniff(
     }
     // Signed play and play hooks are checked by the axum handlers: such a request takes the usual path.
     let hooked = node.hooks.has(HookEvent::Play) || node.hooks.has(HookEvent::Stop);
-    let signed = hooked || matches!(&verdict, Sniffed::Flv { key, .. } if node.play_key(key.app()).is_some());
+    let signed = hooked || matches!(&verdict, Sniffed::Flv { key, .. } if node.play_signed(key.app()));
     if let (Sniffed::Flv { key, chunked }, false) = (verdict, signed) {
         let sub = match node.streams.find(&key).await {
             Some(h) => h.subscribe(Protocol::Flv).await,

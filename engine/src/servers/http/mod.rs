@@ -272,7 +272,7 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
                 Ok(()) => {
                     let resp = next.run(req).await;
                     match token {
-                        Some(t) if node.play_key(&app).is_some() => sign_playlist(resp, &t).await,
+                        Some(t) if node.play_signed(&app) => sign_playlist(resp, &t).await,
                         _ => resp,
                     }
                 }
