@@ -66,6 +66,12 @@ pub struct Config {
     pub vod: VodConfig,
     /// HTTP hooks: an outside service allows or denies publishes and plays and hears about ends.
     pub hooks: HooksConfig,
+    /// The certificate of the RTMPS and HTTPS listeners.
+    pub tls: TlsConfig,
+    /// The RTMPS listener (off unless `rtmps.listen` is set).
+    pub rtmps: TlsListenConfig,
+    /// The HTTPS listener (HTTP/1.1 and HTTP/2; off unless `https.listen` is set).
+    pub https: TlsListenConfig,
     /// The cluster cookie, from `STROM_CLUSTER_COOKIE` or `cluster.cookie_file`; never printed.
     #[serde(skip)]
     pub cluster_cookie: Option<String>,
@@ -402,6 +408,25 @@ pub struct LimitsConfig {
     pub capacity_cores: f64,
     /// Egress this node is sized for, in Mb/s: the network side of `strom_load_ratio`.
     pub capacity_egress_mbps: f64,
+}
+
+/// The certificate of the TLS listeners (`[tls]`): PEM files, re-read when they change (cert-manager rotating a
+/// mounted Secret), so new connections get the new certificate without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM (the server's certificate first).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// A TLS listener (`[rtmps]`, `[https]`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsListenConfig {
+    /// Address to listen on, e.g. `0.0.0.0:443`; unset: off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// HTTP hooks (`[hooks]`): each event is a `POST` of JSON (`event`, `app`, `stream`, `client`, `protocol`, `node`,
@@ -859,6 +884,9 @@ impl Default for Config {
             record: RecordConfig::default(),
             vod: VodConfig::default(),
             hooks: HooksConfig::default(),
+            tls: TlsConfig::default(),
+            rtmps: TlsListenConfig::default(),
+            https: TlsListenConfig::default(),
             cluster_cookie: None,
         }
     }
@@ -939,8 +967,23 @@ impl Default for LimitsConfig {
 }
 
 /// The sections of [`Config`]; an environment variable `STROM_<SECTION>_<KEY>` maps into one of them.
-const SECTIONS: &[&str] =
-    &["rtmp", "http", "hls", "stream", "limits", "auth", "cluster", "transcode", "storage", "record", "vod", "hooks"];
+const SECTIONS: &[&str] = &[
+    "rtmp",
+    "http",
+    "hls",
+    "stream",
+    "limits",
+    "auth",
+    "cluster",
+    "transcode",
+    "storage",
+    "record",
+    "vod",
+    "hooks",
+    "tls",
+    "rtmps",
+    "https",
+];
 
 fn default_node_name() -> String {
     std::env::var("HOSTNAME")
@@ -1069,6 +1112,9 @@ impl Config {
                 "record" => section!(record, RecordConfig),
                 "vod" => section!(vod, VodConfig),
                 "hooks" => section!(hooks, HooksConfig),
+                "tls" => section!(tls, TlsConfig),
+                "rtmps" => section!(rtmps, TlsListenConfig),
+                "https" => section!(https, TlsListenConfig),
                 "node_name" => config.node_name = String::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "log_format" => config.log_format = LogFormat::deserialize(value).map_err(|e| bad(&key, &e))?,
                 "drain_secs" => config.drain_secs = f64::deserialize(value).map_err(|e| bad(&key, &e))?,
@@ -1097,6 +1143,10 @@ impl Config {
         secs("shutdown_timeout_secs", self.shutdown_timeout_secs, 0.0)?;
         secs("drain_secs", self.drain_secs, 0.0)?;
         secs("hooks.cache_secs", self.hooks.cache_secs, 0.0)?;
+        let tls_wanted = self.rtmps.listen.is_some() || self.https.listen.is_some();
+        if tls_wanted && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+            return err("tls.cert_file", "rtmps.listen and https.listen need tls.cert_file and tls.key_file");
+        }
         if !(1..=60_000).contains(&self.hooks.timeout_ms) {
             return err("hooks.timeout_ms", "must be 1..60000");
         }
@@ -1250,6 +1300,10 @@ fn optional_key(full: &str) -> bool {
             | "auth.read_api"
             | "auth.jwks_file"
             | "http.metrics_listen"
+            | "tls.cert_file"
+            | "tls.key_file"
+            | "rtmps.listen"
+            | "https.listen"
             | "hooks.on_publish"
             | "hooks.on_unpublish"
             | "hooks.on_play"

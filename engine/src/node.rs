@@ -55,6 +55,9 @@ pub enum NodeError {
     /// The actor system failed to start.
     #[error("starting actors: {0}")]
     Actors(String),
+    /// The TLS certificate could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A running node.
@@ -189,6 +192,7 @@ impl Node {
             rtmp_addr,
             http_addr,
             hooks,
+            rtmps_peers: Default::default(),
         });
         let shutdown = Shutdown::new();
         let mut tasks = vec![load_task, context.start_history()];
@@ -202,6 +206,39 @@ impl Node {
         let app = crate::servers::http::router(context.clone());
         let idle = secs(config.http.idle_timeout_secs);
         tasks.push(tokio::spawn(crate::servers::http::listener::serve(listener, app, idle, shutdown.signal())));
+        if config.rtmps.listen.is_some() || config.https.listen.is_some() {
+            let (cert, key) = match (&config.tls.cert_file, &config.tls.key_file) {
+                (Some(c), Some(k)) => (c, k),
+                _ => return Err(NodeError::Tls("tls.cert_file and tls.key_file are needed".into())),
+            };
+            let certs = crate::servers::tls::Certificates::load(cert, key).map_err(NodeError::Tls)?;
+            tasks.push(certs.watch());
+            if let Some(addr) = config.rtmps.listen {
+                let l = listen(addr, send_buffer).map_err(|source| NodeError::Bind {
+                    what: "rtmps.listen",
+                    addr,
+                    source,
+                })?;
+                info!(rtmps = %l.local_addr().unwrap_or(addr), "RTMPS listening");
+                let acceptor = certs.acceptor(&[]).map_err(NodeError::Tls)?;
+                let serve =
+                    crate::servers::rtmp::rtmps::serve(l, rtmp_addr, acceptor, context.clone(), shutdown.signal());
+                tasks.push(tokio::spawn(serve));
+            }
+            if let Some(addr) = config.https.listen {
+                let l = listen(addr, send_buffer).map_err(|source| NodeError::Bind {
+                    what: "https.listen",
+                    addr,
+                    source,
+                })?;
+                info!(https = %l.local_addr().unwrap_or(addr), "HTTPS listening (HTTP/2 and HTTP/1.1)");
+                let acceptor = certs.acceptor(&[b"h2", b"http/1.1"]).map_err(NodeError::Tls)?;
+                let app = crate::servers::http::router(context.clone());
+                let serve =
+                    crate::servers::http::listener::serve_tls(l, context.clone(), app, acceptor, shutdown.signal());
+                tasks.push(tokio::spawn(serve));
+            }
+        }
         if let Some(addr) = config.http.metrics_listen {
             let l = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind {
                 what: "http.metrics_listen",

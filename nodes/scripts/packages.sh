@@ -39,7 +39,9 @@ NETNS_TEST_PACKAGES=(iproute2 nftables curl)
 
 # The players the end-to-end tests run besides ffmpeg/ffprobe and Chromium: VLC 3, headless (`cvlc` with dummy
 # outputs; nodes/tests/live.rs).
-PLAYER_TEST_PACKAGES=(vlc-bin vlc-plugin-base)
+# openssl makes the TLS tests' CA and certificates; certutil (libnss3-tools) puts the CA in the NSS database the
+# headless Chromium of the HTTPS test trusts.
+PLAYER_TEST_PACKAGES=(vlc-bin vlc-plugin-base openssl libnss3-tools curl)
 
 # What deploy/statefulset/test/run.sh needs beyond Python: Prometheus and promtool (a real Prometheus scrapes real
 # strom nodes for the HPA loop), ffmpeg (the publisher), curl (HTTP-FLV readers).

@@ -9,6 +9,7 @@
 pub mod hooks;
 pub mod http;
 pub mod rtmp;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -70,6 +71,9 @@ pub struct NodeContext {
     pub http_addr: std::net::SocketAddr,
     /// HTTP hooks (`[hooks]`).
     pub hooks: Arc<hooks::Hooks>,
+    /// RTMPS connections on their way to the RTMP listener: the loopback port each comes from → the client's
+    /// real address (see [`rtmp::rtmps`]).
+    pub rtmps_peers: DashMap<u16, std::net::SocketAddr>,
 }
 
 /// HTTP connections kept for probes when `limits.max_connections` is reached (see

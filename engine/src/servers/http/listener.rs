@@ -1,4 +1,5 @@
-//! The HTTP listener: a node-wide connection limit, `TCP_NODELAY`, a write timeout, and the HTTP-FLV fast path.
+//! The HTTP listener: a node-wide connection limit, `TCP_NODELAY`, a write timeout, and the HTTP-FLV fast path;
+//! and the HTTPS listener over the same guards ([`serve_tls`]).
 //!
 //! Every accepted connection is sniffed first: its request head is read (within `http.header_timeout_secs`, at most
 //! [`SNIFF_MAX`] bytes) and parsed with httparse, hyper's own parser ([`classify`]). A plain `GET
@@ -445,6 +446,86 @@ impl AsyncWrite for GuardedStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Serves `app` over TLS (`https.listen`): HTTP/1.1 and HTTP/2 by ALPN, with the same connection limits, write
+/// timeout and silence limit as the plain listener (the TLS session runs over a [`GuardedStream`]); the TLS
+/// handshake is due within `http.header_timeout_secs`. HTTP-FLV is played through axum here (no fast path). At
+/// `shutdown` it stops accepting, and every connection finishes what it writes and closes.
+pub async fn serve_tls(
+    inner: TcpListener,
+    node: Arc<NodeContext>,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut shutdown: ShutdownSignal,
+) {
+    let write_timeout = crate::config::secs(node.config.stream.slow_player_timeout_secs);
+    let idle = crate::config::secs(node.config.http.idle_timeout_secs);
+    let handshake = crate::config::secs(node.config.http.header_timeout_secs);
+    let (close_tx, close_rx) = tokio::sync::watch::channel(());
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.recv() => break,
+            r = inner.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "https accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = node.try_connection(addr.ip(), "https") else { continue };
+        let _ = stream.set_nodelay(true);
+        let open = node.metrics.connections_open.with_label_values(&["https"]);
+        open.inc();
+        let conn = GuardedStream {
+            inner: stream,
+            _permit: permit,
+            open,
+            write_timeout,
+            stalled: None,
+            prefix: Bytes::new(),
+            idle: Some((idle, Box::pin(tokio::time::sleep(idle)))),
+            busy: Arc::default(),
+        };
+        let busy = conn.busy.clone();
+        let app = app.clone().layer(axum::Extension(super::PeerAddr(addr)));
+        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app), busy };
+        let acceptor = acceptor.clone();
+        let (mut close, open) = (close_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(conn)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                Err(_) => return debug!(peer = %addr, "TLS handshake not completed in time"),
+            };
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
+            builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(idle / 2));
+            let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "https connection ended");
+                        }
+                        break;
+                    }
+                    _ = close.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop((close_tx, open_rx));
+    open_tx.closed().await;
 }
 
 #[cfg(test)]

@@ -12,4 +12,5 @@
 
 pub mod chunk_guard;
 pub mod hub;
+pub mod rtmps;
 pub mod server;

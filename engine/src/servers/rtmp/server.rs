@@ -127,6 +127,11 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, mut shutdown: 
             _ = shutdown.recv() => break,
         };
         next_id += 1;
+        // An RTMPS connection, decrypted by this node: the client is the one the TLS side accepted.
+        let peer = match peer.ip().is_loopback() {
+            true => node.rtmps_peers.remove(&peer.port()).map_or(peer, |(_, real)| real),
+            false => peer,
+        };
         let Some(permit) = node.try_connection(peer.ip(), "rtmp") else { continue };
         let node = node.clone();
         let signal = shutdown.clone();
