@@ -180,6 +180,13 @@ impl HlsConfig {
 pub struct StreamConfig {
     /// Start new players from the last keyframe (instant picture) instead of waiting for the next one.
     pub gop_cache: bool,
+    /// The GOP cache holds at most this many seconds: a stream whose keyframes are further apart is not cached
+    /// past it, and a new player starts at the live edge and waits for the next keyframe (as nginx-rtmp does),
+    /// instead of getting a burst of a whole long GOP.
+    pub gop_cache_max_secs: f64,
+    /// A stream that sends video without a keyframe for this long is reported: logged, counted
+    /// (`strom_keyframe_timeouts_total`) and flagged in the API (`keyframe_missing`); its players are waiting.
+    pub keyframe_timeout_secs: f64,
     /// Seconds a stream survives its publisher leaving: a publisher back within it resumes the same stream
     /// (HLS continues with a discontinuity). After it the stream ends for good.
     pub reconnect_grace_secs: f64,
@@ -944,6 +951,8 @@ impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             gop_cache: true,
+            gop_cache_max_secs: 10.0,
+            keyframe_timeout_secs: 10.0,
             reconnect_grace_secs: 30.0,
             ended_linger_secs: 30.0,
             player_queue_frames: 1024,
@@ -1143,6 +1152,8 @@ impl Config {
         secs("shutdown_timeout_secs", self.shutdown_timeout_secs, 0.0)?;
         secs("drain_secs", self.drain_secs, 0.0)?;
         secs("hooks.cache_secs", self.hooks.cache_secs, 0.0)?;
+        secs("stream.gop_cache_max_secs", self.stream.gop_cache_max_secs, 0.1)?;
+        secs("stream.keyframe_timeout_secs", self.stream.keyframe_timeout_secs, 0.1)?;
         let tls_wanted = self.rtmps.listen.is_some() || self.https.listen.is_some();
         if tls_wanted && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
             return err("tls.cert_file", "rtmps.listen and https.listen need tls.cert_file and tls.key_file");

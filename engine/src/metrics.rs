@@ -52,6 +52,8 @@ pub struct Metrics {
     pub slow_player_disconnects: IntCounter,
     /// Streams ended by a failure inside their actors.
     pub stream_failures: IntCounter,
+    /// Streams that sent video without a keyframe for longer than `stream.keyframe_timeout_secs` (once per spell).
+    pub keyframe_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -102,6 +104,10 @@ impl Metrics {
                 "Players disconnected because they fell too far behind.",
             ),
             stream_failures: counter("strom_stream_failures_total", "Streams ended by a failure in their actors."),
+            keyframe_timeouts: counter(
+                "strom_keyframe_timeouts_total",
+                "Streams that sent video without a keyframe for longer than stream.keyframe_timeout_secs.",
+            ),
             registry,
         };
         for p in [protocol::RTMP, protocol::FLV, protocol::HLS] {

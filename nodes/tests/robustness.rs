@@ -944,3 +944,82 @@ fn the_stream_one_past_max_streams_is_refused() {
     }
     drop(b);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// GOP policy
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A 30 s GOP: the GOP cache stays under `stream.gop_cache_max_secs` (10 s), and a player joining when the cache
+/// has been dropped starts at the next keyframe, within 31 s of joining (nginx-rtmp's way), not never.
+#[test]
+fn a_thirty_second_gop_keeps_the_cache_under_its_cap_and_players_start_at_the_next_keyframe() {
+    let s = Strom::start();
+    let src = Source { gop_secs: 30.0, seconds: 75.0, audio: false, ..Source::default() };
+    let _p = publish(&s.rtmp_url("live/longgop"), &src);
+    s.wait_live("live/longgop", Duration::from_secs(20));
+    // Past the cap: the cache has been dropped.
+    let t = Instant::now();
+    let mut max_cached = 0.0f64;
+    while t.elapsed() < Duration::from_secs(13) {
+        let info = s.stream_info("live/longgop").expect("listed");
+        max_cached = max_cached.max(info["gop_cache_secs"].as_f64().unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(max_cached <= 10.1, "the GOP cache held {max_cached} s (cap 10 s)");
+    let info = s.stream_info("live/longgop").unwrap();
+    assert_eq!(info["gop_cache_secs"], 0.0, "dropped past the cap: {info}");
+    // A player joining now gets its first picture at the next keyframe (about 17 s away), within 31 s.
+    let joined = Instant::now();
+    let out = run_with_timeout(
+        std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", &s.rtmp_url("live/longgop")])
+            .args(["-frames:v", "1", "-f", "null", "-"]),
+        Duration::from_secs(45),
+    );
+    let waited = joined.elapsed();
+    eprintln!("first picture {:.1} s after joining; cache peaked at {max_cached:.1} s", waited.as_secs_f64());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(waited < Duration::from_secs(31), "the player waited {waited:?}");
+    let info = s.stream_info("live/longgop").unwrap();
+    assert!(
+        (info["keyframe_interval_secs"].as_f64().unwrap_or(0.0) - 30.0).abs() < 0.5,
+        "the GOP length is reported: {info}"
+    );
+    // With the default 10 s keyframe timeout, such a stream is flagged between its keyframes and cleared at each.
+    assert_eq!(info["keyframe_missing"], false, "cleared by the keyframe at 30 s: {info}");
+}
+
+/// Video without any keyframe is reported within `stream.keyframe_timeout_secs`: the API flags it, the metric
+/// counts it once, and a keyframe clears it.
+#[test]
+fn a_stream_without_keyframes_is_reported() {
+    let s = Strom::with_env(&[("STROM_STREAM_KEYFRAME_TIMEOUT_SECS", "2")]);
+    let mut c = connected(&s);
+    c.publish("nokey").expect("publish");
+    // Inter frames only (FLV frame type 2, AVC NALU, one non-IDR slice).
+    let inter = Bytes::from_static(&[0x27, 0x01, 0, 0, 0, 0, 0, 0, 0x03, 0x41, 0x9a, 0x00]);
+    let started = Instant::now();
+    let mut ts = 0u32;
+    let mut reported = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        c.send_video(inter.clone(), ts).unwrap();
+        ts += 33;
+        if reported.is_none() && s.stream_info("live/nokey").is_some_and(|i| i["keyframe_missing"] == true) {
+            reported = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    let at = reported.expect("the missing keyframes were never reported");
+    eprintln!("no-keyframe stream reported after {:.1} s (timeout 2 s)", at.as_secs_f64());
+    assert!(at < Duration::from_secs(4), "reported after {at:?}");
+    assert_eq!(s.metric("strom_keyframe_timeouts_total"), 1.0, "counted once per spell");
+    assert!(s.log_text().contains("no keyframe for too long"));
+    // A keyframe clears it.
+    c.send_video(Bytes::from_static(&[0x17, 0x01, 0, 0, 0, 0, 0, 0, 0x03, 0x65, 0x88, 0x80]), ts).unwrap();
+    let t = Instant::now();
+    while s.stream_info("live/nokey").is_some_and(|i| i["keyframe_missing"] == true) {
+        assert!(t.elapsed() < Duration::from_secs(5), "a keyframe did not clear the report");
+        c.send_video(inter.clone(), ts).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -197,6 +197,13 @@ pub struct StreamState {
     ingest_bytes: u64,
     rate: RateMeter,
     video_frames: u64,
+    /// When the last keyframe came (wall clock) and its timestamp; the interval between the last two (ms).
+    last_keyframe: Option<(Instant, u32)>,
+    keyframe_interval_ms: Option<u32>,
+    /// A keyframe timeout was reported and no keyframe came since.
+    keyframe_missing: bool,
+    /// The GOP being long: caching stopped until the next keyframe.
+    gop_over: bool,
 }
 
 /// Ingest bitrate and frame rate over a sliding second.
@@ -281,6 +288,10 @@ impl Actor for StreamActor {
             ingest_bytes: 0,
             rate: RateMeter::default(),
             video_frames: 0,
+            last_keyframe: None,
+            keyframe_interval_ms: None,
+            keyframe_missing: false,
+            gop_over: false,
         })
     }
 
@@ -319,6 +330,9 @@ impl Actor for StreamActor {
                         st.audio_header = None;
                         st.metadata = None;
                         st.publish_started = Some(Instant::now());
+                        st.last_keyframe = None;
+                        st.keyframe_missing = false;
+                        st.gop_over = false;
                         st.metrics.publishers.inc();
                         if resumed {
                             info!(stream = %st.key, "publisher resumed the stream");
@@ -486,12 +500,29 @@ impl StreamState {
             self.video_frames += 1;
             if frame.keyframe {
                 self.reset_gop();
+                self.gop_over = false;
+                if let Some((_, ts)) = self.last_keyframe {
+                    self.keyframe_interval_ms = Some(frame.timestamp.wrapping_sub(ts));
+                }
+                self.last_keyframe = Some((Instant::now(), frame.timestamp));
+                if std::mem::take(&mut self.keyframe_missing) {
+                    info!(stream = %self.key, "keyframes are back");
+                }
+            } else {
+                self.check_keyframe_timeout();
             }
         }
-        if !frame.header && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe)) {
-            if self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.flv_body().len() > GOP_MAX_BYTES {
-                // An overlong GOP: stop caching until the next keyframe rather than grow.
+        if !frame.header
+            && !self.gop_over
+            && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe))
+        {
+            let span_ms = self.gop.first().map_or(0, |first| frame.timestamp.wrapping_sub(first.timestamp));
+            let too_long = f64::from(span_ms) > self.config.stream.gop_cache_max_secs * 1000.0;
+            if too_long || self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.flv_body().len() > GOP_MAX_BYTES {
+                // An overlong GOP: stop caching until the next keyframe rather than grow; a player joining now
+                // starts at the live edge and waits for that keyframe.
                 self.reset_gop();
+                self.gop_over = true;
             } else {
                 self.gop_bytes += frame.flv_body().len();
                 Arc::make_mut(&mut self.gop).push(frame.clone());
@@ -503,6 +534,25 @@ impl StreamState {
         }
         // No receivers is fine: nobody is watching over RTMP/FLV right now.
         self.fanout.send(StreamEvent::Frame(frame));
+    }
+
+    /// Video without a keyframe for longer than `stream.keyframe_timeout_secs` (since the last one, or since the
+    /// publish started): reported once per spell.
+    fn check_keyframe_timeout(&mut self) {
+        if self.keyframe_missing {
+            return;
+        }
+        let since = match (self.last_keyframe, self.publish_started) {
+            (Some((at, _)), _) => at,
+            (None, Some(at)) => at,
+            (None, None) => return,
+        };
+        let limit = self.config.stream.keyframe_timeout_secs;
+        if since.elapsed().as_secs_f64() > limit {
+            self.keyframe_missing = true;
+            self.metrics.keyframe_timeouts.inc();
+            warn!(stream = %self.key, timeout_secs = limit, "no keyframe for too long: new players are waiting");
+        }
     }
 
     fn end(&mut self, myself: &ActorRef<StreamMsg>) {
@@ -547,6 +597,12 @@ impl StreamState {
             age_secs: self.created.elapsed().as_secs_f64().round(),
             encoder: meta.encoder,
             relay_from: self.relay_from.clone(),
+            keyframe_interval_secs: self.keyframe_interval_ms.map(|ms| f64::from(ms) / 1000.0),
+            gop_cache_secs: match (self.gop.first(), self.gop.last()) {
+                (Some(a), Some(b)) => f64::from(b.timestamp.wrapping_sub(a.timestamp)) / 1000.0,
+                _ => 0.0,
+            },
+            keyframe_missing: self.keyframe_missing,
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct StreamInfo {
     /// For a relay of another node's stream: that node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_from: Option<String>,
+    /// Seconds between the last two keyframes (the GOP length), once two were seen.
+    pub keyframe_interval_secs: Option<f64>,
+    /// Seconds of media the GOP cache holds (what a new player starts with).
+    pub gop_cache_secs: f64,
+    /// Video has come without a keyframe for longer than `stream.keyframe_timeout_secs` (players are waiting).
+    pub keyframe_missing: bool,
 }
 
 /// A cheap, clonable handle on one stream of this node (owned here, or a relay of another node's stream).
