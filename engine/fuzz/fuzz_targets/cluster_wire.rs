@@ -1,7 +1,7 @@
 //! The cluster wire format (`strom_engine::cluster::wire`): decoding arbitrary bytes as a cast, a request or a
 //! response never panics and never allocates beyond the input; whatever decodes re-encodes to the same bytes,
-//! except a `Pong` of an earlier release (no ladder load, or no VOD load), which re-encodes as today's with the
-//! missing loads appended as defaults. (`Media`'s optional send time is an `Option`, so a batch with or without it re-encodes as it came.)
+//! except a `Pong` of an earlier release (no ladder load, no VOD load, or no egress), which re-encodes as today's
+//! with the missing loads appended as defaults. (`Media`'s optional send time is an `Option`, so a batch with or without it re-encodes as it came.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +12,8 @@ use strom_engine::cluster::wire::{Cast, Request, Response};
 const PONG_LADDER_LOAD: [u8; 12] = [0; 12];
 /// Bytes a `Pong` of the current release adds to one without VOD load: VOD chunks and slots.
 const PONG_VOD_LOAD: [u8; 8] = [0; 8];
+/// Bytes a `Pong` of the current release adds to one without egress: egress bits per second (u64).
+const PONG_EGRESS: [u8; 8] = [0; 8];
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Cast::decode(data.to_vec()) {
@@ -28,7 +30,12 @@ fuzz_target!(|data: &[u8]| {
             let old_pong = matches!(r, Response::Pong { .. })
                 && bytes.starts_with(data)
                 && tail.iter().all(|b| *b == 0)
-                && (tail.len() == PONG_VOD_LOAD.len() || tail.len() == PONG_LADDER_LOAD.len() + PONG_VOD_LOAD.len());
+                && [
+                    PONG_EGRESS.len(),
+                    PONG_VOD_LOAD.len() + PONG_EGRESS.len(),
+                    PONG_LADDER_LOAD.len() + PONG_VOD_LOAD.len() + PONG_EGRESS.len(),
+                ]
+                .contains(&tail.len());
             assert!(old_pong, "response re-encodes to the same bytes: {data:?} -> {bytes:?}");
         }
     }
