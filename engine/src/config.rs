@@ -451,7 +451,7 @@ pub struct HooksConfig {
     pub on_play: Option<String>,
     /// Told when an RTMP or HTTP-FLV player leaves (HLS players have no connection to leave).
     pub on_stop: Option<String>,
-    /// Told when a recording is finished (its asset `done` or `partial`).
+    /// Told when a recording is finished (its asset `done`, `partial` or `failed`).
     pub on_record_done: Option<String>,
     /// Time limit of one attempt, milliseconds.
     pub timeout_ms: u64,
@@ -526,7 +526,8 @@ pub struct AuthConfig {
     pub jwks_file: Option<PathBuf>,
     /// Who may read the API (`GET /api/...`: the stream list, cluster, assets, jobs): `public` (anyone) or
     /// `private` (the admin token, as for the mutating calls). Unset: `private` when `admin_token` is set, else
-    /// `public`. `/api/v1/events` (the console's feed) always needs the admin token.
+    /// `public`. `/api/v1/events` (the console's feed) always needs the admin token (with none set: a
+    /// same-origin request from this host).
     pub read_api: Option<ReadApi>,
 }
 

@@ -150,7 +150,8 @@ impl Node {
             let jobs = jobs.clone();
             tokio::spawn(async move { jobs.resume().await });
         }
-        let hooks = crate::servers::hooks::Hooks::new(&config.hooks, &config.node_name, &metrics);
+        let hooks =
+            crate::servers::hooks::Hooks::new(&config.hooks, &config.node_name, &metrics).map_err(NodeError::Actors)?;
         if hooks.has(HookEvent::RecordDone) {
             let hooks = hooks.clone();
             recordings.on_finished(Box::new(move |key, asset| {

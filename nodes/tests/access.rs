@@ -127,6 +127,22 @@ fn the_admin_token_guards_mutating_calls() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("auth.admin_token"), "says how to allow it: {}", r.text());
     assert_eq!(n.get("/api/v1/streams").status, 200);
+
+    // No token, loopback: a page of another origin in a browser on this host is refused; the same origin and
+    // non-browser clients are not.
+    let local = Strom::start();
+    let call = |origin: Option<&str>| {
+        let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        let raw = format!(
+            "POST /api/v1/streams/live/x/record HTTP/1.1\r\nHost: {}\r\n{origin}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            local.http
+        );
+        http_request(local.http, &raw).unwrap().status
+    };
+    assert_eq!(call(Some("http://evil.example")), 403, "a cross-origin page");
+    assert_eq!(call(Some(&format!("http://{}", local.http))), 404, "the console's own origin");
+    assert_eq!(call(None), 404, "curl");
 }
 
 /// A token for `prefix` valid until `expires`, made the way the README tells a backend to (openssl).
@@ -208,6 +224,10 @@ fn signed_play_urls_play_and_bad_tokens_are_refused() {
         }
     }
     assert!(s.get(&format!("/live/cam.flv?token={expired}")).text().contains("expired"));
+    // Percent-encoded media paths would reach a handler under another name than the checks saw: refused.
+    for path in ["/live/cam%2Eflv", "/l%69ve/cam/index.m3u8", "/live/cam/index%2Em3u8"] {
+        assert_eq!(s.get(path).status, 400, "{path}");
+    }
     assert!(rejected(&s, "play_token") >= 10.0);
 }
 

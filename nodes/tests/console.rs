@@ -311,6 +311,8 @@ fn the_event_feed_needs_the_token_and_pushes_a_stream_as_it_comes_and_goes() {
     assert_eq!(r.status, 200, "{}", r.text());
     let t = Instant::now();
     feed.until("streams", Duration::from_secs(5), |v| !has_stream(v, key));
+    let again = request(s.http, "DELETE", "/api/v1/streams/live/feed/publisher", Some(TOKEN));
+    assert_eq!(again.status, 404, "an ended (lingering) stream has no publisher to disconnect: {}", again.text());
     eprintln!("gone from the feed {:.2} s after the disconnect", t.elapsed().as_secs_f64());
     assert!(p.wait(Duration::from_secs(10)).is_some(), "ffmpeg was not disconnected");
 }

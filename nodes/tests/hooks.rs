@@ -14,7 +14,7 @@ use common::rtmp::RtmpClient;
 use common::*;
 
 /// A hook server: records every JSON body; answers 403 to `on_publish` of a stream named `blocked` and to
-/// `on_play` with `deny` in its query, 200 to everything else.
+/// `on_play` with `token=deny` in its query, 200 to everything else.
 struct HookServer {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<serde_json::Value>>>,
@@ -50,7 +50,7 @@ impl HookServer {
                     }
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     let deny = (v["event"] == "on_publish" && v["stream"] == "blocked")
-                        || (v["event"] == "on_play" && v["query"].as_str().is_some_and(|q| q.contains("deny")));
+                        || (v["event"] == "on_play" && v["query"].as_str().is_some_and(|q| q.contains("token=deny")));
                     log.lock().unwrap().push(v);
                     let status = if deny { "403 Forbidden" } else { "200 OK" };
                     let mut w = conn;
@@ -138,16 +138,18 @@ fn hooks_decide_publishes_and_plays_and_hear_every_end() {
         assert!(t.elapsed() < Duration::from_secs(20), "no segment");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(s.get("/live/cam/index.m3u8?deny=1").status, 403);
-    for _ in 0..5 {
+    assert_eq!(s.get("/live/cam/index.m3u8?token=deny").status, 403);
+    for i in 0..5 {
         assert_eq!(s.get("/live/cam/index.m3u8").status, 200);
+        // LL-HLS polls differ in their query at every request: still one question.
+        let _ = s.get(&format!("/live/cam/index.m3u8?_HLS_msn={i}&_HLS_part=0"));
     }
     let hls: Vec<_> = hooks.events("on_play").into_iter().filter(|v| v["protocol"] == "hls").collect();
     assert_eq!(hls.len(), 2, "one question per client and query, not per poll: {hls:?}");
     assert_fields(&hls[0], "on_play", "cam", "hls");
 
     // HTTP-FLV: denied (403), then a player that leaves: on_play, then on_stop.
-    assert_eq!(s.get("/live/cam.flv?deny=1").status, 403);
+    assert_eq!(s.get("/live/cam.flv?token=deny").status, 403);
     let flv = run_with_timeout(
         std::process::Command::new("curl").args([
             "-s",
@@ -165,7 +167,7 @@ fn hooks_decide_publishes_and_plays_and_hear_every_end() {
 
     // RTMP play: denied, then allowed and left.
     let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
-    assert!(c.play("cam?deny=1").is_err(), "a denied RTMP play");
+    assert!(c.play("cam?token=deny").is_err(), "a denied RTMP play");
     let mut c = RtmpClient::connect(s.rtmp, "live").unwrap();
     c.play("cam").expect("an allowed RTMP play");
     drop(c);

@@ -146,13 +146,6 @@ impl Actor for StreamExport {
                         return Ok(());
                     }
                 };
-                if req == Request::Disconnect {
-                    // Answered here: the stream ends (and, after its linger, this export stops with it).
-                    let done = Response::Api { status: 200, body: Bytes::from_static(b"{\"disconnected\":true}") };
-                    let _ = reply.send(done.encode());
-                    st.args.handle.disconnect("publisher disconnected through the API (asked by another node)");
-                    return Ok(());
-                }
                 let handle = st.args.handle.clone();
                 let node = st.args.cluster.node.clone();
                 let since_ms = st.args.since_ms;
@@ -220,8 +213,14 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
             });
             Response::Info(info)
         }
-        // Answered in `handle`, before the stream (and this export) stops.
-        Request::Disconnect => Response::Api { status: 409, body: Bytes::new() },
+        // The stream ends and lingers (this export with it), so the answer reaches the asker.
+        Request::Disconnect => match handle.info().await {
+            Some(i) if i.state != "ended" => {
+                handle.disconnect("publisher disconnected through the API (asked by another node)");
+                Response::Api { status: 200, body: Bytes::from_static(b"{\"disconnected\":true}") }
+            }
+            _ => Response::Api { status: 404, body: Bytes::from_static(b"{\"error\":\"not live here\"}") },
+        },
         Request::Ping { nonce, .. } => Response::Pong { nonce, node, load: Default::default() },
         // Asked of the node agent and of a ladder's export, not of a stream's owner.
         Request::StartEncoder { .. } => Response::Started(false),

@@ -43,9 +43,17 @@ pub enum TokenError {
     BadSignature,
 }
 
+/// An IPv4 client seen on an IPv6 socket (`::ffff:a.b.c.d`) is its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// What is signed: the prefix, the expiry and, for a bound token, the client's address.
 fn message(prefix: &str, expires: u64, ip: Option<IpAddr>) -> String {
-    match ip {
+    match ip.map(canonical) {
         Some(ip) => format!("{prefix}\n{expires}\n{ip}"),
         None => format!("{prefix}\n{expires}"),
     }
@@ -102,11 +110,6 @@ pub fn verify(key: &[u8], token: Option<&str>, path: &str, now: u64, client: Opt
     let expires: u64 = exp.parse().map_err(|_| TokenError::Malformed)?;
     let sig = unhex(sig).ok_or(TokenError::Malformed)?;
     let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    // An IPv4 client seen on an IPv6 socket (`::ffff:a.b.c.d`) is its IPv4 address.
-    let client = client.map(|ip| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    });
     let binds = [None, client];
     let signed = prefixes_of(path).iter().any(|p| {
         binds

@@ -10,7 +10,8 @@
 //!   404, ...) denies. A hook that cannot be reached, times out (`hooks.timeout_ms`) or answers 5xx is tried again
 //!   (`hooks.retries`, 100 ms then 200 ms ... apart); then `hooks.publish_when_down` (default `deny`: fail
 //!   closed) or `hooks.play_when_down` (default `allow`) decides. A play's answer is kept `hooks.cache_secs` for
-//!   that client, stream, protocol and query, so an HLS player is asked about once, not per playlist poll.
+//!   that client, stream, protocol and `token` (the rest of the query, such as LL-HLS's `_HLS_msn`, is left out), so
+//!   an HLS player is asked about once, not per playlist poll.
 //! - **Notices** (`on_unpublish`, `on_stop`, `on_record_done`, [`Hooks::notify`]): sent from their own task,
 //!   with the same retries; nothing waits for them.
 //!
@@ -125,14 +126,14 @@ pub struct Hooks {
     config: HooksConfig,
     node: String,
     client: reqwest::Client,
-    /// `on_play` answers: `app/stream|protocol|client ip|query` → (when, allowed).
+    /// `on_play` answers: `app/stream|protocol|client ip|token` → (when, allowed).
     cache: DashMap<String, (Instant, bool)>,
     requests: IntCounterVec,
 }
 
 impl Hooks {
     /// The hooks of `config`, for node `node`.
-    pub fn new(config: &HooksConfig, node: &str, metrics: &Metrics) -> Arc<Hooks> {
+    pub fn new(config: &HooksConfig, node: &str, metrics: &Metrics) -> Result<Arc<Hooks>, String> {
         let requests = metrics.register(
             IntCounterVec::new(
                 Opts::new("strom_hook_requests_total", "HTTP hook requests by event and outcome."),
@@ -144,8 +145,8 @@ impl Hooks {
             .timeout(Duration::from_millis(config.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Arc::new(Hooks { config: config.clone(), node: node.to_string(), client, cache: DashMap::new(), requests })
+            .map_err(|e| format!("the hooks' HTTP client: {e}"))?;
+        Ok(Arc::new(Hooks { config: config.clone(), node: node.to_string(), client, cache: DashMap::new(), requests }))
     }
 
     /// A URL is configured for `event`.
@@ -159,7 +160,10 @@ impl Hooks {
         let Some(url) = event.url(&self.config) else { return Ok(()) };
         let cache_key = (event == HookEvent::Play && self.config.cache_secs > 0.0).then(|| {
             let ip = call.client.map(|c| c.ip().to_string()).unwrap_or_default();
-            format!("{}/{}|{}|{ip}|{}", call.app, call.stream, call.protocol, call.query.as_deref().unwrap_or(""))
+            // The token is what a decision can depend on; LL-HLS's `_HLS_msn`/`_HLS_part` change at every poll.
+            let token =
+                call.query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token="))).unwrap_or("");
+            format!("{}/{}|{}|{ip}|{}", call.app, call.stream, call.protocol, token.get(..512).unwrap_or(token))
         });
         if let Some(k) = &cache_key {
             if let Some(hit) = self.cache.get(k) {

@@ -502,7 +502,7 @@ impl StreamState {
                 self.reset_gop();
                 self.gop_over = false;
                 if let Some((_, ts)) = self.last_keyframe {
-                    self.keyframe_interval_ms = Some(frame.timestamp.wrapping_sub(ts));
+                    self.keyframe_interval_ms = Some((frame.timestamp.wrapping_sub(ts) as i32).max(0) as u32);
                 }
                 self.last_keyframe = Some((Instant::now(), frame.timestamp));
                 if std::mem::take(&mut self.keyframe_missing) {
@@ -516,7 +516,9 @@ impl StreamState {
             && !self.gop_over
             && (!self.gop.is_empty() || (frame.kind == MediaKind::Video && frame.keyframe))
         {
-            let span_ms = self.gop.first().map_or(0, |first| frame.timestamp.wrapping_sub(first.timestamp));
+            // Signed: an audio frame may be stamped a little before the keyframe that opened the GOP.
+            let span_ms =
+                self.gop.first().map_or(0, |first| (frame.timestamp.wrapping_sub(first.timestamp) as i32).max(0));
             let too_long = f64::from(span_ms) > self.config.stream.gop_cache_max_secs * 1000.0;
             if too_long || self.gop.len() >= GOP_MAX_FRAMES || self.gop_bytes + frame.flv_body().len() > GOP_MAX_BYTES {
                 // An overlong GOP: stop caching until the next keyframe rather than grow; a player joining now
@@ -599,7 +601,7 @@ impl StreamState {
             relay_from: self.relay_from.clone(),
             keyframe_interval_secs: self.keyframe_interval_ms.map(|ms| f64::from(ms) / 1000.0),
             gop_cache_secs: match (self.gop.first(), self.gop.last()) {
-                (Some(a), Some(b)) => f64::from(b.timestamp.wrapping_sub(a.timestamp)) / 1000.0,
+                (Some(a), Some(b)) => f64::from((b.timestamp.wrapping_sub(a.timestamp) as i32).max(0)) / 1000.0,
                 _ => 0.0,
             },
             keyframe_missing: self.keyframe_missing,

@@ -48,9 +48,9 @@ fn file(path: &str) -> Response {
     let Some((_, mime, bytes)) = FILES.iter().find(|(p, _, _)| *p == path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    // Vendored players never change under a name that carries their version in SHA256SUMS; the page and its
-    // script change with strom: revalidated.
-    let cache = if path.starts_with("vendor/") { "public, max-age=86400" } else { "no-cache" };
+    // Everything changes with strom's release (the vendored players' names carry no version): the players, the
+    // heavy part, are kept five minutes; the page, its script and style are revalidated.
+    let cache = if path.starts_with("vendor/") { "public, max-age=300" } else { "no-cache" };
     let mut r = ([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, cache)], *bytes).into_response();
     let h = r.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -1,7 +1,7 @@
 //! `GET /api/v1/events`: the console's live feed, as Server-Sent Events (`text/event-stream`).
 //!
 //! One feed per connection (at most [`MAX_FEEDS`] at once; 503 past them). It needs the admin token (see
-//! `auth.admin_token`). At connect it sends every event once, then each one again whenever its JSON changed,
+//! `auth.admin_token`; with none set, only a same-origin request from this host). At connect it sends every event once, then each one again whenever its JSON changed,
 //! checked every second (`assets` every 3 s: it lists storage), so the console polls nothing:
 //!
 //! | event | data |

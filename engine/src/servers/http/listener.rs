@@ -213,26 +213,40 @@ pub async fn serve(mut listener: LimitedListener, app: axum::Router, idle: Durat
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
             let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
             tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            debug!(error = %e, "http connection ended");
-                        }
-                        break;
-                    }
-                    _ = close.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            drive(conn, &mut close, |c| c.graceful_shutdown(), "http").await;
             drop(open);
         });
     }
     drop((close_tx, open_rx));
     open_tx.closed().await;
+}
+
+/// Drives a hyper connection to its end; when `close` changes (shutdown), asks it once to finish what it writes
+/// and close (`graceful`).
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    close: &mut tokio::sync::watch::Receiver<()>,
+    graceful: impl Fn(Pin<&mut C>),
+    what: &str,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(error = %e, listener = what, "connection ended");
+                }
+                return;
+            }
+            _ = close.changed(), if !closing => {
+                closing = true;
+                graceful(conn.as_mut());
+            }
+        }
+    }
 }
 
 /// A connection's service that counts its requests being handled (see [`GuardedStream`]'s `busy`).
@@ -503,24 +517,12 @@ pub async fn serve_tls(
             };
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle).keep_alive(true);
-            builder.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(idle / 2));
+            // No HTTP/2 pings: their answers would count as activity and keep an idle connection past the
+            // silence limit. At most 100 requests at once on one connection (LL-HLS needs a handful).
+            builder.http2().timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(100);
             let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
             tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            debug!(error = %e, "https connection ended");
-                        }
-                        break;
-                    }
-                    _ = close.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            drive(conn, &mut close, |c| c.graceful_shutdown(), "https").await;
             drop(open);
         });
     }

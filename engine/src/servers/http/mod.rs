@@ -105,6 +105,12 @@ fn live_play(req: &Request) -> Option<(String, Option<String>)> {
     Some((app.to_string(), token))
 }
 
+/// A path outside the API and the console with a percent-escape: refused (see `edge`).
+fn encoded_media_path(req: &Request) -> bool {
+    let path = req.uri().path();
+    path.contains('%') && !path.starts_with("/api/") && !path.starts_with("/console/")
+}
+
 /// What the `on_play` hook is told about a live GET.
 fn play_call(req: &Request, app: &str) -> HookCall {
     let path = req.uri().path().trim_start_matches('/');
@@ -118,7 +124,8 @@ fn play_call(req: &Request, app: &str) -> HookCall {
         stream: stream.to_string(),
         client: req.extensions().get::<PeerAddr>().map(|p| p.0),
         protocol,
-        query: req.uri().query().map(str::to_string),
+        // Bounded: the hook hears at most 2 KiB of query.
+        query: req.uri().query().map(|q| q.get(..2048).unwrap_or(q).to_string()),
         extra: None,
     }
 }
@@ -225,8 +232,16 @@ fn admin(node: &NodeContext, req: &Request) -> Result<(), Response> {
         }
         None => {
             let loopback = req.extensions().get::<PeerAddr>().is_some_and(|p| p.0.ip().is_loopback());
-            if loopback {
+            // A page of another origin open in a browser on this host is not the operator: with no token, only
+            // same-origin (or non-browser) loopback requests are trusted.
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let foreign = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| {
+                o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")).is_none_or(|rest| rest != host)
+            });
+            if loopback && !foreign {
                 Ok(())
+            } else if loopback {
+                deny(StatusCode::FORBIDDEN, "a cross-origin page may not call this API without auth.admin_token")
             } else {
                 deny(
                     StatusCode::FORBIDDEN,
@@ -249,6 +264,10 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
             "request refused: path too long"
         );
         (StatusCode::URI_TOO_LONG, "path too long\n").into_response()
+    } else if encoded_media_path(&req) {
+        // Stream names, asset ids and segment names never need percent-encoding; a decoded path would reach a
+        // handler under another name than the play checks saw.
+        (StatusCode::BAD_REQUEST, "percent-encoded media paths are not accepted\n").into_response()
     } else if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
@@ -371,7 +390,12 @@ async fn disconnect(State(node): State<Arc<NodeContext>>, Path((app, name)): Pat
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
-    if let Some(h) = node.streams.find_local(&key).await.filter(|h| h.relay_from().is_none()) {
+    let local = match node.streams.find_local(&key).await.filter(|h| h.relay_from().is_none()) {
+        // An ended stream lingering here is not what the caller means: its publisher may be live elsewhere now.
+        Some(h) if h.info().await.is_some_and(|i| i.state != "ended") => Some(h),
+        _ => None,
+    };
+    if let Some(h) = local {
         h.disconnect("publisher disconnected through the API");
         return Json(serde_json::json!({ "disconnected": key.to_string(), "node": node.config.node_name }))
             .into_response();
