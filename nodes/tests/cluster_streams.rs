@@ -726,3 +726,52 @@ fn delta_updates_on_a_node_that_does_not_own_the_stream_are_the_owner_s() {
     assert!(same, "strom-1's delta update is not the owner's\n{}\n{}", delta(&nodes[0]), delta(&nodes[1]));
     assert_eq!(poll_requests(&nodes[1]) - before, 0.0, "no cluster call for a delta update");
 }
+
+/// Abuse of the cluster port: 100 silent sockets and 10 that announce a 64 MiB frame before any cookie are all
+/// closed within 3 s and counted, while the two nodes stay joined and keep relaying.
+#[test]
+fn strangers_on_the_cluster_port_are_closed_within_three_seconds_and_the_nodes_stay_joined() {
+    let key = "live/abused";
+    let net = Net::new(2);
+    let a = net.spawn_cluster(0, COOKIE, &[]);
+    let b = net.spawn_cluster(1, COOKIE, &[]);
+    wait_peers(&a, 1, Duration::from_secs(15));
+    wait_peers(&b, 1, Duration::from_secs(15));
+    let _p = publish(&a.rtmp_url(key), &source(60.0));
+    wait_segments(&a, key, 1, Duration::from_secs(30));
+    let before = metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}");
+    let port = std::net::SocketAddr::new(a.ip().into(), common::netns::CLUSTER_PORT);
+    let opened = Instant::now();
+    let mut socks: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(port).expect("connect")).collect();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(port).expect("connect");
+        s.write_all(&(64u64 << 20).to_be_bytes()).unwrap();
+        s.write_all(&[0u8; 1024]).unwrap();
+        socks.push(s);
+    }
+    // Every socket is closed by the node (EOF or reset) within 3 s.
+    for s in &mut socks {
+        let left = Duration::from_secs(3).saturating_sub(opened.elapsed()).max(Duration::from_millis(10));
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue, // its side of a handshake, if any
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    break false
+                }
+                Err(_) => break true, // reset
+            }
+        };
+        assert!(closed, "a stranger's socket was still open after {:?}", opened.elapsed());
+    }
+    eprintln!("110 strangers closed within {:.1} s", opened.elapsed().as_secs_f64());
+    wait_until("the strangers to be counted", Duration::from_secs(5), || {
+        metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}") >= before + 110.0
+    });
+    assert_eq!(peers(&a), vec!["strom-1".to_string()], "the nodes stay joined");
+    assert_eq!(peers(&b), vec!["strom-0".to_string()]);
+    let (frames, stderr) = probe_video(&b.http_url(&format!("/{key}.flv")), 2.0);
+    assert_playable("flv relayed to strom-1 after the abuse", &frames, 30, 426, 240, &stderr);
+}

@@ -4,6 +4,8 @@
 //! others) and the [`Membership`] actor, which
 //! - dials the configured seeds and the addresses of `cluster.dns` (re-resolved every `cluster.dns_interval_secs`,
 //!   so new StatefulSet pods are found), each with a connect timeout and an authentication deadline;
+//! - closes an incoming session that has not authenticated within 1.5 s (a stranger on the cluster port, silent or
+//!   announcing a huge frame: counted in `strom_cluster_auth_failures_total{direction="in"}`, logged once per 10 s);
 //! - re-dials a lost peer with backoff (200 ms doubling to 5 s): ractor_cluster does not reconnect by itself;
 //! - pings every peer's [`NodeAgent`] every `cluster.heartbeat_interval_secs` and stops the session of a peer that
 //!   has not answered for `cluster.heartbeat_deadline_secs`: ractor_cluster alone never notices a hung (SIGSTOPped)
@@ -41,6 +43,9 @@ const MAX_FRAME: u64 = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A dialed peer must authenticate within this (a SIGSTOPped peer accepts TCP in the backlog and never answers).
 const AUTH_DEADLINE: Duration = Duration::from_secs(3);
+/// An incoming session must authenticate within this: a silent socket, or one announcing a huge frame before
+/// the cookie exchange, is closed (and counted) instead of holding a session actor.
+const INBOUND_AUTH_DEADLINE: Duration = Duration::from_millis(1500);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5000))
@@ -582,6 +587,8 @@ struct PendingDial {
     attempt: u32,
     started: Instant,
     session: Option<ActorRef<NodeSessionMessage>>,
+    /// An incoming session (not a dial of ours).
+    incoming: bool,
 }
 
 /// State of [`Membership`].
@@ -595,6 +602,8 @@ pub struct MembershipState {
     known: Arc<Mutex<HashMap<SocketAddr, String>>>,
     nonce: u64,
     last_load: Instant,
+    /// When an incoming session's authentication failure was last logged (Unix ms).
+    auth_failure_logged_ms: u64,
 }
 
 /// The membership actor (see the module docs).
@@ -636,6 +645,7 @@ impl Actor for Membership {
             known: Arc::new(Mutex::new(HashMap::new())),
             nonce: 0,
             last_load: Instant::now(),
+            auth_failure_logged_ms: 0,
         };
         // Measured now, before any peer can ask: the first heartbeats carry this node's load (its free ladder
         // slots), not an empty one that keeps a node that just joined out of ladder placement.
@@ -667,7 +677,8 @@ impl Actor for Membership {
                     debug!(peer = %addr, %sa, "cluster dial connected; authenticating");
                     st.dialing.remove(&addr);
                     let session = st.pending.get(&sa).and_then(|p| p.session.clone());
-                    st.pending.insert(sa, PendingDial { addr, attempt, started: Instant::now(), session });
+                    st.pending
+                        .insert(sa, PendingDial { addr, attempt, started: Instant::now(), session, incoming: false });
                 }
                 Err(DialError::Known) => {
                     st.dialing.remove(&addr);
@@ -683,22 +694,20 @@ impl Actor for Membership {
                 }
             },
             MembershipMsg::Opened(s) => {
-                if !s.is_server {
-                    if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
-                        st.pending.entry(sa).and_modify(|p| p.session = Some(s.actor.clone())).or_insert(PendingDial {
-                            addr: String::new(),
-                            attempt: 0,
-                            started: Instant::now(),
-                            session: Some(s.actor.clone()),
-                        });
-                    }
+                // Outgoing (a dial) and incoming sessions alike must authenticate in time (see `tick`).
+                if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
+                    st.pending.entry(sa).and_modify(|p| p.session = Some(s.actor.clone())).or_insert(PendingDial {
+                        addr: String::new(),
+                        attempt: 0,
+                        started: Instant::now(),
+                        session: Some(s.actor.clone()),
+                        incoming: s.is_server,
+                    });
                 }
             }
             MembershipMsg::Authenticated(s) => {
                 if let Ok(sa) = s.peer_addr.parse::<SocketAddr>() {
-                    if !s.is_server {
-                        st.pending.remove(&sa);
-                    }
+                    st.pending.remove(&sa);
                 }
                 let (full, address) =
                     s.peer_name.as_ref().map(|n| (n.name.clone(), n.connection_string.clone())).unwrap_or_default();
@@ -750,11 +759,16 @@ impl Actor for Membership {
                     let pending = sa.and_then(|sa| st.pending.remove(&sa));
                     let direction = if s.is_server { "in" } else { "out" };
                     st.args.metrics.auth_failures.with_label_values(&[direction]).inc();
-                    warn!(
-                        from = %s.peer_addr,
-                        incoming = s.is_server,
-                        "cluster session ended before authenticating (wrong cookie, self-dial, or a duplicate session)"
-                    );
+                    let why = "cluster session ended before authenticating (wrong cookie, self-dial, a duplicate \
+                               session, or a stranger past the deadline)";
+                    // A flood of strangers on the cluster port is counted, and logged once per 10 s.
+                    let now_ms = crate::clock::unix_ms();
+                    if !s.is_server || now_ms.saturating_sub(st.auth_failure_logged_ms) >= 10_000 {
+                        st.auth_failure_logged_ms = now_ms;
+                        warn!(from = %s.peer_addr, incoming = s.is_server, "{why}");
+                    } else {
+                        debug!(from = %s.peer_addr, incoming = s.is_server, "{why}");
+                    }
                     if let Some(p) = pending.filter(|p| !p.addr.is_empty()) {
                         st.retry(&myself, p.addr, p.attempt + 1);
                     }
@@ -824,9 +838,15 @@ impl MembershipState {
             self.update_load(now);
         }
         for (sa, p) in &self.pending {
-            if now.duration_since(p.started) > AUTH_DEADLINE {
+            let limit = if p.incoming { INBOUND_AUTH_DEADLINE } else { AUTH_DEADLINE };
+            if now.duration_since(p.started) > limit {
                 if let Some(sess) = &p.session {
-                    warn!(peer = %p.addr, addr = %sa, "cluster peer did not authenticate in time; closing");
+                    // Incoming ones may be a flood of strangers: counted when they end, logged at debug here.
+                    if p.incoming {
+                        debug!(addr = %sa, "incoming cluster session did not authenticate in time; closing");
+                    } else {
+                        warn!(peer = %p.addr, addr = %sa, "cluster peer did not authenticate in time; closing");
+                    }
                     sess.stop(Some("auth deadline".into()));
                 }
             }
