@@ -1023,3 +1023,30 @@ fn a_stream_without_keyframes_is_reported() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Liveness checks the core: with the stream registry gone (stopped by a test hook, as a crash would), `/healthz`
+/// answers 503 within its 1 s deadline, so the kubelet restarts the pod; readiness is separate.
+#[test]
+fn liveness_fails_when_the_stream_registry_is_gone() {
+    let s = Strom::with_env(&[("STROM_TEST_HOOKS", "1")]);
+    assert_eq!(s.get("/healthz").status, 200);
+    let r = http_request(
+        s.http,
+        "POST /api/v1/test/kill-registry HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = Instant::now();
+    let r = s.get("/healthz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(t.elapsed() < Duration::from_millis(1500), "answered after {:?}", t.elapsed());
+    assert!(r.text().contains("registry"), "{}", r.text());
+    // Without the variable the hook does not exist.
+    let plain = Strom::start();
+    let r = http_request(
+        plain.http,
+        "POST /api/v1/test/kill-registry HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+}

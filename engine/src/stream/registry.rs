@@ -315,6 +315,8 @@ pub enum RegistryMsg {
     AttachCluster(Arc<dyn Ownership>),
     /// End every stream (node shutdown); replies when all were told.
     Shutdown(RpcReplyPort<usize>),
+    /// Liveness: answers at once with the number of streams (the liveness probe asks it).
+    Ping(RpcReplyPort<usize>),
 }
 
 impl ractor::Message for RegistryMsg {}
@@ -556,6 +558,9 @@ impl Actor for Registry {
                 }
                 let _ = reply.send(st.streams.len());
             }
+            RegistryMsg::Ping(reply) => {
+                let _ = reply.send(st.streams.len());
+            }
         }
         Ok(())
     }
@@ -674,6 +679,22 @@ impl HlsSource {
 }
 
 impl Streams {
+    /// The registry actor answers within `deadline` (the liveness probe): `Err` says what is wrong.
+    pub async fn alive(&self, deadline: Duration) -> Result<(), String> {
+        match self.registry.call(RegistryMsg::Ping, Some(deadline)).await {
+            Ok(ractor::rpc::CallResult::Success(_)) => Ok(()),
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                Err(format!("the stream registry did not answer within {deadline:?}"))
+            }
+            _ => Err("the stream registry is not running".into()),
+        }
+    }
+
+    /// Stops the registry actor, as a crash would (`STROM_TEST_HOOKS=1` only: the liveness test's hook).
+    pub fn kill_registry_for_test(&self) {
+        self.registry.stop(Some("killed by a test hook".into()));
+    }
+
     /// Starts the registry actor.
     pub async fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Streams, ActorProcessingErr> {
         let grace = config.reconnect_grace();

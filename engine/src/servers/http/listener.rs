@@ -154,8 +154,12 @@ async fn sniff(
         // Admitted past limits.max_connections for a probe only: answered here, then closed.
         let path = head[..].split(|b| *b == b' ').nth(1).unwrap_or_default();
         let ready = node.ready.load(Ordering::Relaxed) && !node.draining.load(Ordering::Relaxed);
+        let alive = path != b"/healthz" || node.streams.alive(super::LIVENESS_DEADLINE).await.is_ok();
         let answer: &[u8] = match path {
-            b"/healthz" => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+            b"/healthz" if alive => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+            b"/healthz" => {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot live\n"
+            }
             b"/readyz" if ready => b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nready\n",
             b"/readyz" => {
                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\nconnection: close\r\n\r\nnot ready\n"

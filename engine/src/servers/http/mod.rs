@@ -15,7 +15,7 @@
 //! | `GET /console/` | the web console (see [`console`]) |
 //! | `POST`/`DELETE /api/v1/streams/{app}/{name}/record`, `GET /api/v1/vod[/{id}]`, `DELETE /api/v1/vod/{id}`, `GET /vod/{id}/index.m3u8`, `GET /vod/{id}.mp4` | recordings and VOD (see [`vod`]); the application name `vod` is taken by these |
 //! | `GET /metrics` | Prometheus text format (with `http.metrics_listen` set: on that address only, see [`metrics_router`]) |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (listeners up, not draining) |
+//! | `GET /healthz`, `GET /readyz` | liveness (the stream registry answers within 1 s); readiness (listeners up, not draining) |
 //!
 //! Media and API responses carry CORS headers; playlists are not cached, segments are. Paths longer than
 //! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit, the
@@ -50,7 +50,7 @@ use crate::stream::StreamKey;
 /// Builds the router.
 pub fn router(node: Arc<NodeContext>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/streams", get(streams))
@@ -76,9 +76,38 @@ pub fn router(node: Arc<NodeContext>) -> Router {
         .route("/vod/{id}/{rendition}/{file}", get(vod::file))
         .route("/{app}/{file}", get(flv::serve))
         .route("/{app}/{name}/{file}", get(hls))
+        .merge(test_hooks())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn_with_state(node.clone(), edge))
         .with_state(node)
+}
+
+/// Hooks for tests that break the node on purpose, only with `STROM_TEST_HOOKS=1` in the environment (and, as
+/// mutating calls, the admin token): `POST /api/v1/test/kill-registry` stops the stream registry as a crash would.
+fn test_hooks() -> Router<Arc<NodeContext>> {
+    if !std::env::var("STROM_TEST_HOOKS").is_ok_and(|v| v == "1") {
+        return Router::new();
+    }
+    tracing::warn!("STROM_TEST_HOOKS=1: test hooks that break this node are enabled");
+    Router::new().route(
+        "/api/v1/test/kill-registry",
+        post(|State(node): State<Arc<NodeContext>>| async move {
+            node.streams.kill_registry_for_test();
+            "registry stopped\n"
+        }),
+    )
+}
+
+/// How long the liveness probe waits for the core actors.
+pub const LIVENESS_DEADLINE: Duration = Duration::from_secs(1);
+
+/// `GET /healthz`: 200 while the stream registry answers within [`LIVENESS_DEADLINE`]; 503 saying why otherwise,
+/// so the kubelet restarts a node whose core is gone.
+async fn healthz(State(node): State<Arc<NodeContext>>) -> Response {
+    match node.streams.alive(LIVENESS_DEADLINE).await {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 /// A request to play a live stream (`GET /APP/NAME/FILE`, `GET /APP/NAME.flv`) or a VOD asset (`GET /vod/...`,
@@ -327,7 +356,7 @@ fn render_metrics(node: &NodeContext) -> Response {
 pub fn metrics_router(node: Arc<NodeContext>) -> Router {
     Router::new()
         .route("/metrics", get(|State(node): State<Arc<NodeContext>>| async move { render_metrics(&node) }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(node)
