@@ -102,18 +102,7 @@ async fn accept_loop(
         };
         let Some(permit) = node.try_http_connection(addr.ip()) else { continue };
         let _ = stream.set_nodelay(true);
-        let open = node.metrics.connections_open.with_label_values(&["http"]);
-        open.inc();
-        let conn = GuardedStream {
-            inner: stream,
-            _permit: permit,
-            open,
-            write_timeout,
-            stalled: None,
-            prefix: Bytes::new(),
-            idle: None,
-            busy: Arc::default(),
-        };
+        let conn = GuardedStream::new(stream, permit, &node, "http", write_timeout);
         tokio::spawn(sniff(conn, addr, node.clone(), tx.clone(), shutdown.clone()));
     }
 }
@@ -366,6 +355,28 @@ impl Drop for GuardedStream {
 }
 
 impl GuardedStream {
+    /// An accepted connection of `listener` (`http`, `https`), counted in `strom_connections_open` while it lives.
+    fn new(
+        inner: TcpStream,
+        permit: ConnectionSlot,
+        node: &NodeContext,
+        listener: &str,
+        write_timeout: Duration,
+    ) -> GuardedStream {
+        let open = node.metrics.connections_open.with_label_values(&[listener]);
+        open.inc();
+        GuardedStream {
+            inner,
+            _permit: permit,
+            open,
+            write_timeout,
+            stalled: None,
+            prefix: Bytes::new(),
+            idle: None,
+            busy: Arc::default(),
+        }
+    }
+
     /// Bytes moved: the silence starts again.
     fn active(&mut self) {
         if let Some((limit, timer)) = self.idle.as_mut() {
@@ -496,18 +507,8 @@ pub async fn serve_tls(
         };
         let Some(permit) = node.try_connection(addr.ip(), "https") else { continue };
         let _ = stream.set_nodelay(true);
-        let open = node.metrics.connections_open.with_label_values(&["https"]);
-        open.inc();
-        let conn = GuardedStream {
-            inner: stream,
-            _permit: permit,
-            open,
-            write_timeout,
-            stalled: None,
-            prefix: Bytes::new(),
-            idle: Some((idle, Box::pin(tokio::time::sleep(idle)))),
-            busy: Arc::default(),
-        };
+        let mut conn = GuardedStream::new(stream, permit, &node, "https", write_timeout);
+        conn.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
         let busy = conn.busy.clone();
         let app = app.clone().layer(axum::Extension(super::PeerAddr(addr)));
         let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app), busy };
