@@ -267,9 +267,12 @@ impl ExportState {
             if let Some(Response::Claim { node, live: true, since_ms }) =
                 call(&other, &Request::Claim, Duration::from_secs(1)).await
             {
-                let live_here = self.args.handle.info().await.is_some_and(|i| i.state == "live");
-                if !live_here {
+                // A stream actor too busy to answer says nothing about where the publisher is: decide at the next
+                // check rather than hand a live stream over.
+                let Some(here) = self.args.handle.info().await else { continue };
+                if here.state != "live" {
                     info!(stream = %key, owner = %node, "the publisher moved to another node; handing the stream over");
+                    self.args.cluster.metrics.ownership_conflicts.with_label_values(&["handed_over"]).inc();
                     self.args.handle.evict(&format!("moved to node {node}"));
                     myself.stop(Some("handed over".into()));
                     return;
