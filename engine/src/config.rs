@@ -631,6 +631,14 @@ pub struct ClusterConfig {
     pub relay_idle_secs: f64,
     /// Milliseconds a new publish waits for a racing claim on another node to become visible.
     pub claim_settle_ms: u64,
+    /// Node-to-node TLS: this node's certificate chain (PEM), issued by the cluster CA. With `tls_key_file` and
+    /// `tls_ca_file` set, every cluster connection, in and out, is mutual TLS and plaintext peers are refused.
+    /// Re-read when the files change (cert-manager rotation).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Node-to-node TLS: this node's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Node-to-node TLS: the cluster CA (PEM); a peer must present a certificate it issued.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// When the ABR ladder runs.
@@ -869,6 +877,9 @@ impl Default for ClusterConfig {
             relay_window_bytes: 4 << 20,
             relay_idle_secs: 10.0,
             claim_settle_ms: 150,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -1254,6 +1265,14 @@ impl Config {
         if self.cluster.claim_settle_ms > 10_000 {
             return err("cluster.claim_settle_ms", "must be at most 10000");
         }
+        let c = &self.cluster;
+        let tls = [c.tls_cert_file.is_some(), c.tls_key_file.is_some(), c.tls_ca_file.is_some()];
+        if tls.contains(&true) && tls.contains(&false) {
+            return err(
+                "cluster.tls_cert_file",
+                "node-to-node TLS needs all three of cluster.tls_cert_file, cluster.tls_key_file and cluster.tls_ca_file",
+            );
+        }
         for s in &self.cluster.seeds {
             if s.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
                 return err("cluster.seeds", &format!("`{s}` is not host:port"));
@@ -1322,6 +1341,9 @@ fn optional_key(full: &str) -> bool {
             | "hooks.on_stop"
             | "hooks.on_record_done"
             | "cluster.cookie_file"
+            | "cluster.tls_cert_file"
+            | "cluster.tls_key_file"
+            | "cluster.tls_ca_file"
             | "storage.url"
     )
 }
