@@ -7,7 +7,8 @@
 //! Each layer depends only on the ones before it (`nodes/scripts/layers.sh` checks this in CI):
 //!
 //! 1. [`formats`]: what bytes mean: frames, FLV, AVC, AAC, RTMP chunks, MPEG-TS, playlists, stream keys (pure,
-//!    fuzzed). With the plumbing: [`config`], [`metrics`], [`clock`], [`shutdown`], [`bufqueue`].
+//!    fuzzed). With the plumbing: [`config`], [`metrics`], [`clock`], [`shutdown`], [`bufqueue`], [`tls`]
+//!    (certificates reloaded from their files, for RTMPS/HTTPS and node-to-node TLS).
 //! 2. [`stream`], the core: the stream actor, its segmenter, the registry ([`stream::Streams`], the one lookup
 //!    API) and player fan-out. It calls out only through the traits in [`stream::ports`].
 //! 3. [`cluster`]: membership, cluster-wide ownership, relays and HLS from any node (ractor_cluster); it
@@ -38,6 +39,7 @@ pub mod servers;
 pub mod shutdown;
 pub mod storage;
 pub mod stream;
+pub mod tls;
 pub mod transcode;
 
 pub use config::Config;

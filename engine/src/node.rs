@@ -212,7 +212,7 @@ impl Node {
                 (Some(c), Some(k)) => (c, k),
                 _ => return Err(NodeError::Tls("tls.cert_file and tls.key_file are needed".into())),
             };
-            let certs = crate::servers::tls::Certificates::load(cert, key).map_err(NodeError::Tls)?;
+            let certs = crate::tls::Certificates::load(cert, key).map_err(NodeError::Tls)?;
             tasks.push(certs.watch());
             if let Some(addr) = config.rtmps.listen {
                 let l = listen(addr, send_buffer).map_err(|source| NodeError::Bind {

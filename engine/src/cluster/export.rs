@@ -225,7 +225,7 @@ async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64
         // Asked of the node agent and of a ladder's export, not of a stream's owner.
         Request::StartEncoder { .. } => Response::Started(false),
         Request::Master { .. } => Response::Master(None),
-        Request::Vod(_) | Request::Job(_) => {
+        Request::Vod(_) | Request::Job(_) | Request::Peers => {
             Response::Api { status: 404, body: Bytes::from_static(b"{\"error\":\"not here\"}") }
         }
     }

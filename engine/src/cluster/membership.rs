@@ -15,6 +15,10 @@
 //!
 //! A peer presenting the wrong cookie fails ractor_cluster's challenge; its session ends unauthenticated, which is
 //! logged here with the address.
+//!
+//! With node-to-node TLS (`cluster.tls_*`), the cluster port is served by [`super::transport`] (mutual TLS, each
+//! handshake in its own task under a deadline) and ractor_cluster runs in isolated mode: membership asks each peer
+//! for its peers ([`Request::Peers`]) every [`DISCOVER_EVERY`] and dials the ones it does not know, over TLS.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,7 +28,9 @@ use std::time::{Duration, Instant};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use ractor::{pg, Actor, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage,
+};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
@@ -34,6 +40,7 @@ use crate::config::{ClusterConfig, Config};
 use crate::metrics::Metrics;
 use crate::stream::segmenter::HlsPosition;
 use crate::stream::StreamKey;
+use crate::tls::ClusterTls;
 use bytes::Bytes;
 
 /// Largest inbound cluster frame. Relay batches stay far below it (a frame is at most `rtmp.max_message_size`,
@@ -46,6 +53,9 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(3);
 /// An incoming session must authenticate within this: a silent socket, or one announcing a huge frame before
 /// the cookie exchange, is closed (and counted) instead of holding a session actor.
 const INBOUND_AUTH_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// With node-to-node TLS: how often each peer is asked for its peers.
+const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5000))
@@ -186,6 +196,8 @@ pub struct Cluster {
     membership: ActorRef<MembershipMsg>,
     agent: ActorRef<RemoteMsg>,
     shared: Arc<Shared>,
+    /// The cluster port's accept loop with node-to-node TLS (see [`super::transport`]).
+    tls_listener: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -241,24 +253,62 @@ impl Cluster {
         let c = &config.cluster;
         let node = config.node_name.clone();
         let advertise_host = if c.advertise.is_empty() { node.clone() } else { c.advertise.clone() };
-        let listen = c.listen;
-        // Bind first so a busy port is a clear error (ractor's listener would only log it).
-        drop(
-            std::net::TcpListener::bind(listen)
-                .map_err(|e| ClusterError(format!("cannot listen on {listen} (cluster.listen): {e}")))?,
-        );
-        let server = NodeServer::new(
-            listen.port(),
-            cookie,
-            node.clone(),
-            advertise_host.clone(),
-            None,
-            Some(NodeConnectionMode::Transitive),
-        )
-        .with_listen_addr(listen.ip())
-        .with_max_inbound_frame_size(MAX_FRAME);
-        let (node_server, _) =
-            Actor::spawn(None, server, ()).await.map_err(|e| ClusterError(format!("node server: {e}")))?;
+        let mut listen = c.listen;
+        let tls = match (&c.tls_cert_file, &c.tls_key_file, &c.tls_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let (tls, certs) = ClusterTls::load(cert, key, ca).map_err(ClusterError)?;
+                certs.watch();
+                Some(tls)
+            }
+            _ => None,
+        };
+        let cm = ClusterMetrics::new(metrics);
+        let (node_server, tls_listener) = if let Some(tls) = &tls {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| ClusterError(format!("cannot listen on {listen} (cluster.listen): {e}")))?;
+            if let Ok(a) = listener.local_addr() {
+                listen = a;
+            }
+            // ractor_cluster always runs a listener of its own: a dead end on loopback behind the same mutual TLS
+            // (see `transport`). Peers learn this node's real port from the connection string set below.
+            let server = NodeServer::new(
+                0,
+                cookie,
+                node.clone(),
+                advertise_host.clone(),
+                Some(IncomingEncryptionMode::Tls(tls.acceptor())),
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
+            .with_max_inbound_frame_size(MAX_FRAME);
+            let (ns, _) =
+                Actor::spawn(None, server, ()).await.map_err(|e| ClusterError(format!("node server: {e}")))?;
+            ns.cast(NodeServerMessage::PortChanged { port: listen.port() })
+                .map_err(|e| ClusterError(format!("node server: {e}")))?;
+            let failures = cm.auth_failures.with_label_values(&["in"]);
+            let task = tokio::spawn(super::transport::serve(listener, tls.acceptor(), ns.clone(), failures));
+            (ns, Some(task))
+        } else {
+            // Bind first so a busy port is a clear error (ractor's listener would only log it).
+            drop(
+                std::net::TcpListener::bind(listen)
+                    .map_err(|e| ClusterError(format!("cannot listen on {listen} (cluster.listen): {e}")))?,
+            );
+            let server = NodeServer::new(
+                listen.port(),
+                cookie,
+                node.clone(),
+                advertise_host.clone(),
+                None,
+                Some(NodeConnectionMode::Transitive),
+            )
+            .with_listen_addr(listen.ip())
+            .with_max_inbound_frame_size(MAX_FRAME);
+            let (ns, _) =
+                Actor::spawn(None, server, ()).await.map_err(|e| ClusterError(format!("node server: {e}")))?;
+            (ns, None)
+        };
         let shared = Arc::new(Shared {
             peers: Mutex::new(BTreeMap::new()),
             load: Mutex::new(Load::default()),
@@ -268,7 +318,6 @@ impl Cluster {
             vod_host: std::sync::OnceLock::new(),
             job_host: std::sync::OnceLock::new(),
         });
-        let cm = ClusterMetrics::new(metrics);
         let (agent, _) = Actor::spawn(None, NodeAgent, AgentArgs { node: node.clone(), shared: shared.clone() })
             .await
             .map_err(|e| ClusterError(format!("node agent: {e}")))?;
@@ -284,11 +333,12 @@ impl Cluster {
                 shared: shared.clone(),
                 metrics: cm.clone(),
                 load,
+                tls: tls.as_ref().map(|t| t.connector()),
             },
         )
         .await
         .map_err(|e| ClusterError(format!("membership: {e}")))?;
-        info!(node = %node, listen = %listen, advertise = %advertise, seeds = ?c.seeds, dns = %c.dns, "cluster node started");
+        info!(node = %node, listen = %listen, advertise = %advertise, seeds = ?c.seeds, dns = %c.dns, tls = tls.is_some(), "cluster node started");
         Ok(Arc::new(Cluster {
             node,
             metrics: cm,
@@ -300,6 +350,7 @@ impl Cluster {
             membership,
             agent,
             shared,
+            tls_listener,
         }))
     }
 
@@ -407,6 +458,9 @@ impl Cluster {
         self.membership.stop(None);
         self.agent.stop(None);
         self.node_server.stop(None);
+        if let Some(t) = &self.tls_listener {
+            t.abort();
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -501,6 +555,12 @@ impl Actor for NodeAgent {
                         let _ = reply.send(Response::Api { status: 404, body }.encode());
                     }
                 },
+                Ok(Request::Peers) => {
+                    let addresses: Vec<String> =
+                        lock(&st.shared.peers).values().map(|p| p.address.clone()).filter(|a| !a.is_empty()).collect();
+                    let body = Bytes::from(serde_json::to_vec(&addresses).unwrap_or_default());
+                    let _ = reply.send(Response::Api { status: 200, body }.encode());
+                }
                 Ok(other) => debug!(request = ?other, "node agent: unexpected request"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed request"),
             }
@@ -569,6 +629,8 @@ pub struct MembershipArgs {
     shared: Arc<Shared>,
     metrics: ClusterMetrics,
     load: Box<dyn Fn() -> Load + Send + Sync>,
+    /// Node-to-node TLS: dial with this (see [`super::transport`]).
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 struct Peer {
@@ -604,6 +666,8 @@ pub struct MembershipState {
     last_load: Instant,
     /// When an incoming session's authentication failure was last logged (Unix ms).
     auth_failure_logged_ms: u64,
+    /// With node-to-node TLS: when peers were last asked for their peers.
+    last_discover: Instant,
 }
 
 /// The membership actor (see the module docs).
@@ -646,6 +710,7 @@ impl Actor for Membership {
             nonce: 0,
             last_load: Instant::now(),
             auth_failure_logged_ms: 0,
+            last_discover: Instant::now(),
         };
         // Measured now, before any peer can ask: the first heartbeats carry this node's load (its free ladder
         // slots), not an empty one that keeps a node that just joined out of ladder placement.
@@ -667,8 +732,10 @@ impl Actor for Membership {
                 let ns = st.args.node_server.clone();
                 let me = myself.clone();
                 let known = st.known.clone();
+                let tls = st.args.tls.clone();
+                let failures = st.args.metrics.auth_failures.with_label_values(&["out"]);
                 tokio::spawn(async move {
-                    let res = dial(&ns, &addr, &known).await;
+                    let res = dial(&ns, &addr, &known, tls.as_ref(), &failures).await;
                     let _ = me.cast(MembershipMsg::DialResult(addr, attempt, res));
                 });
             }
@@ -730,6 +797,9 @@ impl Actor for Membership {
                     },
                 );
                 st.publish();
+                if st.args.tls.is_some() {
+                    st.discover(&myself);
+                }
             }
             MembershipMsg::Disconnected(s) => {
                 if let Some(p) = st.peers.remove(&s.node_id) {
@@ -837,6 +907,9 @@ impl MembershipState {
         if now.duration_since(self.last_load) >= Duration::from_secs(1) {
             self.update_load(now);
         }
+        if self.args.tls.is_some() && now.duration_since(self.last_discover) >= DISCOVER_EVERY {
+            self.discover(myself);
+        }
         for (sa, p) in &self.pending {
             let limit = if p.incoming { INBOUND_AUTH_DEADLINE } else { AUTH_DEADLINE };
             if now.duration_since(p.started) > limit {
@@ -897,6 +970,26 @@ impl MembershipState {
         }
     }
 
+    /// Asks every peer for its peers and dials the ones not known yet (node-to-node TLS: see the module docs).
+    fn discover(&mut self, myself: &ActorRef<MembershipMsg>) {
+        self.last_discover = Instant::now();
+        let advertise = self.args.advertise.clone();
+        for agent in super::remote_members(NODE_GROUP) {
+            let (me, advertise) = (myself.clone(), advertise.clone());
+            tokio::spawn(async move {
+                if let Some(Response::Api { status: 200, body }) =
+                    call(&agent, &Request::Peers, Duration::from_secs(2)).await
+                {
+                    for addr in serde_json::from_slice::<Vec<String>>(&body).unwrap_or_default() {
+                        if addr != advertise {
+                            let _ = me.cast(MembershipMsg::Dial(addr, 0));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     fn update_load(&mut self, now: Instant) {
         let mut load = (self.args.load)();
         load.cpu = (load.cpu * 100.0).round() / 100.0;
@@ -940,6 +1033,8 @@ async fn dial(
     ns: &ActorRef<NodeServerMessage>,
     addr: &str,
     known: &Mutex<HashMap<SocketAddr, String>>,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    failures: &prometheus::IntCounter,
 ) -> Result<SocketAddr, DialError> {
     let failed = |e: String| DialError::Failed(e);
     let sa = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr))
@@ -950,6 +1045,9 @@ async fn dial(
         .ok_or_else(|| failed("resolve: no address".into()))?;
     if lock(known).contains_key(&sa) {
         return Err(DialError::Known);
+    }
+    if let Some(tls) = tls {
+        return super::transport::dial(ns, tls, sa, CONNECT_TIMEOUT, failures).await.map(|()| sa).map_err(failed);
     }
     match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(ns, sa)).await {
         Err(_) => Err(failed("connect timeout".into())),

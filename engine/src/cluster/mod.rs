@@ -30,6 +30,7 @@ pub mod hls;
 pub mod membership;
 pub mod ownership;
 pub mod relay;
+pub mod transport;
 pub mod wire;
 
 use std::sync::Arc;

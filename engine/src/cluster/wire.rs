@@ -200,6 +200,10 @@ pub enum Request {
     /// To a stream's owner: disconnect the publisher and end the stream now (the API's
     /// `DELETE /api/v1/streams/{app}/{name}/publisher`): [`Response::Api`], 200 or 404.
     Disconnect,
+    /// To a node agent: the addresses (`host:port`) of the peers it is connected to, as [`Response::Api`] with a
+    /// JSON array. With node-to-node TLS, membership finds the rest of the cluster this way (ractor_cluster's
+    /// transitive mode would dial in plain TCP).
+    Peers,
 }
 
 /// What [`Request::Job`] asks: a job's node sends chunks to workers; a worker reads the job's source from it and,
@@ -534,6 +538,7 @@ impl Request {
             Request::Job(JobRequest::List) => "job_list",
             Request::Job(JobRequest::Action { .. }) => "job_action",
             Request::Disconnect => "disconnect",
+            Request::Peers => "peers",
         }
     }
 
@@ -653,6 +658,7 @@ impl Request {
                 o
             }
             Request::Disconnect => header(10, 0),
+            Request::Peers => header(11, 0),
         }
     }
 
@@ -698,6 +704,7 @@ impl Request {
                 _ => return Err(WireError { what: "job op", offset: 2 }),
             }),
             10 => Request::Disconnect,
+            11 => Request::Peers,
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -982,6 +989,7 @@ mod tests {
             Request::Segment { name: "seg-3.ts".into(), offset: 10, max: 1 << 20 },
             Request::Info,
             Request::Disconnect,
+            Request::Peers,
             Request::StartEncoder { key: "live/a".into(), owner: "strom-2".into() },
             Request::Master { wait_ms: 900 },
             Request::Vod(VodRequest::Record { key: "live/a".into(), on: true }),

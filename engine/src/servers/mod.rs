@@ -9,7 +9,6 @@
 pub mod hooks;
 pub mod http;
 pub mod rtmp;
-pub mod tls;
 
 use std::net::IpAddr;
 use std::path::Path;
