@@ -411,6 +411,9 @@ pub struct LimitsConfig {
     /// Streams this node carries at most (published here, relayed from other nodes, ladder rungs); the next
     /// publish is refused with a clear error, the next relay is not made (its players get 404). 0: no limit.
     pub max_streams: usize,
+    /// Resident memory (MiB) above which new streams are refused and readiness goes false (see
+    /// `strom_engine::memory`). 0: 85 % of the container's memory limit (cgroup), off without one.
+    pub memory_budget_mb: u64,
     /// CPU cores this node may use (its container's CPU limit): the CPU side of `strom_load_ratio`.
     pub capacity_cores: f64,
     /// Egress this node is sized for, in Mb/s: the network side of `strom_load_ratio`.
@@ -981,6 +984,7 @@ impl Default for LimitsConfig {
             max_connections: 20_000,
             max_connections_per_ip: 1000,
             max_streams: 1000,
+            memory_budget_mb: 0,
             capacity_cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
             capacity_egress_mbps: 1000.0,
         }

@@ -8,7 +8,8 @@
 //!
 //! 1. [`formats`]: what bytes mean: frames, FLV, AVC, AAC, RTMP chunks, MPEG-TS, playlists, stream keys (pure,
 //!    fuzzed). With the plumbing: [`config`], [`metrics`], [`clock`], [`shutdown`], [`bufqueue`], [`tls`]
-//!    (certificates reloaded from their files, for RTMPS/HTTPS and node-to-node TLS).
+//!    (certificates reloaded from their files, for RTMPS/HTTPS and node-to-node TLS), [`memory`] (the node's
+//!    memory budget).
 //! 2. [`stream`], the core: the stream actor, its segmenter, the registry ([`stream::Streams`], the one lookup
 //!    API) and player fan-out. It calls out only through the traits in [`stream::ports`].
 //! 3. [`cluster`]: membership, cluster-wide ownership, relays and HLS from any node (ractor_cluster); it
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod formats;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod servers;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub streams_active: IntGauge,
     /// Connected publishers.
     pub publishers: IntGauge,
+    /// The node's memory budget in bytes (0: off; see `crate::memory`).
+    pub memory_budget: IntGauge,
     /// Connected players by protocol (HLS: estimated from playlist polling).
     pub viewers: IntGaugeVec,
     /// Bytes of media received from publishers.
@@ -75,6 +77,10 @@ impl Metrics {
         let m = Metrics {
             streams_active: gauge("strom_streams_active", "Live streams on this node."),
             publishers: gauge("strom_publishers", "Connected publishers."),
+            memory_budget: gauge(
+                "strom_memory_budget_bytes",
+                "Resident memory above which new streams are refused and readiness is false (0: no budget).",
+            ),
             viewers: gauge_vec("strom_viewers", "Connected players by protocol (HLS estimated).", &["protocol"]),
             ingest_bytes: counter("strom_ingest_bytes_total", "Media bytes received from publishers."),
             egress_bytes: counter_vec("strom_egress_bytes_total", "Bytes sent to players.", &["protocol"]),

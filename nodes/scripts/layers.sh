@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../engine/src"
 
-plumbing="bufqueue clock config metrics shutdown tls"
+plumbing="bufqueue clock config memory metrics shutdown tls"
 declare -A allowed=(
     [formats]=""
-    [bufqueue]="" [clock]="" [metrics]="" [shutdown]="" [tls]=""
+    [bufqueue]="" [clock]="" [metrics]="" [shutdown]="" [tls]="" [memory]="metrics"
     [config]="formats"
     [stream]="formats $plumbing"
     [cluster]="stream formats $plumbing"

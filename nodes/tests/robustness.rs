@@ -946,6 +946,28 @@ fn the_stream_one_past_max_streams_is_refused() {
     drop(b);
 }
 
+/// Over its memory budget (`limits.memory_budget_mb`, here 1 MiB, so the node is over it from the start), a node
+/// refuses new streams with a clear error and is not ready, while liveness stays 200 (the kubelet must not kill a
+/// node for carrying what it has).
+#[test]
+fn over_the_memory_budget_new_streams_are_refused_and_readiness_is_false() {
+    let s = Strom::with_env(&[("STROM_LIMITS_MEMORY_BUDGET_MB", "1")]);
+    assert_eq!(s.metric("strom_memory_budget_bytes"), 1048576.0);
+    let mut c = connected(&s);
+    let err = c.publish("heavy").unwrap_err();
+    assert!(err.contains("NetStream.Publish.Failed"), "{err}");
+    assert_eq!(rejected(&s, "memory_budget"), 1.0);
+    let said = log_lines(&s, &["stream refused: over the memory budget"]);
+    assert_eq!(said.len(), 1, "{}", s.log_text());
+    assert!(said[0].contains("budget_mib=1"), "{}", said[0]);
+    let r = s.get("/readyz");
+    assert!(r.status == 503 && r.text().contains("over the memory budget"), "{} {}", r.status, r.text());
+    assert_eq!(s.get("/healthz").status, 200);
+    // A node without a budget (no cgroup limit here, or 85 % of it) takes the same publish.
+    let roomy = Strom::with_env(&[("STROM_LIMITS_MEMORY_BUDGET_MB", "65536")]);
+    connected(&roomy).publish("heavy").expect("under the budget");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // GOP policy
 // ---------------------------------------------------------------------------------------------------------------

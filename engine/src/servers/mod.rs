@@ -118,6 +118,19 @@ impl ConnectionSlot {
 }
 
 impl NodeContext {
+    /// Readiness: `Err(why)` while starting, draining or over the memory budget.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            Err("not ready: starting\n")
+        } else if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Err("not ready: draining\n")
+        } else if self.streams.memory().over() {
+            Err("not ready: over the memory budget (limits.memory_budget_mb)\n")
+        } else {
+            Ok(())
+        }
+    }
+
     /// This node's load as it shares it with the cluster (with its ladders).
     pub fn own_load(&self) -> crate::cluster::wire::Load {
         let mut l = self.load.get();

@@ -24,6 +24,7 @@ use super::segmenter::{Blocking, HlsReader};
 use crate::config::Config;
 use crate::formats::MediaFrame;
 use crate::formats::StreamKey;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 
 /// How long an RPC to a stream actor may take before the caller gives up.
@@ -44,6 +45,14 @@ pub enum PublishError {
     /// The node carries `limits.max_streams` streams already.
     #[error("this node carries its maximum of {0} streams (limits.max_streams)")]
     TooManyStreams(usize),
+    /// The node is over its memory budget (`limits.memory_budget_mb`).
+    #[error("this node is over its memory budget ({rss_mib} MiB resident of {budget_mib} MiB); try another node")]
+    OverMemoryBudget {
+        /// Resident memory, MiB.
+        rss_mib: u64,
+        /// The budget, MiB.
+        budget_mib: u64,
+    },
     /// An internal failure (actor gone).
     #[error("internal error: {0}")]
     Internal(String),
@@ -334,6 +343,8 @@ pub struct RegistryArgs {
     pub index: Index,
     /// The DVR store, shared with [`Streams`] and every handle.
     pub dvr: DvrSlot,
+    /// The node's memory budget, shared with [`Streams`].
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// Every stream of this node by key: written only by the registry actor (in step with its own map), read by
@@ -364,6 +375,7 @@ pub struct RegistryState {
     streams: HashMap<StreamKey, Entry>,
     index: Index,
     dvr: DvrSlot,
+    memory: Arc<MemoryBudget>,
     shutting_down: bool,
 }
 
@@ -374,13 +386,20 @@ impl RegistryState {
         self.streams.insert(key, entry);
     }
 
-    /// A new stream would pass `limits.max_streams` (relays and ladder rungs count too).
+    /// A new stream would pass `limits.max_streams` (relays and ladder rungs count too), or the node is over its
+    /// memory budget.
     fn full(&self, key: &StreamKey) -> Result<(), PublishError> {
         let max = self.config.limits.max_streams;
         if max > 0 && self.streams.len() >= max {
             self.metrics.connections_rejected.with_label_values(&["max_streams"]).inc();
             warn!(stream = %key, max, "stream refused: limits.max_streams reached");
             return Err(PublishError::TooManyStreams(max));
+        }
+        if self.memory.over() {
+            self.metrics.connections_rejected.with_label_values(&["memory_budget"]).inc();
+            let (rss_mib, budget_mib) = (self.memory.rss() >> 20, self.memory.limit() >> 20);
+            warn!(stream = %key, rss_mib, budget_mib, "stream refused: over the memory budget");
+            return Err(PublishError::OverMemoryBudget { rss_mib, budget_mib });
         }
         Ok(())
     }
@@ -517,6 +536,7 @@ impl Actor for Registry {
             streams: HashMap::new(),
             index: args.index,
             dvr: args.dvr,
+            memory: args.memory,
             shutting_down: false,
         })
     }
@@ -606,6 +626,7 @@ pub struct Streams {
     grace: Duration,
     ownership: Arc<std::sync::OnceLock<Arc<dyn Ownership>>>,
     dvr: DvrSlot,
+    memory: Arc<MemoryBudget>,
 }
 
 /// Where a stream's HLS comes from: this node's segmenter, or another node's over the cluster.
@@ -700,9 +721,16 @@ impl Streams {
         let grace = config.reconnect_grace();
         let index = Index::default();
         let dvr = DvrSlot::default();
-        let args = RegistryArgs { config, metrics, index: index.clone(), dvr: dvr.clone() };
+        let memory = Arc::new(MemoryBudget::new(config.limits.memory_budget_mb));
+        metrics.memory_budget.set(memory.limit() as i64);
+        let args = RegistryArgs { config, metrics, index: index.clone(), dvr: dvr.clone(), memory: memory.clone() };
         let (registry, _) = Actor::spawn(None, Registry, args).await?;
-        Ok(Streams { registry, index, grace, ownership: Arc::new(std::sync::OnceLock::new()), dvr })
+        Ok(Streams { registry, index, grace, ownership: Arc::new(std::sync::OnceLock::new()), dvr, memory })
+    }
+
+    /// The node's memory budget (for readiness and the API).
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
     }
 
     /// Serves the segments of DVR windows that the segmenters no longer hold (called once, by the node).

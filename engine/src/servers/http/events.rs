@@ -147,7 +147,7 @@ fn nodes(node: &NodeContext) -> Value {
         "self": true,
         "address": node.cluster.as_ref().and_then(|c| c.status().advertise).unwrap_or_else(|| node.http_addr.to_string()),
         "state": "up",
-        "ready": node.ready.load(Ordering::Relaxed) && !draining,
+        "ready": node.readiness().is_ok(),
         "draining": draining,
         "rtt_ms": null,
         "connected_secs": null,

@@ -142,7 +142,7 @@ async fn sniff(
     if conn._permit.probe_only {
         // Admitted past limits.max_connections for a probe only: answered here, then closed.
         let path = head[..].split(|b| *b == b' ').nth(1).unwrap_or_default();
-        let ready = node.ready.load(Ordering::Relaxed) && !node.draining.load(Ordering::Relaxed);
+        let ready = node.readiness().is_ok();
         let alive = path != b"/healthz" || node.streams.alive(super::LIVENESS_DEADLINE).await.is_ok();
         let answer: &[u8] = match path {
             b"/healthz" if alive => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",

@@ -29,7 +29,6 @@ pub mod upload;
 pub mod vod;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -333,10 +332,9 @@ async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) ->
 }
 
 async fn readyz(State(node): State<Arc<NodeContext>>) -> Response {
-    if node.ready.load(Ordering::Relaxed) && !node.draining.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match node.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 
