@@ -76,6 +76,8 @@ pub struct Playlist {
     window: usize,
     retained: usize,
     target: u64,
+    /// The configured target duration (the least `target` may be).
+    min_target: u64,
     segments: VecDeque<Segment>,
     /// Discontinuities (on segments) that left the playlist window.
     discontinuity_sequence: u64,
@@ -97,6 +99,7 @@ impl Playlist {
             window: window.max(1),
             retained,
             target: min_target,
+            min_target,
             segments: VecDeque::new(),
             discontinuity_sequence: 0,
             ended: false,
@@ -144,11 +147,22 @@ impl Playlist {
         }
     }
 
-    /// Appends a finished segment (closing the open one) and slides the window.
+    /// Appends a finished segment (closing the open one), slides the window and recomputes the target duration.
     pub fn push(&mut self, seg: Segment) {
         self.open = None;
-        self.target = self.target.max(seg.duration.round().max(1.0) as u64);
         self.segments.push_back(seg);
+        self.slide();
+        // The longest listed segment, rounded, and at least the configured target: what players rely on (RFC 8216
+        // 4.3.3.1: every EXTINF, rounded, at most the target). Recomputed from the listed segments, as nginx-rtmp
+        // and MediaMTX do, so one long GOP does not slow every player's reloads (and lengthen its hold-back) for
+        // the rest of the stream; the draft's "MUST NOT change" is broken either way once a segment outgrows the
+        // configured target.
+        let start = self.segments.len().saturating_sub(self.listed_max());
+        let longest = self.segments.iter().skip(start).map(|s| s.duration.round().max(1.0) as u64).max();
+        self.target = self.min_target.max(longest.unwrap_or(0));
+    }
+
+    fn slide(&mut self) {
         let held = self.window + self.retained;
         if self.dvr_secs <= 0.0 {
             while self.segments.len() > held {
@@ -769,16 +783,20 @@ mod tests {
     }
 
     #[test]
-    fn target_duration_covers_rounded_extinf_and_never_shrinks() {
-        let mut p = Playlist::new(3, 0, 2.0);
+    fn target_duration_covers_rounded_extinf_of_the_listed_segments() {
+        let mut p = Playlist::new(3, 2, 2.0);
         p.push(seg(0, 2.4, false));
         assert_eq!(p.target_duration(), 2);
         p.push(seg(1, 4.6, false));
         assert_eq!(p.target_duration(), 5);
-        for i in 2..6 {
+        for i in 2..4 {
             p.push(seg(i, 2.0, false));
+            assert_eq!(p.target_duration(), 5, "segment 1 is still listed");
         }
-        assert_eq!(p.target_duration(), 5);
+        // Segment 1 left the listed window (it is only retained): back to the configured target, never below it.
+        p.push(seg(4, 1.2, false));
+        assert_eq!(p.target_duration(), 2);
+        assert!(p.render().unwrap().contains("#EXT-X-TARGETDURATION:2\n"));
         p.set_ended(true);
         assert!(p.render().unwrap().ends_with("#EXT-X-ENDLIST\n"));
     }
