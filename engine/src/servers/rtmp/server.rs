@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{RtmpMessage, UserControlEventType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use rml_rtmp::time::RtmpTimestamp;
@@ -23,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::chunk_guard::{ChunkGuard, GuardLimits, GuardViolation};
+use super::handshake::{ServerHandshake, Step};
 use super::hub;
 use crate::bufqueue::BufQueue;
 use crate::config::secs;
@@ -37,8 +37,6 @@ use prometheus::IntCounter;
 
 /// The largest message a connection may send before it publishes (commands are far smaller; media comes after).
 const PRE_PUBLISH_MAX_MESSAGE: u32 = 64 * 1024;
-/// Largest handshake input accepted (C0+C1+C2 are 3073 bytes; anything beyond is the session's).
-const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 /// Read buffer of a publishing connection.
 const PUBLISHER_READ_BUFFER: usize = 64 * 1024;
 /// Read buffer of a playing connection (it only receives acks and pings).
@@ -741,32 +739,24 @@ async fn write_queue(wr: &mut OwnedWriteHalf, mut q: BufQueue, stall: Duration) 
     Ok(())
 }
 
-/// Runs the server side of the RTMP handshake; returns the bytes received after it.
+/// Runs the server side of the RTMP handshake ([`ServerHandshake`]); returns the bytes received after it.
 async fn handshake(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> Result<Vec<u8>, ConnError> {
-    let mut hs = Handshake::new(PeerType::Server);
+    let mut hs = ServerHandshake::new();
     let mut buf = vec![0u8; 8192];
-    let mut total = 0usize;
     loop {
         let n = rd.read(&mut buf).await.map_err(io("handshaking"))?;
         if n == 0 {
             return Err(ConnError::Handshake("peer closed during handshake".into()));
         }
-        total += n;
-        if total > MAX_HANDSHAKE_BYTES {
-            return Err(ConnError::Handshake(format!("more than {MAX_HANDSHAKE_BYTES} bytes without completing")));
+        let (reply, rest) = match hs.feed(&buf[..n]).map_err(|e| ConnError::Handshake(e.0))? {
+            Step::Continue { reply } => (reply, None),
+            Step::Done { reply, rest } => (reply, Some(rest)),
+        };
+        if !reply.is_empty() {
+            wr.write_all(&reply).await.map_err(io("handshaking"))?;
         }
-        match hs.process_bytes(&buf[..n]).map_err(|e| ConnError::Handshake(format!("{e:?}")))? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                if !response_bytes.is_empty() {
-                    wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
-                }
-            }
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                if !response_bytes.is_empty() {
-                    wr.write_all(&response_bytes).await.map_err(io("handshaking"))?;
-                }
-                return Ok(remaining_bytes);
-            }
+        if let Some(rest) = rest {
+            return Ok(rest);
         }
     }
 }
