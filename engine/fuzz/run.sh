@@ -25,7 +25,7 @@ if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
     echo "usage: $0 [seconds-per-target] [target...]" >&2
     exit 2
 fi
-all_targets=(flv_tags avc aac amf0 ts_muxer chunk_guard rtmp_session cluster_wire http_sniff cmaf vod_names playlist_text play_token)
+all_targets=(flv_tags avc aac amf0 ts_muxer chunk_guard rtmp_session rtmp_handshake cluster_wire http_sniff cmaf hls_timestamps vod_names playlist_text play_token)
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 elif [ -n "${FUZZ_TARGETS:-}" ]; then

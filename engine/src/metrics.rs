@@ -28,6 +28,8 @@ pub struct Metrics {
     pub streams_active: IntGauge,
     /// Connected publishers.
     pub publishers: IntGauge,
+    /// Jumps in publishers' timestamps that closed an HLS segment (see `stream::segmenter::TimestampJumps`).
+    pub hls_timestamp_jumps: IntCounter,
     /// The node's memory budget in bytes (0: off; see `crate::memory`).
     pub memory_budget: IntGauge,
     /// Connected players by protocol (HLS: estimated from playlist polling).
@@ -77,6 +79,10 @@ impl Metrics {
         let m = Metrics {
             streams_active: gauge("strom_streams_active", "Live streams on this node."),
             publishers: gauge("strom_publishers", "Connected publishers."),
+            hls_timestamp_jumps: counter(
+                "strom_hls_timestamp_jumps_total",
+                "Jumps in publishers' timestamps that closed an HLS segment and started a discontinuity.",
+            ),
             memory_budget: gauge(
                 "strom_memory_budget_bytes",
                 "Resident memory above which new streams are refused and readiness is false (0: no budget).",

@@ -158,7 +158,9 @@ impl Playlist {
         // the rest of the stream; the draft's "MUST NOT change" is broken either way once a segment outgrows the
         // configured target.
         let start = self.segments.len().saturating_sub(self.listed_max());
-        let longest = self.segments.iter().skip(start).map(|s| s.duration.round().max(1.0) as u64).max();
+        // As written (`EXTINF:{:.3}`), then rounded: 2.4996 is written 2.500 and rounds to 3.
+        let rounded = |d: f64| ((d * 1000.0).round() / 1000.0).round().max(1.0) as u64;
+        let longest = self.segments.iter().skip(start).map(|s| rounded(s.duration)).max();
         self.target = self.min_target.max(longest.unwrap_or(0));
     }
 

@@ -17,11 +17,11 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::hls_viewers::PollMeter;
-use super::segmenter::{finished_of, FinishedSegment, HlsView};
+use super::segmenter::{finished_of, FinishedSegment, HlsView, TimestampJumps};
 use crate::config::HlsConfig;
 use crate::formats::cmaf::{CmafTargets, Output, Packager};
 use crate::formats::playlist::{PartInfo, Playlist, Segment};
-use crate::formats::{MediaFrame, StreamKey};
+use crate::formats::{MediaFrame, MediaKind, StreamKey};
 use crate::metrics::Metrics;
 
 /// Init segments kept (the current one and those the listed segments still need).
@@ -58,6 +58,11 @@ pub struct CmafSegmenter {
     view: watch::Sender<Arc<HlsView>>,
     meter: PollMeter,
     warned: bool,
+    /// Jumps in the publisher's timestamps (see [`TimestampJumps`]), and the sequence headers to give the packager
+    /// that starts after one.
+    jumps: TimestampJumps,
+    headers: [Option<MediaFrame>; 2],
+    jump_warned: bool,
 }
 
 impl CmafSegmenter {
@@ -101,6 +106,9 @@ impl CmafSegmenter {
             view,
             meter,
             warned: false,
+            jumps: TimestampJumps::default(),
+            headers: [None, None],
+            jump_warned: false,
         }
     }
 
@@ -111,6 +119,16 @@ impl CmafSegmenter {
 
     /// A frame on the stream's timeline.
     pub fn on_frame(&mut self, f: &MediaFrame) {
+        if f.header {
+            self.headers[usize::from(f.kind == MediaKind::Audio)] = Some(f.clone());
+        } else if self.jumps.jumped(f.timestamp) {
+            self.metrics.hls_timestamp_jumps.inc();
+            if !std::mem::replace(&mut self.jump_warned, true) {
+                warn!(stream = %self.key, timestamp = f.timestamp, "publisher timestamps jumped: segment closed, next one starts a discontinuity (logged once per stream)");
+            }
+            self.publisher_left();
+            self.restart_timeline();
+        }
         // PROGRAM-DATE-TIME is the wall clock at which frames reach the segmenter (not when their part is done).
         self.anchor.get_or_insert((SystemTime::now(), u64::from(f.timestamp)));
         let mut out = Vec::new();
@@ -135,11 +153,22 @@ impl CmafSegmenter {
 
     /// The next segment starts a discontinuity (the publisher came back).
     pub fn discontinuity(&mut self) {
+        // The returning publisher's sequence headers follow (they replace these if they differ).
+        self.restart_timeline();
+        self.jumps.reset();
+    }
+
+    fn restart_timeline(&mut self) {
         self.pending_discontinuity = true;
         self.anchor = None;
-        // A returning publisher's timeline is continuous, but its encoder starts over: a fresh packager starts at
-        // its first keyframe with a new init segment.
+        // A returning publisher's (or a jumped) timeline is continuous from here, but its encoder may start over:
+        // a fresh packager starts at its first keyframe with a new init segment.
         self.packager = Packager::new(self.targets);
+        let mut out = Vec::new();
+        for h in self.headers.clone().into_iter().flatten() {
+            let _ = self.packager.push(&h, &mut out);
+        }
+        self.take(out);
     }
 
     /// The stream ended for good.
@@ -257,5 +286,59 @@ impl CmafSegmenter {
         );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::playlist::segments_in;
+
+    const SPS: &[u8] = &[
+        0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00,
+        0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60,
+    ];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+    fn header() -> MediaFrame {
+        let mut v = vec![0x17, 0, 0, 0, 0, 1, SPS[1], SPS[2], SPS[3], 0xff, 0xe1];
+        v.extend_from_slice(&(SPS.len() as u16).to_be_bytes());
+        v.extend_from_slice(SPS);
+        v.push(1);
+        v.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
+        v.extend_from_slice(PPS);
+        MediaFrame::parse(MediaKind::Video, 0, Bytes::from(v)).unwrap()
+    }
+
+    fn video(ts: u32, key: bool) -> MediaFrame {
+        let mut b = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+        b.extend_from_slice(&[0, 0, 0, 2, if key { 0x65 } else { 0x41 }, ts as u8]);
+        MediaFrame::parse(MediaKind::Video, ts, Bytes::from(b)).unwrap()
+    }
+
+    /// A publisher whose timestamps jump an hour ahead, then wrap around `u32::MAX`: each jump closes the segment
+    /// and opens the next with a discontinuity; no segment lasts longer than its GOP, and the target duration
+    /// stays at the configured one.
+    #[test]
+    fn timestamp_jumps_start_a_discontinuity_instead_of_an_hour_long_segment() {
+        let hls = HlsConfig { segment_duration_secs: 1.0, window: 20, ..HlsConfig::default() };
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = watch::channel(Arc::new(HlsView::default()));
+        let meter = PollMeter::new(1, metrics.clone());
+        let mut seg = CmafSegmenter::new(StreamKey::new("live", "j").unwrap(), &hls, metrics.clone(), None, tx, meter);
+        seg.on_frame(&header());
+        for start in [0u32, 3_600_000, u32::MAX - 1500] {
+            for i in 0..90u32 {
+                seg.on_frame(&video(start.wrapping_add(i * 1000 / 30), i % 30 == 0));
+            }
+        }
+        seg.end_list();
+        let text = String::from_utf8(rx.borrow().playlist.clone().unwrap().to_vec()).unwrap();
+        let (segments, ended) = segments_in(&text);
+        assert!(ended);
+        assert_eq!(segments.iter().filter(|s| s.discontinuity).count(), 3, "{text}"); // the hour, the wrap twice
+        assert!(segments.iter().all(|s| s.duration < 1.5), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:1\n"), "{text}");
+        assert_eq!(metrics.hls_timestamp_jumps.get(), 3);
     }
 }

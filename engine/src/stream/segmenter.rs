@@ -347,6 +347,7 @@ pub struct SegmenterState {
     pending_discontinuity: bool,
     anchor: Option<(SystemTime, u64)>,
     clock: Unwrap,
+    jumps: TimestampJumps,
     last_ms: u64,
     frame_interval_ms: u64,
     audio_buf: Vec<u8>,
@@ -358,6 +359,39 @@ pub struct SegmenterState {
     view: watch::Sender<Arc<HlsView>>,
     meter: PollMeter,
     warned: bool,
+}
+
+/// A forward step of a publisher's timestamps beyond this is a jump, not media.
+pub const JUMP_FORWARD_MS: u32 = 10_000;
+/// A step back beyond this (past the newest timestamp seen) is a jump; less is interleaving jitter.
+pub const JUMP_BACK_MS: u32 = 5_000;
+
+/// Notices jumps in a publisher's timeline (a hostile or broken encoder, a clock reset, wrap-around): both
+/// segmenters close the open segment there and start the next one with a discontinuity, instead of writing a
+/// segment hours long (which would make the target duration, and every player's reload interval, hours long).
+#[derive(Debug, Default)]
+pub struct TimestampJumps {
+    newest: Option<u32>,
+}
+
+impl TimestampJumps {
+    /// Whether `ts` jumps away from the timeline so far (the timeline then continues from `ts`).
+    pub fn jumped(&mut self, ts: u32) -> bool {
+        let Some(newest) = self.newest else {
+            self.newest = Some(ts);
+            return false;
+        };
+        let jump = if ts >= newest { ts - newest > JUMP_FORWARD_MS } else { newest - ts > JUMP_BACK_MS };
+        if jump || ts > newest {
+            self.newest = Some(ts);
+        }
+        jump
+    }
+
+    /// A new timeline (the publisher came back).
+    pub fn reset(&mut self) {
+        self.newest = None;
+    }
 }
 
 /// Extends 32-bit millisecond timestamps to 64 bits across wrap-around.
@@ -423,6 +457,7 @@ impl Actor for Segmenter {
             pending_discontinuity: args.resume.is_some(),
             anchor: None,
             clock: Unwrap::default(),
+            jumps: TimestampJumps::default(),
             last_ms: 0,
             frame_interval_ms: 33,
             audio_buf: Vec::new(),
@@ -464,7 +499,18 @@ impl Actor for Segmenter {
             }
         };
         match msg {
-            SegmenterMsg::Frame(f) => st.on_frame(&f),
+            SegmenterMsg::Frame(f) => {
+                if !f.header && st.jumps.jumped(f.timestamp) {
+                    st.metrics.hls_timestamp_jumps.inc();
+                    warn!(stream = %st.key, timestamp = f.timestamp, last = st.last_ms, "publisher timestamps jumped: segment closed, next one starts a discontinuity");
+                    let end = st.last_ms + st.frame_interval_ms;
+                    st.close(end);
+                    st.pending_discontinuity = true;
+                    st.anchor = None;
+                    st.clock = Unwrap::default();
+                }
+                st.on_frame(&f)
+            }
             SegmenterMsg::PublisherLeft => {
                 let end = st.last_ms + st.frame_interval_ms;
                 st.close(end);
@@ -473,6 +519,7 @@ impl Actor for Segmenter {
                 st.pending_discontinuity = true;
                 st.anchor = None;
                 st.clock = Unwrap::default();
+                st.jumps.reset();
             }
             SegmenterMsg::EndList => {
                 let end = st.last_ms + st.frame_interval_ms;
