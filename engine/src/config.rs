@@ -206,6 +206,10 @@ pub struct StreamConfig {
     /// a 2.5 Mb/s stream at the default) before its writes block and it starts skipping to keyframes; without it
     /// autotuning grows to `tcp_wmem`'s maximum (4 MiB: 12 s of that stream, per player). 0: kernel autotuning.
     pub player_send_buffer_kib: u32,
+    /// Bytes of frames one stream may have queued on each internal hop (publisher → stream actor, stream actor →
+    /// segmenter; see `strom_engine::stream::queue`). Over it, the publisher's socket is no longer read, or the
+    /// segmenter skips to a later keyframe; memory stays bounded when a consumer stalls.
+    pub queue_max_bytes: usize,
 }
 
 /// Storage for recordings (see `strom_engine::storage`).
@@ -974,6 +978,7 @@ impl Default for StreamConfig {
             slow_player_timeout_secs: 10.0,
             player_write_hold_ms: 66,
             player_send_buffer_kib: 256,
+            queue_max_bytes: 8 << 20,
         }
     }
 }

@@ -1073,3 +1073,106 @@ fn liveness_fails_when_the_stream_registry_is_gone() {
     .unwrap();
     assert_eq!(r.status, 404);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Internal backpressure
+// ---------------------------------------------------------------------------------------------------------------
+
+fn stall(s: &Strom, key: &str, what: &str, secs: u32) {
+    let req = format!(
+        "POST /api/v1/test/stall/{key}?what={what}&secs={secs} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let r = http_request(s.http, &req).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn last_msn(s: &Strom, key: &str) -> Option<u64> {
+    let text = s.get(&format!("/{key}/index.m3u8")).text();
+    let (segments, _) = strom_engine::formats::playlist::segments_in(&text);
+    segments.last().map(|seg| seg.msn)
+}
+
+/// A segmenter stalled for 10 s (a test hook) with `stream.queue_max_bytes` at 256 KiB: its stream stops feeding
+/// it past the budget (frames counted as `segmenter_behind`) instead of queueing 10 s of video, RSS stays within a
+/// few MiB, HTTP-FLV of the same stream plays on through the stall, another stream's HLS goes on, and HLS resumes
+/// with a discontinuity once the segmenter is back.
+#[test]
+fn a_stalled_segmenter_costs_its_budget_only_and_other_players_go_on() {
+    let s = Strom::with_env(&[("STROM_TEST_HOOKS", "1"), ("STROM_STREAM_QUEUE_MAX_BYTES", "262144")]);
+    let (a, b) = ("live/stalled", "live/other");
+    let _pa = publish(&s.rtmp_url(a), &Source { seconds: 90.0, bitrate_k: 2000, ..Source::default() });
+    let _pb = publish(&s.rtmp_url(b), &Source { seconds: 90.0, ..Source::default() });
+    s.wait_segments(a, 2, Duration::from_secs(30));
+    s.wait_segments(b, 2, Duration::from_secs(30));
+    let rss_base = s.rss();
+    let other_before = last_msn(&s, b).unwrap();
+    stall(&s, a, "segmenter", 10);
+    let t = Instant::now();
+    // HTTP-FLV of the stalled stream's own publisher plays on during the stall.
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/{a}.flv")), 3.0);
+    assert_playable("flv during the segmenter stall", &frames, 45, 426, 240, &stderr);
+    let mut rss_peak = 0;
+    while t.elapsed() < Duration::from_secs(9) {
+        rss_peak = rss_peak.max(s.rss());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let other_after = last_msn(&s, b).unwrap();
+    assert!(other_after >= other_before + 3, "the other stream's HLS stalled too: {other_before} -> {other_after}");
+    let dropped = s.metric("strom_frames_dropped_total{reason=\"segmenter_behind\"}");
+    assert!(dropped > 0.0, "the stalled segmenter was fed without bound\n{}", s.log_tail(20));
+    let growth = rss_peak.saturating_sub(rss_base) as f64 / 1048576.0;
+    eprintln!(
+        "segmenter stalled 10 s: {dropped} frames skipped, RSS {:.1} MiB -> peak +{growth:.1} MiB",
+        rss_base as f64 / 1048576.0
+    );
+    assert!(growth < 16.0, "RSS grew {growth:.1} MiB during the stall");
+    assert_eq!(log_lines(&s, &["HLS segmenter is behind"]).len(), 1, "{}", s.log_tail(20));
+    // Back: HLS of the stalled stream goes on, with a discontinuity.
+    let stalled_at = last_msn(&s, a).unwrap();
+    let t = Instant::now();
+    loop {
+        let text = s.get(&format!("/{a}/index.m3u8")).text();
+        let (segments, _) = strom_engine::formats::playlist::segments_in(&text);
+        if segments.iter().any(|seg| seg.msn > stalled_at + 1 && seg.discontinuity)
+            || segments.iter().filter(|seg| seg.msn > stalled_at).count() >= 2 && text.contains("#EXT-X-DISCONTINUITY")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "HLS did not resume after the stall:\n{text}\n{}",
+            s.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(log_lines(&s, &["HLS segmenter caught up"]).len(), 1);
+}
+
+/// A stream actor stalled for 5 s (a test hook): its publisher's connection stops reading at
+/// `stream.queue_max_bytes` (TCP pushes back on ffmpeg) instead of queueing frames, and the stream goes on after.
+#[test]
+fn a_stalled_stream_actor_pushes_back_on_its_publisher() {
+    let s = Strom::with_env(&[("STROM_TEST_HOOKS", "1"), ("STROM_STREAM_QUEUE_MAX_BYTES", "262144")]);
+    let key = "live/pushed";
+    let mut p = publish(&s.rtmp_url(key), &Source { seconds: 90.0, bitrate_k: 2000, ..Source::default() });
+    s.wait_segments(key, 2, Duration::from_secs(30));
+    let rss_base = s.rss();
+    let ingest_before = s.metric("strom_ingest_bytes_total");
+    stall(&s, key, "stream", 5);
+    let t = Instant::now();
+    let mut rss_peak = 0;
+    while t.elapsed() < Duration::from_millis(4500) {
+        rss_peak = rss_peak.max(s.rss());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let growth = rss_peak.saturating_sub(rss_base) as f64 / 1048576.0;
+    eprintln!("stream actor stalled 5 s: RSS {:.1} MiB -> peak +{growth:.1} MiB", rss_base as f64 / 1048576.0);
+    assert!(growth < 16.0, "RSS grew {growth:.1} MiB during the stall");
+    // After the stall the stream goes on: the same publisher, frames flowing, FLV plays.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(p.is_running(), "the publisher was dropped: {}", p.log_text());
+    assert!(s.metric("strom_ingest_bytes_total") > ingest_before);
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/{key}.flv")), 2.0);
+    assert_playable("flv after the stream actor stall", &frames, 30, 426, 240, &stderr);
+}

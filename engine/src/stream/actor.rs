@@ -19,6 +19,7 @@ use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
 
 use super::fanout::{FanoutSender, Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
+use super::queue::QueueBudget;
 use super::registry::{PublishError, RegistryMsg, StreamInfo};
 use crate::config::Config;
 use crate::formats::StreamKey;
@@ -99,6 +100,14 @@ pub enum StreamMsg {
     /// HLS `EXT-X-ENDLIST`, a recording ends `done`). The publisher learns it at its next frame (see
     /// [`super::registry::StreamHandle::disconnect`]).
     Disconnect,
+    /// Handle nothing for this long, here or (`segmenter`) in the segmenter (`STROM_TEST_HOOKS=1` only: the
+    /// backpressure tests' stalled consumers).
+    Stall {
+        /// Stall the segmenter instead of this actor.
+        segmenter: bool,
+        /// For how long.
+        duration: Duration,
+    },
 }
 
 impl ractor::Message for StreamMsg {}
@@ -107,6 +116,8 @@ impl ractor::Message for StreamMsg {}
 pub struct StreamArgs {
     /// The stream's key.
     pub key: StreamKey,
+    /// Bytes publishers have queued for this actor (see [`super::queue`]).
+    pub inbox: Arc<QueueBudget>,
     /// Node configuration.
     pub config: Arc<Config>,
     /// Node metrics.
@@ -177,6 +188,11 @@ pub struct StreamState {
     metrics: Arc<Metrics>,
     registry: ActorRef<RegistryMsg>,
     segmenter: Option<ActorRef<SegmenterMsg>>,
+    /// Bytes queued for the segmenter, and whether it is skipping frames to catch up (see [`super::queue`]).
+    seg_queue: Arc<QueueBudget>,
+    seg_behind: bool,
+    /// Bytes publishers have queued for this actor.
+    inbox: Arc<QueueBudget>,
     relay_from: Option<String>,
     fanout: FanoutSender,
     viewers: Arc<ViewerCounts>,
@@ -243,6 +259,7 @@ impl Actor for StreamActor {
         myself: ActorRef<StreamMsg>,
         args: StreamArgs,
     ) -> Result<StreamState, ActorProcessingErr> {
+        let seg_queue = QueueBudget::new(args.config.stream.queue_max_bytes);
         let segmenter = match args.relay_from {
             Some(_) => None,
             None => {
@@ -251,6 +268,7 @@ impl Actor for StreamActor {
                     Segmenter,
                     SegmenterArgs {
                         key: args.key.clone(),
+                        queue: seg_queue.clone(),
                         hls: args.config.hls.clone(),
                         metrics: args.metrics.clone(),
                         resume: args.hls_resume,
@@ -270,6 +288,9 @@ impl Actor for StreamActor {
             metrics: args.metrics,
             registry: args.registry,
             segmenter,
+            seg_queue,
+            seg_behind: false,
+            inbox: args.inbox,
             relay_from: args.relay_from,
             fanout,
             viewers: args.viewers,
@@ -360,6 +381,7 @@ impl Actor for StreamActor {
                 }
             }
             StreamMsg::Media { publisher, mut frame } => {
+                st.inbox.done(frame.flv_body().len());
                 if st.publisher != Some(publisher) {
                     return Ok(());
                 }
@@ -442,6 +464,8 @@ impl Actor for StreamActor {
                     let _ = st.registry.cast(RegistryMsg::Retire { key: st.key.clone(), id: myself.get_id() });
                 }
             }
+            StreamMsg::Stall { segmenter: true, duration } => st.to_segmenter(SegmenterMsg::Stall(duration)),
+            StreamMsg::Stall { segmenter: false, duration } => tokio::time::sleep(duration).await,
             StreamMsg::Shutdown => {
                 if st.publisher.take().is_some() {
                     st.metrics.publishers.dec();
@@ -531,11 +555,36 @@ impl StreamState {
             }
         }
         self.metrics.ingest_bytes.inc_by(frame.flv_body().len() as u64);
-        if let Some(s) = &self.segmenter {
-            let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
-        }
+        self.feed_segmenter(&frame);
         // No receivers is fine: nobody is watching over RTMP/FLV right now.
         self.fanout.send(StreamEvent::Frame(frame));
+    }
+
+    /// Hands a frame to the segmenter, unless it is more than `stream.queue_max_bytes` behind: then it gets no
+    /// frames (its open segment closed) until it is under half of that and a keyframe comes, which starts the next
+    /// segment with a discontinuity (see [`super::queue`]). Sequence headers always go.
+    fn feed_segmenter(&mut self, frame: &MediaFrame) {
+        let Some(s) = &self.segmenter else { return };
+        if !frame.header {
+            if self.seg_behind {
+                let start = frame.kind == MediaKind::Video && frame.keyframe || self.video_header.is_none();
+                if start && self.seg_queue.drained() {
+                    self.seg_behind = false;
+                    info!(stream = %self.key, "HLS segmenter caught up: segments resume with a discontinuity");
+                    let _ = s.cast(SegmenterMsg::Discontinuity);
+                }
+            } else if self.seg_queue.over() {
+                self.seg_behind = true;
+                warn!(stream = %self.key, queued = self.seg_queue.queued(), "HLS segmenter is behind by more than stream.queue_max_bytes: skipping frames until it catches up (RTMP and HTTP-FLV go on)");
+                let _ = s.cast(SegmenterMsg::PublisherLeft);
+            }
+            if self.seg_behind {
+                self.metrics.frames_dropped.with_label_values(&["segmenter_behind"]).inc();
+                return;
+            }
+        }
+        self.seg_queue.add(frame.flv_body().len());
+        let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
     }
 
     /// Video without a keyframe for longer than `stream.keyframe_timeout_secs` (since the last one, or since the

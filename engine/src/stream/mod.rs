@@ -17,6 +17,7 @@ pub mod cmaf_segmenter;
 pub mod fanout;
 pub mod hls_viewers;
 pub mod ports;
+pub mod queue;
 pub mod registry;
 pub mod segmenter;
 

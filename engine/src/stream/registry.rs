@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
 use super::ports::{DvrStore, Ownership, RelaySource, RemoteHls};
+use super::queue::QueueBudget;
 use super::segmenter::{Blocking, HlsReader};
 use crate::config::Config;
 use crate::formats::MediaFrame;
@@ -119,6 +120,8 @@ pub struct StreamHandle {
     disconnected: Arc<std::sync::atomic::AtomicBool>,
     /// Where segments older than the segmenter holds come from (DVR), once the node attached it.
     dvr: DvrSlot,
+    /// Bytes the publisher has queued for the stream actor (see [`super::queue`]).
+    inbox: Arc<QueueBudget>,
 }
 
 /// The node's [`DvrStore`], once attached ([`Streams::attach_dvr`]).
@@ -214,6 +217,12 @@ impl StreamHandle {
         let _ = self.actor.cast(StreamMsg::Disconnect);
     }
 
+    /// Stalls the stream actor, or its segmenter, for `duration` (`STROM_TEST_HOOKS=1` only: the backpressure
+    /// tests).
+    pub fn stall_for_test(&self, segmenter: bool, duration: Duration) {
+        let _ = self.actor.cast(StreamMsg::Stall { segmenter, duration });
+    }
+
     /// Ends the stream at once (its publisher is disconnected, its players get end-of-stream); `reason` is logged.
     pub fn evict(&self, reason: &str) {
         info!(stream = %self.key, reason, "stream evicted");
@@ -263,8 +272,20 @@ impl Publisher {
         }
         self.handle
             .actor
-            .cast(StreamMsg::Media { publisher: self.id, frame })
+            .cast(StreamMsg::Media {
+                publisher: self.id,
+                frame: {
+                    self.handle.inbox.add(frame.flv_body().len());
+                    frame
+                },
+            })
             .map_err(|_| StreamGone(self.handle.key.to_string()))
+    }
+
+    /// Waits while the stream actor is behind by more than `stream.queue_max_bytes` (see [`super::queue`]): a
+    /// publisher's connection calls it before reading more from its socket.
+    pub async fn room(&self) {
+        self.handle.inbox.room().await
     }
 
     /// Sends new metadata.
@@ -420,11 +441,13 @@ impl RegistryState {
     ) -> Result<StreamHandle, PublishError> {
         let slot = Arc::new(std::sync::OnceLock::new());
         let relay = relay_from.is_some();
+        let inbox = QueueBudget::new(self.config.stream.queue_max_bytes);
         let (actor, _) = Actor::spawn_linked(
             None,
             StreamActor,
             StreamArgs {
                 key: key.clone(),
+                inbox: inbox.clone(),
                 config: self.config.clone(),
                 metrics: self.metrics.clone(),
                 registry: myself.clone(),
@@ -451,6 +474,7 @@ impl RegistryState {
             hls_asked_ms: Arc::default(),
             disconnected: Arc::default(),
             dvr: self.dvr.clone(),
+            inbox,
         })
     }
 

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::cmaf_segmenter::CmafSegmenter;
 use super::hls_viewers::PollMeter;
+use super::queue::QueueBudget;
 use crate::config::{HlsConfig, HlsFormat};
 use crate::formats::aac::AacConfig;
 use crate::formats::avc::{self, AvcConfig};
@@ -49,6 +50,8 @@ pub enum SegmenterMsg {
     Discontinuity,
     /// The stream ended for good: close the open segment, add `EXT-X-ENDLIST`.
     EndList,
+    /// Handle nothing for this long (`STROM_TEST_HOOKS=1` only: the backpressure test's stalled segmenter).
+    Stall(Duration),
 }
 
 /// What a segmenter publishes for its readers, replaced whole (never changed in place) each time a segment is
@@ -319,6 +322,8 @@ pub struct SegmenterArgs {
     pub resume: Option<(u64, u64)>,
     /// Filled in `pre_start` with the readers' side, for the stream's handle.
     pub reader: Arc<std::sync::OnceLock<HlsReader>>,
+    /// Bytes of frames the stream actor has queued here (see [`super::queue`]); subtracted as they are taken.
+    pub queue: Arc<QueueBudget>,
 }
 
 /// The segmenter actor.
@@ -421,12 +426,8 @@ pub enum Backend {
     Cmaf(Box<CmafSegmenter>),
 }
 
-impl Actor for Segmenter {
-    type Msg = SegmenterMsg;
-    type State = Backend;
-    type Arguments = SegmenterArgs;
-
-    async fn pre_start(&self, _: ActorRef<SegmenterMsg>, args: SegmenterArgs) -> Result<Backend, ActorProcessingErr> {
+impl Segmenter {
+    fn backend(args: SegmenterArgs) -> Backend {
         let next_msn = args.resume.map_or(0, |(msn, _)| msn);
         let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
         let target = args.hls.segment_duration_secs.round().max(1.0) as u64;
@@ -434,7 +435,7 @@ impl Actor for Segmenter {
         let _ = args.reader.set(HlsReader { view: rx, meter: meter.clone() });
         if args.hls.format_for(args.key.app()) == HlsFormat::Fmp4 {
             let cmaf = CmafSegmenter::new(args.key, &args.hls, args.metrics, args.resume, view, meter);
-            return Ok(Backend::Cmaf(Box::new(cmaf)));
+            return Backend::Cmaf(Box::new(cmaf));
         }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let mut playlist = Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs);
@@ -442,7 +443,7 @@ impl Actor for Segmenter {
         if let Some((_, discontinuity)) = args.resume {
             playlist.resume_after(discontinuity);
         }
-        Ok(Backend::Ts(Box::new(SegmenterState {
+        Backend::Ts(Box::new(SegmenterState {
             playlist,
             key: args.key,
             hls: args.hls,
@@ -469,10 +470,28 @@ impl Actor for Segmenter {
             view,
             meter,
             warned: false,
-        })))
+        }))
     }
+}
 
-    async fn post_stop(&self, _: ActorRef<SegmenterMsg>, st: &mut Backend) -> Result<(), ActorProcessingErr> {
+impl Actor for Segmenter {
+    type Msg = SegmenterMsg;
+    type State = (Backend, Arc<QueueBudget>);
+    type Arguments = SegmenterArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<SegmenterMsg>,
+        args: SegmenterArgs,
+    ) -> Result<(Backend, Arc<QueueBudget>), ActorProcessingErr> {
+        let queue = args.queue.clone();
+        Ok((Self::backend(args), queue))
+    }
+    async fn post_stop(
+        &self,
+        _: ActorRef<SegmenterMsg>,
+        (st, _): &mut (Backend, Arc<QueueBudget>),
+    ) -> Result<(), ActorProcessingErr> {
         match st {
             Backend::Ts(st) => st.meter.clear(),
             Backend::Cmaf(st) => st.clear_meter(),
@@ -484,8 +503,14 @@ impl Actor for Segmenter {
         &self,
         _: ActorRef<SegmenterMsg>,
         msg: SegmenterMsg,
-        st: &mut Backend,
+        (st, queue): &mut (Backend, Arc<QueueBudget>),
     ) -> Result<(), ActorProcessingErr> {
+        if let SegmenterMsg::Frame(f) = &msg {
+            queue.done(f.flv_body().len());
+        }
+        if let SegmenterMsg::Stall(d) = &msg {
+            tokio::time::sleep(*d).await;
+        }
         let st = match st {
             Backend::Ts(st) => st,
             Backend::Cmaf(c) => {
@@ -494,6 +519,7 @@ impl Actor for Segmenter {
                     SegmenterMsg::PublisherLeft => c.publisher_left(),
                     SegmenterMsg::Discontinuity => c.discontinuity(),
                     SegmenterMsg::EndList => c.end_list(),
+                    SegmenterMsg::Stall(_) => {}
                 }
                 return Ok(());
             }
@@ -527,6 +553,7 @@ impl Actor for Segmenter {
                 st.playlist.set_ended(true);
                 st.publish();
             }
+            SegmenterMsg::Stall(_) => {}
         }
         Ok(())
     }

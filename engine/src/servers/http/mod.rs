@@ -82,19 +82,42 @@ pub fn router(node: Arc<NodeContext>) -> Router {
 }
 
 /// Hooks for tests that break the node on purpose, only with `STROM_TEST_HOOKS=1` in the environment (and, as
-/// mutating calls, the admin token): `POST /api/v1/test/kill-registry` stops the stream registry as a crash would.
+/// mutating calls, the admin token): `POST /api/v1/test/kill-registry` stops the stream registry as a crash would;
+/// `POST /api/v1/test/stall/{app}/{name}?what=segmenter|stream&secs=N` stalls a stream's segmenter or its actor.
 fn test_hooks() -> Router<Arc<NodeContext>> {
     if !std::env::var("STROM_TEST_HOOKS").is_ok_and(|v| v == "1") {
         return Router::new();
     }
     tracing::warn!("STROM_TEST_HOOKS=1: test hooks that break this node are enabled");
-    Router::new().route(
-        "/api/v1/test/kill-registry",
-        post(|State(node): State<Arc<NodeContext>>| async move {
-            node.streams.kill_registry_for_test();
-            "registry stopped\n"
-        }),
-    )
+    Router::new()
+        .route(
+            "/api/v1/test/kill-registry",
+            post(|State(node): State<Arc<NodeContext>>| async move {
+                node.streams.kill_registry_for_test();
+                "registry stopped\n"
+            }),
+        )
+        .route(
+            "/api/v1/test/stall/{app}/{name}",
+            post(
+                |State(node): State<Arc<NodeContext>>,
+                 Path((app, name)): Path<(String, String)>,
+                 Query(q): Query<HashMap<String, String>>| async move {
+                    let secs: f64 = q.get("secs").and_then(|s| s.parse().ok()).unwrap_or(10.0);
+                    let segmenter = q.get("what").map(String::as_str) != Some("stream");
+                    let Ok(key) = crate::formats::StreamKey::new(&app, &name) else {
+                        return (StatusCode::BAD_REQUEST, "bad key\n");
+                    };
+                    match node.streams.find_local(&key).await {
+                        Some(h) => {
+                            h.stall_for_test(segmenter, Duration::from_secs_f64(secs.clamp(0.0, 600.0)));
+                            (StatusCode::OK, "stalled\n")
+                        }
+                        None => (StatusCode::NOT_FOUND, "no such stream here\n"),
+                    }
+                },
+            ),
+        )
 }
 
 /// How long the liveness probe waits for the core actors.
