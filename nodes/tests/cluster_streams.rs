@@ -782,3 +782,53 @@ fn strangers_on_the_cluster_port_are_closed_within_three_seconds_and_the_nodes_s
     let (frames, stderr) = probe_video(&b.http_url(&format!("/{key}.flv")), 2.0);
     assert_playable("flv relayed to strom-1 after the abuse", &frames, 30, 426, 240, &stderr);
 }
+
+/// Relay credit follows consumption: with strom-1's relay stream actor stalled for 8 s (a test hook) and
+/// `stream.queue_max_bytes` and `cluster.relay_window_bytes` at 256 KiB, strom-1 holds its credit back (logged once)
+/// instead of queueing the stream (the owner's sender waits on its feed, and skips to a keyframe if it falls a ring
+/// behind), strom-1's RSS stays bounded, and strom-1's players play again after the stall.
+#[test]
+fn relay_credit_follows_the_local_stream_taking_frames() {
+    let key = "live/heldback";
+    let net = Net::new(2);
+    let env = [
+        ("STROM_TEST_HOOKS", "1"),
+        ("STROM_STREAM_QUEUE_MAX_BYTES", "262144"),
+        ("STROM_CLUSTER_RELAY_WINDOW_BYTES", "262144"),
+        ("STROM_CLUSTER_RELAY_IDLE_SECS", "60"),
+        ("STROM_AUTH_ADMIN_TOKEN", "relay-credit-test-token"),
+        ("STROM_AUTH_READ_API", "public"),
+    ];
+    let a = net.spawn_cluster_with(0, COOKIE, &[], &env);
+    let b = net.spawn_cluster_with(1, COOKIE, &[], &env);
+    wait_peers(&a, 1, Duration::from_secs(15));
+    wait_peers(&b, 1, Duration::from_secs(15));
+    let _p = publish(&a.rtmp_url(key), &Source { seconds: 90.0, bitrate_k: 2000, ..Source::default() });
+    wait_segments(&a, key, 1, Duration::from_secs(30));
+    let flv = b.http_url(&format!("/{key}.flv"));
+    let (frames, stderr) = probe_video(&flv, 2.0);
+    assert_playable("flv relayed to strom-1", &frames, 30, 426, 240, &stderr);
+    let rss = |n: &NetNode| n.metric("process_resident_memory_bytes");
+    let rss_base = rss(&b);
+    let skipped_before = metric(&a, "strom_frames_dropped_total{reason=\"slow_relay\"}");
+    let req = format!(
+        "POST /api/v1/test/stall/{key}?what=stream&secs=8 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+         Authorization: Bearer relay-credit-test-token\r\nConnection: close\r\n\r\n"
+    );
+    let r = http_request(b.http, &req).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = Instant::now();
+    let mut rss_peak = 0f64;
+    while t.elapsed() < Duration::from_millis(7500) {
+        rss_peak = rss_peak.max(rss(&b));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let growth = (rss_peak - rss_base).max(0.0) / 1048576.0;
+    let skipped = metric(&a, "strom_frames_dropped_total{reason=\"slow_relay\"}") - skipped_before;
+    eprintln!("relay stream stalled 8 s: strom-1 RSS +{growth:.1} MiB, the owner skipped {skipped} frames for it");
+    assert!(b.log().contains("credit to the owner held back"), "{}", b.log_tail(30));
+    assert!(growth < 16.0, "strom-1 RSS grew {growth:.1} MiB");
+    std::thread::sleep(Duration::from_secs(1));
+    let (frames, stderr) = probe_video(&flv, 2.0);
+    assert_playable("flv on strom-1 after the stall", &frames, 30, 426, 240, &stderr);
+}

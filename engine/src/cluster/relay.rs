@@ -2,8 +2,8 @@
 //!
 //! A node that is asked to play a stream another node owns creates a local *relay stream* (a stream actor without
 //! a segmenter) and a sink that holds its publisher slot. The sink subscribes at the owner's
-//! [`super::export::StreamExport`], feeds every relayed item into the local stream and grants credit back as it
-//! goes. Local players attach to the relay stream like to any other, so however many viewers a node has, the
+//! [`super::export::StreamExport`], feeds every relayed item into the local stream and grants credit back as the
+//! local stream takes them (held back while its actor is more than `stream.queue_max_bytes` behind). Local players attach to the relay stream like to any other, so however many viewers a node has, the
 //! stream crosses the network to it once.
 //!
 //! Each batch carries the owner's send time: the sink observes how far behind the owner it is
@@ -28,6 +28,8 @@ use crate::stream::{Publisher, ViewerCounts};
 
 /// How often the sink checks its owner and its viewers.
 const CHECK: Duration = Duration::from_millis(500);
+/// A local relay stream that takes no frames for this long ends the relay.
+const STALLED_LOCAL: Duration = Duration::from_secs(20);
 
 /// Arguments of a [`RelaySink`].
 pub struct RelayArgs {
@@ -47,6 +49,8 @@ pub struct RelayArgs {
 pub struct RelayState {
     args: RelayArgs,
     unacked: u32,
+    /// Credit was held back once (logged once per relay).
+    held_credit: bool,
     last_seq: u64,
     idle_since: Option<Instant>,
 }
@@ -76,7 +80,7 @@ impl Actor for RelaySink {
         args.cluster.metrics.relays.with_label_values(&["in"]).inc();
         info!(stream = %key, owner = %args.owner_node, "relaying stream from its owner");
         myself.send_interval(CHECK, || RemoteMsg::Cast(Cast::Tick.encode()));
-        Ok(RelayState { args, unacked: 0, last_seq: 0, idle_since: None })
+        Ok(RelayState { args, unacked: 0, held_credit: false, last_seq: 0, idle_since: None })
     }
 
     async fn post_stop(&self, _: ActorRef<RemoteMsg>, st: &mut RelayState) -> Result<(), ActorProcessingErr> {
@@ -124,6 +128,19 @@ impl Actor for RelaySink {
                 st.args.cluster.metrics.relay_bytes.with_label_values(&["in"]).inc_by(size as u64);
                 st.unacked = st.unacked.saturating_add(size as u32);
                 if st.unacked >= st.args.cluster.config.relay_window_bytes / 4 {
+                    // Credit follows consumption: while the local relay stream's actor is more than
+                    // `stream.queue_max_bytes` behind, no credit goes back, so the owner holds (and, for a slow
+                    // relay, skips) frames instead of this node queueing them. Stuck for long: the relay ends.
+                    if !st.args.publisher.has_room() {
+                        if !std::mem::replace(&mut st.held_credit, true) {
+                            warn!(stream = %key, "local relay stream is behind: credit to the owner held back");
+                        }
+                        if tokio::time::timeout(STALLED_LOCAL, st.args.publisher.room()).await.is_err() {
+                            warn!(stream = %key, "local relay stream stalled; ending relay");
+                            myself.stop(Some("local stream stalled".into()));
+                            return Ok(());
+                        }
+                    }
                     let grant = std::mem::take(&mut st.unacked);
                     super::cast(&st.args.owner, &Cast::Credit { node: st.args.cluster.node.clone(), bytes: grant });
                 }

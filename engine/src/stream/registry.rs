@@ -282,6 +282,11 @@ impl Publisher {
             .map_err(|_| StreamGone(self.handle.key.to_string()))
     }
 
+    /// The stream actor is not more than `stream.queue_max_bytes` behind.
+    pub fn has_room(&self) -> bool {
+        !self.handle.inbox.over()
+    }
+
     /// Waits while the stream actor is behind by more than `stream.queue_max_bytes` (see [`super::queue`]): a
     /// publisher's connection calls it before reading more from its socket.
     pub async fn room(&self) {
