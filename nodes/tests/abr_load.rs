@@ -114,6 +114,16 @@ fn an_on_demand_ladder_starts_at_the_first_hls_request_and_stops_when_idle() {
     wait_until(&s, "idle ladder stopped", Duration::from_secs(15), || s.metric("strom_encoder_rungs_active") == 0.0);
     assert!(s.log_text().contains("stopping the on-demand ladder"), "{}", s.log_tail(20));
     assert!(s.stream_info(key).is_some_and(|i| i["state"] == "live"), "the source is still live");
+    // A player that kept only a rung's URL starts the ladder again: 404 until the rung exists, then it plays.
+    wait_until(&s, "the ladder restarted by a rung request", Duration::from_secs(20), || {
+        s.get("/live/od_160p/index.m3u8").status == 200
+    });
+    // Requests for streams that do not exist (or their rungs) start nothing.
+    for path in ["/live/nope/index.m3u8", "/live/nope_160p/index.m3u8", "/live/nope_240p/seg-1.m4s"] {
+        assert_eq!(s.get(path).status, 404, "{path}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!s.log_text().contains("live/nope"), "{}", s.log_tail(20));
     eprintln!("on-demand ladder: master playlist {:.2} s after the first request", started_in.as_secs_f64());
 }
 

@@ -18,7 +18,7 @@
 //!
 //! With node-to-node TLS (`cluster.tls_*`), the cluster port is served by [`super::transport`] (mutual TLS, each
 //! handshake in its own task under a deadline) and ractor_cluster runs in isolated mode: membership asks each peer
-//! for its peers ([`Request::Peers`]) every [`DISCOVER_EVERY`] and dials the ones it does not know, over TLS.
+//! for its peers ([`Request::Peers`]) every 5 s and dials the ones it does not know, over TLS.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

@@ -314,8 +314,18 @@ impl Transcoder {
         let _ = s.cast(SupervisorMsg::Start(key.clone()));
     }
 
-    /// HLS was asked of `key` on this node (a playlist or segment of a source or of a rung): on-demand, the
-    /// source's ladder starts if it is not running.
+    /// On-demand transcoding for `key`'s application: the source whose ladder a request for `key` (a source or one
+    /// of its rungs) would start; `None` when the ladder is not on demand there.
+    pub fn on_demand_source(&self, key: &StreamKey) -> Option<StreamKey> {
+        self.supervisor.as_ref()?;
+        if self.config.transcode.mode_for(key.app()) != TranscodeMode::OnDemand {
+            return None;
+        }
+        Some(ladder::source_of(key, self.config.transcode.rungs_for(key.app())).unwrap_or_else(|| key.clone()))
+    }
+
+    /// HLS was asked of `key` on this node (a playlist or segment of a source or of a rung; the caller checks that
+    /// the source exists): on-demand, the source's ladder starts if it is not running.
     pub fn hls_request(&self, key: &StreamKey) {
         let Some(s) = &self.supervisor else { return };
         let source = ladder::source_of(key, self.config.transcode.rungs_for(key.app())).unwrap_or_else(|| key.clone());

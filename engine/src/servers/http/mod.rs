@@ -513,10 +513,17 @@ async fn hls(
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
-    node.transcode.hls_request(&key);
     let Some(stream) = node.streams.hls(&key).await else {
+        // A rung of a ladder that is not running (on-demand): it starts if the source exists, and the player's
+        // retry finds the rung. Requests for streams that do not exist start nothing and leave nothing behind.
+        if let Some(source) = node.transcode.on_demand_source(&key) {
+            if source != key && node.streams.hls(&source).await.is_some() {
+                node.transcode.hls_request(&key);
+            }
+        }
         return not_found();
     };
+    node.transcode.hls_request(&key);
     if file == "index.m3u8" || file == "source.m3u8" {
         let wait = Duration::from_secs_f64((node.config.hls.segment_duration_secs * 3.0 + 1.0).min(15.0));
         let target = node.config.hls.segment_duration_secs.ceil().max(1.0);
