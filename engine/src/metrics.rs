@@ -152,6 +152,19 @@ impl Metrics {
                 p.cpu_seconds, p.rss_bytes, p.threads
             ));
         }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            text.push_str(&format!(
+                "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}\n",
+                fds.count()
+            ));
+        }
+        // Tasks alive on the runtime (a leak shows as a slope under churn; bench/soak watches it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            text.push_str(&format!(
+                "# HELP strom_tokio_tasks Tasks alive on the async runtime.\n# TYPE strom_tokio_tasks gauge\nstrom_tokio_tasks {}\n",
+                rt.metrics().num_alive_tasks()
+            ));
+        }
         text
     }
 }
