@@ -558,3 +558,118 @@ fn garbage_inside_video_tags_restarts_the_encoder_and_the_source_plays_on() {
     // The restarted encoder started at the next live keyframe, not from the cached (garbled) GOP: one restart.
     assert_eq!(s.metric("strom_encoder_restarts_total"), 1.0, "{}", s.log_tail(30));
 }
+
+/// A corpus of corrupt bitstreams fed to the ladder (FFmpeg decodes publishers' video in-process: strom's
+/// isolation is the decoder's own hardening plus a contained encoder restart, not a child process; this is the
+/// test of that choice). Seven mutations of one clean stream, each published while a clean stream keeps its
+/// ladder: random bit flips, bogus NAL length prefixes, random NAL types, truncated tags, garbled sequence headers
+/// sent again mid-stream, garbled keyframes, garbled AAC. The node never goes down, the clean stream and its rungs
+/// play on, and each mutated stream fails only itself.
+#[test]
+fn a_corpus_of_corrupt_bitstreams_never_takes_the_node_down() {
+    let rungs = "[{height = 240, bitrate_kbps = 300, preset = \"ultrafast\"}, \
+                  {height = 160, bitrate_kbps = 200, preset = \"ultrafast\"}]";
+    let mut s = Strom::with_env(&[
+        ("STROM_TRANSCODE_MODE", "always"),
+        ("STROM_TRANSCODE_RUNGS", rungs),
+        ("STROM_TRANSCODE_THREADS", "1"),
+        ("STROM_TRANSCODE_MAX_STREAMS", "4"),
+    ]);
+    let pid = s.pid();
+    let clean = "live/clean";
+    let _clean = publish(&s.rtmp_url(clean), &Source { width: 640, height: 360, seconds: 120.0, ..Source::default() });
+    wait_master(&s, clean, 3, Duration::from_secs(30));
+    let file = scratch("corpus").join("base.flv");
+    flv::encode(&Source { width: 640, height: 360, seconds: 6.0, gop_secs: 1.0, ..Source::default() }, &file);
+    let base = flv::read_tags(&file);
+    let mut seed = 0xc0ffee_u64;
+    let mut g = move || flv::garbage(&mut seed);
+    type Mutation = fn(&mut Vec<flv::Tag>, &mut dyn FnMut() -> u8);
+    let corpus: [(&str, Mutation); 7] = [
+        ("bitflips", |tags, g| {
+            for t in tags.iter_mut().filter(|t| t.is_avc_picture()) {
+                for i in 5..t.data.len() {
+                    if g() < 4 {
+                        t.data[i] ^= g() | 1;
+                    }
+                }
+            }
+        }),
+        ("lengths", |tags, g| {
+            for t in tags.iter_mut().filter(|t| t.is_avc_picture() && t.data.len() >= 9) {
+                for b in &mut t.data[5..9] {
+                    *b = g();
+                }
+            }
+        }),
+        ("naltypes", |tags, g| {
+            for t in tags.iter_mut().filter(|t| t.is_avc_picture() && t.data.len() > 9) {
+                t.data[9] = g();
+            }
+        }),
+        ("truncated", |tags, g| {
+            for t in tags.iter_mut().filter(|t| t.is_avc_picture()) {
+                let keep = 5 + usize::from(g()) * (t.data.len() - 5) / 256;
+                t.data.truncate(keep);
+            }
+        }),
+        ("headers", |tags, g| {
+            let header = tags.iter().find(|t| t.is_avc_header()).cloned().expect("a sequence header");
+            let mut out = Vec::new();
+            for t in tags.drain(..) {
+                if t.is_keyframe() && t.is_avc_picture() {
+                    let mut h = flv::Tag { ts: t.ts, ..header.clone() };
+                    for b in h.data.iter_mut().skip(6) {
+                        if g() < 32 {
+                            *b = g();
+                        }
+                    }
+                    out.push(h);
+                }
+                out.push(t);
+            }
+            *tags = out;
+        }),
+        ("keyframes", |tags, g| {
+            let mut seed = u64::from(g()) << 8 | 1;
+            for t in tags.iter_mut().filter(|t| t.is_avc_picture()) {
+                flv::garble(t, 0, &mut seed);
+            }
+        }),
+        ("audio", |tags, g| {
+            for t in tags.iter_mut().filter(|t| t.kind == flv::AUDIO) {
+                for b in t.data.iter_mut().skip(2) {
+                    *b = g();
+                }
+            }
+        }),
+    ];
+    let names: Vec<&str> = corpus.iter().map(|(n, _)| *n).collect();
+    for pair in corpus.chunks(2) {
+        let publishers: Vec<_> = pair
+            .iter()
+            .map(|(name, mutate)| {
+                let mut tags = base.clone();
+                mutate(&mut tags, &mut g);
+                flv::publish_tags(s.rtmp, "live", &format!("corrupt_{name}"), tags)
+            })
+            .collect();
+        for p in publishers {
+            let _ = p.stop_when_done(Duration::from_secs(20)); // a refusal or a cut is fine: it is that stream's own
+        }
+        assert!(s.is_running(), "strom went down on {pair:?}:\n{}", s.log_tail(40));
+        assert_eq!(s.get("/healthz").status, 200);
+    }
+    assert_eq!(s.pid(), pid);
+    assert!(s.is_running(), "{}", s.log_tail(40));
+    let (frames, stderr) = probe_video(&s.http_url(&format!("/{clean}.flv")), 2.0);
+    assert_playable("the clean stream after the corpus", &frames, 45, 640, 360, &stderr);
+    let master = wait_master(&s, clean, 3, Duration::from_secs(10));
+    let rung = s.wait_segments("live/clean_160p", 1, Duration::from_secs(10));
+    assert!(!rung.is_empty(), "{master}");
+    eprintln!(
+        "corpus {names:?}: node up; encoder restarts {}, frames dropped as malformed {}",
+        s.metric("strom_encoder_restarts_total"),
+        s.metric("strom_frames_dropped_total{reason=\"malformed\"}")
+    );
+}

@@ -124,6 +124,15 @@ impl TagPublisher {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
+    /// Waits until every tag is sent (or `timeout`), then [`TagPublisher::stop`]s.
+    pub fn stop_when_done(self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop()
+    }
+
     /// Stops sending, closes the connection and returns how the publish went (`Ok` if nothing failed).
     pub fn stop(mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::Relaxed);
