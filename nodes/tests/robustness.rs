@@ -1037,6 +1037,10 @@ fn a_stream_without_keyframes_is_reported() {
     assert!(at < Duration::from_secs(4), "reported after {at:?}");
     assert_eq!(s.metric("strom_keyframe_timeouts_total"), 1.0, "counted once per spell");
     assert!(s.log_text().contains("no keyframe for too long"));
+    // A waiting HLS player is told why (503, retry), not "no such stream".
+    let r = s.get("/live/nokey/index.m3u8");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("no keyframe") && r.header("retry-after") == Some("2"), "{}", r.text());
     // A keyframe clears it.
     c.send_video(Bytes::from_static(&[0x17, 0x01, 0, 0, 0, 0, 0, 0, 0x03, 0x65, 0x88, 0x80]), ts).unwrap();
     let t = Instant::now();

@@ -565,6 +565,18 @@ async fn hls(
             false => stream.playlist(wait).await,
         };
         let Some(media) = text else {
+            // A stream whose publisher sends no keyframe cannot start: tell the player so (it retries), instead of
+            // a 404 that reads as "no such stream".
+            if let Some(h) = node.streams.find_local(&key).await {
+                if h.info().await.is_some_and(|i| i.keyframe_missing) {
+                    let why = format!(
+                        "the publisher has sent no keyframe for over {} s (stream.keyframe_timeout_secs): HLS starts at \
+                         its first keyframe\n",
+                        node.config.stream.keyframe_timeout_secs
+                    );
+                    return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], why).into_response();
+                }
+            }
             return not_found();
         };
         // With a ladder, index.m3u8 is the master playlist and the source's media playlist is source.m3u8.
