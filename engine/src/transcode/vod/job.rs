@@ -168,9 +168,9 @@ impl Actor for JobActor {
             JobMsg::Tick => run.tick(&myself).await,
             JobMsg::Cancel => {
                 run.stop_chunks();
+                run.asset_state(AssetState::Failed, Some("its job was cancelled".into())).await;
                 run.set_state(JobState::Cancelled, Some("cancelled through the API".into()));
                 run.persist().await;
-                run.asset_state(AssetState::Failed, Some("its job was cancelled".into())).await;
                 run.jobs.finished(&run.job);
                 myself.stop(None);
             }
@@ -685,9 +685,10 @@ impl JobRun {
     async fn fail(&mut self, myself: &ActorRef<JobMsg>, reason: String) {
         warn!(job = %self.job.id, reason = %reason, "job failed");
         self.stop_chunks();
-        self.set_state(JobState::Failed, Some(reason.clone()));
+        // The asset first, as for a done job: whoever sees the job failed finds its asset failed too.
+        self.asset_state(AssetState::Failed, Some(reason.clone())).await;
+        self.set_state(JobState::Failed, Some(reason));
         self.persist().await;
-        self.asset_state(AssetState::Failed, Some(reason)).await;
         self.jobs.finished(&self.job);
         myself.stop(None);
     }
