@@ -28,6 +28,8 @@ pub struct Metrics {
     pub streams_active: IntGauge,
     /// Connected publishers.
     pub publishers: IntGauge,
+    /// Times a publisher's connection stopped reading because its stream actor was behind (`stream::queue`).
+    pub publisher_backpressure: IntCounter,
     /// Jumps in publishers' timestamps that closed an HLS segment (see `stream::segmenter::TimestampJumps`).
     pub hls_timestamp_jumps: IntCounter,
     /// The node's memory budget in bytes (0: off; see `crate::memory`).
@@ -79,6 +81,10 @@ impl Metrics {
         let m = Metrics {
             streams_active: gauge("strom_streams_active", "Live streams on this node."),
             publishers: gauge("strom_publishers", "Connected publishers."),
+            publisher_backpressure: counter(
+                "strom_publisher_backpressure_total",
+                "Times a publisher's socket was left unread because its stream actor was behind (stream.queue_max_bytes).",
+            ),
             hls_timestamp_jumps: counter(
                 "strom_hls_timestamp_jumps_total",
                 "Jumps in publishers' timestamps that closed an HLS segment and started a discontinuity.",

@@ -1171,7 +1171,12 @@ fn a_stalled_stream_actor_pushes_back_on_its_publisher() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let growth = rss_peak.saturating_sub(rss_base) as f64 / 1048576.0;
-    eprintln!("stream actor stalled 5 s: RSS {:.1} MiB -> peak +{growth:.1} MiB", rss_base as f64 / 1048576.0);
+    let waits = s.metric("strom_publisher_backpressure_total");
+    eprintln!(
+        "stream actor stalled 5 s: RSS {:.1} MiB -> peak +{growth:.1} MiB; publisher paused {waits} times",
+        rss_base as f64 / 1048576.0
+    );
+    assert!(waits >= 1.0, "the publisher's socket was read on while its stream actor was stalled");
     assert!(growth < 16.0, "RSS grew {growth:.1} MiB during the stall");
     // After the stall the stream goes on: the same publisher, frames flowing, FLV plays.
     std::thread::sleep(Duration::from_secs(1));

@@ -303,7 +303,10 @@ impl Connection {
                     if let Role::Publishing { publisher } = &self.role {
                         // The stream actor is behind by more than stream.queue_max_bytes: read no more until it
                         // catches up (TCP slows this publisher down); a stream stuck for the idle timeout ends.
-                        tokio::time::timeout(idle, publisher.room()).await.map_err(|_| ConnError::Idle(idle))?;
+                        if !publisher.has_room() {
+                            self.node.metrics.publisher_backpressure.inc();
+                            tokio::time::timeout(idle, publisher.room()).await.map_err(|_| ConnError::Idle(idle))?;
+                        }
                     }
                     if buf.len() < PUBLISHER_READ_BUFFER && matches!(self.role, Role::Publishing { .. }) {
                         buf.resize(PUBLISHER_READ_BUFFER, 0);
