@@ -24,6 +24,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked -p strom-engine --no-deps --quiet
 step "tests"
 # Each end-to-end test runs real strom + ffmpeg processes; three at a time fit a 2-core machine.
 cargo test --locked --workspace -- --test-threads="${STROM_TEST_THREADS:-3}"
+step "soak (3 minutes: a 3-node cluster under publisher and player churn, a node killed, abuse; nodes/tests/soak.rs)"
+if [ "$(id -u)" = 0 ]; then
+  STROM_SOAK_MINUTES=3 cargo test --locked -p strom --test soak -- --ignored --nocapture
+else
+  echo "skipped: the soak's network namespaces need root"
+fi
 step "engine without FFmpeg (the transcode feature off)"
 cargo clippy --locked -p strom-engine --no-default-features --all-targets -- -D warnings
 cargo test --locked -p strom-engine --no-default-features --lib
