@@ -1361,7 +1361,10 @@ fn optional_key(full: &str) -> bool {
 /// links Kubernetes injects for a Service named `strom…` (`STROM_PORT`, `STROM_HTTP_SERVICE_HOST`,
 /// `STROM_PORT_1935_TCP_ADDR`, …).
 fn is_foreign_variable(rest: &str) -> bool {
-    if matches!(rest, "LOG" | "CHROMIUM" | "PLAY_DEBUG" | "SKIP_BROWSER" | "CONSOLE_SHOTS" | "TEST_HOOKS") {
+    if matches!(
+        rest,
+        "LOG" | "CHROMIUM" | "PLAY_DEBUG" | "SKIP_BROWSER" | "CONSOLE_SHOTS" | "TEST_HOOKS" | "TEST_CLOCK_SKEW_MS"
+    ) {
         return true;
     }
     let parts: Vec<&str> = rest.split('_').collect();

@@ -320,28 +320,133 @@ fn a_hung_node_is_declared_down_within_three_seconds_and_rejoins() {
     eprintln!("rejoined {:?} after SIGCONT", t.elapsed() - down);
 }
 
-#[test]
-fn after_a_partition_heals_one_owner_remains() {
+/// Watches the media playlist of one stream on every node, several times a second, and remembers which segment
+/// URI each media sequence number had on which node: one number naming two segments anywhere is a fencing failure.
+struct NumberingWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<NumberingSeen>>,
+}
+
+#[derive(Default)]
+struct NumberingSeen {
+    /// msn → (uri, node) as first seen.
+    uris: std::collections::HashMap<u64, (String, String)>,
+    /// Every number seen with a second URI.
+    conflicts: Vec<String>,
+    /// Playlists read per node.
+    playlists: std::collections::HashMap<String, usize>,
+    /// The highest number seen per node.
+    highest: std::collections::HashMap<String, u64>,
+}
+
+impl NumberingWatch {
+    fn start(nodes: &[NetNode], key: &str) -> NumberingWatch {
+        let targets: Vec<(String, std::net::SocketAddr)> = nodes.iter().map(|n| (n.name(), n.http)).collect();
+        let path = format!("/{key}/index.m3u8");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = NumberingSeen::default();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (name, addr) in &targets {
+                    // A stopped or cut-off node must not hold the watch up.
+                    let Ok(text) = get_quick(*addr, &path, Duration::from_millis(700)) else { continue };
+                    let (segments, _) = strom_engine::formats::playlist::segments_in(&text);
+                    if segments.is_empty() {
+                        continue;
+                    }
+                    *seen.playlists.entry(name.clone()).or_default() += 1;
+                    for seg in segments {
+                        let top = seen.highest.entry(name.clone()).or_default();
+                        *top = (*top).max(seg.msn);
+                        match seen.uris.get(&seg.msn) {
+                            Some((uri, first)) if *uri != seg.uri => {
+                                if seen.conflicts.len() < 20 {
+                                    seen.conflicts
+                                        .push(format!("msn {}: {uri} on {first}, {} on {name}", seg.msn, seg.uri));
+                                }
+                            }
+                            Some(_) => {}
+                            None => {
+                                seen.uris.insert(seg.msn, (seg.uri.clone(), name.clone()));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            seen
+        });
+        NumberingWatch { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> NumberingSeen {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("thread").join().expect("watch")
+    }
+}
+
+/// A GET with one short deadline; the body of a 200, else an error.
+fn get_quick(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(std::io::ErrorKind::InvalidData)?;
+    if !head.starts_with("HTTP/1.1 200") || head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    Ok(body.to_string())
+}
+
+/// Three nodes whose wall clocks are shifted by `skew_ms` (a test hook), clustered.
+fn cluster_with_skew(skew_ms: [i64; 3]) -> (Net, Vec<NetNode>) {
+    let net = Net::new(3);
+    let nodes: Vec<NetNode> = (0..3)
+        .map(|i| {
+            let skew = skew_ms[i].to_string();
+            net.spawn_cluster_with(i, COOKIE, &[], &[("STROM_TEST_HOOKS", "1"), ("STROM_TEST_CLOCK_SKEW_MS", &skew)])
+        })
+        .collect();
+    for node in &nodes {
+        wait_peers(node, 2, Duration::from_secs(15));
+    }
+    (net, nodes)
+}
+
+/// The first takeover band of `node` (`strom-<i>` numbers its takeovers from `(i + 1) × 2^20` up).
+const BAND: u64 = 1 << 20;
+
+/// strom-0 owns a stream; a partition cuts it off; a second publisher gets the key on strom-1 and cuts segments
+/// there; the partition heals. Exactly one owner remains, the one whose claim came first, and no media sequence
+/// number ever named two segments on any node, during the partition or after it.
+fn partition_heal(skew_ms: [i64; 3]) {
     let key = "live/split";
-    let (net, nodes) = cluster(3);
-    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(90.0));
+    let (net, nodes) = cluster_with_skew(skew_ms);
+    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(120.0));
     wait_segments(&nodes[0], key, 1, Duration::from_secs(30));
+    wait_segments(&nodes[2], key, 1, Duration::from_secs(10));
+    let watch = NumberingWatch::start(&nodes, key);
     // strom-0 is cut off from the other nodes (the test process still reaches everyone).
     net.cut_between(0, 1);
     net.cut_between(0, 2);
     wait_until("strom-1 to lose strom-0", Duration::from_secs(8), || !peers(&nodes[1]).contains(&"strom-0".into()));
-    // During the partition strom-1 cannot see the owner: a second publisher is accepted there.
-    let mut p1 = publish(&nodes[1].rtmp_url(key), &source(90.0));
-    // Settled: the publish got past its claim check (the stream is listed a moment before; a heal in between
-    // makes the publish lose its race at once instead, counted as `lost_race`, not the eviction tested here).
-    wait_until("a second owner on strom-1", Duration::from_secs(15), || {
+    // During the partition strom-1 cannot see the owner: once strom-0's lease has run out, a second publisher is
+    // accepted there.
+    let mut p1 = publish(&nodes[1].rtmp_url(key), &source(120.0));
+    // Settled: the publish got past its claim check, and strom-1 cut segments of its own (in its band).
+    wait_until("a second owner on strom-1, with segments", Duration::from_secs(30), || {
         stream(&nodes[1], key).is_some_and(|s| s["state"] == "live" && s["relay_from"].is_null())
-            && nodes[1].log().contains("publishing stream=live/split")
+            && last_msn(&playlist(&nodes[1], key).1).is_some_and(|m| m >= 2 * BAND)
     });
+    // Both sides go on numbering for a while.
+    std::thread::sleep(Duration::from_secs(3));
     net.heal_between(0, 1);
     net.heal_between(0, 2);
     wait_peers(&nodes[1], 2, Duration::from_secs(15));
-    // The earlier claim (strom-0) keeps the key; strom-1's publisher is disconnected.
+    // The first claim (strom-0) keeps the key, whatever the clocks say; strom-1's publisher is disconnected.
     wait_until("strom-1 to give the key up", Duration::from_secs(15), || p1.wait(Duration::ZERO).is_some());
     assert!(p0.is_running(), "the first publisher keeps publishing");
     assert!(stream(&nodes[0], key).is_some_and(|s| s["state"] == "live"));
@@ -355,8 +460,77 @@ fn after_a_partition_heals_one_owner_remains() {
         "strom-1 counted no eviction:\n{}",
         nodes[1].log_tail(30)
     );
+    // Every node serves strom-0's playlist again.
+    let before = last_msn(&playlist(&nodes[0], key).1).expect("msn on strom-0");
+    wait_until("strom-2 to serve strom-0's playlist", Duration::from_secs(15), || {
+        last_msn(&playlist(&nodes[2], key).1).is_some_and(|m| m >= before && m < BAND)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = watch.finish();
+    eprintln!(
+        "numbering: {} numbers seen, playlists read {:?}, highest {:?}",
+        seen.uris.len(),
+        seen.playlists,
+        seen.highest
+    );
+    assert!(seen.conflicts.is_empty(), "a media sequence number named two segments: {:#?}", seen.conflicts);
+    assert!(seen.uris.keys().any(|&m| m >= 2 * BAND), "the watch saw strom-1's own segments");
+    assert!(seen.uris.keys().any(|&m| m < BAND), "the watch saw strom-0's segments");
     let (frames, stderr) = probe_video(&nodes[2].http_url(&format!("/{key}.flv")), 2.0);
     assert_playable("flv on strom-2 after the heal", &frames, 30, 426, 240, &stderr);
+}
+
+#[test]
+fn after_a_partition_heals_one_owner_remains_and_no_number_names_two_segments() {
+    partition_heal([0, 0, 0]);
+}
+
+/// The same with the clocks apart: strom-0 5 s ahead, strom-1 30 s behind, so strom-1's claim, made during the
+/// partition, looks older by its wall clock. It still loses: it had seen strom-0's claim (a lower epoch).
+#[test]
+fn clock_skew_does_not_decide_who_owns_a_stream_after_a_partition() {
+    partition_heal([5_000, -30_000, 0]);
+}
+
+/// An owner frozen for 2 s (SIGSTOP: CPU starvation at its worst) keeps its stream: a publisher trying the key on
+/// another node meanwhile is refused, not given a second copy of the stream.
+#[test]
+fn an_owner_starved_of_cpu_for_two_seconds_keeps_its_stream() {
+    let key = "live/starved";
+    let (_net, mut nodes) = cluster(3);
+    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(120.0));
+    wait_segments(&nodes[0], key, 2, Duration::from_secs(30));
+    wait_segments(&nodes[1], key, 2, Duration::from_secs(10));
+    let watch = NumberingWatch::start(&nodes, key);
+    let msn_before = last_msn(&playlist(&nodes[0], key).1).expect("msn");
+    nodes[0].stop();
+    let frozen = Instant::now();
+    // OBS on another pod tries the same key while the owner is frozen.
+    let mut p1 = publish(&nodes[1].rtmp_url(key), &source(60.0));
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(frozen.elapsed()));
+    nodes[0].cont();
+    eprintln!("strom-0 frozen for {:?}", frozen.elapsed());
+    let refused =
+        wait_until("the second publisher to be refused", Duration::from_secs(20), || p1.wait(Duration::ZERO).is_some());
+    eprintln!("second publisher refused {refused:?} after strom-0 came back");
+    assert!(p1.log_text().contains("already being published"), "{}", p1.log_text());
+    assert!(p0.is_running(), "the owner's publisher keeps publishing");
+    std::thread::sleep(Duration::from_secs(3));
+    let owners: Vec<String> = nodes
+        .iter()
+        .filter(|n| stream(n, key).is_some_and(|s| s["state"] == "live" && s["relay_from"].is_null()))
+        .map(|n| n.name())
+        .collect();
+    assert_eq!(owners, ["strom-0"], "strom-0 still owns the stream");
+    let lost = metric(&nodes[1], "strom_cluster_peers_lost_total{reason=\"heartbeat_deadline\"}");
+    eprintln!("strom-1 declared strom-0 down {lost} times during the freeze");
+    // strom-0's numbering goes on where it was; every node serves it.
+    let after = wait_segments(&nodes[2], key, 2, Duration::from_secs(10));
+    let m = last_msn(&after).expect("msn");
+    assert!(m > msn_before && m < BAND, "strom-2 serves strom-0's numbering: {m} after {msn_before}");
+    let seen = watch.finish();
+    assert!(seen.conflicts.is_empty(), "a media sequence number named two segments: {:#?}", seen.conflicts);
+    assert!(seen.uris.keys().all(|&m| m < BAND), "no other node numbered segments of the stream: {:?}", seen.highest);
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //! the stream over continues its numbering.
 //!
 //! Every few seconds it checks the group for a second live owner of its key (a race, or a healed partition) and
-//! ends its own stream if the other claim is older (see the ownership rule in [`super`]).
+//! ends its own stream if the other claim ranks lower (see the ownership rule in [`super`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,6 +28,7 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn, Instrument};
 
+use super::claims::ClaimRank;
 use super::wire::{Cast, RelayItem, Request, Response};
 use super::{call, relay_group, remote_members, stream_group, ClusterHandle, RemoteMsg};
 use crate::metrics::Metrics;
@@ -78,8 +79,8 @@ pub struct ExportArgs {
     pub cluster: ClusterHandle,
     /// Node metrics.
     pub metrics: Arc<Metrics>,
-    /// When this node claimed the key (Unix ms).
-    pub since_ms: u64,
+    /// This node's claim of the key (epoch and Unix ms).
+    pub claim: crate::stream::ports::Claim,
 }
 
 /// State of a [`StreamExport`].
@@ -107,13 +108,13 @@ impl Actor for StreamExport {
         pg::join(stream_group(args.handle.key()), vec![myself.get_cell()]);
         myself.send_interval(TICK, || RemoteMsg::Cast(Cast::Tick.encode()));
         let hls_pusher = args.handle.hls_watch().map(|mut views| {
-            let (cluster, key, since_ms) = (args.cluster.clone(), args.handle.key().clone(), args.since_ms);
+            let (cluster, key, claim) = (args.cluster.clone(), args.handle.key().clone(), args.claim);
             tokio::spawn(async move {
                 // Ends when the segmenter is gone (its sender dropped) or the export stops (aborted).
                 while views.changed().await.is_ok() {
                     let pos = views.borrow_and_update().position();
                     if pos.playlist.is_some() {
-                        cluster.share_hls(&key, since_ms, &pos);
+                        cluster.share_hls(&key, claim.since_ms, claim.epoch, &pos);
                     }
                 }
             })
@@ -148,13 +149,13 @@ impl Actor for StreamExport {
                 };
                 let handle = st.args.handle.clone();
                 let node = st.args.cluster.node.clone();
-                let since_ms = st.args.since_ms;
+                let claim = st.args.claim;
                 // The nodes this stream is relayed to, for `Info`.
                 let mut relays: Vec<String> =
                     st.senders.iter().filter(|(_, s)| !s.task.is_finished()).map(|(n, _)| n.clone()).collect();
                 relays.sort();
                 tokio::spawn(async move {
-                    let resp = answer(req, &handle, node, since_ms, relays).await;
+                    let resp = answer(req, &handle, node, claim, relays).await;
                     let _ = reply.send(resp.encode());
                 });
             }
@@ -186,11 +187,17 @@ impl Actor for StreamExport {
     }
 }
 
-async fn answer(req: Request, handle: &StreamHandle, node: String, since_ms: u64, relays: Vec<String>) -> Response {
+async fn answer(
+    req: Request,
+    handle: &StreamHandle,
+    node: String,
+    claim: crate::stream::ports::Claim,
+    relays: Vec<String>,
+) -> Response {
     match req {
         Request::Claim => {
             let live = handle.info().await.is_some_and(|i| i.state == "live");
-            Response::Claim { node, live, since_ms }
+            Response::Claim { node, live, since_ms: claim.since_ms, epoch: claim.epoch }
         }
         Request::Playlist { wait_ms } => {
             let wait = Duration::from_millis(wait_ms as u64).min(MAX_PLAYLIST_WAIT);
@@ -262,11 +269,16 @@ impl ExportState {
         if others.is_empty() {
             return;
         }
-        let me = (self.args.since_ms, self.args.cluster.node.clone());
+        let me = ClaimRank {
+            epoch: self.args.claim.epoch,
+            since_ms: self.args.claim.since_ms,
+            node: self.args.cluster.node.clone(),
+        };
         for other in others {
-            if let Some(Response::Claim { node, live: true, since_ms }) =
+            if let Some(Response::Claim { node, live: true, since_ms, epoch }) =
                 call(&other, &Request::Claim, Duration::from_secs(1)).await
             {
+                self.args.cluster.note_epoch(&key, epoch);
                 // A stream actor too busy to answer says nothing about where the publisher is: decide at the next
                 // check rather than hand a live stream over.
                 let Some(here) = self.args.handle.info().await else { continue };
@@ -277,7 +289,7 @@ impl ExportState {
                     myself.stop(Some("handed over".into()));
                     return;
                 }
-                if (since_ms, node.clone()) < me {
+                if (ClaimRank { epoch, since_ms, node: node.clone() }) < me {
                     warn!(stream = %key, winner = %node, "another node owns this stream with an older claim; ending ours");
                     self.args.cluster.metrics.ownership_conflicts.with_label_values(&["evicted"]).inc();
                     self.args.handle.evict(&format!("evicted: node {node} owns the stream"));

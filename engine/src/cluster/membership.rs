@@ -34,6 +34,7 @@ use ractor_cluster::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use super::claims::{Claims, OwnerState};
 use super::wire::{Cast, JobRequest, Load, Request, Response, VodRequest};
 use super::{call, RemoteMsg, NODE_GROUP};
 use crate::config::{ClusterConfig, Config};
@@ -203,8 +204,8 @@ pub struct Cluster {
 struct Shared {
     peers: Mutex<BTreeMap<String, PeerStatus>>,
     load: Mutex<Load>,
-    /// The last HLS position every owner shared, by stream key.
-    hls: Mutex<HashMap<String, HlsState>>,
+    /// The claims and last HLS positions other owners shared, by stream key ([`super::claims`]).
+    hls: Mutex<Claims>,
     /// Woken whenever a stream's HLS state arrives: blocking LL-HLS requests for streams other nodes own park
     /// here, so they need no cluster call of their own.
     hls_waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -223,16 +224,6 @@ pub type JobHost = Arc<dyn Fn(JobRequest) -> futures_util::future::BoxFuture<'st
 pub type VodHost = Arc<dyn Fn(VodRequest) -> futures_util::future::BoxFuture<'static, Response> + Send + Sync>;
 
 pub use crate::stream::ports::EncoderHost;
-
-/// An owner's last shared HLS position.
-struct HlsState {
-    since_ms: u64,
-    next_msn: u64,
-    discontinuity: u64,
-    ended: bool,
-    playlist: Option<Bytes>,
-    at: Instant,
-}
 
 /// HLS positions older than this are forgotten.
 const HLS_STATE_TTL: Duration = Duration::from_secs(600);
@@ -312,7 +303,7 @@ impl Cluster {
         let shared = Arc::new(Shared {
             peers: Mutex::new(BTreeMap::new()),
             load: Mutex::new(Load::default()),
-            hls: Mutex::new(HashMap::new()),
+            hls: Mutex::new(Claims::new(HLS_STATE_TTL)),
             hls_waiters: Mutex::new(HashMap::new()),
             encoder_host: std::sync::OnceLock::new(),
             vod_host: std::sync::OnceLock::new(),
@@ -366,8 +357,9 @@ impl Cluster {
         }
     }
 
-    /// Shares where the HLS playlist of a stream this node owns stands with every other node.
-    pub fn share_hls(&self, key: &StreamKey, since_ms: u64, pos: &HlsPosition) {
+    /// Shares where the HLS playlist of a stream this node owns (its claim: `since_ms`, `epoch`) stands with every
+    /// other node.
+    pub fn share_hls(&self, key: &StreamKey, since_ms: u64, epoch: u64, pos: &HlsPosition) {
         let msg = Cast::HlsState {
             key: key.to_string(),
             since_ms,
@@ -375,6 +367,7 @@ impl Cluster {
             discontinuity: pos.discontinuity,
             ended: pos.ended,
             playlist: pos.playlist.clone(),
+            epoch,
         };
         let bytes = msg.encode();
         for agent in super::remote_members(NODE_GROUP) {
@@ -387,29 +380,46 @@ impl Cluster {
         lock(&self.shared.hls_waiters).entry(key.to_string()).or_default().clone()
     }
 
-    /// Where to continue the HLS playlist of `key` if it was live on another node within `max_age`:
-    /// `(next_msn, discontinuity)`. One sequence number is skipped: the previous owner may have cut a segment
-    /// after its last share reached this node, and a gap is harmless where a reused number is not.
+    /// The epoch a claim of `key` made here now takes (see [`super::claims`]).
+    pub fn next_epoch(&self, key: &StreamKey) -> u64 {
+        lock(&self.shared.hls).next_epoch(&key.to_string())
+    }
+
+    /// Records the epoch another node answered a claim of `key` with.
+    pub fn note_epoch(&self, key: &StreamKey, epoch: u64) {
+        lock(&self.shared.hls).note_epoch(&key.to_string(), epoch, Instant::now());
+    }
+
+    /// Where this node continues the HLS playlist of `key` if it was live on another node within `max_age`:
+    /// `(first msn, discontinuity)`, in this node's numbering band above every number another owner used (see
+    /// [`super::claims`]), so two owners never give one number to two segments.
     pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<(u64, u64)> {
-        let g = lock(&self.shared.hls);
-        let s = g.get(&key.to_string())?;
-        (s.at.elapsed() <= max_age && !s.ended).then_some((s.next_msn + 1, s.discontinuity))
+        lock(&self.shared.hls).takeover(&key.to_string(), &self.node, max_age, Instant::now())
+    }
+
+    /// How long a publish of `key` here must still wait for the lease of an owner that did not answer its claim
+    /// (`answered`: the claim times of those that did; see [`super::claims`]).
+    pub fn lease_remaining(&self, key: &StreamKey, answered: &[u64]) -> Option<Duration> {
+        let lease = self.owner_lease();
+        lock(&self.shared.hls).lease_remaining(&key.to_string(), answered, lease, Instant::now())
+    }
+
+    /// How long an owner's last push holds its claim when it does not answer: the heartbeat deadline plus 3 s, so
+    /// an owner stalled past the deadline (declared down, then back) is heard from again within it.
+    pub fn owner_lease(&self) -> Duration {
+        Duration::from_secs_f64(self.config.heartbeat_deadline_secs + 3.0)
     }
 
     /// The playlist the owner whose claim of `key` dates from `since_ms` pushed last (owners push theirs at every
     /// new segment, see [`super::export`]): what that owner would answer now, without asking it.
     pub fn pushed_playlist(&self, key: &StreamKey, since_ms: u64) -> Option<Bytes> {
-        let g = lock(&self.shared.hls);
-        let s = g.get(&key.to_string())?;
-        (s.since_ms == since_ms).then(|| s.playlist.clone()).flatten()
+        lock(&self.shared.hls).pushed_playlist(&key.to_string(), since_ms)
     }
 
-    /// The last playlist of `key` its (now gone) owner shared within `max_age`, to keep serving players until a
-    /// publisher brings the stream back.
+    /// The last playlist of `key` an owner shared within `max_age`, to keep serving players until a publisher
+    /// brings the stream back.
     pub fn last_playlist(&self, key: &StreamKey, max_age: Duration) -> Option<Bytes> {
-        let g = lock(&self.shared.hls);
-        let s = g.get(&key.to_string())?;
-        (s.at.elapsed() <= max_age).then(|| s.playlist.clone()).flatten()
+        lock(&self.shared.hls).last_playlist(&key.to_string(), max_age, Instant::now())
     }
 
     /// Where ladders may run: this node and every peer that answers heartbeats, each with its last load.
@@ -498,18 +508,17 @@ impl Actor for NodeAgent {
     ) -> Result<(), ActorProcessingErr> {
         if let RemoteMsg::Cast(bytes) = msg {
             match Cast::decode(bytes) {
-                Ok(Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist }) => {
+                Ok(Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch }) => {
                     let mut g = lock(&st.shared.hls);
-                    // A newer claim's state wins over an older owner that is still winding down.
-                    if g.get(&key).is_none_or(|s| s.since_ms <= since_ms) {
-                        let at = Instant::now();
-                        if let Some(w) = lock(&st.shared.hls_waiters).get(&key) {
-                            w.notify_waiters();
-                        }
-                        g.insert(key, HlsState { since_ms, next_msn, discontinuity, ended, playlist, at });
+                    // Every owner's state is kept by its claim (two owners push side by side until a heal settles).
+                    let at = Instant::now();
+                    let state = OwnerState { epoch, since_ms, next_msn, discontinuity, ended, playlist, at };
+                    g.pushed(&key, state);
+                    if let Some(w) = lock(&st.shared.hls_waiters).get(&key) {
+                        w.notify_waiters();
                     }
-                    g.retain(|_, s| s.at.elapsed() < HLS_STATE_TTL);
-                    lock(&st.shared.hls_waiters).retain(|k, w| g.contains_key(k) || Arc::strong_count(w) > 1);
+                    g.expire(at);
+                    lock(&st.shared.hls_waiters).retain(|k, w| g.knows(k) || Arc::strong_count(w) > 1);
                 }
                 Ok(other) => debug!(cast = ?other, "node agent: unexpected cast"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed message"),

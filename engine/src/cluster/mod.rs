@@ -2,6 +2,8 @@
 //!
 //! ## Map
 //! - [`wire`]: the bytes of every cross-node message (sans-IO, fuzzed).
+//! - [`claims`]: what a node knows of other owners' claims (pure): claim ranks and epochs, takeover numbering
+//!   bands, owner leases.
 //! - [`membership`]: joins peers (seeds, DNS), keeps an own heartbeat with a deadline, re-dials with backoff,
 //!   shares load; [`membership::NodeAgent`] answers heartbeats.
 //! - [`export`]: the owner side of a stream: claims, relays to other nodes with credits, serves HLS to them.
@@ -21,10 +23,15 @@
 //!
 //! ## Ownership rule
 //! A key has one owner: the node whose publisher claimed it. A publish is refused while another node has a live
-//! publisher on the key. Two publishers racing on two nodes (or both live after a partition heals): the earlier
-//! claim wins (Unix ms, then the lower node name); the other node ends its stream (its publisher is disconnected,
-//! its players get end-of-stream).
+//! publisher on the key, and waits while an owner that does not answer still holds its lease (it pushed a live
+//! HLS position within the heartbeat deadline + 3 s): a stalled owner keeps its stream. Two publishers racing on
+//! two nodes (or both live after a partition heals): the lower claim rank wins ([`claims::ClaimRank`]: the epoch,
+//! which a claim made behind a partition has higher, then Unix ms, then the node name), whatever the clocks say;
+//! the other node ends its stream (its publisher is disconnected, its players get end-of-stream). A node taking
+//! a stream over numbers its segments in a band of its own ([`claims`]), so two owners never give one media
+//! sequence number to two segments.
 
+pub mod claims;
 pub mod export;
 pub mod hls;
 pub mod membership;

@@ -1,8 +1,10 @@
 //! Cluster-wide ownership, as the core's registry asks for it ([`crate::stream::ports::Ownership`]).
 //!
 //! - **Claims.** A publish asks every remote member of the key's group ([`super::stream_group`]) for its claim
-//!   ([`Request::Claim`]); a live one elsewhere refuses the publish. After a local claim, a racing claim becomes
-//!   visible within `cluster.claim_settle_ms`; the older one wins (Unix ms, then the lower node name).
+//!   ([`Request::Claim`]); a live one elsewhere refuses the publish. An owner that does not answer but pushed a
+//!   live HLS position within its lease ([`super::claims`]) makes the publish wait: for its answer (a live owner
+//!   refuses it) or for the lease to run out. After a local claim, a racing claim becomes visible within
+//!   `cluster.claim_settle_ms`; the lower [`ClaimRank`] wins (epoch, Unix ms, node name).
 //! - **Relays.** `OwnerSource` names the live owner's export actor; starting it spawns a [`RelaySink`].
 //! - **HLS of streams owned elsewhere.** The owner of each key is learnt once and kept (with the key's group as
 //!   it was then); it is asked again only when the group changes (an owner joined, left or was replaced), so a
@@ -14,8 +16,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorCell, ActorId, ActorRef};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use super::claims::ClaimRank;
 use super::export::{ExportArgs, StreamExport};
 use super::hls::{OwnerHls, StaleHls};
 use super::relay::{RelayArgs, RelaySink};
@@ -27,7 +30,7 @@ use crate::formats::playlist::{next_part_in, skip_of};
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::hls_viewers::PollMeter;
-use crate::stream::ports::{BoxFuture, Ownership, RelaySource, RemoteHls};
+use crate::stream::ports::{BoxFuture, Claim as LocalClaim, Ownership, RelaySource, RemoteHls, Takeover};
 use crate::stream::segmenter::Blocking;
 use crate::stream::{Publisher, StreamHandle, ViewerCounts};
 
@@ -66,7 +69,17 @@ struct Claim {
     node: String,
     live: bool,
     since_ms: u64,
+    epoch: u64,
 }
+
+impl Claim {
+    fn rank(&self) -> ClaimRank {
+        ClaimRank { epoch: self.epoch, since_ms: self.since_ms, node: self.node.clone() }
+    }
+}
+
+/// How long a publish waits at most for an owner that does not answer, beyond its lease.
+const LEASE_WAIT_SLACK: Duration = Duration::from_secs(2);
 
 impl ClusterOwnership {
     /// Ownership through `cluster`; `target_secs`: the HLS segment duration (for the viewer estimate).
@@ -87,7 +100,7 @@ impl ClusterOwnership {
             return Some(known.clone());
         }
         // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
-        let owners = claims(key).await;
+        let owners = claims(&self.cluster, key).await;
         let (actor, claim) = owners.iter().find(|(_, c)| c.live).or(owners.first())?.clone();
         let known = KnownOwner { actor, since_ms: claim.since_ms, group };
         if self.owners.len() >= MAX_KNOWN {
@@ -110,57 +123,88 @@ impl ClusterOwnership {
     }
 }
 
-/// Every remote owner of `key` with its claim, in group order.
-async fn claims(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
-    let mut out = Vec::new();
-    for owner in remote_members(&stream_group(key)) {
-        if let Some(Response::Claim { node, live, since_ms }) =
-            super::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await
-        {
-            out.push((owner, Claim { node, live, since_ms }));
+/// Every remote owner of `key` that answers, with its claim, in group order (asked concurrently). Their epochs
+/// are noted: a claim made here later ranks above them.
+async fn claims(cluster: &ClusterHandle, key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let asks = remote_members(&stream_group(key)).into_iter().map(|owner| async move {
+        match super::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await {
+            Some(Response::Claim { node, live, since_ms, epoch }) => {
+                Some((owner, Claim { node, live, since_ms, epoch }))
+            }
+            _ => None,
         }
+    });
+    let out: Vec<_> = futures_util::future::join_all(asks).await.into_iter().flatten().collect();
+    for (_, c) in &out {
+        cluster.note_epoch(key, c.epoch);
     }
     out
 }
 
-/// Remote owners of `key` with a live publisher, the oldest claim first.
-async fn live_owners(key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
-    let mut live: Vec<_> = claims(key).await.into_iter().filter(|(_, c)| c.live).collect();
-    live.sort_by(|a, b| (a.1.since_ms, &a.1.node).cmp(&(b.1.since_ms, &b.1.node)));
+/// Remote owners of `key` with a live publisher, the winning claim first.
+async fn live_owners(cluster: &ClusterHandle, key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    let mut live: Vec<_> = claims(cluster, key).await.into_iter().filter(|(_, c)| c.live).collect();
+    live.sort_by_key(|(_, c)| c.rank());
     live
 }
 
 impl Ownership for ClusterOwnership {
     fn live_elsewhere<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
-            let node = live_owners(key).await.into_iter().next().map(|(_, c)| c.node)?;
-            info!(stream = %key, owner = %node, "publish refused: another node has a live publisher");
-            self.cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
-            Some(node)
+            let started = tokio::time::Instant::now();
+            let limit = self.cluster.owner_lease() + LEASE_WAIT_SLACK;
+            let mut waited = false;
+            loop {
+                let claims = claims(&self.cluster, key).await;
+                if let Some(owner) = claims.iter().filter(|(_, c)| c.live).map(|(_, c)| c).min_by_key(|c| c.rank()) {
+                    info!(stream = %key, owner = %owner.node, "publish refused: another node has a live publisher");
+                    self.cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
+                    return Some(owner.node.clone());
+                }
+                // An owner that does not answer (stalled, or behind a partition) but pushed a live position within
+                // its lease still owns the stream: wait for its answer or for the lease to run out.
+                let answered: Vec<u64> = claims.iter().map(|(_, c)| c.since_ms).collect();
+                let Some(remaining) = self.cluster.lease_remaining(key, &answered) else {
+                    if waited {
+                        info!(stream = %key, waited = ?started.elapsed(), "the silent owner's lease ran out: publishing here");
+                    }
+                    return None;
+                };
+                if started.elapsed() >= limit {
+                    warn!(stream = %key, "publish refused: an owner that does not answer keeps renewing its lease");
+                    self.cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
+                    return Some("an owner that does not answer".into());
+                }
+                if !waited {
+                    info!(stream = %key, lease_left = ?remaining, "an owner that does not answer holds the stream's lease: the publish waits");
+                    waited = true;
+                }
+                let notify = self.cluster.hls_waiter(key);
+                let _ = tokio::time::timeout(remaining.min(Duration::from_millis(500)), notify.notified()).await;
+            }
         })
     }
 
-    fn older_claim<'a>(&'a self, key: &'a StreamKey, since_ms: u64) -> BoxFuture<'a, Option<String>> {
+    fn older_claim<'a>(&'a self, key: &'a StreamKey, claim: LocalClaim) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(self.cluster.config.claim_settle_ms)).await;
-            let mine = (since_ms, self.cluster.node.clone());
-            let winner =
-                live_owners(key).await.into_iter().map(|(_, c)| c).find(|c| (c.since_ms, c.node.clone()) < mine)?;
+            let mine = ClaimRank { epoch: claim.epoch, since_ms: claim.since_ms, node: self.cluster.node.clone() };
+            let winner = live_owners(&self.cluster, key).await.into_iter().map(|(_, c)| c).find(|c| c.rank() < mine)?;
             info!(stream = %key, winner = %winner.node, "publish lost a race for the key to another node");
             self.cluster.metrics.ownership_conflicts.with_label_values(&["lost_race"]).inc();
             Some(winner.node)
         })
     }
 
-    fn hls_resume(&self, key: &StreamKey, grace: Duration) -> Option<(u64, u64)> {
-        self.cluster.hls_resume(key, grace)
+    fn takeover(&self, key: &StreamKey, grace: Duration) -> Takeover {
+        Takeover { epoch: self.cluster.next_epoch(key), resume: self.cluster.hls_resume(key, grace) }
     }
 
     fn export(&self, handle: StreamHandle) -> BoxFuture<'_, Option<ActorCell>> {
         Box::pin(async move {
             let key = handle.key().clone();
-            let since_ms = handle.claimed_ms();
-            let args = ExportArgs { handle, cluster: self.cluster.clone(), metrics: self.metrics.clone(), since_ms };
+            let claim = handle.claim();
+            let args = ExportArgs { handle, cluster: self.cluster.clone(), metrics: self.metrics.clone(), claim };
             match Actor::spawn(None, StreamExport, args).await {
                 Ok((a, _)) => Some(a.get_cell()),
                 Err(e) => {
@@ -173,7 +217,7 @@ impl Ownership for ClusterOwnership {
 
     fn relay_source<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<Box<dyn RelaySource>>> {
         Box::pin(async move {
-            let (owner, claim) = live_owners(key).await.into_iter().next()?;
+            let (owner, claim) = live_owners(&self.cluster, key).await.into_iter().next()?;
             Some(Box::new(OwnerSource { owner, node: claim.node, cluster: self.cluster.clone() })
                 as Box<dyn RelaySource>)
         })

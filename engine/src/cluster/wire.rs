@@ -122,6 +122,8 @@ pub enum Cast {
         ended: bool,
         /// The playlist text.
         playlist: Option<Bytes>,
+        /// The owner's claim epoch (see [`Response::Claim`]); a trailing field, 0 from a node that sends none.
+        epoch: u64,
     },
 }
 
@@ -337,8 +339,13 @@ pub enum Response {
         node: String,
         /// A publisher is live.
         live: bool,
-        /// When this node claimed the key (Unix ms); earlier wins a race.
+        /// When this node claimed the key (Unix ms): among claims of the same epoch, the earlier wins.
         since_ms: u64,
+        /// The claim's epoch: one more than the highest epoch the claiming node had seen for the key (from
+        /// claims and pushed HLS states). A lower epoch wins over a higher one whatever the clocks say, so a
+        /// claim made during a partition never beats the owner it could not see. A trailing field: 0 from a
+        /// node that sends none.
+        epoch: u64,
     },
     /// To [`Request::Playlist`]: the playlist text, if there is one.
     Playlist(Option<Bytes>),
@@ -449,14 +456,15 @@ impl Cast {
                 o
             }
             Cast::Tick => header(6, 0),
-            Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist } => {
-                let mut o = header(7, 40 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
+            Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch } => {
+                let mut o = header(7, 48 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
                 put_bytes(&mut o, key.as_bytes());
                 o.put_u64(*since_ms);
                 o.put_u64(*next_msn);
                 o.put_u64(*discontinuity);
                 o.put_u8(*ended as u8);
                 put_opt(&mut o, playlist);
+                o.put_u64(*epoch);
                 o
             }
         }
@@ -505,6 +513,8 @@ impl Cast {
                 discontinuity: r.u64("discontinuity")?,
                 ended: r.bool("ended")?,
                 playlist: r.opt_bytes("playlist")?,
+                // Added later: a node of the previous release sends no epoch.
+                epoch: if r.buf.has_remaining() { r.u64("epoch")? } else { 0 },
             },
             _ => return Err(r.error("cast tag")),
         };
@@ -733,11 +743,12 @@ impl Response {
                 o.put_u64(load.egress_bps);
                 o
             }
-            Response::Claim { node, live, since_ms } => {
-                let mut o = header(2, 16 + node.len());
+            Response::Claim { node, live, since_ms, epoch } => {
+                let mut o = header(2, 24 + node.len());
                 put_bytes(&mut o, node.as_bytes());
                 o.put_u8(*live as u8);
                 o.put_u64(*since_ms);
+                o.put_u64(*epoch);
                 o
             }
             Response::Playlist(p) => {
@@ -822,7 +833,13 @@ impl Response {
                 }
                 Response::Pong { nonce, node, load }
             }
-            2 => Response::Claim { node: r.string("node")?, live: r.bool("live")?, since_ms: r.u64("since_ms")? },
+            2 => Response::Claim {
+                node: r.string("node")?,
+                live: r.bool("live")?,
+                since_ms: r.u64("since_ms")?,
+                // Added later: a node of the previous release sends no epoch.
+                epoch: if r.buf.has_remaining() { r.u64("epoch")? } else { 0 },
+            },
             3 => Response::Playlist(r.opt_bytes("playlist")?),
             4 => Response::Segment(match r.bool("segment present")? {
                 true => Some((r.u32("total")?, r.bytes("part")?)),
@@ -973,6 +990,7 @@ mod tests {
                 discontinuity: 1,
                 ended: false,
                 playlist: Some(Bytes::from_static(b"#EXTM3U\n")),
+                epoch: 3,
             },
         ];
         for c in casts {
@@ -1027,7 +1045,7 @@ mod tests {
         };
         for s in [
             Response::Pong { nonce: 9, node: "strom-1".into(), load },
-            Response::Claim { node: "strom-1".into(), live: true, since_ms: 1_700_000_000_000 },
+            Response::Claim { node: "strom-1".into(), live: true, since_ms: 1_700_000_000_000, epoch: 4 },
             Response::Playlist(Some(Bytes::from_static(b"#EXTM3U\n"))),
             Response::Playlist(None),
             Response::Segment(Some((100, Bytes::from_static(&[0x47; 10])))),
@@ -1061,6 +1079,30 @@ mod tests {
         let mut old = Response::Pong { nonce: 1, node: "n".into(), load: Load { egress_bps: 5, ..with_vod } }.encode();
         old.truncate(old.len() - 8);
         assert_eq!(Response::decode(old).unwrap(), Response::Pong { nonce: 1, node: "n".into(), load: with_vod });
+    }
+
+    #[test]
+    fn claims_and_hls_states_of_the_previous_release_decode_with_epoch_zero() {
+        let claim = Response::Claim { node: "strom-0".into(), live: true, since_ms: 7, epoch: 9 };
+        let mut old = claim.encode();
+        old.truncate(old.len() - 8);
+        assert_eq!(
+            Response::decode(old).unwrap(),
+            Response::Claim { node: "strom-0".into(), live: true, since_ms: 7, epoch: 0 }
+        );
+        let state = Cast::HlsState {
+            key: "live/a".into(),
+            since_ms: 5,
+            next_msn: 12,
+            discontinuity: 1,
+            ended: false,
+            playlist: None,
+            epoch: 2,
+        };
+        let mut old = state.encode();
+        old.truncate(old.len() - 8);
+        let Ok(Cast::HlsState { epoch, next_msn, .. }) = Cast::decode(old) else { panic!("no HlsState") };
+        assert_eq!((epoch, next_msn), (0, 12));
     }
 
     #[test]

@@ -24,13 +24,14 @@ pub trait Ownership: Send + Sync + 'static {
     /// Another node holding a live publisher of `key`, if any (a publish here is then refused).
     fn live_elsewhere<'a>(&'a self, key: &'a StreamKey) -> BoxFuture<'a, Option<String>>;
 
-    /// Called right after this node claimed `key` at `since_ms` (Unix ms): waits until a racing claim on another
-    /// node would be visible, and returns the node whose earlier claim wins, if any (this node's claim then ends).
-    fn older_claim<'a>(&'a self, key: &'a StreamKey, since_ms: u64) -> BoxFuture<'a, Option<String>>;
+    /// Called right after this node claimed `key` (`claim`: its epoch and Unix ms): waits until a racing claim on
+    /// another node would be visible, and returns the node whose claim wins, if any (this node's claim then ends).
+    fn older_claim<'a>(&'a self, key: &'a StreamKey, claim: Claim) -> BoxFuture<'a, Option<String>>;
 
-    /// Where the HLS playlist of `key` stood when another node had the stream moments ago (within `grace`): the
-    /// next media sequence number and discontinuity sequence, so a new owner continues the same playlist.
-    fn hls_resume(&self, key: &StreamKey, grace: Duration) -> Option<(u64, u64)>;
+    /// A claim of `key` by this node, made now: its epoch, and where the HLS playlist of `key` stood when another
+    /// node had the stream moments ago (within `grace`): the first media sequence number and discontinuity
+    /// sequence, so a new owner continues the same playlist (under numbers no other owner uses).
+    fn takeover(&self, key: &StreamKey, grace: Duration) -> Takeover;
 
     /// Makes a stream owned here known to the cluster (claims, relays and HLS for other nodes). The actor
     /// returned is stopped with the stream.
@@ -42,6 +43,24 @@ pub trait Ownership: Send + Sync + 'static {
     /// The HLS of `key` when another node owns it, or owned it within `grace` (its last playlist, without
     /// `EXT-X-ENDLIST`, so players wait for the stream to come back).
     fn remote_hls<'a>(&'a self, key: &'a StreamKey, grace: Duration) -> BoxFuture<'a, Option<Box<dyn RemoteHls>>>;
+}
+
+/// A claim of a key by this node: what ranks it against other nodes' claims (see [`crate::cluster::claims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Claim {
+    /// One more than the highest epoch this node had seen for the key (0 without clustering).
+    pub epoch: u64,
+    /// When it was made (Unix ms).
+    pub since_ms: u64,
+}
+
+/// What [`Ownership::takeover`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Takeover {
+    /// The new claim's epoch.
+    pub epoch: u64,
+    /// Continue another owner's playlist: `(first msn, discontinuity)`.
+    pub resume: Option<(u64, u64)>,
 }
 
 /// A live stream on another node that this node can relay.

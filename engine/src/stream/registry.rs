@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::actor::{StreamActor, StreamArgs, StreamMsg};
 use super::fanout::{Protocol, Subscription, ViewerCounts};
-use super::ports::{DvrStore, Ownership, RelaySource, RemoteHls};
+use super::ports::{Claim, DvrStore, Ownership, RelaySource, RemoteHls, Takeover};
 use super::queue::QueueBudget;
 use super::segmenter::{Blocking, HlsReader};
 use crate::config::Config;
@@ -113,7 +113,8 @@ pub struct StreamHandle {
     /// The segmenter's published playlist and segments (owned streams; a relay has none).
     hls: Option<HlsReader>,
     relay_from: Option<String>,
-    claimed_ms: u64,
+    /// This node's claim of the key (a relay's is unused).
+    claim: Claim,
     /// When HLS was last asked of this stream here (unix ms; 0: never), for on-demand transcoding.
     hls_asked_ms: Arc<AtomicU64>,
     /// The API disconnected the publisher ([`StreamHandle::disconnect`]): its next frame fails.
@@ -147,9 +148,14 @@ impl StreamHandle {
         &self.key
     }
 
-    /// When this node created the stream (Unix ms): its claim's age, which decides a race with another node.
+    /// When this node created the stream (Unix ms): which of this node's claims of the key it is.
     pub fn claimed_ms(&self) -> u64 {
-        self.claimed_ms
+        self.claim.since_ms
+    }
+
+    /// This node's claim of the key: its epoch and time, which rank it against another node's claim.
+    pub fn claim(&self) -> Claim {
+        self.claim
     }
 
     /// Attaches a player; `None` if the stream has no live publisher (or is gone).
@@ -442,7 +448,7 @@ impl RegistryState {
         key: &StreamKey,
         relay_from: Option<String>,
         viewers: Arc<ViewerCounts>,
-        hls_resume: Option<(u64, u64)>,
+        takeover: Takeover,
     ) -> Result<StreamHandle, PublishError> {
         let slot = Arc::new(std::sync::OnceLock::new());
         let relay = relay_from.is_some();
@@ -459,7 +465,7 @@ impl RegistryState {
                 hls_slot: slot.clone(),
                 viewers,
                 relay_from: relay_from.clone(),
-                hls_resume,
+                hls_resume: takeover.resume,
             },
             myself.get_cell(),
         )
@@ -475,7 +481,7 @@ impl RegistryState {
             actor,
             hls,
             relay_from,
-            claimed_ms: crate::clock::unix_ms(),
+            claim: Claim { epoch: takeover.epoch, since_ms: crate::clock::unix_ms() },
             hls_asked_ms: Arc::default(),
             disconnected: Arc::default(),
             dvr: self.dvr.clone(),
@@ -502,11 +508,12 @@ impl RegistryState {
         self.full(&key)?;
         // The stream was live on another node moments ago (that node died or the publisher moved): continue its
         // HLS playlist, so players keep the same URL and see a discontinuity.
-        let resume = self.ownership.as_ref().and_then(|c| c.hls_resume(&key, self.config.reconnect_grace()));
-        if let Some((msn, disc)) = resume {
-            info!(stream = %key, next_msn = msn, discontinuity = disc, "continuing the HLS playlist of the previous owner");
+        let takeover =
+            self.ownership.as_ref().map(|c| c.takeover(&key, self.config.reconnect_grace())).unwrap_or_default();
+        if let Some((msn, disc)) = takeover.resume {
+            info!(stream = %key, next_msn = msn, discontinuity = disc, epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
         }
-        let handle = self.spawn_stream(myself, &key, None, Arc::new(ViewerCounts::default()), resume).await?;
+        let handle = self.spawn_stream(myself, &key, None, Arc::new(ViewerCounts::default()), takeover).await?;
         let export = match &self.ownership {
             Some(o) => o.export(handle.clone()).await,
             None => None,
@@ -526,7 +533,9 @@ impl RegistryState {
         }
         self.full(&key)?;
         let viewers = Arc::new(ViewerCounts::default());
-        let handle = self.spawn_stream(myself, &key, Some(source.node().to_string()), viewers.clone(), None).await?;
+        let handle = self
+            .spawn_stream(myself, &key, Some(source.node().to_string()), viewers.clone(), Takeover::default())
+            .await?;
         let id = NEXT_PUBLISHER.fetch_add(1, Ordering::Relaxed);
         match call(&handle.actor, |reply| StreamMsg::Publish { publisher: id, reply }).await {
             Some(Ok(())) => {}
@@ -788,7 +797,7 @@ impl Streams {
         }
         let publisher = self.claim_local(key).await?;
         if let Some(o) = self.ownership.get() {
-            if let Some(winner) = o.older_claim(key, publisher.handle.claimed_ms).await {
+            if let Some(winner) = o.older_claim(key, publisher.handle.claim).await {
                 publisher.handle.evict(&format!("node {winner} claimed the stream first"));
                 return Err(PublishError::Busy);
             }
