@@ -1,9 +1,10 @@
 //! Cluster-wide ownership, as the core's registry asks for it ([`crate::stream::ports::Ownership`]).
 //!
 //! - **Claims.** A publish asks every remote member of the key's group ([`super::stream_group`]) for its claim
-//!   ([`Request::Claim`]); a live one elsewhere refuses the publish. An owner that does not answer but pushed a
-//!   live HLS position within its lease ([`super::claims`]) makes the publish wait: for its answer (a live owner
-//!   refuses it) or for the lease to run out. After a local claim, a racing claim becomes visible within
+//!   ([`Request::Claim`]); a live one elsewhere refuses the publish. An owner that does not answer (its node is
+//!   still a member: stalled, or behind a partition not yet declared) but pushed a live HLS position within its
+//!   lease ([`super::claims`]) makes the publish wait: for its answer (a live owner refuses it) or for the lease
+//!   to run out; an owner whose node left or died holds none. After a local claim, a racing claim becomes visible within
 //!   `cluster.claim_settle_ms`; the lower [`ClaimRank`] wins (epoch, Unix ms, node name).
 //! - **Relays.** `OwnerSource` names the live owner's export actor; starting it spawns a [`RelaySink`].
 //! - **HLS of streams owned elsewhere.** The owner of each key is learnt once and kept (with the key's group as
@@ -126,6 +127,12 @@ impl ClusterOwnership {
 /// Every remote owner of `key` that answers, with its claim, in group order (asked concurrently). Their epochs
 /// are noted: a claim made here later ranks above them.
 async fn claims(cluster: &ClusterHandle, key: &StreamKey) -> Vec<(ActorRef<RemoteMsg>, Claim)> {
+    claims_and_silent(cluster, key).await.0
+}
+
+/// [`claims`], and how many members of the stream's group did not answer within the claim timeout (stalled, or
+/// behind a partition the heartbeat has not declared yet). A node that left or died is no member any more.
+async fn claims_and_silent(cluster: &ClusterHandle, key: &StreamKey) -> (Vec<(ActorRef<RemoteMsg>, Claim)>, usize) {
     let asks = remote_members(&stream_group(key)).into_iter().map(|owner| async move {
         match super::call(&owner, &Request::Claim, CLAIM_TIMEOUT).await {
             Some(Response::Claim { node, live, since_ms, epoch }) => {
@@ -134,11 +141,14 @@ async fn claims(cluster: &ClusterHandle, key: &StreamKey) -> Vec<(ActorRef<Remot
             _ => None,
         }
     });
-    let out: Vec<_> = futures_util::future::join_all(asks).await.into_iter().flatten().collect();
+    let answers = futures_util::future::join_all(asks).await;
+    let asked = answers.len();
+    let out: Vec<_> = answers.into_iter().flatten().collect();
     for (_, c) in &out {
         cluster.note_epoch(key, c.epoch);
     }
-    out
+    let silent = asked - out.len();
+    (out, silent)
 }
 
 /// Remote owners of `key` with a live publisher, the winning claim first.
@@ -155,16 +165,19 @@ impl Ownership for ClusterOwnership {
             let limit = self.cluster.owner_lease() + LEASE_WAIT_SLACK;
             let mut waited = false;
             loop {
-                let claims = claims(&self.cluster, key).await;
+                let (claims, silent) = claims_and_silent(&self.cluster, key).await;
                 if let Some(owner) = claims.iter().filter(|(_, c)| c.live).map(|(_, c)| c).min_by_key(|c| c.rank()) {
                     info!(stream = %key, owner = %owner.node, "publish refused: another node has a live publisher");
                     self.cluster.metrics.ownership_conflicts.with_label_values(&["refused"]).inc();
                     return Some(owner.node.clone());
                 }
                 // An owner that does not answer (stalled, or behind a partition) but pushed a live position within
-                // its lease still owns the stream: wait for its answer or for the lease to run out.
+                // its lease still owns the stream: wait for its answer or for the lease to run out. An owner whose
+                // node left the cluster (drained, or its session closed when it died) holds no lease: its stream
+                // can only continue here.
                 let answered: Vec<u64> = claims.iter().map(|(_, c)| c.since_ms).collect();
-                let Some(remaining) = self.cluster.lease_remaining(key, &answered) else {
+                let remaining = if silent == 0 { None } else { self.cluster.lease_remaining(key, &answered) };
+                let Some(remaining) = remaining else {
                     if waited {
                         info!(stream = %key, waited = ?started.elapsed(), "the silent owner's lease ran out: publishing here");
                     }
