@@ -264,8 +264,26 @@ fn owner_killed_viewers_end_then_the_publisher_resumes_on_another_node_with_hls_
     // While no node owns the stream, every node still serves its last playlist (players wait, not fail).
     let (status, _) = playlist(&nodes[1], key);
     assert_eq!(status, 200, "playlist between owner death and reconnect");
+    // The killed pod comes back before the publisher does: it learns the stream from its peers and serves the
+    // same last playlist, never a 404 (503 with Retry-After while it is still learning).
+    nodes[0].restart();
+    let restarted = Instant::now();
+    let mut statuses = Vec::new();
+    wait_until("the restarted strom-0 to serve the last playlist", Duration::from_secs(10), || {
+        let status = nodes[0].get(&format!("/{key}/index.m3u8")).status;
+        statuses.push(status);
+        status == 200
+    });
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "the restarted node answered {statuses:?}");
+    eprintln!("restarted strom-0 served the last playlist {:?} after its start ({statuses:?})", restarted.elapsed());
+    // An HTTP-FLV player reconnecting now, while no node owns the stream, waits for it instead of a 404.
+    let flv_url = nodes[2].http_url(&format!("/{key}.flv"));
+    let waiting_flv = std::thread::spawn(move || probe_video(&flv_url, 2.0));
+    std::thread::sleep(Duration::from_secs(1));
     // OBS reconnects through the Service and lands on strom-1.
     let _p1 = publish(&nodes[1].rtmp_url(key), &source(120.0));
+    let (frames, stderr) = waiting_flv.join().expect("flv thread");
+    assert_playable("an FLV player that came while the stream had no owner", &frames, 30, 426, 240, &stderr);
     let mut after = String::new();
     wait_until("strom-1's segments after the reconnect, on strom-2", Duration::from_secs(30), || {
         after = playlist(&nodes[2], key).1;
@@ -281,6 +299,9 @@ fn owner_killed_viewers_end_then_the_publisher_resumes_on_another_node_with_hls_
         first_new > msn_before,
         "media sequence keeps increasing: {first_new} after {msn_before}\n{before}\n{after}"
     );
+    // No peer was declared down by the heartbeat (the dead owner's session closed): the takeover continues the
+    // numbering right after the old owner's (players align the playlists), not in a fenced band.
+    assert!(last_msn(&after).is_some_and(|m| m < msn_before + 20), "numbering continues: {after}");
     // The HLS viewer that watched through all of it is still playing, and its frames advance.
     let frames = |p: &std::path::Path| -> u64 {
         std::fs::read_to_string(p)

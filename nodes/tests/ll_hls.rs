@@ -307,3 +307,30 @@ fn a_ladder_under_the_strict_checker_for_two_minutes() {
     assert!(reloads >= 400, "a part every ~200 ms: {reloads}");
     assert!(reports_followed >= 40);
 }
+
+#[test]
+fn a_blocking_reload_while_the_publisher_is_away_is_answered_before_a_player_gives_up() {
+    let s = Strom::start();
+    let key = "live/away";
+    let mut p = publish(&s.rtmp_url(key), &Source { seconds: 8.0, ..Source::default() });
+    s.wait_live(key, Duration::from_secs(15));
+    s.wait_segments(key, 2, Duration::from_secs(20));
+    // The publisher goes (OBS reconnecting): the stream waits out its reconnect grace with no new part.
+    assert!(p.wait(Duration::from_secs(30)).is_some(), "the publisher ends");
+    std::thread::sleep(Duration::from_millis(500));
+    let path = format!("/{key}/index.m3u8");
+    let pl = parse_ll(&s.get(&path).text());
+    let (msn, part) = pl.next_part();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = s.get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}"));
+        let took = t.elapsed();
+        // hls.js gives a blocking reload max(3 × PART-TARGET, 0.8 × TARGETDURATION) = 1.6 s here; a 503 after
+        // 3 target durations would count as an error in the player.
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+        assert!(took >= Duration::from_millis(900), "held while the playlist was quiet: {took:?}");
+        let now = parse_ll(&r.text());
+        assert_eq!(now.next_part(), (msn, part), "the playlist as it is: the player asks again");
+    }
+}

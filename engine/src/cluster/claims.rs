@@ -7,10 +7,14 @@
 //!   partition has seen the owner on the other side, so its epoch is higher and it loses at the heal whatever
 //!   the two wall clocks say; wall-clock time only orders claims of the same epoch (a race).
 //! - **Numbering.** A node taking a stream over from another owner ([`Claims::takeover`]) continues its
-//!   playlist in a band of its own: `max next MSN + band(node) × BAND`. Two owners that both continue from what
-//!   they saw (the previous owner still alive behind a partition, or two nodes taking over at once) then number
-//!   disjoint ranges, so a media sequence number never names two segments, as long as neither cuts `BAND`
-//!   (1,048,576) segments before the partition heals: 12 days of 1 s segments.
+//!   playlist right after the highest number any owner pushed (one number skipped: the last push may be a
+//!   segment behind), so players align the new playlist with the old one. When the previous owner may still be
+//!   alive (a peer was declared down by the heartbeat deadline, not seen to close its session: a partition looks
+//!   like that), the takeover is *fenced*: it numbers in a band of its own, `max next MSN + band(node) × BAND`.
+//!   Two owners that both continue from what they saw (the previous owner behind a partition, and this node)
+//!   then number disjoint ranges, so a media sequence number never names two segments, as long as neither cuts
+//!   `BAND` (1,048,576) segments before the partition heals: 12 days of 1 s segments. The price: a player
+//!   cannot align a playlist that jumped that far and starts it again at the live edge.
 //! - **Leases.** An owner's pushes are its lease: while an owner that does not answer claims pushed a live
 //!   (not ended) position less than the lease ago, a publish elsewhere waits ([`Claims::lease_remaining`]). An
 //!   owner stalled for a few seconds (CPU starvation, a GC-like pause, a slow link) keeps its stream; an owner
@@ -128,6 +132,10 @@ impl Claims {
         e.max_next_msn = e.max_next_msn.max(state.next_msn);
         e.max_discontinuity = e.max_discontinuity.max(state.discontinuity);
         if let Some(i) = e.owners.iter().position(|o| o.since_ms == state.since_ms && o.epoch == state.epoch) {
+            if e.owners[i].next_msn > state.next_msn {
+                // Older than what the owner itself pushed (another node's copy, passed on at a join).
+                return;
+            }
             e.owners.remove(i);
         } else if e.owners.len() >= OWNERS_PER_KEY {
             e.owners.remove(0);
@@ -153,20 +161,28 @@ impl Claims {
     }
 
     /// Where `node` continues the playlist of `key` if another node had it live within `max_age`: the first
-    /// media sequence number (in `node`'s band above every number any owner used) and the discontinuity number.
-    pub fn takeover(&self, key: &str, node: &str, max_age: Duration, now: Instant) -> Option<(u64, u64)> {
+    /// media sequence number (above every number any owner used; `fenced`: in `node`'s band) and the
+    /// discontinuity number.
+    pub fn takeover(&self, key: &str, node: &str, fenced: bool, max_age: Duration, now: Instant) -> Option<(u64, u64)> {
         let newest = self.newest(key, max_age, now)?;
         if newest.ended {
             return None;
         }
         let k = &self.keys[key];
-        Some((k.max_next_msn + band(node) * BAND, k.max_discontinuity))
+        let skip = if fenced { band(node) * BAND } else { 1 };
+        Some((k.max_next_msn + skip, k.max_discontinuity))
     }
 
     /// The playlist the owner whose claim dates from `since_ms` pushed last.
     pub fn pushed_playlist(&self, key: &str, since_ms: u64) -> Option<Bytes> {
         let k = self.keys.get(key)?;
         k.owners.iter().rev().find(|o| o.since_ms == since_ms).and_then(|o| o.playlist.clone())
+    }
+
+    /// Every owner's last push within `max_age`, with its key (what a node passes on to a peer that joins).
+    pub fn recent(&self, max_age: Duration, now: Instant) -> Vec<(String, OwnerState)> {
+        let fresh = |o: &&OwnerState| now.saturating_duration_since(o.at) <= max_age;
+        self.keys.iter().flat_map(|(k, s)| s.owners.iter().filter(fresh).map(|o| (k.clone(), o.clone()))).collect()
     }
 
     /// The playlist pushed last by any owner, if within `max_age`.
@@ -241,17 +257,38 @@ mod tests {
         let now = Instant::now();
         let mut c = Claims::new(Duration::from_secs(600));
         c.pushed("live/a", state(1, 100, 57, now));
-        let (b, disc) = c.takeover("live/a", "strom-1", Duration::from_secs(15), now).unwrap();
-        let (c2, _) = c.takeover("live/a", "strom-2", Duration::from_secs(15), now).unwrap();
+        let (b, disc) = c.takeover("live/a", "strom-1", true, Duration::from_secs(15), now).unwrap();
+        let (c2, _) = c.takeover("live/a", "strom-2", true, Duration::from_secs(15), now).unwrap();
         assert_eq!(disc, 1);
         // The old owner goes on from 57, strom-1 and strom-2 from their bands: no number is shared for BAND
         // segments.
         assert!(b >= 57 + BAND && c2 >= b + BAND, "{b} {c2}");
         // The next owner continues above every number pushed, its own included.
         c.pushed("live/a", state(2, 200, b + 10, now));
-        let (next, _) = c.takeover("live/a", "strom-0", Duration::from_secs(15), now).unwrap();
+        let (next, _) = c.takeover("live/a", "strom-0", true, Duration::from_secs(15), now).unwrap();
         assert!(next > b + 10);
         assert_eq!(c.next_epoch("live/a"), 3);
+    }
+
+    #[test]
+    fn an_unfenced_takeover_continues_right_after_the_last_number() {
+        let now = Instant::now();
+        let mut c = Claims::new(Duration::from_secs(600));
+        c.pushed("live/a", state(1, 100, 57, now));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((58, 1)));
+        c.pushed("live/a", state(2, 200, 3 * BAND + 9, now));
+        assert_eq!(c.takeover("live/a", "strom-0", false, Duration::from_secs(15), now), Some((3 * BAND + 10, 1)));
+    }
+
+    #[test]
+    fn a_copy_passed_on_at_a_join_never_replaces_the_owner_s_newer_push() {
+        let now = Instant::now();
+        let mut c = Claims::new(Duration::from_secs(600));
+        c.pushed("live/a", state(1, 100, 12, now));
+        c.pushed("live/a", state(1, 100, 10, now + Duration::from_millis(5)));
+        assert_eq!(c.recent(Duration::from_secs(1), now).len(), 1);
+        assert_eq!(c.recent(Duration::from_secs(1), now)[0].1.next_msn, 12);
+        assert!(c.recent(Duration::from_secs(1), now + Duration::from_secs(2)).is_empty());
     }
 
     #[test]
@@ -260,12 +297,12 @@ mod tests {
         let mut c = Claims::new(Duration::from_secs(600));
         c.pushed("live/a", state(1, 100, 5, t0));
         let later = t0 + Duration::from_secs(20);
-        assert_eq!(c.takeover("live/a", "strom-1", Duration::from_secs(15), later), None);
+        assert_eq!(c.takeover("live/a", "strom-1", true, Duration::from_secs(15), later), None);
         let mut ended = state(1, 100, 6, t0);
         ended.ended = true;
         c.pushed("live/a", ended);
-        assert_eq!(c.takeover("live/a", "strom-1", Duration::from_secs(15), t0), None);
-        assert_eq!(c.takeover("live/b", "strom-1", Duration::from_secs(15), t0), None);
+        assert_eq!(c.takeover("live/a", "strom-1", true, Duration::from_secs(15), t0), None);
+        assert_eq!(c.takeover("live/b", "strom-1", true, Duration::from_secs(15), t0), None);
         assert_eq!(c.next_epoch("live/b"), 1);
     }
 

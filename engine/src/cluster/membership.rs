@@ -199,6 +199,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     /// The cluster port's accept loop with node-to-node TLS (see [`super::transport`]).
     tls_listener: Option<tokio::task::JoinHandle<()>>,
+    /// When this node joined (started its cluster side).
+    started: Instant,
 }
 
 struct Shared {
@@ -209,6 +211,12 @@ struct Shared {
     /// Woken whenever a stream's HLS state arrives: blocking LL-HLS requests for streams other nodes own park
     /// here, so they need no cluster call of their own.
     hls_waiters: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Peers declared down by the heartbeat deadline (not seen to close their session: perhaps alive behind a
+    /// partition), until they join again or `SUSPECT_TTL` passes: a takeover meanwhile is fenced
+    /// ([`super::claims`]).
+    suspects: Mutex<HashMap<String, Instant>>,
+    /// A peer has passed this node the HLS states it knows (see [`Cluster::warming_up`]).
+    heard: std::sync::atomic::AtomicBool,
     /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
     encoder_host: std::sync::OnceLock<EncoderHost>,
     /// Answers other nodes' requests about this node's recordings and assets ([`Request::Vod`]).
@@ -227,6 +235,10 @@ pub use crate::stream::ports::EncoderHost;
 
 /// HLS positions older than this are forgotten.
 const HLS_STATE_TTL: Duration = Duration::from_secs(600);
+/// HLS states passed on to a peer that joins: those pushed within this.
+const SYNC_MAX_AGE: Duration = Duration::from_secs(60);
+/// How long a peer declared down by the heartbeat deadline (and not back) fences takeovers.
+const SUSPECT_TTL: Duration = Duration::from_secs(600);
 
 /// Errors starting the cluster side.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +317,8 @@ impl Cluster {
             load: Mutex::new(Load::default()),
             hls: Mutex::new(Claims::new(HLS_STATE_TTL)),
             hls_waiters: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
+            heard: std::sync::atomic::AtomicBool::new(false),
             encoder_host: std::sync::OnceLock::new(),
             vod_host: std::sync::OnceLock::new(),
             job_host: std::sync::OnceLock::new(),
@@ -342,7 +356,18 @@ impl Cluster {
             agent,
             shared,
             tls_listener,
+            started: Instant::now(),
         }))
+    }
+
+    /// Whether this node has just started and not yet learnt the cluster's streams: until a peer has passed on
+    /// the HLS states it knows (at its first heartbeat to this node), or for the heartbeat deadline + 1 s when
+    /// none does (a first node, or a cluster with no stream). Meanwhile the node is not ready (`/readyz`), and a
+    /// playlist it does not know is answered 503 with `Retry-After` instead of 404 (a balancer tries another
+    /// node; a player asks again): a restarted pod must not tell players that a live stream does not exist.
+    pub fn warming_up(&self) -> bool {
+        let limit = Duration::from_secs_f64(self.config.heartbeat_deadline_secs + 1.0);
+        !self.shared.heard.load(std::sync::atomic::Ordering::Relaxed) && self.started.elapsed() < limit
     }
 
     /// Membership and load, for `/api/v1/cluster`.
@@ -391,10 +416,20 @@ impl Cluster {
     }
 
     /// Where this node continues the HLS playlist of `key` if it was live on another node within `max_age`:
-    /// `(first msn, discontinuity)`, in this node's numbering band above every number another owner used (see
+    /// `(first msn, discontinuity)`, above every number another owner used; in this node's numbering band while
+    /// a peer declared down by the heartbeat deadline may still be alive behind a partition (see
     /// [`super::claims`]), so two owners never give one number to two segments.
     pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<(u64, u64)> {
-        lock(&self.shared.hls).takeover(&key.to_string(), &self.node, max_age, Instant::now())
+        let now = Instant::now();
+        let fenced = {
+            let mut suspects = lock(&self.shared.suspects);
+            suspects.retain(|_, at| now.saturating_duration_since(*at) < SUSPECT_TTL);
+            !suspects.is_empty()
+        };
+        if fenced {
+            info!(stream = %key, suspects = ?lock(&self.shared.suspects).keys().collect::<Vec<_>>(), "a peer declared down may be alive behind a partition: this takeover numbers in its own band");
+        }
+        lock(&self.shared.hls).takeover(&key.to_string(), &self.node, fenced, max_age, now)
     }
 
     /// How long a publish of `key` here must still wait for the lease of an owner that did not answer its claim
@@ -519,6 +554,11 @@ impl Actor for NodeAgent {
                     }
                     g.expire(at);
                     lock(&st.shared.hls_waiters).retain(|k, w| g.knows(k) || Arc::strong_count(w) > 1);
+                }
+                Ok(Cast::Synced) => {
+                    if !st.shared.heard.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        info!("a peer passed on the cluster's HLS states: this node serves every stream's playlist");
+                    }
                 }
                 Ok(other) => debug!(cast = ?other, "node agent: unexpected cast"),
                 Err(e) => warn!(error = %e, "node agent: dropped a malformed message"),
@@ -651,6 +691,8 @@ struct Peer {
     rtt: Option<Duration>,
     load: Option<Load>,
     inflight: bool,
+    /// This node's HLS states were passed on to the peer (at its first heartbeat).
+    synced: bool,
 }
 
 struct PendingDial {
@@ -790,6 +832,7 @@ impl Actor for Membership {
                 // ractor_cluster names a node `name@host`.
                 let name = full.split('@').next().unwrap_or_default().to_string();
                 info!(peer = %name, address = %address, from = %s.peer_addr, incoming = s.is_server, "cluster peer joined");
+                lock(&st.args.shared.suspects).remove(&name);
                 st.dialing.remove(&address);
                 learn(&myself, name.clone(), address.clone());
                 st.peers.insert(
@@ -803,6 +846,7 @@ impl Actor for Membership {
                         rtt: None,
                         load: None,
                         inflight: false,
+                        synced: false,
                     },
                 );
                 st.publish();
@@ -939,6 +983,7 @@ impl MembershipState {
             if now.duration_since(p.last_ok) > deadline {
                 warn!(peer = %p.name, silent_for = ?now.duration_since(p.last_ok), "cluster peer missed its heartbeat deadline; declaring it down");
                 self.args.metrics.peers_lost.with_label_values(&["heartbeat_deadline"]).inc();
+                lock(&self.args.shared.suspects).insert(p.name.clone(), now);
                 // Ending the session makes its actors leave every group; the disconnect event re-dials.
                 p.session.stop(Some("heartbeat deadline".into()));
                 p.last_ok = now;
@@ -954,6 +999,26 @@ impl MembershipState {
             else {
                 continue;
             };
+            if !p.synced {
+                // A peer that just joined (a restarted pod) learns every stream's playlist now, so it can serve
+                // players while a stream has no owner (its publisher reconnecting), instead of a 404.
+                p.synced = true;
+                let states = lock(&self.args.shared.hls).recent(SYNC_MAX_AGE, now);
+                debug!(peer = %p.name, states = states.len(), "passing the HLS states on to a peer that joined");
+                for (key, s) in states {
+                    let msg = Cast::HlsState {
+                        key,
+                        since_ms: s.since_ms,
+                        next_msn: s.next_msn,
+                        discontinuity: s.discontinuity,
+                        ended: s.ended,
+                        playlist: s.playlist,
+                        epoch: s.epoch,
+                    };
+                    let _ = agent.cast(RemoteMsg::Cast(msg.encode()));
+                }
+                let _ = agent.cast(RemoteMsg::Cast(Cast::Synced.encode()));
+            }
             p.inflight = true;
             self.nonce += 1;
             let (nonce, id, me, from) = (self.nonce, *id, myself.clone(), self.args.node.clone());

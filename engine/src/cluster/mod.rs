@@ -28,8 +28,9 @@
 //! two nodes (or both live after a partition heals): the lower claim rank wins ([`claims::ClaimRank`]: the epoch,
 //! which a claim made behind a partition has higher, then Unix ms, then the node name), whatever the clocks say;
 //! the other node ends its stream (its publisher is disconnected, its players get end-of-stream). A node taking
-//! a stream over numbers its segments in a band of its own ([`claims`]), so two owners never give one media
-//! sequence number to two segments.
+//! a stream over continues its numbering; while a peer declared down by the heartbeat deadline may be alive behind
+//! a partition, it numbers in a band of its own ([`claims`]), so two owners never give one media sequence number
+//! to two segments.
 
 pub mod claims;
 pub mod export;

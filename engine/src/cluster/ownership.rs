@@ -288,13 +288,23 @@ impl Metered {
         }
     }
 
-    /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`.
-    async fn park(&self, wait: Duration, ready: impl Fn(&Bytes) -> Option<bool>) -> Result<Bytes, Blocking> {
+    /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`; when
+    /// nothing is pushed for `quiet` (no owner right now, or it stalls), the playlist as it is.
+    async fn park(
+        &self,
+        wait: Duration,
+        quiet: Duration,
+        ready: impl Fn(&Bytes) -> Option<bool>,
+    ) -> Result<Bytes, Blocking> {
         let notify = self.cluster.hls_waiter(&self.key);
         let deadline = tokio::time::Instant::now() + wait;
         let metrics = &self.metrics;
         metrics.hls_parked.inc();
         let started = std::time::Instant::now();
+        // Quiet is counted from the last change of the text: a wake-up that brings nothing new (a copy of the
+        // same state passed on by a peer that joined) does not extend it.
+        let mut quiet_until = tokio::time::Instant::now() + quiet;
+        let mut last: Option<Bytes> = None;
         let result = loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -305,7 +315,14 @@ impl Metered {
                 Some(false) => {}
                 None => break Err(Blocking::TooFarAhead),
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if last.as_ref().is_some_and(|l| *l != text) {
+                quiet_until = tokio::time::Instant::now() + quiet;
+            }
+            last = Some(text.clone());
+            if tokio::time::timeout_at(deadline.min(quiet_until), notified).await.is_err() {
+                if tokio::time::Instant::now() < deadline {
+                    break Ok(text);
+                }
                 break Err(Blocking::Timeout);
             }
         };
@@ -351,6 +368,7 @@ impl RemoteHls for Metered {
         part: Option<u64>,
         skip: bool,
         wait: Duration,
+        quiet: Duration,
     ) -> BoxFuture<'_, Result<Bytes, Blocking>> {
         Box::pin(async move {
             self.meter.poll();
@@ -359,7 +377,7 @@ impl RemoteHls for Metered {
                 return self.hls.playlist(wait).await.ok_or(Blocking::NotFound);
             }
             let answer = self
-                .park(wait, |text| {
+                .park(wait, quiet, |text| {
                     let ((open, parts), ended) = next_part_in(&String::from_utf8_lossy(text))?;
                     let far = msn > open + 1 || (msn == open && part.is_some_and(|p| p > parts + 3));
                     let has = ended
@@ -402,7 +420,7 @@ impl RemoteHls for Metered {
                     let text = String::from_utf8_lossy(t);
                     Some(text.contains(&listed) && !text.contains(&hint) || text.contains("#EXT-X-ENDLIST"))
                 };
-                self.park(wait, ready).await.ok()?;
+                self.park(wait, wait, ready).await.ok()?;
             }
             self.hls.segment(name).await
         })

@@ -125,6 +125,9 @@ pub enum Cast {
         /// The owner's claim epoch (see [`Response::Claim`]); a trailing field, 0 from a node that sends none.
         epoch: u64,
     },
+    /// To a node agent that just joined: the sender has passed on every HLS state it knows (each as an
+    /// [`Cast::HlsState`], before this). A node of the previous release drops it (unknown tag) with a warning.
+    Synced,
 }
 
 /// Load a node shares with its heartbeat.
@@ -467,6 +470,7 @@ impl Cast {
                 o.put_u64(*epoch);
                 o
             }
+            Cast::Synced => header(8, 0),
         }
     }
 
@@ -516,6 +520,7 @@ impl Cast {
                 // Added later: a node of the previous release sends no epoch.
                 epoch: if r.buf.has_remaining() { r.u64("epoch")? } else { 0 },
             },
+            8 => Cast::Synced,
             _ => return Err(r.error("cast tag")),
         };
         r.finish(c)
@@ -983,6 +988,7 @@ mod tests {
             Cast::Media { seq: 8, items: vec![], sent_ms: None },
             Cast::End { reason: "publisher left".into() },
             Cast::Tick,
+            Cast::Synced,
             Cast::HlsState {
                 key: "live/a".into(),
                 since_ms: 5,

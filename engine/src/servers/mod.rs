@@ -124,6 +124,8 @@ impl NodeContext {
             Err("not ready: starting\n")
         } else if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             Err("not ready: draining\n")
+        } else if self.cluster.as_ref().is_some_and(|c| c.warming_up()) {
+            Err("not ready: learning the cluster's streams from its peers\n")
         } else if self.streams.memory().over() {
             Err("not ready: over the memory budget (limits.memory_budget_mb)\n")
         } else {

@@ -86,13 +86,14 @@ pub trait RemoteHls: Send + Sync {
     fn segment<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<Bytes>>;
 
     /// A blocking playlist reload (LL-HLS `_HLS_msn`, `_HLS_part`, `_HLS_skip`; see
-    /// [`super::segmenter::HlsReader::playlist_blocking`]). Without parts: the playlist as it is.
+    /// [`super::segmenter::HlsReader::playlist_blocking`]: `quiet` as there). Without parts: the playlist as it is.
     fn playlist_blocking(
         &self,
         _msn: u64,
         _part: Option<u64>,
         _skip: bool,
         wait: Duration,
+        _quiet: Duration,
     ) -> BoxFuture<'_, Result<Bytes, Blocking>> {
         Box::pin(async move { self.playlist(wait).await.ok_or(Blocking::NotFound) })
     }

@@ -699,17 +699,18 @@ impl HlsSource {
         part: Option<u64>,
         skip: bool,
         wait: Duration,
+        quiet: Duration,
         metrics: &Metrics,
     ) -> Result<Bytes, Blocking> {
         match self {
             HlsSource::Local(h) => match &h.hls {
                 Some(hls) => {
                     h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
-                    hls.playlist_blocking(msn, part, skip, wait, metrics).await
+                    hls.playlist_blocking(msn, part, skip, wait, quiet, metrics).await
                 }
                 None => Err(Blocking::NotFound),
             },
-            HlsSource::Remote(r) => r.playlist_blocking(msn, part, skip, wait).await,
+            HlsSource::Remote(r) => r.playlist_blocking(msn, part, skip, wait, quiet).await,
         }
     }
 

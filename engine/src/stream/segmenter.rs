@@ -200,13 +200,17 @@ impl HlsReader {
 
     /// A blocking playlist reload (`_HLS_msn`, `_HLS_part`, `_HLS_skip`): waits until the playlist holds that part
     /// (or segment), for at most `wait`. Requests more than two segments (or three parts) ahead of the live edge
-    /// are refused at once, as rfc8216bis asks.
+    /// are refused at once, as rfc8216bis asks. When the playlist does not change at all for `quiet` (the
+    /// publisher is away: reconnecting, or its node went), the playlist as it is is answered: the player asks
+    /// again, instead of its request timing out (hls.js gives a blocking reload `max(3 × part target, 0.8 ×
+    /// target duration)`) and counting as an error.
     pub async fn playlist_blocking(
         &self,
         msn: u64,
         part: Option<u64>,
         skip: bool,
         wait: Duration,
+        quiet: Duration,
         metrics: &Metrics,
     ) -> Result<Bytes, Blocking> {
         self.meter.poll();
@@ -219,14 +223,28 @@ impl HlsReader {
         }
         let mut rx = self.view.clone();
         let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
         metrics.hls_parked.inc();
-        let ready = tokio::time::timeout(wait, rx.wait_for(|v| v.has(msn, part))).await;
+        let ready = loop {
+            let view = rx.borrow_and_update().clone();
+            if view.has(msn, part) {
+                break Ok(view);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Err(Blocking::Timeout);
+            }
+            match tokio::time::timeout_at(deadline.min(now + quiet), rx.changed()).await {
+                Ok(Ok(())) => {}
+                // Quiet (or the stream is gone): the playlist as it is.
+                Ok(Err(_)) => break Ok(view),
+                Err(_) if tokio::time::Instant::now() < deadline => break Ok(view),
+                Err(_) => break Err(Blocking::Timeout),
+            }
+        };
         metrics.hls_parked.dec();
         metrics.hls_block_wait.observe(started.elapsed().as_secs_f64());
-        let view = match ready {
-            Ok(Ok(v)) => v.clone(),
-            _ => return Err(Blocking::Timeout),
-        };
+        let view = ready?;
         let text = if skip { view.playlist_skip.clone().or(view.playlist.clone()) } else { view.playlist.clone() };
         text.ok_or(Blocking::NotFound)
     }

@@ -38,6 +38,15 @@ const INLINE_PAYLOAD: usize = 1024;
 /// Queues grown beyond this (a join's GOP burst) are released once drained.
 const KEEP: usize = 8;
 
+/// How long an HTTP-FLV request for a stream that has no owner right now, but had one moments ago, waits for it.
+const OWNERLESS_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `key` was live in the cluster moments ago (its last playlist is still served) or this node has just
+/// joined the cluster and does not know yet.
+async fn recently_live(node: &NodeContext, key: &StreamKey) -> bool {
+    node.cluster.as_ref().is_some_and(|c| c.warming_up()) || node.streams.hls(key).await.is_some()
+}
+
 /// The HTTP-FLV handler.
 pub async fn serve(
     State(node): State<Arc<NodeContext>>,
@@ -52,10 +61,22 @@ pub async fn serve(
         Ok(k) => k,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let sub = match node.streams.find(&key).await {
+    let mut sub = match node.streams.find(&key).await {
         Some(h) => h.subscribe(Protocol::Flv).await,
         None => None,
     };
+    if sub.is_none() && recently_live(&node, &key).await {
+        // The stream has no owner right now (its node went; its publisher is reconnecting to another) or this node
+        // has just joined: a player reconnecting now waits for the stream to be back, as it would on the owner
+        // during the reconnect grace, instead of being told it does not exist.
+        let t = tokio::time::Instant::now();
+        while sub.is_none() && t.elapsed() < OWNERLESS_WAIT {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(h) = node.streams.find(&key).await {
+                sub = h.subscribe(Protocol::Flv).await;
+            }
+        }
+    }
     let Some(sub) = sub else {
         return (StatusCode::NOT_FOUND, "no such live stream\n").into_response();
     };

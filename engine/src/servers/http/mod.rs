@@ -521,6 +521,10 @@ async fn hls(
                 node.transcode.hls_request(&key);
             }
         }
+        if node.cluster.as_ref().is_some_and(|c| c.warming_up()) {
+            let why = "this node has just joined the cluster and is still learning its streams: retry\n";
+            return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], why).into_response();
+        }
         return not_found();
     };
     node.transcode.hls_request(&key);
@@ -548,7 +552,9 @@ async fn hls(
                 return bad_request("_HLS_msn and _HLS_part must be numbers".into());
             };
             let hold = Duration::from_secs_f64(3.0 * target);
-            return match stream.playlist_blocking(msn, part, skip, hold, &node.metrics).await {
+            // Below hls.js's timeout for a blocking reload (0.8 × target duration at least).
+            let quiet = Duration::from_secs_f64(0.6 * node.config.hls.segment_duration_secs);
+            return match stream.playlist_blocking(msn, part, skip, hold, quiet, &node.metrics).await {
                 Ok(text) => playlist(with_rendition_reports(&node, &key, &file, text).await, true),
                 Err(Blocking::NotFound) => not_found(),
                 Err(Blocking::TooFarAhead) => bad_request(format!("_HLS_msn={msn} is too far ahead of the live edge")),
@@ -561,7 +567,7 @@ async fn hls(
         }
         let started = std::time::Instant::now();
         let text = match skip {
-            true => stream.playlist_blocking(0, None, true, wait, &node.metrics).await.ok(),
+            true => stream.playlist_blocking(0, None, true, wait, wait, &node.metrics).await.ok(),
             false => stream.playlist(wait).await,
         };
         let Some(media) = text else {
