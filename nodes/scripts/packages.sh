@@ -46,3 +46,8 @@ PLAYER_TEST_PACKAGES=(vlc-bin vlc-plugin-base openssl libnss3-tools curl)
 # What deploy/statefulset/test/run.sh needs beyond Python: Prometheus and promtool (a real Prometheus scrapes real
 # strom nodes for the HPA loop), ffmpeg (the publisher), curl (HTTP-FLV readers).
 DEPLOY_TEST_PACKAGES=(prometheus ffmpeg curl)
+
+# The balancer of the rolling-restart test (nodes/tests/rolling_restart.rs): nginx (run by the test as its own child,
+# with its own configuration in a scratch directory; the packaged service is not used) and its `stream` module for
+# RTMP over L4.
+NGINX_TEST_PACKAGES=(nginx-light libnginx-mod-stream)

@@ -6,6 +6,18 @@
 //        [--first-frame-timeout 20] [--min-play-ratio 0.7] [--max-stall 2.5]
 //        [--wait-ready SECONDS] [--screenshot FILE.png]
 //        [--switch-levels [--level-timeout 20]] [--low-latency on|off] [--catch-up RATE]
+//        [--sample-ms 1000] [--stop-file FILE] [--reconnect N]
+//
+// --sample-ms: the watch's sampling period (stall resolution; 1000 by default).
+// --stop-file FILE: the watch ends as soon as FILE exists (--seconds stays the upper bound; the "watched at least
+// half of --seconds" check is then skipped).
+// --reconnect N (HTTP-FLV): when mpegts.js reports an error or the end of the response, destroy the player and
+// start a new one on the same URL, up to N times (as a viewer's page would); `reconnects` in the JSON counts them,
+// and currentTime carries on from where the previous player stopped. Beyond N, an error is fatal as without it.
+// Every run also reports every player ERROR event, fatal or not (`error_events`: "MS kind/details [fatal]", ms
+// since page start), and `longest_frame_gap_seconds`: the longest wall time between two presented frames
+// (requestVideoFrameCallback) during the watch; `advanced_seconds`: the playback time that passed during the watch,
+// each sample's currentTime advance counted up to that sample's wall time (a jump is not playback).
 //
 // --low-latency (HLS): hls.js's lowLatencyMode (on by default, as in hls.js). Every sample also reads the live
 // latency: wall clock minus hls.playingDate (the PROGRAM-DATE-TIME of the frame on screen); the JSON line reports
@@ -51,13 +63,15 @@ function usage(msg) {
     '[--expect-width W --expect-height H] [--first-frame-timeout 20] ' +
     '[--min-play-ratio 0.7] [--max-stall 2.5] [--wait-ready SECONDS] [--screenshot FILE.png] ' +
     '[--switch-levels [--level-timeout 20]] [--seek FRACTION (VOD: jump to that share of the duration first)] ' +
-    '[--seek-back SECONDS (live with a DVR window: jump that far back from where playback started)]\n');
+    '[--seek-back SECONDS (live with a DVR window: jump that far back from where playback started)] ' +
+    '[--sample-ms MS] [--stop-file FILE] [--reconnect N (flv)]\n');
 }
 
 function parseArgs(argv) {
   const o = { kind: null, url: null, seconds: 15, expectWidth: null, expectHeight: null,
     firstFrameTimeout: 20, minPlayRatio: 0.7, maxStall: 2.5, waitReady: 0, screenshot: null,
-    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1, seek: null, seekBack: null };
+    switchLevels: false, levelTimeout: 20, lowLatency: true, catchUp: 1, seek: null, seekBack: null,
+    sampleMs: 1000, stopFile: null, reconnect: 0 };
   const num = (name, v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number, got ${v}`);
@@ -88,6 +102,9 @@ function parseArgs(argv) {
       case '--catch-up': o.catchUp = num(a, next()); break;
       case '--seek': o.seek = num(a, next()); if (o.seek >= 1) throw new Error('--seek is a share of the duration, below 1'); break;
       case '--seek-back': o.seekBack = num(a, next()); break;
+      case '--sample-ms': o.sampleMs = Math.round(num(a, next())); break;
+      case '--stop-file': o.stopFile = next(); break;
+      case '--reconnect': { const v = Number(next()); if (!Number.isInteger(v) || v < 0) throw new Error(`--reconnect needs a count, got ${v}`); o.reconnect = v; break; }
       case '--low-latency': { const v = next(); if (v !== 'on' && v !== 'off') throw new Error(`--low-latency is on or off, got ${v}`); o.lowLatency = v === 'on'; break; }
       case '-h': case '--help': usage(); process.exit(EXIT_PASS); break;
       default: throw new Error(`unknown argument ${a}`);
@@ -96,6 +113,7 @@ function parseArgs(argv) {
   if (o.kind !== 'hls' && o.kind !== 'flv') throw new Error('--kind must be hls or flv');
   if (!o.url) throw new Error('--url is required');
   if (o.switchLevels && o.kind !== 'hls') throw new Error('--switch-levels needs --kind hls');
+  if (o.reconnect && o.kind !== 'flv') throw new Error('--reconnect needs --kind flv');
   try { new URL(o.url); } catch { throw new Error(`--url is not a URL: ${o.url}`); }
   return o;
 }
@@ -115,13 +133,17 @@ const PROBE_JS = `(() => {
   'use strict';
   const q = new URLSearchParams(location.search);
   const kind = q.get('kind'), url = q.get('url'), lowLatency = q.get('ll') !== '0', catchUp = Number(q.get('catchup') || 1);
+  const maxReconnects = Number(q.get('reconnect') || 0);
   const v = document.getElementById('v');
   v.muted = true; v.autoplay = true;
   const st = window.__state = {
     kind, url, t0: performance.now(), firstFrameAt: null, fatal: [], warnings: [],
     events: [], rvfc: 0, rvfcPresented: null, rvfcSupported: 'requestVideoFrameCallback' in v,
     ended: false, setupError: null, sizes: [],
+    errorEvents: [], errorEventCount: 0, reconnects: 0, ctBase: 0, lastFrameAt: null, longestFrameGap: 0,
   };
+  // Every player ERROR event, fatal or not (the first 200), with its time since page start.
+  const errorEvent = (s) => { st.errorEventCount++; if (st.errorEvents.length < 200) st.errorEvents.push(Math.round(performance.now() - st.t0) + 'ms ' + s); };
   const log = (s) => { if (st.events.length < 5000) st.events.push(Math.round(performance.now() - st.t0) + 'ms ' + s); };
   const warn = (s) => { if (st.warnings.length < 50) st.warnings.push(String(s)); log('warn ' + s); };
   const fatal = (s) => { if (st.fatal.length < 20) st.fatal.push(String(s)); log('FATAL ' + s); };
@@ -144,6 +166,8 @@ const PROBE_JS = `(() => {
   if (st.rvfcSupported) {
     const cb = (now, meta) => {
       st.rvfc++; st.rvfcPresented = meta && meta.presentedFrames;
+      if (st.lastFrameAt !== null) st.longestFrameGap = Math.max(st.longestFrameGap, now - st.lastFrameAt);
+      st.lastFrameAt = now;
       markFirst(); v.requestVideoFrameCallback(cb);
     };
     v.requestVideoFrameCallback(cb);
@@ -170,7 +194,7 @@ const PROBE_JS = `(() => {
     let buffered = null;
     if (v.buffered.length) buffered = [v.buffered.start(0), v.buffered.end(v.buffered.length - 1)];
     return {
-      now: performance.now(), currentTime: v.currentTime, readyState: v.readyState, paused: v.paused,
+      now: performance.now(), currentTime: st.ctBase + v.currentTime, readyState: v.readyState, paused: v.paused,
       videoWidth: v.videoWidth, videoHeight: v.videoHeight, buffered,
       totalVideoFrames: q ? q.totalVideoFrames : null, droppedVideoFrames: q ? q.droppedVideoFrames : null,
       rvfc: st.rvfc, rvfcPresented: st.rvfcPresented, rvfcSupported: st.rvfcSupported,
@@ -179,10 +203,14 @@ const PROBE_JS = `(() => {
       latencyMs: (window.__player && window.__player.playingDate) ? Date.now() - window.__player.playingDate.getTime() : null,
       hlsLatency: window.__player && window.__player.latency, hlsTarget: window.__player && window.__player.targetLatency,
       fatal: st.fatal.slice(), warnings: st.warnings.slice(), ended: st.ended, setupError: st.setupError,
+      errorEvents: st.errorEvents.slice(), errorEventCount: st.errorEventCount, reconnects: st.reconnects,
+      longestFrameGapMs: st.longestFrameGap,
       videoError: v.error ? ('code=' + v.error.code + ' ' + (v.error.message || '')) : null,
     };
   };
   window.__events = () => st.events.slice();
+  // The frame-gap measure covers the watch only (not the start-up before the first frame).
+  window.__resetFrameGap = () => { st.longestFrameGap = 0; st.lastFrameAt = null; };
   window.__sizes = () => st.sizes.slice();
   window.__levels = () => {
     const p = window.__player;
@@ -201,6 +229,7 @@ const PROBE_JS = `(() => {
     const hls = window.__player = new Hls({ debug: false, enableWorker: true, lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: catchUp });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       const s = 'hls.js ' + data.type + '/' + data.details + (data.response && data.response.code !== undefined ? ' http=' + data.response.code : '') + (data.reason ? ' ' + data.reason : '') + (data.error && data.error.message && data.error.message !== data.reason ? ' ' + data.error.message : '');
+      errorEvent(s + (data.fatal ? ' [fatal]' : ''));
       if (data.fatal) fatal(s); else warn(s);
     });
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, d) => { log('manifest parsed, levels=' + d.levels.length); tryPlay(); });
@@ -222,17 +251,40 @@ const PROBE_JS = `(() => {
   } else {
     if (!window.mpegts || !mpegts.isSupported()) { st.setupError = 'mpegts.js not loaded or not supported'; return; }
     mpegts.LoggingControl.enableAll = false;
-    const p = window.__player = mpegts.createPlayer(
-      { type: 'flv', isLive: true, url, hasAudio: undefined, hasVideo: undefined },
-      { enableWorker: false, lazyLoad: false, enableStashBuffer: false, liveBufferLatencyChasing: false });
-    p.on(mpegts.Events.ERROR, (type, detail, info) => {
-      fatal('mpegts.js ' + type + '/' + detail + (info ? ' ' + JSON.stringify(info).slice(0, 300) : ''));
-    });
-    p.on(mpegts.Events.LOADING_COMPLETE, () => warn('mpegts.js loading complete (stream ended)'));
-    p.on(mpegts.Events.MEDIA_INFO, (mi) => log('media info ' + (mi && mi.width) + 'x' + (mi && mi.height) + ' ' + (mi && mi.mimeType)));
-    p.attachMediaElement(v);
-    p.load();
-    tryPlay();
+    const start = () => {
+      const p = window.__player = mpegts.createPlayer(
+        { type: 'flv', isLive: true, url, hasAudio: undefined, hasVideo: undefined },
+        { enableWorker: false, lazyLoad: false, enableStashBuffer: false, liveBufferLatencyChasing: false });
+      let lost = false;
+      // --reconnect: a lost stream (an error, or the response's end) starts a new player while the budget lasts.
+      const reconnect = (why) => {
+        if (lost || st.reconnects >= maxReconnects) return false;
+        lost = true; st.reconnects++;
+        log('reconnect ' + st.reconnects + ' after: ' + why + ' (t=' + v.currentTime.toFixed(2) + ')');
+        setTimeout(() => {
+          const ct = v.currentTime;
+          try { p.pause(); p.unload(); p.detachMediaElement(); p.destroy(); } catch (e) { log('destroy: ' + e); }
+          st.ctBase += ct;
+          start();
+        }, 0);
+        return true;
+      };
+      p.on(mpegts.Events.ERROR, (type, detail, info) => {
+        const s = 'mpegts.js ' + type + '/' + detail + (info ? ' ' + JSON.stringify(info).slice(0, 300) : '');
+        errorEvent(s);
+        if (lost) return;
+        if (reconnect(s)) warn(s + ' (reconnecting)'); else fatal(s);
+      });
+      p.on(mpegts.Events.LOADING_COMPLETE, () => {
+        if (lost) return;
+        warn('mpegts.js loading complete (stream ended)' + (reconnect('loading complete') ? ' (reconnecting)' : ''));
+      });
+      p.on(mpegts.Events.MEDIA_INFO, (mi) => log('media info ' + (mi && mi.width) + 'x' + (mi && mi.height) + ' ' + (mi && mi.mimeType)));
+      p.attachMediaElement(v);
+      p.load();
+      tryPlay();
+    };
+    start();
   }
 })();`;
 
@@ -349,7 +401,7 @@ async function main() {
     page.on('crash', () => pageErrors.push('page crashed'));
     if (DEBUG) page.on('console', (m) => process.stderr.write(`[console.${m.type()}] ${m.text()}\n`));
 
-    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&catchup=${opts.catchUp}&url=${encodeURIComponent(opts.url)}`;
+    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&catchup=${opts.catchUp}&reconnect=${opts.reconnect}&url=${encodeURIComponent(opts.url)}`;
     await page.goto(pageUrl, { waitUntil: 'load', timeout: 15000 });
     const probe = () => page.evaluate(() => window.__probe());
 
@@ -416,10 +468,14 @@ async function main() {
     }
 
     // --- phase 2: watch for --seconds (or through every level)
+    await page.evaluate(() => window.__resetFrameGap());
     const start = s;
     const hashes = [start.hash];
     let lastAdvanceAt = start.now, longestStall = 0, prevCt = start.currentTime, stalls = 0;
-    let last = start;
+    // Playback time that passed, sample by sample (a forward jump of currentTime, e.g. hls.js skipping to a new
+    // owner's timestamps, counts for no more than the wall time of its sample).
+    let advanced = 0;
+    let last = start, prevNow = start.now;
     const latencies = [];
     // One sample after `ms`: stall bookkeeping; false on a player error (fail fast).
     const sample = async (ms) => {
@@ -430,11 +486,12 @@ async function main() {
       if (last.currentTime <= prevCt + 0.05) { longestStall = Math.max(longestStall, last.now - lastAdvanceAt); stalls++; }
       else lastAdvanceAt = last.now;
       if (last.latencyMs !== null) latencies.push(last.latencyMs);
-      prevCt = last.currentTime;
+      advanced += Math.min(Math.max(0, last.currentTime - prevCt), (last.now - prevNow) / 1000);
+      prevCt = last.currentTime; prevNow = last.now;
       if (DEBUG) process.stderr.write(`[sample] lat=${last.latencyMs} hls.latency=${last.hlsLatency} target=${last.hlsTarget} ct=${last.currentTime.toFixed(2)} rs=${last.readyState} ${last.videoWidth}x${last.videoHeight} hash=${last.hash} frames=${last.totalVideoFrames} rvfc=${last.rvfc} buf=${JSON.stringify(last.buffered)}\n`);
       return !(last.fatal.length || last.videoError || pageErrors.length);
     };
-    let levelFailure = null;
+    let levelFailure = null, stoppedByFile = false;
     if (opts.switchLevels) {
       const info = await page.evaluate(() => window.__levels());
       const levels = (info && info.levels) || [];
@@ -462,7 +519,10 @@ async function main() {
       result.sizes_shown = await page.evaluate(() => window.__sizes());
     } else {
       const endAt = Date.now() + opts.seconds * 1000;
-      while (Date.now() < endAt && (await sample(Math.min(SAMPLE_MS, Math.max(0, endAt - Date.now())))));
+      const period = opts.sampleMs || SAMPLE_MS;
+      while (Date.now() < endAt && (await sample(Math.min(period, Math.max(0, endAt - Date.now()))))) {
+        if (opts.stopFile && existsSync(opts.stopFile)) { stoppedByFile = true; break; }
+      }
     }
     if (opts.screenshot) await page.screenshot({ path: opts.screenshot }).catch((e) => result.warnings.push(`screenshot: ${e.message}`));
 
@@ -484,6 +544,9 @@ async function main() {
       latency_p99_ms: latencies.length ? Math.round(quantile(latencies, 0.99)) : null,
       width: last.videoWidth || null, height: last.videoHeight || null,
       end_current_time: +last.currentTime.toFixed(3),
+      error_events: last.errorEvents, error_event_count: last.errorEventCount, reconnects: last.reconnects,
+      longest_frame_gap_seconds: last.rvfcSupported ? +(last.longestFrameGapMs / 1000).toFixed(3) : null,
+      stopped_by_file: stoppedByFile, advanced_seconds: +advanced.toFixed(3),
     });
     result.warnings = last.warnings;
     const errs = [...last.fatal, ...(last.videoError ? [`video.error ${last.videoError}`] : []), ...pageErrors.map((e) => `pageerror ${e}`)];
@@ -494,7 +557,7 @@ async function main() {
     const reasons = [];
     if (errs.length) reasons.push(`player error: ${errs.join('; ')}`);
     if (levelFailure) reasons.push(levelFailure);
-    if (!opts.switchLevels && wall < opts.seconds * 0.5) reasons.push(`watched only ${wall.toFixed(1)}s of ${opts.seconds}s`);
+    if (!opts.switchLevels && !stoppedByFile && wall < opts.seconds * 0.5) reasons.push(`watched only ${wall.toFixed(1)}s of ${opts.seconds}s`);
     if (!(played >= opts.minPlayRatio * wall)) reasons.push(`currentTime advanced ${played.toFixed(2)}s in ${wall.toFixed(2)}s wall (< ${opts.minPlayRatio * 100}%)`);
     if (longestStall / 1000 > opts.maxStall) reasons.push(`playback stalled for ${(longestStall / 1000).toFixed(1)}s (> ${opts.maxStall}s)`);
     if (transitions < 1 || changes / transitions < MIN_HASH_CHANGE_RATIO)
