@@ -443,10 +443,17 @@ impl RelaySource for OwnerSource {
         self: Box<Self>,
         publisher: Publisher,
         viewers: Arc<ViewerCounts>,
+        grace: Duration,
     ) -> BoxFuture<'static, Result<ActorCell, String>> {
         Box::pin(async move {
-            let args =
-                RelayArgs { publisher, owner: self.owner, owner_node: self.node, viewers, cluster: self.cluster };
+            let args = RelayArgs {
+                publisher,
+                owner: self.owner,
+                owner_node: self.node,
+                viewers,
+                cluster: self.cluster,
+                grace,
+            };
             match Actor::spawn(None, RelaySink, args).await {
                 Ok((a, _)) => Ok(a.get_cell()),
                 Err(e) => Err(format!("relay: {e}")),

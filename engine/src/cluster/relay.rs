@@ -12,9 +12,15 @@
 //! When the owner's publisher leaves, the relay stream passes that on ([`crate::stream::StreamEvent::PublisherLeft`]):
 //! its players stay attached until the publisher returns or the owner's grace runs out, as the owner's own do.
 //!
-//! The relay ends (local players get end-of-stream) when the owner says the stream ended, when the owner leaves the
-//! stream's group (its node died, hung past the heartbeat deadline, or was cut off), or when nothing read the relay
-//! stream (no local player, no hosted ladder's encoder) for `cluster.relay_idle_secs`.
+//! When the owner leaves the stream's group (its node drained, died, hung past the heartbeat deadline, or was cut
+//! off), the relay stream passes that on as a publisher leaving, and the sink looks for the stream's next owner
+//! (its publisher reconnecting to another node, as OBS does through the Service) for up to the reconnect grace:
+//! when a live owner appears, the sink subscribes there and its players go on, as through a publisher blip on
+//! the owner (the relay stream's timeline continues across the change).
+//!
+//! The relay ends (local players get end-of-stream) when the owner says the stream ended, when no new owner
+//! appears within the grace, or when nothing read the relay stream (no local player, no hosted ladder's encoder)
+//! for `cluster.relay_idle_secs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +49,8 @@ pub struct RelayArgs {
     pub viewers: Arc<ViewerCounts>,
     /// The cluster.
     pub cluster: ClusterHandle,
+    /// How long the relay waits for the stream's next owner when its owner goes.
+    pub grace: Duration,
 }
 
 /// State of a [`RelaySink`].
@@ -53,6 +61,8 @@ pub struct RelayState {
     held_credit: bool,
     last_seq: u64,
     idle_since: Option<Instant>,
+    /// The owner left the stream's group at this time; no new owner yet.
+    orphaned_since: Option<Instant>,
 }
 
 /// The lag of a relay batch sent at `sent_ms` and received at `now_ms` (Unix ms, each node's own clock), in
@@ -80,7 +90,7 @@ impl Actor for RelaySink {
         args.cluster.metrics.relays.with_label_values(&["in"]).inc();
         info!(stream = %key, owner = %args.owner_node, "relaying stream from its owner");
         myself.send_interval(CHECK, || RemoteMsg::Cast(Cast::Tick.encode()));
-        Ok(RelayState { args, unacked: 0, held_credit: false, last_seq: 0, idle_since: None })
+        Ok(RelayState { args, unacked: 0, held_credit: false, last_seq: 0, idle_since: None, orphaned_since: None })
     }
 
     async fn post_stop(&self, _: ActorRef<RemoteMsg>, st: &mut RelayState) -> Result<(), ActorProcessingErr> {
@@ -151,10 +161,24 @@ impl Actor for RelaySink {
             }
             Ok(Cast::Tick) => {
                 let owner_id = st.args.owner.get_id();
-                if !pg::get_members(&stream_group(&key)).iter().any(|c| c.get_id() == owner_id) {
-                    warn!(stream = %key, owner = %st.args.owner_node, "owner left the cluster; ending relay");
-                    myself.stop(Some("owner gone".into()));
-                    return Ok(());
+                let orphaned = st.orphaned_since.is_some();
+                if !orphaned && !pg::get_members(&stream_group(&key)).iter().any(|c| c.get_id() == owner_id) {
+                    warn!(stream = %key, owner = %st.args.owner_node, "owner left the cluster; waiting for the stream's next owner");
+                    st.orphaned_since = Some(Instant::now());
+                    if st.args.publisher.upstream_left().is_err() {
+                        myself.stop(Some("local stream gone".into()));
+                        return Ok(());
+                    }
+                }
+                if let Some(since) = st.orphaned_since {
+                    if follow_next_owner(st, owner_id).await {
+                        info!(stream = %key, owner = %st.args.owner_node, after = ?since.elapsed(), "relay follows the stream to its next owner");
+                        st.orphaned_since = None;
+                    } else if since.elapsed() >= st.args.grace {
+                        info!(stream = %key, "no next owner within the reconnect grace; ending relay");
+                        myself.stop(Some("owner gone".into()));
+                        return Ok(());
+                    }
                 }
                 // Players, and a ladder hosted here for the owner (its encoder reads this relay): a relay is idle
                 // only when nothing reads it.
@@ -173,6 +197,25 @@ impl Actor for RelaySink {
         }
         Ok(())
     }
+}
+
+/// Subscribes to a live owner of the relayed stream other than `old` if one is there (asked with a claim).
+async fn follow_next_owner(st: &mut RelayState, old: ractor::ActorId) -> bool {
+    let key = st.args.publisher.key().clone();
+    for owner in super::remote_members(&stream_group(&key)).into_iter().filter(|o| o.get_id() != old) {
+        let live = super::call(&owner, &super::wire::Request::Claim, Duration::from_secs(1)).await;
+        let Some(super::wire::Response::Claim { node, live: true, .. }) = live else { continue };
+        let window = st.args.cluster.config.relay_window_bytes;
+        if !super::cast(&owner, &Cast::Subscribe { node: st.args.cluster.node.clone(), credit: window }) {
+            continue;
+        }
+        st.args.owner = owner;
+        st.args.owner_node = node;
+        st.last_seq = 0;
+        st.unacked = 0;
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

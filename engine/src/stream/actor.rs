@@ -394,6 +394,9 @@ impl Actor for StreamActor {
                 if st.publisher == Some(publisher) {
                     st.fanout.send(StreamEvent::PublisherLeft);
                     st.reset_gop();
+                    // What comes next may be another owner's timeline (a relay that followed the stream to its
+                    // next owner): continue this stream's timeline from where it is, whatever the upstream's.
+                    st.timeline.new_session();
                 }
             }
             StreamMsg::Unpublish { publisher } => {

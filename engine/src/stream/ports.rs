@@ -69,11 +69,13 @@ pub trait RelaySource: Send + Sync + 'static {
     fn node(&self) -> &str;
 
     /// Starts relaying into `publisher` (a local relay stream); `viewers` are the relay stream's players. The
-    /// actor returned feeds it and is stopped with the relay stream.
+    /// actor returned feeds it and is stopped with the relay stream. When the owner goes, the relay waits up to
+    /// `grace` (the publisher reconnecting to another node) for the stream's next owner and follows it.
     fn start(
         self: Box<Self>,
         publisher: Publisher,
         viewers: Arc<ViewerCounts>,
+        grace: Duration,
     ) -> BoxFuture<'static, Result<ActorCell, String>>;
 }
 

@@ -545,7 +545,7 @@ impl RegistryState {
             }
         }
         let publisher = Publisher { handle: handle.clone(), id };
-        let sink = match source.start(publisher, viewers).await {
+        let sink = match source.start(publisher, viewers, self.config.reconnect_grace()).await {
             Ok(a) => a,
             Err(e) => {
                 handle.actor.stop(None);
