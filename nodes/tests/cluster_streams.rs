@@ -231,18 +231,23 @@ fn owner_killed_then_the_publisher_resumes_on_another_node_with_viewers_and_hls_
     let (_net, mut nodes) = cluster(3);
     let p0 = publish(&nodes[0].rtmp_url(key), &source(120.0));
     let before = wait_segments(&nodes[2], key, 2, Duration::from_secs(30));
-    // An HTTP-FLV viewer and an HLS viewer on strom-2 (relayed / proxied from strom-0).
+    // HTTP-FLV viewers on strom-2 and on strom-1 (where the publisher comes back), and an HLS viewer on strom-2,
+    // all relayed / proxied from strom-0.
     let dir = scratch("failover");
-    let flv_log = dir.join("flv.log");
-    let flv_progress = dir.join("flv.progress");
-    let mut flv = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", &nodes[2].http_url(&format!("/{key}.flv"))])
-        .args(["-progress", flv_progress.to_str().expect("path"), "-f", "null", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&flv_log).expect("log"))
-        .spawn()
-        .expect("ffmpeg");
+    let flv_viewer = |node: &NetNode, name: &str| {
+        let (log, progress) = (dir.join(format!("{name}.log")), dir.join(format!("{name}.progress")));
+        let child = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i", &node.http_url(&format!("/{key}.flv"))])
+            .args(["-progress", progress.to_str().expect("path"), "-f", "null", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("ffmpeg");
+        (child, log, progress)
+    };
+    let (mut flv, flv_log, flv_progress) = flv_viewer(&nodes[2], "flv2");
+    let (mut flv1, flv1_log, flv1_progress) = flv_viewer(&nodes[1], "flv1");
     let progress = dir.join("hls.progress");
     let mut hls = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i", &nodes[2].http_url(&format!("/{key}/index.m3u8"))])
@@ -258,9 +263,10 @@ fn owner_killed_then_the_publisher_resumes_on_another_node_with_viewers_and_hls_
     drop(p0);
     nodes[0].kill();
     let t = Instant::now();
-    // The relayed viewer stays attached, waiting for the stream's next owner as through a publisher blip.
+    // The relayed viewers stay attached, waiting for the stream's next owner as through a publisher blip.
     std::thread::sleep(Duration::from_secs(2));
     assert!(matches!(flv.try_wait(), Ok(None)), "the relayed FLV viewer waits for the next owner");
+    assert!(matches!(flv1.try_wait(), Ok(None)), "the relayed FLV viewer waits for the next owner");
     // While no node owns the stream, every node still serves its last playlist (players wait, not fail).
     let (status, _) = playlist(&nodes[1], key);
     assert_eq!(status, 200, "playlist between owner death and reconnect");
@@ -313,15 +319,20 @@ fn owner_killed_then_the_publisher_resumes_on_another_node_with_viewers_and_hls_
             .next_back()
             .unwrap_or(0)
     };
-    let (f1, v1) = (frames(&progress), frames(&flv_progress));
+    let (f1, v1, w1) = (frames(&progress), frames(&flv_progress), frames(&flv1_progress));
     std::thread::sleep(Duration::from_secs(6));
-    let (f2, v2) = (frames(&progress), frames(&flv_progress));
+    let (f2, v2, w2) = (frames(&progress), frames(&flv_progress), frames(&flv1_progress));
     assert!(matches!(hls.try_wait(), Ok(None)), "HLS viewer still running after the failover");
     assert!(f2 > f1 + 60, "HLS viewer decodes new frames after the failover: {f1} then {f2}");
     let flv_err = std::fs::read_to_string(&flv_log).unwrap_or_default();
     assert!(matches!(flv.try_wait(), Ok(None)), "FLV viewer still running after the failover: {flv_err}");
     assert!(v2 > v1 + 60, "the relayed FLV viewer decodes the new owner's frames: {v1} then {v2}\n{flv_err}");
-    for p in [&mut hls, &mut flv] {
+    // On the node the publisher came back to, the relayed stream became the owned one: its viewer stayed.
+    let flv1_err = std::fs::read_to_string(&flv1_log).unwrap_or_default();
+    assert!(matches!(flv1.try_wait(), Ok(None)), "FLV viewer on the new owner still running: {flv1_err}");
+    assert!(w2 > w1 + 60, "the FLV viewer on the new owner decodes its frames: {w1} then {w2}\n{flv1_err}");
+    assert!(stream(&nodes[1], key).is_some_and(|s| s["relay_from"].is_null()), "strom-1 owns the stream");
+    for p in [&mut hls, &mut flv, &mut flv1] {
         let _ = p.kill();
         let _ = p.wait();
     }

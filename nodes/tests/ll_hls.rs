@@ -334,3 +334,16 @@ fn a_blocking_reload_while_the_publisher_is_away_is_answered_before_a_player_giv
         assert_eq!(now.next_part(), (msn, part), "the playlist as it is: the player asks again");
     }
 }
+
+#[test]
+fn a_delta_update_asked_before_the_first_segment_waits_for_it_like_a_plain_playlist() {
+    let s = Strom::start();
+    let key = "live/early";
+    let _p = publish(&s.rtmp_url(key), &Source { seconds: 30.0, ..Source::default() });
+    s.wait_live(key, Duration::from_secs(15));
+    // A player that reloads with `_HLS_skip=YES` right away (a new owner's playlist before its first part): held
+    // until the first segment, not a 404.
+    let r = s.get(&format!("/{key}/index.m3u8?_HLS_skip=YES"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("#EXTINF"), "{}", r.text());
+}

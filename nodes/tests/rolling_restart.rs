@@ -48,16 +48,16 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(1500);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
-#[ignore = "not met yet (issue 17): hls.js stalls 1.3-2.9 s while the owner's publisher reconnects (a 1.5 s OBS delay \
-            against a ~0.7 s LL-HLS buffer, and the new owner's media placed after a PDT gap), and a start-up \
-            bufferSeekOverHole event; run with --ignored"]
+#[ignore = "not met yet (issue 17): hls.js stalls 2.5-3.7 s while the owner's publisher reconnects (1.5 s OBS \
+            delay + its first part, against a ~1 s LL-HLS buffer, then hls.js nudges over the real-time gap); run \
+            with --ignored"]
 fn hls_js_plays_through_a_rolling_restart_behind_nginx() {
     roll(Player::Hls);
 }
 
 #[test]
-#[ignore = "not met yet (issue 17): a relayed FLV player ends when the stream's owner goes (relays do not follow \
-            the publisher to its new node), so the roll costs two reconnects; run with --ignored"]
+#[ignore = "not met yet (issue 17): one reconnect and no player error now, but mpegts.js stalls ~2.4 s while the \
+            owner's publisher reconnects (1.5 s OBS delay + its first keyframe); run with --ignored"]
 fn http_flv_plays_through_a_rolling_restart_behind_nginx_with_one_reconnect() {
     roll(Player::Flv);
 }

@@ -67,6 +67,15 @@ pub enum StreamMsg {
         /// The publisher's id.
         publisher: u64,
     },
+    /// A relay stream becomes this node's own (a publisher of the key landed here): it gets a segmenter
+    /// (continuing the HLS playlist at `resume`), drops the relay's publisher and waits for the local one. Its
+    /// players stay attached. Answers the segmenter's readers' side; `None` if it is no relay (or is over).
+    Promote {
+        /// Where the HLS playlist continues (see [`SegmenterArgs::resume`]).
+        resume: Option<(u64, u64)>,
+        /// The segmenter's readers' side.
+        reply: RpcReplyPort<Option<HlsReader>>,
+    },
     /// The publisher left (or its connection died).
     Unpublish {
         /// The publisher's id.
@@ -398,6 +407,44 @@ impl Actor for StreamActor {
                     // next owner): continue this stream's timeline from where it is, whatever the upstream's.
                     st.timeline.new_session();
                 }
+            }
+            StreamMsg::Promote { resume, reply } => {
+                if st.relay_from.is_none() || st.phase == Phase::Ended {
+                    let _ = reply.send(None);
+                    return Ok(());
+                }
+                let slot = Arc::new(std::sync::OnceLock::new());
+                let args = SegmenterArgs {
+                    key: st.key.clone(),
+                    queue: st.seg_queue.clone(),
+                    hls: st.config.hls.clone(),
+                    metrics: st.metrics.clone(),
+                    resume,
+                    reader: slot.clone(),
+                };
+                let segmenter = match Actor::spawn_linked(None, Segmenter, args, myself.get_cell()).await {
+                    Ok((segmenter, _)) => segmenter,
+                    Err(e) => {
+                        warn!(stream = %st.key, error = %e, "cannot start a segmenter for the relayed stream");
+                        let _ = reply.send(None);
+                        return Ok(());
+                    }
+                };
+                st.segmenter = Some(segmenter);
+                st.relay_from = None;
+                if st.publisher.take().is_some() {
+                    st.metrics.publishers.dec();
+                }
+                if st.phase == Phase::Live {
+                    st.fanout.send(StreamEvent::PublisherLeft);
+                    st.reset_gop();
+                }
+                st.phase = Phase::Waiting;
+                info!(stream = %st.key, "the relayed stream is this node's now: its players wait for the local publisher");
+                // The local publisher is on its way; if it never comes, the stream ends after the grace.
+                let epoch = st.epoch;
+                myself.send_after(st.config.reconnect_grace(), move || StreamMsg::GraceExpired { epoch });
+                let _ = reply.send(slot.get().cloned());
             }
             StreamMsg::Unpublish { publisher } => {
                 if st.publisher == Some(publisher) {

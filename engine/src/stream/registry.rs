@@ -499,7 +499,33 @@ impl RegistryState {
                 return Ok(e.handle.clone());
             }
             // A publisher here, while this node relays the key from another: the caller checked that the owner is
-            // no longer live. The relay ends; the stream is ours now.
+            // no longer live. The relay stream becomes ours, its players staying attached; if it cannot, the relay
+            // ends and a new stream starts.
+            let relayed = e.handle.clone();
+            let takeover =
+                self.ownership.as_ref().map(|c| c.takeover(&key, self.config.reconnect_grace())).unwrap_or_default();
+            let promoted = call(&relayed.actor, |reply| StreamMsg::Promote { resume: takeover.resume, reply }).await;
+            if let Some(hls) = promoted.flatten() {
+                if let Some(sink) = self.streams.get_mut(&key).and_then(|e| e.cluster_actor.take()) {
+                    sink.stop(Some("replaced by a local publisher".into()));
+                }
+                if let Some((msn, disc)) = takeover.resume {
+                    info!(stream = %key, next_msn = msn, discontinuity = disc, epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
+                }
+                info!(stream = %key, "a local publisher takes the relayed stream over; its players stay");
+                let handle = StreamHandle {
+                    hls: Some(hls),
+                    relay_from: None,
+                    claim: Claim { epoch: takeover.epoch, since_ms: crate::clock::unix_ms() },
+                    ..relayed
+                };
+                let export = match &self.ownership {
+                    Some(o) => o.export(handle.clone()).await,
+                    None => None,
+                };
+                self.put(key, Entry { handle: handle.clone(), cluster_actor: export });
+                return Ok(handle);
+            }
             if let Some(e) = self.take(&key) {
                 info!(stream = %key, "a local publisher replaces the relay of this stream");
                 e.stop("replaced by a local publisher");

@@ -214,9 +214,16 @@ impl HlsReader {
         metrics: &Metrics,
     ) -> Result<Bytes, Blocking> {
         self.meter.poll();
-        let now = self.view();
+        let mut now = self.view();
         if now.playlist.is_none() && !now.ended {
-            return Err(Blocking::NotFound);
+            // No segment yet (a stream that has just started, or a new owner continuing another node's
+            // playlist): its first part comes within moments; wait for it up to `quiet`.
+            let mut rx = self.view.clone();
+            let first = tokio::time::timeout(quiet.min(wait), rx.wait_for(|v| v.playlist.is_some() || v.ended)).await;
+            now = match first {
+                Ok(Ok(v)) => v.clone(),
+                _ => return Err(Blocking::NotFound),
+            };
         }
         if too_far_ahead(&now, msn, part) {
             return Err(Blocking::TooFarAhead);
