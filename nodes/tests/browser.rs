@@ -188,10 +188,11 @@ fn hls_js_low_latency_is_under_one_and_a_half_seconds_on_the_owner_and_on_anothe
 
 /// LL-HLS failover as a viewer on another pod sees it: hls.js (lowLatencyMode) plays from strom-2 while the owner,
 /// strom-0, is SIGKILLed mid-stream and the publisher comes back on strom-1. hls.js must report no fatal error and
-/// play on; every playlist strom-2 serves keeps its media sequence monotonic, with a discontinuity at the new owner.
+/// play on, stalling no longer than the publisher is away (about 2 s here) plus slack for a loaded machine; every
+/// playlist strom-2 serves keeps its media sequence monotonic, with a discontinuity at the new owner. (While no
+/// node owns the stream, strom-2 serves the last playlist with its open segment closed, and the new owner numbers
+/// on from it, so hls.js joins the two playlists exactly.)
 #[test]
-#[ignore = "passes on a quiet machine (longest stall 2 s); with the CPU loaded, hls.js loads the new owner's \
-            playlists but no fragment and stalls to the end (issue 12 note): run with --ignored"]
 fn hls_js_on_another_node_plays_through_an_owner_kill() {
     let _alone = alone();
     if skipped() {
@@ -228,6 +229,8 @@ fn hls_js_on_another_node_plays_through_an_owner_kill() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).unwrap();
     assert!(v["errors"].as_array().is_some_and(|e| e.is_empty()), "no fatal error: {v}");
     assert!(v["played_seconds"].as_f64().unwrap_or(0.0) > 25.0, "played on after the failover: {v}");
+    let stall = v["longest_stall_seconds"].as_f64().unwrap_or(f64::MAX);
+    assert!(stall <= 5.0, "hls.js stalled {stall} s through the failover (the publisher is away ~2 s): {v}");
     let back = sequences.windows(2).filter(|w| w[1].0 < w[0].0).count();
     assert_eq!(back, 0, "MEDIA-SEQUENCE went back on strom-2: {sequences:?}");
     assert!(sequences.iter().any(|s| s.1), "a discontinuity at the new owner: {sequences:?}");

@@ -452,9 +452,14 @@ impl Cluster {
     }
 
     /// The last playlist of `key` an owner shared within `max_age`, to keep serving players until a publisher
-    /// brings the stream back.
+    /// brings the stream back: with its open segment closed ([`crate::formats::playlist::close_open_segment`]),
+    /// so the next owner's first segment joins it in players' timelines.
     pub fn last_playlist(&self, key: &StreamKey, max_age: Duration) -> Option<Bytes> {
-        lock(&self.shared.hls).last_playlist(&key.to_string(), max_age, Instant::now())
+        let text = lock(&self.shared.hls).last_playlist(&key.to_string(), max_age, Instant::now())?;
+        match crate::formats::playlist::close_open_segment(&String::from_utf8_lossy(&text)) {
+            Some(closed) => Some(Bytes::from(closed)),
+            None => Some(text),
+        }
     }
 
     /// Where ladders may run: this node and every peer that answers heartbeats, each with its last load.

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -321,6 +321,14 @@ impl Playlist {
             }
             let _ = write!(out, "#EXTINF:{:.3},\n{}\n", s.duration, s.name);
         }
+        let open_listed = self.open.as_ref().is_some_and(|o| !o.parts.is_empty() || self.preload.is_some());
+        if let (Some(_), false, false, Some(last)) = (ll, open_listed, self.ended, listed.last()) {
+            // Nothing open (the publisher left): the next segment's date, where it would start. hls.js (1.7) takes a
+            // playlist that ends right at a segment URI as if that segment were still open, and refuses the next
+            // playlist (the following segment) as "media sequence mismatch", a fatal error.
+            let next = last.program_date_time + Duration::from_secs_f64(last.duration);
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(next));
+        }
         if let (Some(_), Some(o)) = (ll, &self.open) {
             if !o.parts.is_empty() || self.preload.is_some() {
                 if o.discontinuity {
@@ -386,6 +394,51 @@ pub fn next_part_in(text: &str) -> Option<((u64, u64), bool)> {
         }
     }
     has_parts.then_some(((msn? + skipped, parts), text.contains("#EXT-X-ENDLIST")))
+}
+
+/// The last playlist of a stream that has no owner right now (its node died or drained; the publisher is on
+/// its way to another node), as other nodes serve it meanwhile: the open segment is closed — its listed parts
+/// stay, an `EXTINF` of their sum and `EXT-X-GAP` mark it complete but not to be loaded whole (its node is gone)
+/// — and the preload hint goes (that part will never exist). The text ends with the next segment's date, as
+/// [`Playlist::render`] ends a playlist with nothing open. A player then holds the open segment's number as the
+/// playlist's last, so the next owner's first segment (that number + 1, after a discontinuity) joins it exactly
+/// instead of leaving a hole in the player's timeline. `None` when nothing is open (nothing to change).
+pub fn close_open_segment(text: &str) -> Option<String> {
+    if text.contains("#EXT-X-ENDLIST") || !text.contains("#EXT-X-PART-INF:") {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let is_uri = |l: &str| !l.starts_with('#') && !l.trim().is_empty();
+    let after_last_uri = lines.iter().rposition(|l| is_uri(l)).map_or(0, |i| i + 1);
+    let open = &lines[after_last_uri..];
+    let parts: Vec<&str> = open.iter().copied().filter(|l| l.starts_with("#EXT-X-PART:")).collect();
+    let hint = open.iter().any(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"));
+    if parts.is_empty() {
+        // At most a hint open: the hint goes; the open segment's date stays as the text's end.
+        return hint.then(|| {
+            let kept: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with("#EXT-X-PRELOAD-HINT:")).collect();
+            kept.join("\n") + "\n"
+        });
+    }
+    let duration: f64 = parts
+        .iter()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .filter_map(|v| v.split(',').next()?.parse::<f64>().ok())
+        .sum();
+    // The segment's name as its owner would have given it: `<prefix>-<msn>.m4s`, the prefix of its parts'.
+    let msn = next_part_in(text).map(|((msn, _), _)| msn)?;
+    let part_uri = parts[0].split("URI=\"").nth(1)?.split('"').next()?;
+    let prefix = part_uri.rsplit_once("-p")?.0;
+    let pdt = open.iter().find_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:")).and_then(parse_rfc3339);
+    let mut out: Vec<String> = lines[..after_last_uri].iter().map(|l| l.to_string()).collect();
+    out.extend(open.iter().filter(|l| !l.starts_with("#EXT-X-PRELOAD-HINT:")).map(|l| l.to_string()));
+    out.push(format!("#EXTINF:{duration:.3},"));
+    out.push("#EXT-X-GAP".into());
+    out.push(format!("{prefix}-{msn}.m4s"));
+    if let Some(pdt) = pdt {
+        out.push(format!("#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(pdt + Duration::from_secs_f64(duration))));
+    }
+    Some(out.join("\n") + "\n")
 }
 
 /// The delta update (`_HLS_skip=YES`) of a full LL-HLS playlist text, made from the text alone, as
@@ -641,6 +694,37 @@ pub fn with_query(text: &str, query: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ownerless_playlist_closes_its_open_segment_as_a_gap_and_drops_the_hint() {
+        let open = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:3\n\
+                    #EXT-X-MAP:URI=\"ab-init1.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:21:44.155Z\n\
+                    #EXT-X-PART:DURATION=0.200,URI=\"ab-p31.m4s\",INDEPENDENT=YES\n#EXTINF:2.000,\nab-3.m4s\n\
+                    #EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:21:46.155Z\n\
+                    #EXT-X-PART:DURATION=0.200,URI=\"ab-p41.m4s\",INDEPENDENT=YES\n\
+                    #EXT-X-PART:DURATION=0.199,URI=\"ab-p42.m4s\"\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ab-p43.m4s\"\n";
+        assert_eq!(next_part_in(open), Some(((4, 2), false)));
+        let closed = close_open_segment(open).unwrap();
+        let tail = "URI=\"ab-p42.m4s\"\n#EXTINF:0.399,\n#EXT-X-GAP\nab-4.m4s\n\
+                    #EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:21:46.554Z\n";
+        assert!(closed.ends_with(tail), "{closed}");
+        assert!(!closed.contains("PRELOAD-HINT"));
+        // The next owner's first segment (5) comes next; delta updates still work on the text.
+        assert_eq!(next_part_in(&closed), Some(((5, 0), false)));
+        assert_eq!(close_open_segment(&closed), None);
+        // Only a hint open: the hint goes; the open segment's date ends the text.
+        let hint_only = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2.000,\n\
+                         ab-3.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:21:46.155Z\n\
+                         #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ab-p41.m4s\"\n";
+        assert_eq!(
+            close_open_segment(hint_only).unwrap(),
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2.000,\nab-3.m4s\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:21:46.155Z\n"
+        );
+        // Ended, or no parts at all: unchanged.
+        assert_eq!(close_open_segment("#EXTM3U\n#EXTINF:2.000,\na.ts\n#EXT-X-ENDLIST\n"), None);
+    }
+
     use super::*;
 
     #[test]
@@ -822,6 +906,25 @@ mod tests {
         p.push_part(part(segments, 0));
         p.set_preload_hint(Some(format!("x-{segments}.1.m4s")));
         p
+    }
+
+    #[test]
+    fn a_playlist_with_nothing_open_ends_with_the_next_segment_s_date() {
+        // The publisher left: the last segment is closed, no part is open and there is no hint. hls.js would take
+        // the last segment for an open one and refuse the next playlist; the next segment's date ends the text.
+        let mut p = Playlist::new(10, 0, 2.0);
+        p.enable_parts(0.5);
+        for msn in 0..3 {
+            p.open_segment(msn, false, Some("x-init0.mp4".into()), UNIX_EPOCH);
+            let mut s = seg(msn, 2.0, false);
+            s.name = format!("x-{msn}.m4s");
+            s.map = Some("x-init0.mp4".into());
+            p.push(s);
+        }
+        let text = p.render().unwrap();
+        assert!(text.ends_with("x-2.m4s\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26.000Z\n"), "{text}");
+        assert_eq!(next_part_in(&text), Some(((3, 0), false)));
+        assert_eq!(close_open_segment(&text), None);
     }
 
     #[test]

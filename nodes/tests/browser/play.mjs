@@ -37,6 +37,7 @@
 // stderr), 2 = setup problem (chromium / node_modules / codec support missing, bad args).
 //
 // Env: STROM_CHROMIUM   path of the browser (default /usr/bin/chromium)
+//      STROM_HLS_DEBUG=1   hls.js's own debug log (with STROM_PLAY_DEBUG=1: on stderr)
 //      STROM_PLAY_DEBUG=1  echo the page's console and player events to stderr (the events are
 //                          also printed when a watch stalls or fails)
 
@@ -133,6 +134,7 @@ const PROBE_JS = `(() => {
   'use strict';
   const q = new URLSearchParams(location.search);
   const kind = q.get('kind'), url = q.get('url'), lowLatency = q.get('ll') !== '0', catchUp = Number(q.get('catchup') || 1);
+  const hlsDebug = q.get('hlsdebug') === '1';
   const maxReconnects = Number(q.get('reconnect') || 0);
   const v = document.getElementById('v');
   v.muted = true; v.autoplay = true;
@@ -226,7 +228,7 @@ const PROBE_JS = `(() => {
 
   if (kind === 'hls') {
     if (!window.Hls || !Hls.isSupported()) { st.setupError = 'hls.js not loaded or not supported'; return; }
-    const hls = window.__player = new Hls({ debug: false, enableWorker: true, lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: catchUp });
+    const hls = window.__player = new Hls({ debug: hlsDebug, enableWorker: true, lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: catchUp });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       const s = 'hls.js ' + data.type + '/' + data.details + (data.response && data.response.code !== undefined ? ' http=' + data.response.code : '') + (data.reason ? ' ' + data.reason : '') + (data.error && data.error.message && data.error.message !== data.reason ? ' ' + data.error.message : '');
       errorEvent(s + (data.fatal ? ' [fatal]' : ''));
@@ -401,7 +403,7 @@ async function main() {
     page.on('crash', () => pageErrors.push('page crashed'));
     if (DEBUG) page.on('console', (m) => process.stderr.write(`[console.${m.type()}] ${m.text()}\n`));
 
-    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&catchup=${opts.catchUp}&reconnect=${opts.reconnect}&url=${encodeURIComponent(opts.url)}`;
+    const pageUrl = `${pageOrigin}/?kind=${opts.kind}&ll=${opts.lowLatency ? 1 : 0}&catchup=${opts.catchUp}&reconnect=${opts.reconnect}&hlsdebug=${process.env.STROM_HLS_DEBUG === '1' ? 1 : 0}&url=${encodeURIComponent(opts.url)}`;
     await page.goto(pageUrl, { waitUntil: 'load', timeout: 15000 });
     const probe = () => page.evaluate(() => window.__probe());
 
