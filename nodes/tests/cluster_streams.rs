@@ -19,34 +19,13 @@ fn cluster(n: usize) -> (Net, Vec<NetNode>) {
     let net = Net::new(n);
     let nodes: Vec<NetNode> = (0..n).map(|i| net.spawn_cluster(i, COOKIE, &[])).collect();
     for node in &nodes {
-        wait_peers(node, n - 1, Duration::from_secs(15));
+        node.wait_peers(n - 1, Duration::from_secs(15));
     }
     (net, nodes)
 }
 
 fn json(node: &NetNode, path: &str) -> serde_json::Value {
     serde_json::from_slice(&node.get(path).body).unwrap_or_default()
-}
-
-fn peers(node: &NetNode) -> Vec<String> {
-    json(node, "/api/v1/cluster")["peers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
-        .unwrap_or_default()
-}
-
-fn wait_peers(node: &NetNode, n: usize, timeout: Duration) {
-    let t = Instant::now();
-    while peers(node).len() != n {
-        assert!(
-            t.elapsed() < timeout,
-            "{} sees {:?}, expected {n} peers\n{}",
-            node.name(),
-            peers(node),
-            node.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn metric(node: &NetNode, series: &str) -> f64 {
@@ -332,6 +311,11 @@ fn owner_killed_then_the_publisher_resumes_on_another_node_with_viewers_and_hls_
     assert!(matches!(flv1.try_wait(), Ok(None)), "FLV viewer on the new owner still running: {flv1_err}");
     assert!(w2 > w1 + 60, "the FLV viewer on the new owner decodes its frames: {w1} then {w2}\n{flv1_err}");
     assert!(stream(&nodes[1], key).is_some_and(|s| s["relay_from"].is_null()), "strom-1 owns the stream");
+    assert_eq!(
+        stream(&nodes[2], key).map(|s| s["relay_from"].clone()),
+        Some("strom-1".into()),
+        "strom-2 relays from it"
+    );
     for p in [&mut hls, &mut flv, &mut flv1] {
         let _ = p.kill();
         let _ = p.wait();
@@ -347,14 +331,14 @@ fn a_hung_node_is_declared_down_within_three_seconds_and_rejoins() {
     nodes[2].stop();
     let t = Instant::now();
     let down = wait_until("strom-2 declared down", Duration::from_secs(10), || {
-        !peers(&nodes[0]).contains(&"strom-2".to_string()) && !peers(&nodes[1]).contains(&"strom-2".to_string())
+        !nodes[0].peers().contains(&"strom-2".to_string()) && !nodes[1].peers().contains(&"strom-2".to_string())
     });
     eprintln!("hung node declared down after {down:?}");
     assert!(down <= Duration::from_millis(3300), "declared down after {down:?}");
     assert!(metric(&nodes[0], "strom_cluster_peers_lost_total{reason=\"heartbeat_deadline\"}") >= 1.0);
     nodes[2].cont();
-    wait_peers(&nodes[0], 2, Duration::from_secs(15));
-    wait_peers(&nodes[2], 2, Duration::from_secs(15));
+    nodes[0].wait_peers(2, Duration::from_secs(15));
+    nodes[2].wait_peers(2, Duration::from_secs(15));
     eprintln!("rejoined {:?} after SIGCONT", t.elapsed() - down);
 }
 
@@ -426,17 +410,10 @@ impl NumberingWatch {
 
 /// A GET with one short deadline; the body of a 200, else an error.
 fn get_quick(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(std::io::ErrorKind::InvalidData)?;
-    if !head.starts_with("HTTP/1.1 200") || head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Err(std::io::ErrorKind::InvalidData.into());
+    match common::netns::get_with_timeout(addr, path, timeout)? {
+        (200, body) => Ok(body),
+        _ => Err(std::io::ErrorKind::InvalidData.into()),
     }
-    Ok(body.to_string())
 }
 
 /// Three nodes whose wall clocks are shifted by `skew_ms` (a test hook), clustered.
@@ -449,7 +426,7 @@ fn cluster_with_skew(skew_ms: [i64; 3]) -> (Net, Vec<NetNode>) {
         })
         .collect();
     for node in &nodes {
-        wait_peers(node, 2, Duration::from_secs(15));
+        node.wait_peers(2, Duration::from_secs(15));
     }
     (net, nodes)
 }
@@ -470,7 +447,7 @@ fn partition_heal(skew_ms: [i64; 3]) {
     // strom-0 is cut off from the other nodes (the test process still reaches everyone).
     net.cut_between(0, 1);
     net.cut_between(0, 2);
-    wait_until("strom-1 to lose strom-0", Duration::from_secs(8), || !peers(&nodes[1]).contains(&"strom-0".into()));
+    wait_until("strom-1 to lose strom-0", Duration::from_secs(8), || !nodes[1].peers().contains(&"strom-0".into()));
     // During the partition strom-1 cannot see the owner: once strom-0's lease has run out, a second publisher is
     // accepted there.
     let mut p1 = publish(&nodes[1].rtmp_url(key), &source(120.0));
@@ -483,7 +460,7 @@ fn partition_heal(skew_ms: [i64; 3]) {
     std::thread::sleep(Duration::from_secs(3));
     net.heal_between(0, 1);
     net.heal_between(0, 2);
-    wait_peers(&nodes[1], 2, Duration::from_secs(15));
+    nodes[1].wait_peers(2, Duration::from_secs(15));
     // The first claim (strom-0) keeps the key, whatever the clocks say; strom-1's publisher is disconnected.
     wait_until("strom-1 to give the key up", Duration::from_secs(15), || p1.wait(Duration::ZERO).is_some());
     assert!(p0.is_running(), "the first publisher keeps publishing");
@@ -592,11 +569,11 @@ fn a_node_with_the_wrong_cookie_is_refused() {
     let a = net.spawn_cluster(0, COOKIE, &[]);
     let b = net.spawn_cluster(1, COOKIE, &[]);
     let c = net.spawn_cluster(2, "not-the-cookie", &[]);
-    wait_peers(&a, 1, Duration::from_secs(15));
+    a.wait_peers(1, Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(peers(&a), vec!["strom-1".to_string()]);
-    assert_eq!(peers(&b), vec!["strom-0".to_string()]);
-    assert!(peers(&c).is_empty(), "{:?}", peers(&c));
+    assert_eq!(a.peers(), vec!["strom-1".to_string()]);
+    assert_eq!(b.peers(), vec!["strom-0".to_string()]);
+    assert!(c.peers().is_empty(), "{:?}", c.peers());
     wait_until("the refusal to be counted", Duration::from_secs(5), || {
         metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}") >= 1.0
     });
@@ -609,15 +586,15 @@ fn scale_out_to_four_nodes_and_back_with_a_drain() {
     let net = Net::new(4);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster(i, COOKIE, &[])).collect();
     for n in &nodes {
-        wait_peers(n, 2, Duration::from_secs(15));
+        n.wait_peers(2, Duration::from_secs(15));
     }
     let _p = publish(&nodes[0].rtmp_url(key), &source(60.0));
     wait_segments(&nodes[0], key, 1, Duration::from_secs(30));
     // A fourth pod starts, seeding from strom-0 only: it finds everyone and plays the stream.
     let mut new = net.spawn_cluster(3, COOKIE, &[]);
-    wait_peers(&new, 3, Duration::from_secs(15));
+    new.wait_peers(3, Duration::from_secs(15));
     for n in &nodes {
-        wait_peers(n, 3, Duration::from_secs(15));
+        n.wait_peers(3, Duration::from_secs(15));
     }
     let (frames, stderr) = probe_video(&new.http_url(&format!("/{key}.flv")), 2.0);
     assert_playable("flv on the new node", &frames, 30, 426, 240, &stderr);
@@ -625,7 +602,7 @@ fn scale_out_to_four_nodes_and_back_with_a_drain() {
     let status = new.term(Duration::from_secs(20)).expect("drained node exits");
     assert!(status.success(), "exit status {status:?}\n{}", new.log_tail(20));
     for n in nodes.iter_mut() {
-        wait_peers(n, 2, Duration::from_secs(10));
+        n.wait_peers(2, Duration::from_secs(10));
     }
     let (frames, stderr) = probe_video(&nodes[2].rtmp_url(key), 2.0);
     assert_playable("rtmp on strom-2 after scale-in", &frames, 30, 426, 240, &stderr);
@@ -680,7 +657,7 @@ fn ladders_run_on_the_least_loaded_node_serve_every_node_and_move_when_their_nod
     let net = Net::new(3);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
     for n in &nodes {
-        wait_peers(n, 2, Duration::from_secs(15));
+        n.wait_peers(2, Duration::from_secs(15));
     }
     wait_loads(&nodes);
     let (key, rung) = ("live/ladder", "live/ladder_160p");
@@ -729,7 +706,7 @@ fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
     let net = Net::new(4);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
     for n in &nodes {
-        wait_peers(n, 2, Duration::from_secs(15));
+        n.wait_peers(2, Duration::from_secs(15));
     }
     wait_loads(&nodes);
     let _a = publish(&nodes[2].rtmp_url("live/a"), &source(120.0));
@@ -740,7 +717,7 @@ fn a_new_node_takes_new_ladders_and_a_draining_node_hands_its_ladder_over() {
     // A fourth pod joins: the next ladder goes to it, the node with nothing to do.
     nodes.push(net.spawn_cluster_with(3, COOKIE, &[], LADDER_ENV));
     for n in &nodes {
-        wait_peers(n, 3, Duration::from_secs(15));
+        n.wait_peers(3, Duration::from_secs(15));
     }
     wait_loads(&nodes);
     let _c = publish(&nodes[2].rtmp_url("live/c"), &source(120.0));
@@ -812,7 +789,7 @@ fn ladders_hosted_on_other_nodes_stay_put_and_come_back_on_a_free_node_after_a_k
     let net = Net::new(3);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], LADDER_ENV)).collect();
     for n in &nodes {
-        wait_peers(n, 2, Duration::from_secs(15));
+        n.wait_peers(2, Duration::from_secs(15));
     }
     wait_loads(&nodes);
     let src = source(secs as f64 + 90.0);
@@ -893,7 +870,7 @@ fn players_on_another_node_stay_attached_through_a_publisher_reconnect() {
     let net = Net::new(2);
     let nodes: Vec<NetNode> = (0..2).map(|i| net.spawn_cluster_with(i, COOKIE, &[], grace)).collect();
     for n in &nodes {
-        wait_peers(n, 1, Duration::from_secs(15));
+        n.wait_peers(1, Duration::from_secs(15));
     }
     let (fps, secs) = (30.0, 7.0);
     let mut first = publish(&nodes[0].rtmp_url(key), &source(secs));
@@ -927,7 +904,7 @@ fn delta_updates_on_a_node_that_does_not_own_the_stream_are_the_owner_s() {
     let net = Net::new(2);
     let nodes: Vec<NetNode> = (0..2).map(|i| net.spawn_cluster_with(i, COOKIE, &[], env)).collect();
     for n in &nodes {
-        wait_peers(n, 1, Duration::from_secs(15));
+        n.wait_peers(1, Duration::from_secs(15));
     }
     let _p = publish(&nodes[0].rtmp_url(key), &Source { seconds: 40.0, gop_secs: 1.0, ..Source::default() });
     let delta = |node: &NetNode| node.get(&format!("/{key}/index.m3u8?_HLS_skip=YES")).text();
@@ -954,8 +931,8 @@ fn strangers_on_the_cluster_port_are_closed_within_three_seconds_and_the_nodes_s
     let net = Net::new(2);
     let a = net.spawn_cluster(0, COOKIE, &[]);
     let b = net.spawn_cluster(1, COOKIE, &[]);
-    wait_peers(&a, 1, Duration::from_secs(15));
-    wait_peers(&b, 1, Duration::from_secs(15));
+    a.wait_peers(1, Duration::from_secs(15));
+    b.wait_peers(1, Duration::from_secs(15));
     let _p = publish(&a.rtmp_url(key), &source(60.0));
     wait_segments(&a, key, 1, Duration::from_secs(30));
     let before = metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}");
@@ -989,8 +966,8 @@ fn strangers_on_the_cluster_port_are_closed_within_three_seconds_and_the_nodes_s
     wait_until("the strangers to be counted", Duration::from_secs(5), || {
         metric(&a, "strom_cluster_auth_failures_total{direction=\"in\"}") >= before + 110.0
     });
-    assert_eq!(peers(&a), vec!["strom-1".to_string()], "the nodes stay joined");
-    assert_eq!(peers(&b), vec!["strom-0".to_string()]);
+    assert_eq!(a.peers(), vec!["strom-1".to_string()], "the nodes stay joined");
+    assert_eq!(b.peers(), vec!["strom-0".to_string()]);
     let (frames, stderr) = probe_video(&b.http_url(&format!("/{key}.flv")), 2.0);
     assert_playable("flv relayed to strom-1 after the abuse", &frames, 30, 426, 240, &stderr);
 }
@@ -1013,8 +990,8 @@ fn relay_credit_follows_the_local_stream_taking_frames() {
     ];
     let a = net.spawn_cluster_with(0, COOKIE, &[], &env);
     let b = net.spawn_cluster_with(1, COOKIE, &[], &env);
-    wait_peers(&a, 1, Duration::from_secs(15));
-    wait_peers(&b, 1, Duration::from_secs(15));
+    a.wait_peers(1, Duration::from_secs(15));
+    b.wait_peers(1, Duration::from_secs(15));
     let _p = publish(&a.rtmp_url(key), &Source { seconds: 90.0, bitrate_k: 2000, ..Source::default() });
     wait_segments(&a, key, 1, Duration::from_secs(30));
     let flv = b.http_url(&format!("/{key}.flv"));

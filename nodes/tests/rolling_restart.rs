@@ -80,7 +80,7 @@ fn roll(kind: Player) {
     let net = Net::new(3);
     let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], &env)).collect();
     for node in &nodes {
-        wait_peers(node, 2, Duration::from_secs(20));
+        node.wait_peers(2, Duration::from_secs(20));
     }
     timeline.note(format!("3 nodes up and joined (drain_secs {drain})"));
     let nginx = Nginx::start(&net);
@@ -145,9 +145,9 @@ fn roll(kind: Player) {
         assert!(status.is_some(), "{} did not exit within 30 s of SIGTERM\n{}", nodes[i].name(), nodes[i].log_tail(40));
         nodes[i].restart();
         timeline.note(format!("{} restarted (serving)", nodes[i].name()));
-        wait_peers(&nodes[i], 2, Duration::from_secs(30));
+        nodes[i].wait_peers(2, Duration::from_secs(30));
         for other in nodes.iter().filter(|n| n.index() != i) {
-            wait_peers(other, 2, Duration::from_secs(30));
+            other.wait_peers(2, Duration::from_secs(30));
         }
         timeline.note(format!("{} rejoined; owner now {:?}", nodes[i].name(), owner(&nodes)));
         std::thread::sleep(SETTLE);
@@ -251,27 +251,6 @@ fn json(node: &NetNode, path: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-fn peers(node: &NetNode) -> Vec<String> {
-    json(node, "/api/v1/cluster")["peers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
-        .unwrap_or_default()
-}
-
-fn wait_peers(node: &NetNode, n: usize, timeout: Duration) {
-    let t = Instant::now();
-    while peers(node).len() != n {
-        assert!(
-            t.elapsed() < timeout,
-            "{} sees {:?}, expected {n} peers\n{}",
-            node.name(),
-            peers(node),
-            node.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The node that owns the stream (its own entry: live, not a relay), asking every node.
 fn owner(nodes: &[NetNode]) -> Option<String> {
     nodes.iter().find_map(|n| {
@@ -361,9 +340,9 @@ impl Monitor {
     }
 }
 
-/// [`stream_state`] by address (the monitor thread has no `NetNode`).
+/// The stream's state on the node at `addr`, as the monitor prints it: its own, a relay (from which node), or none.
 fn state_at(addr: SocketAddr) -> String {
-    match http_get_timeout(addr, "/api/v1/streams", Duration::from_secs(1)) {
+    match common::netns::get_with_timeout(addr, "/api/v1/streams", Duration::from_secs(1)) {
         Err(e) => format!("no answer ({})", e.kind()),
         Ok((status, _)) if status != 200 => format!("HTTP {status}"),
         Ok((_, body)) => {
@@ -377,19 +356,6 @@ fn state_at(addr: SocketAddr) -> String {
             }
         }
     }
-}
-
-fn http_get_timeout(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
 }
 
 // ------------------------------------------------------------------------------------------------ nginx

@@ -169,8 +169,23 @@ impl Claims {
             return None;
         }
         let k = &self.keys[key];
-        let skip = if fenced { band(node) * BAND } else { 1 };
-        Some((k.max_next_msn + skip, k.max_discontinuity))
+        if fenced {
+            return Some((k.max_next_msn + band(node) * BAND, k.max_discontinuity));
+        }
+        // The number after the last one any owner used: the next MSN itself when the newest owner had nothing
+        // open under it (its publisher left, its last segment closed: no part of that number exists), else one
+        // more (the open segment's parts were listed; that number is never reused). A skipped number would leave
+        // players (hls.js) unable to join the two playlists.
+        let open_parts = newest
+            .playlist
+            .as_ref()
+            .and_then(|t| crate::formats::playlist::next_part_in(&String::from_utf8_lossy(t)))
+            .map(|((msn, parts), _)| (msn, parts));
+        let first = match open_parts {
+            Some((msn, 0)) if msn == k.max_next_msn => k.max_next_msn,
+            _ => k.max_next_msn + 1,
+        };
+        Some((first, k.max_discontinuity))
     }
 
     /// The playlist the owner whose claim dates from `since_ms` pushed last.
@@ -268,6 +283,27 @@ mod tests {
         let (next, _) = c.takeover("live/a", "strom-0", true, Duration::from_secs(15), now).unwrap();
         assert!(next > b + 10);
         assert_eq!(c.next_epoch("live/a"), 3);
+    }
+
+    #[test]
+    fn a_takeover_after_a_closed_last_segment_takes_the_next_number_itself() {
+        let now = Instant::now();
+        let mut c = Claims::new(Duration::from_secs(600));
+        let with = |next_msn: u64, text: &str| {
+            let mut st = state(1, 100, next_msn, now);
+            st.playlist = Some(Bytes::from(text.to_string()));
+            st
+        };
+        // Segment 8 open with a part: 9 comes next.
+        let open = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\na-7.m4s\n\
+                    #EXT-X-PART:DURATION=0.200,URI=\"a-p81.m4s\"\n";
+        c.pushed("live/a", with(8, open));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1)));
+        // Segment 8 closed (the publisher left) and nothing open: 9 itself.
+        let closed = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\na-7.m4s\n\
+                      #EXTINF:0.433,\na-8.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:28:54.483Z\n";
+        c.pushed("live/a", with(9, closed));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1)));
     }
 
     #[test]

@@ -209,6 +209,7 @@ async fn follow_next_owner(st: &mut RelayState, old: ractor::ActorId) -> bool {
         if !super::cast(&owner, &Cast::Subscribe { node: st.args.cluster.node.clone(), credit: window }) {
             continue;
         }
+        let _ = st.args.publisher.relay_moved(&node);
         st.args.owner = owner;
         st.args.owner_node = node;
         st.last_seq = 0;

@@ -76,6 +76,13 @@ pub enum StreamMsg {
         /// The segmenter's readers' side.
         reply: RpcReplyPort<Option<HlsReader>>,
     },
+    /// A relay stream's feed now comes from `node` (the relay followed the stream to its next owner).
+    RelayMoved {
+        /// The publisher's id (the relay sink's).
+        publisher: u64,
+        /// The owner node the relay now comes from.
+        node: String,
+    },
     /// The publisher left (or its connection died).
     Unpublish {
         /// The publisher's id.
@@ -445,6 +452,11 @@ impl Actor for StreamActor {
                 let epoch = st.epoch;
                 myself.send_after(st.config.reconnect_grace(), move || StreamMsg::GraceExpired { epoch });
                 let _ = reply.send(slot.get().cloned());
+            }
+            StreamMsg::RelayMoved { publisher, node } => {
+                if st.publisher == Some(publisher) && st.relay_from.is_some() {
+                    st.relay_from = Some(node);
+                }
             }
             StreamMsg::Unpublish { publisher } => {
                 if st.publisher == Some(publisher) {

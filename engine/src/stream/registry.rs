@@ -316,6 +316,14 @@ impl Publisher {
             .map_err(|_| StreamGone(self.handle.key.to_string()))
     }
 
+    /// A relay stream's feed now comes from owner `node` (`/api/v1/streams` shows it as `relay_from`).
+    pub fn relay_moved(&self, node: &str) -> Result<(), StreamGone> {
+        self.handle
+            .actor
+            .cast(StreamMsg::RelayMoved { publisher: self.id, node: node.to_string() })
+            .map_err(|_| StreamGone(self.handle.key.to_string()))
+    }
+
     /// Sends metadata already encoded as an `onMetaData` body (a relay).
     pub fn metadata_raw(&self, body: Bytes) -> Result<(), StreamGone> {
         self.handle

@@ -481,15 +481,31 @@ impl NetNode {
 
     /// GET from the test process with one deadline for connect and response (for unreachable or stopped nodes).
     pub fn try_get(&self, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&self.http, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http).as_bytes())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        get_with_timeout(self.http, path, timeout)
+    }
+
+    /// The names of the peers this node is joined with (`/api/v1/cluster`).
+    pub fn peers(&self) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.get("/api/v1/cluster").body).unwrap_or_default();
+        v["peers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["name"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until this node is joined with `n` peers (panics with its log after `timeout`).
+    pub fn wait_peers(&self, n: usize, timeout: Duration) {
+        let t = Instant::now();
+        while self.peers().len() != n {
+            assert!(
+                t.elapsed() < timeout,
+                "{} sees {:?}, expected {n} peers\n{}",
+                self.name(),
+                self.peers(),
+                self.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The log of the current (or last) run of the process.
@@ -799,4 +815,18 @@ fn output(program: &str, args: &[&str]) -> String {
         .output()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// GET `path` from `addr` with one deadline for connect and response: (status, body); status 0 when the answer
+/// has none.
+pub fn get_with_timeout(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
 }
