@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn, Instrument};
 
-use super::plan::{plan_chunks, ChunkOutput, ChunkState, ChunkStatus, Job, JobRung, JobState};
+use super::plan::{fit_chunk_ms, plan_chunks, ChunkOutput, ChunkState, ChunkStatus, Job, JobRung, JobState};
 use super::JobsInner;
 use crate::cluster::wire::Load;
 use crate::formats::playlist::rfc3339_millis;
@@ -225,9 +225,11 @@ impl JobRun {
             }
         };
         let vod = self.jobs.config.vod.clone();
+        // The chunk slots of the nodes that may take chunks now: a short source is cut to fill them.
+        let slots = self.candidates().iter().map(|c| c.1).sum::<u32>();
         let me = myself.clone();
         let spawned = std::thread::Builder::new().name("vod-probe".into()).spawn(move || {
-            let r = probe(&url, &vod);
+            let r = probe(&url, &vod, slots);
             let _ = me.cast(JobMsg::Probed(r.map(Box::new)));
         });
         if let Err(e) = spawned {
@@ -726,19 +728,22 @@ impl JobRun {
     }
 }
 
-/// Probes the source at `url` and plans its chunks (blocking).
-fn probe(url: &str, vod: &crate::config::VodConfig) -> Result<Probed, String> {
+/// Probes the source at `url` and plans its chunks (blocking) for `slots` chunk slots.
+fn probe(url: &str, vod: &crate::config::VodConfig, slots: u32) -> Result<Probed, String> {
     #[cfg(feature = "transcode")]
     {
         let mut source = super::source::Source::open(super::source::SourceAt::Url(url.into()))?;
         let p = source.probe()?;
-        let chunks =
-            plan_chunks(&p.pictures, p.end_ms, (vod.chunk_secs * 1000.0) as i64, (vod.segment_secs * 1000.0) as i64);
+        let segment_ms = (vod.segment_secs * 1000.0) as i64;
+        let duration_ms = (p.info.duration * 1000.0) as i64;
+        // Chunks no shorter than a segment.
+        let chunk_ms = fit_chunk_ms(duration_ms, (vod.chunk_secs * 1000.0) as i64, slots, segment_ms);
+        let chunks = plan_chunks(&p.pictures, p.end_ms, chunk_ms, segment_ms);
         Ok(Probed { info: p.info, chunks })
     }
     #[cfg(not(feature = "transcode"))]
     {
-        let _ = (url, vod, plan_chunks);
+        let _ = (url, vod, slots, plan_chunks, fit_chunk_ms);
         Err("this strom was built without the `transcode` feature (no FFmpeg)".into())
     }
 }

@@ -2,7 +2,8 @@
 //! `vod/<id>/job.json` holds (no I/O, unit-tested).
 //!
 //! - **Chunks** start at the source's keyframes: a chunk ends at the first keyframe at least
-//!   `vod.chunk_secs` after its start (a last chunk shorter than half of that joins the one before). Every
+//!   `vod.chunk_secs` after its start (a last chunk shorter than half of that joins the one before); a short
+//!   source's chunks are shortened ([`fit_chunk_ms`]) so they come in whole rounds of the cluster's slots. Every
 //!   picture presenting in `[start_ms, end_ms)` belongs to exactly one chunk, so the chunks' frame counts add up
 //!   to the source's.
 //! - **Segments** cut each chunk into equal parts near `vod.segment_secs`, each starting on a source picture;
@@ -32,8 +33,8 @@ pub struct SourceInfo {
     pub audio_codec: Option<String>,
     /// Decodable pictures (from the first keyframe on).
     pub frames: u64,
-    /// Added to every source timestamp (ms) so that the timeline starts at 0 or later (an AAC priming frame
-    /// has a negative time).
+    /// Added to every source timestamp (ms) so that the timeline starts at 0 (an AAC priming frame has a
+    /// negative time; MPEG-TS usually starts later).
     pub offset_ms: i64,
 }
 
@@ -52,6 +53,23 @@ pub struct ChunkPlan {
     pub first_segment: u64,
     /// Its segments' start times (ms; the first is `start_ms`).
     pub segments: Vec<i64>,
+}
+
+/// The chunk length for a source of `duration_ms` when `slots` chunks can run at once: `chunk_ms`, shortened so
+/// the chunks fill whole rounds of the slots (a short file's last round would leave slots idle: 3 chunks on 2
+/// slots take two rounds, 4 shorter ones take two half-rounds), or, when that would make chunks shorter than
+/// `min_ms`, so there are as many chunks of at least `min_ms` as fit. Never longer than `chunk_ms`.
+pub fn fit_chunk_ms(duration_ms: i64, chunk_ms: i64, slots: u32, min_ms: i64) -> i64 {
+    let (chunk_ms, min_ms, slots) = (chunk_ms.max(1), min_ms.clamp(1, chunk_ms.max(1)), i64::from(slots.max(1)));
+    if duration_ms <= 0 {
+        return chunk_ms;
+    }
+    // About what `plan_chunks` makes: a tail under half a chunk joins the chunk before.
+    let n = ((duration_ms + chunk_ms / 2) / chunk_ms).max(1);
+    let whole_rounds = (n + slots - 1) / slots * slots;
+    let most = (duration_ms / min_ms).max(1);
+    let n = if whole_rounds <= most { whole_rounds } else { n.max(most.min(slots)) };
+    (duration_ms / n).min(chunk_ms)
 }
 
 /// Cuts a source into chunks and segments. `pictures`: every video picture's presentation time (ms, shifted)
@@ -382,6 +400,27 @@ mod tests {
         assert_eq!(chunks[0].segments.len(), 3);
         assert_eq!(chunks[0].segments, vec![0, 3333, 6667]);
         assert_eq!(chunks.last().unwrap().end_ms, end);
+    }
+
+    #[test]
+    fn short_sources_get_chunks_in_whole_rounds_of_the_slots() {
+        let fit = |secs: i64, slots| fit_chunk_ms(secs * 1000, 10_000, slots, 4_000);
+        assert_eq!(fit(60, 2), 10_000, "6 chunks on 2 slots: unchanged");
+        assert_eq!(fit(60, 3), 10_000);
+        assert_eq!(fit(30, 2), 7_500, "3 chunks on 2 slots become 4");
+        assert_eq!(fit(10, 2), 5_000, "1 chunk on 2 slots becomes 2");
+        assert_eq!(fit(10, 6), 5_000, "chunks of at least 4 s: 2 of 6 slots busy, not 1");
+        assert_eq!(fit(3, 2), 3_000, "too short to split");
+        assert_eq!(fit(70, 2), 8_750, "7 chunks become 8");
+        assert_eq!(fit(3600, 2), 10_000);
+        assert_eq!(fit(3610, 2), 3_610_000 / 362, "361 chunks become 362");
+        assert_eq!(fit(14, 1), 10_000, "one slot: as configured");
+        assert_eq!(fit_chunk_ms(0, 10_000, 2, 4_000), 10_000);
+        // Planned with keyframes every 2 s: the 30 s source in 4 chunks, the 10 s one in 2.
+        for (secs, want) in [(30i64, 4), (10, 2), (60, 6)] {
+            let p = pictures(secs as usize * 30, 60);
+            assert_eq!(plan_chunks(&p, secs * 1000, fit(secs, 2), 4_000).len(), want, "{secs} s");
+        }
     }
 
     #[test]
