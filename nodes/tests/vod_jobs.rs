@@ -15,6 +15,7 @@ use common::*;
 /// A node the helpers talk to: a local [`Strom`] or a namespaced cluster node.
 trait Node {
     fn http_url(&self, path: &str) -> String;
+    fn rtmp_url(&self, key: &str) -> String;
     fn get(&self, path: &str) -> HttpResponse;
     fn log_tail(&self, n: usize) -> String;
 }
@@ -22,6 +23,9 @@ trait Node {
 impl Node for Strom {
     fn http_url(&self, path: &str) -> String {
         Strom::http_url(self, path)
+    }
+    fn rtmp_url(&self, key: &str) -> String {
+        Strom::rtmp_url(self, key)
     }
     fn get(&self, path: &str) -> HttpResponse {
         Strom::get(self, path)
@@ -34,6 +38,9 @@ impl Node for Strom {
 impl Node for common::netns::NetNode {
     fn http_url(&self, path: &str) -> String {
         common::netns::NetNode::http_url(self, path)
+    }
+    fn rtmp_url(&self, key: &str) -> String {
+        common::netns::NetNode::rtmp_url(self, key)
     }
     fn get(&self, path: &str) -> HttpResponse {
         common::netns::NetNode::get(self, path)
@@ -61,14 +68,19 @@ fn vod_node(storage: &Path, extra: &[(&str, &str)]) -> Strom {
 
 /// A `seconds` long `width`x`height`@30 H.264 (B-frames, ffmpeg's default GOP) + AAC MP4 file, made once.
 fn media_file(width: u32, height: u32, seconds: u32) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("strom-vod-src-{width}x{height}-{seconds}s.mp4"));
+    media_file_as(width, height, seconds, "mp4")
+}
+
+/// [`media_file`] in the container of extension `ext` (`ts`: MPEG-TS, Annex B H.264 and ADTS AAC).
+fn media_file_as(width: u32, height: u32, seconds: u32, ext: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("strom-vod-src-{width}x{height}-{seconds}s.{ext}"));
     if path.exists() {
         return path;
     }
     // Tests made in parallel may make the same file: each writes its own, the rename is atomic.
     static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("{}-{n}.mp4", std::process::id()));
+    let tmp = path.with_extension(format!("{}-{n}.{ext}", std::process::id()));
     let out = run_with_timeout(
         Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
@@ -424,6 +436,9 @@ fn vod_cluster(
                 ("STROM_AUTH_ADMIN_TOKEN", ADMIN),
                 // The tests read the API without the token.
                 ("STROM_AUTH_READ_API", "public"),
+                // Recordings (of the streams a test publishes) on the node's storage.
+                ("STROM_RECORD_ENABLED", "true"),
+                ("STROM_STREAM_RECONNECT_GRACE_SECS", "1"),
             ]);
             net.spawn_cluster_with(i, &format!("vod-{tag}"), &[], &env)
         })
@@ -503,6 +518,29 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     let (status, _) = curl(&nodes[2], &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
     assert_eq!(status, 409, "a done job is not retried, whichever node is asked");
 
+    // A recording on strom-0's volume, transcoded through strom-1: the job runs where the recording is.
+    let clip = Source { width: 640, height: 360, seconds: 12.0, bitrate_k: 800, ..Source::default() };
+    let (rec, frames) = record(&nodes[0], "live/clip", &clip);
+    let job = transcode_recording(&nodes[1], &nodes[0], &rec, frames, "live/clip");
+    assert_eq!(job["node"], "strom-0", "{job}");
+    assert!(!dirs[1].join("vod").exists(), "nothing stored on strom-1");
+
+    // An MPEG-TS file (Annex B video, ADTS audio, a timeline starting at 1.4 s) uploaded to strom-1: its chunks,
+    // read over the cluster by the other nodes, hold every picture.
+    let ts = media_file_as(640, 360, 30, "ts");
+    let id = upload(&nodes[1], &ts, Some("360,144"));
+    let job = wait_job(&nodes[1], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["info"]["container"], "mpegts", "{job}");
+    let ran: std::collections::BTreeSet<&str> =
+        job["chunk_status"].as_array().unwrap().iter().filter_map(|c| c["node"].as_str()).collect();
+    assert!(ran.len() >= 2, "the TS chunks ran on several nodes: {ran:?}");
+    check_rungs(&nodes[1], &job, &ts, &[(640, 360), (256, 144)]);
+    let rung = nodes[1].http_url(&format!("/vod/{id}/360p/index.m3u8"));
+    let start =
+        numbers(&ffprobe(&["-select_streams", "v:0", "-show_entries", "stream=start_time", "-of", "csv=p=0"], &rung));
+    assert!(start[0] < 0.1, "the timeline starts at 0, not at the source's 1.4 s: {start:?}");
+
     // A worker SIGKILLed while it encodes a chunk: the chunk is sent elsewhere, the job ends done.
     let mut nodes = nodes;
     let id = upload(&nodes[0], &src, Some("720,144"));
@@ -558,6 +596,61 @@ fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
     assert_eq!(asset["state"], "done", "{asset}");
 }
 
+/// Publishes `src` to `key` on `s` (recording on) as fast as ffmpeg encodes it and waits for the finished
+/// recording: (its asset id, its picture count).
+fn record(s: &impl Node, key: &str, src: &Source) -> (String, u64) {
+    // Not `publish`: without -re ffmpeg sends the clip as fast as it encodes it.
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"]);
+    source_args(&mut cmd, src);
+    let out = run_with_timeout(cmd.args(["-f", "flv"]).arg(s.rtmp_url(key)), Duration::from_secs(120));
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    let rec = loop {
+        let v = json(&s.get("/api/v1/vod").text());
+        let done = v["assets"].as_array().and_then(|a| a.iter().find(|a| a["stream"] == key && a["state"] == "done"));
+        if let Some(a) = done {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no finished recording of {key}: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let frames = numbers(&ffprobe(
+        &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"],
+        &s.http_url(&format!("/vod/{rec}.mp4")),
+    ))[0] as u64;
+    (rec, frames)
+}
+
+/// Asks `via` to transcode recording `rec` (of `key`, `frames` pictures) into 360p and 144p; waits for the job on
+/// `holder` (the node whose storage holds the recording) and checks that both rungs hold every picture, aligned.
+fn transcode_recording(via: &impl Node, holder: &impl Node, rec: &str, frames: u64, key: &str) -> serde_json::Value {
+    let body = format!("{{\"source\": \"recording:{rec}\", \"rungs\": [360, 144]}}");
+    let (status, body) = curl(via, &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body], "/api/v1/vod");
+    assert_eq!(status, 202, "{body}");
+    let accepted = json(&body);
+    assert_eq!(accepted["asset"]["stream"], key, "{accepted}");
+    let id = accepted["job_id"].as_str().unwrap().to_string();
+    let job = wait_job(holder, &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["frames_total"].as_u64(), Some(frames), "{job}");
+    let master = via.get(&format!("/vod/{id}/index.m3u8")).text();
+    let rungs: Vec<&str> = master.lines().filter(|l| l.ends_with("/index.m3u8")).collect();
+    assert_eq!(rungs.len(), 2, "{master}");
+    let mut boundaries = None;
+    for rung in rungs {
+        let url = via.http_url(&format!("/vod/{id}/{rung}"));
+        let got = ffprobe(&["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"], &url);
+        assert!(got.contains(&format!("nb_read_frames={frames}")), "{rung}: {got}");
+        let durations = extinfs(&via.get(&format!("/vod/{id}/{rung}")).text());
+        match &boundaries {
+            None => boundaries = Some(durations),
+            Some(b) => assert_eq!(b, &durations, "{rung}: segment boundaries differ"),
+        }
+    }
+    job
+}
+
 /// A recording transcoded (`POST /api/v1/vod` with `{"source": "recording:<id>"}`): the new asset's rungs hold
 /// every picture of the recording, with aligned segments; a recording that does not exist is a 404, a body
 /// without a source a 400.
@@ -565,54 +658,13 @@ fn with_s3_another_node_takes_over_the_job_of_a_killed_node() {
 fn a_recording_is_transcoded_into_a_ladder() {
     let storage = scratch("vod-from-rec");
     let s = vod_node(&storage, &[("STROM_RECORD_ENABLED", "true"), ("STROM_STREAM_RECONNECT_GRACE_SECS", "1")]);
-    // Not `publish`: without -re ffmpeg sends the 30 s as fast as it encodes them.
     let src = Source { width: 1280, height: 720, seconds: 30.0, bitrate_k: 1500, ..Source::default() };
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"]);
-    source_args(&mut cmd, &src);
-    let out = run_with_timeout(cmd.args(["-f", "flv"]).arg(s.rtmp_url("live/rec")), Duration::from_secs(120));
-    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
-    let t = Instant::now();
-    let rec = loop {
-        let v = json(&s.get("/api/v1/vod").text());
-        if let Some(a) = v["assets"].as_array().and_then(|a| a.first()).filter(|a| a["state"] == "done") {
-            break a["id"].as_str().unwrap().to_string();
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "no finished recording: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let rec_frames = numbers(&ffprobe(
-        &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"],
-        &s.http_url(&format!("/vod/{rec}.mp4")),
-    ))[0] as u64;
+    let (rec, rec_frames) = record(&s, "live/rec", &src);
     assert!(rec_frames >= 600, "{rec_frames}");
+    transcode_recording(&s, &s, &rec, rec_frames, "live/rec");
 
     let post =
         |body: &str| curl(&s, &["-X", "POST", "-H", "Content-Type: application/json", "-d", body], "/api/v1/vod");
-    let (status, body) = post(&format!("{{\"source\": \"recording:{rec}\", \"rungs\": [360, 144]}}"));
-    assert_eq!(status, 202, "{body}");
-    let accepted = json(&body);
-    assert_eq!(accepted["asset"]["stream"], "live/rec", "{accepted}");
-    let id = accepted["job_id"].as_str().unwrap().to_string();
-    let job = wait_job(&s, &id, Duration::from_secs(300));
-    assert_eq!(job["state"], "done", "{job}");
-    assert_eq!(job["frames_total"].as_u64(), Some(rec_frames), "{job}");
-    let master = s.get(&format!("/vod/{id}/index.m3u8")).text();
-    let rungs: Vec<&str> = master.lines().filter(|l| l.ends_with("/index.m3u8")).collect();
-    assert_eq!(rungs.len(), 2, "{master}");
-    let mut boundaries = None;
-    for rung in rungs {
-        let url = s.http_url(&format!("/vod/{id}/{rung}"));
-        let frames =
-            ffprobe(&["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"], &url);
-        assert!(frames.contains(&format!("nb_read_frames={rec_frames}")), "{rung}: {frames}");
-        let durations = extinfs(&s.get(&format!("/vod/{id}/{rung}")).text());
-        match &boundaries {
-            None => boundaries = Some(durations),
-            Some(b) => assert_eq!(b, &durations, "{rung}: segment boundaries differ"),
-        }
-    }
-
     let (status, body) = post("{\"source\": \"recording:live-nope-20260101T000000000Z\"}");
     assert_eq!(status, 404, "{body}");
     let (status, body) = post("{\"url\": \"http://example.invalid/x.mp4\"}");

@@ -1,14 +1,32 @@
 //! `AacConfig::parse` on arbitrary AudioSpecificConfig bytes, then `adts_header` for a few payload
-//! lengths and `codec_string`: never panics, and every ADTS header written is well formed.
+//! lengths and `codec_string`: never panics, and every ADTS header written is well formed. The same bytes as
+//! ADTS frames (an uploaded MPEG-TS file's audio): `split_adts` never panics, its payloads lie inside the input
+//! and add up with their headers to it, and each frame's config survives `to_audio_specific_config`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strom_engine::formats::aac::AacConfig;
+use strom_engine::formats::aac::{split_adts, AacConfig};
 
 /// Largest `frame_length` an ADTS header can express (13 bits).
 const MAX_ADTS_FRAME: usize = 0x1FFF;
 
 fuzz_target!(|data: &[u8]| {
+    match split_adts(data) {
+        Ok(frames) => {
+            let mut total = 0;
+            for (cfg, payload) in &frames {
+                let start = payload.as_ptr() as usize - data.as_ptr() as usize;
+                assert!(start + payload.len() <= data.len(), "a payload outside the input");
+                total += payload.len() + 7;
+                assert!((1..=4).contains(&cfg.object_type) && cfg.sample_rate_index <= 12);
+                assert_eq!(AacConfig::parse(&cfg.to_audio_specific_config()).as_ref(), Ok(cfg));
+            }
+            assert!(total <= data.len() && data.len() <= total + 2 * frames.len(), "headers and payloads");
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
     let cfg = match AacConfig::parse(data) {
         Ok(cfg) => cfg,
         Err(e) => {

@@ -272,6 +272,15 @@ pub enum JobRequest {
         /// The object.
         data: Bytes,
     },
+    /// To every node: transcode recording `id` into the rungs `ladder` (heights) if this node's storage holds
+    /// it (a local volume): [`Response::Api`] with 202 and `{"asset", "job"}`, or the refusal; 404 when it does
+    /// not hold it. The job runs where the recording is.
+    FromRecording {
+        /// The recording's asset id.
+        id: String,
+        /// Rung heights.
+        ladder: Vec<u32>,
+    },
 }
 
 /// What [`Request::Vod`] asks of a node's recordings: the API of a recording runs on the stream's owner, and a
@@ -552,6 +561,7 @@ impl Request {
             Request::Job(JobRequest::Get { .. }) => "job_get",
             Request::Job(JobRequest::List) => "job_list",
             Request::Job(JobRequest::Action { .. }) => "job_action",
+            Request::Job(JobRequest::FromRecording { .. }) => "job_from_recording",
             Request::Disconnect => "disconnect",
             Request::Peers => "peers",
         }
@@ -669,6 +679,14 @@ impl Request {
                         put_bytes(&mut o, id.as_bytes());
                         put_bytes(&mut o, action.as_bytes());
                     }
+                    JobRequest::FromRecording { id, ladder } => {
+                        o.put_u8(9);
+                        put_bytes(&mut o, id.as_bytes());
+                        o.put_u32(ladder.len() as u32);
+                        for h in ladder {
+                            o.put_u32(*h);
+                        }
+                    }
                 }
                 o
             }
@@ -716,6 +734,15 @@ impl Request {
                 6 => JobRequest::Get { id: r.string("id")? },
                 7 => JobRequest::List,
                 8 => JobRequest::Action { id: r.string("id")?, action: r.string("action")? },
+                9 => {
+                    let id = r.string("id")?;
+                    let n = r.u32("rungs")?;
+                    if n > 64 {
+                        return Err(r.error("rungs"));
+                    }
+                    let ladder = (0..n).map(|_| r.u32("rung")).collect::<Result<Vec<_>, _>>()?;
+                    JobRequest::FromRecording { id, ladder }
+                }
                 _ => return Err(WireError { what: "job op", offset: 2 }),
             }),
             10 => Request::Disconnect,
@@ -1028,6 +1055,7 @@ mod tests {
             Request::Job(JobRequest::Get { id: "x".into() }),
             Request::Job(JobRequest::List),
             Request::Job(JobRequest::Action { id: "x".into(), action: "retry".into() }),
+            Request::Job(JobRequest::FromRecording { id: "live-a-20261205T000000000Z".into(), ladder: vec![720, 144] }),
             Request::Job(JobRequest::Read { object: "vod/x/original.mp4".into(), offset: 5 << 32, max: 1 << 20 }),
             Request::Job(JobRequest::Put {
                 object: "vod/x/720p/seg0-4000000-i1.m4s".into(),

@@ -116,6 +116,13 @@ pub enum AacError {
         /// The largest payload length allowed.
         max_payload_len: usize,
     },
+    /// Bytes that are not a run of whole ADTS frames (see [`split_adts`]).
+    BadAdts {
+        /// Byte offset of the frame in the input.
+        byte_offset: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for AacError {
@@ -151,6 +158,7 @@ impl fmt::Display for AacError {
             AacError::FrameTooLong { payload_len, max_payload_len } => {
                 write!(f, "AAC payload of {payload_len} bytes exceeds the ADTS maximum of {max_payload_len}")
             }
+            AacError::BadAdts { byte_offset, why } => write!(f, "ADTS frame at byte {byte_offset}: {why}"),
         }
     }
 }
@@ -264,6 +272,50 @@ impl AacConfig {
     }
 }
 
+impl AacConfig {
+    /// The two-byte `AudioSpecificConfig` of an ADTS stream's config (object type 1..=4, a table sampling
+    /// frequency): what an MP4 `esds` or an FLV sequence header carries.
+    pub fn to_audio_specific_config(&self) -> [u8; 2] {
+        let (ot, sfi, ch) = (self.object_type & 0x1f, self.sample_rate_index & 0x0f, self.channel_config & 0x0f);
+        [(ot << 3) | (sfi >> 1), ((sfi & 1) << 7) | (ch << 3)]
+    }
+}
+
+/// Splits a run of ADTS frames (MPEG-TS audio, stream_type 0x0F) into each frame's config and raw payload (the
+/// header, and its CRC when present, removed). Refused: a bad syncword or layer, a reserved sampling
+/// frequency, a frame longer than the input or shorter than its header, and frames of several raw data blocks.
+pub fn split_adts(data: &[u8]) -> Result<Vec<(AacConfig, &[u8])>, AacError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let bad = |why| AacError::BadAdts { byte_offset: at, why };
+        let h = data.get(at..at + ADTS_HEADER_LEN).ok_or(bad("shorter than an ADTS header"))?;
+        if h[0] != 0xff || h[1] & 0xf0 != 0xf0 {
+            return Err(bad("no ADTS syncword"));
+        }
+        if h[1] & 0x06 != 0 {
+            return Err(bad("layer is not 0"));
+        }
+        let header_len = if h[1] & 0x01 == 1 { ADTS_HEADER_LEN } else { ADTS_HEADER_LEN + 2 };
+        let object_type = (h[2] >> 6) + 1;
+        let sample_rate_index = (h[2] >> 2) & 0x0f;
+        let sample_rate =
+            *SAMPLE_RATES.get(usize::from(sample_rate_index)).ok_or(bad("reserved sampling frequency"))?;
+        let channel_config = ((h[2] & 0x01) << 2) | (h[3] >> 6);
+        let frame_len = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        if h[6] & 0x03 != 0 {
+            return Err(bad("several raw data blocks in one frame"));
+        }
+        if frame_len < header_len {
+            return Err(bad("frame length shorter than its header"));
+        }
+        let payload = data.get(at + header_len..at + frame_len).ok_or(bad("frame longer than the data"))?;
+        out.push((AacConfig { object_type, sample_rate_index, sample_rate, channel_config }, payload));
+        at += frame_len;
+    }
+    Ok(out)
+}
+
 /// Reads `audioObjectType` including the escape (31 → 32 + 6 bits).
 fn read_object_type(r: &mut BitReader<'_>) -> Result<u8, AacError> {
     let ot = r.bits("audioObjectType", 5)? as u8;
@@ -345,6 +397,39 @@ mod tests {
         frame_len: usize,
         fullness: u16,
         raw_blocks: u8,
+    }
+
+    #[test]
+    fn adts_frames_split_back_into_configs_and_payloads() {
+        let cfg = AacConfig::parse(&[0x11, 0x90]).unwrap(); // AAC-LC, 48 kHz, stereo
+        assert_eq!(cfg.to_audio_specific_config(), [0x11, 0x90]);
+        let mut run = Vec::new();
+        for payload in [&b"abc"[..], &b""[..], &[7u8; 300][..]] {
+            run.extend_from_slice(&cfg.adts_header(payload.len()).unwrap());
+            run.extend_from_slice(payload);
+        }
+        let frames = split_adts(&run).unwrap();
+        assert_eq!(frames.iter().map(|f| f.1.len()).collect::<Vec<_>>(), [3, 0, 300]);
+        assert!(frames.iter().all(|f| f.0 == cfg));
+        // With a CRC (protection_absent 0): two more header bytes.
+        let mut crc = cfg.adts_header(2).unwrap().to_vec();
+        crc[1] &= 0xfe;
+        crc[5] = (crc[5] & 0x1f) | (((9 + 2) & 7) << 5) as u8;
+        crc[4] = ((9 + 2) >> 3) as u8;
+        crc.extend_from_slice(&[0xee, 0xee, b'h', b'i']);
+        assert_eq!(split_adts(&crc).unwrap()[0].1, b"hi");
+        // Hostile input: errors with the frame's offset, never a panic.
+        let at = run.len();
+        run.extend_from_slice(&[0xff, 0xf1, 0x50]);
+        assert_eq!(split_adts(&run), Err(AacError::BadAdts { byte_offset: at, why: "shorter than an ADTS header" }));
+        assert!(split_adts(b"not adts at all").is_err());
+        let mut long = cfg.adts_header(100).unwrap().to_vec();
+        long.extend_from_slice(&[0; 10]);
+        assert!(matches!(split_adts(&long), Err(AacError::BadAdts { why: "frame longer than the data", .. })));
+        let mut short = cfg.adts_header(0).unwrap();
+        short[4] = 0;
+        short[5] &= 0x1f;
+        assert!(matches!(split_adts(&short), Err(AacError::BadAdts { byte_offset: 0, .. })));
     }
 
     fn parse_adts(h: &[u8; 7]) -> Adts {

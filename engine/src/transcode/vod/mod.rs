@@ -459,14 +459,27 @@ impl Jobs {
 
     /// Transcodes recording `id` (`POST /api/v1/vod` with `{"source": "recording:<id>"}`): its source rendition,
     /// remuxed into one fragmented MP4 (the `GET /vod/{id}.mp4` export, a copy without re-encoding) as the new
-    /// asset's original, then a job like an upload's. The recording must be on this node's storage (any node with
-    /// S3) and finished.
+    /// asset's original, then a job like an upload's. The recording must be finished. A recording on another
+    /// node's local volume is transcoded by that node (asked over the cluster: the job runs where the recording
+    /// is), so any pod takes the request.
     pub async fn from_recording(&self, id: &str, ladder: Vec<u32>) -> Result<(Asset, Job), UploadError> {
+        match self.transcode_recording_here(id, ladder.clone()).await {
+            Err(UploadError::NotFound(why)) => match remote::from_recording_elsewhere(&self.inner, id, ladder).await {
+                Some(answer) => answer,
+                None => Err(UploadError::NotFound(why)),
+            },
+            answer => answer,
+        }
+    }
+
+    /// [`Jobs::from_recording`] of a recording on this node's storage (404 when it is not there).
+    pub(crate) async fn transcode_recording_here(
+        &self,
+        id: &str,
+        ladder: Vec<u32>,
+    ) -> Result<(Asset, Job), UploadError> {
         let not_found = || {
-            UploadError::NotFound(format!(
-                "no recording {:?} on this node's storage",
-                id.chars().take(64).collect::<String>()
-            ))
+            UploadError::NotFound(format!("no recording {:?} in the cluster", id.chars().take(64).collect::<String>()))
         };
         if !valid_id(id) {
             return Err(not_found());

@@ -22,10 +22,11 @@ use prometheus::{IntCounter, IntGauge};
 use tracing::{info, warn, Instrument};
 
 use super::plan::ChunkOutput;
-use super::{ChunkTask, Jobs, JobsInner};
+use super::{ChunkTask, Jobs, JobsInner, UploadError};
 use crate::cluster::wire::{JobRequest, Request, Response};
 use crate::cluster::{call, ClusterHandle};
 use crate::metrics::Metrics;
+use crate::storage::asset::Asset;
 
 /// The error of a chunk handed back by a node that is shutting down (not counted against the chunk or the node).
 pub const DRAINING: &str = "the node is shutting down";
@@ -128,11 +129,53 @@ pub(super) async fn act_elsewhere(
     None
 }
 
+/// Asks the other nodes to transcode recording `id` (held on one of their local volumes): the first answer other
+/// than 404; `None` when no node holds it.
+pub(super) async fn from_recording_elsewhere(
+    inner: &JobsInner,
+    id: &str,
+    ladder: Vec<u32>,
+) -> Option<Result<(Asset, super::plan::Job), UploadError>> {
+    let cluster = inner.cluster.get()?;
+    let req = Request::Job(JobRequest::FromRecording { id: id.to_string(), ladder });
+    let asks = cluster.agents().into_iter().map(|agent| {
+        let req = req.clone();
+        // The holder remuxes the recording before it answers (a copy, no re-encoding).
+        async move { call(&agent, &req, Duration::from_secs(60)).await }
+    });
+    for answer in futures_util::future::join_all(asks).await.into_iter().flatten() {
+        let Response::Api { status, body } = answer else { continue };
+        if status == 404 {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if (200..300).contains(&status) {
+            let accepted = serde_json::from_value::<Asset>(v["asset"].clone())
+                .and_then(|a| Ok((a, serde_json::from_value::<super::plan::Job>(v["job"].clone())?)));
+            return Some(
+                accepted.map_err(|e| UploadError::Storage(format!("a malformed answer from another node: {e}"))),
+            );
+        }
+        let why = v["error"].as_str().unwrap_or("refused by another node").to_string();
+        return Some(Err(match status {
+            400 => UploadError::BadRequest(why),
+            409 => UploadError::Conflict(why),
+            _ => UploadError::Storage(why),
+        }));
+    }
+    None
+}
+
 impl JobsInner {
     /// Answers another node's [`JobRequest`].
     async fn answer(self: Arc<Self>, req: JobRequest) -> Response {
         let jobs = Jobs { inner: self.clone() };
         match req {
+            JobRequest::FromRecording { id, ladder } => match jobs.transcode_recording_here(&id, ladder).await {
+                Ok((asset, job)) => api(202, serde_json::json!({ "asset": asset, "job": job.summary() })),
+                Err(UploadError::NoStorage(_)) => error(404, "no storage here"),
+                Err(e) => error(e.status(), e),
+            },
             JobRequest::Get { id } => match jobs.local_get(&id).await {
                 Some((live, job)) => api(200, live_json(live, &job)),
                 None => error(404, "no such job here"),

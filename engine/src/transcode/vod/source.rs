@@ -2,8 +2,10 @@
 //!
 //! The source is opened by URL: a local file path (local storage) or an HTTP(S) URL FFmpeg reads with range
 //! requests (a presigned S3 URL); or through any `Read + Seek` (the job's node, over the cluster). A chunk reads
-//! its own byte range (and the container's index), never a whole copy. H.264 with an `avcC`
-//! record (MP4, MOV, Matroska, FLV) and AAC (or no audio) are read; anything else is refused with the reason.
+//! its own byte range (and the container's index), never a whole copy. H.264 and AAC (or no audio) are read:
+//! with an `avcC` record and raw AAC (MP4, MOV, Matroska, FLV), or as Annex B and ADTS (MPEG-TS), which are
+//! converted as they are read (the record made from the stream's SPS and PPS, the ADTS headers removed); anything
+//! else is refused with the reason.
 
 use ff::format::context::Input;
 use ff::media::Type;
@@ -68,6 +70,10 @@ pub struct Source {
     pub avc_record: Vec<u8>,
     /// The AAC `AudioSpecificConfig`, when there is audio.
     pub audio_config: Option<Vec<u8>>,
+    /// The video is Annex B (MPEG-TS): each sample is converted to `avcC` form.
+    annexb: bool,
+    /// The audio is ADTS (MPEG-TS): each packet's headers are removed.
+    adts: bool,
     fps: f64,
     width: u32,
     height: u32,
@@ -99,6 +105,32 @@ fn size_of(par: &ff::codec::Parameters) -> (u32, u32) {
     }
 }
 
+/// The `AudioSpecificConfig` of an ADTS audio stream: its first frame's header; the input is then rewound to
+/// its first byte.
+fn first_adts_config(input: &mut Input, stream: usize) -> Result<[u8; 2], String> {
+    let mut packet = Packet::empty();
+    for _ in 0..100_000 {
+        match packet.read(input) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(e) => return Err(format!("the file is damaged before its first AAC frame: {e}")),
+        }
+        if packet.stream() != stream {
+            continue;
+        }
+        let frames = crate::formats::aac::split_adts(packet.data().unwrap_or_default())
+            .map_err(|e| format!("the AAC stream has no config and is not ADTS: {e}"))?;
+        let Some((config, _)) = frames.first() else { continue };
+        // SAFETY: a byte seek on the open input context; FFmpeg flushes its packet queue.
+        let r = unsafe { ff::ffi::av_seek_frame(input.as_mut_ptr(), -1, 0, ff::ffi::AVSEEK_FLAG_BYTE) };
+        if r < 0 {
+            return Err(format!("cannot rewind the file after its first AAC frame: {}", ff::Error::from(r)));
+        }
+        return Ok(config.to_audio_specific_config());
+    }
+    Err("the AAC stream has no frames".into())
+}
+
 fn rate(r: Rational) -> Option<f64> {
     (r.numerator() > 0 && r.denominator() > 0).then(|| f64::from(r.numerator()) / f64::from(r.denominator()))
 }
@@ -112,18 +144,19 @@ impl Source {
             SourceAt::Stream(stream) => ff::format::context::StreamIo::from_read_seek(stream)
                 .and_then(|io| ff::format::input_from_stream(io, None, None)),
         };
-        let input = input.map_err(|e| format!("not a readable media file: {e}"))?;
+        let mut input = input.map_err(|e| format!("not a readable media file: {e}"))?;
         let container = input.format().name().to_string();
         let v = input.streams().best(Type::Video).ok_or("the file has no video stream")?;
         let vpar = v.parameters();
         if vpar.id() != ff::codec::Id::H264 {
             return Err(format!("unsupported video codec {:?}: strom transcodes H.264 sources", vpar.id()));
         }
-        let avc_record = extradata(&vpar);
-        if avc_record.first() != Some(&1) {
-            return Err("H.264 without an avcC record (MPEG-TS or raw H.264) is not supported yet: remux it to MP4 \
-                        first (ffmpeg -i IN -c copy OUT.mp4)"
-                .into());
+        let mut avc_record = extradata(&vpar);
+        let annexb = avc_record.first() != Some(&1);
+        if annexb {
+            // MPEG-TS or raw H.264: FFmpeg's probe found the SPS and PPS in the stream.
+            avc_record = crate::formats::avc::decoder_config_record(&avc_record)
+                .ok_or("the H.264 stream has no SPS and PPS before its pictures")?;
         }
         let (width, height) = size_of(&vpar);
         if width == 0 || height == 0 {
@@ -132,17 +165,22 @@ impl Source {
         let fps = rate(v.avg_frame_rate()).or(rate(v.rate())).filter(|f| (1.0..=240.0).contains(f)).unwrap_or(30.0);
         let (video, video_tb) = (v.index(), v.time_base());
         let (mut audio, mut audio_tb, mut audio_config, mut audio_codec) = (None, Rational::new(1, 1000), None, None);
-        if let Some(a) = input.streams().best(Type::Audio) {
-            let apar = a.parameters();
+        let mut adts = false;
+        let best_audio = input.streams().best(Type::Audio).map(|a| (a.index(), a.time_base(), a.parameters()));
+        if let Some((index, time_base, apar)) = best_audio {
             if apar.id() != ff::codec::Id::AAC {
                 return Err(format!("unsupported audio codec {:?}: strom passes AAC audio through", apar.id()));
             }
-            let asc = extradata(&apar);
+            let mut asc = extradata(&apar);
+            if asc.is_empty() {
+                // ADTS (MPEG-TS): the config is in every frame's header; the first frame's is the stream's.
+                asc = first_adts_config(&mut input, index)?.to_vec();
+                adts = true;
+            }
             if asc.len() < 2 {
                 return Err("the AAC stream has no AudioSpecificConfig".into());
             }
-            (audio, audio_tb, audio_config, audio_codec) =
-                (Some(a.index()), a.time_base(), Some(asc), Some("aac".to_string()));
+            (audio, audio_tb, audio_config, audio_codec) = (Some(index), time_base, Some(asc), Some("aac".to_string()));
         }
         Ok(Source {
             input,
@@ -157,6 +195,8 @@ impl Source {
             height,
             container,
             audio_codec,
+            annexb,
+            adts,
         })
     }
 
@@ -190,7 +230,9 @@ impl Source {
         }
         pictures.sort_by_key(|p| p.0);
         let first_video = pictures[0].0;
-        let offset = (-first_video.min(first_audio.unwrap_or(0)).min(0)).max(0);
+        // The timeline starts at 0: negative starts (an MP4's edit list, audio priming) and MPEG-TS's late ones
+        // (1.4 s from ffmpeg's muxer, hours into a capture) alike.
+        let offset = -first_audio.map_or(first_video, |a| a.min(first_video));
         for p in &mut pictures {
             p.0 += offset;
         }
@@ -233,6 +275,12 @@ impl Source {
         let (mut started, mut past_end_key, mut video_done, mut audio_done) =
             (false, false, false, self.audio.is_none());
         let mut packet = Packet::empty();
+        let mut avcc = Vec::new();
+        // ms per AAC frame (ADTS packets may hold several).
+        let aac_frame_ms = match self.audio_config.as_deref().map(crate::formats::aac::AacConfig::parse) {
+            Some(Ok(c)) if c.sample_rate > 0 => 1024.0 * 1000.0 / f64::from(c.sample_rate),
+            _ => 0.0,
+        };
         while !(video_done && audio_done) {
             match packet.read(&mut self.input) {
                 Ok(()) => {}
@@ -265,14 +313,33 @@ impl Source {
                 if key && pts >= plan.end_ms {
                     past_end_key = true;
                 }
+                let data = if self.annexb {
+                    avcc.clear();
+                    crate::formats::avc::annexb_to_avcc(data, &mut avcc);
+                    &avcc[..]
+                } else {
+                    data
+                };
                 f(SourcePacket::Video { data, dts, pts, key })?;
             } else if Some(packet.stream()) == self.audio && !audio_done {
                 let Some(t) = packet.pts().or(packet.dts()) else { continue };
                 let ts = ms(t, self.audio_tb) + offset_ms;
-                if ts >= plan.end_ms {
-                    audio_done = true;
-                } else if ts >= plan.start_ms {
-                    f(SourcePacket::Audio { data, ts })?;
+                let frames = if self.adts {
+                    crate::formats::aac::split_adts(data)
+                        .map_err(|e| format!("chunk {}: the audio at {ts} ms: {e}", plan.index))?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (_, raw))| (ts + (i as f64 * aac_frame_ms).round() as i64, raw))
+                        .collect()
+                } else {
+                    vec![(ts, data)]
+                };
+                for (ts, data) in frames {
+                    if ts >= plan.end_ms {
+                        audio_done = true;
+                    } else if ts >= plan.start_ms {
+                        f(SourcePacket::Audio { data, ts })?;
+                    }
                 }
             }
         }
