@@ -198,8 +198,7 @@ pub async fn serve(mut listener: LimitedListener, app: axum::Router, idle: Durat
             c = listener.accept() => c,
         };
         let busy = io.busy.clone();
-        let app = app.clone().layer(axum::Extension(super::PeerAddr(peer)));
-        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app), busy };
+        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app.clone()), busy, peer };
         let (mut close, open) = (close_rx.clone(), open_rx.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -242,10 +241,13 @@ async fn drive<C, E>(
     }
 }
 
-/// A connection's service that counts its requests being handled (see [`GuardedStream`]'s `busy`).
+/// A connection's service: it gives each request the client's address ([`super::PeerAddr`], in the request's
+/// extensions: the router itself is shared, not re-layered per connection) and counts the requests being handled
+/// (see [`GuardedStream`]'s `busy`).
 struct Counted<S> {
     inner: S,
     busy: Arc<AtomicUsize>,
+    peer: std::net::SocketAddr,
 }
 
 /// Uncounts a request when its handling ends (or is dropped).
@@ -257,16 +259,17 @@ impl Drop for Handling {
     }
 }
 
-impl<S, R> hyper::service::Service<R> for Counted<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Counted<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(super::PeerAddr(self.peer));
         self.busy.fetch_add(1, Ordering::Relaxed);
         let handling = Handling(self.busy.clone());
         let fut = self.inner.call(req);
@@ -510,8 +513,7 @@ pub async fn serve_tls(
         let mut conn = GuardedStream::new(stream, permit, &node, "https", write_timeout);
         conn.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
         let busy = conn.busy.clone();
-        let app = app.clone().layer(axum::Extension(super::PeerAddr(addr)));
-        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app), busy };
+        let service = Counted { inner: hyper_util::service::TowerToHyperService::new(app.clone()), busy, peer: addr };
         let acceptor = acceptor.clone();
         let (mut close, open) = (close_rx.clone(), open_rx.clone());
         tokio::spawn(async move {
