@@ -325,12 +325,18 @@ impl Source {
                 let Some(t) = packet.pts().or(packet.dts()) else { continue };
                 let ts = ms(t, self.audio_tb) + offset_ms;
                 let frames = if self.adts {
-                    crate::formats::aac::split_adts(data)
-                        .map_err(|e| format!("chunk {}: the audio at {ts} ms: {e}", plan.index))?
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (_, raw))| (ts + (i as f64 * aac_frame_ms).round() as i64, raw))
-                        .collect()
+                    match crate::formats::aac::split_adts(data) {
+                        Ok(frames) => frames
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, (_, raw))| (ts + (i as f64 * aac_frame_ms).round() as i64, raw))
+                            .collect(),
+                        Err(e) => {
+                            // A damaged audio packet is left out, as a player would skip it; the chunk goes on.
+                            tracing::debug!(chunk = plan.index, at_ms = ts, error = %e, "damaged ADTS audio skipped");
+                            Vec::new()
+                        }
+                    }
                 } else {
                     vec![(ts, data)]
                 };
