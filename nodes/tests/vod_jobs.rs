@@ -459,8 +459,9 @@ fn met(nodes: &[common::netns::NetNode]) {
 
 /// Three namespaced nodes with a local volume each, as the StatefulSet runs them: an upload to one node is
 /// encoded on all three (each worker reads only its chunks' ranges of the source from the job's node and writes
-/// its segments back there); then a worker SIGKILLed mid-job loses its chunks to the others, and the job still
-/// ends `done` with every picture in every rung.
+/// its segments back there); a recording held by one node is transcoded through another; an MPEG-TS file and a
+/// 1080p file uploaded to the other nodes are spread too; then a worker SIGKILLed mid-job loses its chunks to the
+/// others, and the job still ends `done` with every picture in every rung.
 #[test]
 fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     let net = common::netns::Net::new(3);
@@ -540,6 +541,16 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     let start =
         numbers(&ffprobe(&["-select_streams", "v:0", "-show_entries", "stream=start_time", "-of", "csv=p=0"], &rung));
     assert!(start[0] < 0.1, "the timeline starts at 0, not at the source's 1.4 s: {start:?}");
+
+    // The 1080p source on the cluster too, uploaded to strom-2.
+    let hd = media_file(1920, 1080, 20);
+    let id = upload(&nodes[2], &hd, Some("1080,360"));
+    let job = wait_job(&nodes[2], &id, Duration::from_secs(300));
+    assert_eq!(job["state"], "done", "{job}");
+    let ran: std::collections::BTreeSet<&str> =
+        job["chunk_status"].as_array().unwrap().iter().filter_map(|c| c["node"].as_str()).collect();
+    assert!(ran.len() >= 2, "the 1080p chunks ran on several nodes: {ran:?}");
+    check_rungs(&nodes[0], &job, &hd, &[(1920, 1080), (640, 360)]);
 
     // A worker SIGKILLed while it encodes a chunk: the chunk is sent elsewhere, the job ends done.
     let mut nodes = nodes;

@@ -478,9 +478,7 @@ impl Jobs {
         id: &str,
         ladder: Vec<u32>,
     ) -> Result<(Asset, Job), UploadError> {
-        let not_found = || {
-            UploadError::NotFound(format!("no recording {:?} in the cluster", id.chars().take(64).collect::<String>()))
-        };
+        let not_found = || UploadError::NotFound(format!("no recording {:?}", id.chars().take(64).collect::<String>()));
         if !valid_id(id) {
             return Err(not_found());
         }

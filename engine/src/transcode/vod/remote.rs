@@ -36,6 +36,8 @@ const READ_PART: u32 = 1 << 20;
 const MAX_PUT: usize = 48 << 20;
 /// How long a read or put over the cluster may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the node holding a recording may take to remux it for a job asked for through another node.
+const RECORDING_REMUX_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn api(status: u16, body: serde_json::Value) -> Response {
     Response::Api { status, body: Bytes::from(body.to_string()) }
@@ -140,8 +142,9 @@ pub(super) async fn from_recording_elsewhere(
     let req = Request::Job(JobRequest::FromRecording { id: id.to_string(), ladder });
     let asks = cluster.agents().into_iter().map(|agent| {
         let req = req.clone();
-        // The holder remuxes the recording before it answers (a copy, no re-encoding).
-        async move { call(&agent, &req, Duration::from_secs(60)).await }
+        // The holder remuxes the recording before it answers (a copy, no re-encoding: a long recording takes a
+        // while, as it would on this node); the others answer at once.
+        async move { call(&agent, &req, RECORDING_REMUX_TIMEOUT).await }
     });
     for answer in futures_util::future::join_all(asks).await.into_iter().flatten() {
         let Response::Api { status, body } = answer else { continue };
