@@ -452,10 +452,16 @@ impl Cluster {
     }
 
     /// The last playlist of `key` an owner shared within `max_age`, to keep serving players until a publisher
-    /// brings the stream back: with its open segment closed ([`crate::formats::playlist::close_open_segment`]),
-    /// so the next owner's first segment joins it in players' timelines.
-    pub fn last_playlist(&self, key: &StreamKey, max_age: Duration) -> Option<Bytes> {
+    /// brings the stream back. `closed`: with its open segment closed
+    /// ([`crate::formats::playlist::close_open_segment`]), so the next owner's first segment joins it in players'
+    /// timelines; for a stream whose owner's node is gone. An owner that is still a member but does not answer
+    /// right now gets its text as pushed: it may go on, and a closed segment it then continues would send
+    /// players' media sequence back.
+    pub fn last_playlist(&self, key: &StreamKey, max_age: Duration, closed: bool) -> Option<Bytes> {
         let text = lock(&self.shared.hls).last_playlist(&key.to_string(), max_age, Instant::now())?;
+        if !closed {
+            return Some(text);
+        }
         match crate::formats::playlist::close_open_segment(&String::from_utf8_lossy(&text)) {
             Some(closed) => Some(Bytes::from(closed)),
             None => Some(text),

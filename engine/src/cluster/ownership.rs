@@ -64,6 +64,17 @@ struct KnownOwner {
     group: Vec<ActorId>,
 }
 
+/// Whose HLS of a remote stream this node serves.
+enum HlsOwner {
+    /// This owner's (what it pushed, and its segments).
+    Known(KnownOwner),
+    /// The stream's group has members but none answered its claim in time: the last pushed state, as pushed.
+    Silent,
+    /// No node exports the stream (its owner's node died or drained): the last pushed state with its open
+    /// segment closed, until a publisher brings the stream back.
+    Gone,
+}
+
 /// A claim as a remote owner reported it.
 #[derive(Debug, Clone)]
 struct Claim {
@@ -90,25 +101,42 @@ impl ClusterOwnership {
 
     /// The node whose HLS of `key` this node serves: a live owner, else one whose stream ended (it still serves
     /// its final playlist).
-    async fn hls_owner(&self, key: &StreamKey) -> Option<KnownOwner> {
+    async fn hls_owner(&self, key: &StreamKey) -> HlsOwner {
         let mut group: Vec<ActorId> = remote_members(&stream_group(key)).iter().map(|a| a.get_id()).collect();
         group.sort();
         if group.is_empty() {
             self.owners.remove(key);
-            return None;
+            return HlsOwner::Gone;
         }
-        if let Some(known) = self.owners.get(key).filter(|k| k.group == group) {
-            return Some(known.clone());
+        let cached = self.owners.get(key).map(|k| k.clone());
+        // The owner learnt before is still a member: when the group only lost members (another node's copy of a
+        // member left with that node, or an ended claim went), nothing new can outrank it, so it is not asked
+        // again. Asking would cost a claim round trip just when a node dies, and an answer late past the claim
+        // timeout would serve the stream as ownerless.
+        let known_in_group = cached.filter(|k| group.contains(&k.actor.get_id()));
+        if let Some(mut known) = known_in_group.clone().filter(|k| group.iter().all(|m| k.group.contains(m))) {
+            if known.group != group {
+                known.group = group;
+                self.owners.insert(key.clone(), known.clone());
+            }
+            return HlsOwner::Known(known);
         }
         // Prefer a live owner; an ended stream's owner still serves its final playlist (ENDLIST).
         let owners = claims(&self.cluster, key).await;
-        let (actor, claim) = owners.iter().find(|(_, c)| c.live).or(owners.first())?.clone();
+        let Some((actor, claim)) = owners.iter().find(|(_, c)| c.live).or(owners.first()).cloned() else {
+            // Nobody answered in time (a busy moment, or a member behind a partition): the owner known before
+            // goes on if it is still a member; else the stream's last pushed state, as pushed.
+            return match known_in_group {
+                Some(known) => HlsOwner::Known(known),
+                None => HlsOwner::Silent,
+            };
+        };
         let known = KnownOwner { actor, since_ms: claim.since_ms, group };
         if self.owners.len() >= MAX_KNOWN {
             self.owners.retain(|k, _| !remote_members(&stream_group(k)).is_empty());
         }
         self.owners.insert(key.clone(), known.clone());
-        Some(known)
+        HlsOwner::Known(known)
     }
 
     /// The HLS poll meter of `key` here.
@@ -238,18 +266,19 @@ impl Ownership for ClusterOwnership {
 
     fn remote_hls<'a>(&'a self, key: &'a StreamKey, grace: Duration) -> BoxFuture<'a, Option<Box<dyn RemoteHls>>> {
         Box::pin(async move {
-            let hls: Box<dyn RemoteHls> = match self.hls_owner(key).await {
-                Some(owner) => {
+            let (hls, since_ms, closed): (Box<dyn RemoteHls>, _, _) = match self.hls_owner(key).await {
+                HlsOwner::Known(owner) => {
                     // What the owner pushed at its last segment is what it would answer: no request per poll.
                     let pushed = self.cluster.pushed_playlist(key, owner.since_ms);
-                    Box::new(OwnerHls::new(key.clone(), owner.actor, self.cluster.segments.clone(), pushed))
+                    let hls = OwnerHls::new(key.clone(), owner.actor, self.cluster.segments.clone(), pushed);
+                    (Box::new(hls), Some(owner.since_ms), false)
                 }
-                None => {
-                    let playlist = self.cluster.last_playlist(key, grace)?;
-                    Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone()))
+                stale => {
+                    let closed = matches!(stale, HlsOwner::Gone);
+                    let playlist = self.cluster.last_playlist(key, grace, closed)?;
+                    (Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone())), None, closed)
                 }
             };
-            let since_ms = self.owners.get(key).map(|o| o.since_ms);
             let metered = Metered {
                 hls,
                 meter: self.meter(key),
@@ -258,6 +287,7 @@ impl Ownership for ClusterOwnership {
                 key: key.clone(),
                 since_ms,
                 grace,
+                closed,
             };
             Some(Box::new(metered) as Box<dyn RemoteHls>)
         })
@@ -276,6 +306,8 @@ struct Metered {
     since_ms: Option<u64>,
     /// How long a stale stream's last playlist is served.
     grace: Duration,
+    /// For a stale stream: whether its owner's node is gone (its open segment is served closed).
+    closed: bool,
 }
 
 impl Metered {
@@ -284,7 +316,7 @@ impl Metered {
     fn pushed(&self) -> Option<Bytes> {
         match self.since_ms {
             Some(since) => self.cluster.pushed_playlist(&self.key, since),
-            None => self.cluster.last_playlist(&self.key, self.grace),
+            None => self.cluster.last_playlist(&self.key, self.grace, self.closed),
         }
     }
 
