@@ -104,6 +104,28 @@ fn live_json(live: bool, job: &super::plan::Job) -> serde_json::Value {
     serde_json::json!({ "live": live, "job": job })
 }
 
+/// Sends `req` to every other node concurrently (each may take `timeout`) and returns the first API answer other
+/// than 404 as soon as it comes: a node that stalls does not hold up the one that answered. `None` when every node
+/// answered 404 or none answered.
+async fn first_answer(cluster: &ClusterHandle, req: Request, timeout: Duration) -> Option<(u16, Bytes)> {
+    use futures_util::StreamExt;
+    let mut asks: futures_util::stream::FuturesUnordered<_> = cluster
+        .agents()
+        .into_iter()
+        .map(|agent| {
+            let req = req.clone();
+            async move { call(&agent, &req, timeout).await }
+        })
+        .collect();
+    while let Some(answer) = asks.next().await {
+        match answer {
+            Some(Response::Api { status, body }) if status != 404 => return Some((status, body)),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `cancel` or `retry` job `id` on the node that runs or holds it: `None` when no other node does.
 pub(super) async fn act_elsewhere(
     inner: &JobsInner,
@@ -112,23 +134,13 @@ pub(super) async fn act_elsewhere(
 ) -> Option<Result<super::plan::Job, (u16, String)>> {
     let cluster = inner.cluster.get()?;
     let req = Request::Job(JobRequest::Action { id: id.to_string(), action: action.to_string() });
-    let asks = cluster.agents().into_iter().map(|agent| {
-        let req = req.clone();
-        async move { call(&agent, &req, Duration::from_secs(5)).await }
-    });
-    for answer in futures_util::future::join_all(asks).await.into_iter().flatten() {
-        let Response::Api { status, body } = answer else { continue };
-        if status == 404 {
-            continue;
-        }
-        return Some(if (200..300).contains(&status) {
-            serde_json::from_slice(&body).map_err(|e| (502, format!("a malformed answer from another node: {e}")))
-        } else {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            Err((status, v["error"].as_str().unwrap_or("refused by another node").to_string()))
-        });
-    }
-    None
+    let (status, body) = first_answer(cluster, req, Duration::from_secs(5)).await?;
+    Some(if (200..300).contains(&status) {
+        serde_json::from_slice(&body).map_err(|e| (502, format!("a malformed answer from another node: {e}")))
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err((status, v["error"].as_str().unwrap_or("refused by another node").to_string()))
+    })
 }
 
 /// Asks the other nodes to transcode recording `id` (held on one of their local volumes): the first answer other
@@ -140,33 +152,21 @@ pub(super) async fn from_recording_elsewhere(
 ) -> Option<Result<(Asset, super::plan::Job), UploadError>> {
     let cluster = inner.cluster.get()?;
     let req = Request::Job(JobRequest::FromRecording { id: id.to_string(), ladder });
-    let asks = cluster.agents().into_iter().map(|agent| {
-        let req = req.clone();
-        // The holder remuxes the recording before it answers (a copy, no re-encoding: a long recording takes a
-        // while, as it would on this node); the others answer at once.
-        async move { call(&agent, &req, RECORDING_REMUX_TIMEOUT).await }
-    });
-    for answer in futures_util::future::join_all(asks).await.into_iter().flatten() {
-        let Response::Api { status, body } = answer else { continue };
-        if status == 404 {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if (200..300).contains(&status) {
-            let accepted = serde_json::from_value::<Asset>(v["asset"].clone())
-                .and_then(|a| Ok((a, serde_json::from_value::<super::plan::Job>(v["job"].clone())?)));
-            return Some(
-                accepted.map_err(|e| UploadError::Storage(format!("a malformed answer from another node: {e}"))),
-            );
-        }
-        let why = v["error"].as_str().unwrap_or("refused by another node").to_string();
-        return Some(Err(match status {
-            400 => UploadError::BadRequest(why),
-            409 => UploadError::Conflict(why),
-            _ => UploadError::Storage(why),
-        }));
+    // The holder remuxes the recording before it answers (a copy, no re-encoding: a long recording takes a while,
+    // as it would on this node); the others answer 404 at once, and one that stalls is not waited for.
+    let (status, body) = first_answer(cluster, req, RECORDING_REMUX_TIMEOUT).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if (200..300).contains(&status) {
+        let accepted = serde_json::from_value::<Asset>(v["asset"].clone())
+            .and_then(|a| Ok((a, serde_json::from_value::<super::plan::Job>(v["job"].clone())?)));
+        return Some(accepted.map_err(|e| UploadError::Storage(format!("a malformed answer from another node: {e}"))));
     }
-    None
+    let why = v["error"].as_str().unwrap_or("refused by another node").to_string();
+    Some(Err(match status {
+        400 => UploadError::BadRequest(why),
+        409 => UploadError::Conflict(why),
+        _ => UploadError::Storage(why),
+    }))
 }
 
 impl JobsInner {
