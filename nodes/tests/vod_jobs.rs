@@ -465,7 +465,7 @@ fn met(nodes: &[common::netns::NetNode]) {
 #[test]
 fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     let net = common::netns::Net::new(3);
-    let (nodes, dirs) = vod_cluster(&net, "cluster", None);
+    let (mut nodes, dirs) = vod_cluster(&net, "cluster", None);
     let src = media_file(1280, 720, 60);
     let size = std::fs::metadata(&src).unwrap().len();
 
@@ -519,10 +519,16 @@ fn in_a_cluster_chunks_run_on_every_node_and_survive_a_worker_kill() {
     let (status, _) = curl(&nodes[2], &["-X", "POST"], &format!("/api/v1/jobs/{id}/retry"));
     assert_eq!(status, 409, "a done job is not retried, whichever node is asked");
 
-    // A recording on strom-0's volume, transcoded through strom-1: the job runs where the recording is.
+    // A recording on strom-0's volume, transcoded through strom-1: the job runs where the recording is. strom-2 is
+    // frozen meanwhile: strom-1 asks every node which holds the recording and takes strom-0's answer; the node
+    // that does not answer holds neither the request nor the job (declared down, it gets no chunk).
     let clip = Source { width: 640, height: 360, seconds: 12.0, bitrate_k: 800, ..Source::default() };
     let (rec, frames) = record(&nodes[0], "live/clip", &clip);
-    let job = transcode_recording(&nodes[1], &nodes[0], &rec, frames, "live/clip");
+    nodes[2].stop();
+    let (job, accepted_after) = transcode_recording(&nodes[1], &nodes[0], &rec, frames, "live/clip");
+    nodes[2].cont();
+    assert!(accepted_after < Duration::from_secs(30), "accepted after {accepted_after:?} with strom-2 frozen");
+    eprintln!("recording transcoded through strom-1 with strom-2 frozen: accepted after {accepted_after:?}");
     assert_eq!(job["node"], "strom-0", "{job}");
     assert!(!dirs[1].join("vod").exists(), "nothing stored on strom-1");
 
@@ -635,9 +641,18 @@ fn record(s: &impl Node, key: &str, src: &Source) -> (String, u64) {
 
 /// Asks `via` to transcode recording `rec` (of `key`, `frames` pictures) into 360p and 144p; waits for the job on
 /// `holder` (the node whose storage holds the recording) and checks that both rungs hold every picture, aligned.
-fn transcode_recording(via: &impl Node, holder: &impl Node, rec: &str, frames: u64, key: &str) -> serde_json::Value {
+/// Also returns how long `via` took to accept the job.
+fn transcode_recording(
+    via: &impl Node,
+    holder: &impl Node,
+    rec: &str,
+    frames: u64,
+    key: &str,
+) -> (serde_json::Value, Duration) {
     let body = format!("{{\"source\": \"recording:{rec}\", \"rungs\": [360, 144]}}");
+    let asked = Instant::now();
     let (status, body) = curl(via, &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body], "/api/v1/vod");
+    let accepted_after = asked.elapsed();
     assert_eq!(status, 202, "{body}");
     let accepted = json(&body);
     assert_eq!(accepted["asset"]["stream"], key, "{accepted}");
@@ -659,7 +674,7 @@ fn transcode_recording(via: &impl Node, holder: &impl Node, rec: &str, frames: u
             Some(b) => assert_eq!(b, &durations, "{rung}: segment boundaries differ"),
         }
     }
-    job
+    (job, accepted_after)
 }
 
 /// A recording transcoded (`POST /api/v1/vod` with `{"source": "recording:<id>"}`): the new asset's rungs hold
