@@ -347,3 +347,88 @@ fn a_delta_update_asked_before_the_first_segment_waits_for_it_like_a_plain_playl
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("#EXTINF"), "{}", r.text());
 }
+
+/// One answer read off a raw keep-alive connection: status, headers (lower-case names), body.
+fn read_answer(c: &mut std::net::TcpStream) -> (u16, HashMap<String, String>, Vec<u8>) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).expect("an answer head");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).unwrap();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: HashMap<String, String> =
+        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+    let len: usize = headers["content-length"].parse().unwrap();
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+/// Live HLS is answered by the listener's own keep-alive loop: on one connection, a playlist, a blocking reload, a
+/// part, a segment, an init segment and a bad name, each with the route's headers and the edge's CORS header;
+/// then a request of another kind (the API) and two pipelined ones, which hyper answers on the same connection;
+/// `Connection: close` is honoured.
+#[test]
+fn one_keep_alive_connection_carries_live_hls_and_hands_other_requests_to_hyper() {
+    use std::io::Write;
+    let s = Strom::start();
+    let key = "live/keep";
+    let _p = publish(&s.rtmp_url(key), &Source { seconds: 30.0, ..Source::default() });
+    s.wait_live(key, Duration::from_secs(15));
+    s.wait_segments(key, 2, Duration::from_secs(20));
+    let mut c = std::net::TcpStream::connect(s.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = |c: &mut std::net::TcpStream, target: &str, extra: &str| {
+        write!(c, "GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").unwrap();
+        read_answer(c)
+    };
+    let (status, h, body) = ask(&mut c, &format!("/{key}/index.m3u8"), "");
+    assert_eq!(status, 200);
+    assert_eq!(h["content-type"], "application/vnd.apple.mpegurl");
+    assert_eq!(h["cache-control"], "no-cache, no-store");
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(h.contains_key("date"), "{h:?}");
+    let pl = parse_ll(&String::from_utf8(body).unwrap());
+    let (msn, part) = pl.next_part();
+    let (status, h, body) = ask(&mut c, &format!("/{key}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"), "");
+    assert_eq!((status, h["cache-control"].as_str()), (200, "public, max-age=12"));
+    let text = String::from_utf8(body).unwrap();
+    let part_line = text.lines().rfind(|l| l.starts_with("#EXT-X-PART:")).expect("parts");
+    let part_uri = attr(part_line, "URI").unwrap().to_string();
+    let segment_uri = text.lines().rfind(|l| l.ends_with(".m4s") && !l.starts_with('#')).unwrap().to_string();
+    let init_uri = attr(text.lines().find(|l| l.starts_with("#EXT-X-MAP:")).unwrap(), "URI").unwrap().to_string();
+    for uri in [&part_uri, &segment_uri, &init_uri] {
+        let (status, h, body) = ask(&mut c, &format!("/{key}/{uri}"), "");
+        assert_eq!(status, 200, "{uri}");
+        assert_eq!(h["cache-control"], "public, max-age=3600, immutable", "{uri}");
+        assert!(!body.is_empty(), "{uri}");
+        let want = s.get(&format!("/{key}/{uri}")).body;
+        assert_eq!(body, want, "{uri}: the same bytes as a fresh connection's");
+    }
+    assert_eq!(ask(&mut c, &format!("/{key}/bad_name!.m4s"), "").0, 400);
+    assert_eq!(ask(&mut c, &format!("/{key}/nothing-7.m4s"), "").0, 404);
+    // Another kind of request: hyper takes the connection over, and keeps answering live HLS on it.
+    let (status, h, _) = ask(&mut c, "/api/v1/streams", "");
+    assert_eq!((status, h["content-type"].as_str()), (200, "application/json"));
+    assert_eq!(ask(&mut c, &format!("/{key}/index.m3u8"), "").0, 200);
+    // Pipelined requests on a fresh connection: both answered, in order.
+    let mut p = std::net::TcpStream::connect(s.http).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let one = format!("GET /{key}/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let two = format!("GET /{key}/{init_uri} HTTP/1.1\r\nHost: x\r\n\r\n");
+    p.write_all(format!("{one}{two}").as_bytes()).unwrap();
+    let (a, b) = (read_answer(&mut p), read_answer(&mut p));
+    assert_eq!((a.0, a.1["content-type"].as_str()), (200, "application/vnd.apple.mpegurl"));
+    assert_eq!((b.0, b.1["content-type"].as_str()), (200, "video/mp4"));
+    // `Connection: close`: answered, then closed.
+    let mut d = std::net::TcpStream::connect(s.http).unwrap();
+    d.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (status, h, _) = ask(&mut d, &format!("/{key}/index.m3u8"), "Connection: close\r\n");
+    assert_eq!((status, h.get("connection").map(String::as_str)), (200, Some("close")));
+    let mut rest = Vec::new();
+    assert_eq!(std::io::Read::read_to_end(&mut d, &mut rest).unwrap(), 0, "closed after the answer");
+}

@@ -509,12 +509,27 @@ fn http_connections_that_idle_dribble_or_stall_are_closed_within_their_timeouts(
         });
     };
     let http = s.http;
+    // Live HLS is answered by the listener's own keep-alive loop, not hyper: the same limits.
+    let hls_head: &'static [u8] = format!("GET /{GOOD}/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n").leak().as_bytes();
     let cases: Vec<std::thread::JoinHandle<(&str, f64, Option<Duration>)>> = vec![
         std::thread::spawn(move || {
             let mut c = tcp(http);
             send(&mut c, head);
             answered(&mut c);
             ("idle keep-alive", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            send(&mut c, hls_head);
+            answered(&mut c);
+            ("idle keep-alive after live HLS", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
+        }),
+        std::thread::spawn(move || {
+            let mut c = tcp(http);
+            send(&mut c, hls_head);
+            answered(&mut c);
+            dribble(&mut c, hls_head);
+            ("later head dribbled after live HLS", 3.0, wait_closed(&mut c, Duration::from_secs(20)))
         }),
         std::thread::spawn(move || {
             let mut c = tcp(http);

@@ -18,6 +18,7 @@
 //! own `serve` leaves without a timer), and no silence in either direction longer than that (a request body
 //! that stalls; a response being written is activity).
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -164,24 +165,39 @@ async fn sniff(
         return;
     }
     // Signed play and play hooks are checked by the axum handlers: such a request takes the usual path.
-    let hooked = node.hooks.has(HookEvent::Play) || node.hooks.has(HookEvent::Stop);
-    let signed = hooked || matches!(&verdict, Sniffed::Flv { key, .. } if node.play_signed(key.app()));
-    if let (Sniffed::Flv { key, chunked }, false) = (verdict, signed) {
-        let sub = match node.streams.find(&key).await {
-            Some(h) => h.subscribe(Protocol::Flv).await,
-            None => None,
-        };
-        if let Some(sub) = sub {
-            drop(head);
-            crate::servers::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
-            return;
+    let (mut conn, head) = match verdict {
+        Sniffed::Flv { key, chunked } if !checked_play(&node, key.app()) => {
+            let sub = match node.streams.find(&key).await {
+                Some(h) => h.subscribe(Protocol::Flv).await,
+                None => None,
+            };
+            if let Some(sub) = sub {
+                drop(head);
+                crate::servers::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
+                return;
+            }
+            (conn, head)
         }
-    }
+        Sniffed::Hls(req) if !checked_play(&node, &req.app) => {
+            drop(head);
+            // Served here while its requests are live HLS; the first other request goes to axum, with its head.
+            match super::direct::serve(conn, req, &node, &mut shutdown).await {
+                Some(rest) => rest,
+                None => return,
+            }
+        }
+        _ => (conn, head),
+    };
     drop(shutdown);
     conn.prefix = head.freeze();
     let idle = crate::config::secs(node.config.http.idle_timeout_secs);
     conn.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
     let _ = tx.send((conn, addr)).await;
+}
+
+/// Whether playing `app` needs checks only the axum route makes (a signed play URL, a play or stop hook).
+pub(super) fn checked_play(node: &NodeContext, app: &str) -> bool {
+    node.play_signed(app) || node.hooks.has(HookEvent::Play) || node.hooks.has(HookEvent::Stop)
 }
 
 /// Serves `app` on the connections `listener` hands over, with hyper's HTTP/1.1 (keep-alive), every request head
@@ -292,10 +308,29 @@ pub enum Sniffed {
         /// Whether the response may be chunked.
         chunked: bool,
     },
+    /// A complete head of a plain `GET /{app}/{name}/{file}` of live HLS (a valid key, an application other than
+    /// `api`, `vod` and `console`, no body, no upgrade, path within the limit, nothing percent-encoded): answered
+    /// by the listener's own keep-alive loop ([`super::direct`]).
+    Hls(HlsRequest),
     /// Anything else: for axum (which also answers malformed requests).
     Other,
     /// An incomplete head.
     Partial,
+}
+
+/// A live HLS request, as [`classify`] read it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HlsRequest {
+    /// The stream's application.
+    pub app: String,
+    /// The stream's name.
+    pub name: String,
+    /// The file: a playlist, a segment, a part or an init segment.
+    pub file: String,
+    /// The query's pairs, decoded as axum's `Query` decodes them (`_HLS_msn`, `_HLS_part`, `_HLS_skip`).
+    pub query: HashMap<String, String>,
+    /// The connection closes after the answer (HTTP/1.0, or `Connection: close`).
+    pub close: bool,
 }
 
 /// Classifies the bytes a connection has sent so far (see [`Sniffed`]). Pure: no I/O, so it is fuzzed.
@@ -317,12 +352,6 @@ pub fn classify(head: &[u8], max_path_len: usize) -> Sniffed {
         return Sniffed::Other;
     }
     let Some(path) = path.strip_prefix('/') else { return Sniffed::Other };
-    let mut parts = path.split('/');
-    let (Some(app), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Sniffed::Other;
-    };
-    let Some(name) = file.strip_suffix(".flv") else { return Sniffed::Other };
-    let Ok(key) = StreamKey::new(app, name) else { return Sniffed::Other };
     // A body, an upgrade or an expectation is for hyper to handle.
     let for_hyper = |h: &httparse::Header| {
         (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
@@ -331,7 +360,37 @@ pub fn classify(head: &[u8], max_path_len: usize) -> Sniffed {
     if req.headers.iter().any(for_hyper) {
         return Sniffed::Other;
     }
-    Sniffed::Flv { key, chunked: req.version == Some(1) }
+    let mut parts = path.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(app), Some(file), None, _) => {
+            let Some(name) = file.strip_suffix(".flv") else { return Sniffed::Other };
+            let Ok(key) = StreamKey::new(app, name) else { return Sniffed::Other };
+            Sniffed::Flv { key, chunked: req.version == Some(1) }
+        }
+        (Some(app), Some(name), Some(file), None) => {
+            if matches!(app, "api" | "vod" | "console") || file.is_empty() || StreamKey::new(app, name).is_err() {
+                return Sniffed::Other;
+            }
+            // The query as the axum route reads it; one axum would refuse is left to axum to answer.
+            let Ok(uri) = axum::http::Uri::try_from(target) else { return Sniffed::Other };
+            let Ok(axum::extract::Query(query)) = axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri)
+            else {
+                return Sniffed::Other;
+            };
+            let close_asked = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            });
+            Sniffed::Hls(HlsRequest {
+                app: app.to_string(),
+                name: name.to_string(),
+                file: file.to_string(),
+                query,
+                close: req.version != Some(1) || close_asked,
+            })
+        }
+        _ => Sniffed::Other,
+    }
 }
 
 /// A TCP stream holding a connection permit, with a write timeout.
@@ -378,6 +437,11 @@ impl GuardedStream {
             idle: None,
             busy: Arc::default(),
         }
+    }
+
+    /// The socket, for a loop that waits for a request head without a read buffer ([`super::direct`]).
+    pub(super) fn tcp(&self) -> &TcpStream {
+        &self.inner
     }
 
     /// Bytes moved: the silence starts again.
@@ -554,6 +618,35 @@ mod tests {
         assert_eq!(c("GET /live/test.flv HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), flv("live", "test", true));
     }
 
+    fn hls(file: &str, query: &[(&str, &str)], close: bool) -> Sniffed {
+        Sniffed::Hls(HlsRequest {
+            app: "live".into(),
+            name: "test".into(),
+            file: file.into(),
+            query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            close,
+        })
+    }
+
+    #[test]
+    fn a_plain_get_of_live_hls_is_answered_directly() {
+        let c = |h: &str| classify(h.as_bytes(), 1024);
+        assert_eq!(c("GET /live/test/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"), hls("index.m3u8", &[], false));
+        assert_eq!(
+            c("GET /live/test/index.m3u8?_HLS_msn=12&_HLS_part=3&_HLS_skip=YES HTTP/1.1\r\n\r\n"),
+            hls("index.m3u8", &[("_HLS_msn", "12"), ("_HLS_part", "3"), ("_HLS_skip", "YES")], false)
+        );
+        // Decoded as axum's `Query` decodes it.
+        assert_eq!(c("GET /live/test/a.m4s?x=a%20b+c HTTP/1.1\r\n\r\n"), hls("a.m4s", &[("x", "a b c")], false));
+        assert_eq!(c("GET /live/test/a-1.m4s HTTP/1.0\r\n\r\n"), hls("a-1.m4s", &[], true));
+        assert_eq!(
+            c("GET /live/test/a-1.m4s HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"),
+            hls("a-1.m4s", &[], true)
+        );
+        // Any file name: the route answers a bad one (400) as it would through axum.
+        assert_eq!(c("GET /live/test/..x HTTP/1.1\r\n\r\n"), hls("..x", &[], false));
+    }
+
     #[test]
     fn everything_else_goes_to_axum() {
         let c = |h: &str| classify(h.as_bytes(), 64);
@@ -567,13 +660,22 @@ mod tests {
             "GET /live/test.flv HTTP/1.1\r\n\r\nGET /live/test.flv HTTP/1.1\r\n\r\n",
             "GET /live/a%20b.flv HTTP/1.1\r\n\r\n",
             "GET /live/.hidden.flv HTTP/1.1\r\n\r\n",
-            "GET /live/test/index.m3u8 HTTP/1.1\r\n\r\n",
             "GET /live/test.mp4 HTTP/1.1\r\n\r\n",
             "GET /test.flv HTTP/1.1\r\n\r\n",
             "GET http://host/live/test.flv HTTP/1.1\r\n\r\n",
             "GET /live/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.flv HTTP/1.1\r\n\r\n",
             "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03",
             "GET /live/test.flv HTTP/2.0\r\n\r\n",
+            "HEAD /live/test/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /api/v1/streams HTTP/1.1\r\n\r\n",
+            "GET /vod/abc/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /console/app/x.js HTTP/1.1\r\n\r\n",
+            "GET /live/te%73t/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /live/.x/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /live/test/ HTTP/1.1\r\n\r\n",
+            "GET /live/test/a/b.m4s HTTP/1.1\r\n\r\n",
+            "GET /live/test/index.m3u8 HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            "GET /live/test/index.m3u8 HTTP/1.1\r\n\r\nGET /live/test/index.m3u8 HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(c(head), Sniffed::Other, "{head:?}");
         }

@@ -22,6 +22,7 @@
 //! write timeout that disconnects stalled players, and the HTTP-FLV fast path.
 
 pub mod console;
+pub mod direct;
 pub mod events;
 pub mod flv;
 pub mod listener;
@@ -509,7 +510,20 @@ async fn hls(
     Path((app, name, file)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let key = match StreamKey::new(&app, &name) {
+    hls_answer(&node, &app, &name, &file, &query).await
+}
+
+/// The answer to `GET /{app}/{name}/{file}?{query}` of live HLS (a playlist, a blocking reload, a segment, a part
+/// or an init segment), without the edge's checks and headers: for the axum route and for the listener's own
+/// keep-alive loop ([`direct`]).
+pub(crate) async fn hls_answer(
+    node: &Arc<NodeContext>,
+    app: &str,
+    name: &str,
+    file: &str,
+    query: &HashMap<String, String>,
+) -> Response {
+    let key = match StreamKey::new(app, name) {
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -555,7 +569,7 @@ async fn hls(
             // Below hls.js's timeout for a blocking reload (0.8 × target duration at least).
             let quiet = Duration::from_secs_f64(0.6 * node.config.hls.segment_duration_secs);
             return match stream.playlist_blocking(msn, part, skip, hold, quiet, &node.metrics).await {
-                Ok(text) => playlist(with_rendition_reports(&node, &key, &file, text).await, true),
+                Ok(text) => playlist(with_rendition_reports(node, &key, file, text).await, true),
                 Err(Blocking::NotFound) => not_found(),
                 Err(Blocking::TooFarAhead) => bad_request(format!("_HLS_msn={msn} is too far ahead of the live edge")),
                 Err(Blocking::Timeout) => {
@@ -591,7 +605,7 @@ async fn hls(
                 return playlist(master.into(), false);
             }
         }
-        return playlist(with_rendition_reports(&node, &key, &file, media).await, false);
+        return playlist(with_rendition_reports(node, &key, file, media).await, false);
     }
     let content_type = match file.rsplit_once('.').map(|(_, ext)| ext) {
         Some("ts") => "video/mp2t",
@@ -607,7 +621,7 @@ async fn hls(
     }
     // A preload-hinted part is held until it is complete (at most a few part targets).
     let wait = Duration::from_millis(u64::from(node.config.hls.part_target_ms) * 6);
-    match stream.file(&file, wait, &node.metrics).await {
+    match stream.file(file, wait, &node.metrics).await {
         Some(data) => {
             node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
             (
