@@ -7,9 +7,9 @@
 //! the answer's future: no read buffer while a request waits (the next head is read into a buffer allocated once
 //! bytes are ready), none while the connection idles between requests.
 //!
-//! The answers are the axum route's ([`super::hls_answer`]), with the edge's CORS header, `content-length`, `date`
+//! The answers are the axum route's (`hls_answer`), with the edge's CORS header, `content-length`, `date`
 //! and `connection: close` when the connection ends. A connection stays here while its requests are plain `GET`s of
-//! live HLS (see [`classify`]) of applications without signed play or play hooks ([`checked_play`]); the first
+//! live HLS (see [`classify`]) of applications without signed play or play hooks (`checked_play`); the first
 //! other request goes to hyper with its head, as a first request does. Time limits are hyper's: a later request
 //! head is due within `http.idle_timeout_secs` of the previous answer, and a write blocked for
 //! `stream.slow_player_timeout_secs` ends the connection. At shutdown, an idle connection closes at once, and one

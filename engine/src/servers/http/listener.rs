@@ -6,7 +6,9 @@
 //! /{app}/{name}.flv` of a live stream is then played right here ([`crate::servers::http::flv::play_direct`]): a
 //! long-lived player costs its feed and socket, not hyper's connection buffers (two fixed 8 KiB buffers) and an
 //! axum request too. Every other connection (and an `.flv` of a stream that is not live: axum answers 404) goes
-//! to axum, the bytes already read replayed in front of the socket.
+//! to axum, the bytes already read replayed in front of the socket. A plain `GET /{app}/{name}/{file}` of live HLS
+//! is answered by [`super::direct`]'s keep-alive loop, which hands the connection to axum the same way at its
+//! first request of another kind.
 //!
 //! A player that stops reading leaves its socket's send buffer full; every write then stays pending. The write
 //! timeout (`stream.slow_player_timeout_secs`) turns that into an error, so hyper closes the connection and the

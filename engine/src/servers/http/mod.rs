@@ -19,7 +19,8 @@
 //!
 //! Media and API responses carry CORS headers; playlists are not cached, segments are. Paths longer than
 //! `http.max_path_len` get 414; invalid stream names 400. See [`listener`] for the connection limit, the
-//! write timeout that disconnects stalled players, and the HTTP-FLV fast path.
+//! write timeout that disconnects stalled players, and the HTTP-FLV fast path; [`direct`] for live HLS answered
+//! on keep-alive connections without hyper.
 
 pub mod console;
 pub mod direct;
