@@ -266,17 +266,18 @@ impl Ownership for ClusterOwnership {
 
     fn remote_hls<'a>(&'a self, key: &'a StreamKey, grace: Duration) -> BoxFuture<'a, Option<Box<dyn RemoteHls>>> {
         Box::pin(async move {
-            let (hls, since_ms, closed): (Box<dyn RemoteHls>, _, _) = match self.hls_owner(key).await {
+            let (hls, owner): (Box<dyn RemoteHls>, _) = match self.hls_owner(key).await {
                 HlsOwner::Known(owner) => {
                     // What the owner pushed at its last segment is what it would answer: no request per poll.
                     let pushed = self.cluster.pushed_playlist(key, owner.since_ms);
+                    let id = owner.actor.get_id();
                     let hls = OwnerHls::new(key.clone(), owner.actor, self.cluster.segments.clone(), pushed);
-                    (Box::new(hls), Some(owner.since_ms), false)
+                    (Box::new(hls), Some((owner.since_ms, id)))
                 }
                 stale => {
                     let closed = matches!(stale, HlsOwner::Gone);
                     let playlist = self.cluster.last_playlist(key, grace, closed)?;
-                    (Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone())), None, closed)
+                    (Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone())), None)
                 }
             };
             let metered = Metered {
@@ -285,9 +286,8 @@ impl Ownership for ClusterOwnership {
                 cluster: self.cluster.clone(),
                 metrics: self.metrics.clone(),
                 key: key.clone(),
-                since_ms,
+                owner,
                 grace,
-                closed,
             };
             Some(Box::new(metered) as Box<dyn RemoteHls>)
         })
@@ -302,22 +302,41 @@ struct Metered {
     cluster: ClusterHandle,
     metrics: Arc<Metrics>,
     key: StreamKey,
-    /// The owner's claim (which pushed playlist is its); `None` for a stale stream.
-    since_ms: Option<u64>,
+    /// The owner's claim (which pushed playlist is its) and its export actor; `None` for a stale stream.
+    owner: Option<(u64, ActorId)>,
     /// How long a stale stream's last playlist is served.
     grace: Duration,
-    /// For a stale stream: whether its owner's node is gone (its open segment is served closed).
-    closed: bool,
 }
 
 impl Metered {
     /// The owner's latest pushed playlist; for a stream no node owns right now, the newest any owner pushed (a
     /// new owner's, once a publisher is back: parked requests then wake into its playlist).
     fn pushed(&self) -> Option<Bytes> {
-        match self.since_ms {
-            Some(since) => self.cluster.pushed_playlist(&self.key, since),
-            None => self.cluster.last_playlist(&self.key, self.grace, self.closed),
+        match self.owner {
+            Some((since, _)) => self.cluster.pushed_playlist(&self.key, since),
+            None => self.stale(),
         }
+    }
+
+    /// [`Metered::pushed`], checked against the stream's group: an owner no longer in it (its node died or drained
+    /// since this request came) gets what a request made now would, so that a request parked before and answered
+    /// after never sends players back behind an answer given meanwhile. Called where a request starts and where
+    /// it ends quietly, not at every wake-up.
+    fn pushed_now(&self) -> Option<Bytes> {
+        match self.owner {
+            Some((since, id)) if remote_members(&stream_group(&self.key)).iter().any(|m| m.get_id() == id) => {
+                self.cluster.pushed_playlist(&self.key, since)
+            }
+            _ => self.stale(),
+        }
+    }
+
+    /// The stream's last pushed state, for a stream this node knows no answering owner of: with its open segment
+    /// closed when no node exports it any more; as pushed while its group has members (an owner that did not
+    /// answer a claim in time, or a new one).
+    fn stale(&self) -> Option<Bytes> {
+        let gone = remote_members(&stream_group(&self.key)).is_empty();
+        self.cluster.last_playlist(&self.key, self.grace, gone)
     }
 
     /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`; when
@@ -353,7 +372,7 @@ impl Metered {
             last = Some(text.clone());
             if tokio::time::timeout_at(deadline.min(quiet_until), notified).await.is_err() {
                 if tokio::time::Instant::now() < deadline {
-                    break Ok(text);
+                    break self.pushed_now().ok_or(Blocking::NotFound);
                 }
                 break Err(Blocking::Timeout);
             }
@@ -391,7 +410,7 @@ impl RemoteHls for Metered {
     }
 
     fn current(&self) -> Option<Bytes> {
-        self.pushed()
+        self.pushed_now()
     }
 
     fn playlist_blocking(
@@ -405,7 +424,7 @@ impl RemoteHls for Metered {
         Box::pin(async move {
             self.meter.poll();
             // Before the owner's first push reached this node: its answer, as it is.
-            if self.pushed().and_then(|t| next_part_in(&String::from_utf8_lossy(&t))).is_none() {
+            if self.pushed_now().and_then(|t| next_part_in(&String::from_utf8_lossy(&t))).is_none() {
                 return self.hls.playlist(wait).await.ok_or(Blocking::NotFound);
             }
             let answer = self
