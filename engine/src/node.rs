@@ -258,6 +258,19 @@ impl Node {
         }
         context.ready.store(true, Ordering::Relaxed);
         info!(node = %config.node_name, rtmp = %rtmp_addr, http = %http_addr, "strom is serving");
+        // Start-up has touched code and read-only data an idle node never runs again: give it back (see
+        // crate::memory), once the first moments (a cluster join, the first scrape) have passed, and only while
+        // no stream runs (a busy node's pages are in use).
+        let idle_check = context.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !idle_check.streams.list().await.is_empty() {
+                return;
+            }
+            if let Ok(freed) = tokio::task::spawn_blocking(crate::memory::release_unused_file_pages).await {
+                info!(freed_mib = freed >> 20, "unused code pages returned to the kernel");
+            }
+        }));
         Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, tasks })
     }
 
