@@ -175,7 +175,9 @@ async fn sniff(
             };
             if let Some(sub) = sub {
                 drop(head);
-                crate::servers::http::flv::play_direct(conn, sub, key, chunked, node, shutdown).await;
+                // Boxed, here and below: the sniffer's own future (what every connection holds while its first head
+                // comes) stays small whatever the path taken needs.
+                Box::pin(crate::servers::http::flv::play_direct(conn, sub, key, chunked, node, shutdown)).await;
                 return;
             }
             (conn, head)
@@ -183,7 +185,7 @@ async fn sniff(
         Sniffed::Hls(req) if !checked_play(&node, &req.app) => {
             drop(head);
             // Served here while its requests are live HLS; the first other request goes to axum, with its head.
-            match super::direct::serve(conn, req, &node, &mut shutdown).await {
+            match Box::pin(super::direct::serve(conn, req, &node, &mut shutdown)).await {
                 Some(rest) => rest,
                 None => return,
             }
