@@ -114,9 +114,7 @@ async fn answer(conn: &mut GuardedStream, resp: Response, close: bool, node: &No
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    // As the edge sets it: the configured origin, `*` if it is not a valid header value.
-    let origin = &node.config.http.cors_origin;
-    let origin = if axum::http::HeaderValue::from_str(origin).is_ok() { origin.as_str() } else { "*" };
+    let origin = super::cors_origin(&node.config.http.cors_origin);
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     out.put_slice(
         format!("access-control-allow-origin: {origin}\r\ncontent-length: {}\r\ndate: {date}\r\n", body.len())

@@ -116,10 +116,7 @@ pub async fn serve(
 /// origin), framed by hand. HTTP/1.1 gets a chunked body, so a player can tell the stream's end (the last chunk)
 /// from a broken connection; HTTP/1.0 a body that ends with the connection.
 pub fn direct_head(cors_origin: &str, chunked: bool) -> String {
-    let origin = match axum::http::HeaderValue::from_str(cors_origin) {
-        Ok(_) => cors_origin,
-        Err(_) => "*",
-    };
+    let origin = super::cors_origin(cors_origin);
     format!(
         "HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\ncache-control: no-cache, no-store\r\n\
          access-control-allow-origin: {origin}\r\n{}connection: close\r\n\r\n",

@@ -306,9 +306,20 @@ fn admin(node: &NodeContext, req: &Request) -> Result<(), Response> {
     }
 }
 
+/// The `Access-Control-Allow-Origin` value of every answer: `http.cors_origin`, or `*` when it is not a valid
+/// header value (the edge, and the listener's own HTTP-FLV and live HLS answers).
+pub fn cors_origin(configured: &str) -> &str {
+    if HeaderValue::from_str(configured).is_ok() {
+        configured
+    } else {
+        "*"
+    }
+}
+
 /// Path length limit, CORS, preflight answers and the admin check, for every request.
 async fn edge(State(node): State<Arc<NodeContext>>, req: Request, next: Next) -> Response {
-    let origin = HeaderValue::from_str(&node.config.http.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+    let origin =
+        HeaderValue::from_str(cors_origin(&node.config.http.cors_origin)).unwrap_or(HeaderValue::from_static("*"));
     let mut resp = if req.uri().path().len() > node.config.http.max_path_len {
         node.metrics.connections_rejected.with_label_values(&["path_too_long"]).inc();
         tracing::info!(
