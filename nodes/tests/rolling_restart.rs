@@ -48,8 +48,9 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(1500);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
-#[ignore = "not met yet (issue 17): hls.js stalls 2.5-3.7 s while the owner's publisher reconnects (1.5 s OBS \
-            delay + its first part, against a ~1 s LL-HLS buffer, then hls.js nudges over the real-time gap); run \
+#[ignore = "not met yet (issue 17): hls.js stalls 1.7-2.7 s while the owner's publisher reconnects: the \
+            publisher is away ~2.3 s (the owner's shutdown, OBS's 1.5 s delay, its first part) against the 0.4-1 s \
+            hls.js buffers at the LL-HLS live edge; strom serves the new owner's first part within ~0.3 s; run \
             with --ignored"]
 fn hls_js_plays_through_a_rolling_restart_behind_nginx() {
     roll(Player::Hls);

@@ -398,6 +398,11 @@ impl Cluster {
         for agent in super::remote_members(NODE_GROUP) {
             let _ = agent.cast(RemoteMsg::Cast(bytes.clone()));
         }
+        // Requests parked here on another node's playlist of this stream (before it became this node's own) ask
+        // this node's segmenter again.
+        if let Some(w) = lock(&self.shared.hls_waiters).get(&key.to_string()) {
+            w.notify_waiters();
+        }
     }
 
     /// What wakes when the HLS state of `key` arrives from its owner (see [`Cluster::pushed_playlist`]).
@@ -449,6 +454,11 @@ impl Cluster {
     /// new segment, see [`super::export`]): what that owner would answer now, without asking it.
     pub fn pushed_playlist(&self, key: &StreamKey, since_ms: u64) -> Option<Bytes> {
         lock(&self.shared.hls).pushed_playlist(&key.to_string(), since_ms)
+    }
+
+    /// Whether an owner of `key` pushed its HLS state within `within` (a live LL-HLS owner pushes at every part).
+    pub fn pushed_within(&self, key: &StreamKey, within: Duration) -> bool {
+        lock(&self.shared.hls).last_playlist(&key.to_string(), within, Instant::now()).is_some()
     }
 
     /// The last playlist of `key` an owner shared within `max_age`, to keep serving players until a publisher

@@ -121,6 +121,11 @@ pub fn remote_members(group: &str) -> Vec<ActorRef<RemoteMsg>> {
     pg::get_members(&group.to_string()).into_iter().filter(|c| !c.get_id().is_local()).map(ActorRef::from).collect()
 }
 
+/// Whether a group has a member on this node.
+pub fn has_local_member(group: &str) -> bool {
+    !pg::get_local_members(&group.to_string()).is_empty()
+}
+
 /// Calls a remote actor; `None` on timeout, a dead peer or a malformed answer (logged).
 pub async fn call(actor: &ActorRef<RemoteMsg>, req: &Request, timeout: Duration) -> Option<Response> {
     if let Some(c) = membership::REQUESTS.get() {

@@ -27,11 +27,11 @@ use super::wire::{Request, Response};
 use super::{remote_members, stream_group, ClusterHandle, RemoteMsg};
 use bytes::Bytes;
 
-use crate::formats::playlist::{next_part_in, skip_of};
+use crate::formats::playlist::{next_part_in, resumable_window, skip_of};
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::hls_viewers::PollMeter;
-use crate::stream::ports::{BoxFuture, Claim as LocalClaim, Ownership, RelaySource, RemoteHls, Takeover};
+use crate::stream::ports::{BoxFuture, Claim as LocalClaim, Ownership, RelaySource, RemoteHls, Resume, Takeover};
 use crate::stream::segmenter::Blocking;
 use crate::stream::{Publisher, StreamHandle, ViewerCounts};
 
@@ -88,6 +88,16 @@ impl Claim {
     fn rank(&self) -> ClaimRank {
         ClaimRank { epoch: self.epoch, since_ms: self.since_ms, node: self.node.clone() }
     }
+}
+
+/// An owner heard from within this long is not gone, whatever groups this node sees: a live LL-HLS owner pushes
+/// at every part (0.2 s by default), and a node that has just joined learns the stream groups later than the
+/// pushes (its first answers would otherwise close a live owner's open segment for its players).
+const PUSHED_RECENTLY: Duration = Duration::from_millis(1500);
+
+/// Whether no node exports `key` and no owner of it was heard from lately: its open segment can be closed.
+fn owner_gone(cluster: &ClusterHandle, key: &StreamKey) -> bool {
+    remote_members(&stream_group(key)).is_empty() && !cluster.pushed_within(key, PUSHED_RECENTLY)
 }
 
 /// How long a publish waits at most for an owner that does not answer, beyond its lease.
@@ -238,7 +248,16 @@ impl Ownership for ClusterOwnership {
     }
 
     fn takeover(&self, key: &StreamKey, grace: Duration) -> Takeover {
-        Takeover { epoch: self.cluster.next_epoch(key), resume: self.cluster.hls_resume(key, grace) }
+        let resume = self.cluster.hls_resume(key, grace).map(|(next_msn, discontinuity)| {
+            // The previous owner's playlist as other nodes serve it now (its open segment closed): listed first.
+            let window = self
+                .cluster
+                .last_playlist(key, grace, true)
+                .map(|t| resumable_window(&String::from_utf8_lossy(&t), next_msn, discontinuity))
+                .unwrap_or_default();
+            Resume { next_msn, discontinuity, window }
+        });
+        Takeover { epoch: self.cluster.next_epoch(key), resume }
     }
 
     fn export(&self, handle: StreamHandle) -> BoxFuture<'_, Option<ActorCell>> {
@@ -275,7 +294,7 @@ impl Ownership for ClusterOwnership {
                     (Box::new(hls), Some((owner.since_ms, id)))
                 }
                 stale => {
-                    let closed = matches!(stale, HlsOwner::Gone);
+                    let closed = matches!(stale, HlsOwner::Gone) && owner_gone(&self.cluster, key);
                     let playlist = self.cluster.last_playlist(key, grace, closed)?;
                     (Box::new(StaleHls::new(key.clone(), playlist, self.cluster.segments.clone())), None)
                 }
@@ -332,11 +351,10 @@ impl Metered {
     }
 
     /// The stream's last pushed state, for a stream this node knows no answering owner of: with its open segment
-    /// closed when no node exports it any more; as pushed while its group has members (an owner that did not
-    /// answer a claim in time, or a new one).
+    /// closed when no node exports it any more and no owner was heard from lately ([`owner_gone`]); as pushed
+    /// while its group has members (an owner that did not answer a claim in time, or a new one).
     fn stale(&self) -> Option<Bytes> {
-        let gone = remote_members(&stream_group(&self.key)).is_empty();
-        self.cluster.last_playlist(&self.key, self.grace, gone)
+        self.cluster.last_playlist(&self.key, self.grace, owner_gone(&self.cluster, &self.key))
     }
 
     /// Waits until `ready` holds for the owner's pushed playlist (checked at every push), for at most `wait`; when
@@ -365,6 +383,10 @@ impl Metered {
                 Some(true) => break Ok(text),
                 Some(false) => {}
                 None => break Err(Blocking::TooFarAhead),
+            }
+            // The stream's publisher came to this node: its segmenter has what this request waits for.
+            if super::has_local_member(&stream_group(&self.key)) {
+                break Err(Blocking::Moved);
             }
             if last.as_ref().is_some_and(|l| *l != text) {
                 quiet_until = tokio::time::Instant::now() + quiet;

@@ -47,6 +47,9 @@ pub struct Segment {
     pub parts: Vec<PartInfo>,
     /// The init segment it needs (fMP4).
     pub map: Option<String>,
+    /// `EXT-X-GAP`: listed, but not to be loaded (the segment a node that went away had open, closed by the next
+    /// owner; see [`close_open_segment`]).
+    pub gap: bool,
 }
 
 /// One partial segment as a playlist lists it.
@@ -319,7 +322,8 @@ impl Playlist {
             if ll.is_some() && *edge - s.duration < 3.0 * target {
                 write_parts(&mut out, &s.parts);
             }
-            let _ = write!(out, "#EXTINF:{:.3},\n{}\n", s.duration, s.name);
+            let gap = if s.gap { "#EXT-X-GAP\n" } else { "" };
+            let _ = write!(out, "#EXTINF:{:.3},\n{gap}{}\n", s.duration, s.name);
         }
         let open_listed = self.open.as_ref().is_some_and(|o| !o.parts.is_empty() || self.preload.is_some());
         if let (Some(_), false, false, Some(last)) = (ll, open_listed, self.ended, listed.last()) {
@@ -359,6 +363,32 @@ impl Playlist {
     /// discontinuity, gets discontinuity number `count + 1`.
     pub fn resume_after(&mut self, count: u64) {
         self.discontinuity_sequence = count;
+    }
+
+    /// Like [`Playlist::resume_after`], listing the previous owner's `window` first (see [`resumable_window`]):
+    /// entries without bytes here (a request for one finds none), so that players polling any node see one
+    /// playlist going on — the segments they have, then the new owner's after a discontinuity — and a playlist
+    /// exists from the new owner's first part instead of its first whole segment.
+    pub fn resume_with(&mut self, count: u64, window: &[ListedSegment]) {
+        let flagged = window.iter().filter(|s| s.discontinuity).count() as u64;
+        self.discontinuity_sequence = count.saturating_sub(flagged);
+        for s in window {
+            self.segments.push_back(Segment {
+                msn: s.msn,
+                name: s.uri.clone(),
+                duration: s.duration,
+                program_date_time: s.program_date_time.unwrap_or(UNIX_EPOCH),
+                discontinuity: s.discontinuity,
+                data: Bytes::new(),
+                parts: s.parts.clone(),
+                map: s.map.clone(),
+                gap: s.gap,
+            });
+        }
+        self.slide();
+        let rounded = |d: f64| ((d * 1000.0).round() / 1000.0).round().max(1.0) as u64;
+        let longest = self.segments.iter().map(|s| rounded(s.duration)).max();
+        self.target = self.min_target.max(longest.unwrap_or(0));
     }
 
     /// Drops the oldest segment, keeping the discontinuity count right.
@@ -551,6 +581,10 @@ pub struct ListedSegment {
     pub discontinuity: bool,
     /// The `EXT-X-MAP` URI in force for it.
     pub map: Option<String>,
+    /// Marked `EXT-X-GAP`.
+    pub gap: bool,
+    /// Its parts as listed (LL-HLS; only the newest segments list theirs).
+    pub parts: Vec<PartInfo>,
 }
 
 /// The whole segments a media playlist text lists, with their sequence numbers (after `EXT-X-SKIP`, too), and
@@ -561,6 +595,7 @@ pub fn segments_in(text: &str) -> (Vec<ListedSegment>, bool) {
     let mut out = Vec::new();
     let mut msn = 0u64;
     let (mut duration, mut pdt, mut discontinuity, mut map) = (None, None, false, None::<String>);
+    let (mut gap, mut parts) = (false, Vec::new());
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
@@ -576,6 +611,10 @@ pub fn segments_in(text: &str) -> (Vec<ListedSegment>, bool) {
             discontinuity = true;
         } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
             map = v.split('"').next().map(String::from);
+        } else if line == "#EXT-X-GAP" {
+            gap = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
+            parts.extend(part_of(v));
         } else if !line.starts_with('#') && !line.is_empty() {
             if let Some(d) = duration.take() {
                 out.push(ListedSegment {
@@ -585,13 +624,65 @@ pub fn segments_in(text: &str) -> (Vec<ListedSegment>, bool) {
                     program_date_time: pdt,
                     discontinuity,
                     map: map.clone(),
+                    gap,
+                    parts: std::mem::take(&mut parts),
                 });
             }
             msn = msn.saturating_add(1);
-            (pdt, discontinuity) = (None, false);
+            (pdt, discontinuity, gap) = (None, false, false);
+            parts.clear();
         }
     }
     (out, text.contains("#EXT-X-ENDLIST"))
+}
+
+/// An `EXT-X-PART` tag's attributes (after the colon) as [`write_parts`] writes them.
+fn part_of(attrs: &str) -> Option<PartInfo> {
+    let mut duration = None;
+    let mut name = None;
+    let mut independent = false;
+    let mut rest = attrs;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once('=')?;
+        let (v, next) = match after.strip_prefix('"') {
+            Some(q) => {
+                let (v, n) = q.split_once('"')?;
+                (v, n.strip_prefix(',').unwrap_or(n))
+            }
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        match k {
+            "DURATION" => duration = v.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0),
+            "URI" => name = Some(v.to_string()),
+            "INDEPENDENT" => independent = v == "YES",
+            _ => {}
+        }
+        rest = next;
+    }
+    Some(PartInfo { name: name?, duration: duration?, independent })
+}
+
+/// The segments of `text` (the playlist the previous owner pushed last, its open segment closed) that a new
+/// owner continuing it at `next_msn` after discontinuity number `discontinuity` lists first
+/// ([`Playlist::resume_with`]): every listed segment, when they run without a hole up to `next_msn - 1`, each has
+/// its date, and their discontinuities add up to `discontinuity`; else none (the new owner's playlist starts
+/// with its own first segment, as without a previous owner).
+pub fn resumable_window(text: &str, next_msn: u64, discontinuity: u64) -> Vec<ListedSegment> {
+    let (segments, ended) = segments_in(text);
+    let sequence: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let flagged = segments.iter().filter(|s| s.discontinuity).count() as u64;
+    let joins = segments.last().is_some_and(|s| s.msn.checked_add(1) == Some(next_msn));
+    let contiguous = segments.windows(2).all(|w| w[0].msn + 1 == w[1].msn);
+    let dated = segments.iter().all(|s| s.program_date_time.is_some());
+    let skipped = text.contains("#EXT-X-SKIP:");
+    if ended || skipped || !joins || !contiguous || !dated || sequence + flagged != discontinuity {
+        return Vec::new();
+    }
+    segments
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 time as [`rfc3339_millis`] writes it (`None` for anything else).
@@ -756,6 +847,7 @@ mod tests {
             data: Bytes::from_static(b"media"),
             parts: Vec::new(),
             map: None,
+            gap: false,
         }
     }
 
@@ -866,6 +958,49 @@ mod tests {
         new.push(seg(7, 2.0, false));
         new.push(seg(8, 2.0, false));
         assert!(new.render().unwrap().contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"));
+    }
+
+    #[test]
+    fn a_new_owner_lists_the_previous_owner_s_window_first() {
+        // The old owner: segments 0..5 (a discontinuity among them), segment 5 open with one part; its node went,
+        // and the other nodes serve its playlist with segment 5 closed (EXT-X-GAP).
+        let mut old = ll_playlist(5);
+        old.segments[2].discontinuity = true;
+        // Part names as segmenters give them (`<prefix>-p<n>.m4s`): the closed segment is named after them.
+        if let Some(o) = old.open.as_mut() {
+            o.parts[0].name = "x-p21.m4s".into();
+        }
+        let closed = close_open_segment(&old.render().unwrap()).unwrap();
+        let window = resumable_window(&closed, 6, old.discontinuity_count());
+        assert_eq!(window.iter().map(|s| s.msn).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+        assert!(window[5].gap && !window[4].gap);
+        assert_eq!(window[4].parts.len(), 4);
+        assert_eq!(window[4].parts[0], PartInfo { name: "x-4.0.m4s".into(), duration: 0.5, independent: true });
+        assert_eq!(window[5].uri, "x-5.m4s");
+        // The new owner lists them, then its own first segment after a discontinuity: what players had goes on.
+        let mut new = Playlist::new(10, 0, 2.0);
+        new.enable_parts(0.5);
+        new.resume_with(old.discontinuity_count(), &window);
+        let seeded = new.render().unwrap();
+        assert_eq!(segments_in(&seeded).0, segments_in(&closed).0, "{seeded}\n---\n{closed}");
+        assert_eq!(next_part_in(&seeded), Some(((6, 0), false)));
+        assert!(new.segment("x-4.m4s").is_none(), "no bytes here for the previous owner's segments");
+        new.open_segment(6, true, Some("y-init1.mp4".into()), UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        new.push_part(PartInfo { name: "y-p1.m4s".into(), duration: 0.5, independent: true });
+        let text = new.render().unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{text}");
+        assert!(
+            text.contains("#EXTINF:0.500,\n#EXT-X-GAP\nx-5.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"y-init1.mp4\"")
+        );
+        assert_eq!(next_part_in(&text), Some(((6, 1), false)));
+        let mut done = seg(6, 0.5, true);
+        done.map = Some("y-init1.mp4".into());
+        new.push(done);
+        assert_eq!(new.discontinuity_count(), old.discontinuity_count() + 1);
+        // A window that does not join the new numbering, or whose discontinuities do not add up, is not listed.
+        assert!(resumable_window(&closed, 7, old.discontinuity_count()).is_empty());
+        assert!(resumable_window(&closed, 6, old.discontinuity_count() + 1).is_empty());
+        assert!(resumable_window(&(closed.clone() + "#EXT-X-ENDLIST\n"), 6, old.discontinuity_count()).is_empty());
     }
 
     #[test]

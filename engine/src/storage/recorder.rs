@@ -1131,7 +1131,8 @@ async fn collect_remote(
             }
             if let Some(mut next) = next_msn {
                 let from = next;
-                for s in segments.iter().filter(|s| s.msn >= from) {
+                // A gap (the segment a node that went away had open) has no bytes anywhere: it counts as lost.
+                for s in segments.iter().filter(|s| s.msn >= from && !s.gap) {
                     let needs_init = s.map.as_ref().is_some_and(|m| init.as_ref().is_none_or(|(n, _)| n != m));
                     if needs_init {
                         let name = s.map.clone().unwrap_or_default();

@@ -19,6 +19,7 @@ use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
 
 use super::fanout::{FanoutSender, Protocol, StreamEvent, Subscription, ViewerCounts, ViewerGuard};
+use super::ports::Resume;
 use super::queue::QueueBudget;
 use super::registry::{PublishError, RegistryMsg, StreamInfo};
 use crate::config::Config;
@@ -72,7 +73,7 @@ pub enum StreamMsg {
     /// players stay attached. Answers the segmenter's readers' side; `None` if it is no relay (or is over).
     Promote {
         /// Where the HLS playlist continues (see [`SegmenterArgs::resume`]).
-        resume: Option<(u64, u64)>,
+        resume: Option<Resume>,
         /// The segmenter's readers' side.
         reply: RpcReplyPort<Option<HlsReader>>,
     },
@@ -148,7 +149,7 @@ pub struct StreamArgs {
     /// owner) and ends as soon as its relay does.
     pub relay_from: Option<String>,
     /// Continue the HLS playlist another node had for this key (see [`SegmenterArgs::resume`]).
-    pub hls_resume: Option<(u64, u64)>,
+    pub hls_resume: Option<Resume>,
 }
 
 /// The stream actor (see the module docs).

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::hls_viewers::PollMeter;
+use super::ports::Resume;
 use super::segmenter::{finished_of, FinishedSegment, HlsView, TimestampJumps};
 use crate::config::HlsConfig;
 use crate::formats::cmaf::{CmafTargets, Output, Packager};
@@ -72,7 +73,7 @@ impl CmafSegmenter {
         key: StreamKey,
         hls: &HlsConfig,
         metrics: Arc<Metrics>,
-        resume: Option<(u64, u64)>,
+        resume: Option<Resume>,
         view: watch::Sender<Arc<HlsView>>,
         meter: PollMeter,
     ) -> CmafSegmenter {
@@ -80,19 +81,20 @@ impl CmafSegmenter {
         let mut playlist = Playlist::new(hls.window, hls.retained_segments, hls.segment_duration_secs);
         playlist.enable_parts(f64::from(hls.part_target_ms) / 1000.0);
         playlist.set_dvr(hls.dvr_window_secs);
-        if let Some((_, discontinuity)) = resume {
-            playlist.resume_after(discontinuity);
+        if let Some(r) = &resume {
+            playlist.resume_with(r.discontinuity, &r.window);
         }
         let targets = CmafTargets {
             segment_ms: (hls.segment_duration_secs * 1000.0).round() as u32,
             part_ms: hls.part_target_ms,
         };
-        CmafSegmenter {
+        let seeded = resume.as_ref().is_some_and(|r| !r.window.is_empty());
+        let mut segmenter = CmafSegmenter {
             key,
             metrics,
             playlist,
             incarnation: format!("{now_ms:x}"),
-            next_msn: resume.map_or(0, |(msn, _)| msn),
+            next_msn: resume.as_ref().map_or(0, |r| r.next_msn),
             part_seq: 0,
             packager: Packager::new(targets),
             targets,
@@ -109,7 +111,12 @@ impl CmafSegmenter {
             jumps: TimestampJumps::default(),
             headers: [None, None],
             jump_warned: false,
+        };
+        if seeded {
+            // The previous owner's segments are this node's playlist until its own first part joins them.
+            segmenter.publish();
         }
+        segmenter
     }
 
     /// The stream is gone here: its HLS viewers leave the metric.
@@ -253,6 +260,7 @@ impl CmafSegmenter {
             data: data.freeze(),
             parts: open.parts.into_iter().map(|(p, _)| p).collect(),
             map: open.map,
+            gap: false,
         });
         // Parts are served while their segment is listed with parts (three target durations) and a little longer.
         let keep_from = self.next_msn.saturating_sub(6);

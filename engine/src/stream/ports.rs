@@ -55,12 +55,25 @@ pub struct Claim {
 }
 
 /// What [`Ownership::takeover`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Takeover {
     /// The new claim's epoch.
     pub epoch: u64,
-    /// Continue another owner's playlist: `(first msn, discontinuity)`.
-    pub resume: Option<(u64, u64)>,
+    /// Continue another owner's playlist.
+    pub resume: Option<Resume>,
+}
+
+/// Where a new owner continues the HLS playlist another node had for the stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resume {
+    /// The first media sequence number here (above every number another owner used).
+    pub next_msn: u64,
+    /// The discontinuity number of the previous owner's newest segment: the first segment here, which starts
+    /// with a discontinuity, gets the next one.
+    pub discontinuity: u64,
+    /// The previous owner's segments, listed first here (without their bytes; see
+    /// [`crate::formats::playlist::resumable_window`]); empty when they cannot be continued exactly.
+    pub window: Vec<crate::formats::playlist::ListedSegment>,
 }
 
 /// A live stream on another node that this node can relay.

@@ -512,13 +512,14 @@ impl RegistryState {
             let relayed = e.handle.clone();
             let takeover =
                 self.ownership.as_ref().map(|c| c.takeover(&key, self.config.reconnect_grace())).unwrap_or_default();
-            let promoted = call(&relayed.actor, |reply| StreamMsg::Promote { resume: takeover.resume, reply }).await;
+            let resume = takeover.resume.clone();
+            let promoted = call(&relayed.actor, move |reply| StreamMsg::Promote { resume, reply }).await;
             if let Some(hls) = promoted.flatten() {
                 if let Some(sink) = self.streams.get_mut(&key).and_then(|e| e.cluster_actor.take()) {
                     sink.stop(Some("replaced by a local publisher".into()));
                 }
-                if let Some((msn, disc)) = takeover.resume {
-                    info!(stream = %key, next_msn = msn, discontinuity = disc, epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
+                if let Some(r) = &takeover.resume {
+                    info!(stream = %key, next_msn = r.next_msn, discontinuity = r.discontinuity, listed = r.window.len(), epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
                 }
                 info!(stream = %key, "a local publisher takes the relayed stream over; its players stay");
                 let handle = StreamHandle {
@@ -544,8 +545,8 @@ impl RegistryState {
         // HLS playlist, so players keep the same URL and see a discontinuity.
         let takeover =
             self.ownership.as_ref().map(|c| c.takeover(&key, self.config.reconnect_grace())).unwrap_or_default();
-        if let Some((msn, disc)) = takeover.resume {
-            info!(stream = %key, next_msn = msn, discontinuity = disc, epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
+        if let Some(r) = &takeover.resume {
+            info!(stream = %key, next_msn = r.next_msn, discontinuity = r.discontinuity, listed = r.window.len(), epoch = takeover.epoch, "continuing the HLS playlist of the previous owner");
         }
         let handle = self.spawn_stream(myself, &key, None, Arc::new(ViewerCounts::default()), takeover).await?;
         let export = match &self.ownership {

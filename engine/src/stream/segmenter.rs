@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::cmaf_segmenter::CmafSegmenter;
 use super::hls_viewers::PollMeter;
+use super::ports::Resume;
 use super::queue::QueueBudget;
 use crate::config::{HlsConfig, HlsFormat};
 use crate::formats::aac::AacConfig;
@@ -175,6 +176,9 @@ pub enum Blocking {
     TooFarAhead,
     /// The part did not appear within the wait (answered with 503).
     Timeout,
+    /// The request waited on another node's playlist, and the stream became this node's own meanwhile (its
+    /// publisher came here): ask again, of this node's segmenter.
+    Moved,
 }
 
 /// The readers' side of a segmenter (cheap to clone): its latest [`HlsView`] and the HLS viewer estimate.
@@ -342,9 +346,9 @@ pub struct SegmenterArgs {
     pub hls: HlsConfig,
     /// Node metrics.
     pub metrics: Arc<Metrics>,
-    /// Continue the playlist another node had (its `next_msn` and discontinuity number): the first segment here
-    /// starts with a discontinuity, media sequence numbers go on increasing.
-    pub resume: Option<(u64, u64)>,
+    /// Continue the playlist another node had (its `next_msn`, discontinuity number and segments): the first
+    /// segment here starts with a discontinuity, media sequence numbers go on increasing.
+    pub resume: Option<Resume>,
     /// Filled in `pre_start` with the readers' side, for the stream's handle.
     pub reader: Arc<std::sync::OnceLock<HlsReader>>,
     /// Bytes of frames the stream actor has queued here (see [`super::queue`]); subtracted as they are taken.
@@ -453,7 +457,7 @@ pub enum Backend {
 
 impl Segmenter {
     fn backend(args: SegmenterArgs) -> Backend {
-        let next_msn = args.resume.map_or(0, |(msn, _)| msn);
+        let next_msn = args.resume.as_ref().map_or(0, |r| r.next_msn);
         let (view, rx) = watch::channel(Arc::new(HlsView { next_msn, ..Default::default() }));
         let target = args.hls.segment_duration_secs.round().max(1.0) as u64;
         let meter = PollMeter::new(target, args.metrics.clone());
@@ -465,8 +469,8 @@ impl Segmenter {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let mut playlist = Playlist::new(args.hls.window, args.hls.retained_segments, args.hls.segment_duration_secs);
         playlist.set_dvr(args.hls.dvr_window_secs);
-        if let Some((_, discontinuity)) = args.resume {
-            playlist.resume_after(discontinuity);
+        if let Some(r) = &args.resume {
+            playlist.resume_with(r.discontinuity, &r.window);
         }
         Backend::Ts(Box::new(SegmenterState {
             playlist,
@@ -774,6 +778,7 @@ impl SegmenterState {
             data: Bytes::from(cur.buf),
             parts: Vec::new(),
             map: None,
+            gap: false,
         });
         self.metrics.hls_segments.inc();
         self.finished = finished_of(&self.playlist, |_| None);

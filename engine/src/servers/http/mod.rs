@@ -578,13 +578,25 @@ pub(crate) async fn hls_answer(
                 return bad_request("_HLS_msn and _HLS_part must be numbers".into());
             };
             let hold = Duration::from_secs_f64(3.0 * target);
-            // Below hls.js's timeout for a blocking reload (0.8 × target duration at least).
-            let quiet = Duration::from_secs_f64(0.6 * node.config.hls.segment_duration_secs);
-            return match stream.playlist_blocking(msn, part, skip, hold, quiet, &node.metrics).await {
+            // Below hls.js's timeout for a blocking reload (0.8 × target duration at least), with room for the
+            // network; no shorter: an answer without the part makes hls.js wait half a target duration before its
+            // next reload (a publisher reconnecting keeps the part away for that long).
+            let quiet = Duration::from_secs_f64(0.7 * node.config.hls.segment_duration_secs);
+            let started = tokio::time::Instant::now();
+            let mut answer = stream.playlist_blocking(msn, part, skip, hold, quiet, &node.metrics).await;
+            if matches!(answer, Err(Blocking::Moved)) {
+                // The stream became this node's own while the request waited on another node's playlist.
+                let left = |d: Duration| d.saturating_sub(started.elapsed());
+                answer = match node.streams.hls(&key).await {
+                    Some(here) => here.playlist_blocking(msn, part, skip, left(hold), quiet, &node.metrics).await,
+                    None => Err(Blocking::NotFound),
+                };
+            }
+            return match answer {
                 Ok(text) => playlist(with_rendition_reports(node, &key, file, text).await, true),
                 Err(Blocking::NotFound) => not_found(),
                 Err(Blocking::TooFarAhead) => bad_request(format!("_HLS_msn={msn} is too far ahead of the live edge")),
-                Err(Blocking::Timeout) => {
+                Err(Blocking::Timeout | Blocking::Moved) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time\n").into_response()
                 }
             };
