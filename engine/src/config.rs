@@ -190,6 +190,12 @@ pub struct StreamConfig {
     /// Seconds a stream survives its publisher leaving: a publisher back within it resumes the same stream
     /// (HLS continues with a discontinuity). After it the stream ends for good.
     pub reconnect_grace_secs: f64,
+    /// While an RTMP publisher is away without having ended its stream (its connection dropped, or this node is
+    /// stopping; not after `deleteStream`), its last picture is repeated, with silent audio, for up to this many
+    /// seconds (within the reconnect grace), so players keep playing (a still picture) instead of stalling: a
+    /// publisher's reconnect, or a rolling restart of the node it published to, is not a rebuffering spinner. 0
+    /// turns it off.
+    pub repeat_frame_secs: f64,
     /// Seconds an ended stream's HLS playlist (with `EXT-X-ENDLIST`) stays served before it is a 404.
     pub ended_linger_secs: f64,
     /// Frames a stream's fan-out ring holds; a player further behind skips to the next keyframe.
@@ -973,6 +979,7 @@ impl Default for StreamConfig {
             gop_cache_max_secs: 10.0,
             keyframe_timeout_secs: 10.0,
             reconnect_grace_secs: 30.0,
+            repeat_frame_secs: 5.0,
             ended_linger_secs: 30.0,
             player_queue_frames: 1024,
             slow_player_timeout_secs: 10.0,
@@ -1215,6 +1222,7 @@ impl Config {
         }
         secs("stream.reconnect_grace_secs", self.stream.reconnect_grace_secs, 0.0)?;
         secs("stream.ended_linger_secs", self.stream.ended_linger_secs, 0.0)?;
+        secs("stream.repeat_frame_secs", self.stream.repeat_frame_secs, 0.0)?;
         secs("stream.slow_player_timeout_secs", self.stream.slow_player_timeout_secs, 0.1)?;
         if !(128..=16_777_215).contains(&self.rtmp.chunk_size) {
             return err("rtmp.chunk_size", "must be 128..16777215");

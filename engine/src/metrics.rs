@@ -60,6 +60,8 @@ pub struct Metrics {
     pub stream_failures: IntCounter,
     /// Streams that sent video without a keyframe for longer than `stream.keyframe_timeout_secs` (once per spell).
     pub keyframe_timeouts: IntCounter,
+    /// Pictures repeated while publishers were away (`stream.repeat_frame_secs`).
+    pub repeated_frames: IntCounter,
 }
 
 impl Metrics {
@@ -125,6 +127,10 @@ impl Metrics {
             keyframe_timeouts: counter(
                 "strom_keyframe_timeouts_total",
                 "Streams that sent video without a keyframe for longer than stream.keyframe_timeout_secs.",
+            ),
+            repeated_frames: counter(
+                "strom_repeated_frames_total",
+                "Pictures repeated, with silent audio, while publishers were away (stream.repeat_frame_secs).",
             ),
             registry,
         };

@@ -2,8 +2,9 @@
 //!
 //! [`Node::start`] returns once both listeners are bound (so the bound addresses are known, even for port 0);
 //! [`Node::shutdown`] runs the graceful stop: readiness false, ladders (encoders) move to other cluster nodes,
-//! publishers may finish for up to `drain_secs`,
-//! listeners stop accepting, every stream ends
+//! publishers may finish for up to `drain_secs`, then the RTMP listeners and connections close (publishers
+//! reconnect to another node while this one still shares their streams' HLS state), the node leaves the cluster,
+//! the other listeners stop accepting, every stream ends
 //! (players get end-of-stream, HLS gets ENDLIST), then it waits for connections to finish, bounded by
 //! `shutdown_timeout_secs`.
 
@@ -71,6 +72,8 @@ pub struct Node {
     /// The cluster side, when clustering is on.
     pub cluster: Option<ClusterHandle>,
     shutdown: Shutdown,
+    /// The RTMP and RTMPS listeners and connections: stopped first (see [`Node::shutdown`]).
+    rtmp_shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -187,6 +190,7 @@ impl Node {
             transcode,
             cluster: cluster.clone(),
             ready: AtomicBool::new(false),
+            left_cluster: AtomicBool::new(false),
             draining,
             load: own_load,
             history: Default::default(),
@@ -196,8 +200,9 @@ impl Node {
             rtmps_peers: Default::default(),
         });
         let shutdown = Shutdown::new();
+        let rtmp_shutdown = Shutdown::new();
         let mut tasks = vec![load_task, context.start_history()];
-        tasks.push(tokio::spawn(crate::servers::rtmp::server::serve(rtmp, context.clone(), shutdown.signal())));
+        tasks.push(tokio::spawn(crate::servers::rtmp::server::serve(rtmp, context.clone(), rtmp_shutdown.signal())));
         let listener = crate::servers::http::listener::LimitedListener::new(
             http,
             context.clone(),
@@ -223,7 +228,7 @@ impl Node {
                 info!(rtmps = %l.local_addr().unwrap_or(addr), "RTMPS listening");
                 let acceptor = certs.acceptor(&[]).map_err(NodeError::Tls)?;
                 let serve =
-                    crate::servers::rtmp::rtmps::serve(l, rtmp_addr, acceptor, context.clone(), shutdown.signal());
+                    crate::servers::rtmp::rtmps::serve(l, rtmp_addr, acceptor, context.clone(), rtmp_shutdown.signal());
                 tasks.push(tokio::spawn(serve));
             }
             if let Some(addr) = config.https.listen {
@@ -271,7 +276,7 @@ impl Node {
                 info!(freed_mib = freed >> 20, "unused code pages returned to the kernel");
             }
         }));
-        Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, tasks })
+        Ok(Node { context, rtmp_addr, http_addr, cluster, shutdown, rtmp_shutdown, tasks })
     }
 
     /// Graceful stop (see the module docs). Returns whether everything finished within the timeout.
@@ -291,9 +296,46 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // Leave the cluster first: other nodes then see this node's streams as ownerless, not ended, so a
+        // The publishers go first, while the cluster is up: OBS starts its reconnect delay now rather than after
+        // the rest of the stop, and each stream's segmenter shares its closed segment, which the node the
+        // publisher lands on continues. RTMP players go with them (they reconnect to another node).
+        self.rtmp_shutdown.trigger();
+        if !self.rtmp_shutdown.wait(Duration::from_secs(2)).await {
+            warn!("RTMP connections still open 2 s after they were told to close");
+        }
+        if let Some(c) = &self.cluster {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A stream whose last picture is repeated stays with the cluster until the node its publisher
+            // reconnects to has taken it over (its export joined the stream's group), for as long as the repeats
+            // last: players everywhere see a still picture, then the new owner's, and no stall.
+            let limit = Duration::from_secs_f64(ctx.config.stream.repeat_frame_secs);
+            let started = std::time::Instant::now();
+            let mut handing = Vec::new();
+            for h in ctx.streams.list().await {
+                if h.relay_from().is_none() && h.info().await.is_some_and(|i| i.repeating) {
+                    handing.push(h.key().clone());
+                }
+            }
+            loop {
+                handing.retain(|k| !c.exported_elsewhere(k));
+                let waiting: Vec<String> = handing.iter().map(|k| k.to_string()).collect();
+                if waiting.is_empty() {
+                    break;
+                }
+                if started.elapsed() >= limit {
+                    warn!(streams = ?waiting, "no node took these streams over while their picture was repeated");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if started.elapsed() > Duration::from_millis(200) {
+                info!(waited = ?started.elapsed(), "streams handed over to the nodes their publishers reconnected to");
+            }
+        }
+        // Then leave the cluster: other nodes then see this node's streams as ownerless, not ended, so a
         // publisher reconnecting to another node continues the same HLS playlist.
         if let Some(c) = &self.cluster {
+            ctx.left_cluster.store(true, Ordering::Relaxed);
             c.shutdown().await;
         }
         info!("ending streams");

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . nodes/scripts/packages.sh
-ensure_packages "${BUILD_PACKAGES[@]}" ffmpeg procps ca-certificates "${NETNS_TEST_PACKAGES[@]}" "${PLAYER_TEST_PACKAGES[@]}"
+ensure_packages "${BUILD_PACKAGES[@]}" ffmpeg procps ca-certificates "${NETNS_TEST_PACKAGES[@]}" "${PLAYER_TEST_PACKAGES[@]}" \
+  "${NGINX_TEST_PACKAGES[@]}"
 command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
 ensure_cargo
 bash nodes/tests/browser/setup.sh

@@ -385,6 +385,58 @@ fn rtmp_and_http_flv_players_stay_attached_through_a_publisher_reconnect() {
 }
 
 #[test]
+fn a_publisher_gap_is_filled_with_its_last_picture_for_players_and_hls() {
+    let s = Strom::with_env(&[("STROM_STREAM_RECONNECT_GRACE_SECS", "6")]);
+    let first = publish(&s.rtmp_url(KEY), &Source { seconds: 60.0, ..Source::default() });
+    s.wait_live(KEY, Duration::from_secs(15));
+    let flv_url = s.http_url(&format!("/{KEY}.flv"));
+    let flv = std::thread::spawn(move || probe_until_end(&flv_url, Duration::from_secs(60)));
+    // The publisher's connection drops (killed: no deleteStream), as when OBS loses its network.
+    let secs = 5.0;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    drop(first);
+    let gap = Instant::now();
+    let next_part = || {
+        let text = s.get(&format!("/{KEY}/index.m3u8")).text();
+        strom_engine::formats::playlist::next_part_in(&text).map(|(at, _)| at)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = next_part().expect("an LL-HLS playlist");
+    std::thread::sleep(Duration::from_millis(1200));
+    let during = next_part().expect("an LL-HLS playlist");
+    assert!(during > before, "HLS goes on while the publisher is away: {before:?} then {during:?}");
+    assert!(s.metric("strom_repeated_frames_total") >= 5.0, "the picture is repeated");
+    let v: serde_json::Value = serde_json::from_slice(&s.get("/api/v1/streams").body).unwrap_or_default();
+    assert_eq!(v["streams"][0]["repeating"], true, "{v}");
+    while gap.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = publish(&s.rtmp_url(KEY), &Source { seconds: 4.0, ..Source::default() });
+    second.wait(Duration::from_secs(30)).expect("the second publisher ends");
+    let (pts, stderr) = flv.join().expect("reader");
+    // The player decoded a picture at least every half second through the gap (no stall), in order.
+    let longest = pts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(longest < 0.5, "longest step between pictures {longest} s; {stderr}");
+    assert!(pts.windows(2).all(|w| w[1] > w[0]), "timestamps advance");
+    assert!(pts.len() as f64 >= (secs + 4.0 - 2.0) * 30.0, "{} frames; {stderr}", pts.len());
+    assert!(s.log_text().contains("publisher resumed the stream"), "resume logged");
+}
+
+#[test]
+fn a_publisher_that_ends_its_stream_gets_no_repeated_picture() {
+    let s = Strom::with_env(&[("STROM_STREAM_RECONNECT_GRACE_SECS", "3")]);
+    let mut p = publish(&s.rtmp_url(KEY), &Source { seconds: 3.0, ..Source::default() });
+    s.wait_live(KEY, Duration::from_secs(15));
+    // ffmpeg ends its stream (deleteStream), as OBS's "Stop Streaming" does: the stream waits, nothing repeats.
+    p.wait(Duration::from_secs(20)).expect("the publisher ends");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.metric("strom_repeated_frames_total"), 0.0);
+    let v: serde_json::Value = serde_json::from_slice(&s.get("/api/v1/streams").body).unwrap_or_default();
+    assert_eq!(v["streams"][0]["state"], "waiting", "{v}");
+    assert_eq!(v["streams"][0]["repeating"], false, "{v}");
+}
+
+#[test]
 fn stream_end_notifies_players_then_endlist_then_404() {
     let s = Strom::with_env(&[("STROM_STREAM_RECONNECT_GRACE_SECS", "1"), ("STROM_STREAM_ENDED_LINGER_SECS", "3")]);
     let mut p = publish(&s.rtmp_url(KEY), &Source { seconds: 6.0, ..Source::default() });

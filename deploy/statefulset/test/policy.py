@@ -222,10 +222,13 @@ def strom_checks(name, sts, docs, strom, strict):
     elif "sleep" in pre:
         sleep = float(pre["sleep"]["seconds"])
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    need = sleep + effective("drain_secs") + effective("shutdown_timeout_secs")
+    # A stream whose last picture is repeated is handed over for up to stream.repeat_frame_secs after the drain.
+    v = env_value(c, "STROM_STREAM_REPEAT_FRAME_SECS", res)
+    repeat = float(v) if v is not None else float(conf.get("stream", {}).get("repeat_frame_secs", 5.0))
+    need = sleep + effective("drain_secs") + repeat + effective("shutdown_timeout_secs")
     if not grace > need:
         errs.append(f"{name}: terminationGracePeriodSeconds {grace} <= preStop {sleep} + drain_secs + "
-                    f"shutdown_timeout_secs = {need}")
+                    f"stream.repeat_frame_secs + shutdown_timeout_secs = {need}")
     if "startupProbe" not in c:
         errs.append(f"{name}: strom has no startupProbe")
     if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":

@@ -196,7 +196,13 @@ async fn answer(
 ) -> Response {
     match req {
         Request::Claim => {
-            let live = handle.info().await.is_some_and(|i| i.state == "live");
+            let info = handle.info().await;
+            if info.as_ref().is_some_and(|i| i.repeating) {
+                // A publish elsewhere asks (or a node learning the owner): the playlist shared so far is final here,
+                // so the node that continues it numbers on from what every node has seen.
+                handle.stop_repeating().await;
+            }
+            let live = info.is_some_and(|i| i.state == "live");
             Response::Claim { node, live, since_ms: claim.since_ms, epoch: claim.epoch }
         }
         Request::Playlist { wait_ms } => {

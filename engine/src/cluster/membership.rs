@@ -217,6 +217,8 @@ struct Shared {
     suspects: Mutex<HashMap<String, Instant>>,
     /// A peer has passed this node the HLS states it knows (see [`Cluster::warming_up`]).
     heard: std::sync::atomic::AtomicBool,
+    /// This node has left the cluster (it is shutting down).
+    left: std::sync::atomic::AtomicBool,
     /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
     encoder_host: std::sync::OnceLock<EncoderHost>,
     /// Answers other nodes' requests about this node's recordings and assets ([`Request::Vod`]).
@@ -319,6 +321,7 @@ impl Cluster {
             hls_waiters: Mutex::new(HashMap::new()),
             suspects: Mutex::new(HashMap::new()),
             heard: std::sync::atomic::AtomicBool::new(false),
+            left: std::sync::atomic::AtomicBool::new(false),
             encoder_host: std::sync::OnceLock::new(),
             vod_host: std::sync::OnceLock::new(),
             job_host: std::sync::OnceLock::new(),
@@ -456,6 +459,16 @@ impl Cluster {
         lock(&self.shared.hls).pushed_playlist(&key.to_string(), since_ms)
     }
 
+    /// Whether this node has left the cluster (see [`Cluster::shutdown`]).
+    pub fn has_left(&self) -> bool {
+        self.shared.left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether another node exports `key` (owns it, or has just taken it over).
+    pub fn exported_elsewhere(&self, key: &StreamKey) -> bool {
+        !super::remote_members(&super::stream_group(key)).is_empty()
+    }
+
     /// Whether an owner of `key` pushed its HLS state within `within` (a live LL-HLS owner pushes at every part).
     pub fn pushed_within(&self, key: &StreamKey, within: Duration) -> bool {
         lock(&self.shared.hls).last_playlist(&key.to_string(), within, Instant::now()).is_some()
@@ -521,6 +534,11 @@ impl Cluster {
 
     /// Leaves the cluster: stops membership (no re-dials), the agent and the node server (closing every session).
     pub async fn shutdown(&self) {
+        // Requests parked on other nodes' playlists here are released (this node hears no more pushes).
+        self.shared.left.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in lock(&self.shared.hls_waiters).values() {
+            w.notify_waiters();
+        }
         self.membership.stop(None);
         self.agent.stop(None);
         self.node_server.stop(None);

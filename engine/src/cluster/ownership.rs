@@ -374,10 +374,21 @@ impl Metered {
         // same state passed on by a peer that joined) does not extend it.
         let mut quiet_until = tokio::time::Instant::now() + quiet;
         let mut last: Option<Bytes> = None;
+        // Which nodes export the stream: a change (a new owner's export joined, the owner's left) means another
+        // owner's pushes may be the ones to wait for, so the request asks again.
+        let members = || {
+            let mut ids: Vec<ActorId> = remote_members(&stream_group(&self.key)).iter().map(|a| a.get_id()).collect();
+            ids.sort();
+            ids
+        };
+        let group = self.owner.map(|_| members());
         let result = loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.cluster.has_left() || group.as_ref().is_some_and(|g| *g != members()) {
+                break Err(Blocking::Moved);
+            }
             let Some(text) = self.pushed() else { break Err(Blocking::NotFound) };
             match ready(&text) {
                 Some(true) => break Ok(text),

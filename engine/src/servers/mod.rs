@@ -41,6 +41,9 @@ pub struct NodeContext {
     pub ready: AtomicBool,
     /// Shutdown has begun (shared with the cluster's load report).
     pub draining: Arc<AtomicBool>,
+    /// Shutting down, this node has left the cluster: its streams go on elsewhere, so it no longer answers their
+    /// HLS (503, which a balancer retries on another node) rather than the end of them it is about to write.
+    pub left_cluster: AtomicBool,
     /// The cluster, when clustering is on.
     pub cluster: Option<ClusterHandle>,
     /// Connection slots (`limits.max_connections`).

@@ -88,6 +88,8 @@ pub enum StreamMsg {
     Unpublish {
         /// The publisher's id.
         publisher: u64,
+        /// An encoder in the field went without ending the stream (see [`super::registry::Publisher::input`]).
+        input_lost: bool,
     },
     /// A player attaches; `None` when no publisher is live.
     Subscribe {
@@ -111,6 +113,14 @@ pub enum StreamMsg {
         /// Publisher session the timer belongs to.
         epoch: u64,
     },
+    /// Timer: the next repeat of the last picture while publisher session `epoch` is away (see `Filler`).
+    Fill {
+        /// Publisher session the timer belongs to.
+        epoch: u64,
+    },
+    /// Another node claims the stream (its publisher reconnected there): the picture is no longer repeated, so
+    /// the playlist this node shared is the one the other node continues. Answers once done.
+    StopRepeating(RpcReplyPort<()>),
     /// The node is shutting down: end the stream now.
     Shutdown,
     /// The API disconnects the publisher: end the stream now, as if its grace had run out (players get `End`,
@@ -162,6 +172,27 @@ enum Phase {
     Ended,
 }
 
+/// Repeats the last picture (the last keyframe, as it came) with silent audio while the publisher is away, for up to
+/// `stream.repeat_frame_secs`, on the stream's clock: players see a still picture instead of stalling, and the
+/// returning publisher's frames follow on the timeline (HLS starts them with a discontinuity, as after any gap).
+struct Filler {
+    /// When the publisher left: the repeats are timed from here.
+    left: Instant,
+    /// The stream time of the last frame before it left.
+    from_ts: u32,
+    /// The stream's frame interval (ms): the first repeat comes this long after the last frame.
+    step_ms: u32,
+    /// The keyframe repeated.
+    picture: MediaFrame,
+    /// A silent AAC frame (its FLV tag body) and its duration in ms; `None` without AAC audio.
+    silence: Option<(Bytes, f64)>,
+    /// Stream time (ms) of the next silent frame.
+    next_audio_ms: f64,
+}
+
+/// How often the picture is repeated while the publisher is away.
+const FILL_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Maps a publisher's timestamps onto the stream's continuous timeline.
 #[derive(Debug, Default)]
 struct Timeline {
@@ -177,6 +208,13 @@ impl Timeline {
         // Continue 1 frame interval (default ~40 ms) after the last output.
         self.session_base =
             self.last_out.map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40))).unwrap_or(0);
+    }
+
+    /// A frame made here (a repeated picture) at `ts`: the next session continues after it.
+    fn advance(&mut self, ts: u32) {
+        if self.last_out.is_none_or(|p| (ts.wrapping_sub(p) as i32) > 0) {
+            self.last_out = Some(ts);
+        }
     }
 
     fn map(&mut self, ts: u32, kind: MediaKind) -> u32 {
@@ -225,6 +263,12 @@ pub struct StreamState {
     gop: Arc<Vec<MediaFrame>>,
     gop_bytes: usize,
     timeline: Timeline,
+    /// The last keyframe and the time of the last audio frame (what a [`Filler`] repeats and continues).
+    last_idr: Option<MediaFrame>,
+    last_audio_ts: Option<u32>,
+    filler: Option<Filler>,
+    /// The segmenter was told the publisher's session is over (its segment closed) since the last publish.
+    segmenter_left: bool,
     created: Instant,
     publish_started: Option<Instant>,
     ingest_bytes: u64,
@@ -321,6 +365,10 @@ impl Actor for StreamActor {
             gop: Arc::default(),
             gop_bytes: 0,
             timeline: Timeline::default(),
+            last_idr: None,
+            last_audio_ts: None,
+            filler: None,
+            segmenter_left: false,
             created: Instant::now(),
             publish_started: None,
             ingest_bytes: 0,
@@ -359,6 +407,14 @@ impl Actor for StreamActor {
                     Phase::Ended => Err(PublishError::Ended),
                     Phase::Waiting => {
                         let resumed = st.timeline.last_out.is_some();
+                        if st.filler.take().is_some() && st.phase == Phase::Waiting {
+                            // The repeated picture ends here: what follows is a new session.
+                            st.publisher_gap();
+                        } else if st.phase == Phase::Waiting && !st.segmenter_left {
+                            // The repeats stopped for another node's claim: the segmenter closes what it had.
+                            st.to_segmenter(SegmenterMsg::PublisherLeft);
+                        }
+                        st.segmenter_left = false;
                         st.phase = Phase::Live;
                         st.publisher = Some(publisher);
                         st.epoch += 1;
@@ -404,6 +460,7 @@ impl Actor for StreamActor {
                 }
                 frame.timestamp = st.timeline.map(frame.timestamp, frame.kind);
                 st.ingest_bytes += frame.flv_body().len() as u64;
+                st.metrics.ingest_bytes.inc_by(frame.flv_body().len() as u64);
                 st.rate.add(frame.flv_body().len(), frame.kind == MediaKind::Video && !frame.header);
                 st.ingest(frame);
             }
@@ -459,7 +516,7 @@ impl Actor for StreamActor {
                     st.relay_from = Some(node);
                 }
             }
-            StreamMsg::Unpublish { publisher } => {
+            StreamMsg::Unpublish { publisher, input_lost } => {
                 if st.publisher == Some(publisher) {
                     st.publisher = None;
                     st.phase = Phase::Waiting;
@@ -471,15 +528,20 @@ impl Actor for StreamActor {
                         let _ = st.registry.cast(RegistryMsg::Retire { key: st.key.clone(), id: myself.get_id() });
                         return Ok(());
                     }
-                    // Players stay attached through the grace (they get `End` when it runs out); relays and
-                    // encoders end now. Nothing of this session is served to a player joining in the gap: it
-                    // starts at the returning publisher's first keyframe.
-                    st.fanout.send(StreamEvent::PublisherLeft);
-                    st.reset_gop();
-                    st.to_segmenter(SegmenterMsg::PublisherLeft);
                     let epoch = st.epoch;
                     info!(stream = %st.key, grace_secs = st.config.stream.reconnect_grace_secs, "publisher left");
                     myself.send_after(st.config.reconnect_grace(), move || StreamMsg::GraceExpired { epoch });
+                    if input_lost && st.start_filler() {
+                        // The stream goes on with its last picture, frame after frame (see `Filler`): players,
+                        // relays, encoders and the segmenter see no gap until the repeats end.
+                        if st.fill() {
+                            myself.send_after(FILL_INTERVAL, move || StreamMsg::Fill { epoch });
+                        } else {
+                            st.publisher_gap();
+                        }
+                    } else {
+                        st.publisher_gap();
+                    }
                 }
             }
             StreamMsg::Subscribe { protocol, reply } => {
@@ -529,6 +591,25 @@ impl Actor for StreamActor {
             }
             StreamMsg::Stall { segmenter: true, duration } => st.to_segmenter(SegmenterMsg::Stall(duration)),
             StreamMsg::Stall { segmenter: false, duration } => tokio::time::sleep(duration).await,
+            StreamMsg::Fill { epoch } => {
+                if epoch == st.epoch && st.phase == Phase::Waiting && st.filler.is_some() {
+                    if st.fill() {
+                        myself.send_after(FILL_INTERVAL, move || StreamMsg::Fill { epoch });
+                    } else {
+                        st.publisher_gap();
+                    }
+                }
+            }
+            StreamMsg::StopRepeating(reply) => {
+                if st.filler.take().is_some() && st.phase == Phase::Waiting {
+                    info!(stream = %st.key, "another node takes the stream over: its last picture is no longer repeated here");
+                    // Players wait for what comes next; the segmenter keeps its open part as it was shared (it is
+                    // closed when the stream ends or its publisher comes back).
+                    st.fanout.send(StreamEvent::PublisherLeft);
+                    st.reset_gop();
+                }
+                let _ = reply.send(());
+            }
             StreamMsg::Shutdown => {
                 if st.publisher.take().is_some() {
                     st.metrics.publishers.dec();
@@ -583,9 +664,12 @@ impl StreamState {
                 MediaKind::Video => self.video_header = Some(frame.clone()),
                 MediaKind::Audio => self.audio_header = Some(frame.clone()),
             }
+        } else if frame.kind == MediaKind::Audio {
+            self.last_audio_ts = Some(frame.timestamp);
         } else if frame.kind == MediaKind::Video {
             self.video_frames += 1;
             if frame.keyframe {
+                self.last_idr = Some(frame.clone());
                 self.reset_gop();
                 self.gop_over = false;
                 if let Some((_, ts)) = self.last_keyframe {
@@ -617,7 +701,6 @@ impl StreamState {
                 Arc::make_mut(&mut self.gop).push(frame.clone());
             }
         }
-        self.metrics.ingest_bytes.inc_by(frame.flv_body().len() as u64);
         self.feed_segmenter(&frame);
         // No receivers is fine: nobody is watching over RTMP/FLV right now.
         self.fanout.send(StreamEvent::Frame(frame));
@@ -648,6 +731,75 @@ impl StreamState {
         }
         self.seg_queue.add(frame.flv_body().len());
         let _ = s.cast(SegmenterMsg::Frame(frame.clone()));
+    }
+
+    /// The publisher's session is over for the stream's consumers: players and relays stay attached through the
+    /// grace (they get `End` when it runs out) and wait for the next keyframe; encoders end; the segmenter closes
+    /// its segment. Nothing of the old session is served to a player joining in the gap: it starts at the
+    /// returning publisher's first keyframe.
+    fn publisher_gap(&mut self) {
+        self.fanout.send(StreamEvent::PublisherLeft);
+        self.reset_gop();
+        self.to_segmenter(SegmenterMsg::PublisherLeft);
+        self.segmenter_left = true;
+    }
+
+    /// Starts repeating the last picture (see [`Filler`]) if `stream.repeat_frame_secs` asks for it and there is
+    /// one; whether it started.
+    fn start_filler(&mut self) -> bool {
+        self.filler = None;
+        let (Some(picture), Some(from_ts)) = (self.last_idr.clone(), self.timeline.last_out) else { return false };
+        if self.config.stream.repeat_frame_secs <= 0.0 {
+            return false;
+        }
+        let silence = self.audio_header.as_ref().and_then(|h| {
+            let cfg = crate::formats::aac::AacConfig::parse(&h.payload()).ok()?;
+            let raw = cfg.silent_frame()?;
+            // The publisher's own FLV sound header byte, then AAC raw data (packet type 1).
+            let mut body = Vec::with_capacity(raw.len() + 2);
+            body.extend_from_slice(&[*h.flv_body().first()?, 1]);
+            body.extend_from_slice(&raw);
+            Some((Bytes::from(body), 1_024_000.0 / f64::from(cfg.sample_rate.max(1))))
+        });
+        let next_audio_ms = match (&silence, self.last_audio_ts) {
+            (Some((_, step)), Some(ts)) => f64::from(ts) + step,
+            _ => f64::from(from_ts),
+        };
+        let step_ms = self.timeline.last_video_delta.clamp(1, 1000);
+        self.filler = Some(Filler { left: Instant::now(), from_ts, step_ms, picture, silence, next_audio_ms });
+        true
+    }
+
+    /// One repeat: the picture at the stream time since the publisher left, and the silence up to it. False once
+    /// `stream.repeat_frame_secs` has passed (the repeats end; players wait, as without them).
+    fn fill(&mut self) -> bool {
+        let limit = self.config.stream.repeat_frame_secs;
+        let Some(f) = self.filler.as_mut() else { return false };
+        let elapsed = f.left.elapsed();
+        if elapsed.as_secs_f64() > limit {
+            info!(stream = %self.key, repeat_frame_secs = limit, "the publisher is still away: its last picture is no longer repeated");
+            self.filler = None;
+            return false;
+        }
+        // The first repeat follows the last frame by one frame interval; the next ones keep the stream's clock.
+        let since_ms = (elapsed.as_millis().min(u128::from(u32::MAX)) as u32).max(f.step_ms);
+        let ts = f.from_ts.wrapping_add(since_ms);
+        let end = f64::from(f.from_ts) + f64::from(since_ms);
+        let mut frames = Vec::new();
+        if let Some((body, step)) = &f.silence {
+            while f.next_audio_ms <= end {
+                let at = (f.next_audio_ms.round() as u64 % (1u64 << 32)) as u32;
+                frames.extend(MediaFrame::parse(MediaKind::Audio, at, body.clone()).ok());
+                f.next_audio_ms += step;
+            }
+        }
+        frames.extend(MediaFrame::parse(MediaKind::Video, ts, f.picture.flv_body().clone()).ok());
+        for frame in frames {
+            self.timeline.advance(frame.timestamp);
+            self.ingest(frame);
+        }
+        self.metrics.repeated_frames.inc();
+        true
     }
 
     /// Video without a keyframe for longer than `stream.keyframe_timeout_secs` (since the last one, or since the
@@ -717,6 +869,7 @@ impl StreamState {
                 _ => 0.0,
             },
             keyframe_missing: self.keyframe_missing,
+            repeating: self.filler.is_some() && self.phase == Phase::Waiting,
         }
     }
 }

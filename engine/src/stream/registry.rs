@@ -103,6 +103,8 @@ pub struct StreamInfo {
     pub gop_cache_secs: f64,
     /// Video has come without a keyframe for longer than `stream.keyframe_timeout_secs` (players are waiting).
     pub keyframe_missing: bool,
+    /// The publisher is away and its last picture is being repeated (`stream.repeat_frame_secs`).
+    pub repeating: bool,
 }
 
 /// A cheap, clonable handle on one stream of this node (owned here, or a relay of another node's stream).
@@ -203,6 +205,12 @@ impl StreamHandle {
         Some(info)
     }
 
+    /// Stops repeating the publisher's last picture (another node is about to take the stream over: what this
+    /// node shared so far is what it continues). Returns once the stream actor has stopped.
+    pub async fn stop_repeating(&self) {
+        let _ = call(&self.actor, StreamMsg::StopRepeating).await;
+    }
+
     /// Every new HLS view of the stream as the segmenter publishes it (`None` for a relay).
     pub fn hls_watch(&self) -> Option<tokio::sync::watch::Receiver<Arc<super::segmenter::HlsView>>> {
         Some(self.hls.as_ref()?.watch())
@@ -257,6 +265,9 @@ static NEXT_PUBLISHER: AtomicU64 = AtomicU64::new(1);
 pub struct Publisher {
     handle: StreamHandle,
     id: u64,
+    /// An encoder in the field (RTMP ingest): losing it without its ending the stream is input loss, and the
+    /// stream repeats its last picture meanwhile (`stream.repeat_frame_secs`). Relays and ladder rungs are not.
+    input: bool,
 }
 
 /// The stream's actor is gone (it failed or the node is stopping): the publisher should disconnect.
@@ -265,6 +276,19 @@ pub struct Publisher {
 pub struct StreamGone(pub String);
 
 impl Publisher {
+    /// Marks an encoder in the field (RTMP ingest): if it goes without ending the stream (its connection drops,
+    /// or this node stops), the stream repeats its last picture while it reconnects (`stream.repeat_frame_secs`).
+    pub fn input(mut self) -> Publisher {
+        self.input = true;
+        self
+    }
+
+    /// The publisher ended the stream itself (RTMP `deleteStream`, as OBS's "Stop Streaming" sends): no picture
+    /// is repeated.
+    pub fn finish(mut self) {
+        self.input = false;
+    }
+
     /// The stream's key.
     pub fn key(&self) -> &StreamKey {
         &self.handle.key
@@ -335,7 +359,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let _ = self.handle.actor.cast(StreamMsg::Unpublish { publisher: self.id });
+        let _ = self.handle.actor.cast(StreamMsg::Unpublish { publisher: self.id, input_lost: self.input });
     }
 }
 
@@ -579,7 +603,7 @@ impl RegistryState {
                 return Err(other.and_then(Result::err).unwrap_or(PublishError::Internal("relay stream".into())));
             }
         }
-        let publisher = Publisher { handle: handle.clone(), id };
+        let publisher = Publisher { handle: handle.clone(), id, input: false };
         let sink = match source.start(publisher, viewers, self.config.reconnect_grace()).await {
             Ok(a) => a,
             Err(e) => {
@@ -849,7 +873,7 @@ impl Streams {
                 .await
                 .ok_or_else(|| PublishError::Internal("registry unavailable".into()))??;
             match call(&handle.actor, |reply| StreamMsg::Publish { publisher: id, reply }).await {
-                Some(Ok(())) => return Ok(Publisher { handle, id }),
+                Some(Ok(())) => return Ok(Publisher { handle, id, input: false }),
                 Some(Err(PublishError::Ended)) => {
                     let _ = self.registry.cast(RegistryMsg::Retire { key: key.clone(), id: handle.actor.get_id() });
                 }

@@ -513,6 +513,13 @@ async fn with_rendition_reports(node: &NodeContext, key: &StreamKey, file: &str,
     bytes::Bytes::from(out)
 }
 
+/// A live HLS request to a node that has left the cluster on its way down: 503, which a balancer retries on
+/// another node (the stream goes on there).
+fn handed_over() -> Response {
+    let why = "this node is shutting down and its streams go on on other nodes: retry\n";
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], why).into_response()
+}
+
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
@@ -539,6 +546,9 @@ pub(crate) async fn hls_answer(
         Ok(k) => k,
         Err(e) => return bad_request(e.to_string()),
     };
+    if node.left_cluster.load(std::sync::atomic::Ordering::Relaxed) {
+        return handed_over();
+    }
     let Some(stream) = node.streams.hls(&key).await else {
         // A rung of a ladder that is not running (on-demand): it starts if the source exists, and the player's
         // retry finds the rung. Requests for streams that do not exist start nothing and leave nothing behind.
@@ -584,13 +594,27 @@ pub(crate) async fn hls_answer(
             let quiet = Duration::from_secs_f64(0.7 * node.config.hls.segment_duration_secs);
             let started = tokio::time::Instant::now();
             let mut answer = stream.playlist_blocking(msn, part, skip, hold, quiet, &node.metrics).await;
-            if matches!(answer, Err(Blocking::Moved)) {
-                // The stream became this node's own while the request waited on another node's playlist.
+            if node.left_cluster.load(std::sync::atomic::Ordering::Relaxed) {
+                // Answered while the node left the cluster: not this node's last word on the stream (an end).
+                return handed_over();
+            }
+            // The stream's owner changed while the request waited (it became this node's own, or another node's):
+            // ask again, of whoever owns it now, for the rest of the hold.
+            for _ in 0..3 {
+                if !matches!(answer, Err(Blocking::Moved))
+                    || node.left_cluster.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    break;
+                }
                 let left = |d: Duration| d.saturating_sub(started.elapsed());
                 answer = match node.streams.hls(&key).await {
-                    Some(here) => here.playlist_blocking(msn, part, skip, left(hold), quiet, &node.metrics).await,
+                    // The quiet time counts from the request: the answer still comes before hls.js gives up on it.
+                    Some(now) => now.playlist_blocking(msn, part, skip, left(hold), left(quiet), &node.metrics).await,
                     None => Err(Blocking::NotFound),
                 };
+            }
+            if node.left_cluster.load(std::sync::atomic::Ordering::Relaxed) {
+                return handed_over();
             }
             return match answer {
                 Ok(text) => playlist(with_rendition_reports(node, &key, file, text).await, true),
@@ -645,7 +669,11 @@ pub(crate) async fn hls_answer(
     }
     // A preload-hinted part is held until it is complete (at most a few part targets).
     let wait = Duration::from_millis(u64::from(node.config.hls.part_target_ms) * 6);
-    match stream.file(file, wait, &node.metrics).await {
+    let data = stream.file(file, wait, &node.metrics).await;
+    if data.is_none() && node.left_cluster.load(std::sync::atomic::Ordering::Relaxed) {
+        return handed_over();
+    }
+    match data {
         Some(data) => {
             node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
             (

@@ -487,10 +487,10 @@ impl Connection {
                 self.on_publish(request_id, &app_name, &stream_key).await?
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
-                if let Role::Publishing { publisher } = &self.role {
+                if let Role::Publishing { publisher } = std::mem::replace(&mut self.role, Role::Idle) {
                     info!(stream = %publisher.key(), "publisher finished");
+                    publisher.finish();
                 }
-                self.role = Role::Idle;
                 self.hook_end = None;
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
@@ -571,7 +571,7 @@ impl Connection {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
                 self.accept(request_id)?;
-                self.role = Role::Publishing { publisher };
+                self.role = Role::Publishing { publisher: publisher.input() };
                 self.hook_end = self.node.hooks.on_drop(HookEvent::Unpublish, call);
                 self.guard.set_max_message_size(self.node.config.rtmp.max_message_size);
                 self.node.transcode.source_published(&key);
