@@ -28,6 +28,10 @@ use crate::storage::recorder::Recordings;
 use crate::stream::Streams;
 use crate::transcode::Transcoder;
 
+/// Longest a stopping node stays, after handing its streams over, while the nodes that took them over copy the
+/// segments and parts they list of it ([`Cluster::copy_earlier`]).
+const HANDOVER_COPY: Duration = Duration::from_secs(2);
+
 /// Binds a listener (address reuse, a backlog of 1024, as `TcpListener::bind`) whose accepted connections get a
 /// kernel send buffer of `send_buffer` bytes (inherited from the listening socket; 0: kernel autotuning).
 pub fn listen(addr: SocketAddr, send_buffer: usize) -> std::io::Result<TcpListener> {
@@ -316,6 +320,7 @@ impl Node {
                     handing.push(h.key().clone());
                 }
             }
+            let handed = !handing.is_empty();
             loop {
                 handing.retain(|k| !c.exported_elsewhere(k));
                 let waiting: Vec<String> = handing.iter().map(|k| k.to_string()).collect();
@@ -326,6 +331,16 @@ impl Node {
                     warn!(streams = ?waiting, "no node took these streams over while their picture was repeated");
                     break;
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The nodes that took them over copy the windows they list first (this node's segments and parts):
+            // stay while they do, for at most HANDOVER_COPY.
+            let copying = std::time::Instant::now();
+            while handed
+                && copying.elapsed() < HANDOVER_COPY
+                && (copying.elapsed() < Duration::from_millis(300)
+                    || c.segments_fetched_within(Duration::from_millis(300)))
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if started.elapsed() > Duration::from_millis(200) {

@@ -334,6 +334,72 @@ fn owner_killed_then_the_publisher_resumes_on_another_node_with_viewers_and_hls_
     assert_playable("rtmp on strom-2 from the new owner", &frames, 30, 426, 240, &stderr);
 }
 
+/// The files a media playlist names: segment lines and the `URI="..."` of `EXT-X-MAP` and `EXT-X-PART` tags.
+fn listed_files(text: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("#EXT-X-MAP:") || l.starts_with("#EXT-X-PART:") {
+            if let Some(uri) = l.split("URI=\"").nth(1).and_then(|u| u.split('"').next()) {
+                files.push(uri.to_string());
+            }
+        } else if !l.starts_with('#') && !l.is_empty() {
+            files.push(l.to_string());
+        }
+    }
+    files
+}
+
+#[test]
+fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over() {
+    // A rolling restart of the owner's pod: strom-0 is SIGTERMed, cuts its publisher (no drain here), repeats the
+    // stream's last picture until strom-1 (where the publisher reconnects, as OBS through the Service) has taken
+    // it over, then leaves. strom-1 lists strom-0's window first, so players keep one playlist; every file it
+    // lists must then play from every remaining node, although strom-0 is gone and no player ever fetched those
+    // files from strom-1 or strom-2 (a lagging player behind a non-sticky balancer asks any pod for them).
+    let key = "live/handover";
+    let net = Net::new(3);
+    let env = [("STROM_DRAIN_SECS", "0")];
+    let mut nodes: Vec<NetNode> = (0..3).map(|i| net.spawn_cluster_with(i, COOKIE, &[], &env)).collect();
+    for node in &nodes {
+        node.wait_peers(2, Duration::from_secs(15));
+    }
+    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(120.0));
+    wait_segments(&nodes[1], key, 3, Duration::from_secs(30));
+    let url1 = nodes[1].rtmp_url(key);
+    let reconnect = std::thread::spawn(move || {
+        let _ = p0.wait(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(500));
+        publish(&url1, &source(120.0))
+    });
+    let status = nodes[0].term(Duration::from_secs(30));
+    let _p1 = reconnect.join().expect("the reconnecting publisher");
+    assert!(status.is_some_and(|s| s.success()), "strom-0 exits cleanly: {status:?}\n{}", nodes[0].log_tail(30));
+    assert!(
+        nodes[0].log().contains("streams handed over to the nodes their publishers reconnected to"),
+        "strom-0 handed its stream over before it left:\n{}",
+        nodes[0].log_tail(30)
+    );
+    let mut text = String::new();
+    wait_until("strom-1's own segments after strom-0's", Duration::from_secs(30), || {
+        text = playlist(&nodes[1], key).1;
+        text.contains("#EXT-X-DISCONTINUITY")
+            && text.split("#EXT-X-DISCONTINUITY").last().is_some_and(|t| t.contains("#EXTINF"))
+    });
+    // The files listed before the (last) discontinuity are strom-0's.
+    let earlier = listed_files(text.rsplit_once("#EXT-X-DISCONTINUITY").map_or("", |(before, _)| before));
+    assert!(earlier.iter().filter(|f| !f.contains("init")).count() >= 3, "strom-0's window is listed:\n{text}");
+    let mut failures = Vec::new();
+    for node in &nodes[1..] {
+        for file in &earlier {
+            let r = node.get(&format!("/{key}/{file}"));
+            if r.status != 200 || r.body.is_empty() {
+                failures.push(format!("{} {file}: {} ({} bytes)", node.name(), r.status, r.body.len()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "strom-0's files after it left:\n{}\n{text}", failures.join("\n"));
+}
+
 #[test]
 fn a_hung_node_is_declared_down_within_three_seconds_and_rejoins() {
     let (_net, mut nodes) = cluster(3);

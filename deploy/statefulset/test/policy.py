@@ -222,13 +222,15 @@ def strom_checks(name, sts, docs, strom, strict):
     elif "sleep" in pre:
         sleep = float(pre["sleep"]["seconds"])
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    # A stream whose last picture is repeated is handed over for up to stream.repeat_frame_secs after the drain.
+    # A stream whose last picture is repeated is handed over for up to stream.repeat_frame_secs after the drain,
+    # then the node that took it over copies its window for up to 2 s (HANDOVER_COPY in engine/src/node.rs).
     v = env_value(c, "STROM_STREAM_REPEAT_FRAME_SECS", res)
     repeat = float(v) if v is not None else float(conf.get("stream", {}).get("repeat_frame_secs", 5.0))
-    need = sleep + effective("drain_secs") + repeat + effective("shutdown_timeout_secs")
+    handover_copy = 2.0
+    need = sleep + effective("drain_secs") + repeat + handover_copy + effective("shutdown_timeout_secs")
     if not grace > need:
         errs.append(f"{name}: terminationGracePeriodSeconds {grace} <= preStop {sleep} + drain_secs + "
-                    f"stream.repeat_frame_secs + shutdown_timeout_secs = {need}")
+                    f"stream.repeat_frame_secs + 2 s of window copy + shutdown_timeout_secs = {need}")
     if "startupProbe" not in c:
         errs.append(f"{name}: strom has no startupProbe")
     if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":

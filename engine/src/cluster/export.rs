@@ -31,6 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::claims::ClaimRank;
 use super::wire::{Cast, RelayItem, Request, Response};
 use super::{call, relay_group, remote_members, stream_group, ClusterHandle, RemoteMsg};
+use crate::formats::playlist::names_file;
 use crate::metrics::Metrics;
 use crate::stream::{PlayerFeed, PlayerItem, Protocol, StreamHandle};
 
@@ -148,14 +149,14 @@ impl Actor for StreamExport {
                     }
                 };
                 let handle = st.args.handle.clone();
-                let node = st.args.cluster.node.clone();
+                let cluster = st.args.cluster.clone();
                 let claim = st.args.claim;
                 // The nodes this stream is relayed to, for `Info`.
                 let mut relays: Vec<String> =
                     st.senders.iter().filter(|(_, s)| !s.task.is_finished()).map(|(n, _)| n.clone()).collect();
                 relays.sort();
                 tokio::spawn(async move {
-                    let resp = answer(req, &handle, node, claim, relays).await;
+                    let resp = answer(req, &handle, &cluster, claim, relays).await;
                     let _ = reply.send(resp.encode());
                 });
             }
@@ -190,17 +191,25 @@ impl Actor for StreamExport {
 async fn answer(
     req: Request,
     handle: &StreamHandle,
-    node: String,
+    cluster: &ClusterHandle,
     claim: crate::stream::ports::Claim,
     relays: Vec<String>,
 ) -> Response {
+    let node = cluster.node.clone();
     match req {
         Request::Claim => {
             let info = handle.info().await;
             if info.as_ref().is_some_and(|i| i.repeating) {
-                // A publish elsewhere asks (or a node learning the owner): the playlist shared so far is final here,
+                // A publish elsewhere asks (or a node learning the owner): the segment open here closes, and the
+                // final playlist goes to every node before this answer (the same session carries both, in order),
                 // so the node that continues it numbers on from what every node has seen.
                 handle.stop_repeating().await;
+                if let Some(view) = handle.hls_watch() {
+                    let pos = view.borrow().position();
+                    if pos.playlist.is_some() {
+                        cluster.share_hls(handle.key(), claim.since_ms, claim.epoch, &pos);
+                    }
+                }
             }
             let live = info.is_some_and(|i| i.state == "live");
             Response::Claim { node, live, since_ms: claim.since_ms, epoch: claim.epoch }
@@ -210,11 +219,29 @@ async fn answer(
             Response::Playlist(handle.playlist(wait).await)
         }
         Request::Segment { name, offset, max } => {
-            let part = handle.segment(&name).await.and_then(|seg| {
+            // This node's own, or one of the previous owner's window that it lists: copied when it took the
+            // stream over, being copied now, or (the stream live here, the name listed) fetched now from the node
+            // that still has it. A stream that is not live here asks no one (no two nodes ask each other).
+            let seg = match handle.segment(&name).await {
+                Some(seg) => Some(seg),
+                None => match cluster.segments.get_or_fetch(handle.key(), &name, Vec::new()).await {
+                    Some(seg) => Some(seg),
+                    None if handle.playlist_now().is_some_and(|p| names_file(&p, &name))
+                        && handle.info().await.is_some_and(|i| i.state == "live") =>
+                    {
+                        cluster.earlier_file(handle.key(), &name).await
+                    }
+                    None => None,
+                },
+            };
+            let part = seg.and_then(|seg| {
                 let start = (offset as usize).min(seg.len());
                 let end = start.saturating_add(max.min(SEGMENT_PART) as usize).min(seg.len());
                 Some((u32::try_from(seg.len()).ok()?, seg.slice(start..end)))
             });
+            if part.is_some() {
+                cluster.note_segment_served();
+            }
             Response::Segment(part)
         }
         Request::Info => {

@@ -52,6 +52,73 @@ impl SegmentCache {
         g.0.iter().find(|(k, n, _)| k == key && n == name).map(|(_, _, b)| b.clone())
     }
 
+    /// `name` of `key` from this cache, or else from the first of `sources` that has it (export actors of the
+    /// stream on other nodes), joining a transfer of it already under way; kept here once fetched.
+    pub async fn get_or_fetch(
+        self: &Arc<Self>,
+        key: &StreamKey,
+        name: &str,
+        sources: Vec<ActorRef<RemoteMsg>>,
+    ) -> Option<Bytes> {
+        if let Some(b) = self.get(key, name) {
+            return Some(b);
+        }
+        if sources.is_empty() {
+            // No node to ask: only a transfer already under way (a copy started while one was there) can bring it.
+            let under_way = {
+                let inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                inflight.get(&(key.clone(), name.to_string())).cloned()
+            };
+            return under_way?.await;
+        }
+        self.transfer(key, name, sources).await
+    }
+
+    /// Starts fetching each of `names` of `key` from `sources` (see [`SegmentCache::get_or_fetch`]), in turn, in
+    /// the background: what a new owner copies of the previous owner's window while that owner is still there.
+    pub fn copy(self: &Arc<Self>, key: &StreamKey, names: Vec<String>, sources: Vec<ActorRef<RemoteMsg>>) {
+        if names.is_empty() || sources.is_empty() {
+            return;
+        }
+        let (cache, key) = (self.clone(), key.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut copied = 0;
+            for name in &names {
+                copied += usize::from(cache.get_or_fetch(&key, name, sources.clone()).await.is_some());
+            }
+            debug!(stream = %key, copied, of = names.len(), took = ?started.elapsed(), "copied the previous owner's window");
+        });
+    }
+
+    /// The transfer of `name` under way, or a new one from `sources` (tried in turn).
+    fn transfer(self: &Arc<Self>, key: &StreamKey, name: &str, sources: Vec<ActorRef<RemoteMsg>>) -> Transfer {
+        let id = (key.clone(), name.to_string());
+        let mut g = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(id)
+            .or_insert_with(|| {
+                let (key, name, cache) = (key.clone(), name.to_string(), self.clone());
+                async move {
+                    let mut data = None;
+                    for source in &sources {
+                        data = tokio::time::timeout(SEGMENT_TIMEOUT, fetch(source, &key, &name)).await.ok().flatten();
+                        if data.is_some() {
+                            break;
+                        }
+                    }
+                    if let Some(d) = &data {
+                        cache.put(&key, &name, d.clone());
+                    }
+                    // Done either way: a failed or timed-out transfer leaves room for a new one.
+                    cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, name));
+                    data
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    }
+
     fn put(&self, key: &StreamKey, name: &str, data: Bytes) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0.iter().any(|(k, n, _)| k == key && n == name) {
@@ -118,26 +185,8 @@ impl OwnerHls {
     }
 
     /// The transfer of `name` under way, or a new one.
-    fn transfer(&self, name: &str) -> Shared<BoxFuture<'static, Option<Bytes>>> {
-        let id = (self.key.clone(), name.to_string());
-        let mut g = self.cache.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        g.entry(id)
-            .or_insert_with(|| {
-                let (owner, key, name, cache) =
-                    (self.owner.clone(), self.key.clone(), name.to_string(), self.cache.clone());
-                async move {
-                    let data = tokio::time::timeout(SEGMENT_TIMEOUT, fetch(&owner, &key, &name)).await.ok().flatten();
-                    if let Some(d) = &data {
-                        cache.put(&key, &name, d.clone());
-                    }
-                    // Done either way: a failed or timed-out transfer leaves room for a new one.
-                    cache.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, name));
-                    data
-                }
-                .boxed()
-                .shared()
-            })
-            .clone()
+    fn transfer(&self, name: &str) -> Transfer {
+        self.cache.transfer(&self.key, name, vec![self.owner.clone()])
     }
 }
 
@@ -202,6 +251,26 @@ mod tests {
     /// An owner that answers segment requests slowly and counts them.
     struct SlowOwner(Arc<AtomicUsize>);
 
+    /// A node that has no segment by any name.
+    struct Empty;
+
+    impl Actor for Empty {
+        type Msg = RemoteMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<RemoteMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(&self, _: ActorRef<RemoteMsg>, msg: RemoteMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            if let RemoteMsg::Call(_, reply) = msg {
+                let _ = reply.send(Response::Segment(None).encode());
+            }
+            Ok(())
+        }
+    }
+
     impl Actor for SlowOwner {
         type Msg = RemoteMsg;
         type State = ();
@@ -244,5 +313,30 @@ mod tests {
         assert_eq!(calls.load(Ordering::Relaxed), 1);
         assert!(cache.inflight.lock().unwrap().is_empty(), "nothing left in flight");
         owner.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_copied_window_comes_from_whichever_node_has_it_and_is_served_after_they_are_gone() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (empty, _) = Actor::spawn(None, Empty, ()).await.unwrap();
+        let (owner, _) = Actor::spawn(None, SlowOwner(calls.clone()), ()).await.unwrap();
+        let cache = Arc::new(SegmentCache::default());
+        let key = StreamKey::parse("live/a").unwrap();
+        cache.copy(&key, vec!["a-1.m4s".into(), "a-2.m4s".into()], vec![empty.clone(), owner.clone()]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A player asking while the copy runs joins its transfer, even with no node left to ask.
+        assert_eq!(cache.get_or_fetch(&key, "a-1.m4s", vec![]).await.as_deref(), Some(&b"segment bytes"[..]));
+        for _ in 0..100 {
+            if cache.get(&key, "a-2.m4s").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one transfer per file");
+        empty.stop(None);
+        owner.stop(None);
+        assert_eq!(cache.get_or_fetch(&key, "a-2.m4s", vec![]).await.as_deref(), Some(&b"segment bytes"[..]));
+        assert_eq!(cache.get_or_fetch(&key, "a-3.m4s", vec![]).await, None, "nothing else, and no one to ask");
+        assert!(cache.inflight.lock().unwrap().is_empty(), "nothing left in flight");
     }
 }

@@ -219,6 +219,8 @@ struct Shared {
     heard: std::sync::atomic::AtomicBool,
     /// This node has left the cluster (it is shutting down).
     left: std::sync::atomic::AtomicBool,
+    /// When this node last answered another node's request for a segment or part ([`crate::clock::unix_ms`]).
+    segment_served_ms: std::sync::atomic::AtomicU64,
     /// Takes a ladder another node asks this one to run ([`Request::StartEncoder`]).
     encoder_host: std::sync::OnceLock<EncoderHost>,
     /// Answers other nodes' requests about this node's recordings and assets ([`Request::Vod`]).
@@ -322,6 +324,7 @@ impl Cluster {
             suspects: Mutex::new(HashMap::new()),
             heard: std::sync::atomic::AtomicBool::new(false),
             left: std::sync::atomic::AtomicBool::new(false),
+            segment_served_ms: std::sync::atomic::AtomicU64::new(0),
             encoder_host: std::sync::OnceLock::new(),
             vod_host: std::sync::OnceLock::new(),
             job_host: std::sync::OnceLock::new(),
@@ -467,6 +470,33 @@ impl Cluster {
     /// Whether another node exports `key` (owns it, or has just taken it over).
     pub fn exported_elsewhere(&self, key: &StreamKey) -> bool {
         !super::remote_members(&super::stream_group(key)).is_empty()
+    }
+
+    /// A new owner of `key` copies the files of the previous owner's window that it lists first (`names`:
+    /// segments, parts, init segments) from the nodes exporting `key`, in the background, while the previous
+    /// owner is still there (a stopping node hands its streams over before it leaves): afterwards this node
+    /// serves them itself ([`Cluster::earlier_file`]), and so do the nodes that fetch them from it.
+    pub fn copy_earlier(&self, key: &StreamKey, names: Vec<String>) {
+        self.segments.copy(key, names, super::remote_members(&super::stream_group(key)));
+    }
+
+    /// A file of `key` that this node lists without having made it (the previous owner's window): copied
+    /// already, or fetched now from another node exporting `key`.
+    pub async fn earlier_file(&self, key: &StreamKey, name: &str) -> Option<Bytes> {
+        self.segments.get_or_fetch(key, name, super::remote_members(&super::stream_group(key))).await
+    }
+
+    /// Notes that another node was just given a segment or part of this node's (see
+    /// [`Cluster::segments_fetched_within`]).
+    pub fn note_segment_served(&self) {
+        self.shared.segment_served_ms.store(crate::clock::unix_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether another node fetched a segment or part from this one within `within`: a stopping node stays
+    /// while the node that took its streams over copies their windows.
+    pub fn segments_fetched_within(&self, within: Duration) -> bool {
+        let at = self.shared.segment_served_ms.load(std::sync::atomic::Ordering::Relaxed);
+        crate::clock::unix_ms().saturating_sub(at) < within.as_millis() as u64
     }
 
     /// Whether an owner of `key` pushed its HLS state within `within` (a live LL-HLS owner pushes at every part).

@@ -27,7 +27,7 @@ use super::wire::{Request, Response};
 use super::{remote_members, stream_group, ClusterHandle, RemoteMsg};
 use bytes::Bytes;
 
-use crate::formats::playlist::{next_part_in, resumable_window, skip_of};
+use crate::formats::playlist::{next_part_in, resumable_window, skip_of, ListedSegment};
 use crate::formats::StreamKey;
 use crate::metrics::Metrics;
 use crate::stream::hls_viewers::PollMeter;
@@ -255,6 +255,8 @@ impl Ownership for ClusterOwnership {
                 .last_playlist(key, grace, true)
                 .map(|t| resumable_window(&String::from_utf8_lossy(&t), next_msn, discontinuity))
                 .unwrap_or_default();
+            // Listed here, the window's files must be served here: copy them while the previous owner is there.
+            self.cluster.copy_earlier(key, window_files(&window));
             Resume { next_msn, discontinuity, window }
         });
         Takeover { epoch: self.cluster.next_epoch(key), resume }
@@ -511,6 +513,21 @@ impl RemoteHls for Metered {
     }
 }
 
+/// The files a previous owner's `window` names, in the order a new owner copies them: init segments (every
+/// player needs them), then whole segments and then parts, newest first (players near the live edge ask for
+/// those first). `EXT-X-GAP` segments have no file.
+fn window_files(window: &[ListedSegment]) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for m in window.iter().filter_map(|s| s.map.clone()) {
+        if !files.contains(&m) {
+            files.push(m);
+        }
+    }
+    files.extend(window.iter().rev().filter(|s| !s.gap).map(|s| s.uri.clone()));
+    files.extend(window.iter().rev().flat_map(|s| s.parts.iter().rev().map(|p| p.name.clone())));
+    files
+}
+
 /// The live owner of a stream on another node (see [`Ownership::relay_source`]).
 struct OwnerSource {
     owner: ActorRef<RemoteMsg>,
@@ -543,5 +560,38 @@ impl RelaySource for OwnerSource {
                 Err(e) => Err(format!("relay: {e}")),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::playlist::PartInfo;
+
+    fn listed(msn: u64, map: &str, gap: bool, parts: &[&str]) -> ListedSegment {
+        ListedSegment {
+            msn,
+            uri: format!("s-{msn}.m4s"),
+            duration: 2.0,
+            program_date_time: None,
+            discontinuity: false,
+            map: Some(map.into()),
+            gap,
+            parts: parts.iter().map(|p| PartInfo { name: p.to_string(), duration: 0.2, independent: false }).collect(),
+        }
+    }
+
+    #[test]
+    fn a_window_is_copied_init_segments_first_then_newest_segments_then_newest_parts() {
+        let window = [
+            listed(4, "init1.mp4", false, &[]),
+            listed(5, "init2.mp4", false, &["p50.m4s", "p51.m4s"]),
+            listed(6, "init2.mp4", true, &["p60.m4s"]),
+        ];
+        assert_eq!(
+            window_files(&window),
+            ["init1.mp4", "init2.mp4", "s-5.m4s", "s-4.m4s", "p60.m4s", "p51.m4s", "p50.m4s"],
+            "no file for the gap segment, each init segment once"
+        );
     }
 }

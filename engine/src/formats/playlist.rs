@@ -566,6 +566,13 @@ pub fn last_part_in(text: &str) -> Option<(u64, u64)> {
     last
 }
 
+/// Whether media playlist `text` names `file`: a segment line, or a `URI="..."` attribute (an init segment, a part,
+/// the preload hint).
+pub fn names_file(text: &[u8], file: &str) -> bool {
+    let text = String::from_utf8_lossy(text);
+    text.lines().any(|l| l == file) || text.contains(&format!("URI=\"{file}\""))
+}
+
 /// One segment a media playlist text lists (see [`segments_in`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedSegment {

@@ -188,10 +188,21 @@ struct Filler {
     silence: Option<(Bytes, f64)>,
     /// Stream time (ms) of the next silent frame.
     next_audio_ms: f64,
+    /// Repeats so far: repeat `k` is at `from_ts + step_ms + k × grid_ms`, on a fixed grid (parts of even
+    /// length, whatever the timer's jitter).
+    repeats: u32,
+    /// Milliseconds between repeats: [`FILL_INTERVAL`], or the part target if shorter (no part is longer).
+    grid_ms: u32,
 }
 
 /// How often the picture is repeated while the publisher is away.
 const FILL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How far beyond the hand-over the picture of a stream another node takes over is repeated (see
+/// `StreamMsg::StopRepeating`): the next owner's first part comes about 0.4 s after its claim (150 ms of claim
+/// settling, the publisher's first frames, one 200 ms part). What it adds to the stall-free gap (~0.2 s) is
+/// latency that players keep after the hand-over (hls.js does not speed up to catch up): 0.6 s added 0.4 s.
+const HANDOVER_LEAD: Duration = Duration::from_millis(400);
 
 /// Maps a publisher's timestamps onto the stream's continuous timeline.
 #[derive(Debug, Default)]
@@ -407,7 +418,7 @@ impl Actor for StreamActor {
                     Phase::Ended => Err(PublishError::Ended),
                     Phase::Waiting => {
                         let resumed = st.timeline.last_out.is_some();
-                        if st.filler.take().is_some() && st.phase == Phase::Waiting {
+                        if st.end_filler() && st.phase == Phase::Waiting {
                             // The repeated picture ends here: what follows is a new session.
                             st.publisher_gap();
                         } else if st.phase == Phase::Waiting && !st.segmenter_left {
@@ -601,12 +612,19 @@ impl Actor for StreamActor {
                 }
             }
             StreamMsg::StopRepeating(reply) => {
-                if st.filler.take().is_some() && st.phase == Phase::Waiting {
+                if st.filler.is_some() && st.phase == Phase::Waiting {
                     info!(stream = %st.key, "another node takes the stream over: its last picture is no longer repeated here");
-                    // Players wait for what comes next; the segmenter keeps its open part as it was shared (it is
-                    // closed when the stream ends or its publisher comes back).
-                    st.fanout.send(StreamEvent::PublisherLeft);
-                    st.reset_gop();
+                    // The picture goes on for HANDOVER_LEAD beyond now, in the segment closed here: it covers the
+                    // time until the next owner's first part (its claim settling, the publisher's first frames, a
+                    // part's worth of them), so players at the live edge see a still picture instead of a stall.
+                    st.fill_ahead(HANDOVER_LEAD);
+                    st.end_filler();
+                    // Players wait for what comes next; the segment closes, and it is shared before the answer, so
+                    // the next owner numbers on from it (the caller pushes the final playlist, then answers).
+                    st.publisher_gap();
+                    if let Some(s) = &st.segmenter {
+                        let _ = s.call(SegmenterMsg::Sync, Some(Duration::from_secs(1))).await;
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -766,7 +784,28 @@ impl StreamState {
             _ => f64::from(from_ts),
         };
         let step_ms = self.timeline.last_video_delta.clamp(1, 1000);
-        self.filler = Some(Filler { left: Instant::now(), from_ts, step_ms, picture, silence, next_audio_ms });
+        let grid_ms = (FILL_INTERVAL.as_millis() as u32).min(self.config.hls.part_target_ms.max(1));
+        let left = Instant::now();
+        self.filler = Some(Filler { left, from_ts, step_ms, picture, silence, next_audio_ms, repeats: 0, grid_ms });
+        true
+    }
+
+    /// The repeats end (the publisher is back, another node takes the stream over, or their time is up): silence
+    /// up to the end of the last picture, so the audio does not end a picture's length before the video (a hole a
+    /// player would stall at, where the next session joins). Whether there were repeats.
+    fn end_filler(&mut self) -> bool {
+        let Some(mut f) = self.filler.take() else { return false };
+        if let (Some((body, step)), Some(k)) = (&f.silence, f.repeats.checked_sub(1)) {
+            let end = f64::from(f.from_ts) + f64::from(f.step_ms) + f64::from(k + 1) * f64::from(f.grid_ms);
+            while f.next_audio_ms < end {
+                let at = (f.next_audio_ms.round() as u64 % (1u64 << 32)) as u32;
+                if let Ok(frame) = MediaFrame::parse(MediaKind::Audio, at, body.clone()) {
+                    self.timeline.advance(frame.timestamp);
+                    self.ingest(frame);
+                }
+                f.next_audio_ms += step;
+            }
+        }
         true
     }
 
@@ -774,31 +813,46 @@ impl StreamState {
     /// `stream.repeat_frame_secs` has passed (the repeats end; players wait, as without them).
     fn fill(&mut self) -> bool {
         let limit = self.config.stream.repeat_frame_secs;
-        let Some(f) = self.filler.as_mut() else { return false };
-        let elapsed = f.left.elapsed();
-        if elapsed.as_secs_f64() > limit {
+        let Some(f) = self.filler.as_ref() else { return false };
+        if f.left.elapsed().as_secs_f64() > limit {
             info!(stream = %self.key, repeat_frame_secs = limit, "the publisher is still away: its last picture is no longer repeated");
-            self.filler = None;
+            self.end_filler();
             return false;
         }
-        // The first repeat follows the last frame by one frame interval; the next ones keep the stream's clock.
-        let since_ms = (elapsed.as_millis().min(u128::from(u32::MAX)) as u32).max(f.step_ms);
-        let ts = f.from_ts.wrapping_add(since_ms);
-        let end = f64::from(f.from_ts) + f64::from(since_ms);
+        self.fill_ahead(Duration::ZERO)
+    }
+
+    /// The repeats of the last picture (each with the silence up to it) due by `ahead` beyond now on the stream's
+    /// clock: the first follows the last frame by one frame interval (at once), the next ones keep the grid.
+    fn fill_ahead(&mut self, ahead: Duration) -> bool {
+        let Some(f) = self.filler.as_mut() else { return false };
+        let due_ms = (f.left.elapsed() + ahead).as_millis().min(u128::from(u32::MAX)) as u32;
+        let due_ms = due_ms.max(f.step_ms);
         let mut frames = Vec::new();
-        if let Some((body, step)) = &f.silence {
-            while f.next_audio_ms <= end {
-                let at = (f.next_audio_ms.round() as u64 % (1u64 << 32)) as u32;
-                frames.extend(MediaFrame::parse(MediaKind::Audio, at, body.clone()).ok());
-                f.next_audio_ms += step;
+        loop {
+            let since_ms = f.step_ms.saturating_add(f.repeats.saturating_mul(f.grid_ms));
+            if since_ms > due_ms {
+                break;
             }
+            let end = f64::from(f.from_ts) + f64::from(since_ms);
+            if let Some((body, step)) = &f.silence {
+                while f.next_audio_ms <= end {
+                    let at = (f.next_audio_ms.round() as u64 % (1u64 << 32)) as u32;
+                    frames.extend(MediaFrame::parse(MediaKind::Audio, at, body.clone()).ok());
+                    f.next_audio_ms += step;
+                }
+            }
+            let ts = f.from_ts.wrapping_add(since_ms);
+            frames.extend(MediaFrame::parse(MediaKind::Video, ts, f.picture.flv_body().clone()).ok());
+            f.repeats += 1;
         }
-        frames.extend(MediaFrame::parse(MediaKind::Video, ts, f.picture.flv_body().clone()).ok());
         for frame in frames {
+            if frame.kind == MediaKind::Video {
+                self.metrics.repeated_frames.inc();
+            }
             self.timeline.advance(frame.timestamp);
             self.ingest(frame);
         }
-        self.metrics.repeated_frames.inc();
         true
     }
 

@@ -183,6 +183,11 @@ impl StreamHandle {
         }
     }
 
+    /// The media playlist as the segmenter published it last (no wait, no viewer counted).
+    pub fn playlist_now(&self) -> Option<Bytes> {
+        self.hls.as_ref()?.view().playlist.clone()
+    }
+
     /// A file the segmenter no longer holds, from the DVR store: only one the playlist still lists (a DVR
     /// window's entry), so a request for any other name costs no storage read or cluster call.
     async fn dvr_file(&self, name: &str) -> Option<Bytes> {

@@ -53,6 +53,8 @@ pub enum SegmenterMsg {
     EndList,
     /// Handle nothing for this long (`STROM_TEST_HOOKS=1` only: the backpressure test's stalled segmenter).
     Stall(Duration),
+    /// Answered once every message before it is handled (and what it changed published).
+    Sync(ractor::RpcReplyPort<()>),
 }
 
 /// What a segmenter publishes for its readers, replaced whole (never changed in place) each time a segment is
@@ -549,6 +551,9 @@ impl Actor for Segmenter {
                     SegmenterMsg::Discontinuity => c.discontinuity(),
                     SegmenterMsg::EndList => c.end_list(),
                     SegmenterMsg::Stall(_) => {}
+                    SegmenterMsg::Sync(reply) => {
+                        let _ = reply.send(());
+                    }
                 }
                 return Ok(());
             }
@@ -583,6 +588,9 @@ impl Actor for Segmenter {
                 st.publish();
             }
             SegmenterMsg::Stall(_) => {}
+            SegmenterMsg::Sync(reply) => {
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }

@@ -46,6 +46,7 @@ use crate::formats::playlist::last_part_in;
 use crate::servers::hooks::{HookCall, HookEvent};
 use crate::servers::NodeContext;
 use crate::stream::segmenter::Blocking;
+use crate::stream::HlsSource;
 use crate::stream::StreamKey;
 
 /// Builds the router.
@@ -669,9 +670,16 @@ pub(crate) async fn hls_answer(
     }
     // A preload-hinted part is held until it is complete (at most a few part targets).
     let wait = Duration::from_millis(u64::from(node.config.hls.part_target_ms) * 6);
-    let data = stream.file(file, wait, &node.metrics).await;
+    let mut data = stream.file(file, wait, &node.metrics).await;
     if data.is_none() && node.left_cluster.load(std::sync::atomic::Ordering::Relaxed) {
         return handed_over();
+    }
+    if let (None, Some(c), HlsSource::Local(_)) = (&data, &node.cluster, &stream) {
+        // A file of the previous owner's window, which this node lists first since it took the stream over: copied
+        // from that owner when it did, or fetched now from whichever node still has it.
+        if stream.current().is_some_and(|p| crate::formats::playlist::names_file(&p, file)) {
+            data = c.earlier_file(&key, file).await;
+        }
     }
     match data {
         Some(data) => {
