@@ -334,7 +334,9 @@ impl Node {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // The nodes that took them over copy the windows they list first (this node's segments and parts):
-            // stay while they do, for at most HANDOVER_COPY.
+            // stay while they do, for at most HANDOVER_COPY, answering their fetches; players already go
+            // elsewhere (HLS here is 503: this node's view of its streams is no longer the one going on).
+            ctx.left_cluster.store(true, Ordering::Relaxed);
             let copying = std::time::Instant::now();
             while handed
                 && copying.elapsed() < HANDOVER_COPY

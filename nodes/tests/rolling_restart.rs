@@ -12,9 +12,10 @@
 //!   restarts before it must not cost the player anything.
 //!
 //! What makes it pass: the node going away cuts its publisher at once, repeats the stream's last picture
-//! (`stream.repeat_frame_secs`, 5 s, as in the Kubernetes manifests) until the node the publisher reconnects to has
-//! taken the stream over, then answers HLS with 503 (nginx retries elsewhere); the new owner lists the old one's
-//! segments first, so players everywhere see one playlist going on.
+//! (`stream.repeat_frame_secs`, 5 s by default) until the node the publisher reconnects to has taken the stream
+//! over, and 0.4 s beyond (the new owner's claim settling and first part), then answers HLS with 503 (nginx
+//! retries elsewhere); the new owner lists the old one's segments first, and copies them, so players everywhere
+//! see one playlist going on.
 //!
 //! Needs root (namespaces), nginx with its `stream` module (`NGINX_TEST_PACKAGES` in `nodes/scripts/packages.sh`),
 //! Chromium and `nodes/tests/browser/setup.sh` (skipped with `STROM_SKIP_BROWSER=1`), ffmpeg.

@@ -809,8 +809,8 @@ impl StreamState {
         true
     }
 
-    /// One repeat: the picture at the stream time since the publisher left, and the silence up to it. False once
-    /// `stream.repeat_frame_secs` has passed (the repeats end; players wait, as without them).
+    /// The repeats due by now (see [`StreamState::fill_ahead`]). False once `stream.repeat_frame_secs` has passed
+    /// (the repeats end; players wait, as without them).
     fn fill(&mut self) -> bool {
         let limit = self.config.stream.repeat_frame_secs;
         let Some(f) = self.filler.as_ref() else { return false };
