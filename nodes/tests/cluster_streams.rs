@@ -401,6 +401,36 @@ fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over
 }
 
 #[test]
+fn a_publisher_back_on_another_node_keeps_every_listed_file_playable() {
+    // OBS stops (deleteStream) and streams again within the grace through the Service, landing on strom-1: strom-1
+    // continues strom-0's playlist, listing strom-0's segments first; every file it lists plays from every node.
+    let key = "live/comeback";
+    let (_net, nodes) = cluster(3);
+    let mut p0 = publish(&nodes[0].rtmp_url(key), &source(10.0));
+    wait_segments(&nodes[1], key, 3, Duration::from_secs(30));
+    p0.wait(Duration::from_secs(30)).expect("the first publisher ends");
+    let _p1 = publish(&nodes[1].rtmp_url(key), &source(60.0));
+    let mut text = String::new();
+    wait_until("strom-1's own segments after strom-0's", Duration::from_secs(30), || {
+        text = playlist(&nodes[1], key).1;
+        text.contains("#EXT-X-DISCONTINUITY")
+            && text.split("#EXT-X-DISCONTINUITY").last().is_some_and(|t| t.contains("#EXTINF"))
+    });
+    let earlier = listed_files(text.rsplit_once("#EXT-X-DISCONTINUITY").map_or("", |(before, _)| before));
+    assert!(earlier.iter().filter(|f| !f.contains("init")).count() >= 3, "strom-0's window is listed:\n{text}");
+    let mut failures = Vec::new();
+    for node in &nodes {
+        for file in &earlier {
+            let r = node.get(&format!("/{key}/{file}"));
+            if r.status != 200 || r.body.is_empty() {
+                failures.push(format!("{} {file}: {} ({} bytes)", node.name(), r.status, r.body.len()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "strom-0's files on every node:\n{}\n{text}", failures.join("\n"));
+}
+
+#[test]
 fn a_hung_node_is_declared_down_within_three_seconds_and_rejoins() {
     let (_net, mut nodes) = cluster(3);
     nodes[2].stop();

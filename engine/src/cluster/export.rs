@@ -241,6 +241,9 @@ async fn answer(
             });
             if part.is_some() {
                 cluster.note_segment_served();
+            } else if handle.playlist_now().is_some_and(|p| names_file(&p, &name)) {
+                let held = handle.hls_watch().map(|v| v.borrow().init_names()).unwrap_or_default();
+                warn!(stream = %handle.key(), file = %name, ?held, "another node asked for a file this node's playlist lists, and it is not here");
             }
             Response::Segment(part)
         }

@@ -184,9 +184,15 @@ impl OwnerHls {
         }
     }
 
-    /// The transfer of `name` under way, or a new one.
+    /// The transfer of `name` under way, or a new one: from the owner, else from the other nodes exporting the
+    /// stream (this node's view of the owner may be a hand-over behind, and a new owner lists files of the
+    /// previous one).
     fn transfer(&self, name: &str) -> Transfer {
-        self.cache.transfer(&self.key, name, vec![self.owner.clone()])
+        let mut sources = vec![self.owner.clone()];
+        let owner = self.owner.get_id();
+        sources
+            .extend(super::remote_members(&super::stream_group(&self.key)).into_iter().filter(|a| a.get_id() != owner));
+        self.cache.transfer(&self.key, name, sources)
     }
 }
 

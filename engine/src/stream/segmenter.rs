@@ -314,6 +314,11 @@ pub fn too_far_ahead(v: &HlsView, msn: u64, part: Option<u64>) -> bool {
 }
 
 impl HlsView {
+    /// The names of the init segments held (for diagnostics).
+    pub fn init_names(&self) -> Vec<String> {
+        self.segments.iter().map(|(n, _)| n.clone()).filter(|n| n.ends_with(".mp4")).collect()
+    }
+
     /// Where this view stands, for another node.
     pub fn position(&self) -> HlsPosition {
         HlsPosition {

@@ -681,6 +681,10 @@ pub(crate) async fn hls_answer(
             data = c.earlier_file(&key, file).await;
         }
     }
+    if data.is_none() && stream.current().is_some_and(|p| crate::formats::playlist::names_file(&p, file)) {
+        // A player will fail on it (a 404 for what the playlist promised): worth an operator's look.
+        tracing::warn!(stream = %key, file, owned_here = matches!(stream, HlsSource::Local(_)), "a file the playlist lists could not be served");
+    }
     match data {
         Some(data) => {
             node.metrics.egress_bytes.with_label_values(&[crate::metrics::protocol::HLS]).inc_by(data.len() as u64);
