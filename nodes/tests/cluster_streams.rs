@@ -349,6 +349,31 @@ fn listed_files(text: &str) -> Vec<String> {
     files
 }
 
+/// Once strom-1 lists segments of its own after strom-0's (it took the stream over), every file listed before
+/// its (last) discontinuity, strom-0's, plays from each of `nodes`.
+fn assert_earlier_files_play(nodes: &[NetNode], key: &str) {
+    let owner = nodes.iter().find(|n| n.name() == "strom-1").expect("strom-1 among the nodes");
+    let mut text = String::new();
+    wait_until("strom-1's own segments after strom-0's", Duration::from_secs(30), || {
+        text = playlist(owner, key).1;
+        text.contains("#EXT-X-DISCONTINUITY")
+            && text.split("#EXT-X-DISCONTINUITY").last().is_some_and(|t| t.contains("#EXTINF"))
+    });
+    // The files listed before the (last) discontinuity are strom-0's.
+    let earlier = listed_files(text.rsplit_once("#EXT-X-DISCONTINUITY").map_or("", |(before, _)| before));
+    assert!(earlier.iter().filter(|f| !f.contains("init")).count() >= 3, "strom-0's window is listed:\n{text}");
+    let mut failures = Vec::new();
+    for node in nodes {
+        for file in &earlier {
+            let r = node.get(&format!("/{key}/{file}"));
+            if r.status != 200 || r.body.is_empty() {
+                failures.push(format!("{} {file}: {} ({} bytes)", node.name(), r.status, r.body.len()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "strom-0's files from every node asked:\n{}\n{text}", failures.join("\n"));
+}
+
 #[test]
 fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over() {
     // A rolling restart of the owner's pod: strom-0 is SIGTERMed, cuts its publisher (no drain here), repeats the
@@ -379,25 +404,7 @@ fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over
         "strom-0 handed its stream over before it left:\n{}",
         nodes[0].log_tail(30)
     );
-    let mut text = String::new();
-    wait_until("strom-1's own segments after strom-0's", Duration::from_secs(30), || {
-        text = playlist(&nodes[1], key).1;
-        text.contains("#EXT-X-DISCONTINUITY")
-            && text.split("#EXT-X-DISCONTINUITY").last().is_some_and(|t| t.contains("#EXTINF"))
-    });
-    // The files listed before the (last) discontinuity are strom-0's.
-    let earlier = listed_files(text.rsplit_once("#EXT-X-DISCONTINUITY").map_or("", |(before, _)| before));
-    assert!(earlier.iter().filter(|f| !f.contains("init")).count() >= 3, "strom-0's window is listed:\n{text}");
-    let mut failures = Vec::new();
-    for node in &nodes[1..] {
-        for file in &earlier {
-            let r = node.get(&format!("/{key}/{file}"));
-            if r.status != 200 || r.body.is_empty() {
-                failures.push(format!("{} {file}: {} ({} bytes)", node.name(), r.status, r.body.len()));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "strom-0's files after it left:\n{}\n{text}", failures.join("\n"));
+    assert_earlier_files_play(&nodes[1..], key);
 }
 
 #[test]
@@ -410,24 +417,7 @@ fn a_publisher_back_on_another_node_keeps_every_listed_file_playable() {
     wait_segments(&nodes[1], key, 3, Duration::from_secs(30));
     p0.wait(Duration::from_secs(30)).expect("the first publisher ends");
     let _p1 = publish(&nodes[1].rtmp_url(key), &source(60.0));
-    let mut text = String::new();
-    wait_until("strom-1's own segments after strom-0's", Duration::from_secs(30), || {
-        text = playlist(&nodes[1], key).1;
-        text.contains("#EXT-X-DISCONTINUITY")
-            && text.split("#EXT-X-DISCONTINUITY").last().is_some_and(|t| t.contains("#EXTINF"))
-    });
-    let earlier = listed_files(text.rsplit_once("#EXT-X-DISCONTINUITY").map_or("", |(before, _)| before));
-    assert!(earlier.iter().filter(|f| !f.contains("init")).count() >= 3, "strom-0's window is listed:\n{text}");
-    let mut failures = Vec::new();
-    for node in &nodes {
-        for file in &earlier {
-            let r = node.get(&format!("/{key}/{file}"));
-            if r.status != 200 || r.body.is_empty() {
-                failures.push(format!("{} {file}: {} ({} bytes)", node.name(), r.status, r.body.len()));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "strom-0's files on every node:\n{}\n{text}", failures.join("\n"));
+    assert_earlier_files_play(&nodes, key);
 }
 
 #[test]
