@@ -126,8 +126,11 @@ impl SegmentCache {
         }
         g.1 += data.len();
         g.0.push_back((key.clone(), name.to_string(), data));
+        // The oldest go first, init segments last: one init serves every segment listed after it, and parts
+        // (many, short-lived) would otherwise push a stream's init out while its segments are still listed.
         while g.0.len() > CACHE_ENTRIES || g.1 > CACHE_BYTES {
-            match g.0.pop_front() {
+            let at = g.0.iter().position(|(_, n, _)| !n.ends_with(".mp4")).unwrap_or(0);
+            match g.0.remove(at) {
                 Some((_, _, b)) => g.1 -= b.len(),
                 None => break,
             }
