@@ -257,27 +257,11 @@ mod tests {
     use ractor::{Actor, ActorProcessingErr};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An owner that answers segment requests slowly and counts them.
-    struct SlowOwner(Arc<AtomicUsize>);
-
-    /// A node that has no segment by any name.
-    struct Empty;
-
-    impl Actor for Empty {
-        type Msg = RemoteMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(&self, _: ActorRef<RemoteMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-
-        async fn handle(&self, _: ActorRef<RemoteMsg>, msg: RemoteMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
-            if let RemoteMsg::Call(_, reply) = msg {
-                let _ = reply.send(Response::Segment(None).encode());
-            }
-            Ok(())
-        }
+    /// A node that answers segment requests slowly and counts them: with the segment when it `has` it, else
+    /// with none (any name).
+    struct SlowOwner {
+        calls: Arc<AtomicUsize>,
+        has: bool,
     }
 
     impl Actor for SlowOwner {
@@ -292,7 +276,11 @@ mod tests {
         async fn handle(&self, _: ActorRef<RemoteMsg>, msg: RemoteMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
             if let RemoteMsg::Call(bytes, reply) = msg {
                 if let Ok(Request::Segment { .. }) = Request::decode(bytes) {
-                    self.0.fetch_add(1, Ordering::Relaxed);
+                    if !self.has {
+                        let _ = reply.send(Response::Segment(None).encode());
+                        return Ok(());
+                    }
+                    self.calls.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let seg = Bytes::from_static(b"segment bytes");
                     let _ = reply.send(Response::Segment(Some((seg.len() as u32, seg))).encode());
@@ -305,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_for_one_segment_share_one_transfer() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let (owner, _) = Actor::spawn(None, SlowOwner(calls.clone()), ()).await.unwrap();
+        let (owner, _) = Actor::spawn(None, SlowOwner { calls: calls.clone(), has: true }, ()).await.unwrap();
         let cache = Arc::new(SegmentCache::default());
         let key = StreamKey::parse("live/a").unwrap();
         let hls = Arc::new(OwnerHls::new(key.clone(), owner.clone(), cache.clone(), None));
@@ -327,8 +315,8 @@ mod tests {
     #[tokio::test]
     async fn a_copied_window_comes_from_whichever_node_has_it_and_is_served_after_they_are_gone() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let (empty, _) = Actor::spawn(None, Empty, ()).await.unwrap();
-        let (owner, _) = Actor::spawn(None, SlowOwner(calls.clone()), ()).await.unwrap();
+        let (empty, _) = Actor::spawn(None, SlowOwner { calls: Arc::default(), has: false }, ()).await.unwrap();
+        let (owner, _) = Actor::spawn(None, SlowOwner { calls: calls.clone(), has: true }, ()).await.unwrap();
         let cache = Arc::new(SegmentCache::default());
         let key = StreamKey::parse("live/a").unwrap();
         cache.copy(&key, vec!["a-1.m4s".into(), "a-2.m4s".into()], vec![empty.clone(), owner.clone()]);
