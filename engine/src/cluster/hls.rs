@@ -336,4 +336,39 @@ mod tests {
         assert_eq!(cache.get_or_fetch(&key, "a-3.m4s", vec![]).await, None, "nothing else, and no one to ask");
         assert!(cache.inflight.lock().unwrap().is_empty(), "nothing left in flight");
     }
+
+    #[test]
+    fn the_cache_drops_the_oldest_media_first_and_init_segments_last() {
+        let cache = SegmentCache::default();
+        let key = StreamKey::parse("live/a").unwrap();
+        let bytes = Bytes::from_static(b"x");
+        cache.put(&key, "init-1.mp4", bytes.clone());
+        for i in 0..CACHE_ENTRIES {
+            cache.put(&key, &format!("a-{i}.m4s"), bytes.clone());
+        }
+        // One past the limit: the oldest media file went, the older init stayed.
+        assert!(cache.get(&key, "init-1.mp4").is_some());
+        assert!(cache.get(&key, "a-0.m4s").is_none());
+        assert!(cache.get(&key, "a-1.m4s").is_some());
+        // A second put of a cached name changes nothing.
+        cache.put(&key, "a-1.m4s", bytes.clone());
+        assert_eq!(cache.inner.lock().unwrap().0.len(), CACHE_ENTRIES);
+        // Only inits left to drop: the oldest of them goes.
+        let inits = SegmentCache::default();
+        for i in 0..=CACHE_ENTRIES {
+            inits.put(&key, &format!("init-{i}.mp4"), bytes.clone());
+        }
+        assert!(inits.get(&key, "init-0.mp4").is_none());
+        assert!(inits.get(&key, "init-1.mp4").is_some());
+        // The byte bound drops media to make room, and keeps the count of bytes true.
+        let big = SegmentCache::default();
+        big.put(&key, "init-1.mp4", Bytes::from(vec![0; 1 << 20]));
+        for i in 0..3 {
+            big.put(&key, &format!("a-{i}.m4s"), Bytes::from(vec![0; CACHE_BYTES / 2]));
+        }
+        let g = big.inner.lock().unwrap();
+        let names: Vec<&str> = g.0.iter().map(|(_, n, _)| n.as_str()).collect();
+        assert_eq!(names, ["init-1.mp4", "a-2.m4s"]);
+        assert_eq!(g.1, (1 << 20) + CACHE_BYTES / 2);
+    }
 }
