@@ -332,7 +332,9 @@ impl PlayerFeed {
             feed.pending.push_back(PlayerItem::Frame(h, 0));
         }
         for f in sub.gop.iter() {
-            feed.push_frame(f.clone());
+            if let Some(item) = feed.frame_item(f.clone()) {
+                feed.pending.push_back(item);
+            }
         }
         feed
     }
@@ -354,12 +356,12 @@ impl PlayerFeed {
         delta.max(0) as u32
     }
 
-    fn push_frame(&mut self, f: MediaFrame) {
+    /// The item a frame becomes for this player (its timestamp rebased), or none while it waits for a keyframe.
+    fn frame_item(&mut self, f: MediaFrame) -> Option<PlayerItem> {
         if f.header {
             // Sequence headers always pass: they configure the decoder for what follows.
             let ts = self.base.map(|_| self.rebase(f.timestamp)).unwrap_or(0);
-            self.pending.push_back(PlayerItem::Frame(f, ts));
-            return;
+            return Some(PlayerItem::Frame(f, ts));
         }
         if self.waiting_keyframe {
             if f.kind == MediaKind::Video && f.keyframe {
@@ -368,30 +370,36 @@ impl PlayerFeed {
                 if self.lagged {
                     self.metrics.frames_dropped.with_label_values(&[self.drop_reason]).inc();
                 }
-                return;
+                return None;
             }
         }
         let ts = self.rebase(f.timestamp);
-        self.pending.push_back(PlayerItem::Frame(f, ts));
+        Some(PlayerItem::Frame(f, ts))
     }
 
-    fn accept(&mut self, ev: StreamEvent) {
+    /// The item a ring event becomes for this player, if any (at most one per event).
+    fn accept(&mut self, ev: StreamEvent) -> Option<PlayerItem> {
         match ev {
-            StreamEvent::Frame(f) => self.push_frame(f),
-            StreamEvent::Metadata(m) => self.pending.push_back(PlayerItem::Metadata(m)),
+            StreamEvent::Frame(f) => self.frame_item(f),
+            StreamEvent::Metadata(m) => Some(PlayerItem::Metadata(m)),
             StreamEvent::PublisherLeft if self.survives_reconnect => {
                 // The returning publisher starts with its sequence headers and a keyframe; nothing of the old
                 // session is pending any more, and a frame before the next keyframe is not counted as a drop.
                 self.waiting_keyframe = self.has_video;
                 self.lagged = false;
-                if self.forwards_gaps {
-                    self.pending.push_back(PlayerItem::PublisherLeft);
-                }
+                self.forwards_gaps.then_some(PlayerItem::PublisherLeft)
             }
             StreamEvent::PublisherLeft | StreamEvent::End => {
                 self.ended = true;
-                self.pending.push_back(PlayerItem::End);
+                Some(PlayerItem::End)
             }
+        }
+    }
+
+    /// [`PlayerFeed::accept`] into the pending queue.
+    fn accept_pending(&mut self, ev: StreamEvent) {
+        if let Some(item) = self.accept(ev) {
+            self.pending.push_back(item);
         }
     }
 
@@ -439,24 +447,32 @@ impl PlayerFeed {
     }
 
     /// Moves what is ready (pending items, then the ring's events up to the last complete batch) into `out`,
-    /// within the limits; returns the bytes now in `out`.
+    /// within the limits; returns the bytes now in `out`. Once the pending queue is drained, the ring's items go
+    /// straight into `out`: a player in step with its stream never touches its own queue (its memory is cold by
+    /// the next batch, and a thousand players' queues are a thousand cache misses per batch).
     fn take_ready(&mut self, out: &mut Vec<PlayerItem>, max: usize, mut bytes: usize) -> usize {
         loop {
             bytes = self.drain_pending(out, max, bytes);
             if out.len() >= max || bytes >= self.max_bytes || self.ended || self.position >= self.complete {
                 return bytes;
             }
-            match self.rx.try_recv() {
+            // Room in `out` and, after the drain, nothing pending: no item can overtake another.
+            let ev = match self.rx.try_recv() {
                 Ok(ev) => {
                     self.position += 1;
-                    self.accept(ev);
+                    ev
                 }
                 Err(TryRecvError::Lagged(n)) => {
                     self.position += n;
                     self.lagged(n);
+                    continue;
                 }
-                Err(TryRecvError::Closed) => self.accept(StreamEvent::End),
+                Err(TryRecvError::Closed) => StreamEvent::End,
                 Err(TryRecvError::Empty) => return bytes,
+            };
+            if let Some(item) = self.accept(ev) {
+                bytes += Self::item_len(&item);
+                out.push(item);
             }
         }
     }
@@ -532,7 +548,7 @@ impl PlayerFeed {
                 break;
             }
             match self.rx.recv().await {
-                Ok(ev) => self.accept(ev),
+                Ok(ev) => self.accept_pending(ev),
                 Err(RecvError::Lagged(n)) => self.lagged(n),
                 Err(RecvError::Closed) => {
                     self.ended = true;
@@ -545,7 +561,7 @@ impl PlayerFeed {
         while out.len() < max && bytes < self.max_bytes && !self.ended {
             match self.rx.try_recv() {
                 Ok(ev) => {
-                    self.accept(ev);
+                    self.accept_pending(ev);
                     bytes = self.drain_pending(out, max, bytes);
                 }
                 Err(TryRecvError::Lagged(n)) => self.lagged(n),
