@@ -33,7 +33,7 @@ const AAC_FRAME: u32 = 1024;
 pub struct CmafTargets {
     /// Segment target duration in milliseconds: a segment closes at the first keyframe past it.
     pub segment_ms: u32,
-    /// Part target in milliseconds: no part is longer (as long as the frame rate holds).
+    /// Part target in milliseconds: no part is longer, unless one frame alone is (a gap in the source).
     pub part_ms: u32,
 }
 
@@ -301,6 +301,16 @@ impl Packager {
                 self.recent_steps[self.step_at % 8] = step;
                 self.step_at += 1;
             }
+            // Whether it fits was decided on a predicted duration; one that turns out longer (the frame rate
+            // dropped, or a repeated picture follows live frames) would carry the part past its target, so it
+            // starts a part of its own instead (alone it may still be longer: nothing can split one frame).
+            let tick = u64::from(VIDEO_TIMESCALE / 1000);
+            if let Some(start) = self.part_start.filter(|s| last.dts > *s) {
+                if (last.dts + step - start + tick / 2) / tick > u64::from(self.targets.part_ms) {
+                    self.close_part(last.dts, out);
+                    self.open_part(last.dts, last.dts / tick, last.sync, out);
+                }
+            }
             self.video_base.get_or_insert(last.dts);
             self.video.push(Sample {
                 duration: step.min(u64::from(u32::MAX)) as u32,
@@ -328,7 +338,7 @@ impl Packager {
             self.new_segment = true;
         }
         if self.part_start.is_none() {
-            self.open_part(dts, frame, out);
+            self.open_part(dts, u64::from(frame.timestamp), frame.keyframe, out);
         }
         self.video_last = Some(Pending { dts, cts: frame.cts * 90, sync: frame.keyframe, data: frame.payload() });
     }
@@ -365,7 +375,7 @@ impl Packager {
                 self.new_segment = true;
             }
             if self.part_start.is_none() {
-                self.open_part(at, frame, out);
+                self.open_part(at, u64::from(frame.timestamp), frame.keyframe, out);
             }
         }
         // Decode times follow the frame count, re-anchored on the stream's clock when they drift a frame apart
@@ -379,7 +389,8 @@ impl Packager {
         self.audio_next = Some(next + u64::from(AAC_FRAME));
     }
 
-    fn open_part(&mut self, at: u64, frame: &MediaFrame, out: &mut Vec<Output>) {
+    /// Opens a part at `at` (part clock) whose first frame has timestamp `ms` and is a keyframe or not.
+    fn open_part(&mut self, at: u64, ms: u64, keyframe: bool, out: &mut Vec<Output>) {
         if self.new_segment && (self.init_made_of.is_none() || self.config_changed) {
             self.init(out);
         }
@@ -387,8 +398,8 @@ impl Packager {
             self.segment_start = Some(at);
         }
         self.part_start = Some(at);
-        self.part_start_ms = u64::from(frame.timestamp);
-        self.part_independent = !self.has_video() || frame.keyframe;
+        self.part_start_ms = ms;
+        self.part_independent = !self.has_video() || keyframe;
     }
 
     /// Closes the open part at `end` (its end time in the part clock) and emits it.
@@ -516,6 +527,27 @@ mod tests {
         }
         let total: f64 = parts.iter().map(|p| p.duration).sum();
         assert!((total - 10.0).abs() < 0.05, "{total}");
+    }
+
+    #[test]
+    fn a_frame_longer_than_predicted_starts_a_part_of_its_own() {
+        // 30 fps, then the same picture repeated every 200 ms (the stream's filler while its publisher is away):
+        // the first long frame was predicted at 33 ms and would have carried its part to 367 ms.
+        let mut frames = headers();
+        let mut ts: Vec<u32> = (0..20u32).map(|i| (i * 1000 + 15) / 30).collect();
+        let last = *ts.last().unwrap();
+        ts.extend((1..=10).map(|k| last + 200 * k));
+        frames.extend(ts.iter().enumerate().map(|(i, &t)| video(t, i == 0 || i >= 20)));
+        let out = run(frames, CmafTargets { segment_ms: 2000, part_ms: 200 });
+        let parts = parts(&out);
+        for p in &parts {
+            assert!(p.duration <= 0.2 + 1e-9, "part of {} s at {} ms exceeds the 0.2 s target", p.duration, p.start_ms);
+        }
+        let total: f64 = parts.iter().map(|p| p.duration).sum();
+        assert!((total - 2.833).abs() < 0.01, "every frame is in a part (the last lasts the mean step): {total}");
+        // The long frame's part starts at its own timestamp, and a repeated keyframe is independent.
+        let split = parts.iter().find(|p| p.start_ms == u64::from(last)).expect("a part starts at the long frame");
+        assert!((split.duration - 0.2).abs() < 1e-9);
     }
 
     #[test]
