@@ -36,6 +36,23 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// LL-HLS: park K blocking playlist reloads, measure RSS per parked request and how fast all are answered.
     Park(Box<park::ParkArgs>),
+    /// Drain N plain TCP connections the way `run`'s raw readers drain their players (same runtime, reads of at
+    /// most 64 KiB as soon as readable): the reader of the fan-out floor, so the floor faces the readers the
+    /// servers face.
+    Drain {
+        /// Address to connect to.
+        #[arg(long)]
+        connect: String,
+        /// Connections.
+        #[arg(long)]
+        sockets: usize,
+        /// Seconds to drain before exiting.
+        #[arg(long)]
+        secs: f64,
+        /// Tokio worker threads (as `run`'s default).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Markdown tables (and target ratios) from JSON lines.
     Report {
         /// Files of JSON lines written by `run`.
@@ -154,6 +171,22 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Cmd::Drain { connect, sockets, secs, threads } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(rtmp::drain_tcp(&connect, sockets, Duration::from_secs_f64(secs)));
+            rt.shutdown_timeout(Duration::from_secs(2));
+            match result {
+                Ok(bytes) => eprintln!("strom-load drain: {bytes} bytes from {sockets} connections"),
+                Err(e) => {
+                    eprintln!("strom-load drain: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Cmd::Park(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

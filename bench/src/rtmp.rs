@@ -220,6 +220,36 @@ pub async fn drain(url: RtmpUrl, stats: Arc<PlayerStats>) -> Res<()> {
     }
 }
 
+/// `sockets` plain TCP connections to `addr` (connects retried for 5 s while the sender starts), each read as
+/// [`drain`] reads a player once it plays, for `secs`; the bytes read in all.
+pub async fn drain_tcp(addr: &str, sockets: usize, secs: Duration) -> Res<u64> {
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut conns = Vec::with_capacity(sockets);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conns.len() < sockets {
+        match TcpStream::connect(addr).await {
+            Ok(s) => conns.push(s),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(format!("connect {addr}: {e}")),
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut sock in conns {
+        let total = total.clone();
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; READ_BYTES];
+            while let Ok(n) = sock.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let _ = tokio::time::timeout(secs, async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(total.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// One RTMP player: connect, play, then count (and time) every frame until aborted.
 pub async fn play(url: RtmpUrl, stats: Arc<PlayerStats>, src: Arc<Source>, delay: Arc<Hist>) -> Res<()> {
     let t0 = now_ns();
