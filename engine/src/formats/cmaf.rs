@@ -545,7 +545,7 @@ mod tests {
         }
         let total: f64 = parts.iter().map(|p| p.duration).sum();
         assert!((total - 2.833).abs() < 0.01, "every frame is in a part (the last lasts the mean step): {total}");
-        // The long frame's part starts at its own timestamp, and a repeated keyframe is independent.
+        // The long frame (the last live one, 200 ms before the first repeat) starts a part of exactly 200 ms.
         let split = parts.iter().find(|p| p.start_ms == u64::from(last)).expect("a part starts at the long frame");
         assert!((split.duration - 0.2).abs() < 1e-9);
     }
