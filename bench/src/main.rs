@@ -172,11 +172,7 @@ fn main() {
             }
         },
         Cmd::Drain { connect, sockets, secs, threads } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let rt = runtime(threads.max(1));
             let result = rt.block_on(rtmp::drain_tcp(&connect, sockets, Duration::from_secs_f64(secs)));
             rt.shutdown_timeout(Duration::from_secs(2));
             match result {
@@ -188,11 +184,7 @@ fn main() {
             }
         }
         Cmd::Park(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let rt = runtime(2);
             let result = rt.block_on(park::run(&args));
             rt.shutdown_timeout(Duration::from_secs(2));
             match result {
@@ -209,11 +201,7 @@ fn main() {
             }
         }
         Cmd::Run(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(args.threads.max(1))
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let rt = runtime(args.threads.max(1));
             let result = rt.block_on(run(*args));
             rt.shutdown_timeout(Duration::from_secs(2));
             if let Err(e) = result {
@@ -222,6 +210,11 @@ fn main() {
             }
         }
     }
+}
+
+/// The tool's runtime: `threads` worker threads.
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().expect("tokio runtime")
 }
 
 fn ladder(s: &str) -> Result<Vec<usize>, String> {

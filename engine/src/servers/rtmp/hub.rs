@@ -251,7 +251,7 @@ fn serve(seat: &mut Seat, scratch: &mut Scratch, sent: &mut u64) -> Option<(BufQ
 
 /// One non-blocking `writev` on socket `fd`, as `try_write_vectored` but without tokio's readiness check: that
 /// reads the socket's registration, a separate allocation per socket that is cold by the next batch (one cache
-/// miss per player and batch, ~4 % of the hub's CPU at 1000 players). Nothing is lost by skipping it: a write
+/// miss per player and batch: ~4 % of strom's CPU samples at 1000 players). Nothing is lost by skipping it: a write
 /// that would block hands the player back to its task, whose next write finds out again through tokio and waits
 /// for writability as usual.
 fn writev(fd: RawFd, io: &[IoSlice<'_>]) -> std::io::Result<usize> {
