@@ -20,6 +20,7 @@ use super::export::SEGMENT_PART;
 use super::wire::{Request, Response};
 use super::{call, RemoteMsg};
 use crate::formats::StreamKey;
+use crate::stream::cmaf_segmenter::is_init_segment;
 use crate::stream::ports::{BoxFuture as PortFuture, RemoteHls};
 
 /// Longest a whole segment transfer may take.
@@ -129,7 +130,7 @@ impl SegmentCache {
         // The oldest go first, init segments last: one init serves every segment listed after it, and parts
         // (many, short-lived) would otherwise push a stream's init out while its segments are still listed.
         while g.0.len() > CACHE_ENTRIES || g.1 > CACHE_BYTES {
-            let at = g.0.iter().position(|(_, n, _)| !n.ends_with(".mp4")).unwrap_or(0);
+            let at = g.0.iter().position(|(_, n, _)| !is_init_segment(n)).unwrap_or(0);
             match g.0.remove(at) {
                 Some((_, _, b)) => g.1 -= b.len(),
                 None => break,

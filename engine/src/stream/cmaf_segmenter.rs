@@ -36,6 +36,14 @@ struct Open {
     map: Option<String>,
 }
 
+/// How a live stream's init segment names end (its media segments and parts end in `.m4s` or `.ts`).
+const INIT_SUFFIX: &str = ".mp4";
+
+/// Whether `name`, a live HLS file of a stream, is an init segment.
+pub fn is_init_segment(name: &str) -> bool {
+    name.ends_with(INIT_SUFFIX)
+}
+
 /// State of a CMAF segmenter (see the module docs).
 pub struct CmafSegmenter {
     key: StreamKey,
@@ -191,7 +199,7 @@ impl CmafSegmenter {
             match o {
                 Output::Init(data) => {
                     self.init_count += 1;
-                    let name = format!("{}-init{}.mp4", self.incarnation, self.init_count);
+                    let name = format!("{}-init{}{INIT_SUFFIX}", self.incarnation, self.init_count);
                     if self.init_count > 1 {
                         self.pending_discontinuity = true;
                     }

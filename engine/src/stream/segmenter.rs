@@ -316,7 +316,7 @@ pub fn too_far_ahead(v: &HlsView, msn: u64, part: Option<u64>) -> bool {
 impl HlsView {
     /// The names of the init segments held (for diagnostics).
     pub fn init_names(&self) -> Vec<String> {
-        self.segments.iter().map(|(n, _)| n.clone()).filter(|n| n.ends_with(".mp4")).collect()
+        self.segments.iter().map(|(n, _)| n.clone()).filter(|n| super::cmaf_segmenter::is_init_segment(n)).collect()
     }
 
     /// Where this view stands, for another node.
