@@ -3,8 +3,10 @@
 //!
 //! The worker measures its ladder every window (2 s): the **real-time ratio** (media seconds encoded per second
 //! the encoder thread spent in the codecs) and the **longest wait** of a source frame between the encoder's
-//! subscription and the codecs. A window is *behind* when the ratio is under 1 or a frame waited over
-//! [`MAX_WAIT`]. Then:
+//! subscription and the codecs. A window is *behind* when the ratio is under 1, or when a frame waited over
+//! [`MAX_WAIT`] and the backlog did not shrink by [`RECOVERING`] by the window's end (the wait of its last frame):
+//! a backlog left by a starvation that has ended drains at a ratio over 1, and shedding for it would measure the
+//! shed rung's share on a machine whose load just changed. Then:
 //!
 //! - **Shed**: after [`BAD_WINDOWS`] behind windows in a row, and at least [`SHED_SPACING`] after the last
 //!   change, the costliest active rung (most pixels) is shed: it stops being encoded and leaves the master
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// A source frame that waited longer than this before the codecs makes the window "behind".
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
+/// A window whose last frame waited this much less than its longest wait is draining a backlog, not behind.
+pub const RECOVERING: Duration = Duration::from_millis(500);
 /// Behind windows in a row before a rung is shed.
 pub const BAD_WINDOWS: u32 = 2;
 /// Good windows in a row before a rung is restored.
@@ -53,12 +57,14 @@ pub struct Window {
     pub ratio: f64,
     /// Longest wait of a source frame before the codecs.
     pub max_wait: Duration,
+    /// Wait of the window's last frame before the codecs (the backlog at the window's end).
+    pub end_wait: Duration,
 }
 
 impl Window {
     /// Whether the ladder fell behind real time in this window.
     pub fn behind(&self) -> bool {
-        self.ratio < 1.0 || self.max_wait > MAX_WAIT
+        self.ratio < 1.0 || (self.max_wait > MAX_WAIT && self.end_wait + RECOVERING > self.max_wait)
     }
 }
 
@@ -184,7 +190,7 @@ mod tests {
     }
 
     fn win(ratio: f64) -> Window {
-        Window { ratio, max_wait: Duration::from_millis(100) }
+        Window { ratio, max_wait: Duration::from_millis(100), end_wait: Duration::from_millis(50) }
     }
 
     /// Feeds `n` windows 2 s apart from `*t`, applying actions to `rungs`; returns the actions.
@@ -218,8 +224,23 @@ mod tests {
     #[test]
     fn a_long_wait_counts_as_behind_even_with_a_good_ratio() {
         let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
-        let w = Window { ratio: 3.0, max_wait: Duration::from_secs(3) };
+        let w = Window { ratio: 3.0, max_wait: Duration::from_secs(3), end_wait: Duration::from_millis(2900) };
         assert_eq!(run(&mut p, &mut t, &mut r, w, 2), vec![ShedAction::Shed(0)]);
+    }
+
+    #[test]
+    fn a_backlog_draining_after_a_starvation_is_not_behind() {
+        let (mut p, mut t, mut r) = (ShedPolicy::default(), Instant::now(), ladder());
+        // Starved: 480p is shed.
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.3), 2), vec![ShedAction::Shed(0)]);
+        assert_eq!(run(&mut p, &mut t, &mut r, win(0.5), 1), vec![]);
+        // The CPU comes back: frames queued during the starvation waited 4.7 s, the backlog drains (its last
+        // frame waited 3 s) at 1.3x real time. Nothing more is shed, however long it takes.
+        let draining = Window { ratio: 1.3, max_wait: Duration::from_millis(4700), end_wait: Duration::from_secs(3) };
+        assert_eq!(run(&mut p, &mut t, &mut r, draining, 4), vec![]);
+        // A backlog that stays as long is behind.
+        let stuck = Window { ratio: 1.3, max_wait: Duration::from_millis(4700), end_wait: Duration::from_millis(4500) };
+        assert_eq!(run(&mut p, &mut t, &mut r, stuck, 2), vec![ShedAction::Shed(1)]);
     }
 
     #[test]

@@ -122,6 +122,8 @@ struct State {
     window_media_ms: i64,
     window_pictures: u64,
     max_wait: Duration,
+    /// Wait of the window's latest frame so far.
+    end_wait: Duration,
     last_video_ts: Option<i64>,
     /// (PTS, arrival) of recent source pictures.
     arrivals: VecDeque<(i64, Instant)>,
@@ -186,6 +188,7 @@ pub fn run(mut ctx: WorkerCtx, mut rx: mpsc::Receiver<Input>) -> Result<(), Enco
         window_media_ms: 0,
         window_pictures: 0,
         max_wait: Duration::ZERO,
+        end_wait: Duration::ZERO,
         last_video_ts: None,
         arrivals: VecDeque::new(),
         policy: ShedPolicy::default(),
@@ -243,7 +246,8 @@ impl State {
         }
         self.last_video_ts = Some(dts);
         self.window_pictures += 1;
-        self.max_wait = self.max_wait.max(at.elapsed());
+        self.end_wait = at.elapsed();
+        self.max_wait = self.max_wait.max(self.end_wait);
         self.arrivals.push_back((pts, at));
         if self.arrivals.len() > MAX_ARRIVALS {
             self.arrivals.pop_front();
@@ -393,11 +397,12 @@ impl State {
         let key = self.ctx.key.to_string();
         self.ctx.metrics.realtime_ratio.with_label_values(&[&key]).set(ratio);
         self.ctx.metrics.fps.with_label_values(&[&key]).set(self.window_pictures as f64 / el.as_secs_f64());
-        let window = Window { ratio, max_wait: self.max_wait };
+        let window = Window { ratio, max_wait: self.max_wait, end_wait: self.end_wait };
         self.window_start = Instant::now();
         self.window_media_ms = 0;
         self.window_pictures = 0;
         self.max_wait = Duration::ZERO;
+        self.end_wait = Duration::ZERO;
         self.busy = Duration::ZERO;
         // Rungs whose stream went away are not the policy's business.
         let (index, loads): (Vec<usize>, Vec<RungLoad>) = self
@@ -443,6 +448,7 @@ impl State {
             rung = %o.plan.name,
             realtime_ratio = format!("{:.2}", w.ratio),
             max_wait_ms = w.max_wait.as_millis() as u64,
+            end_wait_ms = w.end_wait.as_millis() as u64,
             "the ladder is behind real time: shedding its costliest rung"
         );
     }
