@@ -58,6 +58,12 @@ enum Cmd {
         /// Files of JSON lines written by `run`.
         files: Vec<PathBuf>,
     },
+    /// The fan-out rounds of `bench/run --rounds K`: each round's strom runs against the floor and nginx-rtmp of
+    /// the same round, and the median ratios against issue 11's targets.
+    Rounds {
+        /// One directory per round, each holding `results.jsonl` and `floor.jsonl`.
+        dirs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -103,9 +109,12 @@ struct RunArgs {
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     ramp_per_sec: f64,
-    /// RTMP, HTTP-FLV and LL-HLS probe players per protocol: the first K parse every frame (media rate, join, live
-    /// delay); the others read like real players and count bytes only (as soon as readable, reads of at most
-    /// 64 KiB, no parsing: the tool's CPU stays out of the server's way). Default: every player is a probe.
+    /// RTMP, HTTP-FLV and LL-HLS probe players per protocol: K players spread evenly over the first step's join
+    /// order (every N/K-th) parse every frame (media rate, join, live delay); the others read like real players and
+    /// count bytes only (as soon as readable, reads of at most 64 KiB, no parsing: the tool's CPU stays out of the
+    /// server's way). Spread, not the first K: a server that writes its players in join order would otherwise
+    /// serve the probes first in every burst, and their delay would be its best, not its typical. Default: every
+    /// player is a probe.
     #[arg(long)]
     probe_players: Option<usize>,
     /// Seconds of publishing before the first player (the server's RSS baseline is taken after it: strom keeps
@@ -168,6 +177,13 @@ fn main() {
             Ok(text) => print!("{text}"),
             Err(e) => {
                 eprintln!("strom-load report: {e}");
+                std::process::exit(2);
+            }
+        },
+        Cmd::Rounds { dirs } => match report::rounds(&dirs) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("strom-load rounds: {e}");
                 std::process::exit(2);
             }
         },
@@ -304,7 +320,11 @@ async fn run_inner(a: &RunArgs, src: Arc<source::Source>, plan: &[[usize; 4]]) -
             let error = Arc::new(std::sync::Mutex::new(None));
             let (s, e, src) = (stats.clone(), error.clone(), src.clone());
             let probes = players.iter().filter(|p| p.proto == proto && !p.raw).count();
-            let raw = proto != Proto::Hls && a.probe_players.is_some_and(|k| probes >= k);
+            // This player's place among its protocol's, and the stride that spreads K probes over this step's.
+            let place = players.iter().filter(|p| p.proto == proto).count();
+            let of = PROTOS.iter().position(|p| *p == proto).map_or(1, |i| want[i]);
+            let raw = proto != Proto::Hls
+                && a.probe_players.is_some_and(|k| probes >= k || place % (of / k.max(1)).max(1) != 0);
             let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> = match proto {
                 Proto::Rtmp => {
                     let url = rtmp_url.clone().ok_or("--rtmp-url needed")?;

@@ -276,3 +276,196 @@ pub fn report(files: &[PathBuf]) -> Result<String, String> {
     }
     Ok(out)
 }
+
+/// Frames per send of a write hold at 30 fps: the frames a batch spanning `hold_ms` holds (0 → 1, 66 → 3).
+fn frames_per_send(hold_ms: f64) -> u64 {
+    (hold_ms * 30.0 / 1000.0).round() as u64 + 1
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// What one round measured of one write hold: strom's CPU per GB and delay p99, and the ratios to its peers.
+#[derive(Default)]
+struct RoundRatios {
+    strom: Vec<f64>,
+    delay_p99: Vec<f64>,
+    floor_c: Vec<f64>,
+    floor_tool: Vec<f64>,
+    nginx: Vec<f64>,
+}
+
+/// The fan-out rounds of `bench/run --rounds K` (one directory per round, each with the round's `results.jsonl`
+/// and `floor.jsonl`): per round and write hold, strom's RTMP CPU per delivered GB against the floor of its batch
+/// size (both readers) and against nginx-rtmp, all measured within that round; then the median of each ratio
+/// (and of the probe delay p99) over the rounds, checked against issue 11's targets. Rounds interleave the servers, so a machine whose speed
+/// drifts during the run moves both sides of a ratio alike.
+pub fn rounds(dirs: &[PathBuf]) -> Result<String, String> {
+    let read = |path: PathBuf| -> Result<Vec<Value>, String> {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text.lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .map(|l| serde_json::from_str::<Value>(l).map_err(|e| format!("{}: {e}", path.display())))
+            .collect()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "### Fan-out rounds: strom against the floor and nginx-rtmp, round by round\n");
+    let _ = writeln!(
+        out,
+        "| round | N | write hold, ms | strom CPU-s per GB | probe delay p99, ms | floor (frames per send), C reader / \
+         strom-load reader | × floor, C reader / strom-load reader | nginx-rtmp CPU-s per GB | × nginx-rtmp |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut by_hold: BTreeMap<(u64, u64), RoundRatios> = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let runs = read(dir.join("results.jsonl"))?;
+        let floors = read(dir.join("floor.jsonl"))?;
+        let rtmp = |r: &Value| r.get("protocols").and_then(|p| p.get("rtmp")).cloned();
+        let server = |r: &Value| r.get("server").and_then(Value::as_str).unwrap_or("").to_string();
+        let nginx: Vec<(u64, f64)> = runs
+            .iter()
+            .filter(|r| server(r) == "nginx-rtmp")
+            .filter_map(|r| Some((rtmp(r)?.get("players")?.as_u64()?, f(r, "server_cpu_s_per_gb")?)))
+            .collect();
+        for r in runs.iter().filter(|r| server(r).starts_with("strom")) {
+            let Some(p) = rtmp(r) else { continue };
+            let (Some(n), Some(cpu)) = (p.get("players").and_then(Value::as_u64), f(r, "server_cpu_s_per_gb")) else {
+                continue;
+            };
+            // "strom (hold 66 ms)"; a run without a hold is strom's default.
+            let hold = server(r)
+                .split("hold ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(66.0);
+            let per = frames_per_send(hold);
+            let floor = |reader: &str| {
+                floors
+                    .iter()
+                    .find(|x| {
+                        x.get("n").and_then(Value::as_u64) == Some(n)
+                            && x.get("frames_per_send").and_then(Value::as_u64) == Some(per)
+                            && x.get("reader").and_then(Value::as_str) == Some(reader)
+                    })
+                    .and_then(|x| f(x, "cpu_s_per_gb"))
+            };
+            let (fc, ft) = (floor("c-epoll"), floor("strom-load"));
+            let ng = nginx.iter().find(|x| x.0 == n).map(|x| x.1);
+            let row = by_hold.entry((n, hold as u64)).or_default();
+            row.strom.push(cpu);
+            row.delay_p99.extend(f(&p, "delay_ms_p99"));
+            row.floor_c.extend(fc.map(|x| cpu / x));
+            row.floor_tool.extend(ft.map(|x| cpu / x));
+            row.nginx.extend(ng.map(|x| cpu / x));
+            let _ = writeln!(
+                out,
+                "| {} | {n} | {hold:.0} | {cpu:.3} | {} | {} ({per}) / {} | {} / {} | {} | {} |",
+                i + 1,
+                fmt(f(&p, "delay_ms_p99"), 1),
+                fmt(fc, 3),
+                fmt(ft, 3),
+                fmt(fc.map(|x| cpu / x), 2),
+                fmt(ft.map(|x| cpu / x), 2),
+                fmt(ng, 3),
+                fmt(ng.map(|x| cpu / x), 2),
+            );
+        }
+    }
+    let _ = writeln!(out, "\n### Medians over the rounds, and issue 11's targets\n");
+    let _ = writeln!(
+        out,
+        "| N | write hold, ms | rounds | strom CPU-s per GB | × floor, C reader / strom-load reader | × nginx-rtmp | \
+         probe delay p99, median / worst round, ms | targets |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|");
+    for ((n, hold), r) in by_hold {
+        let worst = r.delay_p99.iter().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let delay = median(r.delay_p99);
+        let (fc, ft, ng) = (median(r.floor_c), median(r.floor_tool), median(r.nginx));
+        // Issue 11: hold 0 ≤ 1.15× the one-frame floor, ≤ 1.0× nginx-rtmp, delay p99 ≤ 25 ms; the default hold
+        // ≤ 1.2× the floor of its batch size, ≤ 0.45× nginx-rtmp, delay p99 ≤ 100 ms.
+        let limits = match hold {
+            0 => Some((1.15, 1.0, 25.0)),
+            66 => Some((1.2, 0.45, 100.0)),
+            _ => None,
+        };
+        let verdict = limits.map_or_else(
+            || "–".to_string(),
+            |(lf, ln, ld)| {
+                let floor_ok = [fc, ft].iter().flatten().all(|x| *x <= lf);
+                format!(
+                    "floor ≤ {lf}×: {}; nginx-rtmp ≤ {ln}×: {}; delay ≤ {ld} ms: {}",
+                    check(floor_ok && (fc.is_some() || ft.is_some())),
+                    ng.map_or("–", |x| check(x <= ln)),
+                    delay.map_or("–", |x| check(x <= ld)),
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "| {n} | {hold} | {} | {} | {} / {} | {} | {} / {} | {verdict} |",
+            r.strom.len(),
+            fmt(median(r.strom), 3),
+            fmt(fc, 2),
+            fmt(ft, 2),
+            fmt(ng, 2),
+            fmt(delay, 1),
+            fmt(worst, 1),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_maps_to_the_frames_of_its_batch() {
+        assert_eq!(frames_per_send(0.0), 1);
+        assert_eq!(frames_per_send(66.0), 3);
+        assert_eq!(frames_per_send(33.0), 2);
+    }
+
+    #[test]
+    fn rounds_pair_each_strom_run_with_the_floor_and_nginx_of_its_round() {
+        let dir = std::env::temp_dir().join(format!("strom-rounds-{}", std::process::id()));
+        let mut dirs = Vec::new();
+        for (round, (strom0, floor1)) in [(0.9, 0.8), (1.2, 1.0), (1.0, 0.9)].into_iter().enumerate() {
+            let d = dir.join(format!("round-{}", round + 1));
+            std::fs::create_dir_all(&d).unwrap();
+            let run = |server: &str, cpu: f64, p99: f64| {
+                format!(
+                    "{{\"scenario\":\"fanout\",\"server\":\"{server}\",\"server_cpu_s_per_gb\":{cpu},\
+                     \"protocols\":{{\"rtmp\":{{\"players\":1000,\"delay_ms_p99\":{p99}}}}}}}"
+                )
+            };
+            let results = [run("strom (hold 0 ms)", strom0, 20.0), run("nginx-rtmp", 1.8, 30.0)].join("\n");
+            std::fs::write(d.join("results.jsonl"), results).unwrap();
+            let floor = format!(
+                "{{\"n\": 1000, \"frames_per_send\": 1, \"reader\": \"c-epoll\", \"cpu_s_per_gb\": {floor1}}}\n\
+                 {{\"n\": 1000, \"frames_per_send\": 1, \"reader\": \"strom-load\", \"cpu_s_per_gb\": {floor1}}}"
+            );
+            std::fs::write(d.join("floor.jsonl"), floor).unwrap();
+            dirs.push(d);
+        }
+        let text = rounds(&dirs).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        // Round ratios 1.125, 1.2, 1.11: median 1.125 (the median of the ratios, not the ratio of the medians).
+        assert!(
+            text.contains("| 1000 | 0 | 3 | 1.000 | 1.12 / 1.12 | 0.56 | 20.0 / 20.0 | floor ≤ 1.15×: met"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 2 | 1000 | 0 | 1.200 | 20.0 | 1.000 (1) / 1.000 | 1.20 / 1.20 | 1.800 | 0.67 |"),
+            "{text}"
+        );
+    }
+}
