@@ -304,8 +304,8 @@ struct RoundRatios {
 /// The fan-out rounds of `bench/run --rounds K` (one directory per round, each with the round's `results.jsonl`
 /// and `floor.jsonl`): per round and write hold, strom's RTMP CPU per delivered GB against the floor of its batch
 /// size (both readers) and against nginx-rtmp, all measured within that round; then the median of each ratio
-/// (and of the probe delay p99) over the rounds, checked against issue 11's targets. Rounds interleave the servers, so a machine whose speed
-/// drifts during the run moves both sides of a ratio alike.
+/// (and of the probe delay p99) over the rounds, checked against issue 11's targets. Rounds interleave the
+/// servers, so a machine whose speed drifts during the run moves both sides of a ratio alike.
 pub fn rounds(dirs: &[PathBuf]) -> Result<String, String> {
     let read = |path: PathBuf| -> Result<Vec<Value>, String> {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
