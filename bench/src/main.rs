@@ -112,9 +112,9 @@ struct RunArgs {
     /// RTMP, HTTP-FLV and LL-HLS probe players per protocol: K players spread evenly over the first step's join
     /// order (every N/K-th) parse every frame (media rate, join, live delay); the others read like real players and
     /// count bytes only (as soon as readable, reads of at most 64 KiB, no parsing: the tool's CPU stays out of the
-    /// server's way). Spread, not the first K: a server that writes its players in join order would otherwise
-    /// serve the probes first in every burst, and their delay would be its best, not its typical. Default: every
-    /// player is a probe.
+    /// server's way). Spread, not the first K: a server that writes its players in a fixed order (by join time)
+    /// would give the probes the same place in every burst, first or last, and their delay would be its best or
+    /// its worst, not its typical. Default: every player is a probe.
     #[arg(long)]
     probe_players: Option<usize>,
     /// Seconds of publishing before the first player (the server's RSS baseline is taken after it: strom keeps
