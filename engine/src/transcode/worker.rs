@@ -433,16 +433,11 @@ impl State {
     /// Stops encoding rung `i` for lack of CPU: its stream is released and it leaves the master playlist.
     fn shed(&mut self, i: usize, w: Window) {
         let Some(o) = self.outs.get_mut(i) else { return };
-        if o.publisher.take().is_none() {
+        if o.publisher.is_none() {
             return;
         }
-        o.shed = true;
-        o.started = false;
-        o.audio.clear();
-        self.pipeline.pause(i);
-        self.ctx.metrics.rungs_active.dec();
-        self.ctx.metrics.rungs_shed.inc();
-        set_active(&self.ctx.ladders, &self.ctx.key, i, false);
+        // Logged before anything else shows the shed (the rung's stream, the metrics), so whoever sees those
+        // finds the reason in the log.
         warn!(
             stream = %self.ctx.key,
             rung = %o.plan.name,
@@ -451,6 +446,14 @@ impl State {
             end_wait_ms = w.end_wait.as_millis() as u64,
             "the ladder is behind real time: shedding its costliest rung"
         );
+        o.publisher = None;
+        o.shed = true;
+        o.started = false;
+        o.audio.clear();
+        self.pipeline.pause(i);
+        self.ctx.metrics.rungs_active.dec();
+        self.ctx.metrics.rungs_shed.inc();
+        set_active(&self.ctx.ladders, &self.ctx.key, i, false);
     }
 
     /// Encodes shed rung `i` again: claims its stream back; it starts at the next source keyframe.
@@ -462,18 +465,19 @@ impl State {
         let key = o.plan.key.clone();
         match self.ctx.rt.block_on(self.ctx.streams.publish(&key)) {
             Ok(p) => {
-                o.publisher = Some(p);
-                o.shed = false;
-                self.pipeline.resume(i);
-                self.ctx.metrics.rungs_active.inc();
-                self.ctx.metrics.rungs_shed.dec();
-                set_active(&self.ctx.ladders, &self.ctx.key, i, true);
+                // Logged before the metrics and the master playlist show it (as a shed is).
                 info!(
                     stream = %self.ctx.key,
                     rung = %o.plan.name,
                     realtime_ratio = format!("{:.2}", w.ratio),
                     "the ladder has room again: restoring a shed rung"
                 );
+                o.publisher = Some(p);
+                o.shed = false;
+                self.pipeline.resume(i);
+                self.ctx.metrics.rungs_active.inc();
+                self.ctx.metrics.rungs_shed.dec();
+                set_active(&self.ctx.ladders, &self.ctx.key, i, true);
             }
             Err(e) => warn!(stream = %self.ctx.key, rung = %key, error = %e, "cannot claim the shed rung back"),
         }
