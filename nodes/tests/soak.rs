@@ -33,8 +33,8 @@
 //!   was killed), and every node is still running.
 //!
 //! `#[ignore]`d: `cargo test -p strom --test soak -- --ignored --nocapture` (CI: `nodes/scripts/test.sh`, 3 minutes;
-//! `bench/soak`). `STROM_SOAK_REPORT=<file>` writes the report (JSON, with every sample) there, and the WARN/ERROR
-//! lines of every node run next to it; `STROM_SOAK_SEED` makes a run's random choices again
+//! `bench/soak`). `STROM_SOAK_REPORT=<file>` writes the report (JSON, with every sample) there, and every node run's
+//! log and its WARN/ERROR lines next to it; `STROM_SOAK_SEED` makes a run's random choices again
 //! (timings still differ); `STROM_SOAK_HOLD_SECS` keeps the drained nodes that long for a look from outside.
 
 #[path = "common/abuse.rs"]
@@ -1377,6 +1377,7 @@ fn soak() {
         if let Some(path) = &report_path {
             let dir = path.parent().map(PathBuf::from).unwrap_or_default();
             let _ = std::fs::write(dir.join(format!("{name}.warn.log")), wl.join("\n"));
+            let _ = std::fs::write(dir.join(format!("{name}.log")), log);
         }
     }
     eprintln!("log WARN/ERROR lines per node run: {}", serde_json::to_string(&warn_counts).unwrap_or_default());
