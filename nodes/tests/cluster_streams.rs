@@ -374,6 +374,48 @@ fn assert_earlier_files_play(nodes: &[NetNode], key: &str) {
     assert!(failures.is_empty(), "strom-0's files from every node asked:\n{}\n{text}", failures.join("\n"));
 }
 
+/// Decodes strom-1's playlist of `key` from its first listed segment (strom-0's window, then strom-1's own after
+/// the discontinuity) with ffprobe, as a player that ignores `EXT-X-DISCONTINUITY` (FFmpeg's HLS demuxer, hence
+/// ffplay and VLC's FFmpeg path) does: the video's timestamps must go on across the hand-over, not start over
+/// (such a player would stall, or wait as long as the jump forward).
+fn assert_timestamps_go_on_across_the_hand_over(nodes: &[NetNode], key: &str) {
+    let owner = nodes.iter().find(|n| n.name() == "strom-1").expect("strom-1 among the nodes");
+    let text = playlist(owner, key).1;
+    let (before, _) = text.rsplit_once("#EXT-X-DISCONTINUITY").expect("a discontinuity");
+    let earlier: f64 = before
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|d| d.trim_end_matches(',').split(',').next()?.parse::<f64>().ok())
+        .sum();
+    let url = owner.http_url(&format!("/{key}/index.m3u8"));
+    let out = run_with_timeout(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-live_start_index", "0", "-select_streams", "v:0"])
+            .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+            .args(["-read_intervals", &format!("%+{}", earlier + 2.0)])
+            .arg(&url),
+        Duration::from_secs_f64(earlier + 30.0),
+    );
+    let pts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    assert!(
+        pts.len() as f64 >= (earlier + 1.0) * 15.0,
+        "{} frames for {earlier:.1} s listed before the hand-over\n{text}",
+        pts.len()
+    );
+    if let Some(i) = pts.windows(2).position(|w| w[1] <= w[0]) {
+        panic!("timestamps go back across the hand-over at frame {i}: {} then {}\n{text}", pts[i], pts[i + 1]);
+    }
+    let span = pts[pts.len() - 1] - pts[0];
+    assert!(
+        span >= earlier + 1.0 && span < earlier + 10.0,
+        "{span:.2} s of timestamps for {} frames\n{text}",
+        pts.len()
+    );
+}
+
 #[test]
 fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over() {
     // A rolling restart of the owner's pod: strom-0 is SIGTERMed, cuts its publisher (no drain here), repeats the
@@ -405,19 +447,38 @@ fn a_stopping_owner_s_segments_are_served_by_the_node_that_takes_its_stream_over
         nodes[0].log_tail(30)
     );
     assert_earlier_files_play(&nodes[1..], key);
+    assert_timestamps_go_on_across_the_hand_over(&nodes[1..], key);
 }
 
 #[test]
 fn a_publisher_back_on_another_node_keeps_every_listed_file_playable() {
     // OBS stops (deleteStream) and streams again within the grace through the Service, landing on strom-1: strom-1
     // continues strom-0's playlist, listing strom-0's segments first; every file it lists plays from every node.
+    // An HTTP-FLV player on strom-1 meanwhile (strom-1 relays the stream, and its relay becomes the owned stream)
+    // sees one timeline throughout, and so does HLS across the hand-over.
     let key = "live/comeback";
     let (_net, nodes) = cluster(3);
     let mut p0 = publish(&nodes[0].rtmp_url(key), &source(10.0));
     wait_segments(&nodes[1], key, 3, Duration::from_secs(30));
+    let flv_url = nodes[1].http_url(&format!("/{key}.flv"));
+    let flv = std::thread::spawn(move || probe_until_end(&flv_url, Duration::from_secs(25)));
     p0.wait(Duration::from_secs(30)).expect("the first publisher ends");
     let _p1 = publish(&nodes[1].rtmp_url(key), &source(60.0));
     assert_earlier_files_play(&nodes, key);
+    assert_timestamps_go_on_across_the_hand_over(&nodes, key);
+    assert!(
+        nodes[1].log().contains("the relayed stream is this node's now"),
+        "strom-1's relay became the owned stream:\n{}",
+        nodes[1].log_tail(30)
+    );
+    let (pts, stderr) = flv.join().expect("the FLV reader");
+    assert!(pts.len() >= 200, "the FLV player on strom-1 decoded {} frames: {stderr}", pts.len());
+    let back = pts.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert_eq!(back, 0, "the FLV player's timestamps went back or stood still {back} times");
+    // Nor do they jump ahead (a player would freeze that long): the stream's last picture, repeated while the
+    // publisher was away, fills the time between the two publishers.
+    let jump = pts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(jump < 1.5, "the FLV player's timestamps jumped {jump:.2} s ahead");
 }
 
 #[test]

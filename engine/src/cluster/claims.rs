@@ -55,6 +55,10 @@ pub fn band(node: &str) -> u64 {
     1 + n % BANDS
 }
 
+/// Where a new owner continues a stream's HLS: first media sequence number, discontinuity number, and the stream
+/// time (ms) the previous owner had reached (see [`Claims::takeover`]).
+pub type HlsResume = (u64, u64, Option<u32>);
+
 /// An owner's pushed HLS position (see [`crate::cluster::wire::Cast::HlsState`]).
 #[derive(Debug, Clone)]
 pub struct OwnerState {
@@ -70,6 +74,8 @@ pub struct OwnerState {
     pub ended: bool,
     /// Its playlist text.
     pub playlist: Option<Bytes>,
+    /// The stream time (ms) its segmenter had reached (`None` from a node of an earlier release).
+    pub timeline_ms: Option<u32>,
     /// When it arrived.
     pub at: Instant,
 }
@@ -161,16 +167,17 @@ impl Claims {
     }
 
     /// Where `node` continues the playlist of `key` if another node had it live within `max_age`: the first
-    /// media sequence number (above every number any owner used; `fenced`: in `node`'s band) and the
-    /// discontinuity number.
-    pub fn takeover(&self, key: &str, node: &str, fenced: bool, max_age: Duration, now: Instant) -> Option<(u64, u64)> {
+    /// media sequence number (above every number any owner used; `fenced`: in `node`'s band), the
+    /// discontinuity number, and the stream time the newest owner had reached.
+    pub fn takeover(&self, key: &str, node: &str, fenced: bool, max_age: Duration, now: Instant) -> Option<HlsResume> {
         let newest = self.newest(key, max_age, now)?;
         if newest.ended {
             return None;
         }
         let k = &self.keys[key];
+        let timeline_ms = newest.timeline_ms;
         if fenced {
-            return Some((k.max_next_msn + band(node) * BAND, k.max_discontinuity));
+            return Some((k.max_next_msn + band(node) * BAND, k.max_discontinuity, timeline_ms));
         }
         // The number after the last one any owner used: the next MSN itself when the newest owner had nothing
         // open under it (its publisher left, its last segment closed: no part of that number exists), else one
@@ -185,7 +192,7 @@ impl Claims {
             Some((msn, 0)) if msn == k.max_next_msn => k.max_next_msn,
             _ => k.max_next_msn + 1,
         };
-        Some((first, k.max_discontinuity))
+        Some((first, k.max_discontinuity, timeline_ms))
     }
 
     /// The playlist the owner whose claim dates from `since_ms` pushed last.
@@ -241,6 +248,7 @@ mod tests {
             discontinuity: 1,
             ended: false,
             playlist: Some(Bytes::from(format!("#EXTM3U\n#{since_ms}\n"))),
+            timeline_ms: None,
             at,
         }
     }
@@ -272,15 +280,15 @@ mod tests {
         let now = Instant::now();
         let mut c = Claims::new(Duration::from_secs(600));
         c.pushed("live/a", state(1, 100, 57, now));
-        let (b, disc) = c.takeover("live/a", "strom-1", true, Duration::from_secs(15), now).unwrap();
-        let (c2, _) = c.takeover("live/a", "strom-2", true, Duration::from_secs(15), now).unwrap();
+        let (b, disc, _) = c.takeover("live/a", "strom-1", true, Duration::from_secs(15), now).unwrap();
+        let (c2, _, _) = c.takeover("live/a", "strom-2", true, Duration::from_secs(15), now).unwrap();
         assert_eq!(disc, 1);
         // The old owner goes on from 57, strom-1 and strom-2 from their bands: no number is shared for BAND
         // segments.
         assert!(b >= 57 + BAND && c2 >= b + BAND, "{b} {c2}");
         // The next owner continues above every number pushed, its own included.
         c.pushed("live/a", state(2, 200, b + 10, now));
-        let (next, _) = c.takeover("live/a", "strom-0", true, Duration::from_secs(15), now).unwrap();
+        let (next, _, _) = c.takeover("live/a", "strom-0", true, Duration::from_secs(15), now).unwrap();
         assert!(next > b + 10);
         assert_eq!(c.next_epoch("live/a"), 3);
     }
@@ -298,12 +306,30 @@ mod tests {
         let open = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\na-7.m4s\n\
                     #EXT-X-PART:DURATION=0.200,URI=\"a-p81.m4s\"\n";
         c.pushed("live/a", with(8, open));
-        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1)));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1, None)));
         // Segment 8 closed (the publisher left) and nothing open: 9 itself.
         let closed = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.200\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000,\na-7.m4s\n\
                       #EXTINF:0.433,\na-8.m4s\n#EXT-X-PROGRAM-DATE-TIME:2026-12-06T20:28:54.483Z\n";
         c.pushed("live/a", with(9, closed));
-        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1)));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((9, 1, None)));
+    }
+
+    #[test]
+    fn a_takeover_continues_the_stream_time_of_the_owner_that_pushed_last() {
+        let now = Instant::now();
+        let mut c = Claims::new(Duration::from_secs(600));
+        let mut first = state(1, 100, 10, now);
+        first.timeline_ms = Some(20_000);
+        c.pushed("live/a", first);
+        let mut second = state(2, 200, 12, now + Duration::from_secs(1));
+        second.timeline_ms = Some(4_000);
+        c.pushed("live/a", second);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), later), Some((13, 1, Some(4_000))));
+        assert_eq!(
+            c.takeover("live/a", "strom-1", true, Duration::from_secs(15), later).map(|t| t.2),
+            Some(Some(4_000))
+        );
     }
 
     #[test]
@@ -311,9 +337,12 @@ mod tests {
         let now = Instant::now();
         let mut c = Claims::new(Duration::from_secs(600));
         c.pushed("live/a", state(1, 100, 57, now));
-        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((58, 1)));
+        assert_eq!(c.takeover("live/a", "strom-1", false, Duration::from_secs(15), now), Some((58, 1, None)));
         c.pushed("live/a", state(2, 200, 3 * BAND + 9, now));
-        assert_eq!(c.takeover("live/a", "strom-0", false, Duration::from_secs(15), now), Some((3 * BAND + 10, 1)));
+        assert_eq!(
+            c.takeover("live/a", "strom-0", false, Duration::from_secs(15), now),
+            Some((3 * BAND + 10, 1, None))
+        );
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Cluster {
             ended: pos.ended,
             playlist: pos.playlist.clone(),
             epoch,
+            timeline_ms: pos.timeline_ms,
         };
         let bytes = msg.encode();
         for agent in super::remote_members(NODE_GROUP) {
@@ -427,10 +428,10 @@ impl Cluster {
     }
 
     /// Where this node continues the HLS playlist of `key` if it was live on another node within `max_age`:
-    /// `(first msn, discontinuity)`, above every number another owner used; in this node's numbering band while
+    /// `(first msn, discontinuity, stream time reached)`, above every number another owner used; in this node's numbering band while
     /// a peer declared down by the heartbeat deadline may still be alive behind a partition (see
     /// [`super::claims`]), so two owners never give one number to two segments.
-    pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<(u64, u64)> {
+    pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<super::claims::HlsResume> {
         let now = Instant::now();
         let fenced = {
             let mut suspects = lock(&self.shared.suspects);
@@ -612,11 +613,12 @@ impl Actor for NodeAgent {
     ) -> Result<(), ActorProcessingErr> {
         if let RemoteMsg::Cast(bytes) = msg {
             match Cast::decode(bytes) {
-                Ok(Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch }) => {
+                Ok(Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch, timeline_ms }) => {
                     let mut g = lock(&st.shared.hls);
                     // Every owner's state is kept by its claim (two owners push side by side until a heal settles).
                     let at = Instant::now();
-                    let state = OwnerState { epoch, since_ms, next_msn, discontinuity, ended, playlist, at };
+                    let state =
+                        OwnerState { epoch, since_ms, next_msn, discontinuity, ended, playlist, timeline_ms, at };
                     g.pushed(&key, state);
                     if let Some(w) = lock(&st.shared.hls_waiters).get(&key) {
                         w.notify_waiters();
@@ -1083,6 +1085,7 @@ impl MembershipState {
                         ended: s.ended,
                         playlist: s.playlist,
                         epoch: s.epoch,
+                        timeline_ms: s.timeline_ms,
                     };
                     let _ = agent.cast(RemoteMsg::Cast(msg.encode()));
                 }

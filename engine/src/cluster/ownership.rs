@@ -248,7 +248,7 @@ impl Ownership for ClusterOwnership {
     }
 
     fn takeover(&self, key: &StreamKey, grace: Duration) -> Takeover {
-        let resume = self.cluster.hls_resume(key, grace).map(|(next_msn, discontinuity)| {
+        let resume = self.cluster.hls_resume(key, grace).map(|(next_msn, discontinuity, timeline_ms)| {
             // The previous owner's playlist as other nodes serve it now (its open segment closed): listed first.
             let window = self
                 .cluster
@@ -257,7 +257,7 @@ impl Ownership for ClusterOwnership {
                 .unwrap_or_default();
             // Listed here, the window's files must be served here: copy them while the previous owner is there.
             self.cluster.copy_earlier(key, window_files(&window));
-            Resume { next_msn, discontinuity, window }
+            Resume { next_msn, discontinuity, window, timeline_ms }
         });
         Takeover { epoch: self.cluster.next_epoch(key), resume }
     }

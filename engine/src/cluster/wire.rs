@@ -124,6 +124,10 @@ pub enum Cast {
         playlist: Option<Bytes>,
         /// The owner's claim epoch (see [`Response::Claim`]); a trailing field, 0 from a node that sends none.
         epoch: u64,
+        /// The stream time (ms) the owner's segmenter had reached (see
+        /// [`crate::stream::segmenter::HlsView::timeline_ms`]); a trailing field, `None` from a node that sends
+        /// none. Fields added after it are skipped by this release.
+        timeline_ms: Option<u32>,
     },
     /// To a node agent that just joined: the sender has passed on every HLS state it knows (each as an
     /// [`Cast::HlsState`], before this). A node of the previous release drops it (unknown tag) with a warning.
@@ -468,8 +472,8 @@ impl Cast {
                 o
             }
             Cast::Tick => header(6, 0),
-            Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch } => {
-                let mut o = header(7, 48 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
+            Cast::HlsState { key, since_ms, next_msn, discontinuity, ended, playlist, epoch, timeline_ms } => {
+                let mut o = header(7, 52 + key.len() + playlist.as_ref().map_or(0, Bytes::len));
                 put_bytes(&mut o, key.as_bytes());
                 o.put_u64(*since_ms);
                 o.put_u64(*next_msn);
@@ -477,6 +481,9 @@ impl Cast {
                 o.put_u8(*ended as u8);
                 put_opt(&mut o, playlist);
                 o.put_u64(*epoch);
+                if let Some(ms) = timeline_ms {
+                    o.put_u32(*ms);
+                }
                 o
             }
             Cast::Synced => header(8, 0),
@@ -519,16 +526,22 @@ impl Cast {
             }
             5 => Cast::End { reason: r.string("reason")? },
             6 => Cast::Tick,
-            7 => Cast::HlsState {
-                key: r.string("key")?,
-                since_ms: r.u64("since_ms")?,
-                next_msn: r.u64("next_msn")?,
-                discontinuity: r.u64("discontinuity")?,
-                ended: r.bool("ended")?,
-                playlist: r.opt_bytes("playlist")?,
-                // Added later: a node of the previous release sends no epoch.
-                epoch: if r.buf.has_remaining() { r.u64("epoch")? } else { 0 },
-            },
+            7 => {
+                let state = Cast::HlsState {
+                    key: r.string("key")?,
+                    since_ms: r.u64("since_ms")?,
+                    next_msn: r.u64("next_msn")?,
+                    discontinuity: r.u64("discontinuity")?,
+                    ended: r.bool("ended")?,
+                    playlist: r.opt_bytes("playlist")?,
+                    // Added later: a node of an earlier release sends no epoch, or no stream time.
+                    epoch: if r.buf.has_remaining() { r.u64("epoch")? } else { 0 },
+                    timeline_ms: if r.buf.has_remaining() { Some(r.u32("timeline_ms")?) } else { None },
+                };
+                // What a later release adds after these is not this release's to read.
+                r.buf.advance(r.buf.remaining());
+                state
+            }
             8 => Cast::Synced,
             _ => return Err(r.error("cast tag")),
         };
@@ -1024,6 +1037,7 @@ mod tests {
                 ended: false,
                 playlist: Some(Bytes::from_static(b"#EXTM3U\n")),
                 epoch: 3,
+                timeline_ms: Some(4_000_000_000),
             },
         ];
         for c in casts {
@@ -1132,11 +1146,19 @@ mod tests {
             ended: false,
             playlist: None,
             epoch: 2,
+            timeline_ms: Some(90_000),
         };
         let mut old = state.encode();
+        old.truncate(old.len() - 4);
+        let Ok(Cast::HlsState { epoch, timeline_ms, .. }) = Cast::decode(old.clone()) else { panic!("no HlsState") };
+        assert_eq!((epoch, timeline_ms), (2, None));
         old.truncate(old.len() - 8);
         let Ok(Cast::HlsState { epoch, next_msn, .. }) = Cast::decode(old) else { panic!("no HlsState") };
         assert_eq!((epoch, next_msn), (0, 12));
+        // A later release's fields after these are skipped.
+        let mut newer = state.encode();
+        newer.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(Cast::decode(newer).unwrap(), state);
     }
 
     #[test]

@@ -205,20 +205,65 @@ const FILL_INTERVAL: Duration = Duration::from_millis(200);
 const HANDOVER_LEAD: Duration = Duration::from_millis(400);
 
 /// Maps a publisher's timestamps onto the stream's continuous timeline.
+///
+/// A local publisher's session starts one frame interval after the last frame out (or after the time another
+/// node's stream had reached, for a stream taken over from it: see [`Resume::timeline_ms`]), so players and HLS
+/// see timestamps go on across reconnects and hand-overs. A relay's session keeps its upstream's timestamps as
+/// they are while they go forward from there: a relay stream runs on its owner's timeline, so when a local
+/// publisher takes it over (see `StreamMsg::Promote`), the playlist it continues goes on in the owner's time.
 #[derive(Debug, Default)]
 struct Timeline {
     first_in: Option<u32>,
     session_base: u32,
     last_out: Option<u32>,
     last_video_delta: u32,
+    /// Where another node's stream of this key had reached: sessions start after it (and after `last_out`).
+    after: Option<u32>,
+}
+
+/// Whether stream time `a` is after `b` (wrapping, as 32-bit millisecond timestamps do).
+fn later(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 impl Timeline {
+    /// A timeline whose first session continues after `after` (another node's stream time).
+    fn after(after: Option<u32>) -> Timeline {
+        Timeline { after, ..Default::default() }
+    }
+
+    /// Sessions from now on also continue after `t` (another node's stream time), if it is later.
+    fn continue_after(&mut self, t: Option<u32>) {
+        if let Some(t) = t {
+            self.after = Some(self.after.filter(|&a| later(a, t)).unwrap_or(t));
+        }
+    }
+
     fn new_session(&mut self) {
         self.first_in = None;
         // Continue 1 frame interval (default ~40 ms) after the last output.
-        self.session_base =
-            self.last_out.map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40))).unwrap_or(0);
+        let last = match (self.last_out, self.after) {
+            (Some(o), Some(a)) => Some(if later(a, o) { a } else { o }),
+            (o, a) => o.or(a),
+        };
+        self.session_base = last.map(|t| t.wrapping_add(self.last_video_delta.clamp(1, 1000).max(40))).unwrap_or(0);
+    }
+
+    /// As [`Timeline::map`], for a relay: the upstream's own timestamps, unless they would go back (the upstream
+    /// is another owner's, behind this stream's time), then continued as a new session is. Sequence headers do
+    /// not start a session: their timestamps say nothing of where media is.
+    fn map_relayed(&mut self, ts: u32, kind: MediaKind, header: bool) -> u32 {
+        if self.first_in.is_none() {
+            if header {
+                return self.session_base;
+            }
+            // `session_base` is where a continued session would start: the upstream keeps its timestamps if they
+            // are not before it.
+            if self.last_out.or(self.after).is_none() || !later(self.session_base, ts) {
+                self.session_base = ts;
+            }
+        }
+        self.map(ts, kind)
     }
 
     /// A frame made here (a repeated picture) at `ts`: the next session continues after it.
@@ -331,6 +376,7 @@ impl Actor for StreamActor {
         myself: ActorRef<StreamMsg>,
         args: StreamArgs,
     ) -> Result<StreamState, ActorProcessingErr> {
+        let timeline = Timeline::after(args.hls_resume.as_ref().and_then(|r| r.timeline_ms));
         let seg_queue = QueueBudget::new(args.config.stream.queue_max_bytes);
         let segmenter = match args.relay_from {
             Some(_) => None,
@@ -375,7 +421,7 @@ impl Actor for StreamActor {
             audio_header: None,
             gop: Arc::default(),
             gop_bytes: 0,
-            timeline: Timeline::default(),
+            timeline,
             last_idr: None,
             last_audio_ts: None,
             filler: None,
@@ -469,7 +515,11 @@ impl Actor for StreamActor {
                 if st.publisher != Some(publisher) {
                     return Ok(());
                 }
-                frame.timestamp = st.timeline.map(frame.timestamp, frame.kind);
+                frame.timestamp = if st.relay_from.is_some() {
+                    st.timeline.map_relayed(frame.timestamp, frame.kind, frame.header)
+                } else {
+                    st.timeline.map(frame.timestamp, frame.kind)
+                };
                 st.ingest_bytes += frame.flv_body().len() as u64;
                 st.metrics.ingest_bytes.inc_by(frame.flv_body().len() as u64);
                 st.rate.add(frame.flv_body().len(), frame.kind == MediaKind::Video && !frame.header);
@@ -489,6 +539,8 @@ impl Actor for StreamActor {
                     let _ = reply.send(None);
                     return Ok(());
                 }
+                // The relay ran on the owner's timeline; the owner may have listed a little more than it relayed.
+                st.timeline.continue_after(resume.as_ref().and_then(|r| r.timeline_ms));
                 let slot = Arc::new(std::sync::OnceLock::new());
                 let args = SegmenterArgs {
                     key: st.key.clone(),
@@ -949,5 +1001,43 @@ mod tests {
         let first = t.map(0, MediaKind::Video);
         assert!(first > 33 && first <= 33 + 1000, "{first}");
         assert_eq!(t.map(33, MediaKind::Video), first + 33);
+    }
+
+    #[test]
+    fn a_stream_taken_over_continues_the_time_the_previous_owner_had_reached() {
+        // The previous owner's segmenter had reached 20.7 s; the new publisher starts at 0.
+        let mut t = Timeline::after(Some(20_700));
+        t.new_session();
+        let first = t.map(0, MediaKind::Video);
+        assert!(first > 20_700 && first <= 20_700 + 1000, "{first}");
+        assert_eq!(t.map(33, MediaKind::Video), first + 33);
+        // Without a previous owner's time: from zero.
+        let mut t = Timeline::after(None);
+        t.new_session();
+        assert_eq!(t.map(500, MediaKind::Video), 0);
+    }
+
+    #[test]
+    fn a_relay_keeps_its_owner_s_time_and_a_promoted_relay_continues_it() {
+        let mut t = Timeline::default();
+        t.new_session();
+        // The owner is 60 s into its stream: the relay keeps its timestamps (headers do not start the session).
+        assert_eq!(t.map_relayed(0, MediaKind::Video, true), 0);
+        assert_eq!(t.map_relayed(60_000, MediaKind::Video, false), 60_000);
+        assert_eq!(t.map_relayed(60_033, MediaKind::Video, false), 60_033);
+        // The owner's publisher leaves; its next owner goes on in the same time: still kept.
+        t.new_session();
+        assert_eq!(t.map_relayed(62_000, MediaKind::Video, false), 62_000);
+        // A next owner behind this stream's time (an earlier release's, from zero): continued instead.
+        t.new_session();
+        let cont = t.map_relayed(100, MediaKind::Video, false);
+        assert!(cont > 62_000 && cont <= 63_000, "{cont}");
+        assert_eq!(t.map_relayed(133, MediaKind::Video, false), cont + 33);
+        // Promoted: the owner had listed up to 70 s (it relayed less); the local publisher continues after that.
+        t.continue_after(Some(70_000));
+        t.continue_after(Some(69_000));
+        t.new_session();
+        let local = t.map(0, MediaKind::Video);
+        assert!(local > 70_000 && local <= 71_000, "{local}");
     }
 }

@@ -72,6 +72,9 @@ pub struct CmafSegmenter {
     jumps: TimestampJumps,
     headers: [Option<MediaFrame>; 2],
     jump_warned: bool,
+    /// The stream time of the newest media frame taken (see [`HlsView::timeline_ms`]); a resumed playlist starts
+    /// from the previous owner's.
+    newest_ts: Option<u32>,
 }
 
 impl CmafSegmenter {
@@ -119,6 +122,7 @@ impl CmafSegmenter {
             jumps: TimestampJumps::default(),
             headers: [None, None],
             jump_warned: false,
+            newest_ts: resume.as_ref().and_then(|r| r.timeline_ms),
         };
         if seeded {
             // The previous owner's segments are this node's playlist until its own first part joins them.
@@ -134,6 +138,9 @@ impl CmafSegmenter {
 
     /// A frame on the stream's timeline.
     pub fn on_frame(&mut self, f: &MediaFrame) {
+        if !f.header {
+            self.newest_ts = Some(f.timestamp);
+        }
         if f.header {
             self.headers[usize::from(f.kind == MediaKind::Audio)] = Some(f.clone());
         } else if self.jumps.jumped(f.timestamp) {
@@ -299,6 +306,7 @@ impl CmafSegmenter {
             self.playlist.target_duration(),
             files,
             self.finished.clone(),
+            self.newest_ts,
         );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());

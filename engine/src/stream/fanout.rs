@@ -8,7 +8,7 @@
 //! A player that falls more than a ring behind gets `Lagged`: [`PlayerFeed`] counts the lost frames
 //! (`strom_frames_dropped_total{reason="slow_player"}`; `reason="slow_relay"` for a relay sender feeding another
 //! cluster node, `slow_encoder` for a ladder's encoder) and skips to the next keyframe. The publisher never waits.
-//! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero.
+//! [`PlayerFeed`] also rebases timestamps so every player's timeline starts near zero (a relay's keeps the stream's).
 //!
 //! Writers cost per write and per wake-up, not per byte (a loopback or NIC send is mostly fixed cost), so viewers
 //! write in batches ([`PlayerFeed::coalesce`]). The stream decides once for all of them when a batch is complete
@@ -292,7 +292,9 @@ pub struct PlayerFeed {
     coalesce: bool,
     /// Players (RTMP, HTTP-FLV) and relays stay attached while the publisher is away; encoders end.
     survives_reconnect: bool,
-    /// A relay passes the publisher's leaving on ([`PlayerItem::PublisherLeft`]).
+    /// A relay passes the publisher's leaving on ([`PlayerItem::PublisherLeft`]), and the stream's timestamps as
+    /// they are (the relay stream on the other node runs on this stream's timeline; see
+    /// `crate::stream::actor`'s `Timeline`).
     forwards_gaps: bool,
     /// Stop taking items once a batch carries this many payload bytes.
     max_bytes: usize,
@@ -329,7 +331,8 @@ impl PlayerFeed {
             feed.pending.push_back(PlayerItem::Metadata(m));
         }
         for h in [sub.video_header, sub.audio_header].into_iter().flatten() {
-            feed.pending.push_back(PlayerItem::Frame(h, 0));
+            let ts = if feed.forwards_gaps { h.timestamp } else { 0 };
+            feed.pending.push_back(PlayerItem::Frame(h, ts));
         }
         for f in sub.gop.iter() {
             if let Some(item) = feed.frame_item(f.clone()) {
@@ -351,6 +354,9 @@ impl PlayerFeed {
     }
 
     fn rebase(&mut self, ts: u32) -> u32 {
+        if self.forwards_gaps {
+            return ts;
+        }
         let base = *self.base.get_or_insert(ts);
         let delta = ts.wrapping_sub(base) as i32;
         delta.max(0) as u32
@@ -360,7 +366,11 @@ impl PlayerFeed {
     fn frame_item(&mut self, f: MediaFrame) -> Option<PlayerItem> {
         if f.header {
             // Sequence headers always pass: they configure the decoder for what follows.
-            let ts = self.base.map(|_| self.rebase(f.timestamp)).unwrap_or(0);
+            let ts = match self.base {
+                _ if self.forwards_gaps => f.timestamp,
+                Some(_) => self.rebase(f.timestamp),
+                None => 0,
+            };
             return Some(PlayerItem::Frame(f, ts));
         }
         if self.waiting_keyframe {

@@ -74,6 +74,11 @@ pub struct Resume {
     /// The previous owner's segments, listed first here (without their bytes; see
     /// [`crate::formats::playlist::resumable_window`]); empty when they cannot be continued exactly.
     pub window: Vec<crate::formats::playlist::ListedSegment>,
+    /// The stream time (ms) the previous owner had reached (see
+    /// [`crate::stream::segmenter::HlsView::timeline_ms`]): the stream's timeline continues after it, so players
+    /// see timestamps go on across the hand-over instead of starting over; `None` from a node of an earlier
+    /// release.
+    pub timeline_ms: Option<u32>,
 }
 
 /// A live stream on another node that this node can relay.

@@ -81,6 +81,9 @@ pub struct HlsView {
     /// The finished segments held (listed and retained), oldest first, as a recorder reads them: it catches up
     /// by media sequence number, so it misses none unless it falls a whole window behind.
     pub finished: Arc<[Arc<FinishedSegment>]>,
+    /// The stream time (ms) of the newest media frame the segmenter had taken when it published this view: at or
+    /// past the end of everything listed. A node that takes the stream over continues its timeline after it.
+    pub timeline_ms: Option<u32>,
 }
 
 /// A finished segment with what a recording needs to list it (see [`HlsView::finished`]).
@@ -136,6 +139,7 @@ impl HlsView {
         target_secs: u64,
         files: Vec<(String, Bytes)>,
         finished: Arc<[Arc<FinishedSegment>]>,
+        timeline_ms: Option<u32>,
     ) -> HlsView {
         HlsView {
             playlist,
@@ -147,6 +151,7 @@ impl HlsView {
             target_secs,
             segments: files,
             finished,
+            timeline_ms,
         }
     }
 
@@ -326,6 +331,7 @@ impl HlsView {
             discontinuity: self.discontinuity,
             ended: self.ended,
             playlist: self.playlist.clone(),
+            timeline_ms: self.timeline_ms,
         }
     }
 }
@@ -341,6 +347,8 @@ pub struct HlsPosition {
     pub ended: bool,
     /// The playlist text, if there is a segment.
     pub playlist: Option<Bytes>,
+    /// The stream time (ms) of the newest media frame taken (see [`HlsView::timeline_ms`]).
+    pub timeline_ms: Option<u32>,
 }
 
 impl ractor::Message for SegmenterMsg {}
@@ -400,6 +408,8 @@ pub struct SegmenterState {
     view: watch::Sender<Arc<HlsView>>,
     meter: PollMeter,
     warned: bool,
+    /// The stream time of the newest media frame taken (see [`HlsView::timeline_ms`]).
+    newest_ts: Option<u32>,
 }
 
 /// A forward step of a publisher's timestamps beyond this is a jump, not media.
@@ -506,6 +516,7 @@ impl Segmenter {
             view,
             meter,
             warned: false,
+            newest_ts: args.resume.as_ref().and_then(|r| r.timeline_ms),
         }))
     }
 }
@@ -565,6 +576,9 @@ impl Actor for Segmenter {
         };
         match msg {
             SegmenterMsg::Frame(f) => {
+                if !f.header {
+                    st.newest_ts = Some(f.timestamp);
+                }
                 if !f.header && st.jumps.jumped(f.timestamp) {
                     st.metrics.hls_timestamp_jumps.inc();
                     warn!(stream = %st.key, timestamp = f.timestamp, last = st.last_ms, "publisher timestamps jumped: segment closed, next one starts a discontinuity");
@@ -810,6 +824,7 @@ impl SegmenterState {
             self.playlist.target_duration(),
             self.playlist.segments().map(|s| (s.name.clone(), s.data.clone())).collect(),
             self.finished.clone(),
+            self.newest_ts,
         );
         self.view.send_replace(Arc::new(view));
         self.meter.set_target(self.playlist.target_duration());
