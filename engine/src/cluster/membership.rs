@@ -428,9 +428,9 @@ impl Cluster {
     }
 
     /// Where this node continues the HLS playlist of `key` if it was live on another node within `max_age`:
-    /// `(first msn, discontinuity, stream time reached)`, above every number another owner used; in this node's numbering band while
-    /// a peer declared down by the heartbeat deadline may still be alive behind a partition (see
-    /// [`super::claims`]), so two owners never give one number to two segments.
+    /// `(first msn, discontinuity, stream time reached)`, the numbers above every number another owner used; in
+    /// this node's numbering band while a peer declared down by the heartbeat deadline may still be alive behind a
+    /// partition (see [`super::claims`]), so two owners never give one number to two segments.
     pub fn hls_resume(&self, key: &StreamKey, max_age: Duration) -> Option<super::claims::HlsResume> {
         let now = Instant::now();
         let fenced = {
