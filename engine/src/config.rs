@@ -140,6 +140,12 @@ pub struct HlsConfig {
     /// three parts behind live (`PART-HOLD-BACK`). The default, 200 ms (as MediaMTX), put hls.js 1.3 s behind live
     /// where 333 ms put it 2.4 s behind (same run, `lowLatencyMode` on; 6.8 s without it).
     pub part_target_ms: u32,
+    /// LL-HLS: a part asked for by its preload hint before it is complete is sent as it is produced, in chunks
+    /// of a quarter of the part target (chunked transfer), so its first frames leave ~2/3 of a part earlier
+    /// (true, the default). `false`: such a request is held and the part sent whole, at link speed, once
+    /// complete, as Apple's origin does for players that measure bandwidth per part; parts are then one fragment
+    /// each instead of a fragment per chunk (~1 % less overhead at 2.5 Mb/s).
+    pub stream_hinted_parts: bool,
     /// DVR: seconds of history a live playlist lists, so players can seek back while the stream is live (0, the
     /// default: off). The node keeps only `window + retained_segments` segments in memory; older ones are
     /// served from the stream's recording, so a DVR window records every stream (to `[storage]`, as a VOD asset
@@ -960,6 +966,7 @@ impl Default for HlsConfig {
             retained_segments: 4,
             format: HlsFormat::Fmp4,
             part_target_ms: 200,
+            stream_hinted_parts: true,
             dvr_window_secs: 0.0,
             apps: Default::default(),
         }

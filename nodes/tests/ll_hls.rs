@@ -432,3 +432,93 @@ fn one_keep_alive_connection_carries_live_hls_and_hands_other_requests_to_hyper(
     let mut rest = Vec::new();
     assert_eq!(std::io::Read::read_to_end(&mut d, &mut rest).unwrap(), 0, "closed after the answer");
 }
+
+/// An answer's status, headers, and body chunks with the instants they arrived.
+type Chunked = (u16, HashMap<String, String>, Vec<(Vec<u8>, Instant)>);
+
+/// Reads an answer whose body is chunked, noting when each chunk arrived.
+fn read_chunked(c: &mut std::net::TcpStream) -> Chunked {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(c);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("an answer head");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: HashMap<String, String> =
+        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+    assert_eq!(headers.get("transfer-encoding").map(String::as_str), Some("chunked"), "{headers:?}");
+    let mut chunks = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).expect("a chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        let mut data = vec![0u8; n + 2];
+        r.read_exact(&mut data).expect("a chunk");
+        assert_eq!(&data[n..], b"\r\n");
+        if n == 0 {
+            return (status, headers, chunks);
+        }
+        data.truncate(n);
+        chunks.push((data, Instant::now()));
+    }
+}
+
+/// A preload-hinted part asked for before it is complete is sent as it is produced (rfc8216bis 6.2.6): chunked,
+/// its first bytes well before its last, and the bytes are the part's, as served whole once it is complete. So
+/// both from the listener's own keep-alive loop and from hyper (a connection hyper took over).
+#[test]
+fn a_preload_hinted_part_is_sent_as_it_is_produced() {
+    use std::io::Write;
+    let s = Strom::start();
+    let key = "live/grow";
+    let _p = publish(&s.rtmp_url(key), &Source { seconds: 40.0, ..Source::default() });
+    s.wait_live(key, Duration::from_secs(15));
+    s.wait_segments(key, 2, Duration::from_secs(20));
+    let path = format!("/{key}/index.m3u8");
+    for through_hyper in [false, true] {
+        let mut spreads = Vec::new();
+        for _ in 0..5 {
+            let mut c = std::net::TcpStream::connect(s.http).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if through_hyper {
+                // Another kind of request first: hyper takes the connection over.
+                write!(c, "GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                assert_eq!(read_answer(&mut c).0, 200);
+            }
+            // The newest playlist (a blocking reload for the next part), then at once the part it hints.
+            let pl = parse_ll(&s.get(&path).text());
+            let (msn, part) = pl.next_part();
+            let text = s.get(&format!("{path}?_HLS_msn={msn}&_HLS_part={part}")).text();
+            let hint = parse_ll(&text).preload.expect("a preload hint");
+            let asked = Instant::now();
+            write!(c, "GET /{key}/{hint} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let (status, h, chunks) = read_chunked(&mut c);
+            assert_eq!(status, 200);
+            assert_eq!(h["content-type"], "video/iso.segment");
+            assert_eq!(h["cache-control"], "public, max-age=3600, immutable");
+            let body: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.clone()).collect();
+            assert_eq!(body, s.get(&format!("/{key}/{hint}")).body, "the streamed part is the part");
+            assert_eq!(&body[4..8], b"moof");
+            let (first, last) = (chunks[0].1, chunks[chunks.len() - 1].1);
+            eprintln!(
+                "hyper={through_hyper}: {} chunks, first after {:?}, last {:?} later",
+                chunks.len(),
+                first - asked,
+                last - first
+            );
+            spreads.push((chunks.len(), last - first));
+        }
+        // A 200 ms part of 30 fps video comes in chunks of two frames (~67 ms apart): the first of them leaves
+        // well before the part is complete. (Each try asks right after the previous part; the best of five is
+        // kept, as a busy machine may hold a try's first chunk back.)
+        let best = spreads.iter().max_by_key(|(_, d)| *d).unwrap();
+        assert!(best.0 >= 2 && best.1 >= Duration::from_millis(60), "hyper={through_hyper}: {spreads:?}");
+    }
+}

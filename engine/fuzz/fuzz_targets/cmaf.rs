@@ -1,5 +1,6 @@
 //! CMAF packaging of whatever a publisher sends: a sequence of FLV tags (kind, timestamp, body) from the input
-//! never panics the packager, and every part it makes is a `moof` + `mdat` whose sizes add up.
+//! never panics the packager, every chunk and every part it makes is a run of `moof` + `mdat` pairs whose sizes
+//! add up, and a chunked part is exactly the chunks emitted before it.
 #![no_main]
 
 use bytes::Bytes;
@@ -7,8 +8,25 @@ use libfuzzer_sys::fuzz_target;
 use strom_engine::formats::cmaf::{CmafTargets, Output, Packager};
 use strom_engine::formats::frame::{MediaFrame, MediaKind};
 
+/// Asserts that `data` is one or more `moof` + `mdat` pairs, nothing else.
+fn fragments(data: &[u8]) {
+    let mut at = 0;
+    assert!(!data.is_empty());
+    while at < data.len() {
+        let size = |at: usize| u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let moof = size(at);
+        assert_eq!(&data[at + 4..at + 8], b"moof");
+        let mdat = size(at + moof);
+        assert_eq!(&data[at + moof + 4..at + moof + 8], b"mdat");
+        at += moof + mdat;
+        assert!(at <= data.len());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    let mut packager = Packager::new(CmafTargets { segment_ms: 1000, part_ms: 200 });
+    // The first byte picks the chunk target: 0 (a part is one fragment) or 1..255 ms.
+    let Some((&chunk_ms, data)) = data.split_first() else { return };
+    let mut packager = Packager::new(CmafTargets { segment_ms: 1000, part_ms: 200 }).with_chunks(u32::from(chunk_ms));
     let mut out = Vec::new();
     let mut rest = data;
     let mut ts = 0u32;
@@ -25,14 +43,24 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     packager.flush(&mut out);
+    let mut chunks: Vec<u8> = Vec::new();
     for o in &out {
-        if let Output::Part(p) = o {
-            let moof = u32::from_be_bytes([p.data[0], p.data[1], p.data[2], p.data[3]]) as usize;
-            assert_eq!(&p.data[4..8], b"moof");
-            let mdat = u32::from_be_bytes([p.data[moof], p.data[moof + 1], p.data[moof + 2], p.data[moof + 3]]) as usize;
-            assert_eq!(&p.data[moof + 4..moof + 8], b"mdat");
-            assert_eq!(moof + mdat, p.data.len());
-            assert!(p.duration >= 0.0);
+        match o {
+            Output::Chunk(c) => {
+                assert!(chunk_ms > 0, "chunks only when asked for");
+                fragments(c);
+                chunks.extend_from_slice(c);
+            }
+            Output::Part(p) => {
+                fragments(&p.data);
+                if chunk_ms > 0 {
+                    assert_eq!(&p.data[..], &chunks[..], "a chunked part is its chunks");
+                }
+                chunks.clear();
+                assert!(p.duration >= 0.0);
+            }
+            Output::Init(_) => {}
         }
     }
+    assert!(chunks.is_empty(), "every chunk ends up in a part");
 });

@@ -9,6 +9,10 @@
 //! - **Durations.** A video frame's duration is known when the next one arrives (the next DTS), so the newest
 //!   video frame stays pending and parts close on the arrival of the frame after them. AAC frames are 1024 samples
 //!   each in a track whose timescale is the sample rate; their decode times follow the stream's timestamps.
+//! - **Chunks** ([`Packager::with_chunks`]): a part is then a sequence of fragments (CMAF chunks) of about a
+//!   given duration, each emitted as [`Output::Chunk`] as soon as its samples are known, so a part can be sent
+//!   while it is being produced (an LL-HLS preload hint); the part is their concatenation. Without chunks a part
+//!   is one fragment.
 //! - **Configuration.** The init segment holds a track per sequence header seen before the first sample. A
 //!   changed or new sequence header ends the segment; the next segment (at a keyframe) comes with a new init
 //!   segment (a discontinuity for HLS).
@@ -42,6 +46,9 @@ pub struct CmafTargets {
 pub enum Output {
     /// A new init segment: the parts that follow use it (after the first one: a discontinuity).
     Init(Bytes),
+    /// The next chunk of the open part (only with [`Packager::with_chunks`]): a `moof` + `mdat` fragment. The
+    /// chunks before a [`Output::Part`] are that part's bytes, in order.
+    Chunk(Bytes),
     /// A finished part.
     Part(Part),
 }
@@ -84,10 +91,10 @@ fn check_avcc(sample: &[u8], len: u8) -> Result<(), Dropped> {
     Ok(())
 }
 
-/// One part: an fMP4 fragment (`moof` + `mdat`).
+/// One part: an fMP4 fragment (`moof` + `mdat`), or its chunks' fragments one after the other.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
-    /// The fragment.
+    /// The fragment (or fragments).
     pub data: Bytes,
     /// Duration in seconds (of the video track, or of audio in an audio-only stream).
     pub duration: f64,
@@ -141,6 +148,10 @@ pub struct Packager {
     new_segment: bool,
     sequence: u32,
     started: bool,
+    /// Chunk target, ms; 0: a part is one fragment.
+    chunk_ms: u32,
+    /// The chunks of the open part so far.
+    chunks: Vec<Bytes>,
 }
 
 impl Packager {
@@ -169,7 +180,16 @@ impl Packager {
             new_segment: true,
             sequence: 0,
             started: false,
+            chunk_ms: 0,
+            chunks: Vec::new(),
         }
+    }
+
+    /// Parts made of chunks: a chunk closes once its video spans `chunk_ms` (audio-only: its audio), and is
+    /// emitted at once ([`Output::Chunk`]). 0: no chunks.
+    pub fn with_chunks(mut self, chunk_ms: u32) -> Packager {
+        self.chunk_ms = chunk_ms;
+        self
     }
 
     fn has_video(&self) -> bool {
@@ -180,7 +200,16 @@ impl Packager {
     /// and the error says why.
     pub fn push(&mut self, frame: &MediaFrame, out: &mut Vec<Output>) -> Result<(), Dropped> {
         match (frame.kind, frame.codec) {
-            (MediaKind::Video, Codec::Avc) if frame.header => self.video_header(frame.payload())?,
+            (MediaKind::Video, Codec::Avc) if frame.header => {
+                if !self.has_video() {
+                    // An audio-only stream gains video: its open part, on the audio clock, closes first (the
+                    // next part starts at a keyframe, in a new segment with a new init).
+                    if let (Some(_), Some(end)) = (self.part_start, self.audio_next) {
+                        self.close_part(end, out);
+                    }
+                }
+                self.video_header(frame.payload())?
+            }
             (MediaKind::Audio, Codec::Aac) if frame.header => self.audio_header(frame.payload())?,
             (MediaKind::Video, Codec::Avc) if frame.samples => match self.video_config.is_some() {
                 true => {
@@ -318,6 +347,10 @@ impl Packager {
                 sync: last.sync,
                 data: last.data,
             });
+            let span: u64 = self.video.iter().map(|s| u64::from(s.duration)).sum();
+            if self.chunk_ms > 0 && span >= u64::from(self.chunk_ms) * tick {
+                self.flush_chunk(out);
+            }
         }
         // Where does this frame go: a new segment, a new part, or the open part?
         let seg_elapsed = self.segment_start.map_or(0, |s| dts.saturating_sub(s));
@@ -387,6 +420,10 @@ impl Packager {
         self.audio_base.get_or_insert(next);
         self.audio.push(Sample { duration: AAC_FRAME, cts_offset: 0, sync: true, data: frame.payload() });
         self.audio_next = Some(next + u64::from(AAC_FRAME));
+        let span = self.audio.len() as u64 * u64::from(AAC_FRAME);
+        if !self.has_video() && self.chunk_ms > 0 && span >= u64::from(self.chunk_ms) * rate / 1000 {
+            self.flush_chunk(out);
+        }
     }
 
     /// Opens a part at `at` (part clock) whose first frame has timestamp `ms` and is a keyframe or not.
@@ -402,14 +439,13 @@ impl Packager {
         self.part_independent = !self.has_video() || keyframe;
     }
 
-    /// Closes the open part at `end` (its end time in the part clock) and emits it.
-    fn close_part(&mut self, end: u64, out: &mut Vec<Output>) {
-        let Some(start) = self.part_start.take() else { return };
+    /// Emits the samples taken since the last chunk as the open part's next chunk (if there are any).
+    fn flush_chunk(&mut self, out: &mut Vec<Output>) {
         let mut runs = Vec::new();
         if !self.video.is_empty() {
             runs.push(Run {
                 track_id: VIDEO_TRACK,
-                base_decode_time: self.video_base.take().unwrap_or(start),
+                base_decode_time: self.video_base.take().unwrap_or(0),
                 samples: std::mem::take(&mut self.video),
             });
         }
@@ -426,9 +462,31 @@ impl Packager {
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
+        let data = fmp4::fragment(self.sequence, &runs);
+        if self.chunk_ms > 0 {
+            out.push(Output::Chunk(data.clone()));
+        }
+        self.chunks.push(data);
+    }
+
+    /// Closes the open part at `end` (its end time in the part clock) and emits it.
+    fn close_part(&mut self, end: u64, out: &mut Vec<Output>) {
+        let Some(start) = self.part_start.take() else { return };
+        self.flush_chunk(out);
+        let data = match self.chunks.len() {
+            0 => return,
+            1 => self.chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut data = bytes::BytesMut::with_capacity(self.chunks.iter().map(Bytes::len).sum());
+                for c in self.chunks.drain(..) {
+                    data.extend_from_slice(&c);
+                }
+                data.freeze()
+            }
+        };
         let timescale = if self.has_video() { u64::from(VIDEO_TIMESCALE) } else { self.audio_rate() };
         out.push(Output::Part(Part {
-            data: fmp4::fragment(self.sequence, &runs),
+            data,
             duration: end.saturating_sub(start) as f64 / timescale as f64,
             independent: self.part_independent,
             segment_start: std::mem::take(&mut self.new_segment),
@@ -593,6 +651,104 @@ mod tests {
         assert!(an + 2 >= audio_frames && an <= audio_frames, "{an} of {audio_frames} audio frames");
     }
 
+    /// With chunks, each part is the chunks emitted before it, one after the other; every chunk is a `moof` +
+    /// `mdat` an independent parser reads, with decode times that go on from chunk to chunk; the parts are those
+    /// made without chunks (durations, flags), and a 200 ms part of 30 fps video comes in three chunks (two
+    /// frames each, the chunk target being 50 ms). Audio-only streams are chunked by their audio.
+    #[test]
+    fn chunked_parts_are_their_chunks_one_after_the_other() {
+        use mp4_atom::{Any, Decode};
+        let targets = CmafTargets { segment_ms: 2000, part_ms: 200 };
+        let chunked = |frames: Vec<MediaFrame>| {
+            let mut p = Packager::new(targets).with_chunks(50);
+            let mut out = Vec::new();
+            for f in &frames {
+                let _ = p.push(f, &mut out);
+            }
+            p.flush(&mut out);
+            out
+        };
+        let frames = av(4, 30);
+        let out = chunked(frames.clone());
+        let plain = run(frames, targets);
+        let (a, b) = (parts(&out), parts(&plain));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (x.duration, x.independent, x.segment_start, x.start_ms),
+                (y.duration, y.independent, y.segment_start, y.start_ms)
+            );
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        let mut per_part = Vec::new();
+        let (mut vt, mut at) = (None::<u64>, None::<u64>);
+        for o in &out {
+            match o {
+                Output::Chunk(c) => {
+                    let mut rest = &c[..];
+                    let Any::Moof(moof) = Any::decode(&mut rest).unwrap() else { panic!("a chunk starts with a moof") };
+                    let Any::Mdat(_) = Any::decode(&mut rest).unwrap() else { panic!("then its mdat") };
+                    assert!(rest.is_empty(), "one moof + mdat per chunk");
+                    for traf in &moof.traf {
+                        let base = traf.tfdt.as_ref().unwrap().base_media_decode_time;
+                        let n: u64 = traf.trun[0].samples.iter().map(|s| u64::from(s.duration.unwrap())).sum();
+                        let next = if traf.tfhd.track_id == VIDEO_TRACK { &mut vt } else { &mut at };
+                        if let Some(expected) = *next {
+                            assert_eq!(base, expected, "track {} goes on across chunks", traf.tfhd.track_id);
+                        }
+                        *next = Some(base + n);
+                    }
+                    pending.extend_from_slice(c);
+                    per_part.push(());
+                }
+                Output::Part(p) => {
+                    assert_eq!(&p.data[..], &pending[..], "a part is its chunks");
+                    if (p.duration - 0.2).abs() < 1e-9 {
+                        assert_eq!(per_part.len(), 3, "a full part of 6 frames in chunks of 2");
+                    }
+                    pending.clear();
+                    per_part.clear();
+                }
+                Output::Init(_) => {}
+            }
+        }
+        assert!(pending.is_empty(), "no chunk is left outside a part");
+        // Audio-only: chunks of three AAC frames (70 ms at 44.1 kHz), parts of four chunks at most.
+        let mut frames = vec![headers().remove(1)];
+        frames.extend((0..200u32).map(|i| audio(i * 1024 * 1000 / 44_100)));
+        let out = chunked(frames);
+        let chunks = out.iter().filter(|o| matches!(o, Output::Chunk(_))).count();
+        assert!(
+            parts(&out).len() >= 20 && chunks >= 2 * parts(&out).len(),
+            "{chunks} chunks in {} parts",
+            parts(&out).len()
+        );
+    }
+
+    /// An audio-only stream that gains video: its open audio part closes (on the audio clock) before video
+    /// starts, so no chunk is left outside a part and no part mixes the two clocks.
+    #[test]
+    fn an_audio_only_stream_that_gains_video_closes_its_audio_part_first() {
+        let h = headers();
+        let mut p = Packager::new(CmafTargets { segment_ms: 1000, part_ms: 200 }).with_chunks(50);
+        let mut out = Vec::new();
+        p.push(&h[1], &mut out).unwrap();
+        for i in 0..4u32 {
+            p.push(&audio(i * 1024 * 1000 / 44_100), &mut out).unwrap();
+        }
+        assert!(out.iter().any(|o| matches!(o, Output::Chunk(_))));
+        p.push(&h[0], &mut out).unwrap();
+        let audio_part = parts(&out).last().map(|p| p.duration).expect("the audio part closed");
+        assert!((audio_part - 4.0 * 1024.0 / 44_100.0).abs() < 1e-6, "{audio_part}");
+        for i in 0..30u32 {
+            p.push(&video(100 + i * 33, i % 15 == 0), &mut out).unwrap();
+        }
+        p.flush(&mut out);
+        let last_part = out.iter().rposition(|o| matches!(o, Output::Part(_))).unwrap();
+        assert!(!out[last_part..].iter().any(|o| matches!(o, Output::Chunk(_))), "every chunk is in a part");
+        assert!(parts(&out).iter().skip(1).all(|p| p.duration <= 0.2 + 1e-9));
+    }
+
     #[test]
     fn a_new_sequence_header_makes_a_new_init_at_the_next_keyframe() {
         let mut frames = av(2, 30);
@@ -673,7 +829,14 @@ mod tests {
         let n_video = frames.iter().filter(|f| f.kind == MediaKind::Video && f.samples).count();
         let n_audio = frames.iter().filter(|f| f.kind == MediaKind::Audio && f.samples).count();
         assert!(frames.iter().any(|f| f.cts != 0), "B-frames: composition offsets");
-        let out = run(frames, CmafTargets { segment_ms: 1000, part_ms: 300 });
+        // Parts in chunks, as live streams make them: a part of several fragments decodes as one of one.
+        let mut packager = Packager::new(CmafTargets { segment_ms: 1000, part_ms: 300 }).with_chunks(75);
+        let mut out = Vec::new();
+        for f in &frames {
+            packager.push(f, &mut out).unwrap();
+        }
+        packager.flush(&mut out);
+        assert!(out.iter().filter(|o| matches!(o, Output::Chunk(_))).count() > 2 * parts(&out).len());
         let mut all = Vec::new();
         let mut playlist =
             String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4\"\n");
@@ -703,6 +866,7 @@ mod tests {
                     seg_duration += p.duration;
                     all.extend_from_slice(&p.data);
                 }
+                Output::Chunk(_) => {}
             }
         }
         flush(&mut segment, &mut seg_duration, &mut playlist);

@@ -787,6 +787,19 @@ impl HlsSource {
         }
     }
 
+    /// The preload-hinted part `name` of this node's own stream while it is produced (see
+    /// [`super::segmenter::SegmenterHandle::growing`]); `None` for another node's stream, which serves that part
+    /// once it is complete.
+    pub fn growing(&self, name: &str) -> Option<tokio::sync::watch::Receiver<super::cmaf_segmenter::Growth>> {
+        match self {
+            HlsSource::Local(h) => {
+                h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
+                h.hls.as_ref()?.growing(name)
+            }
+            HlsSource::Remote(_) => None,
+        }
+    }
+
     /// A segment, part or init segment by file name; a preload-hinted part is waited for up to `wait`.
     pub async fn file(&self, name: &str, wait: Duration, metrics: &Metrics) -> Option<Bytes> {
         match self {

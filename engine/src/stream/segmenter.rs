@@ -84,6 +84,9 @@ pub struct HlsView {
     /// The stream time (ms) of the newest media frame the segmenter had taken when it published this view: at or
     /// past the end of everything listed. A node that takes the stream over continues its timeline after it.
     pub timeline_ms: Option<u32>,
+    /// The part the preload hint names, while it is produced (CMAF only; the owner's view only: another node
+    /// serves that part once it is complete).
+    pub growing: Option<Arc<super::cmaf_segmenter::GrowingPart>>,
 }
 
 /// A finished segment with what a recording needs to list it (see [`HlsView::finished`]).
@@ -152,6 +155,7 @@ impl HlsView {
             segments: files,
             finished,
             timeline_ms,
+            growing: None,
         }
     }
 
@@ -291,6 +295,16 @@ impl HlsReader {
         metrics.hls_parked.dec();
         metrics.hls_block_wait.observe(started.elapsed().as_secs_f64());
         got
+    }
+
+    /// The part `name` while it is produced (the preload hint's, not complete yet): its chunks so far and each
+    /// one to come. `None` when `name` is not that part (complete already, or another file).
+    pub fn growing(&self, name: &str) -> Option<watch::Receiver<super::cmaf_segmenter::Growth>> {
+        let view = self.view();
+        let g = view.growing.as_ref().filter(|g| g.name == name)?;
+        let rx = g.subscribe();
+        // Complete and listed meanwhile: the whole part is the answer.
+        (view.segment(name).is_none()).then_some(rx)
     }
 
     /// The latest view.

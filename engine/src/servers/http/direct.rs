@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderName};
 use axum::response::Response;
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
@@ -99,12 +100,22 @@ async fn next_head(
 }
 
 /// Writes `resp` as an HTTP/1.1 answer: its status and headers, the edge's CORS header, `content-length`, `date`,
-/// `connection: close` when `close`; then its body.
+/// `connection: close` when `close`; then its body. A body whose length is not known ahead (a preload-hinted part
+/// sent as it is produced) goes out as it comes: chunked, or delimited by the connection's close when `close`.
 async fn answer(conn: &mut GuardedStream, resp: Response, close: bool, node: &NodeContext) -> std::io::Result<()> {
     let (parts, body) = resp.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(std::io::Error::other)?;
-    let skip: [HeaderName; 4] =
-        [header::CONTENT_LENGTH, header::CONNECTION, header::DATE, header::ACCESS_CONTROL_ALLOW_ORIGIN];
+    let streamed = axum::body::HttpBody::size_hint(&body).exact().is_none();
+    let (body, mut rest) = match streamed {
+        false => (axum::body::to_bytes(body, usize::MAX).await.map_err(std::io::Error::other)?, None),
+        true => (bytes::Bytes::new(), Some(body.into_data_stream())),
+    };
+    let skip: [HeaderName; 5] = [
+        header::CONTENT_LENGTH,
+        header::CONNECTION,
+        header::DATE,
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::TRANSFER_ENCODING,
+    ];
     let mut out = BytesMut::with_capacity(256 + if body.len() <= COALESCE { body.len() } else { 0 });
     let reason = parts.status.canonical_reason().unwrap_or("");
     out.put_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
@@ -116,15 +127,38 @@ async fn answer(conn: &mut GuardedStream, resp: Response, close: bool, node: &No
     }
     let origin = super::cors_origin(&node.config.http.cors_origin);
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    out.put_slice(
-        format!("access-control-allow-origin: {origin}\r\ncontent-length: {}\r\ndate: {date}\r\n", body.len())
-            .as_bytes(),
-    );
+    out.put_slice(format!("access-control-allow-origin: {origin}\r\ndate: {date}\r\n").as_bytes());
+    match (&rest, close) {
+        (None, _) => out.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes()),
+        (Some(_), false) => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        (Some(_), true) => {} // the close ends the body
+    }
     if close {
         out.put_slice(b"connection: close\r\n");
     }
     out.put_slice(b"\r\n");
-    if body.len() <= COALESCE {
+    if let Some(data) = rest.as_mut() {
+        conn.write_all(&out).await?;
+        conn.flush().await?;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            if close {
+                conn.write_all(&chunk).await?;
+            } else {
+                // The chunk's frame around its shared bytes (no copy), in one vectored write where the socket has it.
+                let size = bytes::Bytes::from(format!("{:x}\r\n", chunk.len()));
+                let mut framed = size.chain(chunk).chain(&b"\r\n"[..]);
+                conn.write_all_buf(&mut framed).await?;
+            }
+            conn.flush().await?;
+        }
+        if !close {
+            conn.write_all(b"0\r\n\r\n").await?;
+        }
+    } else if body.len() <= COALESCE {
         out.put_slice(&body);
         conn.write_all(&out).await?;
     } else {

@@ -57,6 +57,7 @@ impl RungOut {
                         self.init = Some(b);
                     }
                 }
+                Output::Chunk(_) => {} // not asked for: a VOD part is one fragment
                 Output::Part(p) => {
                     if p.segment_start && !self.parts.is_empty() {
                         self.finish_segment(write)?;
