@@ -1177,3 +1177,103 @@ fn relay_credit_follows_the_local_stream_taking_frames() {
     let (frames, stderr) = probe_video(&flv, 2.0);
     assert_playable("flv on strom-1 after the stall", &frames, 30, 426, 240, &stderr);
 }
+
+/// Reads an HTTP/1.1 answer with a chunked body, noting when each chunk arrived: status, whether it was chunked,
+/// and the chunks.
+fn read_chunked(c: &mut TcpStream) -> (u16, bool, Vec<(Vec<u8>, Instant)>) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(c);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("an answer head");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, false, Vec::new());
+    }
+    let mut chunks = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).expect("a chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        let mut data = vec![0u8; n + 2];
+        r.read_exact(&mut data).expect("a chunk");
+        if n == 0 {
+            return (status, true, chunks);
+        }
+        data.truncate(n);
+        chunks.push((data, Instant::now()));
+    }
+}
+
+/// A node that does not own the stream sends a preload-hinted part as the owner produces it, as the owner does:
+/// chunked, its first bytes well before its last, and byte for byte the owner's part; it follows the part with
+/// `growing` calls to the owner (one mirror per part, however many players ask).
+#[test]
+fn a_preload_hinted_part_is_sent_as_it_is_produced_by_a_node_that_does_not_own_the_stream() {
+    let key = "live/growing";
+    let (_net, nodes, _p) = cluster_with_stream(2, key);
+    wait_segments(&nodes[1], key, 2, Duration::from_secs(30));
+    let path = format!("/{key}/index.m3u8");
+    let mut spreads = Vec::new();
+    for _ in 0..6 {
+        // The next part's playlist (a blocking reload on strom-1), then at once the part it hints, from strom-1,
+        // by two players.
+        let text = nodes[1].get(&path).text();
+        let open = text.lines().filter(|l| l.starts_with("#EXT-X-PART:")).count();
+        let msn = last_msn(&text).map_or(0, |m| m + 1);
+        let parts_in_open = text.rsplit("#EXTINF").next().map_or(0, |t| t.matches("#EXT-X-PART:").count());
+        let reload = nodes[1].get(&format!("{path}?_HLS_msn={msn}&_HLS_part={parts_in_open}")).text();
+        assert!(open > 0, "{text}");
+        let hint = reload
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+            .map(|u| u.trim_end_matches('"').to_string())
+            .expect("a preload hint");
+        let asked = Instant::now();
+        let players: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, hint, key) = (nodes[1].http, hint.clone(), key.to_string());
+                std::thread::spawn(move || {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    write!(c, "GET /{key}/{hint} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    read_chunked(&mut c)
+                })
+            })
+            .collect();
+        let answers: Vec<_> = players.into_iter().map(|p| p.join().unwrap()).collect();
+        let owners = nodes[0].get(&format!("/{key}/{hint}")).body;
+        for (status, chunked, chunks) in &answers {
+            assert_eq!(*status, 200);
+            if !chunked {
+                continue; // the part was complete before the request came (a slow try): sent whole
+            }
+            let body: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.clone()).collect();
+            assert_eq!(body, owners, "strom-1 streams strom-0's part {hint}, byte for byte");
+            let (first, last) = (chunks[0].1, chunks[chunks.len() - 1].1);
+            eprintln!(
+                "{hint}: {} chunks, first after {:?}, last {:?} later",
+                chunks.len(),
+                first - asked,
+                last - first
+            );
+            spreads.push(last - first);
+        }
+        assert_eq!(nodes[1].get(&format!("/{key}/{hint}")).body, owners, "and serves it whole once complete");
+    }
+    // A 200 ms part in chunks of ~67 ms: the best of the tries spreads its chunks over two chunk intervals or so.
+    let best = spreads.iter().max().copied().unwrap_or_default();
+    assert!(best >= Duration::from_millis(50), "{spreads:?}");
+    let calls = metric(&nodes[1], "strom_cluster_requests_total{request=\"growing\"}");
+    // Three chunks a part, one call each (the last says the part is complete), for both players together.
+    assert!(
+        (6.0..=6.0 * 4.0).contains(&calls),
+        "strom-1 followed each part once from the owner: {calls} growing calls"
+    );
+}

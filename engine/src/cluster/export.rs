@@ -218,6 +218,36 @@ async fn answer(
             let wait = Duration::from_millis(wait_ms as u64).min(MAX_PLAYLIST_WAIT);
             Response::Playlist(handle.playlist(wait).await)
         }
+        Request::Growing { name, from, wait_ms } => {
+            // The part the preload hint names, as it grows: what is there past `from`, once there is some (or it
+            // is complete); the rest of it whole once it is listed.
+            let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_PLAYLIST_WAIT);
+            let from = from as usize;
+            match handle.growing(&name) {
+                Some(mut rx) => {
+                    let more =
+                        |g: &crate::stream::Growth| g.done || g.chunks.iter().map(Bytes::len).sum::<usize>() > from;
+                    let _ = tokio::time::timeout(wait, rx.wait_for(more)).await;
+                    let g = rx.borrow().clone();
+                    let mut rest = bytes::BytesMut::new();
+                    let mut at = 0;
+                    for c in &g.chunks {
+                        if at + c.len() > from {
+                            rest.extend_from_slice(&c[from.saturating_sub(at)..]);
+                        }
+                        at += c.len();
+                    }
+                    let cut = rest.len() > SEGMENT_PART as usize;
+                    rest.truncate(SEGMENT_PART as usize);
+                    Response::Growing(Some((rest.freeze(), g.done && !cut)))
+                }
+                None => Response::Growing(handle.segment(&name).await.map(|whole| {
+                    let start = from.min(whole.len());
+                    let end = start.saturating_add(SEGMENT_PART as usize).min(whole.len());
+                    (whole.slice(start..end), end == whole.len())
+                })),
+            }
+        }
         Request::Segment { name, offset, max } => {
             // This node's own, or one of the previous owner's window that it lists: copied when it took the
             // stream over, being copied now, or (the stream live here, the name listed) fetched now from the node

@@ -6,6 +6,10 @@
 //! immutable: each is fetched once per node (concurrent requests for one segment share one transfer), in parts
 //! of [`super::export::SEGMENT_PART`] (far below the cluster frame limit), and kept in a [`SegmentCache`] bounded
 //! in entries and bytes, so a thousand HLS players on one node cost one transfer per segment.
+//!
+//! The part the owner's preload hint names is followed as it grows ([`SegmentCache::growing`]): one mirror per
+//! part and node, fed by [`Request::Growing`] calls that each return the chunks made since the last one, so a
+//! request for that part here is answered chunk by chunk as on the owner, and the whole part is cached when done.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,7 @@ use super::export::SEGMENT_PART;
 use super::wire::{Request, Response};
 use super::{call, RemoteMsg};
 use crate::formats::StreamKey;
-use crate::stream::cmaf_segmenter::is_init_segment;
+use crate::stream::cmaf_segmenter::{is_init_segment, GrowingPart, Growth};
 use crate::stream::ports::{BoxFuture as PortFuture, RemoteHls};
 
 /// Longest a whole segment transfer may take.
@@ -38,6 +42,8 @@ pub struct SegmentCache {
     inner: Mutex<(VecDeque<Cached>, usize)>,
     /// One transfer per (stream, segment) at a time: later requests wait for it.
     inflight: Mutex<HashMap<(StreamKey, String), Transfer>>,
+    /// The owners' growing parts followed from this node: one mirror per part, while it is read.
+    mirrors: Mutex<HashMap<(StreamKey, String), std::sync::Weak<GrowingPart>>>,
 }
 
 /// A segment transfer that every request for it awaits.
@@ -73,6 +79,56 @@ impl SegmentCache {
             return under_way?.await;
         }
         self.transfer(key, name, sources).await
+    }
+
+    /// Part `name` of `key` as `owner` produces it: this node's mirror of it, started by the first reader and
+    /// fed until the part is complete (then cached whole) or nobody reads it; each call to the owner waits up to
+    /// `wait` for a chunk. A mirror that stops early (the owner is gone) ends its readers' transfer.
+    pub fn growing(
+        self: &Arc<Self>,
+        key: &StreamKey,
+        name: &str,
+        owner: ActorRef<RemoteMsg>,
+        wait: Duration,
+    ) -> tokio::sync::watch::Receiver<Growth> {
+        let id = (key.clone(), name.to_string());
+        let mut g = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|_, m| m.strong_count() > 0);
+        if let Some(part) = g.get(&id).and_then(std::sync::Weak::upgrade) {
+            return part.subscribe();
+        }
+        let part = GrowingPart::new(name.to_string());
+        g.insert(id, Arc::downgrade(&part));
+        let rx = part.subscribe();
+        let (cache, key) = (self.clone(), key.clone());
+        tokio::spawn(async move {
+            let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u32;
+            let mut from = 0u32;
+            let mut empty = 0;
+            while part.is_read() && empty < 2 {
+                let req = Request::Growing { name: part.name.clone(), from, wait_ms };
+                let Some(Response::Growing(Some((data, done)))) = call(&owner, &req, wait + SEGMENT_TIMEOUT).await
+                else {
+                    debug!(stream = %key, part = %part.name, from, "the owner's growing part is not there any more");
+                    break;
+                };
+                if data.is_empty() {
+                    // Nothing new for a whole wait (the publisher stalls): once more, then its readers give up too.
+                    empty += 1;
+                } else {
+                    empty = 0;
+                    from = from.saturating_add(data.len() as u32);
+                    part.push(data);
+                }
+                if done {
+                    part.finish();
+                    let whole = part.subscribe().borrow().chunks.concat();
+                    cache.put(&key, &part.name, Bytes::from(whole));
+                    break;
+                }
+            }
+        });
+        rx
     }
 
     /// Starts fetching each of `names` of `key` from `sources` (see [`SegmentCache::get_or_fetch`]), in turn, in
@@ -180,6 +236,15 @@ impl OwnerHls {
         self.transfer(name).await
     }
 
+    /// The preload-hinted part `name` followed from the owner as it grows (see [`SegmentCache::growing`]); `None`
+    /// once it is here whole.
+    pub fn growing(&self, name: &str, wait: Duration) -> Option<tokio::sync::watch::Receiver<Growth>> {
+        if self.cache.get(&self.key, name).is_some() {
+            return None;
+        }
+        Some(self.cache.growing(&self.key, name, self.owner.clone(), wait))
+    }
+
     /// Starts fetching `name` from the owner unless it is cached or already coming (LL-HLS: the part a player
     /// will ask for next, fetched while the playlist that lists it travels to the player).
     pub fn prefetch(&self, name: &str) {
@@ -211,6 +276,10 @@ impl RemoteHls for OwnerHls {
 
     fn prefetch(&self, name: &str) {
         OwnerHls::prefetch(self, name);
+    }
+
+    fn growing(&self, name: &str, wait: Duration) -> Option<tokio::sync::watch::Receiver<Growth>> {
+        OwnerHls::growing(self, name, wait)
     }
 }
 

@@ -496,6 +496,15 @@ impl RemoteHls for Metered {
         })
     }
 
+    fn growing(&self, name: &str, wait: Duration) -> Option<tokio::sync::watch::Receiver<crate::stream::Growth>> {
+        // Only the part the owner's playlist hints at: any other name costs no cluster call.
+        let hint = format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{name}\"");
+        if !self.pushed().is_some_and(|t| String::from_utf8_lossy(&t).contains(&hint)) {
+            return None;
+        }
+        self.hls.growing(name, wait)
+    }
+
     fn file<'a>(&'a self, name: &'a str, wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
         Box::pin(async move {
             // A part the owner's playlist only hints at: wait until a push lists it, then fetch it.

@@ -188,6 +188,17 @@ pub enum Request {
         /// Most bytes wanted.
         max: u32,
     },
+    /// To a stream's owner: the bytes of LL-HLS part `name` (the one its preload hint names) past the first
+    /// `from`, waiting up to `wait_ms` for more than `from` to exist: [`Response::Growing`]. A node follows the
+    /// part as the owner produces it this way, to send it on as it grows.
+    Growing {
+        /// The part's file name.
+        name: String,
+        /// Bytes the asking node has.
+        from: u32,
+        /// Milliseconds.
+        wait_ms: u32,
+    },
     /// To a stream's owner: the `/api/v1/streams` entry, as JSON.
     Info,
     /// To a node agent, from the owner of stream `key`: run its ladder (encoders) on your node.
@@ -383,6 +394,9 @@ pub enum Response {
     /// To [`JobRequest::Read`]: the object's total size and the bytes asked for; `None` if there is no such
     /// object.
     Range(Option<(u64, Bytes)>),
+    /// To [`Request::Growing`]: the part's bytes past `from` (empty if none came in time) and whether that is the
+    /// rest of it (the part is complete); `None` if the owner has no such part, growing or complete.
+    Growing(Option<(Bytes, bool)>),
 }
 
 // ---- encoding ---------------------------------------------------------------------------------------------------
@@ -557,6 +571,7 @@ impl Request {
             Request::Claim => "claim",
             Request::Playlist { .. } => "playlist",
             Request::Segment { .. } => "segment",
+            Request::Growing { .. } => "growing",
             Request::Info => "info",
             Request::StartEncoder { .. } => "start_encoder",
             Request::Master { .. } => "master",
@@ -705,6 +720,13 @@ impl Request {
             }
             Request::Disconnect => header(10, 0),
             Request::Peers => header(11, 0),
+            Request::Growing { name, from, wait_ms } => {
+                let mut o = header(12, 12 + name.len());
+                put_bytes(&mut o, name.as_bytes());
+                o.put_u32(*from);
+                o.put_u32(*wait_ms);
+                o
+            }
         }
     }
 
@@ -760,6 +782,7 @@ impl Request {
             }),
             10 => Request::Disconnect,
             11 => Request::Peers,
+            12 => Request::Growing { name: r.string("name")?, from: r.u32("from")?, wait_ms: r.u32("wait_ms")? },
             _ => return Err(r.error("request tag")),
         };
         r.finish(q)
@@ -846,6 +869,18 @@ impl Response {
                 }
                 o
             }
+            Response::Growing(g) => {
+                let mut o = header(10, 10 + g.as_ref().map_or(0, |(b, _)| b.len()));
+                match g {
+                    Some((data, done)) => {
+                        o.put_u8(1);
+                        put_bytes(&mut o, data);
+                        o.put_u8(*done as u8);
+                    }
+                    None => o.put_u8(0),
+                }
+                o
+            }
         }
     }
 
@@ -896,6 +931,10 @@ impl Response {
             8 => Response::Api { status: r.u16("status")?, body: r.bytes("body")? },
             9 => Response::Range(match r.bool("range present")? {
                 true => Some((r.u64("total")?, r.bytes("data")?)),
+                false => None,
+            }),
+            10 => Response::Growing(match r.bool("part present")? {
+                true => Some((r.bytes("data")?, r.bool("done")?)),
                 false => None,
             }),
             _ => return Err(r.error("response tag")),
@@ -1055,6 +1094,7 @@ mod tests {
             Request::Info,
             Request::Disconnect,
             Request::Peers,
+            Request::Growing { name: "19b-p40.m4s".into(), from: 2048, wait_ms: 600 },
             Request::StartEncoder { key: "live/a".into(), owner: "strom-2".into() },
             Request::Master { wait_ms: 900 },
             Request::Vod(VodRequest::Record { key: "live/a".into(), on: true }),
@@ -1104,6 +1144,9 @@ mod tests {
             Response::Api { status: 409, body: Bytes::from_static(b"{\"error\":\"x\"}") },
             Response::Range(Some((5 << 32, Bytes::from_static(b"mdat")))),
             Response::Range(None),
+            Response::Growing(Some((Bytes::from_static(b"moof"), false))),
+            Response::Growing(Some((Bytes::new(), true))),
+            Response::Growing(None),
             Response::Master(None),
         ] {
             assert_eq!(Response::decode(s.encode()).unwrap(), s);

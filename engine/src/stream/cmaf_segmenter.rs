@@ -48,7 +48,8 @@ pub struct Growth {
 }
 
 impl GrowingPart {
-    fn new(name: String) -> Arc<GrowingPart> {
+    /// An empty part `name` (another node's mirror of its owner's starts this way too).
+    pub fn new(name: String) -> Arc<GrowingPart> {
         Arc::new(GrowingPart { name, growth: watch::Sender::new(Growth::default()) })
     }
 
@@ -57,12 +58,19 @@ impl GrowingPart {
         self.growth.subscribe()
     }
 
-    fn push(&self, chunk: Bytes) {
+    /// Appends the part's next chunk.
+    pub fn push(&self, chunk: Bytes) {
         self.growth.send_modify(|g| g.chunks.push(chunk));
     }
 
-    fn finish(&self) {
+    /// The part is complete.
+    pub fn finish(&self) {
         self.growth.send_modify(|g| g.done = true);
+    }
+
+    /// Whether anyone still reads it.
+    pub fn is_read(&self) -> bool {
+        self.growth.receiver_count() > 0
     }
 }
 

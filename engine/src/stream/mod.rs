@@ -22,6 +22,7 @@ pub mod registry;
 pub mod segmenter;
 
 pub use crate::formats::StreamKey;
+pub use cmaf_segmenter::{GrowingPart, Growth};
 pub use fanout::{
     FanoutReceiver, FanoutSender, PlayerFeed, PlayerItem, Protocol, SharedSlot, StreamEvent, Subscription, ViewerCounts,
 };

@@ -128,6 +128,16 @@ pub trait RemoteHls: Send + Sync {
         None
     }
 
+    /// The preload-hinted part `name` while the owner produces it, followed from this node (each chunk due within
+    /// `wait` of the one before). `None` by default: the part is served once complete.
+    fn growing(
+        &self,
+        _name: &str,
+        _wait: Duration,
+    ) -> Option<tokio::sync::watch::Receiver<super::cmaf_segmenter::Growth>> {
+        None
+    }
+
     /// A file by name; a preload-hinted part is waited for up to `wait`. Without parts: [`RemoteHls::segment`].
     fn file<'a>(&'a self, name: &'a str, _wait: Duration) -> BoxFuture<'a, Option<Bytes>> {
         self.segment(name)

@@ -183,6 +183,12 @@ impl StreamHandle {
         }
     }
 
+    /// The preload-hinted part `name` while the segmenter produces it (see
+    /// [`super::segmenter::HlsReader::growing`]).
+    pub fn growing(&self, name: &str) -> Option<tokio::sync::watch::Receiver<super::cmaf_segmenter::Growth>> {
+        self.hls.as_ref()?.growing(name)
+    }
+
     /// The media playlist as the segmenter published it last (no wait, no viewer counted).
     pub fn playlist_now(&self) -> Option<Bytes> {
         self.hls.as_ref()?.view().playlist.clone()
@@ -787,16 +793,20 @@ impl HlsSource {
         }
     }
 
-    /// The preload-hinted part `name` of this node's own stream while it is produced (see
-    /// [`super::segmenter::SegmenterHandle::growing`]); `None` for another node's stream, which serves that part
-    /// once it is complete.
-    pub fn growing(&self, name: &str) -> Option<tokio::sync::watch::Receiver<super::cmaf_segmenter::Growth>> {
+    /// The preload-hinted part `name` while it is produced: this node's own stream's, or (another node's stream)
+    /// the owner's followed from here, each chunk due within `wait` of the one before. `None` when `name` is not
+    /// that part.
+    pub fn growing(
+        &self,
+        name: &str,
+        wait: Duration,
+    ) -> Option<tokio::sync::watch::Receiver<super::cmaf_segmenter::Growth>> {
         match self {
             HlsSource::Local(h) => {
                 h.hls_asked_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
-                h.hls.as_ref()?.growing(name)
+                h.growing(name)
             }
-            HlsSource::Remote(_) => None,
+            HlsSource::Remote(r) => r.growing(name, wait),
         }
     }
 

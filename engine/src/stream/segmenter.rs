@@ -84,8 +84,8 @@ pub struct HlsView {
     /// The stream time (ms) of the newest media frame the segmenter had taken when it published this view: at or
     /// past the end of everything listed. A node that takes the stream over continues its timeline after it.
     pub timeline_ms: Option<u32>,
-    /// The part the preload hint names, while it is produced (CMAF only; the owner's view only: another node
-    /// serves that part once it is complete).
+    /// The part the preload hint names, while it is produced (CMAF with `hls.stream_hinted_parts` only; another
+    /// node follows it from the owner, see `cluster::hls`).
     pub growing: Option<Arc<super::cmaf_segmenter::GrowingPart>>,
 }
 

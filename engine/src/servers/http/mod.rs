@@ -6,7 +6,7 @@
 //! | `GET /{app}/{name}/index.m3u8` | HLS media playlist (waits briefly for the first segment); from the owner node. With an ABR ladder: the master playlist (see [`crate::transcode::master`]) |
 //! | `GET /{app}/{name}/source.m3u8` | HLS media playlist of the published stream itself (the ladder's top variant) |
 //! | `GET /{app}/{name}/index.m3u8?_HLS_msn=M&_HLS_part=P&_HLS_skip=YES` | LL-HLS blocking playlist reload: held until part P of segment M exists (at most 3 target durations, then 503; 400 if too far ahead); `_HLS_skip=YES`: a delta update |
-//! | `GET /{app}/{name}/{file}.m4s`, `.mp4`, `.ts` | HLS segment, LL-HLS part (a preload-hinted part asked for early is sent as it is produced on the owner, whole once complete elsewhere), init segment; MPEG-TS segment with `hls.format = "ts"` |
+//! | `GET /{app}/{name}/{file}.m4s`, `.mp4`, `.ts` | HLS segment, LL-HLS part (a preload-hinted part asked for early is sent as it is produced), init segment; MPEG-TS segment with `hls.format = "ts"` |
 //! | `GET /api/v1/streams` | streams on this node (JSON; relays of other nodes' streams carry `relay_from`); `?scope=cluster`: every stream of the cluster, from its owner, each with its `node` |
 //! | `GET /api/v1/cluster` | membership: peers, their state, heartbeat RTT and load (JSON) |
 //! | `DELETE /api/v1/streams/{app}/{name}/publisher` | disconnect the publisher and end the stream, on whichever node owns it |
@@ -668,8 +668,8 @@ pub(crate) async fn hls_answer(
     if !valid {
         return bad_request(format!("invalid segment name {:?}", file.chars().take(64).collect::<String>()));
     }
-    // A preload-hinted part is held until it is complete (at most a few part targets); on the owner it goes out
-    // chunk by chunk as it is produced.
+    // A preload-hinted part goes out chunk by chunk as it is produced (on another node: as this node follows the
+    // owner's); with `hls.stream_hinted_parts = false` it is held until it is complete (at most a few part targets).
     let wait = Duration::from_millis(u64::from(node.config.hls.part_target_ms) * 6);
     if let Some(body) = growing_part(&stream, file, wait, node).await {
         return (
@@ -706,12 +706,12 @@ pub(crate) async fn hls_answer(
     }
 }
 
-/// The preload-hinted part `file` of this node's own stream, answered while it is produced (rfc8216bis 6.2.6): a
+/// The preload-hinted part `file`, answered while it is produced (on another node: followed from the owner): a
 /// body of its chunks, each sent as the packager completes it, ending when the part is complete (chunked transfer
 /// over HTTP/1.1, DATA frames over HTTP/2). `None` when `file` is not such a part, or when it completed (or did not
 /// start) within `wait`: it is then served whole, or not found, as any file.
 async fn growing_part(stream: &HlsSource, file: &str, wait: Duration, node: &NodeContext) -> Option<Body> {
-    let mut rx = stream.growing(file)?;
+    let mut rx = stream.growing(file, wait)?;
     let started = std::time::Instant::now();
     node.metrics.hls_parked.inc();
     let first =
