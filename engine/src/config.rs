@@ -144,7 +144,8 @@ pub struct HlsConfig {
     /// of a quarter of the part target (chunked transfer), so its first frames leave ~2/3 of a part earlier
     /// (true, the default). `false`: such a request is held and the part sent whole, at link speed, once
     /// complete, as Apple's origin does for players that measure bandwidth per part; parts are then one fragment
-    /// each instead of a fragment per chunk (~1 % less overhead at 2.5 Mb/s).
+    /// each instead of a fragment per chunk (about 13 kb/s less `moof` at 30 fps and 200 ms parts: 0.5 % of a
+    /// 2.5 Mb/s stream, 3 % of a 400 kb/s rung).
     pub stream_hinted_parts: bool,
     /// DVR: seconds of history a live playlist lists, so players can seek back while the stream is live (0, the
     /// default: off). The node keeps only `window + retained_segments` segments in memory; older ones are
