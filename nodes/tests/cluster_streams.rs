@@ -1178,39 +1178,6 @@ fn relay_credit_follows_the_local_stream_taking_frames() {
     assert_playable("flv on strom-1 after the stall", &frames, 30, 426, 240, &stderr);
 }
 
-/// Reads an HTTP/1.1 answer with a chunked body, noting when each chunk arrived: status, whether it was chunked,
-/// and the chunks.
-fn read_chunked(c: &mut TcpStream) -> (u16, bool, Vec<(Vec<u8>, Instant)>) {
-    use std::io::BufRead;
-    let mut r = std::io::BufReader::new(c);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("an answer head");
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line.to_ascii_lowercase());
-    }
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    if !head.contains("transfer-encoding: chunked") {
-        return (status, false, Vec::new());
-    }
-    let mut chunks = Vec::new();
-    loop {
-        let mut size = String::new();
-        r.read_line(&mut size).expect("a chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        let mut data = vec![0u8; n + 2];
-        r.read_exact(&mut data).expect("a chunk");
-        if n == 0 {
-            return (status, true, chunks);
-        }
-        data.truncate(n);
-        chunks.push((data, Instant::now()));
-    }
-}
-
 /// A node that does not own the stream sends a preload-hinted part as the owner produces it, as the owner does:
 /// chunked, its first bytes well before its last, and byte for byte the owner's part; it follows the part with
 /// `growing` calls to the owner (one mirror per part, however many players ask).
@@ -1249,9 +1216,9 @@ fn a_preload_hinted_part_is_sent_as_it_is_produced_by_a_node_that_does_not_own_t
             .collect();
         let answers: Vec<_> = players.into_iter().map(|p| p.join().unwrap()).collect();
         let owners = nodes[0].get(&format!("/{key}/{hint}")).body;
-        for (status, chunked, chunks) in &answers {
+        for (status, headers, chunks) in &answers {
             assert_eq!(*status, 200);
-            if !chunked {
+            if headers.get("transfer-encoding").map(String::as_str) != Some("chunked") {
                 continue; // the part was complete before the request came (a slow try): sent whole
             }
             let body: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.clone()).collect();

@@ -433,43 +433,6 @@ fn one_keep_alive_connection_carries_live_hls_and_hands_other_requests_to_hyper(
     assert_eq!(std::io::Read::read_to_end(&mut d, &mut rest).unwrap(), 0, "closed after the answer");
 }
 
-/// An answer's status, headers, and body chunks with the instants they arrived.
-type Chunked = (u16, HashMap<String, String>, Vec<(Vec<u8>, Instant)>);
-
-/// Reads an answer whose body is chunked, noting when each chunk arrived.
-fn read_chunked(c: &mut std::net::TcpStream) -> Chunked {
-    use std::io::{BufRead, Read};
-    let mut r = std::io::BufReader::new(c);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("an answer head");
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: HashMap<String, String> =
-        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
-    assert_eq!(headers.get("transfer-encoding").map(String::as_str), Some("chunked"), "{headers:?}");
-    let mut chunks = Vec::new();
-    loop {
-        let mut size = String::new();
-        r.read_line(&mut size).expect("a chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        let mut data = vec![0u8; n + 2];
-        r.read_exact(&mut data).expect("a chunk");
-        assert_eq!(&data[n..], b"\r\n");
-        if n == 0 {
-            return (status, headers, chunks);
-        }
-        data.truncate(n);
-        chunks.push((data, Instant::now()));
-    }
-}
-
 /// A preload-hinted part asked for before it is complete is sent as it is produced (rfc8216bis 6.2.6): chunked,
 /// its first bytes well before its last, and the bytes are the part's, as served whole once it is complete. So
 /// both from the listener's own keep-alive loop and from hyper (a connection hyper took over).
@@ -501,6 +464,7 @@ fn a_preload_hinted_part_is_sent_as_it_is_produced() {
             write!(c, "GET /{key}/{hint} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
             let (status, h, chunks) = read_chunked(&mut c);
             assert_eq!(status, 200);
+            assert_eq!(h.get("transfer-encoding").map(String::as_str), Some("chunked"), "{h:?}");
             assert_eq!(h["content-type"], "video/iso.segment");
             assert_eq!(h["cache-control"], "public, max-age=3600, immutable");
             let body: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.clone()).collect();

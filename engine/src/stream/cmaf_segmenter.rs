@@ -422,15 +422,21 @@ mod tests {
         MediaFrame::parse(MediaKind::Video, ts, Bytes::from(b)).unwrap()
     }
 
+    /// A segmenter of stream `live/t` with `hls`, the receiver of its views, and its metrics.
+    fn segmenter(hls: &HlsConfig) -> (CmafSegmenter, watch::Receiver<Arc<HlsView>>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = watch::channel(Arc::new(HlsView::default()));
+        let meter = PollMeter::new(1, metrics.clone());
+        let seg = CmafSegmenter::new(StreamKey::new("live", "t").unwrap(), hls, metrics.clone(), None, tx, meter);
+        (seg, rx, metrics)
+    }
+
     /// The part the preload hint names grows in the view as frames arrive: its chunks come one by one, it is
     /// complete only once the view lists it, and its chunks are the listed part byte for byte.
     #[test]
     fn the_hinted_part_grows_chunk_by_chunk_and_ends_as_the_listed_part() {
         let hls = HlsConfig { segment_duration_secs: 1.0, part_target_ms: 200, ..HlsConfig::default() };
-        let metrics = Arc::new(Metrics::new());
-        let (tx, rx) = watch::channel(Arc::new(HlsView::default()));
-        let meter = PollMeter::new(1, metrics.clone());
-        let mut seg = CmafSegmenter::new(StreamKey::new("live", "g").unwrap(), &hls, metrics, None, tx, meter);
+        let (mut seg, rx, _) = segmenter(&hls);
         seg.on_frame(&header());
         let mut i = 0u32;
         let mut frame = |seg: &mut CmafSegmenter| {
@@ -469,11 +475,7 @@ mod tests {
     /// With `hls.stream_hinted_parts = false` nothing grows: a part is one fragment, listed once complete.
     #[test]
     fn without_streamed_parts_a_part_is_one_fragment() {
-        let hls = HlsConfig { stream_hinted_parts: false, ..HlsConfig::default() };
-        let metrics = Arc::new(Metrics::new());
-        let (tx, rx) = watch::channel(Arc::new(HlsView::default()));
-        let meter = PollMeter::new(1, metrics.clone());
-        let mut seg = CmafSegmenter::new(StreamKey::new("live", "w").unwrap(), &hls, metrics, None, tx, meter);
+        let (mut seg, rx, _) = segmenter(&HlsConfig { stream_hinted_parts: false, ..HlsConfig::default() });
         seg.on_frame(&header());
         for i in 0..90u32 {
             seg.on_frame(&video((i * 1000 + 15) / 30, i % 30 == 0));
@@ -494,11 +496,8 @@ mod tests {
     /// stays at the configured one.
     #[test]
     fn timestamp_jumps_start_a_discontinuity_instead_of_an_hour_long_segment() {
-        let hls = HlsConfig { segment_duration_secs: 1.0, window: 20, ..HlsConfig::default() };
-        let metrics = Arc::new(Metrics::new());
-        let (tx, rx) = watch::channel(Arc::new(HlsView::default()));
-        let meter = PollMeter::new(1, metrics.clone());
-        let mut seg = CmafSegmenter::new(StreamKey::new("live", "j").unwrap(), &hls, metrics.clone(), None, tx, meter);
+        let (mut seg, rx, metrics) =
+            segmenter(&HlsConfig { segment_duration_secs: 1.0, window: 20, ..HlsConfig::default() });
         seg.on_frame(&header());
         for start in [0u32, 3_600_000, u32::MAX - 1500] {
             for i in 0..90u32 {

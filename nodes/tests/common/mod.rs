@@ -462,6 +462,45 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
 }
 
+/// An answer's status, headers (names in lower case), and body chunks with the instants they arrived.
+pub type Chunked = (u16, std::collections::HashMap<String, String>, Vec<(Vec<u8>, Instant)>);
+
+/// Reads an HTTP/1.1 answer from `c`, noting when each chunk of a chunked body arrived (no chunks when the body
+/// is not chunked; it is then left unread).
+pub fn read_chunked(c: &mut TcpStream) -> Chunked {
+    let mut r = BufReader::new(c);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("an answer head");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: std::collections::HashMap<String, String> =
+        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_string())).collect();
+    let mut chunks = Vec::new();
+    if headers.get("transfer-encoding").map(String::as_str) != Some("chunked") {
+        return (status, headers, chunks);
+    }
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).expect("a chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        let mut data = vec![0u8; n + 2];
+        r.read_exact(&mut data).expect("a chunk");
+        assert_eq!(&data[n..], b"\r\n", "a chunk ends with CRLF");
+        if n == 0 {
+            return (status, headers, chunks);
+        }
+        data.truncate(n);
+        chunks.push((data, Instant::now()));
+    }
+}
+
 /// Sends a raw request and parses the response (chunked bodies are decoded).
 pub fn http_request(addr: SocketAddr, raw: &str) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
